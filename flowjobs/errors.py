@@ -1,0 +1,65 @@
+"""Typed errors raised by flowjobs; every bad input maps to one of these."""
+
+from __future__ import annotations
+
+
+class FlowjobsError(Exception):
+    """Base class of every error flowjobs raises on purpose."""
+
+
+class FlowValidationError(FlowjobsError):
+    """A flow definition is invalid; ``problems`` lists every problem found."""
+
+    def __init__(self, flow: str, problems: list[str]) -> None:
+        self.flow = flow
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"flow {flow!r} is invalid:\n{lines}")
+
+
+class ExpressionError(FlowjobsError):
+    """An expression does not parse, or cannot be evaluated."""
+
+    def __init__(self, message: str, expression: str = "", position: int | None = None) -> None:
+        self.message = message
+        self.expression = expression
+        self.position = position
+        where = f" at position {position}" if position is not None else ""
+        shown = f" in {expression!r}" if expression else ""
+        super().__init__(f"{message}{where}{shown}")
+
+
+class FlowNotFound(FlowjobsError):
+    """No registered flow has that id or name."""
+
+
+class TriggerNotFound(FlowjobsError):
+    """The flow has no trigger with that key."""
+
+
+class FlowDisabled(FlowjobsError):
+    """The flow is disabled; it cannot be triggered."""
+
+
+class InvalidTriggerData(FlowjobsError):
+    """Trigger data or headers are not JSON (or not a JSON object where one is required)."""
+
+
+class RunNotFound(FlowjobsError):
+    """No run has that id."""
+
+
+class HandlerNotFound(FlowjobsError):
+    """No handler is registered for a step type."""
+
+
+class SignalNotFound(FlowjobsError):
+    """No run with that id, or no step of it waits for that signal."""
+
+
+class SignalAlreadyDelivered(FlowjobsError):
+    """That signal was already delivered to the waiting step."""
+
+
+class InvalidSettings(FlowjobsError):
+    """A setting has an invalid value; the message names it."""
