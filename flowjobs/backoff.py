@@ -1,0 +1,13 @@
+"""Retry policy arithmetic: the one backoff function every caller uses."""
+
+from __future__ import annotations
+
+from flowjobs.manifest import RetryPolicy
+
+
+def retry_delay(policy: RetryPolicy, failed_attempt: int) -> float | None:
+    """Seconds to wait before the attempt after ``failed_attempt``; None when no attempt is left."""
+    if failed_attempt >= policy.max_attempts:
+        return None
+    delay = policy.backoff_seconds * policy.backoff_factor ** (failed_attempt - 1)
+    return min(delay, policy.max_backoff_seconds)

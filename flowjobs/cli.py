@@ -1,0 +1,309 @@
+"""The ``flowjobs`` command: flows, triggers, runs, worker, scheduler and the zero-setup demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from flowjobs.client import FlowClient
+from flowjobs.errors import FlowjobsError, FlowValidationError
+from flowjobs.logging import configure_logging
+from flowjobs.records import FlowRunRecord
+from flowjobs.registry import FlowRegistry
+from flowjobs.settings import Settings, load_settings
+from flowjobs.statuses import RunStatus
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_BAD_INPUT = 2
+EXIT_RUN_NOT_SUCCEEDED = 3
+
+
+class _Group(click.Group):
+    """Turns flowjobs' typed errors into one-line messages and exit code 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except FlowjobsError as error:
+            click.echo(f"error: {error}", err=True)
+            sys.exit(EXIT_BAD_INPUT)
+
+
+def _settings(ctx: click.Context) -> Settings:
+    settings: Settings = ctx.obj
+    return settings
+
+
+def _client(ctx: click.Context, *, load_flows: bool = True) -> FlowClient:
+    settings = _settings(ctx)
+    flows = FlowRegistry()
+    if load_flows and settings.flows_dir.is_dir():
+        flows.load_dir(settings.flows_dir)
+    return FlowClient.from_settings(settings, flows)
+
+
+def json_option(fn: F) -> F:
+    """``--json``: machine-readable output."""
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")(fn)
+
+
+@click.group(cls=_Group)
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """flowjobs: DAG flows with a full run history on RQ and Redis."""
+    ctx.obj = load_settings()
+    configure_logging(ctx.obj.log_format, ctx.obj.log_level)
+
+
+# -- flows ---------------------------------------------------------------------------------------
+
+
+@cli.group(cls=_Group)
+def flows() -> None:
+    """Inspect and validate flow definitions."""
+
+
+@flows.command("list")
+@json_option
+@click.pass_context
+def flows_list(ctx: click.Context, as_json: bool) -> None:
+    """List the flows in FLOWJOBS_FLOWS_DIR."""
+    registry = _client(ctx).flows
+    if as_json:
+        click.echo(json.dumps([_flow_summary(d) for d in registry.all()], indent=2))
+        return
+    for definition in registry.all():
+        click.echo(f"{definition.name:30} {definition.id}  v{definition.version}  "
+                   f"steps={len(definition.manifest.steps)} triggers={','.join(definition.manifest.triggers)}")
+
+
+@flows.command("show")
+@click.argument("flow")
+@json_option
+@click.pass_context
+def flows_show(ctx: click.Context, flow: str, as_json: bool) -> None:
+    """Show one flow (by id or name)."""
+    definition = _client(ctx).flows.get(flow)
+    data = definition.model_dump(mode="json")
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+    else:
+        click.echo(f"{definition.name} ({definition.id}) version {definition.version}")
+        for key, trigger in definition.manifest.triggers.items():
+            click.echo(f"  trigger {key}: {trigger.type.value} {json.dumps(trigger.inputs) if trigger.inputs else ''}")
+        for key, step in definition.manifest.steps.items():
+            after = ", ".join(f"{dep}:{'|'.join(c.statuses)}" for dep, c in step.run_after.items()) or "(entry)"
+            click.echo(f"  step {key}: {step.type} after {after}")
+
+
+@flows.command("validate")
+@click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@click.pass_context
+def flows_validate(ctx: click.Context, paths: tuple[Path, ...]) -> None:
+    """Validate flow files or folders (default: FLOWJOBS_FLOWS_DIR); exit 2 listing every problem."""
+    registry = FlowRegistry()
+    problems: list[str] = []
+    for path in paths or (_settings(ctx).flows_dir,):
+        try:
+            if Path(path).is_dir():
+                registry.load_dir(path)
+            else:
+                registry.add_file(path)
+        except FlowValidationError as error:
+            problems.extend(f"{error.flow}: {p}" if Path(path).is_file() else p for p in error.problems)
+    if problems:
+        click.echo(f"{len(problems)} problem(s):", err=True)
+        for problem in problems:
+            click.echo(f"  - {problem}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    click.echo(f"ok: {len(registry)} flow(s) valid")
+
+
+def _flow_summary(definition: Any) -> dict[str, Any]:
+    return {"id": str(definition.id), "name": definition.name, "version": definition.version,
+            "triggers": list(definition.manifest.triggers), "steps": list(definition.manifest.steps)}
+
+
+# -- trigger and runs ----------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("flow")
+@click.option("--trigger", "trigger_key", default="manual", show_default=True, help="Trigger key of the flow.")
+@click.option("--data", "data_json", default=None, help="Trigger payload, as JSON.")
+@click.option("--header", "headers", multiple=True, help="Trigger header NAME=VALUE (repeatable).")
+@click.option("--idempotency-key", default=None, help="Return the existing run if this key was used before.")
+@click.option("--wait", is_flag=True, help="Wait until the run is terminal; exit 3 unless it Succeeded.")
+@click.option("--timeout", default=120.0, show_default=True, help="Seconds --wait waits.")
+@json_option
+@click.pass_context
+def trigger(
+    ctx: click.Context, flow: str, trigger_key: str, data_json: str | None, headers: tuple[str, ...],
+    idempotency_key: str | None, wait: bool, timeout: float, as_json: bool,
+) -> None:
+    """Trigger a run of FLOW (id or name)."""
+    try:
+        data = json.loads(data_json) if data_json is not None else None
+    except json.JSONDecodeError as error:
+        raise click.BadParameter(f"not JSON: {error}", param_hint="--data") from error
+    header_map: dict[str, str] = {}
+    for item in headers:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="--header")
+        header_map[name] = value
+    client = _client(ctx)
+    handle = client.trigger(flow, trigger_key, data, header_map or None, idempotency_key=idempotency_key)
+    if not wait:
+        run = handle.record()
+    else:
+        if not as_json:
+            click.echo(f"run {handle.run_id} triggered (trigger job {handle.background_job_id}); waiting…", err=True)
+        handle.wait(timeout=timeout)
+        run = handle.detail()
+    _print_run(ctx, run, as_json)
+    if wait and run.status is not RunStatus.Succeeded:
+        sys.exit(EXIT_RUN_NOT_SUCCEEDED)
+
+
+@cli.group(cls=_Group)
+def runs() -> None:
+    """Inspect runs."""
+
+
+@runs.command("list")
+@click.option("--flow", default=None, help="Only runs of this flow (id or name).")
+@click.option("--status", type=click.Choice([s.value for s in RunStatus]), default=None)
+@click.option("--limit", default=20, show_default=True)
+@click.option("--before", default=None, help="Page: runs older than this run id.")
+@json_option
+@click.pass_context
+def runs_list(ctx: click.Context, flow: str | None, status: str | None, limit: int, before: str | None,
+              as_json: bool) -> None:
+    """List runs, newest first."""
+    client = _client(ctx)
+    flow_id = client.flows.get(flow).id if flow else None
+    found = client.list_runs(flow_id=flow_id, status=RunStatus(status) if status else None, limit=limit,
+                             before=before)
+    if as_json:
+        click.echo(json.dumps([r.model_dump(mode="json", by_alias=True) for r in found], indent=2))
+        return
+    for run in found:
+        click.echo(f"{run.id}  {run.status.value:9}  {run.flow_name or run.flow_id}  "
+                   f"started {run.started_at:%Y-%m-%d %H:%M:%S}  job {run.background_job_id}")
+
+
+@runs.command("show")
+@click.argument("run_id")
+@json_option
+@click.pass_context
+def runs_show(ctx: click.Context, run_id: str, as_json: bool) -> None:
+    """Show a run, its steps and attempts, and the rq-dashboard page of every job."""
+    run = _client(ctx, load_flows=False).get_run_detail(run_id)
+    if run is None:
+        click.echo(f"error: no run with id {run_id}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    _print_run(ctx, run, as_json)
+
+
+def _print_run(ctx: click.Context, run: FlowRunRecord, as_json: bool) -> None:
+    settings = _settings(ctx)
+    if as_json:
+        click.echo(json.dumps(run.model_dump(mode="json", by_alias=True), indent=2))
+        return
+    click.echo(f"run {run.id}  {run.status.value}")
+    click.echo(f"  flow            {run.flow_name} ({run.flow_id}) v{run.flow_version}")
+    click.echo(f"  trigger         {run.trigger_key}  data={run.trigger_data_json}")
+    click.echo(f"  started/ended   {run.started_at.isoformat()} / "
+               f"{run.completed_at.isoformat() if run.completed_at else '-'}")
+    if run.source_run_id:
+        click.echo(f"  re-run of       {run.source_run_id}")
+    if run.background_job_id:
+        click.echo(f"  trigger job     {run.background_job_id}  {settings.job_url(run.background_job_id)}")
+    for step in run.steps or []:
+        click.echo(f"  step {step.step_key:20} {step.status.value:9} attempts={step.attempt_count}"
+                   + (f"  error: {step.error_message}" if step.error_message else ""))
+        for attempt in step.attempts or []:
+            click.echo(f"      #{attempt.attempt} {attempt.status.value:9} job {attempt.job_id}  "
+                       f"{settings.job_url(attempt.job_id) if attempt.job_id else ''}")
+
+
+# -- processes -----------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--simple", is_flag=True, help="SimpleWorker: run jobs in this process instead of forking.")
+@click.option("--burst", is_flag=True, help="Exit when the queue is empty.")
+@click.pass_context
+def worker(ctx: click.Context, simple: bool, burst: bool) -> None:
+    """Run an RQ worker with flowjobs' engine and the handler modules loaded."""
+    from flowjobs.worker import run_worker
+
+    run_worker(_settings(ctx), simple=simple, burst=burst)
+
+
+@cli.command()
+@click.option("--once", is_flag=True, help="Run one recovery pass and exit.")
+@click.pass_context
+def scheduler(ctx: click.Context, once: bool) -> None:
+    """Run the scheduler: recovery of lost steps and unclosed runs, every recovery interval."""
+    from flowjobs.worker import run_scheduler
+
+    run_scheduler(_settings(ctx), once=once)
+
+
+@cli.command()
+@click.option("--flow", default="hello-flow", show_default=True, help="Flow to trigger.")
+@click.option("--data", "data_json", default='{"name": "flowjobs"}', show_default=True, help="Trigger payload.")
+@click.option("--timeout", default=120.0, show_default=True)
+@click.pass_context
+def demo(ctx: click.Context, flow: str, data_json: str, timeout: float) -> None:
+    """Zero-setup run: use REDIS_URL or start an embedded server, start a worker, run a flow, print it."""
+    from flowjobs.embedded import ensure_redis
+
+    settings = _settings(ctx)
+    url, server = ensure_redis(settings.redis_url)
+    click.echo(f"redis: {url}" + (" (embedded server started for this demo)" if server else ""), err=True)
+    settings = settings.model_copy(update={"redis_url": url})
+    ctx.obj = settings
+    env = {**os.environ, "REDIS_URL": url}
+    proc = subprocess.Popen([sys.executable, "-m", "flowjobs", "worker"], env=env, stdin=subprocess.DEVNULL)
+    try:
+        client = _client(ctx)
+        handle = client.trigger(flow, data=json.loads(data_json))
+        click.echo(f"triggered run {handle.run_id}; trigger job {handle.background_job_id}; waiting…", err=True)
+        handle.wait(timeout=timeout)
+        run = handle.detail()
+        _print_run(ctx, run, as_json=False)
+        click.echo("")
+        click.echo(json.dumps(run.model_dump(mode="json", by_alias=True, exclude={"steps"}), indent=2))
+        click.echo("")
+        click.echo("where to look:")
+        click.echo(f"  flowjobs runs show {run.id}        (REDIS_URL={url})")
+        click.echo(f"  rq-dashboard --redis-url {url} --json   then {settings.job_url(run.background_job_id or '')}")
+        if server:
+            click.echo("  (the embedded server stops with this demo; set REDIS_URL to keep the history)")
+        if run.status is not RunStatus.Succeeded:
+            sys.exit(EXIT_RUN_NOT_SUCCEEDED)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        if server:
+            server.stop()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="flowjobs")

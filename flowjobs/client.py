@@ -1,0 +1,202 @@
+"""The application's side: trigger runs and read their history."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID, uuid4
+
+from redis import Redis
+from redis.client import Pipeline
+
+from flowjobs.clock import utcnow
+from flowjobs.errors import FlowDisabled, InvalidTriggerData, RunNotFound, TriggerNotFound
+from flowjobs.jobs import trigger_call
+from flowjobs.keys import Keys
+from flowjobs.records import FlowRunRecord
+from flowjobs.registry import FlowRegistry
+from flowjobs.runtime.base import JobRunner, trigger_job_id
+from flowjobs.runtime.rq import RQJobRunner
+from flowjobs.settings import Settings, load_settings
+from flowjobs.statuses import RunStatus
+from flowjobs.store import RunStore
+
+SENSITIVE_HEADERS = frozenset(
+    {"authorization", "cookie", "set-cookie", "x-webhook-key", "proxy-authorization"}
+)
+IDEMPOTENCY_HEADER = "idempotency-key"
+
+
+class RunHandle:
+    """A triggered run: its ids, and ways to follow it."""
+
+    def __init__(self, client: FlowClient, run_id: UUID, background_job_id: str) -> None:
+        self.client = client
+        self.run_id = run_id
+        self.background_job_id = background_job_id
+
+    def status(self) -> RunStatus:
+        """The run's current status."""
+        return self.record().status
+
+    def record(self) -> FlowRunRecord:
+        """The run record (without steps)."""
+        run = self.client.get_run(self.run_id)
+        if run is None:
+            raise RunNotFound(f"run {self.run_id} no longer exists")
+        return run
+
+    def detail(self) -> FlowRunRecord:
+        """The run with its steps and their attempts."""
+        run = self.client.get_run_detail(self.run_id)
+        if run is None:
+            raise RunNotFound(f"run {self.run_id} no longer exists")
+        return run
+
+    def wait(self, timeout: float = 60.0, poll_interval: float = 0.05) -> FlowRunRecord:
+        """Poll until the run is terminal; ``TimeoutError`` if it is not within ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            run = self.record()
+            if run.status.is_terminal:
+                return run
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"run {self.run_id} is still {run.status.value} after {timeout:g}s")
+            time.sleep(poll_interval)
+
+    def __repr__(self) -> str:
+        return f"RunHandle(run_id={self.run_id}, background_job_id={self.background_job_id!r})"
+
+
+class FlowClient:
+    """Triggers flows and reads run history from one Redis."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        flows: FlowRegistry | None = None,
+        queue_name: str = "flowjobs",
+        *,
+        key_prefix: str = "flowjobs:",
+        runner: JobRunner | None = None,
+        retention_seconds: int = 14 * 86400,
+        run_timeout_seconds: float | None = None,
+    ) -> None:
+        self.redis = redis
+        self.flows = flows if flows is not None else FlowRegistry()
+        self.store = RunStore(redis, Keys(key_prefix), retention_seconds=retention_seconds)
+        self.runner = runner or RQJobRunner(redis, queue_name, keep_seconds=retention_seconds)
+        self.run_timeout_seconds = run_timeout_seconds
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None, flows: FlowRegistry | None = None) -> FlowClient:
+        """A client for ``REDIS_URL`` and the other settings; flows from ``FLOWJOBS_FLOWS_DIR`` by default."""
+        settings = settings or load_settings()
+        if flows is None:
+            flows = FlowRegistry()
+            if settings.flows_dir.is_dir():
+                flows.load_dir(settings.flows_dir)
+        return cls(
+            Redis.from_url(settings.redis_url), flows, settings.queue, key_prefix=settings.key_prefix,
+            retention_seconds=settings.retention_seconds, run_timeout_seconds=settings.run_timeout_seconds,
+        )
+
+    def trigger(
+        self,
+        flow: UUID | str,
+        trigger_key: str = "manual",
+        data: Any = None,
+        headers: Mapping[str, str] | None = None,
+        *,
+        idempotency_key: str | None = None,
+        source_run_id: UUID | str | None = None,
+    ) -> RunHandle:
+        """Start a run: store it as Pending and enqueue its trigger job, in one transaction.
+
+        A repeated idempotency key (argument or ``Idempotency-Key`` header; per flow and
+        trigger key) returns the first run's handle and writes nothing.
+        """
+        definition = self.flows.get(flow)
+        if trigger_key not in definition.manifest.triggers:
+            known = ", ".join(sorted(definition.manifest.triggers)) or "none"
+            raise TriggerNotFound(f"flow {definition.name!r} has no trigger {trigger_key!r} (triggers: {known})")
+        try:
+            data_json = json.dumps(data, allow_nan=False)
+        except (TypeError, ValueError) as error:
+            raise InvalidTriggerData(f"trigger data is not JSON-serialisable: {error}") from error
+        kept_headers = clean_headers(headers)
+        if idempotency_key is None:
+            idempotency_key = next(
+                (v for k, v in kept_headers.items() if k.lower() == IDEMPOTENCY_HEADER), None
+            )
+        manifest_hash = self.store.save_flow(definition)
+        if not self.store.flow_enabled(definition.id):
+            raise FlowDisabled(f"flow {definition.name!r} is disabled")
+        run_id = uuid4()
+        now = utcnow()
+        run = FlowRunRecord(
+            id=run_id, flow_id=definition.id, flow_name=definition.name, status=RunStatus.Pending,
+            trigger_key=trigger_key, trigger_data_json=data_json, trigger_headers=kept_headers,
+            background_job_id=trigger_job_id(run_id), started_at=now,
+            source_run_id=UUID(str(source_run_id)) if source_run_id else None,
+            flow_version=definition.version, manifest_hash=manifest_hash, idempotency_key=idempotency_key,
+            timeout_at=self._deadline(data, now),
+        )
+        call = trigger_call(str(run_id), str(definition.id), definition.name)
+
+        def enqueue(pipe: Pipeline) -> None:
+            self.runner.enqueue(call, pipeline=pipe)
+
+        stored_id = self.store.create_run(run, enqueue, idempotency_key=idempotency_key)
+        return RunHandle(self, stored_id, trigger_job_id(stored_id))
+
+    def _deadline(self, data: Any, now: datetime) -> datetime | None:
+        seconds = data.get("runTimeoutSeconds") if isinstance(data, dict) else None
+        if not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds <= 0:
+            seconds = self.run_timeout_seconds
+        return now + timedelta(seconds=seconds) if seconds else None
+
+    def handle(self, run_id: UUID | str) -> RunHandle:
+        """A handle on an existing run."""
+        run = self.get_run(run_id)
+        if run is None:
+            raise RunNotFound(f"no run with id {run_id}")
+        return RunHandle(self, run.id, run.background_job_id or trigger_job_id(run.id))
+
+    def get_run(self, run_id: UUID | str) -> FlowRunRecord | None:
+        """The run record (``steps`` is None), or None."""
+        return self.store.get_run(run_id)
+
+    def get_run_detail(self, run_id: UUID | str) -> FlowRunRecord | None:
+        """The run with every step and its attempts (one Redis round-trip), or None."""
+        return self.store.get_run_detail(run_id)
+
+    def list_runs(
+        self,
+        *,
+        flow_id: UUID | str | None = None,
+        status: RunStatus | None = None,
+        limit: int = 50,
+        before: UUID | str | datetime | None = None,
+    ) -> list[FlowRunRecord]:
+        """Runs newest first; pass the last run's id as ``before`` for the next page."""
+        return self.store.list_runs(flow_id=flow_id, status=status, limit=limit, before=before)
+
+    def find_run_by_job(self, job_id: str) -> FlowRunRecord | None:
+        """The run an RQ job (trigger or step attempt) belongs to."""
+        run_id = self.store.find_run_id_by_job(job_id)
+        return self.store.get_run(run_id) if run_id else None
+
+
+def clean_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
+    """Headers to keep on the run: sensitive ones dropped; ``InvalidTriggerData`` if not str → str."""
+    if headers is None:
+        return {}
+    if not isinstance(headers, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+    ):
+        raise InvalidTriggerData("trigger headers must map strings to strings")
+    return {k: v for k, v in headers.items() if k.lower() not in SENSITIVE_HEADERS}

@@ -1,0 +1,40 @@
+"""Builds the engine a worker process runs from settings: Redis, store, runner and handler modules."""
+
+from __future__ import annotations
+
+import importlib
+
+from redis import Redis
+
+from flowjobs.engine import Engine
+from flowjobs.handlers import HandlerRegistry, default_handlers
+from flowjobs.keys import Keys
+from flowjobs.runtime.rq import RQJobRunner
+from flowjobs.settings import Settings, load_settings
+from flowjobs.store import RunStore
+
+
+def import_handler_modules(settings: Settings) -> None:
+    """Import every module of ``FLOWJOBS_HANDLER_MODULES`` so their ``@handler`` decorators register."""
+    for name in settings.handler_module_names:
+        importlib.import_module(name)
+
+
+def engine_from_settings(
+    settings: Settings | None = None,
+    *,
+    redis: Redis | None = None,
+    handlers: HandlerRegistry | None = None,
+) -> Engine:
+    """An engine on RQ for these settings, with the handler modules imported."""
+    settings = settings or load_settings()
+    if handlers is None:
+        import_handler_modules(settings)
+        handlers = default_handlers
+    redis = redis or Redis.from_url(settings.redis_url)
+    store = RunStore(redis, Keys(settings.key_prefix), retention_seconds=settings.retention_seconds)
+    runner = RQJobRunner(
+        redis, settings.queue, keep_seconds=settings.retention_seconds,
+        default_timeout_seconds=settings.job_timeout_seconds,
+    )
+    return Engine(store, runner, handlers, lease_seconds=settings.claim_lease_seconds)

@@ -1,0 +1,97 @@
+"""The job functions RQ executes, and the job calls that name them.
+
+Jobs carry only ids (JSON): everything else is read from the store, so a job that runs twice,
+or late, finds the current state and acts on it (or is refused by the claim).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import TYPE_CHECKING
+
+import rq
+
+from flowjobs.runtime.base import JobCall, step_job_id, trigger_job_id
+
+if TYPE_CHECKING:
+    from flowjobs.engine import Engine
+
+RUN_TRIGGER = "flowjobs.jobs.run_trigger"
+RUN_STEP = "flowjobs.jobs.run_step"
+
+_engine: Engine | None = None
+_job_id: ContextVar[str | None] = ContextVar("flowjobs_job_id", default=None)
+
+
+def trigger_call(run_id: str, flow_id: str, flow_name: str | None) -> JobCall:
+    """The trigger job of a run."""
+    return JobCall(
+        func=RUN_TRIGGER,
+        args=(run_id,),
+        job_id=trigger_job_id(run_id),
+        description=f"flow={flow_name} run={run_id} trigger",
+        meta={"flow_id": flow_id, "run_id": run_id, "step_key": None, "attempt": None},
+    )
+
+
+def step_call(
+    run_id: str, flow_id: str | None, flow_name: str | None, step_key: str, attempt: int,
+    timeout_seconds: float | None = None,
+) -> JobCall:
+    """The job of one attempt of one step."""
+    return JobCall(
+        func=RUN_STEP,
+        args=(run_id, step_key, attempt),
+        job_id=step_job_id(run_id, step_key, attempt),
+        description=f"flow={flow_name} run={run_id} step={step_key} attempt={attempt}",
+        meta={"flow_id": flow_id, "run_id": run_id, "step_key": step_key, "attempt": attempt},
+        timeout_seconds=timeout_seconds,
+    )
+
+
+def install_engine(engine: Engine | None) -> None:
+    """Make ``engine`` the one this process's jobs use (None: build from settings on first use)."""
+    global _engine
+    _engine = engine
+
+
+def current_engine() -> Engine:
+    """The installed engine, built from settings (and handler modules) on first use."""
+    global _engine
+    if _engine is None:
+        from flowjobs.factory import engine_from_settings
+
+        _engine = engine_from_settings()
+    return _engine
+
+
+@contextmanager
+def running_job(job_id: str) -> Iterator[None]:
+    """Mark ``job_id`` as the executing job, for runners that are not RQ (the in-process runner)."""
+    token = _job_id.set(job_id)
+    try:
+        yield
+    finally:
+        _job_id.reset(token)
+
+
+def current_job_id() -> str | None:
+    """Id of the job being executed, in RQ or in the in-process runner."""
+    job_id = _job_id.get()
+    if job_id is not None:
+        return job_id
+    job = rq.get_current_job()
+    return str(job.id) if job is not None else None
+
+
+def run_trigger(run_id: str) -> str:
+    """RQ job: execute a run's trigger (start it, dispatch entry steps)."""
+    status = current_engine().start_run(run_id, job_id=current_job_id())
+    return status.value if status else "missing"
+
+
+def run_step(run_id: str, step_key: str, attempt: int) -> str:
+    """RQ job: execute one attempt of one step."""
+    return current_engine().execute_step(run_id, step_key, int(attempt), job_id=current_job_id())

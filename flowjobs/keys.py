@@ -1,0 +1,88 @@
+"""Every Redis key flowjobs uses, and only here; each function says the key's type and content."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from uuid import UUID
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Key names under one prefix (``FLOWJOBS_KEY_PREFIX``, default ``flowjobs:``)."""
+
+    prefix: str = "flowjobs:"
+
+    def run(self, run_id: UUID | str) -> str:
+        """Hash: the run record's fields (``FlowRunRecord`` plus ``started_score``)."""
+        return f"{self.prefix}run:{run_id}"
+
+    def run_steps(self, run_id: UUID | str) -> str:
+        """Hash: step key → current status of every step that has a record (the planner's input)."""
+        return f"{self.prefix}run:{run_id}:steps"
+
+    def step_prefix(self, run_id: UUID | str) -> str:
+        """Common prefix of the run's step hashes; the step key follows it."""
+        return f"{self.prefix}run:{run_id}:step:"
+
+    def step(self, run_id: UUID | str, step_key: str) -> str:
+        """Hash: one step record (``FlowStepRecord`` plus claim fields ``attempt``, ``lease_until_ms``)."""
+        return f"{self.step_prefix(run_id)}{step_key}"
+
+    def attempts(self, run_id: UUID | str) -> str:
+        """Hash: ``<step_key>#<attempt>`` → JSON of one ``FlowStepAttemptRecord``."""
+        return f"{self.prefix}run:{run_id}:attempts"
+
+    def events(self, run_id: UUID | str) -> str:
+        """List: JSON ``RunEvent`` entries of the run, oldest first."""
+        return f"{self.prefix}run:{run_id}:events"
+
+    def runs(self) -> str:
+        """Sorted set: every run id, scored by ``started_at`` (epoch seconds)."""
+        return f"{self.prefix}runs"
+
+    def flow_runs(self, flow_id: UUID | str) -> str:
+        """Sorted set: run ids of one flow, scored by ``started_at``."""
+        return f"{self.prefix}flow:{flow_id}:runs"
+
+    def status_runs(self, status: str) -> str:
+        """Sorted set: run ids currently in one run status, scored by ``started_at``."""
+        return f"{self.prefix}status:{status}:runs"
+
+    def jobs(self) -> str:
+        """Hash: RQ job id → run id, for every job flowjobs enqueued (the reverse index)."""
+        return f"{self.prefix}jobs"
+
+    def leases(self) -> str:
+        """Sorted set: ``<run_id>:<step_key>`` of claimed steps, scored by lease expiry (epoch ms)."""
+        return f"{self.prefix}leases"
+
+    def pending(self) -> str:
+        """Sorted set: ``<run_id>:<step_key>`` of dispatched, unclaimed steps, scored by due time (epoch ms)."""
+        return f"{self.prefix}pending"
+
+    def idempotency(self, flow_id: UUID | str, trigger_key: str, key: str) -> str:
+        """String: run id of the run triggered with that idempotency key (per flow and trigger key)."""
+        return f"{self.prefix}idem:{flow_id}:{trigger_key}:{key}"
+
+    def flow(self, flow_id: UUID | str) -> str:
+        """Hash: flow definition record (``id, name, version, manifest_hash, is_enabled, …``)."""
+        return f"{self.prefix}flow:{flow_id}"
+
+    def flows(self) -> str:
+        """Set: ids of every flow ever registered against this Redis."""
+        return f"{self.prefix}flows"
+
+    def manifest(self, manifest_hash: str) -> str:
+        """String: a manifest's canonical JSON, under its content hash (pinned for runs)."""
+        return f"{self.prefix}manifest:{manifest_hash}"
+
+
+def step_member(run_id: UUID | str, step_key: str) -> str:
+    """Member naming one step in the lease and pending sets; a run id never contains ``:``."""
+    return f"{run_id}:{step_key}"
+
+
+def split_step_member(member: str) -> tuple[str, str]:
+    """Inverse of ``step_member``."""
+    run_id, _, step_key = member.partition(":")
+    return run_id, step_key

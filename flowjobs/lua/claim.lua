@@ -1,0 +1,24 @@
+-- A worker claims one attempt of a step: Pending(attempt) -> Running with a lease.
+-- Returns {'ok', run hash, referenced steps} or {reason, detail} when the job is stale.
+local a = cjson.decode(ARGV[1])
+local run_status = redis.call('HGET', a.run_key, 'status')
+if run_status ~= 'Running' then return {'run_not_running', run_status or 'missing'} end
+local step = redis.call('HMGET', a.hash_key, 'status', 'attempt', 'step_type')
+if step[1] ~= 'Pending' or tonumber(step[2]) ~= a.attempt then
+  return {'stale', (step[1] or 'missing') .. '#' .. (step[2] or '?')}
+end
+redis.call('HSET', a.hash_key, 'status', 'Running', 'started_at', a.now, 'job_id', a.job_id,
+  'lease_until_ms', a.lease_until_ms, 'worker', a.worker)
+redis.call('HDEL', a.hash_key, 'completed_at')
+redis.call('HSET', a.steps_key, a.step_key, 'Running')
+redis.call('ZADD', a.leases_key, a.lease_until_ms, a.member)
+redis.call('ZREM', a.pending_key, a.member)
+redis.call('HSET', a.attempts_key, a.step_key .. '#' .. a.attempt, cjson.encode({
+  run_id = a.run_id, step_key = a.step_key, attempt = a.attempt, step_type = step[3],
+  status = 'Running', job_id = a.job_id, started_at = a.now}))
+push_event(a.events_key, a.run_id, a.now, 'step.started', a.step_key, 'attempt ' .. a.attempt)
+local refs = {}
+for _, r in ipairs(a.refs or {}) do
+  refs[#refs + 1] = redis.call('HMGET', r, 'status', 'output_json', 'error_message')
+end
+return {'ok', redis.call('HGETALL', a.run_key), refs}

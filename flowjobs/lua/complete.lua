@@ -1,0 +1,37 @@
+-- Record the outcome of the current attempt (fenced by its attempt number), then either make the
+-- step final or, with `next`, queue its next attempt. Returns {'ok', step statuses} or {'stale', why}.
+local a = cjson.decode(ARGV[1])
+local step = redis.call('HMGET', a.hash_key, 'status', 'attempt', 'lease_until_ms', 'started_at', 'job_id',
+  'step_type')
+if step[1] ~= 'Running' or tonumber(step[2]) ~= a.attempt then
+  return {'stale', (step[1] or 'missing') .. '#' .. (step[2] or '?')}
+end
+if a.lease_expired_before_ms and tonumber(step[3] or '0') >= a.lease_expired_before_ms then
+  return {'stale', 'lease renewed'}
+end
+redis.call('HSET', a.attempts_key, a.step_key .. '#' .. a.attempt, cjson.encode({
+  run_id = a.run_id, step_key = a.step_key, attempt = a.attempt, step_type = step[6], status = a.status,
+  input_json = ok(a.input_json), output_json = ok(a.output_json), error_message = ok(a.error),
+  job_id = step[5], started_at = step[4], completed_at = a.now}))
+redis.call('ZREM', a.leases_key, a.member)
+redis.call('HDEL', a.hash_key, 'lease_until_ms', 'worker')
+hset_present(a.hash_key, {{'input_json', ok(a.input_json)}})
+local n = a.next
+if n then
+  redis.call('HSET', a.hash_key, 'status', 'Pending', 'attempt', n.attempt, 'attempt_count', n.attempt,
+    'job_id', n.job_id)
+  hset_present(a.hash_key, {{'error_message', ok(a.error)}})
+  redis.call('HSET', a.steps_key, a.step_key, 'Pending')
+  redis.call('HSET', a.jobs_key, n.job_id, a.run_id)
+  redis.call('ZADD', a.pending_key, n.due_ms, a.member)
+  push_event(a.events_key, a.run_id, a.now, n.event, a.step_key, ok(n.message))
+else
+  redis.call('HSET', a.hash_key, 'status', a.status, 'completed_at', a.now)
+  redis.call('HDEL', a.hash_key, 'output_json', 'error_message')
+  hset_present(a.hash_key, {{'output_json', ok(a.output_json)}, {'error_message', ok(a.error)}})
+  redis.call('HSET', a.steps_key, a.step_key, a.status)
+  local kind = 'step.completed'
+  if a.status == 'Failed' then kind = 'step.failed' end
+  push_event(a.events_key, a.run_id, a.now, kind, a.step_key, ok(a.error))
+end
+return {'ok', redis.call('HGETALL', a.steps_key), redis.call('HGETALL', a.run_key)}

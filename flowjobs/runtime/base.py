@@ -1,0 +1,91 @@
+"""The ``JobRunner`` protocol, the job calls the engine hands it, and flowjobs' job ids."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from enum import StrEnum
+from typing import Any, Protocol
+from uuid import UUID
+
+from redis.client import Pipeline
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+
+class JobState(StrEnum):
+    """State of a background job, in Hangfire's names."""
+
+    Enqueued = "Enqueued"
+    Scheduled = "Scheduled"
+    Awaiting = "Awaiting"
+    Processing = "Processing"
+    Succeeded = "Succeeded"
+    Failed = "Failed"
+    Deleted = "Deleted"
+
+
+@dataclass(frozen=True)
+class JobCall:
+    """One background job: a function by dotted path with JSON arguments, and how to show it."""
+
+    func: str
+    """Dotted path of the job function (``flowjobs.jobs.run_step``)."""
+    args: tuple[Any, ...]
+    """JSON-serialisable positional arguments."""
+    job_id: str
+    """Job id, deterministic so a re-dispatch reuses it (``[A-Za-z0-9_-]+``)."""
+    description: str
+    """Readable line for rq-dashboard (``flow=<name> run=<id> step=<key>``)."""
+    meta: dict[str, Any] = field(default_factory=dict)
+    """Immutable cross-references: ``flow_id``, ``run_id``, ``step_key``, ``attempt``."""
+    timeout_seconds: float | None = None
+    """Job timeout; the job system kills the job after it (None: the runner's default)."""
+
+
+class JobRunner(Protocol):
+    """What the engine needs from a job system."""
+
+    def enqueue(self, call: JobCall, *, pipeline: Pipeline | None = None) -> str:
+        """Queue a job now; with a pipeline, as part of the caller's MULTI/EXEC. Returns its id."""
+        ...
+
+    def enqueue_many(self, calls: Sequence[JobCall]) -> list[str]:
+        """Queue several jobs in one round-trip."""
+        ...
+
+    def schedule(self, call: JobCall, delay: timedelta, *, pipeline: Pipeline | None = None) -> str:
+        """Queue a job to run after a delay, holding no worker meanwhile."""
+        ...
+
+    def continue_with(self, parent_id: str, call: JobCall) -> str:
+        """Queue a job to run after another one finishes (for applications, not for flows)."""
+        ...
+
+    def delete(self, job_id: str) -> bool:
+        """Remove a queued or scheduled job; False if there is none."""
+        ...
+
+    def requeue(self, job_id: str) -> bool:
+        """Put a failed or lost job back in the queue; False if there is none."""
+        ...
+
+    def state(self, job_id: str) -> JobState:
+        """The job's state; ``Deleted`` when the job system no longer has it."""
+        ...
+
+
+def trigger_job_id(run_id: UUID | str) -> str:
+    """Id of a run's trigger job."""
+    return f"fj-{run_id}-trigger"
+
+
+def step_job_id(run_id: UUID | str, step_key: str, attempt: int) -> str:
+    """Id of one attempt of one step; readable where the step key allows it."""
+    safe = _UNSAFE.sub("_", step_key)[:40]
+    if safe != step_key:
+        safe = f"{safe}_{hashlib.sha1(step_key.encode()).hexdigest()[:8]}"
+    return f"fj-{run_id}-s-{safe}-{attempt}"

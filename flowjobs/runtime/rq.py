@@ -1,0 +1,123 @@
+"""``JobRunner`` on RQ: queues, delayed jobs via RQ's scheduler, JSON payloads, long-lived job hashes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+
+from redis import Redis
+from redis.client import Pipeline
+from rq import Queue
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
+from rq.job import Job, JobStatus
+from rq.serializers import JSONSerializer
+
+from flowjobs.clock import utcnow
+from flowjobs.runtime.base import JobCall, JobState
+
+_STATES = {
+    JobStatus.CREATED: JobState.Enqueued,
+    JobStatus.QUEUED: JobState.Enqueued,
+    JobStatus.SCHEDULED: JobState.Scheduled,
+    JobStatus.DEFERRED: JobState.Awaiting,
+    JobStatus.STARTED: JobState.Processing,
+    JobStatus.FINISHED: JobState.Succeeded,
+    JobStatus.FAILED: JobState.Failed,
+    JobStatus.STOPPED: JobState.Deleted,
+    JobStatus.CANCELED: JobState.Deleted,
+}
+
+
+class RQJobRunner:
+    """Runs flowjobs' jobs on one RQ queue with the JSON serializer.
+
+    Job hashes are kept for ``keep_seconds`` (``result_ttl`` and ``failure_ttl``), at least as
+    long as runs are retained, so every job id on a run record stays inspectable in rq-dashboard.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        queue_name: str = "flowjobs",
+        *,
+        keep_seconds: int = 14 * 86400,
+        default_timeout_seconds: int = 180,
+    ) -> None:
+        self.redis = redis
+        self.queue = Queue(queue_name, connection=redis, serializer=JSONSerializer)
+        self.keep_seconds = keep_seconds
+        self.default_timeout_seconds = default_timeout_seconds
+
+    def _job(self, call: JobCall) -> Job:
+        timeout = call.timeout_seconds or self.default_timeout_seconds
+        return self.queue.create_job(
+            call.func,
+            args=list(call.args),
+            job_id=call.job_id,
+            description=call.description,
+            meta=dict(call.meta),
+            timeout=max(1, round(timeout)),
+            result_ttl=self.keep_seconds,
+            failure_ttl=self.keep_seconds,
+        )
+
+    def enqueue(self, call: JobCall, *, pipeline: Pipeline | None = None) -> str:
+        """Queue a job now; with a pipeline it joins the caller's transaction."""
+        return str(self.queue.enqueue_job(self._job(call), pipeline=pipeline).id)
+
+    def enqueue_many(self, calls: Sequence[JobCall]) -> list[str]:
+        """Queue several jobs in one MULTI/EXEC."""
+        if not calls:
+            return []
+        with self.redis.pipeline(transaction=True) as pipe:
+            ids = [self.enqueue(call, pipeline=pipe) for call in calls]
+            pipe.execute()
+        return ids
+
+    def schedule(self, call: JobCall, delay: timedelta, *, pipeline: Pipeline | None = None) -> str:
+        """Put a job in RQ's scheduled registry; a worker running with the scheduler enqueues it when due."""
+        if delay <= timedelta(0):
+            return self.enqueue(call, pipeline=pipeline)
+        return str(self.queue.schedule_job(self._job(call), utcnow() + delay, pipeline=pipeline).id)
+
+    def continue_with(self, parent_id: str, call: JobCall) -> str:
+        """Queue a job that RQ runs after ``parent_id`` finishes."""
+        job = self.queue.create_job(
+            call.func, args=list(call.args), job_id=call.job_id, description=call.description,
+            meta=dict(call.meta), depends_on=parent_id, result_ttl=self.keep_seconds,
+            failure_ttl=self.keep_seconds,
+        )
+        return str(self.queue.enqueue_job(job).id)
+
+    def _fetch(self, job_id: str) -> Job | None:
+        try:
+            return Job.fetch(job_id, connection=self.redis, serializer=JSONSerializer)
+        except NoSuchJobError:
+            return None
+
+    def delete(self, job_id: str) -> bool:
+        """Delete the job and take it off its queue or registry."""
+        job = self._fetch(job_id)
+        if job is None:
+            return False
+        job.delete()
+        return True
+
+    def requeue(self, job_id: str) -> bool:
+        """Requeue a failed job, or re-push a job whose id is no longer in any queue."""
+        job = self._fetch(job_id)
+        if job is None:
+            return False
+        try:
+            job.requeue()
+        except InvalidJobOperation:
+            self.queue.enqueue_job(job)
+        return True
+
+    def state(self, job_id: str) -> JobState:
+        """Hangfire state name of the RQ job; ``Deleted`` when RQ no longer has it."""
+        job = self._fetch(job_id)
+        if job is None:
+            return JobState.Deleted
+        status = job.get_status(refresh=False)
+        return _STATES.get(status, JobState.Deleted) if status else JobState.Deleted

@@ -1,0 +1,103 @@
+"""Settings: environment variables override ``config/flowjobs.toml``, which overrides the defaults."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from flowjobs.errors import InvalidSettings
+
+CONFIG_FILE_ENV = "FLOWJOBS_CONFIG"
+DEFAULT_CONFIG_FILE = "config/flowjobs.toml"
+
+
+class Settings(BaseSettings):
+    """Every setting of flowjobs' processes (SPEC §10)."""
+
+    model_config = SettingsConfigDict(env_prefix="FLOWJOBS_", extra="ignore", populate_by_name=True)
+
+    redis_url: str = Field(default="redis://127.0.0.1:6379/0", validation_alias="REDIS_URL")
+    """Redis that holds the queues and the run records."""
+    queue: str = Field(default="flowjobs", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    """RQ queue flowjobs' jobs go to."""
+    key_prefix: str = Field(default="flowjobs:", min_length=1)
+    """Prefix of every Redis key flowjobs writes (RQ's own keys keep theirs)."""
+    flows_dir: Path = Path("config/flows")
+    """Folder of flow files loaded by the CLI and workers."""
+    handler_modules: str = "workers.handlers"
+    """Comma-separated modules that workers import to register their step handlers."""
+    retention_days: float = Field(default=14, gt=0)
+    """How long finished runs, and the RQ job hashes they name, are kept."""
+    run_timeout_seconds: float | None = Field(default=None, gt=0)
+    """Default run deadline (None: no deadline)."""
+    claim_lease_seconds: float = Field(default=30, gt=0, le=3600)
+    """How long a worker's claim on a step lasts without renewal; a dead worker's step is re-run after it."""
+    recovery_interval_seconds: float = Field(default=5, gt=0)
+    """How often the scheduler process looks for lost steps and unclosed runs."""
+    job_timeout_seconds: int = Field(default=180, gt=0)
+    """RQ job timeout of steps that set none."""
+    log_format: Literal["console", "json"] = "console"
+    """Log rendering: pretty for people, JSON for log pipelines."""
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """Lowest level logged."""
+    rq_dashboard_url: str = "http://127.0.0.1:9181/0"
+    """Base of rq-dashboard's pages for this Redis (``<base>/view/job/<job_id>``)."""
+
+    @field_validator("handler_modules")
+    @classmethod
+    def _modules_are_names(cls, value: str) -> str:
+        for name in filter(None, (part.strip() for part in value.split(","))):
+            if not all(part.isidentifier() for part in name.split(".")):
+                raise ValueError(f"{name!r} is not a module name")
+        return value
+
+    @property
+    def retention_seconds(self) -> int:
+        """``retention_days`` in seconds."""
+        return int(self.retention_days * 86400)
+
+    @property
+    def handler_module_names(self) -> list[str]:
+        """``handler_modules`` as a list."""
+        return [part.strip() for part in self.handler_modules.split(",") if part.strip()]
+
+    def job_url(self, job_id: str) -> str:
+        """rq-dashboard page of one job."""
+        return f"{self.rq_dashboard_url.rstrip('/')}/view/job/{job_id}"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = Path(os.environ.get(CONFIG_FILE_ENV, DEFAULT_CONFIG_FILE))
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment and the config file; ``InvalidSettings`` names every bad setting."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as error:
+        lines = [f"{_env_name(item['loc'])}: {item['msg']}" for item in error.errors()]
+        raise InvalidSettings("invalid settings:\n" + "\n".join(f"  - {line}" for line in lines)) from error
+
+
+def _env_name(loc: tuple[int | str, ...]) -> str:
+    field = str(loc[0]) if loc else "settings"
+    if field in ("redis_url", "REDIS_URL"):
+        return "REDIS_URL"
+    return f"FLOWJOBS_{field.upper()}"

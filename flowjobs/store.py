@@ -1,0 +1,487 @@
+"""Redis run store: run, step and attempt records, indexes, the dispatch ledger and claims.
+
+Every state transition is one Lua script (``flowjobs/lua``) that checks the expected current
+status, so no run is closed twice and no attempt's outcome is recorded twice.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cache
+from importlib.resources import files
+from typing import Any
+from uuid import UUID
+
+from redis import Redis
+from redis.client import Pipeline
+from redis.exceptions import WatchError
+
+from flowjobs.clock import epoch_ms, epoch_score, iso, utcnow
+from flowjobs.keys import Keys, split_step_member, step_member
+from flowjobs.manifest import FlowDefinition, FlowManifest
+from flowjobs.records import FlowRunRecord, FlowStepAttemptRecord, FlowStepRecord, RunEvent
+from flowjobs.statuses import RunStatus, StepStatus
+
+_JSON_RUN_FIELDS = ("trigger_headers",)
+_LATEST = datetime.max.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class StepDispatch:
+    """One attempt of a step to put in the dispatch ledger (and then on the queue)."""
+
+    step_key: str
+    step_type: str
+    attempt: int
+    job_id: str
+    due: datetime | None = None
+
+
+@dataclass(frozen=True)
+class StepSkip:
+    """A step to record as Skipped, with the reason and, for When clauses, the evaluation trace."""
+
+    step_key: str
+    step_type: str
+    reason: str
+    trace_json: str | None = None
+
+
+@dataclass(frozen=True)
+class AppliedPlan:
+    """What ``apply_plan`` did: the steps it dispatched, and the status it closed the run with."""
+
+    dispatched: list[str]
+    closed: RunStatus | None
+    run_status: RunStatus | None
+
+
+@dataclass(frozen=True)
+class StepView:
+    """Status, output JSON and error of a step, as read for expressions."""
+
+    status: StepStatus | None
+    output_json: str | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A granted claim: the run's fields and the referenced steps, read in the same script."""
+
+    run: dict[str, str]
+    refs: dict[str, StepView] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A claim or completion that was refused, and why (stale attempt, closed run)."""
+
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class Completion:
+    """The recorded outcome: every step's status and the run's fields, for the continuation."""
+
+    statuses: dict[str, StepStatus]
+    run: dict[str, str]
+
+
+@dataclass(frozen=True)
+class NextAttempt:
+    """Queue the step again as this attempt instead of making it final."""
+
+    attempt: int
+    job_id: str
+    due: datetime
+    event: str = "step.retried"
+    message: str | None = None
+
+
+@cache
+def _script_source(name: str) -> str:
+    lua = files("flowjobs") / "lua"
+    return (lua / "common.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
+
+
+class RunStore:
+    """All reads and writes of flowjobs' records in one Redis, under one key prefix."""
+
+    def __init__(self, redis: Redis, keys: Keys | None = None, *, retention_seconds: int = 14 * 86400) -> None:
+        self.redis = redis
+        self.keys = keys or Keys()
+        self.retention_seconds = retention_seconds
+        self._scripts = {
+            name: redis.register_script(_script_source(name))
+            for name in ("start_run", "apply_plan", "claim", "complete", "renew", "run_detail")
+        }
+        self._manifests: dict[str, FlowManifest] = {}
+        self._saved_flows: set[tuple[UUID, str]] = set()
+
+    def _run(self, script: str, args: Mapping[str, Any]) -> Any:
+        return self._scripts[script](args=[json.dumps(args)])
+
+    def _run_args(self, run_id: UUID | str) -> dict[str, Any]:
+        return {
+            "run_id": str(run_id),
+            "run_key": self.keys.run(run_id),
+            "events_key": self.keys.events(run_id),
+            "status_keys": {status.value: self.keys.status_runs(status.value) for status in RunStatus},
+            "now": iso(utcnow()),
+        }
+
+    # -- flows ---------------------------------------------------------------------------------
+
+    def save_flow(self, definition: FlowDefinition) -> str:
+        """Store the flow record and pin its manifest under its content hash; returns the hash."""
+        manifest_hash = definition.manifest.content_hash()
+        if (definition.id, manifest_hash) in self._saved_flows:
+            return manifest_hash
+        now = iso(utcnow())
+        key = self.keys.flow(definition.id)
+        with self.redis.pipeline() as pipe:
+            pipe.set(self.keys.manifest(manifest_hash), definition.manifest.canonical_json(), nx=True)
+            pipe.hset(key, mapping={
+                "id": str(definition.id), "name": definition.name, "version": definition.version,
+                "manifest_hash": manifest_hash, "updated_at": now,
+            })
+            pipe.hsetnx(key, "created_at", now)
+            pipe.hsetnx(key, "is_enabled", "1")
+            pipe.sadd(self.keys.flows(), str(definition.id))
+            pipe.execute()
+        self._saved_flows.add((definition.id, manifest_hash))
+        self._manifests[manifest_hash] = definition.manifest
+        return manifest_hash
+
+    def flow_enabled(self, flow_id: UUID | str) -> bool:
+        """False only when the flow was explicitly disabled."""
+        return self.redis.hget(self.keys.flow(flow_id), "is_enabled") != b"0"
+
+    def load_manifest(self, manifest_hash: str) -> FlowManifest:
+        """The pinned manifest a run plans against (immutable, so cached in-process)."""
+        manifest = self._manifests.get(manifest_hash)
+        if manifest is None:
+            raw = self.redis.get(self.keys.manifest(manifest_hash))
+            if raw is None:
+                raise LookupError(f"manifest {manifest_hash} is not stored")
+            manifest = FlowManifest.model_validate_json(raw)
+            self._manifests[manifest_hash] = manifest
+        return manifest
+
+    # -- runs ----------------------------------------------------------------------------------
+
+    def create_run(
+        self,
+        run: FlowRunRecord,
+        enqueue: Callable[[Pipeline], None],
+        *,
+        idempotency_key: str | None = None,
+    ) -> UUID:
+        """Write the Pending run and enqueue its trigger job in one MULTI/EXEC.
+
+        With an idempotency key already used (per flow and trigger key), writes nothing and
+        returns the existing run's id.
+        """
+        idem = (
+            self.keys.idempotency(run.flow_id, run.trigger_key or "", idempotency_key)
+            if idempotency_key else None
+        )
+        score = epoch_score(run.started_at)
+        with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    if idem is not None:
+                        pipe.watch(idem)
+                        existing = pipe.get(idem)
+                        if existing is not None:
+                            return UUID(existing.decode())
+                        pipe.multi()
+                        pipe.set(idem, str(run.id), ex=self.retention_seconds)
+                    pipe.hset(self.keys.run(run.id), mapping={**encode_run(run), "started_score": str(score)})
+                    pipe.zadd(self.keys.runs(), {str(run.id): score})
+                    pipe.zadd(self.keys.flow_runs(run.flow_id), {str(run.id): score})
+                    pipe.zadd(self.keys.status_runs(run.status.value), {str(run.id): score})
+                    if run.background_job_id:
+                        pipe.hset(self.keys.jobs(), run.background_job_id, str(run.id))
+                    enqueue(pipe)
+                    pipe.execute()
+                    return run.id
+                except WatchError:
+                    continue
+
+    def start_run(self, run_id: UUID | str) -> tuple[RunStatus, Completion] | None:
+        """Move a Pending run to Running (once).
+
+        Returns the status it had before and, as for a completion, the step statuses and run
+        fields after; None if there is no such run.
+        """
+        args = self._run_args(run_id)
+        args["steps_key"] = self.keys.run_steps(run_id)
+        result = self._run("start_run", args)
+        if not result:
+            return None
+        statuses = {k: StepStatus(v) for k, v in _pairs(result[3]).items()}
+        return RunStatus(result[0].decode()), Completion(statuses=statuses, run=_pairs(result[2]))
+
+    def step_statuses(self, run_id: UUID | str) -> dict[str, StepStatus]:
+        """Current status of every step that has a record."""
+        raw = self.redis.hgetall(self.keys.run_steps(run_id))
+        return {k.decode(): StepStatus(v.decode()) for k, v in raw.items()}
+
+    def apply_plan(
+        self,
+        run_id: UUID | str,
+        *,
+        dispatch: Sequence[StepDispatch] = (),
+        skip: Sequence[StepSkip] = (),
+        close: RunStatus | None = None,
+        required: Sequence[str] = (),
+    ) -> AppliedPlan:
+        """Record skips and dispatches (each step once) and close the run if every step is final."""
+        now = utcnow()
+        args = self._run_args(run_id)
+        args.update({
+            "steps_key": self.keys.run_steps(run_id),
+            "jobs_key": self.keys.jobs(),
+            "pending_key": self.keys.pending(),
+            "skip": [
+                {"step_key": s.step_key, "hash_key": self.keys.step(run_id, s.step_key), "step_type": s.step_type,
+                 "reason": s.reason, "trace": s.trace_json}
+                for s in skip
+            ],
+            "dispatch": [
+                {"step_key": d.step_key, "hash_key": self.keys.step(run_id, d.step_key), "step_type": d.step_type,
+                 "attempt": d.attempt, "job_id": d.job_id, "member": step_member(run_id, d.step_key),
+                 "due_ms": epoch_ms(d.due or now)}
+                for d in dispatch
+            ],
+        })
+        if close is not None:
+            args["close"] = {"status": close.value, "required": list(required)}
+        dispatched, closed, status = self._run("apply_plan", args)
+        return AppliedPlan(
+            dispatched=[key.decode() for key in dispatched],
+            closed=RunStatus(closed.decode()) if closed else None,
+            run_status=RunStatus(status.decode()) if status else None,
+        )
+
+    def claim(
+        self,
+        run_id: UUID | str,
+        step_key: str,
+        attempt: int,
+        *,
+        job_id: str,
+        worker: str,
+        lease_until: datetime,
+        refs: Sequence[str] = (),
+    ) -> Claim | Refused:
+        """Claim the attempt for this worker with a lease; refused when it is not the current one."""
+        args = self._step_args(run_id, step_key, attempt)
+        args.update({
+            "job_id": job_id, "worker": worker, "lease_until_ms": epoch_ms(lease_until),
+            "refs": [self.keys.step(run_id, ref) for ref in refs],
+        })
+        result = self._run("claim", args)
+        if result[0] != b"ok":
+            return Refused(result[0].decode(), result[1].decode())
+        views = {
+            ref: StepView(
+                status=StepStatus(values[0].decode()) if values[0] else None,
+                output_json=values[1].decode() if values[1] else None,
+                error=values[2].decode() if values[2] else None,
+            )
+            for ref, values in zip(refs, result[2], strict=True)
+        }
+        return Claim(run=_pairs(result[1]), refs=views)
+
+    def renew(self, run_id: UUID | str, step_key: str, attempt: int, lease_until: datetime) -> bool:
+        """Extend a running attempt's lease; False once the attempt is fenced out."""
+        args = self._step_args(run_id, step_key, attempt)
+        args["lease_until_ms"] = epoch_ms(lease_until)
+        return bool(self._run("renew", args))
+
+    def complete(
+        self,
+        run_id: UUID | str,
+        step_key: str,
+        attempt: int,
+        *,
+        status: StepStatus,
+        input_json: str | None = None,
+        output_json: str | None = None,
+        error: str | None = None,
+        next_attempt: NextAttempt | None = None,
+        lease_expired_before: datetime | None = None,
+    ) -> Completion | Refused:
+        """Record the attempt's outcome if it is still the current, running one."""
+        args = self._step_args(run_id, step_key, attempt)
+        args.update({
+            "status": status.value, "input_json": input_json, "output_json": output_json, "error": error,
+            "jobs_key": self.keys.jobs(),
+        })
+        if next_attempt is not None:
+            args["next"] = {
+                "attempt": next_attempt.attempt, "job_id": next_attempt.job_id,
+                "due_ms": epoch_ms(next_attempt.due), "event": next_attempt.event,
+                "message": next_attempt.message,
+            }
+        if lease_expired_before is not None:
+            args["lease_expired_before_ms"] = epoch_ms(lease_expired_before)
+        result = self._run("complete", args)
+        if result[0] != b"ok":
+            return Refused(result[0].decode(), result[1].decode())
+        statuses = {k: StepStatus(v) for k, v in _pairs(result[1]).items()}
+        return Completion(statuses=statuses, run=_pairs(result[2]))
+
+    def _step_args(self, run_id: UUID | str, step_key: str, attempt: int) -> dict[str, Any]:
+        args = self._run_args(run_id)
+        args.update({
+            "step_key": step_key, "attempt": attempt, "member": step_member(run_id, step_key),
+            "hash_key": self.keys.step(run_id, step_key), "steps_key": self.keys.run_steps(run_id),
+            "leases_key": self.keys.leases(), "pending_key": self.keys.pending(),
+            "attempts_key": self.keys.attempts(run_id),
+        })
+        return args
+
+    def run_fields(self, run_id: UUID | str) -> dict[str, str]:
+        """Raw fields of the run hash (empty when there is no such run)."""
+        return _pairs_dict(self.redis.hgetall(self.keys.run(run_id)))
+
+    def step_fields(self, run_id: UUID | str, step_key: str) -> dict[str, str]:
+        """Raw fields of one step hash (claim fields included), for recovery."""
+        return _pairs_dict(self.redis.hgetall(self.keys.step(run_id, step_key)))
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def get_run(self, run_id: UUID | str) -> FlowRunRecord | None:
+        """The run record without steps, or None."""
+        raw = self.redis.hgetall(self.keys.run(run_id))
+        return decode_run(_pairs_dict(raw)) if raw else None
+
+    def get_run_detail(self, run_id: UUID | str) -> FlowRunRecord | None:
+        """The run with every step and its attempts, read in one round-trip."""
+        result = self._run("run_detail", {
+            "run_key": self.keys.run(run_id), "steps_key": self.keys.run_steps(run_id),
+            "step_prefix": self.keys.step_prefix(run_id), "attempts_key": self.keys.attempts(run_id),
+        })
+        if not result:
+            return None
+        run_fields, step_hashes, attempt_pairs = result
+        attempts: dict[str, list[FlowStepAttemptRecord]] = {}
+        for value in _pairs(attempt_pairs).values():
+            record = FlowStepAttemptRecord.model_validate_json(value)
+            attempts.setdefault(record.step_key, []).append(record)
+        steps = []
+        for pairs in step_hashes:
+            fields = _pairs(pairs)
+            history = sorted(attempts.get(fields["step_key"], []), key=lambda a: a.attempt)
+            steps.append(FlowStepRecord.model_validate({**fields, "attempts": history}))
+        steps.sort(key=lambda s: (s.started_at or s.completed_at or _LATEST, s.step_key))
+        return decode_run(_pairs(run_fields)).model_copy(update={"steps": steps})
+
+    def list_runs(
+        self,
+        *,
+        flow_id: UUID | str | None = None,
+        status: RunStatus | None = None,
+        limit: int = 50,
+        before: UUID | str | datetime | None = None,
+    ) -> list[FlowRunRecord]:
+        """Runs newest first; ``before`` (a run id or a time) pages past the runs already seen."""
+        if status is not None:
+            index = self.keys.status_runs(status.value)
+        elif flow_id is not None:
+            index = self.keys.flow_runs(flow_id)
+        else:
+            index = self.keys.runs()
+        upper: str = "+inf"
+        if isinstance(before, datetime):
+            upper = f"({epoch_score(before)}"
+        elif before is not None:
+            score = self.redis.zscore(self.keys.runs(), str(before))
+            if score is None:
+                return []
+            upper = f"({score}"
+        runs: list[FlowRunRecord] = []
+        offset = 0
+        page = max(limit, 1)
+        while len(runs) < limit:
+            ids = self.redis.zrevrangebyscore(index, upper, "-inf", start=offset, num=page)
+            if not ids:
+                break
+            offset += len(ids)
+            with self.redis.pipeline(transaction=False) as pipe:
+                for run_id in ids:
+                    pipe.hgetall(self.keys.run(run_id.decode()))
+                for raw in pipe.execute():
+                    if not raw:
+                        continue
+                    run = decode_run(_pairs_dict(raw))
+                    if flow_id is not None and str(run.flow_id) != str(flow_id):
+                        continue
+                    runs.append(run)
+        return runs[:limit]
+
+    def find_run_id_by_job(self, job_id: str) -> str | None:
+        """The run an RQ job belongs to (trigger job or any step attempt)."""
+        run_id = self.redis.hget(self.keys.jobs(), job_id)
+        return run_id.decode() if run_id else None
+
+    def events(self, run_id: UUID | str) -> list[RunEvent]:
+        """The run's event history, oldest first."""
+        return [RunEvent.model_validate_json(raw) for raw in self.redis.lrange(self.keys.events(run_id), 0, -1)]
+
+    def expired_leases(self, now: datetime) -> list[tuple[str, str]]:
+        """(run id, step key) of claimed steps whose lease ran out before ``now``."""
+        members = self.redis.zrangebyscore(self.keys.leases(), "-inf", f"({epoch_ms(now)}")
+        return [split_step_member(m.decode()) for m in members]
+
+    def overdue_pending(self, due_before: datetime) -> list[tuple[str, str]]:
+        """(run id, step key) of dispatched steps that were due before ``due_before`` and are unclaimed."""
+        members = self.redis.zrangebyscore(self.keys.pending(), "-inf", f"({epoch_ms(due_before)}")
+        return [split_step_member(m.decode()) for m in members]
+
+    def active_run_ids(self) -> list[str]:
+        """Ids of runs that are Pending or Running."""
+        ids: list[str] = []
+        for status in (RunStatus.Pending, RunStatus.Running):
+            ids.extend(m.decode() for m in self.redis.zrange(self.keys.status_runs(status.value), 0, -1))
+        return ids
+
+
+def encode_run(run: FlowRunRecord) -> dict[str, str]:
+    """Hash fields of a run record (``None`` fields are left out)."""
+    data = run.model_dump(mode="json", exclude={"steps"}, exclude_none=True)
+    out: dict[str, str] = {}
+    for name, value in data.items():
+        if name in _JSON_RUN_FIELDS:
+            out[name] = json.dumps(value)
+        elif isinstance(value, bool):
+            out[name] = "1" if value else "0"
+        else:
+            out[name] = str(value)
+    return out
+
+
+def decode_run(fields: Mapping[str, str]) -> FlowRunRecord:
+    """A run record from its hash fields."""
+    data: dict[str, Any] = dict(fields)
+    for name in _JSON_RUN_FIELDS:
+        if name in data:
+            data[name] = json.loads(data[name])
+    return FlowRunRecord.model_validate(data)
+
+
+def _pairs(flat: Sequence[bytes]) -> dict[str, str]:
+    """A Lua HGETALL reply (flat key, value list) as a dict."""
+    return {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat), 2)}
+
+
+def _pairs_dict(raw: Mapping[bytes, bytes]) -> dict[str, str]:
+    return {k.decode(): v.decode() for k, v in raw.items()}

@@ -1,0 +1,1 @@
+"""Worker process entry points and the example step handlers."""
