@@ -243,12 +243,13 @@ def _print_run(ctx: click.Context, run: FlowRunRecord, as_json: bool) -> None:
 @cli.command()
 @click.option("--simple", is_flag=True, help="SimpleWorker: run jobs in this process instead of forking.")
 @click.option("--burst", is_flag=True, help="Exit when the queue is empty.")
+@click.option("--name", default=None, help="RQ worker name (default: a random one).")
 @click.pass_context
-def worker(ctx: click.Context, simple: bool, burst: bool) -> None:
+def worker(ctx: click.Context, simple: bool, burst: bool, name: str | None) -> None:
     """Run an RQ worker with flowjobs' engine and the handler modules loaded."""
     from flowjobs.worker import run_worker
 
-    run_worker(_settings(ctx), simple=simple, burst=burst)
+    run_worker(_settings(ctx), simple=simple, burst=burst, name=name)
 
 
 @cli.command()

@@ -200,7 +200,9 @@ class RunStore:
                         existing = pipe.get(idem)
                         if existing is not None:
                             return UUID(existing.decode())
-                        pipe.multi()
+                    # Explicit MULTI: RQ's enqueue joins a transaction only if one is already open.
+                    pipe.multi()
+                    if idem is not None:
                         pipe.set(idem, str(run.id), ex=self.retention_seconds)
                     pipe.hset(self.keys.run(run.id), mapping={**encode_run(run), "started_score": str(score)})
                     pipe.zadd(self.keys.runs(), {str(run.id): score})

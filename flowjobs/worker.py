@@ -33,6 +33,7 @@ def run_worker(
     *,
     simple: bool = False,
     burst: bool = False,
+    name: str | None = None,
     handlers: HandlerRegistry | None = None,
 ) -> bool:
     """Run an RQ worker (with RQ's scheduler for delayed attempts) until stopped, or drained with ``burst``.
@@ -44,7 +45,7 @@ def run_worker(
     install_engine(engine)
     fixed = engine.recover()
     log.info("worker.starting", queue=settings.queue, simple=simple, burst=burst, recovered=fixed)
-    worker = build_worker(engine.store.redis, settings.queue, simple=simple)
+    worker = build_worker(engine.store.redis, settings.queue, simple=simple, name=name)
     return bool(worker.work(burst=burst, with_scheduler=True, logging_level=settings.log_level.upper()))
 
 

@@ -70,6 +70,7 @@ class RQJobRunner:
         if not calls:
             return []
         with self.redis.pipeline(transaction=True) as pipe:
+            pipe.multi()
             ids = [self.enqueue(call, pipeline=pipe) for call in calls]
             pipe.execute()
         return ids

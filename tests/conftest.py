@@ -1,0 +1,154 @@
+"""Test fixtures: a real Redis (REDIS_URL, else 127.0.0.1:6379, else an embedded server), a key
+prefix and queue per test, real RQ workers in-process or as subprocesses, and cleanup of exactly
+the keys a test created."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from redis import Redis
+
+from flowjobs.client import FlowClient
+from flowjobs.embedded import EmbeddedRedis, redis_answers
+from flowjobs.engine import Engine
+from flowjobs.factory import engine_from_settings
+from flowjobs.handlers import default_handlers
+from flowjobs.jobs import install_engine
+from flowjobs.keys import Keys
+from flowjobs.registry import FlowRegistry
+from flowjobs.settings import Settings
+from flowjobs.worker import build_worker
+
+import tests.handlers  # noqa: F401  (registers the test handlers on the default registry)
+
+ROOT = Path(__file__).resolve().parent.parent
+SESSION = uuid.uuid4().hex[:8]
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 30.0, what: str = "condition") -> object:
+    """Poll ``condition`` until it is truthy; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    if redis_answers(url):
+        os.environ["REDIS_URL"] = url
+        yield url
+        return
+    with EmbeddedRedis() as server:
+        os.environ["REDIS_URL"] = server.url
+        yield server.url
+
+
+@pytest.fixture(scope="session")
+def redis(redis_url: str) -> Redis:
+    return Redis.from_url(redis_url)
+
+
+@dataclass
+class Space:
+    """One test's corner of Redis: its key prefix, queue, settings, and the processes it started."""
+
+    redis: Redis
+    settings: Settings
+    token: str
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def keys(self) -> Keys:
+        return Keys(self.settings.key_prefix)
+
+    def client(self, flows: FlowRegistry) -> FlowClient:
+        return FlowClient(self.redis, flows, self.settings.queue, key_prefix=self.settings.key_prefix)
+
+    def engine(self) -> Engine:
+        return engine_from_settings(self.settings, redis=self.redis, handlers=default_handlers)
+
+    def env(self) -> dict[str, str]:
+        s = self.settings
+        return {
+            **os.environ,
+            "REDIS_URL": s.redis_url, "FLOWJOBS_QUEUE": s.queue, "FLOWJOBS_KEY_PREFIX": s.key_prefix,
+            "FLOWJOBS_HANDLER_MODULES": s.handler_modules,
+            "FLOWJOBS_CLAIM_LEASE_SECONDS": str(s.claim_lease_seconds),
+            "FLOWJOBS_RECOVERY_INTERVAL_SECONDS": str(s.recovery_interval_seconds),
+            "FLOWJOBS_FLOWS_DIR": str(s.flows_dir), "FLOWJOBS_LOG_LEVEL": "warning",
+            "PYTHONPATH": str(ROOT),
+        }
+
+    def start(self, *args: str) -> subprocess.Popen[bytes]:
+        """Start ``python -m flowjobs ARGS`` with this space's settings, in its own process group."""
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "flowjobs", *args], env=self.env(), cwd=ROOT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+        self.processes.append(proc)
+        return proc
+
+    def start_worker(self, name: str, *, simple: bool = False) -> subprocess.Popen[bytes]:
+        """A worker subprocess; its RQ name carries the test's token so cleanup finds its keys."""
+        return self.start("worker", "--name", f"{self.token}-{name}", *(["--simple"] if simple else []))
+
+    def drain(self) -> None:
+        """Run every queued job in this process with a SimpleWorker (burst), using the test handlers."""
+        install_engine(self.engine())
+        try:
+            build_worker(self.redis, self.settings.queue, simple=True, name=f"{self.token}-inproc").work(
+                burst=True, with_scheduler=False, logging_level="WARNING"
+            )
+        finally:
+            install_engine(None)
+
+    def stop_processes(self) -> None:
+        for proc in self.processes:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.processes:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+    def cleanup(self) -> None:
+        """Delete the RQ job hashes of this space's jobs, then every key carrying its token."""
+        job_ids = [j.decode() for j in self.redis.hkeys(self.keys.jobs())]
+        for start in range(0, len(job_ids), 500):
+            chunk = job_ids[start:start + 500]
+            self.redis.delete(*[f"rq:job:{j}" for j in chunk], *[f"rq:results:{j}" for j in chunk])
+        for key in self.redis.scan_iter(match=f"*{self.token}*", count=1000):
+            self.redis.delete(key)
+        self.redis.srem("rq:queues", f"rq:queue:{self.settings.queue}")
+
+
+@pytest.fixture
+def space(redis: Redis, redis_url: str) -> Iterator[Space]:
+    token = f"fjt{SESSION}{uuid.uuid4().hex[:6]}"
+    settings = Settings(
+        redis_url=redis_url, queue=f"{token}-q", key_prefix=f"{token}:", handler_modules="tests.handlers",
+        claim_lease_seconds=2, recovery_interval_seconds=0.5, flows_dir=ROOT / "config" / "flows",
+    )
+    space = Space(redis=redis, settings=settings, token=token)
+    try:
+        yield space
+    finally:
+        space.stop_processes()
+        space.cleanup()
