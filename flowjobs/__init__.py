@@ -58,6 +58,7 @@ __all__ = [
     "StepResult",
     "StepStatus",
     "TriggerMetadata",
+    "TriggerNotFound",
     "TriggerType",
     "default_handlers",
     "handler",

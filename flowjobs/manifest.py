@@ -97,7 +97,9 @@ class StepMetadata(_Model):
 class FlowManifest(_Model):
     """Triggers and steps of a flow."""
 
-    triggers: dict[str, TriggerMetadata] = Field(default_factory=lambda: {"manual": TriggerMetadata(type=TriggerType.Manual)})
+    triggers: dict[str, TriggerMetadata] = Field(
+        default_factory=lambda: {"manual": TriggerMetadata(type=TriggerType.Manual)}
+    )
     """``{trigger_key: trigger}``; a flow without any gets one ``manual`` trigger."""
     steps: dict[str, StepMetadata] = Field(default_factory=dict)
     """``{step_key: step}``."""
@@ -111,7 +113,9 @@ class FlowManifest(_Model):
 
     def canonical_json(self) -> str:
         """Stable JSON of the manifest: the same flow always gives the same text."""
-        return json.dumps(self.model_dump(mode="json", exclude_defaults=False), sort_keys=True, separators=(",", ":"))
+        return json.dumps(
+            self.model_dump(mode="json", exclude_defaults=False), sort_keys=True, separators=(",", ":")
+        )
 
     def content_hash(self) -> str:
         """Content hash under which the manifest is pinned for the runs that start with it."""

@@ -112,7 +112,9 @@ def _script_source(name: str) -> str:
 class RunStore:
     """All reads and writes of flowjobs' records in one Redis, under one key prefix."""
 
-    def __init__(self, redis: Redis, keys: Keys | None = None, *, retention_seconds: int = 14 * 86400) -> None:
+    def __init__(
+        self, redis: Redis, keys: Keys | None = None, *, retention_seconds: int = 14 * 86400
+    ) -> None:
         self.redis = redis
         self.keys = keys or Keys()
         self.retention_seconds = retention_seconds
@@ -146,10 +148,16 @@ class RunStore:
         key = self.keys.flow(definition.id)
         with self.redis.pipeline() as pipe:
             pipe.set(self.keys.manifest(manifest_hash), definition.manifest.canonical_json(), nx=True)
-            pipe.hset(key, mapping={
-                "id": str(definition.id), "name": definition.name, "version": definition.version,
-                "manifest_hash": manifest_hash, "updated_at": now,
-            })
+            pipe.hset(
+                key,
+                mapping={
+                    "id": str(definition.id),
+                    "name": definition.name,
+                    "version": definition.version,
+                    "manifest_hash": manifest_hash,
+                    "updated_at": now,
+                },
+            )
             pipe.hsetnx(key, "created_at", now)
             pipe.hsetnx(key, "is_enabled", "1")
             pipe.sadd(self.keys.flows(), str(definition.id))
@@ -189,22 +197,24 @@ class RunStore:
         """
         idem = (
             self.keys.idempotency(run.flow_id, run.trigger_key or "", idempotency_key)
-            if idempotency_key else None
+            if idempotency_key
+            else None
         )
         score = epoch_score(run.started_at)
         with self.redis.pipeline(transaction=True) as pipe:
             while True:
                 try:
                     if idem is not None:
-                        pipe.watch(idem)
+                        pipe.watch(idem)  # type: ignore[no-untyped-call]
                         existing = pipe.get(idem)
                         if existing is not None:
-                            return UUID(existing.decode())
+                            return UUID(_text(existing))
                     # Explicit MULTI: RQ's enqueue joins a transaction only if one is already open.
                     pipe.multi()
                     if idem is not None:
                         pipe.set(idem, str(run.id), ex=self.retention_seconds)
-                    pipe.hset(self.keys.run(run.id), mapping={**encode_run(run), "started_score": str(score)})
+                    fields = {**encode_run(run), "started_score": str(score)}
+                    pipe.hset(self.keys.run(run.id), mapping=fields)  # type: ignore[arg-type]
                     pipe.zadd(self.keys.runs(), {str(run.id): score})
                     pipe.zadd(self.keys.flow_runs(run.flow_id), {str(run.id): score})
                     pipe.zadd(self.keys.status_runs(run.status.value), {str(run.id): score})
@@ -233,7 +243,7 @@ class RunStore:
     def step_statuses(self, run_id: UUID | str) -> dict[str, StepStatus]:
         """Current status of every step that has a record."""
         raw = self.redis.hgetall(self.keys.run_steps(run_id))
-        return {k.decode(): StepStatus(v.decode()) for k, v in raw.items()}
+        return {_text(k): StepStatus(_text(v)) for k, v in raw.items()}
 
     def apply_plan(
         self,
@@ -247,22 +257,35 @@ class RunStore:
         """Record skips and dispatches (each step once) and close the run if every step is final."""
         now = utcnow()
         args = self._run_args(run_id)
-        args.update({
-            "steps_key": self.keys.run_steps(run_id),
-            "jobs_key": self.keys.jobs(),
-            "pending_key": self.keys.pending(),
-            "skip": [
-                {"step_key": s.step_key, "hash_key": self.keys.step(run_id, s.step_key), "step_type": s.step_type,
-                 "reason": s.reason, "trace": s.trace_json}
-                for s in skip
-            ],
-            "dispatch": [
-                {"step_key": d.step_key, "hash_key": self.keys.step(run_id, d.step_key), "step_type": d.step_type,
-                 "attempt": d.attempt, "job_id": d.job_id, "member": step_member(run_id, d.step_key),
-                 "due_ms": epoch_ms(d.due or now)}
-                for d in dispatch
-            ],
-        })
+        args.update(
+            {
+                "steps_key": self.keys.run_steps(run_id),
+                "jobs_key": self.keys.jobs(),
+                "pending_key": self.keys.pending(),
+                "skip": [
+                    {
+                        "step_key": s.step_key,
+                        "hash_key": self.keys.step(run_id, s.step_key),
+                        "step_type": s.step_type,
+                        "reason": s.reason,
+                        "trace": s.trace_json,
+                    }
+                    for s in skip
+                ],
+                "dispatch": [
+                    {
+                        "step_key": d.step_key,
+                        "hash_key": self.keys.step(run_id, d.step_key),
+                        "step_type": d.step_type,
+                        "attempt": d.attempt,
+                        "job_id": d.job_id,
+                        "member": step_member(run_id, d.step_key),
+                        "due_ms": epoch_ms(d.due or now),
+                    }
+                    for d in dispatch
+                ],
+            }
+        )
         if close is not None:
             args["close"] = {"status": close.value, "required": list(required)}
         dispatched, closed, status = self._run("apply_plan", args)
@@ -285,10 +308,14 @@ class RunStore:
     ) -> Claim | Refused:
         """Claim the attempt for this worker with a lease; refused when it is not the current one."""
         args = self._step_args(run_id, step_key, attempt)
-        args.update({
-            "job_id": job_id, "worker": worker, "lease_until_ms": epoch_ms(lease_until),
-            "refs": [self.keys.step(run_id, ref) for ref in refs],
-        })
+        args.update(
+            {
+                "job_id": job_id,
+                "worker": worker,
+                "lease_until_ms": epoch_ms(lease_until),
+                "refs": [self.keys.step(run_id, ref) for ref in refs],
+            }
+        )
         result = self._run("claim", args)
         if result[0] != b"ok":
             return Refused(result[0].decode(), result[1].decode())
@@ -323,14 +350,21 @@ class RunStore:
     ) -> Completion | Refused:
         """Record the attempt's outcome if it is still the current, running one."""
         args = self._step_args(run_id, step_key, attempt)
-        args.update({
-            "status": status.value, "input_json": input_json, "output_json": output_json, "error": error,
-            "jobs_key": self.keys.jobs(),
-        })
+        args.update(
+            {
+                "status": status.value,
+                "input_json": input_json,
+                "output_json": output_json,
+                "error": error,
+                "jobs_key": self.keys.jobs(),
+            }
+        )
         if next_attempt is not None:
             args["next"] = {
-                "attempt": next_attempt.attempt, "job_id": next_attempt.job_id,
-                "due_ms": epoch_ms(next_attempt.due), "event": next_attempt.event,
+                "attempt": next_attempt.attempt,
+                "job_id": next_attempt.job_id,
+                "due_ms": epoch_ms(next_attempt.due),
+                "event": next_attempt.event,
                 "message": next_attempt.message,
             }
         if lease_expired_before is not None:
@@ -343,17 +377,28 @@ class RunStore:
 
     def _step_args(self, run_id: UUID | str, step_key: str, attempt: int) -> dict[str, Any]:
         args = self._run_args(run_id)
-        args.update({
-            "step_key": step_key, "attempt": attempt, "member": step_member(run_id, step_key),
-            "hash_key": self.keys.step(run_id, step_key), "steps_key": self.keys.run_steps(run_id),
-            "leases_key": self.keys.leases(), "pending_key": self.keys.pending(),
-            "attempts_key": self.keys.attempts(run_id),
-        })
+        args.update(
+            {
+                "step_key": step_key,
+                "attempt": attempt,
+                "member": step_member(run_id, step_key),
+                "hash_key": self.keys.step(run_id, step_key),
+                "steps_key": self.keys.run_steps(run_id),
+                "leases_key": self.keys.leases(),
+                "pending_key": self.keys.pending(),
+                "attempts_key": self.keys.attempts(run_id),
+            }
+        )
         return args
 
     def run_fields(self, run_id: UUID | str) -> dict[str, str]:
         """Raw fields of the run hash (empty when there is no such run)."""
         return _pairs_dict(self.redis.hgetall(self.keys.run(run_id)))
+
+    def manifest_hash_of(self, run_id: UUID | str) -> str | None:
+        """The content hash of the manifest the run is pinned to."""
+        value = self.redis.hget(self.keys.run(run_id), "manifest_hash")
+        return _text(value) if value is not None else None
 
     def step_fields(self, run_id: UUID | str, step_key: str) -> dict[str, str]:
         """Raw fields of one step hash (claim fields included), for recovery."""
@@ -368,10 +413,15 @@ class RunStore:
 
     def get_run_detail(self, run_id: UUID | str) -> FlowRunRecord | None:
         """The run with every step and its attempts, read in one round-trip."""
-        result = self._run("run_detail", {
-            "run_key": self.keys.run(run_id), "steps_key": self.keys.run_steps(run_id),
-            "step_prefix": self.keys.step_prefix(run_id), "attempts_key": self.keys.attempts(run_id),
-        })
+        result = self._run(
+            "run_detail",
+            {
+                "run_key": self.keys.run(run_id),
+                "steps_key": self.keys.run_steps(run_id),
+                "step_prefix": self.keys.step_prefix(run_id),
+                "attempts_key": self.keys.attempts(run_id),
+            },
+        )
         if not result:
             return None
         run_fields, step_hashes, attempt_pairs = result
@@ -420,7 +470,7 @@ class RunStore:
             offset += len(ids)
             with self.redis.pipeline(transaction=False) as pipe:
                 for run_id in ids:
-                    pipe.hgetall(self.keys.run(run_id.decode()))
+                    pipe.hgetall(self.keys.run(_text(run_id)))
                 for raw in pipe.execute():
                     if not raw:
                         continue
@@ -433,27 +483,29 @@ class RunStore:
     def find_run_id_by_job(self, job_id: str) -> str | None:
         """The run an RQ job belongs to (trigger job or any step attempt)."""
         run_id = self.redis.hget(self.keys.jobs(), job_id)
-        return run_id.decode() if run_id else None
+        return _text(run_id) if run_id else None
 
     def events(self, run_id: UUID | str) -> list[RunEvent]:
         """The run's event history, oldest first."""
-        return [RunEvent.model_validate_json(raw) for raw in self.redis.lrange(self.keys.events(run_id), 0, -1)]
+        return [
+            RunEvent.model_validate_json(raw) for raw in self.redis.lrange(self.keys.events(run_id), 0, -1)
+        ]
 
     def expired_leases(self, now: datetime) -> list[tuple[str, str]]:
         """(run id, step key) of claimed steps whose lease ran out before ``now``."""
         members = self.redis.zrangebyscore(self.keys.leases(), "-inf", f"({epoch_ms(now)}")
-        return [split_step_member(m.decode()) for m in members]
+        return [split_step_member(_text(m)) for m in members]
 
     def overdue_pending(self, due_before: datetime) -> list[tuple[str, str]]:
         """(run id, step key) of dispatched steps that were due before ``due_before`` and are unclaimed."""
         members = self.redis.zrangebyscore(self.keys.pending(), "-inf", f"({epoch_ms(due_before)}")
-        return [split_step_member(m.decode()) for m in members]
+        return [split_step_member(_text(m)) for m in members]
 
     def active_run_ids(self) -> list[str]:
         """Ids of runs that are Pending or Running."""
         ids: list[str] = []
         for status in (RunStatus.Pending, RunStatus.Running):
-            ids.extend(m.decode() for m in self.redis.zrange(self.keys.status_runs(status.value), 0, -1))
+            ids.extend(_text(m) for m in self.redis.zrange(self.keys.status_runs(status.value), 0, -1))
         return ids
 
 
@@ -485,5 +537,10 @@ def _pairs(flat: Sequence[bytes]) -> dict[str, str]:
     return {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat), 2)}
 
 
-def _pairs_dict(raw: Mapping[bytes, bytes]) -> dict[str, str]:
-    return {k.decode(): v.decode() for k, v in raw.items()}
+def _pairs_dict(raw: Mapping[Any, Any]) -> dict[str, str]:
+    return {_text(k): _text(v) for k, v in raw.items()}
+
+
+def _text(value: Any) -> str:
+    """A Redis reply (bytes, as the client does not decode) as text."""
+    return value.decode() if isinstance(value, bytes) else str(value)

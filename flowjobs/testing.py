@@ -40,11 +40,17 @@ class FlowTestHost:
         self.runner = InProcessRunner()
         self.client = FlowClient(redis, flows, key_prefix=self.keys.prefix, runner=self.runner)
         self.engine = Engine(
-            RunStore(redis, self.keys), self.runner, handlers or default_handlers, worker_name="flow-test-host"
+            RunStore(redis, self.keys),
+            self.runner,
+            handlers or default_handlers,
+            worker_name="flow-test-host",
         )
 
     def trigger(
-        self, flow: UUID | str, trigger_key: str = "manual", data: Any = None,
+        self,
+        flow: UUID | str,
+        trigger_key: str = "manual",
+        data: Any = None,
         headers: Mapping[str, str] | None = None,
     ) -> FlowRunRecord:
         """Trigger a run, execute it to the end, and return its detail."""

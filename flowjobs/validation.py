@@ -11,7 +11,9 @@ from flowjobs.expressions import expression_problems, referenced_steps
 from flowjobs.manifest import FlowDefinition, StepMetadata, TriggerType
 
 
-def flow_problems(definition: FlowDefinition, *, webhook_slugs: Mapping[str, UUID] | None = None) -> list[str]:
+def flow_problems(
+    definition: FlowDefinition, *, webhook_slugs: Mapping[str, UUID] | None = None
+) -> list[str]:
     """Every problem of a definition; ``webhook_slugs`` maps slugs already taken to their flow ids."""
     manifest = definition.manifest
     problems: list[str] = []
@@ -34,7 +36,9 @@ def flow_problems(definition: FlowDefinition, *, webhook_slugs: Mapping[str, UUI
             if slug is not None and not (isinstance(slug, str) and slug.strip()):
                 problems.append(f"trigger {key!r}: webhookSlug must be a non-empty string")
             elif isinstance(slug, str) and taken.get(slug.lower(), definition.id) != definition.id:
-                problems.append(f"trigger {key!r}: webhook slug {slug!r} is already used by flow {taken[slug.lower()]}")
+                problems.append(
+                    f"trigger {key!r}: webhook slug {slug!r} is already used by flow {taken[slug.lower()]}"
+                )
     return problems
 
 
@@ -58,7 +62,9 @@ def _step_problems(steps: Mapping[str, StepMetadata]) -> list[str]:
             refs |= referenced_steps(text)
         for ref in sorted(refs):
             if ref not in steps:
-                problems.append(f"step {key!r}: expression refers to step {ref!r}, which is not a step of this flow")
+                problems.append(
+                    f"step {key!r}: expression refers to step {ref!r}, which is not a step of this flow"
+                )
     return problems
 
 
@@ -74,7 +80,7 @@ def find_cycle(graph: Mapping[str, list[str]]) -> list[str] | None:
             if dep not in graph:
                 continue
             if state.get(dep) == 1:
-                return [*stack[stack.index(dep):], dep]
+                return [*stack[stack.index(dep) :], dep]
             if dep not in state and (found := visit(dep)):
                 return found
         stack.pop()

@@ -10,6 +10,7 @@ import structlog
 from redis import Redis
 from rq import Queue, SimpleWorker, Worker
 from rq.serializers import JSONSerializer
+from rq.worker import BaseWorker
 
 from flowjobs.engine import Engine
 from flowjobs.factory import engine_from_settings
@@ -20,12 +21,13 @@ from flowjobs.settings import Settings
 log = structlog.get_logger("flowjobs.worker")
 
 
-def build_worker(redis: Redis, queue_name: str, *, simple: bool = False, name: str | None = None) -> Worker:
+def build_worker(
+    redis: Redis, queue_name: str, *, simple: bool = False, name: str | None = None
+) -> BaseWorker:
     """An RQ worker on flowjobs' queue with the JSON serializer (forking unless ``simple``)."""
     queue = Queue(queue_name, connection=redis, serializer=JSONSerializer)
-    worker_class = SimpleWorker if simple else Worker
-    worker: Worker = worker_class([queue], connection=redis, serializer=JSONSerializer, name=name)
-    return worker
+    worker_class: type[BaseWorker] = SimpleWorker if simple else Worker
+    return worker_class([queue], connection=redis, serializer=JSONSerializer, name=name)
 
 
 def run_worker(

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
+import tests.handlers  # noqa: F401  (registers the test handlers on the default registry)
 from flowjobs.client import FlowClient
 from flowjobs.embedded import EmbeddedRedis, redis_answers
 from flowjobs.engine import Engine
@@ -27,8 +28,6 @@ from flowjobs.keys import Keys
 from flowjobs.registry import FlowRegistry
 from flowjobs.settings import Settings
 from flowjobs.worker import build_worker
-
-import tests.handlers  # noqa: F401  (registers the test handlers on the default registry)
 
 ROOT = Path(__file__).resolve().parent.parent
 SESSION = uuid.uuid4().hex[:8]
@@ -86,19 +85,25 @@ class Space:
         s = self.settings
         return {
             **os.environ,
-            "REDIS_URL": s.redis_url, "FLOWJOBS_QUEUE": s.queue, "FLOWJOBS_KEY_PREFIX": s.key_prefix,
+            "REDIS_URL": s.redis_url,
+            "FLOWJOBS_QUEUE": s.queue,
+            "FLOWJOBS_KEY_PREFIX": s.key_prefix,
             "FLOWJOBS_HANDLER_MODULES": s.handler_modules,
             "FLOWJOBS_CLAIM_LEASE_SECONDS": str(s.claim_lease_seconds),
             "FLOWJOBS_RECOVERY_INTERVAL_SECONDS": str(s.recovery_interval_seconds),
-            "FLOWJOBS_FLOWS_DIR": str(s.flows_dir), "FLOWJOBS_LOG_LEVEL": "warning",
+            "FLOWJOBS_FLOWS_DIR": str(s.flows_dir),
+            "FLOWJOBS_LOG_LEVEL": "warning",
             "PYTHONPATH": str(ROOT),
         }
 
     def start(self, *args: str) -> subprocess.Popen[bytes]:
         """Start ``python -m flowjobs ARGS`` with this space's settings, in its own process group."""
         proc = subprocess.Popen(
-            [sys.executable, "-m", "flowjobs", *args], env=self.env(), cwd=ROOT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
+            [sys.executable, "-m", "flowjobs", *args],
+            env=self.env(),
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
         self.processes.append(proc)
         return proc
@@ -132,7 +137,7 @@ class Space:
         """Delete the RQ job hashes of this space's jobs, then every key carrying its token."""
         job_ids = [j.decode() for j in self.redis.hkeys(self.keys.jobs())]
         for start in range(0, len(job_ids), 500):
-            chunk = job_ids[start:start + 500]
+            chunk = job_ids[start : start + 500]
             self.redis.delete(*[f"rq:job:{j}" for j in chunk], *[f"rq:results:{j}" for j in chunk])
         for key in self.redis.scan_iter(match=f"*{self.token}*", count=1000):
             self.redis.delete(key)
@@ -143,8 +148,13 @@ class Space:
 def space(redis: Redis, redis_url: str) -> Iterator[Space]:
     token = f"fjt{SESSION}{uuid.uuid4().hex[:6]}"
     settings = Settings(
-        redis_url=redis_url, queue=f"{token}-q", key_prefix=f"{token}:", handler_modules="tests.handlers",
-        claim_lease_seconds=2, recovery_interval_seconds=0.5, flows_dir=ROOT / "config" / "flows",
+        redis_url=redis_url,
+        queue=f"{token}-q",
+        key_prefix=f"{token}:",
+        handler_modules="tests.handlers",
+        claim_lease_seconds=2,
+        recovery_interval_seconds=0.5,
+        flows_dir=ROOT / "config" / "flows",
     )
     space = Space(redis=redis, settings=settings, token=token)
     try:

@@ -64,7 +64,7 @@ def unserialisable(ctx: StepContext, inputs: dict[str, Any]) -> object:
 
 @handler("Barrier")
 def barrier(ctx: StepContext, inputs: dict[str, Any]) -> dict[str, Any]:
-    """Marks ``inputs.mine`` and waits until ``inputs.peer`` is marked: two of them only finish in parallel."""
+    """Marks ``inputs.mine``, waits for ``inputs.peer``: two of them only finish when run in parallel."""
     _redis().set(inputs["mine"], os.getpid(), ex=60)
     if not _wait_for(inputs["peer"], float(inputs.get("timeout", 20))):
         raise TimeoutError(f"peer {inputs['peer']} never started: the steps did not run in parallel")
@@ -73,7 +73,7 @@ def barrier(ctx: StepContext, inputs: dict[str, Any]) -> dict[str, Any]:
 
 @handler("Block")
 def block(ctx: StepContext, inputs: dict[str, Any]) -> dict[str, Any]:
-    """Records its pid under ``inputs.pid_key`` (attempt 1 only), then waits for ``inputs.release`` on attempt 1."""
+    """On attempt 1, records its pid under ``inputs.pid_key`` and waits for ``inputs.release``."""
     if ctx.attempt == 1:
         _redis().set(inputs["pid_key"], os.getpid(), ex=120)
         _wait_for(inputs["release"], float(inputs.get("timeout", 60)))

@@ -32,7 +32,10 @@ def count_letters(ctx: StepContext, inputs: dict[str, Any]) -> dict[str, Any]:
 @handler("Summarize")
 def summarize(ctx: StepContext, inputs: dict[str, Any]) -> dict[str, Any]:
     """Put the previous steps' outputs together."""
-    return {"summary": f"{inputs.get('greeting')} ({inputs.get('letters')} letters)", "run_id": str(ctx.run_id)}
+    return {
+        "summary": f"{inputs.get('greeting')} ({inputs.get('letters')} letters)",
+        "run_id": str(ctx.run_id),
+    }
 
 
 @handler("FetchOrder")

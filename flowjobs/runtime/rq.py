@@ -84,8 +84,13 @@ class RQJobRunner:
     def continue_with(self, parent_id: str, call: JobCall) -> str:
         """Queue a job that RQ runs after ``parent_id`` finishes."""
         job = self.queue.create_job(
-            call.func, args=list(call.args), job_id=call.job_id, description=call.description,
-            meta=dict(call.meta), depends_on=parent_id, result_ttl=self.keep_seconds,
+            call.func,
+            args=list(call.args),
+            job_id=call.job_id,
+            description=call.description,
+            meta=dict(call.meta),
+            depends_on=parent_id,
+            result_ttl=self.keep_seconds,
             failure_ttl=self.keep_seconds,
         )
         return str(self.queue.enqueue_job(job).id)

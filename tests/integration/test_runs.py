@@ -15,11 +15,18 @@ from tests.integration.flows import flow, registry
 
 
 def test_linear_flow_fills_every_run_field_and_links_every_job(space: Space) -> None:
-    definition = flow("linear", {
-        "first": {"type": "Echo", "inputs": {"orderId": "@triggerBody()?.orderId"}},
-        "second": {"type": "Echo", "run_after": ["first"], "inputs": {"prev": "@steps('first').output.inputs"}},
-        "third": {"type": "Echo", "run_after": ["second"], "inputs": {"literal": [1, 2]}},
-    })
+    definition = flow(
+        "linear",
+        {
+            "first": {"type": "Echo", "inputs": {"orderId": "@triggerBody()?.orderId"}},
+            "second": {
+                "type": "Echo",
+                "run_after": ["first"],
+                "inputs": {"prev": "@steps('first').output.inputs"},
+            },
+            "third": {"type": "Echo", "run_after": ["second"], "inputs": {"literal": [1, 2]}},
+        },
+    )
     client = space.client(registry(definition))
     handle = client.trigger(
         "linear", data={"orderId": 7}, headers={"X-Trace": "abc", "Authorization": "Bearer secret"}
@@ -66,8 +73,12 @@ def test_linear_flow_fills_every_run_field_and_links_every_job(space: Space) -> 
         assert [a.attempt for a in step.attempts or []] == [1]
         assert (step.attempts or [])[0].job_id == step.job_id
         job = Job.fetch(step.job_id or "", connection=space.redis, serializer=JSONSerializer)
-        assert job.meta == {"flow_id": str(definition.id), "run_id": str(run.id), "step_key": step.step_key,
-                            "attempt": 1}
+        assert job.meta == {
+            "flow_id": str(definition.id),
+            "run_id": str(run.id),
+            "step_key": step.step_key,
+            "attempt": 1,
+        }
         assert job.description == f"flow=linear run={run.id} step={step.step_key} attempt=1"
         assert job.get_status() == "finished"
         back = client.find_run_by_job(job.id)
@@ -77,19 +88,28 @@ def test_linear_flow_fills_every_run_field_and_links_every_job(space: Space) -> 
     assert [r.id for r in listed] == [run.id]
     assert listed[0].steps is None
     assert [e.type.value for e in space.engine().store.events(run.id)] == [
-        "run.started", "step.started", "step.completed", "step.started", "step.completed",
-        "step.started", "step.completed", "run.completed",
+        "run.started",
+        "step.started",
+        "step.completed",
+        "step.started",
+        "step.completed",
+        "step.started",
+        "step.completed",
+        "run.completed",
     ]
 
 
 def test_diamond_runs_middle_steps_in_parallel_and_joins_once(space: Space) -> None:
     left, right, joined = (f"{space.token}:{name}" for name in ("left", "right", "joined"))
-    definition = flow("diamond", {
-        "start": {"type": "Noop"},
-        "left": {"type": "Barrier", "run_after": ["start"], "inputs": {"mine": left, "peer": right}},
-        "right": {"type": "Barrier", "run_after": ["start"], "inputs": {"mine": right, "peer": left}},
-        "join": {"type": "Record", "run_after": ["left", "right"], "inputs": {"key": joined}},
-    })
+    definition = flow(
+        "diamond",
+        {
+            "start": {"type": "Noop"},
+            "left": {"type": "Barrier", "run_after": ["start"], "inputs": {"mine": left, "peer": right}},
+            "right": {"type": "Barrier", "run_after": ["start"], "inputs": {"mine": right, "peer": left}},
+            "join": {"type": "Record", "run_after": ["left", "right"], "inputs": {"key": joined}},
+        },
+    )
     client = space.client(registry(definition))
     space.start_worker("a")
     space.start_worker("b")
@@ -105,13 +125,16 @@ def test_diamond_runs_middle_steps_in_parallel_and_joins_once(space: Space) -> N
 
 
 def test_failed_step_skips_dependents_but_not_independent_branches(space: Space) -> None:
-    definition = flow("failing", {
-        "a": {"type": "Noop"},
-        "b": {"type": "Boom", "run_after": ["a"], "inputs": {"message": "card declined"}},
-        "c": {"type": "Noop", "run_after": ["b"]},
-        "d": {"type": "Noop", "run_after": ["c"]},
-        "side": {"type": "Noop", "run_after": ["a"]},
-    })
+    definition = flow(
+        "failing",
+        {
+            "a": {"type": "Noop"},
+            "b": {"type": "Boom", "run_after": ["a"], "inputs": {"message": "card declined"}},
+            "c": {"type": "Noop", "run_after": ["b"]},
+            "d": {"type": "Noop", "run_after": ["c"]},
+            "side": {"type": "Noop", "run_after": ["a"]},
+        },
+    )
     client = space.client(registry(definition))
     handle = client.trigger("failing")
     space.drain()
@@ -128,11 +151,14 @@ def test_failed_step_skips_dependents_but_not_independent_branches(space: Space)
 
 
 def test_error_handler_branch_that_succeeds_makes_the_run_succeed(space: Space) -> None:
-    definition = flow("handled", {
-        "charge": {"type": "Refuse", "inputs": {"message": "insufficient funds"}},
-        "ship": {"type": "Noop", "run_after": {"charge": ["Succeeded"]}},
-        "refund": {"type": "Noop", "runAfter": {"charge": ["Failed"]}},
-    })
+    definition = flow(
+        "handled",
+        {
+            "charge": {"type": "Refuse", "inputs": {"message": "insufficient funds"}},
+            "ship": {"type": "Noop", "run_after": {"charge": ["Succeeded"]}},
+            "refund": {"type": "Noop", "runAfter": {"charge": ["Failed"]}},
+        },
+    )
     client = space.client(registry(definition))
     handle = client.trigger("handled")
     space.drain()

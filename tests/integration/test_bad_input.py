@@ -1,0 +1,153 @@
+"""Bad input gets a typed error and leaves nothing behind; a crashing handler fails its step only."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from flowjobs import (
+    FlowNotFound,
+    FlowValidationError,
+    InvalidTriggerData,
+    RunStatus,
+    StepStatus,
+    TriggerNotFound,
+)
+from flowjobs.registry import FlowRegistry
+from tests.conftest import ROOT, Space
+from tests.integration.flows import flow, registry
+
+
+def _written(space: Space) -> list[bytes]:
+    """Every key under the test's prefix, and the RQ queue."""
+    keys = list(space.redis.scan_iter(match=f"{space.settings.key_prefix}*", count=1000))
+    if space.redis.exists(f"rq:queue:{space.settings.queue}"):
+        keys.append(f"rq:queue:{space.settings.queue}".encode())
+    return keys
+
+
+@pytest.mark.parametrize(
+    ("steps", "problem"),
+    [
+        ({}, "no steps"),
+        ({"a": {"type": "Noop", "run_after": ["ghost"]}}, "'a': run_after names 'ghost'"),
+        ({"a": {"type": "Noop", "run_after": ["b"]}, "b": {"type": "Noop", "run_after": ["a"]}}, "cycle"),
+        ({"a": {"type": " "}}, "type is empty"),
+        ({"a": {"type": "Noop", "inputs": {"x": "@steps('a'"}}}, "step 'a'"),
+        ({"a": {"type": "Noop", "inputs": {"x": "@steps('nope').output"}}}, "'nope'"),
+    ],
+)
+def test_invalid_manifest_is_refused_at_registration_and_writes_nothing(
+    space: Space, steps: dict[str, object], problem: str
+) -> None:
+    flows = FlowRegistry()
+    with pytest.raises(FlowValidationError) as error:
+        flows.add(flow("bad", steps))
+    assert any(problem in p for p in error.value.problems), error.value.problems
+    assert len(flows) == 0
+    with pytest.raises(FlowNotFound):
+        space.client(flows).trigger("bad")
+    assert _written(space) == []
+
+
+def test_bad_cron_and_duplicate_webhook_slug_are_refused(space: Space) -> None:
+    flows = registry(
+        flow(
+            "hooked",
+            {"a": {"type": "Noop"}},
+            triggers={"in": {"type": "Webhook", "inputs": {"webhookSlug": "orders"}}},
+        )
+    )
+    with pytest.raises(FlowValidationError) as error:
+        flows.add(
+            flow(
+                "clash",
+                {"a": {"type": "Noop"}},
+                triggers={
+                    "in": {"type": "Webhook", "inputs": {"webhookSlug": "orders"}},
+                    "tick": {"type": "Cron", "inputs": {"cronExpression": "every tuesday"}},
+                },
+            )
+        )
+    problems = "\n".join(error.value.problems)
+    assert "webhook slug 'orders' is already used" in problems
+    assert "cronExpression 'every tuesday' does not parse" in problems
+    assert [d.name for d in flows.all()] == ["hooked"]
+
+
+def test_unknown_flow_trigger_and_bad_payloads_write_nothing(space: Space) -> None:
+    client = space.client(registry(flow("ok", {"a": {"type": "Noop"}})))
+    with pytest.raises(FlowNotFound):
+        client.trigger("missing")
+    with pytest.raises(TriggerNotFound, match="no trigger 'nightly'"):
+        client.trigger("ok", "nightly")
+    with pytest.raises(InvalidTriggerData, match="not JSON-serialisable"):
+        client.trigger("ok", data={"when": object()})
+    with pytest.raises(InvalidTriggerData, match="not JSON-serialisable"):
+        client.trigger("ok", data={"x": float("nan")})
+    with pytest.raises(InvalidTriggerData, match="headers"):
+        client.trigger("ok", headers={"X-Count": 3})  # type: ignore[dict-item]
+    assert _written(space) == []
+
+
+def test_crashing_handlers_fail_their_step_and_the_worker_goes_on(space: Space) -> None:
+    client = space.client(
+        registry(
+            flow("raises", {"a": {"type": "Boom", "inputs": {"message": "kaput"}}}),
+            flow("unserialisable", {"a": {"type": "Unserialisable"}}),
+            flow("no-handler", {"a": {"type": "NoSuchType"}}),
+            flow("fine", {"a": {"type": "Noop"}}),
+        )
+    )
+    worker = space.start_worker("survivor", simple=True)
+    expectations = {
+        "raises": "RuntimeError: kaput",
+        "unserialisable": "Handler output is not JSON-serialisable",
+        "no-handler": "no handler is registered for step type 'NoSuchType'",
+    }
+    for name, reason in expectations.items():
+        run = client.trigger(name).wait(timeout=30)
+        detail = client.get_run_detail(run.id)
+        assert detail is not None and detail.status is RunStatus.Failed
+        step = (detail.steps or [])[0]
+        assert step.status is StepStatus.Failed
+        assert reason in (step.error_message or ""), step.error_message
+        assert (step.attempts or [])[0].error_message == step.error_message
+    assert worker.poll() is None, "the worker process must survive crashing handlers"
+    assert client.trigger("fine").wait(timeout=30).status is RunStatus.Succeeded
+
+
+def _cli(space: Space, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "flowjobs", *args],
+        env=space.env(),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_cli_rejects_bad_input_with_exit_code_2(space: Space, tmp_path: Path) -> None:
+    unknown = _cli(space, "trigger", "no-such-flow")
+    assert unknown.returncode == 2 and "no flow with id or name 'no-such-flow'" in unknown.stderr
+    bad_json = _cli(space, "trigger", "hello-flow", "--data", "{not json")
+    assert bad_json.returncode == 2 and "not JSON" in bad_json.stderr
+    bad_trigger = _cli(space, "trigger", "hello-flow", "--trigger", "nope")
+    assert bad_trigger.returncode == 2 and "no trigger 'nope'" in bad_trigger.stderr
+    (tmp_path / "broken.yaml").write_text(
+        "id: 5d0c6c38-8a43-4d7e-a1f7-0e4b7b1f0a11\nname: broken\nsteps:\n"
+        "  a: {type: Noop, run_after: [b]}\n  b: {type: Noop, run_after: [a]}\n"
+        "  c: {type: '', run_after: [zz]}\n"
+    )
+    validated = _cli(space, "flows", "validate", str(tmp_path / "broken.yaml"))
+    assert validated.returncode == 2
+    assert "cycle" in validated.stderr and "'zz'" in validated.stderr and "type is empty" in validated.stderr
+    assert "no entry step" in validated.stderr
+    assert _written(space) == []
+    good = _cli(space, "flows", "validate")
+    assert good.returncode == 0, good.stderr

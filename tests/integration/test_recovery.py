@@ -1,0 +1,86 @@
+"""A worker killed with its work-horse mid-step: the claim lease expires and another worker re-runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from datetime import timedelta
+
+from flowjobs import RunStatus, StepStatus
+from flowjobs.clock import utcnow
+from flowjobs.store import Claim, Refused
+from tests.conftest import Space, wait_until
+from tests.integration.flows import flow, registry
+
+
+def test_killed_worker_tree_step_is_rerun_after_the_lease_expires(space: Space) -> None:
+    pid_key, release, done = (f"{space.token}:{name}" for name in ("pid", "release", "done"))
+    definition = flow(
+        "crashy",
+        {
+            "before": {"type": "Noop"},
+            "slow": {
+                "type": "Block",
+                "run_after": ["before"],
+                "inputs": {"pid_key": pid_key, "release": release, "done_key": done},
+            },
+            "after": {"type": "Noop", "run_after": ["slow"]},
+        },
+    )
+    client = space.client(registry(definition))
+    doomed = space.start_worker("doomed")
+    handle = client.trigger("crashy")
+    horse_pid = int(wait_until(lambda: space.redis.get(pid_key), timeout=30, what="the step to start"))
+    assert horse_pid != doomed.pid
+
+    # A container kill: the worker and its work-horse (which runs in its own process group) die at once.
+    os.killpg(doomed.pid, signal.SIGKILL)
+    os.kill(horse_pid, signal.SIGKILL)
+    doomed.wait()
+    space.start_worker("rescuer")
+    space.start("scheduler")
+
+    run = handle.wait(timeout=60)
+    assert run.status is RunStatus.Succeeded
+    detail = client.get_run_detail(handle.run_id)
+    assert detail is not None
+    slow = next(s for s in detail.steps or [] if s.step_key == "slow")
+    assert slow.status is StepStatus.Succeeded
+    assert slow.attempt_count == 2
+    first, second = slow.attempts or []
+    assert first.status is StepStatus.Failed and "Claim lease expired" in (first.error_message or "")
+    assert second.status is StepStatus.Succeeded and second.job_id != first.job_id
+    assert json.loads(slow.output_json or "{}")["attempt"] == 2
+    # At-least-once execution, recorded once: the killed attempt never finished, the second did once.
+    assert [e.decode().split(":")[0] for e in space.redis.lrange(done, 0, -1)] == ["2"]
+    completed = [
+        e
+        for e in space.engine().store.events(handle.run_id)
+        if e.step_key == "slow" and e.type.value in ("step.completed", "step.failed")
+    ]
+    assert len(completed) == 1
+    assert {s.step_key: s.status for s in detail.steps or []}["after"] is StepStatus.Succeeded
+
+
+def test_late_completion_of_a_replaced_attempt_is_discarded(space: Space) -> None:
+    definition = flow("fenced", {"a": {"type": "Noop"}})
+    client = space.client(registry(definition))
+    handle = client.trigger("fenced")
+    engine = space.engine()
+    store = engine.store
+    trigger_state = store.start_run(str(handle.run_id))
+    assert trigger_state is not None
+    engine.continue_run(str(handle.run_id), trigger_state[1])
+    claimed = store.claim(
+        handle.run_id, "a", 1, job_id="j1", worker="w1", lease_until=utcnow() - timedelta(seconds=1)
+    )
+    assert isinstance(claimed, Claim)
+    assert engine.recover(grace_seconds=3600) == 1  # lease already expired: attempt 2 dispatched
+    late = store.complete(handle.run_id, "a", 1, status=StepStatus.Succeeded, output_json='"late"')
+    assert isinstance(late, Refused) and late.reason == "stale"
+    space.drain()
+    run = client.get_run_detail(handle.run_id)
+    assert run is not None and run.status is RunStatus.Succeeded
+    step = (run.steps or [])[0]
+    assert step.attempt_count == 2 and step.output_json != '"late"'
