@@ -9,5 +9,8 @@ def retry_delay(policy: RetryPolicy, failed_attempt: int) -> float | None:
     """Seconds to wait before the attempt after ``failed_attempt``; None when no attempt is left."""
     if failed_attempt >= policy.max_attempts:
         return None
-    delay = policy.backoff_seconds * policy.backoff_factor ** (failed_attempt - 1)
+    try:
+        delay = policy.backoff_seconds * policy.backoff_factor ** (failed_attempt - 1)
+    except OverflowError:
+        return policy.max_backoff_seconds
     return min(delay, policy.max_backoff_seconds)

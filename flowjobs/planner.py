@@ -67,7 +67,7 @@ def _decide(deps: Mapping[str, frozenset[StepStatus]], known: Mapping[str, StepS
 
 
 def classify(graph: StepGraph, statuses: Mapping[str, StepStatus]) -> RunStatus:
-    """Terminal status of a run whose steps are all final (SPEC §5.4)."""
+    """Terminal status of a run whose steps are all final (SPEC §5.4, leaves as defined below)."""
     values = [statuses[key] for key in graph]
     failed = [key for key in graph if statuses[key] is StepStatus.Failed]
     if StepStatus.Succeeded not in values:
@@ -78,8 +78,12 @@ def classify(graph: StepGraph, statuses: Mapping[str, StepStatus]) -> RunStatus:
         )
         if not handled:
             return RunStatus.Failed
-    depended_on = {dep for deps in graph.values() for dep in deps}
-    leaves = [key for key in graph if key not in depended_on]
+    # A leaf is a step no other step runs after on success: an error-handler edge does not make
+    # its source a non-leaf, so a happy path whose only skipped step is the handler succeeds.
+    continued = {
+        dep for deps in graph.values() for dep, accepted in deps.items() if StepStatus.Succeeded in accepted
+    }
+    leaves = [key for key in graph if key not in continued]
     if all(statuses[key] is StepStatus.Skipped for key in leaves):
         return RunStatus.Skipped
     return RunStatus.Succeeded
