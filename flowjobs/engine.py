@@ -1,4 +1,4 @@
-"""Executes runs: starts them, runs step attempts, plans continuations and recovers lost work.
+"""Executes runs: starts them, runs step attempts (handlers and built-in kinds), plans continuations.
 
 Data flows one way: a job (from the runner) calls the engine; the engine records through the
 store, decides with the planner, and hands new jobs to the runner.
@@ -12,8 +12,9 @@ import socket
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from functools import partial
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -22,20 +23,50 @@ from pydantic import BaseModel, ValidationError
 from rq.timeouts import JobTimeoutException
 
 from flowjobs.backoff import retry_delay
-from flowjobs.clock import iso, utcnow
+from flowjobs.clock import utcnow
 from flowjobs.context import StepContext
 from flowjobs.errors import HandlerNotFound
-from flowjobs.expressions import ExpressionScope, referenced_steps, resolve_inputs
+from flowjobs.expressions import (
+    ExpressionScope,
+    evaluate_condition,
+    is_expression,
+    referenced_steps,
+    resolve_inputs,
+    resolve_value,
+)
 from flowjobs.expressions import StepView as ExpressionStepView
 from flowjobs.handlers import HandlerRegistry, StepResult
-from flowjobs.jobs import step_call, trigger_call
-from flowjobs.manifest import FlowManifest, StepMetadata
-from flowjobs.planner import plan
-from flowjobs.runtime.base import JobCall, JobRunner, JobState, step_job_id
+from flowjobs.jobs import step_call
+from flowjobs.manifest import (
+    FOR_EACH,
+    WAIT_FOR_SIGNAL,
+    FlowManifest,
+    StepMetadata,
+    child_key,
+    loop_index,
+    split_runtime_key,
+)
+from flowjobs.planner import Admit, plan, plan_loop
+from flowjobs.polling import poll_verdict
+from flowjobs.runtime.base import JobCall, JobRunner, step_job_id
 from flowjobs.statuses import RunStatus, StepStatus
-from flowjobs.store import Claim, Completion, NextAttempt, Refused, RunStore, StepDispatch, StepSkip
+from flowjobs.store import (
+    Claim,
+    Completion,
+    NextAttempt,
+    Park,
+    Refused,
+    RunStore,
+    Signalled,
+    StepDispatch,
+    StepSkip,
+    StepView,
+)
 
 log = structlog.get_logger("flowjobs.engine")
+
+#: Due time of a parked step that waits with no timeout (recovery never finds it overdue).
+NEVER = datetime(9999, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -47,6 +78,16 @@ class Outcome:
     output_json: str | None = None
     error: str | None = None
     delay_seconds: float = 0.0
+
+
+@dataclass
+class _Decisions:
+    """One planning pass over a run: what to dispatch and skip, and which loops just finished."""
+
+    dispatch: list[StepDispatch] = field(default_factory=list)
+    skip: list[StepSkip] = field(default_factory=list)
+    finished_loops: list[tuple[str, tuple[RunStatus, ...]]] = field(default_factory=list)
+    close: RunStatus | None = None
 
 
 class Engine:
@@ -91,18 +132,17 @@ class Engine:
     # -- step jobs -----------------------------------------------------------------------------
 
     def execute_step(self, run_id: str, step_key: str, attempt: int, job_id: str | None = None) -> str:
-        """Run one attempt of one step: claim it, call its handler, record the outcome, continue."""
+        """Run one attempt of one step: claim it, execute it, record the outcome, continue the run."""
         with structlog.contextvars.bound_contextvars(
             run_id=run_id, step_key=step_key, attempt=attempt, job_id=job_id
         ):
-            manifest = self._manifest_of(run_id)
-            if manifest is None:
-                log.warning("step.run_missing")
-                return "run_missing"
-            step = manifest.steps.get(step_key)
-            if step is None:
-                log.error("step.not_in_manifest")
-                return "not_in_manifest"
+            manifest = self.manifest_of(run_id)
+            step = manifest.step(step_key) if manifest is not None else None
+            if manifest is None or step is None:
+                log.warning("step.unknown")
+                return "unknown"
+            refs = self._references(manifest, step_key, step)
+            loop_key, child = split_runtime_key(step_key)
             claim = self.store.claim(
                 run_id,
                 step_key,
@@ -110,38 +150,56 @@ class Engine:
                 job_id=job_id or "",
                 worker=self.worker_name,
                 lease_until=utcnow() + timedelta(seconds=self.lease_seconds),
-                refs=sorted(referenced_steps(step.inputs)),
+                refs=sorted(set(refs.values())),
+                loop_item_field=f"{loop_key}.{loop_index(step_key)}" if child is not None else None,
             )
             if isinstance(claim, Refused):
                 log.info("step.claim_refused", reason=claim.reason, detail=claim.detail)
                 return claim.reason
             structlog.contextvars.bind_contextvars(flow_id=claim.run.get("flow_id"))
             log.info("step.started", step_type=step.type)
+            scope = _scope(claim, refs)
+            if step.kind == FOR_EACH:
+                return self._expand_loop(run_id, step_key, step, attempt, claim, scope)
+            if step.kind == WAIT_FOR_SIGNAL:
+                return self._wait_for_signal(run_id, step_key, step, attempt, claim, scope)
             with self._lease(run_id, step_key, attempt):
-                outcome = self._run_handler(run_id, step_key, step, attempt, job_id, claim)
+                outcome = self._run_handler(run_id, step_key, step, attempt, job_id, claim, scope)
+            if step.poll is not None and outcome.status is StepStatus.Succeeded:
+                outcome = self._poll(step, attempt, claim, outcome)
             return self._record(run_id, step_key, step, attempt, outcome, claim.run)
 
+    def _references(self, manifest: FlowManifest, step_key: str, step: StepMetadata) -> dict[str, str]:
+        """Step names the step's expressions use → runtime keys (siblings inside a ForEach iteration)."""
+        names = referenced_steps(step.inputs) | referenced_steps([step.for_each])
+        loop_key, child = split_runtime_key(step_key)
+        index = loop_index(step_key)
+        siblings = manifest.steps[loop_key].steps if child is not None else {}
+        return {
+            name: child_key(loop_key, index, name) if index is not None and name in siblings else name
+            for name in names
+        }
+
+    def _inputs(self, step: StepMetadata, step_key: str, claim: Claim, scope: ExpressionScope) -> Any:
+        resolved = resolve_inputs(step.inputs, scope)
+        index = loop_index(step_key)
+        if index is not None:
+            item = json.loads(claim.loop_item_json) if claim.loop_item_json else None
+            resolved = {**resolved, "__loopItem": item, "__loopIndex": index}
+        return resolved
+
     def _run_handler(
-        self, run_id: str, step_key: str, step: StepMetadata, attempt: int, job_id: str | None, claim: Claim
+        self,
+        run_id: str,
+        step_key: str,
+        step: StepMetadata,
+        attempt: int,
+        job_id: str | None,
+        claim: Claim,
+        scope: ExpressionScope,
     ) -> Outcome:
-        trigger_data = (
-            json.loads(claim.run["trigger_data_json"]) if "trigger_data_json" in claim.run else None
-        )
-        headers: dict[str, str] = json.loads(claim.run.get("trigger_headers", "{}"))
-        scope = ExpressionScope(
-            trigger_body=trigger_data,
-            trigger_headers=headers,
-            steps={
-                key: ExpressionStepView(
-                    status=view.status.value if view.status else None,
-                    output=json.loads(view.output_json) if view.output_json else None,
-                    error=view.error,
-                )
-                for key, view in claim.refs.items()
-            },
-        )
         try:
-            resolved = resolve_inputs(step.inputs, scope)
+            resolved = self._inputs(step, step_key, claim, scope)
             input_json = json.dumps(resolved)
         except Exception as error:
             return Outcome(StepStatus.Failed, error=f"Inputs could not be resolved: {error}")
@@ -154,11 +212,8 @@ class Engine:
             try:
                 inputs = registered.input_model.model_validate(resolved)
             except ValidationError as error:
-                return Outcome(
-                    StepStatus.Failed,
-                    input_json,
-                    error=f"Inputs do not match {registered.input_model.__name__}: {error}",
-                )
+                name = registered.input_model.__name__
+                return Outcome(StepStatus.Failed, input_json, error=f"Inputs do not match {name}: {error}")
         context = StepContext(
             run_id=UUID(run_id),
             flow_id=UUID(claim.run["flow_id"]),
@@ -167,17 +222,16 @@ class Engine:
             step_type=step.type,
             attempt=attempt,
             job_id=job_id,
-            trigger_data=trigger_data,
-            trigger_headers=headers,
+            trigger_data=scope.trigger_body,
+            trigger_headers=scope.trigger_headers,
             log=structlog.get_logger("flowjobs.step"),
         )
         try:
             returned = registered.fn(context, inputs)
         except JobTimeoutException:
+            limit = f"{step.timeout_seconds:g}s" if step.timeout_seconds else "the job timeout"
             return Outcome(
-                StepStatus.Failed,
-                input_json,
-                error=f"Step timed out after timeout_seconds={step.timeout_seconds:g}.",
+                StepStatus.Failed, input_json, error=f"Step timed out: the handler ran longer than {limit}."
             )
         except Exception as error:
             log.warning("step.handler_raised", error=repr(error))
@@ -191,6 +245,22 @@ class Engine:
             )
         return Outcome(result.status, input_json, output_json, result.error, result.delay_seconds)
 
+    def _poll(self, step: StepMetadata, attempt: int, claim: Claim, outcome: Outcome) -> Outcome:
+        assert step.poll is not None
+        started = claim.first_started_at or utcnow()
+        output = json.loads(outcome.output_json) if outcome.output_json else None
+        verdict = poll_verdict(step.poll, output, attempt, (utcnow() - started).total_seconds())
+        if verdict.failure is not None:
+            return Outcome(StepStatus.Failed, outcome.input_json, outcome.output_json, verdict.failure)
+        if verdict.again:
+            return Outcome(
+                StepStatus.Pending,
+                outcome.input_json,
+                outcome.output_json,
+                delay_seconds=step.poll.interval_seconds,
+            )
+        return outcome
+
     def _record(
         self,
         run_id: str,
@@ -200,20 +270,23 @@ class Engine:
         outcome: Outcome,
         run_fields: Mapping[str, str],
     ) -> str:
-        next_attempt: NextAttempt | None = None
+        """Record an attempt's outcome: final, or with the next attempt scheduled (retry or poll)."""
         delay: float | None = None
         if outcome.status is StepStatus.Failed and step.retry is not None:
             delay = retry_delay(step.retry, attempt)
         elif outcome.status is StepStatus.Pending:
             delay = outcome.delay_seconds
-        if delay is not None:
-            next_attempt = NextAttempt(
+        next_attempt = (
+            NextAttempt(
                 attempt=attempt + 1,
                 job_id=step_job_id(run_id, step_key, attempt + 1),
                 due=utcnow() + timedelta(seconds=delay),
                 event="step.pending" if outcome.status is StepStatus.Pending else "step.retried",
                 message=f"attempt {attempt + 1} in {delay:g}s",
             )
+            if delay is not None
+            else None
+        )
         completed = self.store.complete(
             run_id,
             step_key,
@@ -224,74 +297,236 @@ class Engine:
             error=outcome.error,
             next_attempt=next_attempt,
         )
-        if isinstance(completed, Refused):
-            log.warning("step.completion_discarded", reason=completed.reason, detail=completed.detail)
+        if not isinstance(completed, Completion):
+            log.warning("step.completion_discarded", detail=str(completed))
             return "discarded"
         if next_attempt is not None:
-            log.info(
-                "step.retried" if outcome.status is StepStatus.Failed else "step.pending",
-                error=outcome.error,
-                next_attempt=next_attempt.attempt,
-                delay_seconds=delay,
-            )
+            event = "step.retried" if outcome.status is StepStatus.Failed else "step.pending"
+            log.info(event, error=outcome.error, next_attempt=next_attempt.attempt, delay_seconds=delay)
             self.runner.schedule(
-                self._step_call(run_id, run_fields, step_key, step, next_attempt.attempt),
+                self.step_call(run_id, run_fields, step_key, step, next_attempt.attempt),
                 timedelta(seconds=delay or 0),
             )
             return "rescheduled"
-        event = "step.completed" if outcome.status is StepStatus.Succeeded else "step.failed"
-        log.info(event, error=outcome.error)
+        log.info(
+            "step.completed" if outcome.status is StepStatus.Succeeded else "step.failed", error=outcome.error
+        )
         self.continue_run(run_id, completed)
         return outcome.status.value
+
+    # -- built-in kinds ------------------------------------------------------------------------
+
+    def _expand_loop(
+        self,
+        run_id: str,
+        step_key: str,
+        step: StepMetadata,
+        attempt: int,
+        claim: Claim,
+        scope: ExpressionScope,
+    ) -> str:
+        """ForEach: resolve the items, record them and start the first iterations."""
+        try:
+            items = resolve_value(step.for_each, scope) if is_expression(step.for_each) else step.for_each
+        except Exception as error:
+            items = error
+        if not isinstance(items, list):
+            reason = f"for_each did not resolve to a list (got {type(items).__name__})"
+            return self._record(
+                run_id, step_key, step, attempt, Outcome(StepStatus.Failed, error=reason), claim.run
+            )
+        input_json = json.dumps({"for_each": items})
+        if not items:
+            return self._record(
+                run_id, step_key, step, attempt, Outcome(StepStatus.Succeeded, input_json, "[]"), claim.run
+            )
+        expanded = self.store.expand_loop(run_id, step_key, attempt, items=items, input_json=input_json)
+        if isinstance(expanded, Refused):
+            log.warning("step.completion_discarded", detail=expanded.detail)
+            return "discarded"
+        log.info("loop.expanded", iterations=len(items), concurrency_limit=step.concurrency_limit)
+        self.continue_run(run_id, expanded)
+        return "expanded"
+
+    def _wait_for_signal(
+        self,
+        run_id: str,
+        step_key: str,
+        step: StepMetadata,
+        attempt: int,
+        claim: Claim,
+        scope: ExpressionScope,
+    ) -> str:
+        """WaitForSignal: park as Pending (no worker held) until the signal or the timeout resumes it."""
+        inputs = resolve_inputs(step.inputs, scope)
+        name = str(inputs.get("signalName"))
+        timeout = inputs.get("timeoutSeconds")
+        started = claim.first_started_at or utcnow()
+        expires = started + timedelta(seconds=float(timeout)) if timeout else None
+        input_json = json.dumps(inputs)
+        if expires is not None and utcnow() >= expires:
+            record = self.store.signal_record(run_id, name) or {}
+            outcome = (
+                Outcome(StepStatus.Succeeded, input_json, record.get("payload_json") or "null")
+                if record.get("delivered_at")
+                else Outcome(
+                    StepStatus.Failed,
+                    input_json,
+                    error=f"Signal {name!r} was not received within {timeout:g}s.",
+                )
+            )
+            return self._record(run_id, step_key, step, attempt, outcome, claim.run)
+        parked = self.store.complete(
+            run_id,
+            step_key,
+            attempt,
+            status=StepStatus.Pending,
+            input_json=input_json,
+            next_attempt=NextAttempt(
+                attempt=attempt + 1,
+                job_id=step_job_id(run_id, step_key, attempt + 1),
+                due=expires or NEVER,
+                event="step.pending",
+                message=f"waiting for signal {name!r}",
+            ),
+            park=Park(name, expires),
+        )
+        if isinstance(parked, Signalled):
+            outcome = Outcome(StepStatus.Succeeded, input_json, parked.payload_json)
+            return self._record(run_id, step_key, step, attempt, outcome, claim.run)
+        if isinstance(parked, Refused):
+            log.warning("step.completion_discarded", detail=parked.detail)
+            return "discarded"
+        log.info("step.parked", signal=name, expires_at=expires.isoformat() if expires else None)
+        if expires is not None:
+            self.runner.schedule(
+                self.step_call(run_id, claim.run, step_key, step, attempt + 1), expires - utcnow()
+            )
+        return "parked"
 
     # -- continuation --------------------------------------------------------------------------
 
     def continue_run(self, run_id: str, state: Completion) -> RunStatus | None:
-        """Plan the run from its step statuses: dispatch ready steps, skip blocked ones, close it."""
-        run_fields = state.run
-        manifest = self.store.load_manifest(run_fields["manifest_hash"])
-        graph = manifest.dependency_graph()
-        decision = plan(graph, state.statuses)
-        dispatch = [
-            StepDispatch(key, manifest.steps[key].type, 1, step_job_id(run_id, key, 1))
-            for key in decision.ready
-        ]
-        skip = [StepSkip(key, manifest.steps[key].type, reason) for key, reason in decision.skipped.items()]
+        """Plan the run from its step statuses: dispatch ready steps (ForEach children included),
+        skip blocked ones, finish loops whose iterations are all final, and close the run."""
+        manifest = self.manifest_of(run_id)
+        if manifest is None:
+            return None
+        while True:
+            decisions = self._decide(run_id, manifest, state)
+            if not decisions.finished_loops:
+                break
+            finished = self._finish_loops(run_id, manifest, state, decisions.finished_loops)
+            if finished is None:
+                return RunStatus(state.run.get("status", RunStatus.Running))
+            state = finished
         applied = self.store.apply_plan(
-            run_id, dispatch=dispatch, skip=skip, close=decision.outcome, required=list(graph)
+            run_id,
+            dispatch=decisions.dispatch,
+            skip=decisions.skip,
+            close=decisions.close,
+            required=list(manifest.steps),
         )
         if applied.dispatched:
-            calls = [
-                self._step_call(run_id, run_fields, d.step_key, manifest.steps[d.step_key], 1)
-                for d in dispatch
-                if d.step_key in applied.dispatched
-            ]
-            self.runner.enqueue_many(calls)
+            fresh = set(applied.dispatched)
+            self.runner.enqueue_many(
+                [
+                    self.step_call(run_id, state.run, d.step_key, manifest.step(d.step_key), 1)
+                    for d in decisions.dispatch
+                    if d.step_key in fresh
+                ]
+            )
             log.info("steps.dispatched", steps=applied.dispatched)
-        for key in decision.skipped:
-            log.info("step.skipped", skipped_step=key)
+        for skipped in decisions.skip:
+            log.info("step.skipped", skipped_step=skipped.step_key, reason=skipped.reason)
         if applied.closed is not None:
             log.info("run.completed", status=applied.closed.value)
         return applied.run_status
 
-    def _step_call(
+    def _decide(self, run_id: str, manifest: FlowManifest, state: Completion) -> _Decisions:
+        traces: dict[str, str] = {}
+        gate = _WhenGate(self.store, run_id, manifest, state.run, traces)
+        decisions = _Decisions()
+        top = plan(manifest.dependency_graph(), state.statuses, gate.admit(None, None))
+        for key in top.ready:
+            decisions.dispatch.append(
+                StepDispatch(key, manifest.steps[key].type, 1, step_job_id(run_id, key, 1))
+            )
+        for key, reason in top.skipped.items():
+            decisions.skip.append(StepSkip(key, manifest.steps[key].type, reason, traces.get(key)))
+        for loop_key, count in state.loops.items():
+            loop = manifest.steps.get(loop_key)
+            if loop is None or state.statuses.get(loop_key) is not StepStatus.Running:
+                continue
+            progress = plan_loop(
+                loop_key,
+                loop.dependency_graph(),
+                count,
+                loop.concurrency_limit,
+                state.statuses,
+                partial(gate.admit, loop_key),
+            )
+            for key in progress.ready:
+                child = split_runtime_key(key)[1] or key
+                decisions.dispatch.append(
+                    StepDispatch(key, loop.steps[child].type, 1, step_job_id(run_id, key, 1))
+                )
+            for key, reason in progress.skipped.items():
+                child = split_runtime_key(key)[1] or key
+                decisions.skip.append(StepSkip(key, loop.steps[child].type, reason, traces.get(key)))
+            if progress.finished:
+                decisions.finished_loops.append((loop_key, progress.outcomes))
+        decisions.close = top.outcome
+        return decisions
+
+    def _finish_loops(
+        self,
+        run_id: str,
+        manifest: FlowManifest,
+        state: Completion,
+        finished: list[tuple[str, tuple[RunStatus, ...]]],
+    ) -> Completion | None:
+        """Record each finished ForEach step (once: the loser of a race is refused and stops)."""
+        latest: Completion | None = None
+        for loop_key, outcomes in finished:
+            fields = self.store.step_fields(run_id, loop_key)
+            failed = sum(outcome is not RunStatus.Succeeded for outcome in outcomes)
+            output = [{"index": index, "status": outcome.value} for index, outcome in enumerate(outcomes)]
+            done = self.store.complete(
+                run_id,
+                loop_key,
+                int(fields.get("attempt", "1")),
+                status=StepStatus.Failed if failed else StepStatus.Succeeded,
+                output_json=json.dumps(output),
+                error=f"{failed} of {len(outcomes)} iterations did not succeed." if failed else None,
+            )
+            if isinstance(done, Completion):
+                log.info("loop.finished", loop=loop_key, iterations=len(outcomes), failed=failed)
+                latest = done
+        return latest
+
+    def step_call(
         self,
         run_id: str,
         run_fields: Mapping[str, str],
         step_key: str,
-        step: StepMetadata,
+        step: StepMetadata | None,
         attempt: int,
     ) -> JobCall:
+        """The job of one attempt of one step of this run."""
         return step_call(
             run_id,
             run_fields.get("flow_id"),
             run_fields.get("flow_name"),
             step_key,
             attempt,
-            step.timeout_seconds,
+            step.timeout_seconds if step is not None else None,
         )
 
-    # -- leases and recovery -------------------------------------------------------------------
+    def manifest_of(self, run_id: str) -> FlowManifest | None:
+        """The manifest a run is pinned to, or None if there is no such run."""
+        manifest_hash = self.store.manifest_hash_of(run_id)
+        return self.store.load_manifest(manifest_hash) if manifest_hash else None
 
     @contextmanager
     def _lease(self, run_id: str, step_key: str, attempt: int) -> Iterator[None]:
@@ -311,95 +546,79 @@ class Engine:
         finally:
             stop.set()
 
-    def recover(self, *, grace_seconds: float | None = None) -> int:
-        """Re-dispatch lost work (at-least-once) and close finished runs; returns how many things it fixed.
 
-        A claimed step whose lease expired gets a new attempt; a dispatched step whose RQ job
-        is gone (or ended without claiming it) is re-queued; a Running run with nothing in
-        flight is re-planned, which closes it when every step is final.
-        """
-        grace = timedelta(seconds=self.lease_seconds if grace_seconds is None else grace_seconds)
-        now = utcnow()
-        fixed = 0
-        for run_id, step_key in self.store.expired_leases(now):
-            fixed += self._recover_expired_claim(run_id, step_key, now)
-        for run_id, step_key in self.store.overdue_pending(now - grace):
-            fixed += self._recover_lost_job(run_id, step_key)
-        for run_id in self.store.active_run_ids():
-            fixed += self._recover_run(run_id, now - grace)
-        return fixed
+class _WhenGate:
+    """Evaluates When clauses of steps about to be dispatched, reading referenced outputs once."""
 
-    def _recover_expired_claim(self, run_id: str, step_key: str, now: datetime) -> int:
-        fields = self.store.step_fields(run_id, step_key)
-        if fields.get("status") != StepStatus.Running or "attempt" not in fields:
-            return 0
-        attempt = int(fields["attempt"])
-        manifest = self._manifest_of(run_id)
-        if manifest is None or step_key not in manifest.steps:
-            return 0
-        next_attempt = NextAttempt(
-            attempt=attempt + 1,
-            job_id=step_job_id(run_id, step_key, attempt + 1),
-            due=now,
-            message=f"claim lease of attempt {attempt} expired; attempt {attempt + 1} dispatched",
-        )
-        completed = self.store.complete(
-            run_id,
-            step_key,
-            attempt,
-            status=StepStatus.Failed,
-            error=f"Claim lease expired: the worker executing attempt {attempt} was lost.",
-            next_attempt=next_attempt,
-            lease_expired_before=now,
-        )
-        if isinstance(completed, Refused):
-            return 0
-        log.warning("step.lease_expired", run_id=run_id, step_key=step_key, attempt=attempt)
-        self.runner.enqueue(
-            self._step_call(run_id, completed.run, step_key, manifest.steps[step_key], attempt + 1)
-        )
-        return 1
+    def __init__(
+        self,
+        store: RunStore,
+        run_id: str,
+        manifest: FlowManifest,
+        run_fields: Mapping[str, str],
+        traces: dict[str, str],
+    ) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.manifest = manifest
+        self.run_fields = run_fields
+        self.traces = traces
+        self.views: dict[str, StepView] = {}
 
-    def _recover_lost_job(self, run_id: str, step_key: str) -> int:
-        fields = self.store.step_fields(run_id, step_key)
-        job_id = fields.get("job_id")
-        if fields.get("status") != StepStatus.Pending or not job_id:
-            return 0
-        if self.runner.state(job_id) in (JobState.Enqueued, JobState.Scheduled):
-            return 0
-        manifest = self._manifest_of(run_id)
-        run_fields = self.store.run_fields(run_id)
-        if manifest is None or step_key not in manifest.steps:
-            return 0
-        log.warning("step.job_lost", run_id=run_id, step_key=step_key, job_id=job_id)
-        self.runner.enqueue(
-            self._step_call(run_id, run_fields, step_key, manifest.steps[step_key], int(fields["attempt"]))
-        )
-        return 1
+    def admit(self, loop_key: str | None, index: int | None) -> Admit:
+        """The admit callback for top-level steps (``loop_key`` None) or one ForEach iteration."""
+        steps = self.manifest.steps[loop_key].steps if loop_key is not None else self.manifest.steps
 
-    def _recover_run(self, run_id: str, started_before: datetime) -> int:
-        run_fields = self.store.run_fields(run_id)
-        if run_fields.get("started_at", "") >= iso(started_before):
-            return 0
-        status = run_fields.get("status")
-        if status == RunStatus.Pending:
-            job_id = run_fields.get("background_job_id")
-            if not job_id or self.runner.state(job_id) in (JobState.Enqueued, JobState.Scheduled):
-                return 0
-            log.warning("run.trigger_job_lost", run_id=run_id, job_id=job_id)
-            self.runner.enqueue(trigger_call(run_id, run_fields["flow_id"], run_fields.get("flow_name")))
-            return 1
-        if status != RunStatus.Running:
-            return 0
-        statuses = self.store.step_statuses(run_id)
-        if any(not s.is_final for s in statuses.values()):
-            return 0
-        after = self.continue_run(run_id, Completion(statuses=statuses, run=run_fields))
-        return int(after is not RunStatus.Running)
+        def check(key: str) -> str | None:
+            conditions = [cond.when for cond in steps[key].run_after.values() if cond.when]
+            if not conditions:
+                return None
+            names = set().union(*(referenced_steps(text) for text in conditions))
+            runtime = {
+                name: child_key(loop_key, index, name)
+                if loop_key is not None and index is not None and name in steps
+                else name
+                for name in names
+            }
+            missing = [key for key in runtime.values() if key not in self.views]
+            if missing:
+                self.views.update(self.store.step_views(self.run_id, missing))
+            scope = _expression_scope(
+                self.run_fields, {name: self.views[key] for name, key in runtime.items()}
+            )
+            for text in conditions:
+                outcome = evaluate_condition(text, scope)
+                if not outcome.result:
+                    own = (
+                        child_key(loop_key, index, key) if loop_key is not None and index is not None else key
+                    )
+                    self.traces[own] = json.dumps(outcome.trace())
+                    detail = f" ({outcome.error})" if outcome.error else ""
+                    return f"When condition was not met: {outcome.resolved}{detail}"
+            return None
 
-    def _manifest_of(self, run_id: str) -> FlowManifest | None:
-        manifest_hash = self.store.manifest_hash_of(run_id)
-        return self.store.load_manifest(manifest_hash) if manifest_hash else None
+        return check
+
+
+def _expression_scope(run_fields: Mapping[str, str], views: Mapping[str, StepView]) -> ExpressionScope:
+    return ExpressionScope(
+        trigger_body=json.loads(run_fields["trigger_data_json"])
+        if "trigger_data_json" in run_fields
+        else None,
+        trigger_headers=json.loads(run_fields.get("trigger_headers", "{}")),
+        steps={
+            name: ExpressionStepView(
+                status=view.status.value if view.status else None,
+                output=json.loads(view.output_json) if view.output_json else None,
+                error=view.error,
+            )
+            for name, view in views.items()
+        },
+    )
+
+
+def _scope(claim: Claim, refs: Mapping[str, str]) -> ExpressionScope:
+    return _expression_scope(claim.run, {name: claim.refs[key] for name, key in refs.items()})
 
 
 def _output_json(output: Any) -> str | None:

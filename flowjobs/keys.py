@@ -36,6 +36,22 @@ class Keys:
         """List: JSON ``RunEvent`` entries of the run, oldest first."""
         return f"{self.prefix}run:{run_id}:events"
 
+    def loops(self, run_id: UUID | str) -> str:
+        """Hash: ForEach step key → number of iterations, set when the loop is expanded."""
+        return f"{self.prefix}run:{run_id}:loops"
+
+    def loop_items(self, run_id: UUID | str) -> str:
+        """Hash: ``<loop>.<index>`` → JSON of that iteration's item."""
+        return f"{self.prefix}run:{run_id}:loop-items"
+
+    def signals(self, run_id: UUID | str) -> str:
+        """Hash: signal name → JSON signal record (waiter, expiry, delivery and payload)."""
+        return f"{self.prefix}run:{run_id}:signals"
+
+    def deadlines(self) -> str:
+        """Sorted set: ids of runs with a deadline, scored by it (epoch ms); the sweeper's input."""
+        return f"{self.prefix}deadlines"
+
     def runs(self) -> str:
         """Sorted set: every run id, scored by ``started_at`` (epoch seconds)."""
         return f"{self.prefix}runs"

@@ -43,8 +43,8 @@ class TriggerMetadata(_Model):
 class RunAfterCondition(_Model):
     """Which final statuses of a dependency let a step run, and an optional When clause."""
 
-    statuses: tuple[StepStatus, ...] = (StepStatus.Succeeded,)
-    """Accepted final statuses of the dependency."""
+    statuses: tuple[StepStatus, ...] = Field(default=(StepStatus.Succeeded,), min_length=1)
+    """Accepted final statuses of the dependency (at least one)."""
     when: str | None = None
     """Boolean expression that must also be true, evaluated just before dispatch."""
 
@@ -56,6 +56,13 @@ class RunAfterCondition(_Model):
         if isinstance(value, str):
             return {"statuses": [value]}
         return value
+
+    @field_validator("statuses")
+    @classmethod
+    def _canonical_order(cls, value: tuple[StepStatus, ...]) -> tuple[StepStatus, ...]:
+        # The same set in any order is the same flow, with the same content hash.
+        order = list(StepStatus)
+        return tuple(sorted(set(value), key=order.index))
 
 
 class RetryPolicy(_Model):
@@ -71,6 +78,25 @@ class RetryPolicy(_Model):
     """Upper bound of any delay."""
 
 
+class PollOptions(_Model):
+    """Built-in polling: re-run the step every ``interval_seconds`` until its output satisfies a condition."""
+
+    interval_seconds: float = Field(default=5.0, gt=0)
+    """Delay between two polls."""
+    timeout_seconds: float = Field(default=300.0, gt=0)
+    """The step fails when the condition is still unmet this long after the first poll started."""
+    min_attempts: int = Field(default=1, ge=1)
+    """Polls to make before the condition may end the polling."""
+    condition_path: str | None = None
+    """Dotted path into the output (``status`` or ``result.items.0.state``); None: any output ends it."""
+    condition_equals: Any = None
+    """Value the output at ``condition_path`` must equal."""
+
+
+FOR_EACH = "foreach"
+WAIT_FOR_SIGNAL = "waitforsignal"
+
+
 class StepMetadata(_Model):
     """One step of a flow: a handler type, its inputs and when it runs."""
 
@@ -84,6 +110,23 @@ class StepMetadata(_Model):
     """Automatic retries; none by default."""
     timeout_seconds: float | None = Field(default=None, gt=0)
     """Job timeout of each attempt (RQ kills the handler after it)."""
+    poll: PollOptions | None = None
+    """Built-in polling of the handler's output."""
+    for_each: Any = None
+    """ForEach: a literal list, or an expression giving one (``@steps('fetch').output.items``)."""
+    concurrency_limit: int | None = Field(default=None, ge=1)
+    """ForEach: at most this many iterations in flight at once (None: all at once)."""
+    steps: dict[str, StepMetadata] = Field(default_factory=dict)
+    """ForEach: the steps of one iteration; their ``run_after`` names siblings."""
+
+    @property
+    def kind(self) -> str:
+        """The type, case-folded: compare with ``FOR_EACH`` and ``WAIT_FOR_SIGNAL``."""
+        return self.type.strip().casefold()
+
+    def dependency_graph(self) -> dict[str, dict[str, frozenset[StepStatus]]]:
+        """ForEach: ``{child: {sibling: accepted statuses}}`` of one iteration."""
+        return _graph(self.steps)
 
     @field_validator("run_after", mode="before")
     @classmethod
@@ -106,10 +149,15 @@ class FlowManifest(_Model):
 
     def dependency_graph(self) -> dict[str, dict[str, frozenset[StepStatus]]]:
         """``{step: {dependency: accepted statuses}}``, the planner's view of the steps."""
-        return {
-            key: {dep: frozenset(cond.statuses) for dep, cond in step.run_after.items()}
-            for key, step in self.steps.items()
-        }
+        return _graph(self.steps)
+
+    def step(self, runtime_key: str) -> StepMetadata | None:
+        """A step by runtime key: ``key``, or ``<loop>.<index>.<child>`` for a ForEach child."""
+        loop_key, child_key = split_runtime_key(runtime_key)
+        if child_key is None:
+            return self.steps.get(runtime_key)
+        loop = self.steps.get(loop_key)
+        return loop.steps.get(child_key) if loop is not None else None
 
     def canonical_json(self) -> str:
         """Stable JSON of the manifest: the same flow always gives the same text."""
@@ -145,3 +193,29 @@ class FlowDefinition(_Model):
         if isinstance(value, dict) and isinstance(value.get("version"), int | float):
             value = {**value, "version": str(value["version"])}
         return value
+
+
+def _graph(steps: dict[str, StepMetadata]) -> dict[str, dict[str, frozenset[StepStatus]]]:
+    return {
+        key: {dep: frozenset(cond.statuses) for dep, cond in step.run_after.items()}
+        for key, step in steps.items()
+    }
+
+
+def child_key(loop_key: str, index: int, child: str) -> str:
+    """Runtime key of a ForEach child in one iteration: ``<loop>.<index>.<child>``."""
+    return f"{loop_key}.{index}.{child}"
+
+
+def split_runtime_key(runtime_key: str) -> tuple[str, str | None]:
+    """``(loop, child)`` for a ForEach child's runtime key, ``(key, None)`` for a top-level step."""
+    parts = runtime_key.split(".", 2)
+    if len(parts) == 3 and parts[1].isdigit():
+        return parts[0], parts[2]
+    return runtime_key, None
+
+
+def loop_index(runtime_key: str) -> int | None:
+    """The iteration index of a ForEach child's runtime key."""
+    parts = runtime_key.split(".", 2)
+    return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from flowjobs.manifest import child_key
 from flowjobs.statuses import RunStatus, StepStatus
 
 #: ``{step: {dependency: accepted final statuses}}``.
@@ -27,8 +28,12 @@ class Plan:
     """The run's terminal status when ``finished``."""
 
 
-def plan(graph: StepGraph, statuses: Mapping[str, StepStatus]) -> Plan:
-    """Decide the next dispatches and skips of a run; skips propagate in this one call."""
+#: Last gate before a step is ready (its When clauses): None admits it, a text skips it with that reason.
+Admit = Callable[[str], str | None]
+
+
+def plan(graph: StepGraph, statuses: Mapping[str, StepStatus], admit: Admit | None = None) -> Plan:
+    """Decide the next dispatches and skips of a run; skips (When skips too) propagate in this one call."""
     known: dict[str, StepStatus] = dict(statuses)
     skipped: dict[str, str] = {}
     ready: list[str] = []
@@ -40,9 +45,12 @@ def plan(graph: StepGraph, statuses: Mapping[str, StepStatus]) -> Plan:
             if key in known:
                 continue
             decision = _decide(deps, known)
-            if decision is StepStatus.Skipped:
+            reason = SKIP_REASON if decision is StepStatus.Skipped else None
+            if decision is StepStatus.Pending and admit is not None:
+                reason = admit(key)
+            if reason is not None:
                 known[key] = StepStatus.Skipped
-                skipped[key] = SKIP_REASON
+                skipped[key] = reason
                 changed = True
             elif decision is StepStatus.Pending:
                 ready.append(key)
@@ -92,3 +100,64 @@ def classify(graph: StepGraph, statuses: Mapping[str, StepStatus]) -> RunStatus:
 def entry_steps(graph: StepGraph) -> list[str]:
     """Steps with no dependencies."""
     return [key for key, deps in graph.items() if not deps]
+
+
+@dataclass(frozen=True)
+class LoopPlan:
+    """What to do next for one ForEach step whose iterations are under way."""
+
+    ready: tuple[str, ...]
+    """Runtime keys (``<loop>.<i>.<child>``) of children to dispatch, new iterations included."""
+    skipped: Mapping[str, str] = field(default_factory=dict)
+    """Runtime keys of children to record as Skipped, with the reason."""
+    finished: bool = False
+    """True when every iteration is final."""
+    outcomes: tuple[RunStatus, ...] = ()
+    """Per iteration, its outcome (classified like a run) once ``finished``."""
+    in_flight: int = 0
+    """Iterations started and not final after this plan is applied."""
+
+
+def plan_loop(
+    loop_key: str,
+    children: StepGraph,
+    count: int,
+    limit: int | None,
+    statuses: Mapping[str, StepStatus],
+    admit: Callable[[int], Admit | None] | None = None,
+) -> LoopPlan:
+    """Plan a ForEach: advance started iterations, start new ones up to ``limit`` in flight.
+
+    An iteration is started once any of its children has a record, and final once all are.
+    New iterations start in index order, so ``limit`` holds even when several workers plan at once
+    from different snapshots: the highest index any of them starts is below (final iterations
+    seen) + ``limit``, and final iterations only grow.
+    """
+    ready: list[str] = []
+    skipped: dict[str, str] = {}
+    outcomes: list[RunStatus | None] = []
+    in_flight = 0
+    for index in range(count):
+        own = {
+            child: status
+            for child in children
+            if (status := statuses.get(child_key(loop_key, index, child))) is not None
+        }
+        started = bool(own)
+        if not started and in_flight >= (limit or count):
+            outcomes.append(None)
+            continue
+        step = plan(children, own, admit(index) if admit else None)
+        ready.extend(child_key(loop_key, index, child) for child in step.ready)
+        skipped.update({child_key(loop_key, index, child): reason for child, reason in step.skipped.items()})
+        outcomes.append(step.outcome)
+        if not step.finished:
+            in_flight += 1
+    finished = all(outcome is not None for outcome in outcomes)
+    return LoopPlan(
+        ready=tuple(ready),
+        skipped=skipped,
+        finished=finished,
+        outcomes=tuple(o for o in outcomes if o is not None) if finished else (),
+        in_flight=in_flight,
+    )

@@ -74,6 +74,10 @@ class Claim:
 
     run: dict[str, str]
     refs: dict[str, StepView] = field(default_factory=dict)
+    first_started_at: datetime | None = None
+    """When the step's first attempt was claimed (polling and signal timeouts count from it)."""
+    loop_item_json: str | None = None
+    """For a ForEach child: its iteration's item, as JSON."""
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,23 @@ class Completion:
 
     statuses: dict[str, StepStatus]
     run: dict[str, str]
+    loops: dict[str, int] = field(default_factory=dict)
+    """Iteration count of every expanded ForEach step."""
+
+
+@dataclass(frozen=True)
+class Park:
+    """Park a WaitForSignal step: record its waiter, unless the signal was already delivered."""
+
+    signal_name: str
+    expires_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Signalled:
+    """The signal a parking step waited for had already arrived: its payload."""
+
+    payload_json: str
 
 
 @dataclass(frozen=True)
@@ -120,7 +141,17 @@ class RunStore:
         self.retention_seconds = retention_seconds
         self._scripts = {
             name: redis.register_script(_script_source(name))
-            for name in ("start_run", "apply_plan", "claim", "complete", "renew", "run_detail")
+            for name in (
+                "start_run",
+                "apply_plan",
+                "claim",
+                "complete",
+                "renew",
+                "run_detail",
+                "expand_loop",
+                "deliver_signal",
+                "end_run",
+            )
         }
         self._manifests: dict[str, FlowManifest] = {}
         self._saved_flows: set[tuple[UUID, str]] = set()
@@ -220,6 +251,8 @@ class RunStore:
                     pipe.zadd(self.keys.status_runs(run.status.value), {str(run.id): score})
                     if run.background_job_id:
                         pipe.hset(self.keys.jobs(), run.background_job_id, str(run.id))
+                    if run.timeout_at is not None:
+                        pipe.zadd(self.keys.deadlines(), {str(run.id): epoch_ms(run.timeout_at)})
                     enqueue(pipe)
                     pipe.execute()
                     return run.id
@@ -234,11 +267,11 @@ class RunStore:
         """
         args = self._run_args(run_id)
         args["steps_key"] = self.keys.run_steps(run_id)
+        args["loops_key"] = self.keys.loops(run_id)
         result = self._run("start_run", args)
         if not result:
             return None
-        statuses = {k: StepStatus(v) for k, v in _pairs(result[3]).items()}
-        return RunStatus(result[0].decode()), Completion(statuses=statuses, run=_pairs(result[2]))
+        return RunStatus(_text(result[0])), _completion(result[2:])
 
     def step_statuses(self, run_id: UUID | str) -> dict[str, StepStatus]:
         """Current status of every step that has a record."""
@@ -305,8 +338,13 @@ class RunStore:
         worker: str,
         lease_until: datetime,
         refs: Sequence[str] = (),
+        loop_item_field: str | None = None,
     ) -> Claim | Refused:
-        """Claim the attempt for this worker with a lease; refused when it is not the current one."""
+        """Claim the attempt for this worker with a lease; refused when it is not the current one.
+
+        Reads, in the same script, the run's fields, the referenced steps and, for a ForEach
+        child, its iteration's item (``loop_item_field`` is ``<loop>.<index>``).
+        """
         args = self._step_args(run_id, step_key, attempt)
         args.update(
             {
@@ -314,20 +352,21 @@ class RunStore:
                 "worker": worker,
                 "lease_until_ms": epoch_ms(lease_until),
                 "refs": [self.keys.step(run_id, ref) for ref in refs],
+                "loop_items_key": self.keys.loop_items(run_id),
+                "loop_item_field": loop_item_field,
             }
         )
         result = self._run("claim", args)
         if result[0] != b"ok":
-            return Refused(result[0].decode(), result[1].decode())
-        views = {
-            ref: StepView(
-                status=StepStatus(values[0].decode()) if values[0] else None,
-                output_json=values[1].decode() if values[1] else None,
-                error=values[2].decode() if values[2] else None,
-            )
-            for ref, values in zip(refs, result[2], strict=True)
-        }
-        return Claim(run=_pairs(result[1]), refs=views)
+            return Refused(_text(result[0]), _text(result[1]))
+        views = {ref: _view(values) for ref, values in zip(refs, result[2], strict=True)}
+        first_started, loop_item = result[3]
+        return Claim(
+            run=_pairs(result[1]),
+            refs=views,
+            first_started_at=datetime.fromisoformat(_text(first_started)) if first_started else None,
+            loop_item_json=_text(loop_item) if loop_item else None,
+        )
 
     def renew(self, run_id: UUID | str, step_key: str, attempt: int, lease_until: datetime) -> bool:
         """Extend a running attempt's lease; False once the attempt is fenced out."""
@@ -347,8 +386,13 @@ class RunStore:
         error: str | None = None,
         next_attempt: NextAttempt | None = None,
         lease_expired_before: datetime | None = None,
-    ) -> Completion | Refused:
-        """Record the attempt's outcome if it is still the current, running one."""
+        park: Park | None = None,
+    ) -> Completion | Refused | Signalled:
+        """Record the attempt's outcome if it is still the current, running one.
+
+        With ``park`` (a WaitForSignal step), nothing is recorded if the signal already arrived:
+        its payload comes back as ``Signalled`` instead.
+        """
         args = self._step_args(run_id, step_key, attempt)
         args.update(
             {
@@ -369,11 +413,92 @@ class RunStore:
             }
         if lease_expired_before is not None:
             args["lease_expired_before_ms"] = epoch_ms(lease_expired_before)
+        if park is not None:
+            args["park"] = {
+                "signals_key": self.keys.signals(run_id),
+                "name": park.signal_name,
+                "expires_at": iso(park.expires_at) if park.expires_at else None,
+            }
         result = self._run("complete", args)
+        if result[0] == b"signalled":
+            return Signalled(_text(result[1]))
         if result[0] != b"ok":
-            return Refused(result[0].decode(), result[1].decode())
-        statuses = {k: StepStatus(v) for k, v in _pairs(result[1]).items()}
-        return Completion(statuses=statuses, run=_pairs(result[2]))
+            return Refused(_text(result[0]), _text(result[1]))
+        return _completion(result[1:])
+
+    def expand_loop(
+        self, run_id: UUID | str, step_key: str, attempt: int, *, items: Sequence[Any], input_json: str | None
+    ) -> Completion | Refused:
+        """Record a claimed ForEach step's items and release its lease; it stays Running meanwhile."""
+        args = self._step_args(run_id, step_key, attempt)
+        args.update(
+            {
+                "count": len(items),
+                "items": [json.dumps(item) for item in items],
+                "input_json": input_json,
+                "loop_items_key": self.keys.loop_items(run_id),
+            }
+        )
+        result = self._run("expand_loop", args)
+        if result[0] != b"ok":
+            return Refused(_text(result[0]), _text(result[1]))
+        return _completion(result[1:])
+
+    def deliver_signal(
+        self, run_id: UUID | str, name: str, payload_json: str, *, declared: bool
+    ) -> list[str]:
+        """Keep a signal's payload, once.
+
+        Returns ``["resume", step_key, attempt, job_id]`` when a step is parked waiting for it,
+        ``["kept"]``, or a refusal: ``no_run``, ``not_active``, ``unknown`` (no step of the run
+        waits for that name), ``already``.
+        """
+        args = self._run_args(run_id)
+        args.update(
+            {
+                "name": name,
+                "payload_json": payload_json,
+                "declared": declared,
+                "signals_key": self.keys.signals(run_id),
+                "step_prefix": self.keys.step_prefix(run_id),
+            }
+        )
+        return [_text(part) for part in self._run("deliver_signal", args)]
+
+    def signal_record(self, run_id: UUID | str, name: str) -> dict[str, Any] | None:
+        """The signal record (waiter, expiry, delivery, payload) of one signal name."""
+        raw = self.redis.hget(self.keys.signals(run_id), name)
+        return dict(json.loads(raw)) if raw else None
+
+    def end_run(self, run_id: UUID | str, status: RunStatus, reason: str) -> RunStatus | None:
+        """Close an active run as ``status``, skipping its queued and parked steps with ``reason``."""
+        args = self._run_args(run_id)
+        args.update(
+            {
+                "status": status.value,
+                "reason": reason,
+                "steps_key": self.keys.run_steps(run_id),
+                "step_prefix": self.keys.step_prefix(run_id),
+                "pending_key": self.keys.pending(),
+                "deadlines_key": self.keys.deadlines(),
+            }
+        )
+        closed = self._run("end_run", args)
+        return RunStatus(_text(closed)) if closed else None
+
+    def overdue_runs(self, now: datetime) -> list[str]:
+        """Ids of runs whose deadline passed before ``now``."""
+        return [
+            _text(m) for m in self.redis.zrangebyscore(self.keys.deadlines(), "-inf", f"({epoch_ms(now)}")
+        ]
+
+    def step_views(self, run_id: UUID | str, step_keys: Sequence[str]) -> dict[str, StepView]:
+        """Status, output and error of some steps, in one round-trip (for When clauses)."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for key in step_keys:
+                pipe.hmget(self.keys.step(run_id, key), "status", "output_json", "error_message")
+            rows = pipe.execute()
+        return {key: _view(row) for key, row in zip(step_keys, rows, strict=True)}
 
     def _step_args(self, run_id: UUID | str, step_key: str, attempt: int) -> dict[str, Any]:
         args = self._run_args(run_id)
@@ -387,6 +512,7 @@ class RunStore:
                 "leases_key": self.keys.leases(),
                 "pending_key": self.keys.pending(),
                 "attempts_key": self.keys.attempts(run_id),
+                "loops_key": self.keys.loops(run_id),
             }
         )
         return args
@@ -399,6 +525,10 @@ class RunStore:
         """The content hash of the manifest the run is pinned to."""
         value = self.redis.hget(self.keys.run(run_id), "manifest_hash")
         return _text(value) if value is not None else None
+
+    def loop_counts(self, run_id: UUID | str) -> dict[str, int]:
+        """Iteration count of every expanded ForEach step of the run."""
+        return {_text(k): int(v) for k, v in self.redis.hgetall(self.keys.loops(run_id)).items()}
 
     def step_fields(self, run_id: UUID | str, step_key: str) -> dict[str, str]:
         """Raw fields of one step hash (claim fields included), for recovery."""
@@ -530,6 +660,21 @@ def decode_run(fields: Mapping[str, str]) -> FlowRunRecord:
         if name in data:
             data[name] = json.loads(data[name])
     return FlowRunRecord.model_validate(data)
+
+
+def _completion(parts: Sequence[Any]) -> Completion:
+    """A Completion from a script's (step statuses, run hash, loops hash) replies."""
+    statuses = {k: StepStatus(v) for k, v in _pairs(parts[0]).items()}
+    loops = {k: int(v) for k, v in _pairs(parts[2]).items()}
+    return Completion(statuses=statuses, run=_pairs(parts[1]), loops=loops)
+
+
+def _view(values: Sequence[Any]) -> StepView:
+    return StepView(
+        status=StepStatus(_text(values[0])) if values[0] else None,
+        output_json=_text(values[1]) if values[1] else None,
+        error=_text(values[2]) if values[2] else None,
+    )
 
 
 def _pairs(flat: Sequence[bytes]) -> dict[str, str]:

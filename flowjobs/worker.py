@@ -16,6 +16,7 @@ from flowjobs.engine import Engine
 from flowjobs.factory import engine_from_settings
 from flowjobs.handlers import HandlerRegistry
 from flowjobs.jobs import install_engine
+from flowjobs.recovery import recover
 from flowjobs.settings import Settings
 
 log = structlog.get_logger("flowjobs.worker")
@@ -45,7 +46,7 @@ def run_worker(
     """
     engine = engine_from_settings(settings, handlers=handlers)
     install_engine(engine)
-    fixed = engine.recover()
+    fixed = recover(engine)
     log.info("worker.starting", queue=settings.queue, simple=simple, burst=burst, recovered=fixed)
     worker = build_worker(engine.store.redis, settings.queue, simple=simple, name=name)
     return bool(worker.work(burst=burst, with_scheduler=True, logging_level=settings.log_level.upper()))
@@ -64,7 +65,7 @@ def run_scheduler(settings: Settings, *, once: bool = False, engine: Engine | No
         signal.signal(signal.SIGINT, request_stop)
     log.info("scheduler.starting", interval_seconds=settings.recovery_interval_seconds)
     while True:
-        fixed = engine.recover()
+        fixed = recover(engine)
         if fixed:
             log.info("scheduler.recovered", fixed=fixed)
         if once or stop.wait(settings.recovery_interval_seconds):

@@ -10,6 +10,7 @@ end
 redis.call('HSET', a.hash_key, 'status', 'Running', 'started_at', a.now, 'job_id', a.job_id,
   'lease_until_ms', a.lease_until_ms, 'worker', a.worker)
 redis.call('HDEL', a.hash_key, 'completed_at')
+redis.call('HSETNX', a.hash_key, 'first_started_at', a.now)
 redis.call('HSET', a.steps_key, a.step_key, 'Running')
 redis.call('ZADD', a.leases_key, a.lease_until_ms, a.member)
 redis.call('ZREM', a.pending_key, a.member)
@@ -21,4 +22,6 @@ local refs = {}
 for _, r in ipairs(a.refs or {}) do
   refs[#refs + 1] = redis.call('HMGET', r, 'status', 'output_json', 'error_message')
 end
-return {'ok', redis.call('HGETALL', a.run_key), refs}
+local extra = {redis.call('HGET', a.hash_key, 'first_started_at'), false}
+if ok(a.loop_item_field) then extra[2] = redis.call('HGET', a.loop_items_key, a.loop_item_field) end
+return {'ok', redis.call('HGETALL', a.run_key), refs, extra}

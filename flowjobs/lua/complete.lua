@@ -9,6 +9,15 @@ end
 if a.lease_expired_before_ms and tonumber(step[3] or '0') >= a.lease_expired_before_ms then
   return {'stale', 'lease renewed'}
 end
+if a.park then
+  -- WaitForSignal: a signal delivered before the step parks is consumed instead of parking.
+  local raw = redis.call('HGET', a.park.signals_key, a.park.name)
+  local record = raw and cjson.decode(raw) or {run_id = a.run_id, signal_name = a.park.name, created_at = a.now}
+  if record.delivered_at then return {'signalled', record.payload_json or 'null'} end
+  record.step_key = a.step_key
+  record.expires_at = a.park.expires_at
+  redis.call('HSET', a.park.signals_key, a.park.name, cjson.encode(record))
+end
 redis.call('HSET', a.attempts_key, a.step_key .. '#' .. a.attempt, cjson.encode({
   run_id = a.run_id, step_key = a.step_key, attempt = a.attempt, step_type = step[6], status = a.status,
   input_json = ok(a.input_json), output_json = ok(a.output_json), error_message = ok(a.error),
@@ -34,4 +43,5 @@ else
   if a.status == 'Failed' then kind = 'step.failed' end
   push_event(a.events_key, a.run_id, a.now, kind, a.step_key, ok(a.error))
 end
-return {'ok', redis.call('HGETALL', a.steps_key), redis.call('HGETALL', a.run_key)}
+return {'ok', redis.call('HGETALL', a.steps_key), redis.call('HGETALL', a.run_key),
+  redis.call('HGETALL', a.loops_key)}

@@ -9,6 +9,7 @@ from datetime import timedelta
 
 from flowjobs import RunStatus, StepStatus
 from flowjobs.clock import utcnow
+from flowjobs.recovery import recover
 from flowjobs.store import Claim, Refused
 from tests.conftest import Space, wait_until
 from tests.integration.flows import flow, registry
@@ -76,7 +77,7 @@ def test_late_completion_of_a_replaced_attempt_is_discarded(space: Space) -> Non
         handle.run_id, "a", 1, job_id="j1", worker="w1", lease_until=utcnow() - timedelta(seconds=1)
     )
     assert isinstance(claimed, Claim)
-    assert engine.recover(grace_seconds=3600) == 1  # lease already expired: attempt 2 dispatched
+    assert recover(engine, grace_seconds=3600) == 1  # lease already expired: attempt 2 dispatched
     late = store.complete(handle.run_id, "a", 1, status=StepStatus.Succeeded, output_json='"late"')
     assert isinstance(late, Refused) and late.reason == "stale"
     space.drain()

@@ -1,0 +1,21 @@
+-- Close an active run from outside its steps (run deadline): queued and parked steps are skipped.
+-- Returns the status it closed with, or false if the run was no longer active.
+local a = cjson.decode(ARGV[1])
+redis.call('ZREM', a.deadlines_key, a.run_id)
+local status = redis.call('HGET', a.run_key, 'status')
+if status ~= 'Running' and status ~= 'Pending' then return false end
+local statuses = redis.call('HGETALL', a.steps_key)
+for i = 1, #statuses, 2 do
+  if statuses[i + 1] == 'Pending' then
+    local key = statuses[i]
+    redis.call('HSET', a.steps_key, key, 'Skipped')
+    redis.call('HSET', a.step_prefix .. key, 'status', 'Skipped', 'error_message', a.reason, 'completed_at', a.now)
+    redis.call('ZREM', a.pending_key, a.run_id .. ':' .. key)  -- keys.step_member
+    push_event(a.events_key, a.run_id, a.now, 'step.skipped', key, a.reason)
+  end
+end
+move_run_status(a, a.status)
+redis.call('HSET', a.run_key, 'completed_at', a.now)
+if a.status == 'TimedOut' then redis.call('HSET', a.run_key, 'timed_out_at', a.now) end
+push_event(a.events_key, a.run_id, a.now, 'run.completed', nil, a.status)
+return a.status

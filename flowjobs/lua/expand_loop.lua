@@ -1,0 +1,17 @@
+-- ForEach: record the iteration count of a claimed loop step and release its lease; the step stays
+-- Running (holding no worker) until its iterations are final. Returns like complete.lua.
+local a = cjson.decode(ARGV[1])
+local step = redis.call('HMGET', a.hash_key, 'status', 'attempt')
+if step[1] ~= 'Running' or tonumber(step[2]) ~= a.attempt then
+  return {'stale', (step[1] or 'missing') .. '#' .. (step[2] or '?')}
+end
+redis.call('HSETNX', a.loops_key, a.step_key, a.count)
+redis.call('ZREM', a.leases_key, a.member)
+redis.call('HDEL', a.hash_key, 'lease_until_ms', 'worker')
+hset_present(a.hash_key, {{'input_json', ok(a.input_json)}})
+for i, item in ipairs(a.items) do
+  redis.call('HSETNX', a.loop_items_key, a.step_key .. '.' .. (i - 1), item)
+end
+push_event(a.events_key, a.run_id, a.now, 'step.pending', a.step_key, a.count .. ' iterations')
+return {'ok', redis.call('HGETALL', a.steps_key), redis.call('HGETALL', a.run_key),
+  redis.call('HGETALL', a.loops_key)}
