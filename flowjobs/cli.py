@@ -240,6 +240,23 @@ def runs_show(ctx: click.Context, run_id: str, as_json: bool) -> None:
     _print_run(ctx, run, as_json)
 
 
+@runs.command("signal")
+@click.argument("run_id")
+@click.argument("name")
+@click.option("--data", "data_json", default=None, help="Signal payload, as JSON (the step's output).")
+@click.pass_context
+def runs_signal(ctx: click.Context, run_id: str, name: str, data_json: str | None) -> None:
+    """Deliver signal NAME to a run; the WaitForSignal step waiting for it resumes at once."""
+    try:
+        payload = json.loads(data_json) if data_json is not None else None
+    except json.JSONDecodeError as error:
+        raise click.BadParameter(f"not JSON: {error}", param_hint="--data") from error
+    answer = _client(ctx, load_flows=False).signal(run_id, name, payload)
+    click.echo(
+        f"signal {name!r} {answer}" + (" (the step consumes it when it parks)" if answer == "kept" else "")
+    )
+
+
 def _print_run(ctx: click.Context, run: FlowRunRecord, as_json: bool) -> None:
     settings = _settings(ctx)
     if as_json:

@@ -13,8 +13,16 @@ from redis import Redis
 from redis.client import Pipeline
 
 from flowjobs.clock import utcnow
-from flowjobs.errors import FlowDisabled, InvalidTriggerData, RunNotFound, TriggerNotFound
-from flowjobs.jobs import trigger_call
+from flowjobs.errors import (
+    FlowDisabled,
+    InvalidSignalPayload,
+    InvalidTriggerData,
+    RunNotFound,
+    SignalAlreadyDelivered,
+    SignalNotFound,
+    TriggerNotFound,
+)
+from flowjobs.jobs import step_call, trigger_call
 from flowjobs.keys import Keys
 from flowjobs.records import FlowRunRecord
 from flowjobs.registry import FlowRegistry
@@ -198,6 +206,40 @@ class FlowClient:
     ) -> list[FlowRunRecord]:
         """Runs newest first; pass the last run's id as ``before`` for the next page."""
         return self.store.list_runs(flow_id=flow_id, status=status, limit=limit, before=before)
+
+    def signal(self, run_id: UUID | str, signal_name: str, payload: Any = None) -> str:
+        """Deliver a signal to a run; a step parked on it resumes at once, with the payload as output.
+
+        Returns ``"resumed"``, or ``"kept"`` when the step has not parked yet (it consumes the
+        signal when it does). ``SignalNotFound``: no such active run, or no WaitForSignal step of
+        it waits for that name; ``SignalAlreadyDelivered``: the name was signalled before.
+        """
+        try:
+            payload_json = json.dumps(payload, allow_nan=False)
+        except (TypeError, ValueError) as error:
+            raise InvalidSignalPayload(f"signal payload is not JSON-serialisable: {error}") from error
+        manifest_hash = self.store.manifest_hash_of(run_id)
+        if manifest_hash is None:
+            raise SignalNotFound(f"no run with id {run_id}")
+        declared = signal_name in self.store.load_manifest(manifest_hash).signal_names()
+        answer = self.store.deliver_signal(run_id, signal_name, payload_json, declared=declared)
+        if answer[0] == "already":
+            raise SignalAlreadyDelivered(
+                f"signal {signal_name!r} was already delivered to run {run_id} at {answer[1]}"
+            )
+        if answer[0] == "not_active":
+            raise SignalNotFound(f"run {run_id} is {answer[1]}; it waits for no signal")
+        if answer[0] in ("no_run", "unknown"):
+            raise SignalNotFound(f"no step of run {run_id} waits for signal {signal_name!r}")
+        if answer[0] == "resume":
+            _, step_key, attempt, _job_id = answer
+            run_fields = self.store.run_fields(run_id)
+            call = step_call(
+                str(run_id), run_fields.get("flow_id"), run_fields.get("flow_name"), step_key, int(attempt)
+            )
+            self.runner.enqueue(call)
+            return "resumed"
+        return "kept"
 
     def find_run_by_job(self, job_id: str) -> FlowRunRecord | None:
         """The run an RQ job (trigger or step attempt) belongs to."""

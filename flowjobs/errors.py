@@ -61,5 +61,9 @@ class SignalAlreadyDelivered(FlowjobsError):
     """That signal was already delivered to the waiting step."""
 
 
+class InvalidSignalPayload(FlowjobsError):
+    """A signal payload is not JSON-serialisable."""
+
+
 class InvalidSettings(FlowjobsError):
     """A setting has an invalid value; the message names it."""

@@ -151,6 +151,14 @@ class FlowManifest(_Model):
         """``{step: {dependency: accepted statuses}}``, the planner's view of the steps."""
         return _graph(self.steps)
 
+    def signal_names(self) -> set[str]:
+        """Signal names its WaitForSignal steps (ForEach children included) wait for."""
+        steps = [
+            *self.steps.values(),
+            *(child for step in self.steps.values() for child in step.steps.values()),
+        ]
+        return {str(step.inputs.get("signalName")) for step in steps if step.kind == WAIT_FOR_SIGNAL}
+
     def step(self, runtime_key: str) -> StepMetadata | None:
         """A step by runtime key: ``key``, or ``<loop>.<index>.<child>`` for a ForEach child."""
         loop_key, child_key = split_runtime_key(runtime_key)

@@ -46,7 +46,6 @@ def poll_verdict(options: PollOptions, output: Any, attempt: int, elapsed_second
             if options.condition_path
             else "the output"
         )
-        return PollVerdict(
-            failure=f"Polling timed out after {options.timeout_seconds:g}s: {wanted} not reached in {attempt} polls."
-        )
+        limit = f"{options.timeout_seconds:g}s"
+        return PollVerdict(failure=f"Polling timed out after {limit}: {wanted} not reached in {attempt} polls.")
     return PollVerdict(again=True)

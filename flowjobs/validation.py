@@ -7,8 +7,8 @@ from uuid import UUID
 
 from croniter import croniter
 
-from flowjobs.expressions import expression_problems, referenced_steps
-from flowjobs.manifest import FlowDefinition, StepMetadata, TriggerType
+from flowjobs.expressions import expression_problems, is_expression, referenced_steps
+from flowjobs.manifest import FOR_EACH, WAIT_FOR_SIGNAL, FlowDefinition, StepMetadata, TriggerType
 
 
 def flow_problems(
@@ -19,14 +19,100 @@ def flow_problems(
     problems: list[str] = []
     if not manifest.steps:
         problems.append("the flow has no steps")
-    problems.extend(_step_problems(manifest.steps))
-    if manifest.steps and not any(not step.run_after for step in manifest.steps.values()):
-        problems.append("the flow has no entry step (a step with an empty run_after)")
-    cycle = find_cycle({key: list(step.run_after) for key, step in manifest.steps.items()})
+    problems.extend(_steps_problems(manifest.steps, outer={}, where=""))
+    problems.extend(_trigger_problems(definition, webhook_slugs or {}))
+    return problems
+
+
+def _steps_problems(
+    steps: Mapping[str, StepMetadata], *, outer: Mapping[str, StepMetadata], where: str
+) -> list[str]:
+    """Problems of one level of steps: the flow's, or one ForEach's children (which may also
+    refer to the ``outer`` steps in expressions, but run after siblings only)."""
+    problems: list[str] = []
+    for key, step in steps.items():
+        problems.extend(
+            f"{where}step {key!r}: {p}" for p in _step_problems(key, step, steps, outer, nested=bool(where))
+        )
+    if steps and not any(not step.run_after for step in steps.values()):
+        problems.append(f"{where}no entry step (a step with an empty run_after)")
+    cycle = find_cycle({key: list(step.run_after) for key, step in steps.items()})
     if cycle:
-        problems.append(f"run_after has a cycle: {' -> '.join(cycle)}")
-    taken = webhook_slugs or {}
-    for key, trigger in manifest.triggers.items():
+        problems.append(f"{where}run_after has a cycle: {' -> '.join(cycle)}")
+    return problems
+
+
+def _step_problems(
+    key: str,
+    step: StepMetadata,
+    siblings: Mapping[str, StepMetadata],
+    outer: Mapping[str, StepMetadata],
+    *,
+    nested: bool,
+) -> list[str]:
+    problems: list[str] = []
+    if not key.strip():
+        problems.append("the step key is empty")
+    if "." in key:
+        problems.append("a step key must not contain '.' (ForEach children are keyed <loop>.<index>.<child>)")
+    if not step.type.strip():
+        problems.append("type is empty")
+    for dep in step.run_after:
+        if dep not in siblings:
+            scope = "a sibling in this ForEach" if nested else "a step of this flow"
+            problems.append(f"run_after names {dep!r}, which is not {scope}")
+    conditions = [cond.when for cond in step.run_after.values() if cond.when]
+    problems.extend(expression_problems(step.inputs))
+    for text in conditions:
+        problems.extend(expression_problems({}, condition=text))
+    refs = referenced_steps(step.inputs).union(*(referenced_steps(text) for text in conditions))
+    if step.kind == FOR_EACH:
+        problems.extend(_for_each_problems(key, step, siblings, nested=nested))
+        refs |= referenced_steps([step.for_each])
+    elif step.steps or step.for_each is not None or step.concurrency_limit is not None:
+        problems.append("steps, for_each and concurrency_limit belong to ForEach steps only")
+    if step.kind == WAIT_FOR_SIGNAL:
+        problems.extend(_signal_problems(step))
+    for ref in sorted(refs):
+        if ref not in siblings and ref not in outer:
+            problems.append(f"expression refers to step {ref!r}, which is not a step of this flow")
+    return problems
+
+
+def _for_each_problems(
+    key: str, step: StepMetadata, siblings: Mapping[str, StepMetadata], *, nested: bool
+) -> list[str]:
+    if nested:
+        return ["a ForEach cannot be nested in another ForEach"]
+    problems: list[str] = []
+    if step.for_each is None:
+        problems.append("a ForEach needs for_each (a list, or an expression giving one)")
+    elif not isinstance(step.for_each, list) and not is_expression(step.for_each):
+        problems.append("for_each must be a list or an @ expression")
+    else:
+        problems.extend(expression_problems([step.for_each]))
+    if not step.steps:
+        problems.append("a ForEach needs steps (what one iteration runs)")
+    problems.extend(_steps_problems(step.steps, outer=siblings, where=f"ForEach {key!r}: "))
+    return problems
+
+
+def _signal_problems(step: StepMetadata) -> list[str]:
+    problems: list[str] = []
+    name = step.inputs.get("signalName")
+    if not isinstance(name, str) or not name.strip():
+        problems.append("a WaitForSignal step needs inputs.signalName (a non-empty string)")
+    timeout = step.inputs.get("timeoutSeconds")
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
+    ):
+        problems.append("inputs.timeoutSeconds of a WaitForSignal step must be a positive number")
+    return problems
+
+
+def _trigger_problems(definition: FlowDefinition, taken: Mapping[str, UUID]) -> list[str]:
+    problems: list[str] = []
+    for key, trigger in definition.manifest.triggers.items():
         if trigger.type is TriggerType.Cron:
             cron = trigger.inputs.get("cronExpression")
             if not isinstance(cron, str) or not croniter.is_valid(cron):
@@ -38,32 +124,6 @@ def flow_problems(
             elif isinstance(slug, str) and taken.get(slug.lower(), definition.id) != definition.id:
                 problems.append(
                     f"trigger {key!r}: webhook slug {slug!r} is already used by flow {taken[slug.lower()]}"
-                )
-    return problems
-
-
-def _step_problems(steps: Mapping[str, StepMetadata]) -> list[str]:
-    problems: list[str] = []
-    for key, step in steps.items():
-        if not key.strip():
-            problems.append("a step has an empty key")
-        if not step.type.strip():
-            problems.append(f"step {key!r}: type is empty")
-        for dep in step.run_after:
-            if dep not in steps:
-                problems.append(f"step {key!r}: run_after names {dep!r}, which is not a step of this flow")
-        conditions = [cond.when for cond in step.run_after.values() if cond.when]
-        found = expression_problems(step.inputs)
-        for text in conditions:
-            found += expression_problems({}, condition=text)
-        problems.extend(f"step {key!r}: {p}" for p in found)
-        refs = referenced_steps(step.inputs)
-        for text in conditions:
-            refs |= referenced_steps(text)
-        for ref in sorted(refs):
-            if ref not in steps:
-                problems.append(
-                    f"step {key!r}: expression refers to step {ref!r}, which is not a step of this flow"
                 )
     return problems
 
