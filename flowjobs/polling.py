@@ -47,5 +47,6 @@ def poll_verdict(options: PollOptions, output: Any, attempt: int, elapsed_second
             else "the output"
         )
         limit = f"{options.timeout_seconds:g}s"
-        return PollVerdict(failure=f"Polling timed out after {limit}: {wanted} not reached in {attempt} polls.")
+        reason = f"Polling timed out after {limit}: {wanted} not reached in {attempt} polls."
+        return PollVerdict(failure=reason)
     return PollVerdict(again=True)

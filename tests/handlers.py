@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from functools import cache
@@ -79,3 +80,53 @@ def block(ctx: StepContext, inputs: dict[str, Any]) -> dict[str, Any]:
         _wait_for(inputs["release"], float(inputs.get("timeout", 60)))
     _redis().rpush(inputs["done_key"], f"{ctx.attempt}:{os.getpid()}")
     return {"attempt": ctx.attempt, "pid": os.getpid()}
+
+
+@handler("Flaky")
+def flaky(ctx: StepContext, inputs: dict[str, Any]) -> dict[str, Any]:
+    """Fails until ``inputs.succeed_on`` attempts were made; counts calls under ``inputs.key``."""
+    calls = _redis().incr(inputs["key"])
+    if ctx.attempt < int(inputs["succeed_on"]):
+        raise ConnectionError(f"flaky failure on attempt {ctx.attempt}")
+    return {"attempt": ctx.attempt, "calls": calls}
+
+
+@handler("Sleep")
+def sleep(ctx: StepContext, inputs: dict[str, Any]) -> dict[str, Any]:
+    """Sleeps ``inputs.seconds`` (to be cut short by a step timeout)."""
+    time.sleep(float(inputs["seconds"]))
+    return {"slept": inputs["seconds"]}
+
+
+@handler("PollStatus")
+def poll_status(ctx: StepContext, inputs: dict[str, Any]) -> dict[str, Any]:
+    """Reports ``state: done`` from attempt ``inputs.done_on`` on, ``working`` before."""
+    return {"state": "done" if ctx.attempt >= int(inputs["done_on"]) else "working", "attempt": ctx.attempt}
+
+
+@handler("PendingUntil")
+def pending_until(ctx: StepContext, inputs: dict[str, Any]) -> Any:
+    """Asks to be run again after ``inputs.delay`` seconds until attempt ``inputs.done_on``."""
+    if ctx.attempt < int(inputs["done_on"]):
+        return StepResult.pending(float(inputs.get("delay", 0)))
+    return {"attempts": ctx.attempt}
+
+
+@handler("Track")
+def track(ctx: StepContext, inputs: dict[str, Any]) -> dict[str, Any]:
+    """Counts iterations in flight under ``inputs.key`` and keeps the maximum under ``<key>:max``."""
+    key = inputs["key"]
+    now = _redis().incr(f"{key}:now")
+    _redis().eval(
+        "if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) then "
+        "redis.call('SET', KEYS[1], ARGV[1]) end",
+        1,
+        f"{key}:max",
+        now,
+    )
+    time.sleep(float(inputs.get("hold", 0.2)))
+    _redis().decr(f"{key}:now")
+    _redis().rpush(
+        f"{key}:done", json.dumps({"index": inputs.get("__loopIndex"), "item": inputs.get("__loopItem")})
+    )
+    return {"item": inputs.get("__loopItem"), "index": inputs.get("__loopIndex")}
