@@ -64,6 +64,8 @@ class FlowStepRecord(_Record):
     """Failure or skip reason."""
     job_id: str | None = None
     """RQ job of the latest attempt."""
+    dispatched_at: datetime | None = None
+    """When the latest attempt was put in the dispatch ledger (queued or scheduled)."""
     started_at: datetime | None = None
     """When the latest attempt was claimed."""
     completed_at: datetime | None = None

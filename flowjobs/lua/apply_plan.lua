@@ -22,7 +22,7 @@ for _, d in ipairs(a.dispatch or {}) do
     redis.call('DEL', d.hash_key)
     hset_present(d.hash_key, {
       {'run_id', a.run_id}, {'step_key', d.step_key}, {'step_type', d.step_type}, {'status', 'Pending'},
-      {'attempt', d.attempt}, {'attempt_count', d.attempt}, {'job_id', d.job_id}})
+      {'attempt', d.attempt}, {'attempt_count', d.attempt}, {'job_id', d.job_id}, {'dispatched_at', a.now}})
     redis.call('HSET', a.jobs_key, d.job_id, a.run_id)
     redis.call('ZADD', a.pending_key, d.due_ms, d.member)
     dispatched[#dispatched + 1] = d.step_key

@@ -28,7 +28,7 @@ hset_present(a.hash_key, {{'input_json', ok(a.input_json)}})
 local n = a.next
 if n then
   redis.call('HSET', a.hash_key, 'status', 'Pending', 'attempt', n.attempt, 'attempt_count', n.attempt,
-    'job_id', n.job_id)
+    'job_id', n.job_id, 'dispatched_at', a.now)
   hset_present(a.hash_key, {{'error_message', ok(a.error)}})
   redis.call('HSET', a.steps_key, a.step_key, 'Pending')
   redis.call('HSET', a.jobs_key, n.job_id, a.run_id)

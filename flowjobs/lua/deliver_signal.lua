@@ -4,10 +4,10 @@
 local a = cjson.decode(ARGV[1])
 local status = redis.call('HGET', a.run_key, 'status')
 if not status then return {'no_run'} end
-if status ~= 'Running' and status ~= 'Pending' then return {'not_active', status} end
 local raw = redis.call('HGET', a.signals_key, a.name)
 local record = raw and cjson.decode(raw) or nil
 if record and record.delivered_at then return {'already', record.delivered_at} end
+if status ~= 'Running' and status ~= 'Pending' then return {'not_active', status} end
 if not a.declared then return {'unknown'} end
 record = record or {run_id = a.run_id, signal_name = a.name, created_at = a.now}
 record.delivered_at = a.now

@@ -1,0 +1,152 @@
+"""ForEach on real workers: a real concurrency limit, every iteration final before the loop ends."""
+
+from __future__ import annotations
+
+import json
+
+from flowjobs import RunStatus, StepStatus
+from tests.conftest import Space
+from tests.integration.flows import flow, registry
+
+
+def test_foreach_ten_items_limit_three_on_two_workers(space: Space) -> None:
+    key = f"{space.token}:loop"
+    after = f"{space.token}:after"
+    client = space.client(
+        registry(
+            flow(
+                "loop",
+                {
+                    "fetch": {"type": "Echo", "inputs": {"items": "@triggerBody()?.items"}},
+                    "each": {
+                        "type": "ForEach",
+                        "run_after": ["fetch"],
+                        "forEach": "@steps('fetch').output.inputs.items",
+                        "concurrencyLimit": 3,
+                        "steps": {
+                            "work": {"type": "Track", "inputs": {"key": key, "hold": 0.3}},
+                            "check": {
+                                "type": "Echo",
+                                "run_after": ["work"],
+                                "inputs": {"done": "@steps('work').output.item"},
+                            },
+                        },
+                    },
+                    "after": {"type": "Record", "run_after": ["each"], "inputs": {"key": after}},
+                },
+            )
+        )
+    )
+    space.start_worker("one", simple=True)
+    space.start_worker("two", simple=True)
+    items = [f"item-{n}" for n in range(10)]
+    run = client.trigger("loop", data={"items": items}).wait(timeout=90)
+    assert run.status is RunStatus.Succeeded
+    detail = client.get_run_detail(run.id)
+    assert detail is not None
+    steps = {s.step_key: s for s in detail.steps or []}
+
+    # An iteration is in flight from its first child's dispatch to its last child's completion.
+    spans = []
+    for index in range(10):
+        children = [steps[f"each.{index}.work"], steps[f"each.{index}.check"]]
+        first = min(c.dispatched_at for c in children if c.dispatched_at)
+        last = max(c.completed_at for c in children if c.completed_at)
+        spans.append((first, last))
+    overlap = max(sum(1 for a, b in spans if a <= moment < b) for moment, _ in spans)
+    assert 2 <= overlap <= 3, f"between 2 and 3 iterations should be in flight at once, saw {overlap}"
+    running_handlers = int(space.redis.get(f"{key}:max") or 0)
+    assert 1 <= running_handlers <= 2, "two workers run at most two handlers at once"
+    done = [json.loads(entry) for entry in space.redis.lrange(f"{key}:done", 0, -1)]
+    assert sorted(d["index"] for d in done) == list(range(10))
+    assert {d["index"]: d["item"] for d in done} == dict(enumerate(items))
+    for index, item in enumerate(items):
+        work, check = steps[f"each.{index}.work"], steps[f"each.{index}.check"]
+        assert work.status is StepStatus.Succeeded and check.status is StepStatus.Succeeded
+        assert json.loads(work.input_json or "{}")["__loopItem"] == item
+        assert json.loads(check.output_json or "{}")["inputs"] == {
+            "done": item,
+            "__loopItem": item,
+            "__loopIndex": index,
+        }
+    loop = steps["each"]
+    assert loop.status is StepStatus.Succeeded
+    assert json.loads(loop.output_json or "[]") == [{"index": i, "status": "Succeeded"} for i in range(10)]
+    assert space.redis.llen(after) == 1
+    last_child = max(s.completed_at for k, s in steps.items() if k.startswith("each.") and s.completed_at)
+    assert steps["after"].started_at is not None and steps["after"].started_at >= last_child
+
+
+def test_foreach_with_a_failing_iteration_fails_and_an_empty_list_succeeds(space: Space) -> None:
+    client = space.client(
+        registry(
+            flow(
+                "partial",
+                {
+                    "each": {
+                        "type": "ForEach",
+                        "for_each": [1, 2, 3],
+                        "steps": {
+                            "maybe": {"type": "Echo", "inputs": {}},
+                            "boom": {
+                                "type": "Boom",
+                                "run_after": ["maybe"],
+                                "inputs": {"message": "bad item"},
+                            },
+                        },
+                    },
+                    "after": {"type": "Noop", "run_after": ["each"]},
+                },
+            ),
+            flow(
+                "empty",
+                {
+                    "each": {
+                        "type": "ForEach",
+                        "for_each": "@triggerBody()?.items",
+                        "steps": {"x": {"type": "Noop"}},
+                    },
+                    "after": {"type": "Noop", "run_after": ["each"]},
+                },
+            ),
+        )
+    )
+    failing = client.trigger("partial")
+    empty = client.trigger("empty", data={"items": []})
+    space.drain()
+
+    run = client.get_run_detail(failing.run_id)
+    assert run is not None and run.status is RunStatus.Failed
+    steps = {s.step_key: s for s in run.steps or []}
+    assert steps["each"].status is StepStatus.Failed
+    assert steps["each"].error_message == "3 of 3 iterations did not succeed."
+    assert steps["after"].status is StepStatus.Skipped
+    assert all(steps[f"each.{i}.boom"].status is StepStatus.Failed for i in range(3))
+
+    run = client.get_run_detail(empty.run_id)
+    assert run is not None and run.status is RunStatus.Succeeded
+    steps = {s.step_key: s for s in run.steps or []}
+    assert steps["each"].status is StepStatus.Succeeded and steps["each"].output_json == "[]"
+    assert steps["after"].status is StepStatus.Succeeded
+
+
+def test_foreach_over_something_that_is_not_a_list_fails_the_step(space: Space) -> None:
+    client = space.client(
+        registry(
+            flow(
+                "scalar",
+                {
+                    "each": {
+                        "type": "ForEach",
+                        "for_each": "@triggerBody()?.n",
+                        "steps": {"x": {"type": "Noop"}},
+                    },
+                },
+            )
+        )
+    )
+    handle = client.trigger("scalar", data={"n": 5})
+    space.drain()
+    run = client.get_run_detail(handle.run_id)
+    assert run is not None and run.status is RunStatus.Failed
+    assert "did not resolve to a list (got int)" in ((run.steps or [])[0].error_message or "")
