@@ -1,4 +1,4 @@
-"""WaitForSignal on real workers: parks without a worker, resumes on signal, times out, keeps early signals."""
+"""WaitForSignal on real workers: parks without a worker, resumes on signal, times out, keeps early ones."""
 
 from __future__ import annotations
 
