@@ -11,6 +11,7 @@ from redis import Redis
 
 from flowjobs.client import FlowClient
 from flowjobs.engine import Engine
+from flowjobs.errors import RunNotFound
 from flowjobs.handlers import HandlerRegistry, default_handlers
 from flowjobs.jobs import install_engine
 from flowjobs.keys import Keys
@@ -58,11 +59,21 @@ class FlowTestHost:
         self.run_until_idle()
         return handle.detail()
 
-    def run_until_idle(self) -> int:
-        """Execute every queued job (and those they queue) with this host's engine."""
+    def signal(self, run_id: UUID | str, signal_name: str, payload: Any = None) -> FlowRunRecord:
+        """Deliver a signal, run what it resumes, and return the run's detail."""
+        self.client.signal(run_id, signal_name, payload)
+        self.run_until_idle()
+        run = self.client.get_run_detail(run_id)
+        if run is None:
+            raise RunNotFound(f"no run with id {run_id}")
+        return run
+
+    def run_until_idle(self, max_wait_seconds: float = 5.0) -> int:
+        """Execute queued jobs (and those they queue) with this host's engine, waiting for delayed
+        ones due within ``max_wait_seconds``."""
         install_engine(self.engine)
         try:
-            return self.runner.run_until_idle()
+            return self.runner.run_until_idle(max_wait_seconds)
         finally:
             install_engine(None)
 

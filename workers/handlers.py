@@ -56,3 +56,29 @@ def ship(ctx: StepContext, inputs: dict[str, Any]) -> dict[str, Any] | StepResul
 def compensate(ctx: StepContext, inputs: dict[str, Any]) -> dict[str, Any]:
     """Undo what a failed shipment left behind."""
     return {"refunded": True}
+
+
+@handler("Quote")
+def quote(ctx: StepContext, inputs: dict[str, Any]) -> dict[str, Any]:
+    """Price an order: the sum of its lines."""
+    lines = inputs.get("lines") or []
+    return {"total": sum(float(line.get("price", 0)) * int(line.get("qty", 1)) for line in lines)}
+
+
+@handler("Notify")
+def notify(ctx: StepContext, inputs: dict[str, Any]) -> dict[str, Any]:
+    """Pretend to send a message."""
+    ctx.log.info("notified", message=inputs.get("message"))
+    return {"sent": True, "message": inputs.get("message")}
+
+
+@handler("ResizeImage")
+def resize_image(ctx: StepContext, inputs: dict[str, Any]) -> dict[str, Any]:
+    """Pretend to resize one image of a batch (a ForEach child)."""
+    return {"image": inputs.get("__loopItem"), "index": inputs.get("__loopIndex"), "size": inputs.get("size")}
+
+
+@handler("CheckExport")
+def check_export(ctx: StepContext, inputs: dict[str, Any]) -> dict[str, Any]:
+    """Pretend to ask an export job for its state: ready from the third poll on."""
+    return {"state": "ready" if ctx.attempt >= 3 else "running", "polls": ctx.attempt}

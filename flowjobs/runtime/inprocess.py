@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import time
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
@@ -22,10 +23,10 @@ def _resolve(path: str) -> Callable[..., Any]:
 
 
 class InProcessRunner:
-    """Jobs wait in a heap ordered by due time; ``run_until_idle`` executes them all.
+    """Jobs wait in a heap ordered by due time (monotonic clock); ``run_until_idle`` executes them.
 
-    Delays are honoured in order, not in wall-clock time: a retry due in ten minutes runs as soon
-    as nothing is due before it, so flow tests stay fast and deterministic.
+    Delayed jobs (retries, polls, signal timeouts) run when due, as they would on RQ: the engine
+    compares real times, so running them early would not make them mean anything else.
     """
 
     def __init__(self) -> None:
@@ -43,7 +44,7 @@ class InProcessRunner:
         return [self.enqueue(call) for call in calls]
 
     def schedule(self, call: JobCall, delay: timedelta, *, pipeline: Pipeline | None = None) -> str:
-        """Queue a job after every job due earlier."""
+        """Queue a job to run once ``delay`` has passed."""
         return self._push(call, delay.total_seconds(), JobState.Scheduled)
 
     def continue_with(self, parent_id: str, call: JobCall) -> str:
@@ -51,7 +52,7 @@ class InProcessRunner:
         return self._push(call, 0.0, JobState.Awaiting)
 
     def _push(self, call: JobCall, delay: float, state: JobState) -> str:
-        heapq.heappush(self._heap, (delay, next(self._counter), call))
+        heapq.heappush(self._heap, (time.monotonic() + max(delay, 0.0), next(self._counter), call))
         self._states[call.job_id] = state
         self._calls[call.job_id] = call
         return call.job_id
@@ -77,11 +78,21 @@ class InProcessRunner:
         """State of a job this runner has seen; ``Deleted`` otherwise."""
         return self._states.get(job_id, JobState.Deleted)
 
-    def run_until_idle(self, max_jobs: int = 100_000) -> int:
-        """Execute queued jobs, and the jobs they queue, until none is left; returns how many ran."""
+    def run_until_idle(self, max_wait_seconds: float = 5.0, max_jobs: int = 100_000) -> int:
+        """Execute due jobs, and the jobs they queue, until none is due within ``max_wait_seconds``.
+
+        Returns how many ran; jobs due later (a parked step's timeout, a long backoff) stay queued
+        for a later call.
+        """
         ran = 0
         while self._heap and ran < max_jobs:
-            _, _, call = heapq.heappop(self._heap)
+            due, _, call = self._heap[0]
+            wait = due - time.monotonic()
+            if wait > max_wait_seconds:
+                break
+            if wait > 0:
+                time.sleep(wait)
+            heapq.heappop(self._heap)
             self._states[call.job_id] = JobState.Processing
             with running_job(call.job_id):
                 try:
