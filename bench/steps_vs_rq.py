@@ -1,0 +1,399 @@
+"""Benchmark: flowjobs step throughput against raw RQ no-op jobs, on the same Redis and worker class.
+
+Run as ``python bench/steps_vs_rq.py [--runs M] [--jobs N] [--worker-class simple|fork] [--floor F]``;
+exits 1 when ``ratio`` (flowjobs steps/s ÷ RQ jobs/s, 2 workers) is below the floor, when a run
+does not end Succeeded, or when a drain fails.
+
+How it measures (four drains, each on its own queue ``fjbench<random>-<phase>``):
+
+* Work is queued up front with no worker running: N raw jobs (``noop()`` below, JSON serializer,
+  RQ defaults otherwise), or M runs of a linear 10-step ``Noop`` flow triggered with ``FlowClient``
+  (this only enqueues the M trigger jobs). The job ids are then taken off the RQ queue list
+  (``LRANGE`` + ``DEL`` in one transaction) so nothing can start yet.
+* 1 or 2 worker subprocesses (this file with ``--_worker``; engine installed with a ``Noop``
+  handler, ``with_scheduler=False``, this module pre-imported so forking work-horses need not import
+  ``noop``'s module per job) are started non-burst on the now-empty queue. The parent
+  waits until every worker reports ``idle`` and its connection sits blocked in ``BLMOVE``, so
+  process start-up, imports and RQ's first maintenance pass are outside the measurement.
+* The clock starts just before one ``RPUSH`` puts every job id back (waking the workers) and
+  stops when RQ's finished registry of the queue holds every expected job (N raw jobs; M trigger
+  + 10·M step jobs for flowjobs), polled every 10 ms. Non-burst workers cannot exit early while
+  a flowjobs queue is momentarily empty; the parent stops them (SIGTERM) afterwards.
+* ``flowjobs_steps_per_s`` counts only the 10·M step jobs but divides by the whole drain time,
+  trigger jobs included.
+* Redis commands: the sum of ``calls`` in ``INFO commandstats`` just before the ``RPUSH`` and just
+  after the drain of the 1-worker phases, minus the commands this process sent in between (the
+  first INFO, the RPUSH, the polls); divided by N raw jobs or by 10·M step jobs (so the per-step
+  figure includes the step's own RQ job and a tenth of a trigger job). Other clients of the same
+  Redis add to it: their rate is sampled for 0.5 s while the workers are idle and reported when
+  it is not negligible.
+
+Everything it creates is removed at the end: keys under its prefix ``fjbench<random>:``, its
+queues and registries, worker keys, and ``rq:job:``/``rq:results:``/``rq:executions:`` of every
+job (flowjobs' from ``Keys(prefix).jobs()``, raw ones from the ids it made). It never flushes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import importlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from redis import Redis
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run from a checkout: make ``flowjobs`` and ``bench`` importable
+    sys.path.insert(0, str(ROOT))
+
+from rq import Queue  # noqa: E402
+from rq.serializers import JSONSerializer  # noqa: E402
+
+from flowjobs.client import FlowClient  # noqa: E402
+from flowjobs.embedded import EmbeddedRedis, redis_answers  # noqa: E402
+from flowjobs.keys import Keys  # noqa: E402
+from flowjobs.manifest import FlowDefinition  # noqa: E402
+from flowjobs.registry import FlowRegistry  # noqa: E402
+from flowjobs.statuses import RunStatus  # noqa: E402
+
+NOOP_FUNC = "bench.steps_vs_rq.noop"
+STEPS_PER_RUN = 10
+POLL_SECONDS = 0.01
+DRAIN_TIMEOUT_SECONDS = 90.0
+READY_TIMEOUT_SECONDS = 30.0
+
+
+def noop() -> None:
+    """The raw RQ job: does nothing."""
+
+
+class BenchError(RuntimeError):
+    """A drain failed, timed out, or a run did not succeed."""
+
+
+# -- worker subprocess ---------------------------------------------------------------------------
+
+
+def worker_main(argv: Sequence[str]) -> int:
+    """``--_worker <simple|fork> <queue> <key_prefix> <worker_name> <redis_url>``: a non-burst RQ worker."""
+    kind, queue, prefix, name, url = argv
+    from flowjobs.factory import engine_from_settings
+    from flowjobs.handlers import HandlerRegistry
+    from flowjobs.jobs import install_engine
+    from flowjobs.logging import configure_logging
+    from flowjobs.settings import Settings
+    from flowjobs.worker import build_worker
+
+    # Import the raw job's module now, as flowjobs' job module already is, so a forking worker's
+    # work-horses do not import it again for every job.
+    importlib.import_module(NOOP_FUNC.rpartition(".")[0])
+    configure_logging("console", "warning")
+    handlers = HandlerRegistry()
+    handlers.register("Noop", lambda ctx, inputs: None)
+    redis = Redis.from_url(url, client_name=name)  # every connection named, so the parent sees the BLMOVE
+    settings = Settings(redis_url=url, queue=queue, key_prefix=prefix, handler_modules="")
+    install_engine(engine_from_settings(settings, redis=redis, handlers=handlers))
+    worker = build_worker(redis, queue, simple=kind == "simple", name=name)
+    worker.work(burst=False, with_scheduler=False, logging_level="WARNING")
+    return 0
+
+
+# -- parent --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Drain:
+    """Outcome of one timed drain."""
+
+    jobs: int
+    seconds: float
+    commands: int | None = None
+    background_per_s: float | None = None
+
+
+@dataclass
+class Bench:
+    """The benchmark's corner of Redis: token, processes, job ids, and cleanup."""
+
+    redis: Redis
+    url: str
+    worker_kind: str
+    token: str = field(default_factory=lambda: f"fjbench{uuid.uuid4().hex[:10]}")
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    queues: list[str] = field(default_factory=list)
+    raw_job_ids: list[str] = field(default_factory=list)
+    own_commands: int = 0
+
+    @property
+    def prefix(self) -> str:
+        return f"{self.token}:"
+
+    def queue(self, phase: str) -> Queue:
+        name = f"{self.token}-{phase}"
+        self.queues.append(name)
+        return Queue(name, connection=self.redis, serializer=JSONSerializer)
+
+    # workers
+
+    def start_workers(self, queue: Queue, count: int) -> list[str]:
+        names = [f"{queue.name}-w{i}" for i in range(count)]
+        path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+        env = {**os.environ, "PYTHONPATH": path}
+        for name in names:
+            self.processes.append(subprocess.Popen(
+                [sys.executable, str(Path(__file__).resolve()), "--_worker", self.worker_kind, queue.name,
+                 self.prefix, name, self.url],
+                cwd=ROOT, env=env, stdin=subprocess.DEVNULL, start_new_session=True,
+            ))
+        self._wait_ready(names)
+        return names
+
+    def _wait_ready(self, names: list[str]) -> None:
+        """Until every worker is idle and has a connection blocked in BLMOVE (CLIENT LIST)."""
+        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        while not all(self.redis.hget(f"rq:worker:{n}", "state") == b"idle" for n in names):
+            self._check_processes()
+            if time.monotonic() > deadline:
+                raise BenchError(f"workers {names} did not become idle within {READY_TIMEOUT_SECONDS:g}s")
+            time.sleep(0.05)
+        wanted = set(names)
+        while True:
+            clients = self.redis.client_list()
+            blocked = {c.get("name") for c in clients
+                       if c.get("cmd") in ("blmove", "blpop") and "b" in c.get("flags", "")}
+            if wanted <= blocked:
+                return
+            self._check_processes()
+            if time.monotonic() > deadline:
+                raise BenchError(f"workers {names} did not block in BLMOVE within {READY_TIMEOUT_SECONDS:g}s")
+            time.sleep(0.02)
+
+    def _check_processes(self) -> None:
+        for proc in self.processes:
+            if proc.poll() is not None:
+                raise BenchError(f"worker process {proc.pid} exited with code {proc.returncode}")
+
+    def stop_workers(self) -> None:
+        for proc in self.processes:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.processes:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        self.processes.clear()
+
+    # queue gate and timing
+
+    def take_queue(self, queue: Queue) -> list[bytes]:
+        """Remove and return every job id of the queue list (one transaction)."""
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.lrange(queue.key, 0, -1)
+            pipe.delete(queue.key)
+            ids, _ = pipe.execute()
+        return list(ids)
+
+    def command_calls(self) -> int:
+        stats: dict[str, Any] = self.redis.info("commandstats")
+        return sum(int(v["calls"]) for k, v in stats.items() if k.startswith("cmdstat_"))
+
+    def drain(
+        self, queue: Queue, ids: list[bytes], expected: int, workers: int, count_commands: bool
+    ) -> Drain:
+        """Start workers, release ``ids`` onto the queue, time until ``expected`` jobs finished."""
+        self.start_workers(queue, workers)
+        background: float | None = None
+        before = 0
+        if count_commands:
+            first = self.command_calls()
+            time.sleep(0.5)
+            background = max(0, self.command_calls() - first - 1) / 0.5
+            before = self.command_calls()
+        self.own_commands = 1  # the INFO above is counted only in the next snapshot
+        finished_key = f"rq:finished:{queue.name}"
+        failed_key = f"rq:failed:{queue.name}"
+        start = time.perf_counter()
+        self.redis.rpush(queue.key, *ids)
+        self.own_commands += 1
+        deadline = start + DRAIN_TIMEOUT_SECONDS
+        while True:
+            with self.redis.pipeline(transaction=False) as pipe:
+                pipe.zcard(finished_key)
+                pipe.zcard(failed_key)
+                finished, failed = pipe.execute()
+            self.own_commands += 2
+            now = time.perf_counter()
+            if finished >= expected or failed:
+                break
+            if now > deadline:
+                raise BenchError(f"queue {queue.name}: {finished}/{expected} jobs finished after "
+                                 f"{DRAIN_TIMEOUT_SECONDS:g}s")
+            self._check_processes()
+            time.sleep(POLL_SECONDS)
+        commands = self.command_calls() - before - self.own_commands if count_commands else None
+        self.stop_workers()
+        if failed:
+            raise BenchError(f"queue {queue.name}: {failed} job(s) failed\n{self.failed_report(failed_key)}")
+        return Drain(jobs=expected, seconds=now - start, commands=commands, background_per_s=background)
+
+    def failed_report(self, failed_key: str) -> str:
+        lines = []
+        for raw_id in self.redis.zrange(failed_key, 0, 2):
+            job_id = _text(raw_id)
+            description = _text(self.redis.hget(f"rq:job:{job_id}", "description"))
+            lines.append(f"job {job_id} ({description}):")
+            results: Any = self.redis.xrevrange(f"rq:results:{job_id}", count=1)
+            exc: Any = results[0][1].get(b"exc_string") if results else None
+            exc = exc or self.redis.hget(f"rq:job:{job_id}", "exc_info")
+            with contextlib.suppress(TypeError, ValueError, zlib.error):  # RQ stores them compressed, base64
+                exc = zlib.decompress(base64.b64decode(exc))
+            lines.append(_text(exc) or "(no traceback stored)")
+        return "\n".join(lines)
+
+    # the two workloads
+
+    def rq_drain(self, jobs: int, workers: int, count_commands: bool) -> Drain:
+        queue = self.queue(f"rq{workers}w")
+        ids = [f"{queue.name}-{i}" for i in range(jobs)]
+        self.raw_job_ids.extend(ids)
+        queue.enqueue_many([Queue.prepare_data(NOOP_FUNC, job_id=job_id) for job_id in ids])
+        return self.drain(queue, self.take_queue(queue), jobs, workers, count_commands)
+
+    def flow_drain(self, runs: int, workers: int, count_commands: bool) -> tuple[Drain, list[str]]:
+        queue = self.queue(f"fj{workers}w")
+        steps: dict[str, dict[str, Any]] = {"s1": {"type": "Noop"}}
+        for i in range(2, STEPS_PER_RUN + 1):
+            steps[f"s{i}"] = {"type": "Noop", "run_after": [f"s{i - 1}"]}
+        definition = FlowDefinition.model_validate(
+            {"id": str(uuid.uuid4()), "name": f"{queue.name}-linear", "steps": steps}
+        )
+        client = FlowClient(self.redis, FlowRegistry([definition]), queue.name, key_prefix=self.prefix)
+        run_ids = [str(client.trigger(definition.name).run_id) for _ in range(runs)]
+        expected = runs * (1 + STEPS_PER_RUN)
+        drained = self.drain(queue, self.take_queue(queue), expected, workers, count_commands)
+        statuses = [client.get_run(run_id) for run_id in run_ids]
+        bad = [(rid, s.status.value if s else "missing") for rid, s in zip(run_ids, statuses, strict=True)
+               if s is None or s.status is not RunStatus.Succeeded]
+        if bad:
+            raise BenchError(f"{len(bad)}/{runs} runs did not end Succeeded, e.g. {bad[:3]}")
+        return drained, run_ids
+
+    # cleanup
+
+    def cleanup(self) -> None:
+        self.stop_workers()
+        job_ids = [_text(j) for j in self.redis.hkeys(Keys(self.prefix).jobs())] + self.raw_job_ids
+        for start in range(0, len(job_ids), 500):
+            chunk = job_ids[start:start + 500]
+            self.redis.delete(*[f"rq:{kind}:{j}" for j in chunk for kind in ("job", "results", "executions")])
+        for key in self.redis.scan_iter(match=f"*{self.token}*", count=1000):
+            self.redis.delete(key)
+        if self.queues:
+            self.redis.srem("rq:queues", *[f"rq:queue:{q}" for q in self.queues])
+        workers = [m for m in self.redis.smembers("rq:workers") if self.token.encode() in m]
+        if workers:
+            self.redis.srem("rq:workers", *workers)
+
+
+def _text(value: object) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value or "")
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--runs", type=int, default=60, help="flowjobs runs per drain (10 steps each)")
+    parser.add_argument("--jobs", type=int, default=600, help="raw RQ no-op jobs per drain")
+    parser.add_argument("--floor", type=float, default=0.5, help="minimum ratio (2 workers); exit 1 below")
+    parser.add_argument("--worker-class", choices=("simple", "fork"), default="simple",
+                        help="RQ SimpleWorker (default) or the forking Worker")
+    args = parser.parse_args(argv)
+    if args.runs < 1 or args.jobs < 1:
+        parser.error("--runs and --jobs must be at least 1")
+    return args
+
+
+def per_s(drain: Drain, count: int) -> float:
+    return count / drain.seconds
+
+
+def noise_note(name: str, drain: Drain) -> Iterable[str]:
+    if drain.background_per_s and drain.commands:
+        share = drain.background_per_s * drain.seconds / drain.commands
+        if share >= 0.01:
+            yield (f"note: other clients sent ~{drain.background_per_s:.0f} commands/s before the {name} "
+                   f"drain; if that continued it is ~{share:.0%} of the commands counted")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    server: EmbeddedRedis | None = None
+    if not redis_answers(url):
+        server = EmbeddedRedis().start()
+        url = server.url
+        print(f"note: no Redis at the configured URL; started an embedded server at {url}")
+    load_before = os.getloadavg()[0]
+    bench = Bench(Redis.from_url(url), url, args.worker_class)
+    steps = args.runs * STEPS_PER_RUN
+    try:
+        rq1 = bench.rq_drain(args.jobs, 1, count_commands=True)
+        fj1, _ = bench.flow_drain(args.runs, 1, count_commands=True)
+        rq2 = bench.rq_drain(args.jobs, 2, count_commands=False)
+        fj2, _ = bench.flow_drain(args.runs, 2, count_commands=False)
+    except BenchError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    finally:
+        bench.cleanup()
+        if server is not None:
+            server.stop()
+    assert rq1.commands is not None and fj1.commands is not None
+    ratio = per_s(fj2, steps) / per_s(rq2, args.jobs)
+    ratio_1w = per_s(fj1, steps) / per_s(rq1, args.jobs)
+    print(f"worker_class={args.worker_class} jobs={args.jobs} runs={args.runs} steps_per_run={STEPS_PER_RUN}")
+    print(f"rq_seconds_1w={rq1.seconds:.3f} rq_seconds_2w={rq2.seconds:.3f} "
+          f"flowjobs_seconds_1w={fj1.seconds:.3f} flowjobs_seconds_2w={fj2.seconds:.3f}")
+    print(f"rq_jobs_per_s_1w={per_s(rq1, args.jobs):.1f}")
+    print(f"rq_jobs_per_s_2w={per_s(rq2, args.jobs):.1f}")
+    print(f"flowjobs_steps_per_s_1w={per_s(fj1, steps):.1f}")
+    print(f"flowjobs_steps_per_s_2w={per_s(fj2, steps):.1f}")
+    print(f"redis_commands_per_rq_job={rq1.commands / args.jobs:.1f}")
+    print(f"redis_commands_per_step={fj1.commands / steps:.1f}  (its RQ job included, plus 1/{STEPS_PER_RUN} "
+          f"of a trigger job)")
+    for line in [*noise_note("RQ 1-worker", rq1), *noise_note("flowjobs 1-worker", fj1)]:
+        print(line)
+    if load_before > 0.5:
+        print(f"note: 1-min load average was {load_before:.2f} at start: other processes on this "
+              f"{os.cpu_count()}-core machine may have competed for CPU (figures vary from run to run)")
+    print(f"ratio_1w={ratio_1w:.3f}")
+    print(f"ratio={ratio:.3f}")
+    if ratio < args.floor:
+        print(f"below floor: ratio {ratio:.3f} < {args.floor:g}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--_worker":
+        sys.exit(worker_main(sys.argv[2:]))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    sys.exit(main())
