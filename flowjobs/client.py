@@ -234,10 +234,7 @@ class FlowClient:
         if answer[0] == "resume":
             _, step_key, attempt, _job_id = answer
             run_fields = self.store.run_fields(run_id)
-            call = step_call(
-                str(run_id), run_fields.get("flow_id"), run_fields.get("flow_name"), step_key, int(attempt)
-            )
-            self.runner.enqueue(call)
+            self.runner.enqueue(step_call(str(run_id), run_fields, step_key, int(attempt)))
             return "resumed"
         return "kept"
 

@@ -9,9 +9,7 @@ from __future__ import annotations
 import json
 import os
 import socket
-import threading
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -37,6 +35,7 @@ from flowjobs.expressions import (
 from flowjobs.expressions import StepView as ExpressionStepView
 from flowjobs.handlers import HandlerRegistry, StepResult
 from flowjobs.jobs import step_call
+from flowjobs.leases import LeaseKeeper
 from flowjobs.manifest import (
     FOR_EACH,
     WAIT_FOR_SIGNAL,
@@ -106,6 +105,7 @@ class Engine:
         self.runner = runner
         self.handlers = handlers
         self.lease_seconds = lease_seconds
+        self.leases = LeaseKeeper(store, lease_seconds)
         self.worker_name = worker_name or f"{socket.gethostname()}:{os.getpid()}"
 
     # -- trigger job ---------------------------------------------------------------------------
@@ -131,12 +131,19 @@ class Engine:
 
     # -- step jobs -----------------------------------------------------------------------------
 
-    def execute_step(self, run_id: str, step_key: str, attempt: int, job_id: str | None = None) -> str:
+    def execute_step(
+        self,
+        run_id: str,
+        step_key: str,
+        attempt: int,
+        job_id: str | None = None,
+        manifest_hash: str | None = None,
+    ) -> str:
         """Run one attempt of one step: claim it, execute it, record the outcome, continue the run."""
         with structlog.contextvars.bound_contextvars(
             run_id=run_id, step_key=step_key, attempt=attempt, job_id=job_id
         ):
-            manifest = self.manifest_of(run_id)
+            manifest = self.store.load_manifest(manifest_hash) if manifest_hash else self.manifest_of(run_id)
             step = manifest.step(step_key) if manifest is not None else None
             if manifest is None or step is None:
                 log.warning("step.unknown")
@@ -163,7 +170,7 @@ class Engine:
                 return self._expand_loop(run_id, step_key, step, attempt, claim, scope)
             if step.kind == WAIT_FOR_SIGNAL:
                 return self._wait_for_signal(run_id, step_key, step, attempt, claim, scope)
-            with self._lease(run_id, step_key, attempt):
+            with self.leases.holding(run_id, step_key, attempt):
                 outcome = self._run_handler(run_id, step_key, step, attempt, job_id, claim, scope)
             if step.poll is not None and outcome.status is StepStatus.Succeeded:
                 outcome = self._poll(step, attempt, claim, outcome)
@@ -409,9 +416,10 @@ class Engine:
     def continue_run(self, run_id: str, state: Completion) -> RunStatus | None:
         """Plan the run from its step statuses: dispatch ready steps (ForEach children included),
         skip blocked ones, finish loops whose iterations are all final, and close the run."""
-        manifest = self.manifest_of(run_id)
-        if manifest is None:
+        manifest_hash = state.run.get("manifest_hash")
+        if manifest_hash is None:
             return None
+        manifest = self.store.load_manifest(manifest_hash)
         while True:
             decisions = self._decide(run_id, manifest, state)
             if not decisions.finished_loops:
@@ -515,36 +523,13 @@ class Engine:
     ) -> JobCall:
         """The job of one attempt of one step of this run."""
         return step_call(
-            run_id,
-            run_fields.get("flow_id"),
-            run_fields.get("flow_name"),
-            step_key,
-            attempt,
-            step.timeout_seconds if step is not None else None,
+            run_id, run_fields, step_key, attempt, step.timeout_seconds if step is not None else None
         )
 
     def manifest_of(self, run_id: str) -> FlowManifest | None:
         """The manifest a run is pinned to, or None if there is no such run."""
         manifest_hash = self.store.manifest_hash_of(run_id)
         return self.store.load_manifest(manifest_hash) if manifest_hash else None
-
-    @contextmanager
-    def _lease(self, run_id: str, step_key: str, attempt: int) -> Iterator[None]:
-        """Renew the claim's lease in the background while the handler runs."""
-        stop = threading.Event()
-
-        def renew() -> None:
-            while not stop.wait(self.lease_seconds / 3):
-                lease_until = utcnow() + timedelta(seconds=self.lease_seconds)
-                if not self.store.renew(run_id, step_key, attempt, lease_until):
-                    return
-
-        thread = threading.Thread(target=renew, name=f"flowjobs-lease-{step_key}", daemon=True)
-        thread.start()
-        try:
-            yield
-        finally:
-            stop.set()
 
 
 class _WhenGate:

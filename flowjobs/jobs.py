@@ -6,7 +6,7 @@ or late, finds the current state and acts on it (or is refused by the claim).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING
@@ -38,16 +38,17 @@ def trigger_call(run_id: str, flow_id: str, flow_name: str | None) -> JobCall:
 
 def step_call(
     run_id: str,
-    flow_id: str | None,
-    flow_name: str | None,
+    run_fields: Mapping[str, str],
     step_key: str,
     attempt: int,
     timeout_seconds: float | None = None,
 ) -> JobCall:
-    """The job of one attempt of one step."""
+    """The job of one attempt of one step; it carries the run's pinned manifest hash, so the worker
+    needs no extra read to find the step."""
+    flow_id, flow_name = run_fields.get("flow_id"), run_fields.get("flow_name")
     return JobCall(
         func=RUN_STEP,
-        args=(run_id, step_key, attempt),
+        args=(run_id, step_key, attempt, run_fields.get("manifest_hash")),
         job_id=step_job_id(run_id, step_key, attempt),
         description=f"flow={flow_name} run={run_id} step={step_key} attempt={attempt}",
         meta={"flow_id": flow_id, "run_id": run_id, "step_key": step_key, "attempt": attempt},
@@ -96,6 +97,8 @@ def run_trigger(run_id: str) -> str:
     return status.value if status else "missing"
 
 
-def run_step(run_id: str, step_key: str, attempt: int) -> str:
+def run_step(run_id: str, step_key: str, attempt: int, manifest_hash: str | None = None) -> str:
     """RQ job: execute one attempt of one step."""
-    return current_engine().execute_step(run_id, step_key, int(attempt), job_id=current_job_id())
+    return current_engine().execute_step(
+        run_id, step_key, int(attempt), job_id=current_job_id(), manifest_hash=manifest_hash
+    )

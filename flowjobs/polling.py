@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from flowjobs.manifest import PollOptions
+
+_INDEX = re.compile(r"-?[0-9]+")
 
 
 def output_at(output: Any, path: str | None) -> Any:
@@ -16,7 +19,7 @@ def output_at(output: Any, path: str | None) -> Any:
             continue
         if isinstance(value, dict):
             value = value.get(part)
-        elif isinstance(value, list) and part.lstrip("-").isdigit() and -len(value) <= int(part) < len(value):
+        elif isinstance(value, list) and _INDEX.fullmatch(part) and -len(value) <= int(part) < len(value):
             value = value[int(part)]
         else:
             return None

@@ -85,3 +85,16 @@ def test_late_completion_of_a_replaced_attempt_is_discarded(space: Space) -> Non
     assert run is not None and run.status is RunStatus.Succeeded
     step = (run.steps or [])[0]
     assert step.attempt_count == 2 and step.output_json != '"late"'
+
+
+def test_a_live_worker_keeps_its_lease_while_the_handler_runs_past_it(space: Space) -> None:
+    client = space.client(registry(flow("long", {"a": {"type": "Sleep", "inputs": {"seconds": 3}}})))
+    space.start_worker("patient")
+    space.start("scheduler")
+    run = client.trigger("long").wait(timeout=60)
+    assert run.status is RunStatus.Succeeded
+    detail = client.get_run_detail(run.id)
+    assert detail is not None
+    step = (detail.steps or [])[0]
+    # The lease is 2 s and the handler runs 3 s: only renewal keeps the scheduler from re-dispatching it.
+    assert step.attempt_count == 1 and len(step.attempts or []) == 1
