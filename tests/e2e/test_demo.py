@@ -1,4 +1,4 @@
-"""The README's first command, run from a fresh copy of the checkout with no venv and no Redis at REDIS_URL."""
+"""The README's first command, from a fresh copy of the checkout, no venv, no Redis at REDIS_URL."""
 
 from __future__ import annotations
 
