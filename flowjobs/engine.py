@@ -50,8 +50,10 @@ from flowjobs.polling import poll_verdict
 from flowjobs.runtime.base import JobCall, JobRunner, step_job_id
 from flowjobs.statuses import RunStatus, StepStatus
 from flowjobs.store import (
+    AppliedPlan,
     Claim,
     Completion,
+    Continuation,
     NextAttempt,
     Park,
     Refused,
@@ -174,7 +176,7 @@ class Engine:
                 outcome = self._run_handler(run_id, step_key, step, attempt, job_id, claim, scope)
             if step.poll is not None and outcome.status is StepStatus.Succeeded:
                 outcome = self._poll(step, attempt, claim, outcome)
-            return self._record(run_id, step_key, step, attempt, outcome, claim.run)
+            return self._record(run_id, step_key, step, attempt, outcome, claim.snapshot)
 
     def _references(self, manifest: FlowManifest, step_key: str, step: StepMetadata) -> dict[str, str]:
         """Step names the step's expressions use → runtime keys (siblings inside a ForEach iteration)."""
@@ -275,9 +277,10 @@ class Engine:
         step: StepMetadata,
         attempt: int,
         outcome: Outcome,
-        run_fields: Mapping[str, str],
+        seen: Completion,
     ) -> str:
-        """Record an attempt's outcome: final, or with the next attempt scheduled (retry or poll)."""
+        """Record an attempt's outcome: final (with the continuation planned ahead from ``seen``, the
+        claim-time snapshot), or with the next attempt scheduled (retry or poll)."""
         delay: float | None = None
         if outcome.status is StepStatus.Failed and step.retry is not None:
             delay = retry_delay(step.retry, attempt)
@@ -294,6 +297,7 @@ class Engine:
             if delay is not None
             else None
         )
+        ahead = self._plan_ahead(run_id, seen, step_key, outcome) if next_attempt is None else None
         completed = self.store.complete(
             run_id,
             step_key,
@@ -303,6 +307,7 @@ class Engine:
             output_json=outcome.output_json,
             error=outcome.error,
             next_attempt=next_attempt,
+            then=ahead[0] if ahead else None,
         )
         if not isinstance(completed, Completion):
             log.warning("step.completion_discarded", detail=str(completed))
@@ -311,14 +316,17 @@ class Engine:
             event = "step.retried" if outcome.status is StepStatus.Failed else "step.pending"
             log.info(event, error=outcome.error, next_attempt=next_attempt.attempt, delay_seconds=delay)
             self.runner.schedule(
-                self.step_call(run_id, run_fields, step_key, step, next_attempt.attempt),
+                self.step_call(run_id, seen.run, step_key, step, next_attempt.attempt),
                 timedelta(seconds=delay or 0),
             )
             return "rescheduled"
         log.info(
             "step.completed" if outcome.status is StepStatus.Succeeded else "step.failed", error=outcome.error
         )
-        self.continue_run(run_id, completed)
+        if ahead is not None and completed.applied is not None:
+            self._applied(ahead[0], ahead[1], completed.applied)
+        else:
+            self.continue_run(run_id, completed)
         return outcome.status.value
 
     # -- built-in kinds ------------------------------------------------------------------------
@@ -340,12 +348,17 @@ class Engine:
         if not isinstance(items, list):
             reason = f"for_each did not resolve to a list (got {type(items).__name__})"
             return self._record(
-                run_id, step_key, step, attempt, Outcome(StepStatus.Failed, error=reason), claim.run
+                run_id, step_key, step, attempt, Outcome(StepStatus.Failed, error=reason), claim.snapshot
             )
         input_json = json.dumps({"for_each": items})
         if not items:
             return self._record(
-                run_id, step_key, step, attempt, Outcome(StepStatus.Succeeded, input_json, "[]"), claim.run
+                run_id,
+                step_key,
+                step,
+                attempt,
+                Outcome(StepStatus.Succeeded, input_json, "[]"),
+                claim.snapshot,
             )
         expanded = self.store.expand_loop(run_id, step_key, attempt, items=items, input_json=input_json)
         if isinstance(expanded, Refused):
@@ -382,7 +395,7 @@ class Engine:
                     error=f"Signal {name!r} was not received within {timeout:g}s.",
                 )
             )
-            return self._record(run_id, step_key, step, attempt, outcome, claim.run)
+            return self._record(run_id, step_key, step, attempt, outcome, claim.snapshot)
         parked = self.store.complete(
             run_id,
             step_key,
@@ -400,7 +413,7 @@ class Engine:
         )
         if isinstance(parked, Signalled):
             outcome = Outcome(StepStatus.Succeeded, input_json, parked.payload_json)
-            return self._record(run_id, step_key, step, attempt, outcome, claim.run)
+            return self._record(run_id, step_key, step, attempt, outcome, claim.snapshot)
         if isinstance(parked, Refused):
             log.warning("step.completion_discarded", detail=parked.detail)
             return "discarded"
@@ -428,32 +441,71 @@ class Engine:
             if finished is None:
                 return RunStatus(state.run.get("status", RunStatus.Running))
             state = finished
-        applied = self.store.apply_plan(
-            run_id,
+        continuation, calls = self._continuation(run_id, manifest, state.run, decisions)
+        return self._applied(continuation, calls, self.store.apply_plan(run_id, continuation))
+
+    def _plan_ahead(
+        self, run_id: str, seen: Completion, step_key: str, outcome: Outcome
+    ) -> tuple[Continuation, dict[str, JobCall]] | None:
+        """The continuation that follows this outcome if nothing else changes before it is recorded,
+        so ``complete`` can apply it in the same round-trip (it checks the snapshot's version)."""
+        manifest = self.store.load_manifest(seen.run["manifest_hash"])
+        predicted = Completion(
+            statuses={**seen.statuses, step_key: outcome.status}, run=seen.run, loops=seen.loops
+        )
+        own = StepView(outcome.status, outcome.output_json, outcome.error)
+        decisions = self._decide(run_id, manifest, predicted, {step_key: own})
+        if decisions.finished_loops:
+            return None
+        return self._continuation(run_id, manifest, seen.run, decisions, version=seen.version)
+
+    def _continuation(
+        self,
+        run_id: str,
+        manifest: FlowManifest,
+        run_fields: Mapping[str, str],
+        decisions: _Decisions,
+        version: int | None = None,
+    ) -> tuple[Continuation, dict[str, JobCall]]:
+        calls = {
+            d.step_key: self.step_call(run_id, run_fields, d.step_key, manifest.step(d.step_key), 1)
+            for d in decisions.dispatch
+        }
+        commands = self.runner.enqueue_commands(list(calls.values())) if calls else None
+        continuation = Continuation(
             dispatch=decisions.dispatch,
             skip=decisions.skip,
             close=decisions.close,
             required=list(manifest.steps),
+            job_commands=dict(zip(calls, commands, strict=True)) if commands is not None else {},
+            version=version,
         )
+        return continuation, calls
+
+    def _applied(
+        self, continuation: Continuation, calls: Mapping[str, JobCall], applied: AppliedPlan
+    ) -> RunStatus | None:
+        """Enqueue what was dispatched unless the script already did, and log the outcome."""
+        if applied.dispatched and not continuation.job_commands:
+            self.runner.enqueue_many([calls[key] for key in applied.dispatched])
         if applied.dispatched:
-            fresh = set(applied.dispatched)
-            self.runner.enqueue_many(
-                [
-                    self.step_call(run_id, state.run, d.step_key, manifest.step(d.step_key), 1)
-                    for d in decisions.dispatch
-                    if d.step_key in fresh
-                ]
-            )
             log.info("steps.dispatched", steps=applied.dispatched)
-        for skipped in decisions.skip:
+        for skipped in continuation.skip:
             log.info("step.skipped", skipped_step=skipped.step_key, reason=skipped.reason)
         if applied.closed is not None:
             log.info("run.completed", status=applied.closed.value)
         return applied.run_status
 
-    def _decide(self, run_id: str, manifest: FlowManifest, state: Completion) -> _Decisions:
+    def _decide(
+        self,
+        run_id: str,
+        manifest: FlowManifest,
+        state: Completion,
+        known: Mapping[str, StepView] | None = None,
+    ) -> _Decisions:
+        """One planning pass; ``known`` are step views not recorded yet (the outcome being recorded)."""
         traces: dict[str, str] = {}
-        gate = _WhenGate(self.store, run_id, manifest, state.run, traces)
+        gate = _WhenGate(self.store, run_id, manifest, state.run, traces, known)
         decisions = _Decisions()
         top = plan(manifest.dependency_graph(), state.statuses, gate.admit(None, None))
         for key in top.ready:
@@ -542,13 +594,14 @@ class _WhenGate:
         manifest: FlowManifest,
         run_fields: Mapping[str, str],
         traces: dict[str, str],
+        known: Mapping[str, StepView] | None = None,
     ) -> None:
         self.store = store
         self.run_id = run_id
         self.manifest = manifest
         self.run_fields = run_fields
         self.traces = traces
-        self.views: dict[str, StepView] = {}
+        self.views: dict[str, StepView] = dict(known or {})
 
     def admit(self, loop_key: str | None, index: int | None) -> Admit:
         """The admit callback for top-level steps (``loop_key`` None) or one ForEach iteration."""

@@ -51,6 +51,21 @@ class StepSkip:
 
 
 @dataclass(frozen=True)
+class Continuation:
+    """A planned continuation: dispatches, skips, and the run's close when all will be final."""
+
+    dispatch: Sequence[StepDispatch] = ()
+    skip: Sequence[StepSkip] = ()
+    close: RunStatus | None = None
+    required: Sequence[str] = ()
+    """Step keys that must all be final for the run to close (the manifest's top-level steps)."""
+    job_commands: Mapping[str, Sequence[Sequence[bytes]]] = field(default_factory=dict)
+    """Per step key, the Redis commands that enqueue its job, run in the same script if dispatched."""
+    version: int | None = None
+    """With ``complete``: the ``steps_version`` the plan was made at; applied only if still current."""
+
+
+@dataclass(frozen=True)
 class AppliedPlan:
     """What ``apply_plan`` did: the steps it dispatched, and the status it closed the run with."""
 
@@ -73,6 +88,8 @@ class Claim:
     """A granted claim: the run's fields and the referenced steps, read in the same script."""
 
     run: dict[str, str]
+    snapshot: Completion
+    """Step statuses, run fields and loops at claim time, to plan the continuation ahead."""
     refs: dict[str, StepView] = field(default_factory=dict)
     first_started_at: datetime | None = None
     """When the step's first attempt was claimed (polling and signal timeouts count from it)."""
@@ -96,6 +113,13 @@ class Completion:
     run: dict[str, str]
     loops: dict[str, int] = field(default_factory=dict)
     """Iteration count of every expanded ForEach step."""
+    applied: AppliedPlan | None = None
+    """The continuation ``complete`` applied in the same script, if it was still current."""
+
+    @property
+    def version(self) -> int:
+        """``steps_version`` of the run when this was read."""
+        return int(self.run.get("steps_version", "0"))
 
 
 @dataclass(frozen=True)
@@ -156,8 +180,8 @@ class RunStore:
         self._manifests: dict[str, FlowManifest] = {}
         self._saved_flows: set[tuple[UUID, str]] = set()
 
-    def _run(self, script: str, args: Mapping[str, Any]) -> Any:
-        return self._scripts[script](args=[json.dumps(args)])
+    def _run(self, script: str, args: Mapping[str, Any], argv: Sequence[bytes] = ()) -> Any:
+        return self._scripts[script](args=[json.dumps(args), *argv])
 
     def _run_args(self, run_id: UUID | str) -> dict[str, Any]:
         return {
@@ -278,17 +302,26 @@ class RunStore:
         raw = self.redis.hgetall(self.keys.run_steps(run_id))
         return {_text(k): StepStatus(_text(v)) for k, v in raw.items()}
 
-    def apply_plan(
-        self,
-        run_id: UUID | str,
-        *,
-        dispatch: Sequence[StepDispatch] = (),
-        skip: Sequence[StepSkip] = (),
-        close: RunStatus | None = None,
-        required: Sequence[str] = (),
-    ) -> AppliedPlan:
-        """Record skips and dispatches (each step once) and close the run if every step is final."""
+    def apply_plan(self, run_id: UUID | str, continuation: Continuation) -> AppliedPlan:
+        """Record skips and dispatches (each step once, with their jobs' enqueue commands) and close
+        the run if every step is final."""
+        args, argv = self._continuation_args(run_id, continuation)
+        return _applied(self._run("apply_plan", args, argv))
+
+    def _continuation_args(
+        self, run_id: UUID | str, plan: Continuation
+    ) -> tuple[dict[str, Any], list[bytes]]:
+        """The JSON argument of a continuation, and the flattened job commands it points into."""
         now = utcnow()
+        argv: list[bytes] = []
+
+        def slices(commands: Sequence[Sequence[bytes]]) -> list[list[int]]:
+            out = []
+            for command in commands:
+                out.append([len(argv) + 2, len(command)])  # ARGV[1] is the JSON document
+                argv.extend(command)
+            return out
+
         args = self._run_args(run_id)
         args.update(
             {
@@ -303,7 +336,7 @@ class RunStore:
                         "reason": s.reason,
                         "trace": s.trace_json,
                     }
-                    for s in skip
+                    for s in plan.skip
                 ],
                 "dispatch": [
                     {
@@ -314,19 +347,17 @@ class RunStore:
                         "job_id": d.job_id,
                         "member": step_member(run_id, d.step_key),
                         "due_ms": epoch_ms(d.due or now),
+                        "commands": slices(plan.job_commands.get(d.step_key, ())),
                     }
-                    for d in dispatch
+                    for d in plan.dispatch
                 ],
             }
         )
-        if close is not None:
-            args["close"] = {"status": close.value, "required": list(required)}
-        dispatched, closed, status = self._run("apply_plan", args)
-        return AppliedPlan(
-            dispatched=[key.decode() for key in dispatched],
-            closed=RunStatus(closed.decode()) if closed else None,
-            run_status=RunStatus(status.decode()) if status else None,
-        )
+        if plan.close is not None:
+            args["close"] = {"status": plan.close.value, "required": list(plan.required)}
+        if plan.version is not None:
+            args["version"] = plan.version
+        return args, argv
 
     def claim(
         self,
@@ -366,6 +397,7 @@ class RunStore:
             refs=views,
             first_started_at=datetime.fromisoformat(_text(first_started)) if first_started else None,
             loop_item_json=_text(loop_item) if loop_item else None,
+            snapshot=_completion([result[4], result[1], result[5]]),
         )
 
     def renew(self, run_id: UUID | str, step_key: str, attempt: int, lease_until: datetime) -> bool:
@@ -387,11 +419,14 @@ class RunStore:
         next_attempt: NextAttempt | None = None,
         lease_expired_before: datetime | None = None,
         park: Park | None = None,
+        then: Continuation | None = None,
     ) -> Completion | Refused | Signalled:
         """Record the attempt's outcome if it is still the current, running one.
 
         With ``park`` (a WaitForSignal step), nothing is recorded if the signal already arrived:
-        its payload comes back as ``Signalled`` instead.
+        its payload comes back as ``Signalled`` instead. With ``then``, a continuation planned
+        at ``then.version`` is applied in the same script if no plan-changing write happened
+        since (``Completion.applied``).
         """
         args = self._step_args(run_id, step_key, attempt)
         args.update(
@@ -419,7 +454,10 @@ class RunStore:
                 "name": park.signal_name,
                 "expires_at": iso(park.expires_at) if park.expires_at else None,
             }
-        result = self._run("complete", args)
+        argv: list[bytes] = []
+        if then is not None:
+            args["plan"], argv = self._continuation_args(run_id, then)
+        result = self._run("complete", args, argv)
         if result[0] == b"signalled":
             return Signalled(_text(result[1]))
         if result[0] != b"ok":
@@ -663,10 +701,20 @@ def decode_run(fields: Mapping[str, str]) -> FlowRunRecord:
 
 
 def _completion(parts: Sequence[Any]) -> Completion:
-    """A Completion from a script's (step statuses, run hash, loops hash) replies."""
+    """A Completion from a script's (step statuses, run hash, loops hash[, applied plan]) replies."""
     statuses = {k: StepStatus(v) for k, v in _pairs(parts[0]).items()}
     loops = {k: int(v) for k, v in _pairs(parts[2]).items()}
-    return Completion(statuses=statuses, run=_pairs(parts[1]), loops=loops)
+    applied = _applied(parts[3]) if len(parts) > 3 and parts[3] else None
+    return Completion(statuses=statuses, run=_pairs(parts[1]), loops=loops, applied=applied)
+
+
+def _applied(reply: Sequence[Any]) -> AppliedPlan:
+    dispatched, closed, status = reply
+    return AppliedPlan(
+        dispatched=[_text(key) for key in dispatched],
+        closed=RunStatus(_text(closed)) if closed else None,
+        run_status=RunStatus(_text(status)) if status else None,
+    )
 
 
 def _view(values: Sequence[Any]) -> StepView:

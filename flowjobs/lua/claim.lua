@@ -24,4 +24,5 @@ for _, r in ipairs(a.refs or {}) do
 end
 local extra = {redis.call('HGET', a.hash_key, 'first_started_at'), false}
 if ok(a.loop_item_field) then extra[2] = redis.call('HGET', a.loop_items_key, a.loop_item_field) end
-return {'ok', redis.call('HGETALL', a.run_key), refs, extra}
+return {'ok', redis.call('HGETALL', a.run_key), refs, extra, redis.call('HGETALL', a.steps_key),
+  redis.call('HGETALL', a.loops_key)}

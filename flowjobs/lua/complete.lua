@@ -9,6 +9,7 @@ end
 if a.lease_expired_before_ms and tonumber(step[3] or '0') >= a.lease_expired_before_ms then
   return {'stale', 'lease renewed'}
 end
+local version = tonumber(redis.call('HGET', a.run_key, 'steps_version') or '0')
 if a.park then
   -- WaitForSignal: a signal delivered before the step parks is consumed instead of parking.
   local raw = redis.call('HGET', a.park.signals_key, a.park.name)
@@ -39,9 +40,14 @@ else
   redis.call('HDEL', a.hash_key, 'output_json', 'error_message')
   hset_present(a.hash_key, {{'output_json', ok(a.output_json)}, {'error_message', ok(a.error)}})
   redis.call('HSET', a.steps_key, a.step_key, a.status)
+  bump_version(a)
   local kind = 'step.completed'
   if a.status == 'Failed' then kind = 'step.failed' end
   push_event(a.events_key, a.run_id, a.now, kind, a.step_key, ok(a.error))
 end
+-- A continuation planned from the claim-time snapshot is applied only if nothing that can change
+-- the plan happened since (same version): one round-trip for the common case.
+local applied = false
+if a.plan and version == a.plan.version then applied = apply_continuation(a.plan) end
 return {'ok', redis.call('HGETALL', a.steps_key), redis.call('HGETALL', a.run_key),
-  redis.call('HGETALL', a.loops_key)}
+  redis.call('HGETALL', a.loops_key), applied}

@@ -14,6 +14,7 @@ for i = 1, #statuses, 2 do
     push_event(a.events_key, a.run_id, a.now, 'step.skipped', key, a.reason)
   end
 end
+bump_version(a)
 move_run_status(a, a.status)
 redis.call('HSET', a.run_key, 'completed_at', a.now)
 if a.status == 'TimedOut' then redis.call('HSET', a.run_key, 'timed_out_at', a.now) end

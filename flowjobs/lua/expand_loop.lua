@@ -6,6 +6,7 @@ if step[1] ~= 'Running' or tonumber(step[2]) ~= a.attempt then
   return {'stale', (step[1] or 'missing') .. '#' .. (step[2] or '?')}
 end
 redis.call('HSETNX', a.loops_key, a.step_key, a.count)
+bump_version(a)
 redis.call('ZREM', a.leases_key, a.member)
 redis.call('HDEL', a.hash_key, 'lease_until_ms', 'worker')
 hset_present(a.hash_key, {{'input_json', ok(a.input_json)}})

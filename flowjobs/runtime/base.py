@@ -57,6 +57,11 @@ class JobRunner(Protocol):
         """Queue several jobs in one round-trip."""
         ...
 
+    def enqueue_commands(self, calls: Sequence[JobCall]) -> list[list[list[bytes]]] | None:
+        """The Redis commands that enqueue each call, for a runner whose jobs live in the store's
+        Redis (so a transition script can enqueue atomically with the dispatch); None otherwise."""
+        ...
+
     def schedule(self, call: JobCall, delay: timedelta, *, pipeline: Pipeline | None = None) -> str:
         """Queue a job to run after a delay, holding no worker meanwhile."""
         ...

@@ -43,6 +43,10 @@ class InProcessRunner:
         """Queue several jobs."""
         return [self.enqueue(call) for call in calls]
 
+    def enqueue_commands(self, calls: Sequence[JobCall]) -> list[list[list[bytes]]] | None:
+        """None: in-process jobs are not in Redis; the engine enqueues them after the dispatch."""
+        return None
+
     def schedule(self, call: JobCall, delay: timedelta, *, pipeline: Pipeline | None = None) -> str:
         """Queue a job to run once ``delay`` has passed."""
         return self._push(call, delay.total_seconds(), JobState.Scheduled)

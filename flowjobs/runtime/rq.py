@@ -75,6 +75,20 @@ class RQJobRunner:
             pipe.execute()
         return ids
 
+    def enqueue_commands(self, calls: Sequence[JobCall]) -> list[list[list[bytes]]] | None:
+        """RQ's own enqueue of each call, recorded on a pipeline that is never sent."""
+        encoder = self.redis.get_encoder()
+        recorded: list[list[list[bytes]]] = []
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.multi()
+            for call in calls:
+                start = len(pipe.command_stack)
+                self.enqueue(call, pipeline=pipe)
+                stack = pipe.command_stack[start:]
+                recorded.append([[encoder.encode(arg) for arg in args] for args, _ in stack])  # type: ignore[no-untyped-call]
+            pipe.reset()
+        return recorded
+
     def schedule(self, call: JobCall, delay: timedelta, *, pipeline: Pipeline | None = None) -> str:
         """Put a job in RQ's scheduled registry; a worker running with the scheduler enqueues it when due."""
         if delay <= timedelta(0):
