@@ -166,7 +166,7 @@ class Engine:
                 log.info("step.claim_refused", reason=claim.reason, detail=claim.detail)
                 return claim.reason
             structlog.contextvars.bind_contextvars(flow_id=claim.run.get("flow_id"))
-            log.info("step.started", step_type=step.type)
+            log.debug("step.started", step_type=step.type)
             scope = _scope(claim, refs)
             if step.kind == FOR_EACH:
                 return self._expand_loop(run_id, step_key, step, attempt, claim, scope)
@@ -489,7 +489,7 @@ class Engine:
         if applied.dispatched and not continuation.job_commands:
             self.runner.enqueue_many([calls[key] for key in applied.dispatched])
         if applied.dispatched:
-            log.info("steps.dispatched", steps=applied.dispatched)
+            log.debug("steps.dispatched", steps=applied.dispatched)
         for skipped in continuation.skip:
             log.info("step.skipped", skipped_step=skipped.step_key, reason=skipped.reason)
         if applied.closed is not None:
