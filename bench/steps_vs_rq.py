@@ -65,6 +65,7 @@ from flowjobs.client import FlowClient  # noqa: E402
 from flowjobs.embedded import EmbeddedRedis, redis_answers  # noqa: E402
 from flowjobs.keys import Keys  # noqa: E402
 from flowjobs.manifest import FlowDefinition  # noqa: E402
+from flowjobs.processes import stop_processes  # noqa: E402
 from flowjobs.registry import FlowRegistry  # noqa: E402
 from flowjobs.statuses import RunStatus  # noqa: E402
 
@@ -186,15 +187,7 @@ class Bench:
                 raise BenchError(f"worker process {proc.pid} exited with code {proc.returncode}")
 
     def stop_workers(self) -> None:
-        for proc in self.processes:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.processes:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_processes(self.processes)
         self.processes.clear()
 
     # queue gate and timing

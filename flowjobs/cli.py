@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -16,6 +15,7 @@ import click
 from flowjobs.client import FlowClient
 from flowjobs.errors import FlowjobsError, FlowValidationError
 from flowjobs.logging import configure_logging
+from flowjobs.processes import stop_processes
 from flowjobs.records import FlowRunRecord
 from flowjobs.registry import FlowRegistry
 from flowjobs.settings import Settings, load_settings
@@ -350,11 +350,7 @@ def demo(ctx: click.Context, flow: str, data_json: str, timeout: float) -> None:
         if run.status is not RunStatus.Succeeded:
             sys.exit(EXIT_RUN_NOT_SUCCEEDED)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_processes([proc], timeout=15)
         if server:
             server.stop()
 

@@ -5,7 +5,6 @@ the keys a test created."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from flowjobs.factory import engine_from_settings
 from flowjobs.handlers import default_handlers
 from flowjobs.jobs import install_engine
 from flowjobs.keys import Keys
+from flowjobs.processes import stop_processes
 from flowjobs.registry import FlowRegistry
 from flowjobs.settings import Settings
 from flowjobs.worker import build_worker
@@ -123,15 +123,7 @@ class Space:
             install_engine(None)
 
     def stop_processes(self) -> None:
-        for proc in self.processes:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.processes:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_processes(self.processes)
 
     def cleanup(self) -> None:
         """Delete the RQ job hashes of this space's jobs, then every key carrying its token."""
