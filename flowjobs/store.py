@@ -519,6 +519,7 @@ class RunStore:
                 "step_prefix": self.keys.step_prefix(run_id),
                 "pending_key": self.keys.pending(),
                 "deadlines_key": self.keys.deadlines(),
+                "loops_key": self.keys.loops(run_id),
             }
         )
         closed = self._run("end_run", args)

@@ -1,4 +1,4 @@
--- Close an active run from outside its steps (run deadline): queued and parked steps are skipped.
+-- Close an active run from outside its steps (run deadline): steps that wait are skipped.
 -- Returns the status it closed with, or false if the run was no longer active.
 local a = cjson.decode(ARGV[1])
 redis.call('ZREM', a.deadlines_key, a.run_id)
@@ -6,7 +6,10 @@ local status = redis.call('HGET', a.run_key, 'status')
 if status ~= 'Running' and status ~= 'Pending' then return false end
 local statuses = redis.call('HGETALL', a.steps_key)
 for i = 1, #statuses, 2 do
-  if statuses[i + 1] == 'Pending' then
+  -- Queued and parked steps, and expanded ForEach steps (Running, but holding no worker).
+  local waiting = statuses[i + 1] == 'Pending'
+    or (statuses[i + 1] == 'Running' and redis.call('HEXISTS', a.loops_key, statuses[i]) == 1)
+  if waiting then
     local key = statuses[i]
     redis.call('HSET', a.steps_key, key, 'Skipped')
     redis.call('HSET', a.step_prefix .. key, 'status', 'Skipped', 'error_message', a.reason, 'completed_at', a.now)

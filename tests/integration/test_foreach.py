@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 from flowjobs import RunStatus, StepStatus
-from tests.conftest import Space
+from flowjobs.recovery import recover
+from tests.conftest import Space, wait_until
 from tests.integration.flows import flow, registry
 
 
@@ -150,3 +151,31 @@ def test_foreach_over_something_that_is_not_a_list_fails_the_step(space: Space) 
     run = client.get_run_detail(handle.run_id)
     assert run is not None and run.status is RunStatus.Failed
     assert "did not resolve to a list (got int)" in ((run.steps or [])[0].error_message or "")
+
+
+def test_run_deadline_skips_a_loop_that_waits_and_its_parked_children(space: Space) -> None:
+    client = space.client(
+        registry(
+            flow(
+                "slow-loop",
+                {
+                    "each": {
+                        "type": "ForEach",
+                        "for_each": [1, 2],
+                        "steps": {
+                            "poll": {"type": "PendingUntil", "inputs": {"done_on": 99, "delay": 30}},
+                        },
+                    },
+                },
+            )
+        )
+    )
+    handle = client.trigger("slow-loop", data={"runTimeoutSeconds": 0.5})
+    space.drain()  # the children park for 30 s; nothing else runs
+    engine = space.engine()
+    wait_until(lambda: recover(engine, grace_seconds=3600) >= 1, timeout=10, what="the deadline sweep")
+    run = client.get_run_detail(handle.run_id)
+    assert run is not None and run.status is RunStatus.TimedOut and run.timed_out_at is not None
+    steps = {s.step_key: s for s in run.steps or []}
+    for key in ("each", "each.0.poll", "each.1.poll"):
+        assert steps[key].status is StepStatus.Skipped and steps[key].error_message == "Run is TimedOut."
