@@ -177,6 +177,7 @@ class RunStore:
                 "end_run",
             )
         }
+        self._status_keys = {status.value: self.keys.status_runs(status.value) for status in RunStatus}
         self._manifests: dict[str, FlowManifest] = {}
         self._saved_flows: set[tuple[UUID, str]] = set()
 
@@ -188,7 +189,7 @@ class RunStore:
             "run_id": str(run_id),
             "run_key": self.keys.run(run_id),
             "events_key": self.keys.events(run_id),
-            "status_keys": {status.value: self.keys.status_runs(status.value) for status in RunStatus},
+            "status_keys": self._status_keys,
             "now": iso(utcnow()),
         }
 
