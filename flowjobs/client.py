@@ -181,13 +181,6 @@ class FlowClient:
             seconds = self.run_timeout_seconds
         return now + timedelta(seconds=seconds) if seconds else None
 
-    def handle(self, run_id: UUID | str) -> RunHandle:
-        """A handle on an existing run."""
-        run = self.get_run(run_id)
-        if run is None:
-            raise RunNotFound(f"no run with id {run_id}")
-        return RunHandle(self, run.id, run.background_job_id or trigger_job_id(run.id))
-
     def get_run(self, run_id: UUID | str) -> FlowRunRecord | None:
         """The run record (``steps`` is None), or None."""
         return self.store.get_run(run_id)

@@ -97,11 +97,6 @@ def classify(graph: StepGraph, statuses: Mapping[str, StepStatus]) -> RunStatus:
     return RunStatus.Succeeded
 
 
-def entry_steps(graph: StepGraph) -> list[str]:
-    """Steps with no dependencies."""
-    return [key for key, deps in graph.items() if not deps]
-
-
 @dataclass(frozen=True)
 class LoopPlan:
     """What to do next for one ForEach step whose iterations are under way."""

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flowjobs.planner import SKIP_REASON, classify, entry_steps, plan
+from flowjobs.planner import SKIP_REASON, classify, plan
 from flowjobs.statuses import RunStatus, StepStatus
 
 S = StepStatus.Succeeded
@@ -39,7 +39,6 @@ DIAMOND: Graph = {"a": {}, "b": {"a": OK}, "c": {"a": OK}, "d": {"b": OK, "c": O
 
 def test_linear_chain_runs_one_step_at_a_time() -> None:
     graph = chain("a", "b", "c")
-    assert entry_steps(graph) == ["a"]
     assert plan(graph, {}).ready == ("a",)
     assert plan(graph, {"a": R}).ready == ()
     assert plan(graph, {"a": S}).ready == ("b",)
@@ -59,7 +58,6 @@ def test_unfinished_plan_has_no_outcome() -> None:
 
 def test_entry_steps_are_all_ready_at_start() -> None:
     graph: Graph = {"x": {}, "y": {}, "z": {"x": OK, "y": OK}}
-    assert entry_steps(graph) == ["x", "y"]
     assert sorted(plan(graph, {}).ready) == ["x", "y"]
 
 
