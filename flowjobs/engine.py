@@ -26,13 +26,11 @@ from flowjobs.context import StepContext
 from flowjobs.errors import HandlerNotFound
 from flowjobs.expressions import (
     ExpressionScope,
-    evaluate_condition,
     is_expression,
     referenced_steps,
     resolve_inputs,
     resolve_value,
 )
-from flowjobs.expressions import StepView as ExpressionStepView
 from flowjobs.handlers import HandlerRegistry, StepResult
 from flowjobs.jobs import step_call
 from flowjobs.leases import LeaseKeeper
@@ -45,7 +43,7 @@ from flowjobs.manifest import (
     loop_index,
     split_runtime_key,
 )
-from flowjobs.planner import Admit, plan, plan_loop
+from flowjobs.planner import plan, plan_loop
 from flowjobs.polling import poll_verdict
 from flowjobs.runtime.base import JobCall, JobRunner, step_job_id
 from flowjobs.statuses import RunStatus, StepStatus
@@ -63,6 +61,7 @@ from flowjobs.store import (
     StepSkip,
     StepView,
 )
+from flowjobs.when import WhenGate, expression_scope
 
 log = structlog.get_logger("flowjobs.engine")
 
@@ -505,7 +504,7 @@ class Engine:
     ) -> _Decisions:
         """One planning pass; ``known`` are step views not recorded yet (the outcome being recorded)."""
         traces: dict[str, str] = {}
-        gate = _WhenGate(self.store, run_id, manifest, state.run, traces, known)
+        gate = WhenGate(self.store, run_id, manifest, state.run, traces, known)
         decisions = _Decisions()
         top = plan(manifest.dependency_graph(), state.statuses, gate.admit(None, None))
         for key in top.ready:
@@ -584,79 +583,8 @@ class Engine:
         return self.store.load_manifest(manifest_hash) if manifest_hash else None
 
 
-class _WhenGate:
-    """Evaluates When clauses of steps about to be dispatched, reading referenced outputs once."""
-
-    def __init__(
-        self,
-        store: RunStore,
-        run_id: str,
-        manifest: FlowManifest,
-        run_fields: Mapping[str, str],
-        traces: dict[str, str],
-        known: Mapping[str, StepView] | None = None,
-    ) -> None:
-        self.store = store
-        self.run_id = run_id
-        self.manifest = manifest
-        self.run_fields = run_fields
-        self.traces = traces
-        self.views: dict[str, StepView] = dict(known or {})
-
-    def admit(self, loop_key: str | None, index: int | None) -> Admit:
-        """The admit callback for top-level steps (``loop_key`` None) or one ForEach iteration."""
-        steps = self.manifest.steps[loop_key].steps if loop_key is not None else self.manifest.steps
-
-        def check(key: str) -> str | None:
-            conditions = [cond.when for cond in steps[key].run_after.values() if cond.when]
-            if not conditions:
-                return None
-            names = set().union(*(referenced_steps(text) for text in conditions))
-            runtime = {
-                name: child_key(loop_key, index, name)
-                if loop_key is not None and index is not None and name in steps
-                else name
-                for name in names
-            }
-            missing = [key for key in runtime.values() if key not in self.views]
-            if missing:
-                self.views.update(self.store.step_views(self.run_id, missing))
-            scope = _expression_scope(
-                self.run_fields, {name: self.views[key] for name, key in runtime.items()}
-            )
-            for text in conditions:
-                outcome = evaluate_condition(text, scope)
-                if not outcome.result:
-                    own = (
-                        child_key(loop_key, index, key) if loop_key is not None and index is not None else key
-                    )
-                    self.traces[own] = json.dumps(outcome.trace())
-                    detail = f" ({outcome.error})" if outcome.error else ""
-                    return f"When condition was not met: {outcome.resolved}{detail}"
-            return None
-
-        return check
-
-
-def _expression_scope(run_fields: Mapping[str, str], views: Mapping[str, StepView]) -> ExpressionScope:
-    return ExpressionScope(
-        trigger_body=json.loads(run_fields["trigger_data_json"])
-        if "trigger_data_json" in run_fields
-        else None,
-        trigger_headers=json.loads(run_fields.get("trigger_headers", "{}")),
-        steps={
-            name: ExpressionStepView(
-                status=view.status.value if view.status else None,
-                output=json.loads(view.output_json) if view.output_json else None,
-                error=view.error,
-            )
-            for name, view in views.items()
-        },
-    )
-
-
 def _scope(claim: Claim, refs: Mapping[str, str]) -> ExpressionScope:
-    return _expression_scope(claim.run, {name: claim.refs[key] for name, key in refs.items()})
+    return expression_scope(claim.run, {name: claim.refs[key] for name, key in refs.items()})
 
 
 def _output_json(output: Any) -> str | None:
