@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 
 import structlog
 
-from flowjobs.clock import iso, utcnow
+from flowjobs.clock import utcnow
 from flowjobs.engine import Engine
 from flowjobs.jobs import trigger_call
 from flowjobs.runtime.base import JobState, step_job_id
@@ -48,8 +48,8 @@ def recover(engine: Engine, *, grace_seconds: float | None = None) -> int:
         fixed += _expired_claim(engine, run_id, step_key, now)
     for run_id, step_key in store.overdue_pending(now - grace):
         fixed += _lost_job(engine, run_id, step_key)
-    for run_id in store.active_run_ids():
-        fixed += _stalled_run(engine, run_id, now - grace)
+    for run_id, status in store.idle_runs(now - grace):
+        fixed += _stalled_run(engine, run_id, status)
     return fixed
 
 
@@ -99,24 +99,19 @@ def _lost_job(engine: Engine, run_id: str, step_key: str) -> int:
     return 1
 
 
-def _stalled_run(engine: Engine, run_id: str, started_before: datetime) -> int:
+def _stalled_run(engine: Engine, run_id: str, status: RunStatus) -> int:
     run_fields = engine.store.run_fields(run_id)
-    if not run_fields or run_fields.get("started_at", "") >= iso(started_before):
-        return 0
-    status = run_fields.get("status")
-    if status == RunStatus.Pending:
+    if status is RunStatus.Pending:
         job_id = run_fields.get("background_job_id")
         if not job_id or engine.runner.state(job_id) in _WAITING:
             return 0
         log.warning("run.trigger_job_lost", run_id=run_id, job_id=job_id)
         engine.runner.enqueue(trigger_call(run_id, run_fields["flow_id"], run_fields.get("flow_name")))
         return 1
-    if status != RunStatus.Running:
-        return 0
-    statuses = engine.store.step_statuses(run_id)
-    loops = engine.store.loop_counts(run_id)
-    # An expanded ForEach step is Running without a worker: its children tell whether work is in flight.
-    if any(not s.is_final and not (s is StepStatus.Running and key in loops) for key, s in statuses.items()):
-        return 0
-    after = engine.continue_run(run_id, Completion(statuses=statuses, run=run_fields, loops=loops))
-    return int(after is not RunStatus.Running)
+    state = Completion(
+        statuses=engine.store.step_statuses(run_id), run=run_fields, loops=engine.store.loop_counts(run_id)
+    )
+    # A healthy Running run always has a step in flight: an idle one lost its continuation.
+    log.warning("run.replanned", run_id=run_id)
+    engine.continue_run(run_id, state)
+    return 1

@@ -175,6 +175,7 @@ class RunStore:
                 "expand_loop",
                 "deliver_signal",
                 "end_run",
+                "idle_runs",
             )
         }
         self._status_keys = {status.value: self.keys.status_runs(status.value) for status in RunStatus}
@@ -671,12 +672,32 @@ class RunStore:
         members = self.redis.zrangebyscore(self.keys.pending(), "-inf", f"({epoch_ms(due_before)}")
         return [split_step_member(_text(m)) for m in members]
 
-    def active_run_ids(self) -> list[str]:
-        """Ids of runs that are Pending or Running."""
-        ids: list[str] = []
+    def idle_runs(self, started_before: datetime, batch: int = 500) -> list[tuple[str, RunStatus]]:
+        """Active runs started before ``started_before`` with nothing in flight: Pending ones, and
+        Running ones whose steps are all final (or expanded ForEach steps). Two round-trips per batch."""
+        found: list[tuple[str, RunStatus]] = []
         for status in (RunStatus.Pending, RunStatus.Running):
-            ids.extend(_text(m) for m in self.redis.zrange(self.keys.status_runs(status.value), 0, -1))
-        return ids
+            ids = [
+                _text(m)
+                for m in self.redis.zrangebyscore(
+                    self.keys.status_runs(status.value), "-inf", f"({epoch_score(started_before)}"
+                )
+            ]
+            for start in range(0, len(ids), batch):
+                runs = [
+                    {
+                        "run_id": run_id,
+                        "run_key": self.keys.run(run_id),
+                        "steps_key": self.keys.run_steps(run_id),
+                        "loops_key": self.keys.loops(run_id),
+                    }
+                    for run_id in ids[start : start + batch]
+                ]
+                reply = self._run("idle_runs", {"runs": runs})
+                found.extend(
+                    (_text(reply[i]), RunStatus(_text(reply[i + 1]))) for i in range(0, len(reply), 2)
+                )
+        return found
 
 
 def encode_run(run: FlowRunRecord) -> dict[str, str]:

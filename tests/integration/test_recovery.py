@@ -98,3 +98,46 @@ def test_a_live_worker_keeps_its_lease_while_the_handler_runs_past_it(space: Spa
     step = (detail.steps or [])[0]
     # The lease is 2 s and the handler runs 3 s: only renewal keeps the scheduler from re-dispatching it.
     assert step.attempt_count == 1 and len(step.attempts or []) == 1
+
+
+def test_a_lost_trigger_job_is_enqueued_again(space: Space) -> None:
+    client = space.client(registry(flow("lost-trigger", {"a": {"type": "Noop"}})))
+    handle = client.trigger("lost-trigger")
+    # The trigger job vanishes (a Redis failover, a flushed queue): the run is Pending with no job.
+    space.redis.delete(f"rq:job:{handle.background_job_id}", f"rq:queue:{space.settings.queue}")
+    assert recover(space.engine(), grace_seconds=3600) == 0, "a young run is left alone"
+    assert recover(space.engine(), grace_seconds=0) == 1
+    space.drain()
+    assert handle.wait(timeout=5).status is RunStatus.Succeeded
+
+
+def test_a_lost_continuation_is_replanned(space: Space) -> None:
+    client = space.client(
+        registry(
+            flow(
+                "lost-continuation",
+                {
+                    "a": {"type": "Noop"},
+                    "b": {"type": "Noop", "run_after": ["a"]},
+                },
+            )
+        )
+    )
+    handle = client.trigger("lost-continuation")
+    engine, store, run_id = space.engine(), space.engine().store, str(handle.run_id)
+    started = store.start_run(run_id)
+    assert started is not None
+    engine.continue_run(run_id, started[1])
+    lease = utcnow() + timedelta(seconds=30)
+    assert isinstance(store.claim(run_id, "a", 1, job_id="j", worker="w", lease_until=lease), Claim)
+    # The worker records a's outcome and dies before planning what follows it.
+    assert not isinstance(store.complete(run_id, "a", 1, status=StepStatus.Succeeded), Refused)
+    space.redis.delete(f"rq:queue:{space.settings.queue}")
+    assert recover(engine, grace_seconds=0) == 1, "re-planned: b dispatched"
+    space.drain()
+    run = client.get_run_detail(handle.run_id)
+    assert run is not None and run.status is RunStatus.Succeeded
+    assert {s.step_key: s.status for s in run.steps or []} == {
+        "a": StepStatus.Succeeded,
+        "b": StepStatus.Succeeded,
+    }
