@@ -191,6 +191,7 @@ class RunStore:
             "run_key": self.keys.run(run_id),
             "events_key": self.keys.events(run_id),
             "status_keys": self._status_keys,
+            "deadlines_key": self.keys.deadlines(),
             "now": iso(utcnow()),
         }
 
@@ -520,7 +521,6 @@ class RunStore:
                 "steps_key": self.keys.run_steps(run_id),
                 "step_prefix": self.keys.step_prefix(run_id),
                 "pending_key": self.keys.pending(),
-                "deadlines_key": self.keys.deadlines(),
                 "loops_key": self.keys.loops(run_id),
             }
         )

@@ -93,6 +93,7 @@ local function apply_continuation(a)
     if final then
       move_run_status(a, a.close.status)
       redis.call('HSET', a.run_key, 'completed_at', a.now)
+      redis.call('ZREM', a.deadlines_key, a.run_id)
       push_event(a.events_key, a.run_id, a.now, 'run.completed', nil, a.close.status)
       closed = a.close.status
     end

@@ -92,3 +92,13 @@ def test_an_invalid_setting_stops_the_process_naming_it(space: Space) -> None:
     assert done.returncode == 2
     assert "FLOWJOBS_CLAIM_LEASE_SECONDS" in done.stderr and "FLOWJOBS_LOG_FORMAT" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_run_that_finishes_in_time_leaves_no_deadline_behind(space: Space) -> None:
+    client = space.client(registry(flow("quick", {"a": {"type": "Noop"}})))
+    handle = client.trigger("quick", data={"runTimeoutSeconds": 600})
+    assert space.redis.zscore(space.keys.deadlines(), str(handle.run_id)) is not None
+    space.drain()
+    run = handle.wait(timeout=5)
+    assert run.status is RunStatus.Succeeded and run.timeout_at is not None and run.timed_out_at is None
+    assert space.redis.zscore(space.keys.deadlines(), str(handle.run_id)) is None
