@@ -311,6 +311,9 @@ class Engine:
         if not isinstance(completed, Completion):
             log.warning("step.completion_discarded", detail=str(completed))
             return "discarded"
+        if next_attempt is not None and completed.statuses.get(step_key, StepStatus.Pending).is_final:
+            log.info("step.closed_with_run", status=completed.statuses[step_key].value)
+            return "closed"
         if next_attempt is not None:
             event = "step.retried" if outcome.status is StepStatus.Failed else "step.pending"
             log.info(event, error=outcome.error, next_attempt=next_attempt.attempt, delay_seconds=delay)
@@ -416,6 +419,8 @@ class Engine:
         if isinstance(parked, Refused):
             log.warning("step.completion_discarded", detail=parked.detail)
             return "discarded"
+        if parked.statuses.get(step_key, StepStatus.Pending).is_final:
+            return "closed"
         log.info("step.parked", signal=name, expires_at=expires.isoformat() if expires else None)
         if expires is not None:
             self.runner.schedule(

@@ -77,6 +77,8 @@ def _expired_claim(engine: Engine, run_id: str, step_key: str, now: datetime) ->
     if not isinstance(completed, Completion):
         return 0
     log.warning("step.lease_expired", run_id=run_id, step_key=step_key, attempt=attempt)
+    if completed.statuses.get(step_key, StepStatus.Pending).is_final:
+        return 1  # the run closed meanwhile: the step failed for good, no new attempt
     engine.runner.enqueue(
         engine.step_call(run_id, completed.run, step_key, manifest.step(step_key), attempt + 1)
     )

@@ -19,6 +19,16 @@ if a.park then
   record.expires_at = a.park.expires_at
   redis.call('HSET', a.park.signals_key, a.park.name, cjson.encode(record))
 end
+local n = a.next
+local run_status = redis.call('HGET', a.run_key, 'status')
+if n and run_status ~= 'Running' then
+  -- The run closed meanwhile (deadline): no further attempt; a step that would wait is skipped.
+  n = nil
+  if a.status == 'Pending' then
+    a.status = 'Skipped'
+    a.error = 'Run is ' .. tostring(run_status) .. '.'
+  end
+end
 redis.call('HSET', a.attempts_key, a.step_key .. '#' .. a.attempt, cjson.encode({
   run_id = a.run_id, step_key = a.step_key, attempt = a.attempt, step_type = step[6], status = a.status,
   input_json = ok(a.input_json), output_json = ok(a.output_json), error_message = ok(a.error),
@@ -26,7 +36,6 @@ redis.call('HSET', a.attempts_key, a.step_key .. '#' .. a.attempt, cjson.encode(
 redis.call('ZREM', a.leases_key, a.member)
 redis.call('HDEL', a.hash_key, 'lease_until_ms', 'worker')
 hset_present(a.hash_key, {{'input_json', ok(a.input_json)}})
-local n = a.next
 if n then
   redis.call('HSET', a.hash_key, 'status', 'Pending', 'attempt', n.attempt, 'attempt_count', n.attempt,
     'job_id', n.job_id, 'dispatched_at', a.now)

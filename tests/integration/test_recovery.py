@@ -141,3 +141,23 @@ def test_a_lost_continuation_is_replanned(space: Space) -> None:
         "a": StepStatus.Succeeded,
         "b": StepStatus.Succeeded,
     }
+
+
+def test_no_new_attempt_once_the_run_is_closed(space: Space) -> None:
+    client = space.client(registry(flow("closing", {"a": {"type": "Noop"}})))
+    handle = client.trigger("closing")
+    engine, store, run_id = space.engine(), space.engine().store, str(handle.run_id)
+    started = store.start_run(run_id)
+    assert started is not None
+    engine.continue_run(run_id, started[1])
+    expired = utcnow() - timedelta(seconds=1)
+    assert isinstance(store.claim(run_id, "a", 1, job_id="j", worker="w", lease_until=expired), Claim)
+    assert store.end_run(run_id, RunStatus.TimedOut, "Run is TimedOut.") is RunStatus.TimedOut
+    # The worker died with the claim: its lease expires after the run was closed.
+    assert recover(engine, grace_seconds=3600) == 1
+    step = store.step_fields(run_id, "a")
+    assert step["status"] == "Failed" and step["attempt"] == "1"
+    assert "Claim lease expired" in step["error_message"]
+    assert store.expired_leases(utcnow()) == [] and store.overdue_pending(utcnow()) == []
+    run = client.get_run(handle.run_id)
+    assert run is not None and run.status is RunStatus.TimedOut
