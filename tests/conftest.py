@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import hypothesis
 import pytest
 from redis import Redis
 
@@ -31,6 +32,11 @@ from flowjobs.worker import build_worker
 
 ROOT = Path(__file__).resolve().parent.parent
 SESSION = uuid.uuid4().hex[:8]
+
+# Property tests explore the same examples on every run (deterministic CI), with no per-example
+# deadline (a shared 2-core machine is slow at times; speed is the benchmarks' business).
+hypothesis.settings.register_profile("flowjobs", deadline=None, derandomize=True, print_blob=True)
+hypothesis.settings.load_profile("flowjobs")
 
 
 def wait_until(condition: Callable[[], object], timeout: float = 30.0, what: str = "condition") -> object:
