@@ -554,7 +554,8 @@ class Engine:
         latest: Completion | None = None
         for loop_key, outcomes in finished:
             fields = self.store.step_fields(run_id, loop_key)
-            failed = sum(outcome is not RunStatus.Succeeded for outcome in outcomes)
+            # An iteration skipped by its When clauses filtered its item out; only failures fail the loop.
+            failed = sum(outcome is RunStatus.Failed for outcome in outcomes)
             output = [{"index": index, "status": outcome.value} for index, outcome in enumerate(outcomes)]
             done = self.store.complete(
                 run_id,
@@ -562,7 +563,7 @@ class Engine:
                 int(fields.get("attempt", "1")),
                 status=StepStatus.Failed if failed else StepStatus.Succeeded,
                 output_json=json.dumps(output),
-                error=f"{failed} of {len(outcomes)} iterations did not succeed." if failed else None,
+                error=f"{failed} of {len(outcomes)} iterations failed." if failed else None,
             )
             if isinstance(done, Completion):
                 log.info("loop.finished", loop=loop_key, iterations=len(outcomes), failed=failed)

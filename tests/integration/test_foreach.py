@@ -120,7 +120,7 @@ def test_foreach_with_a_failing_iteration_fails_and_an_empty_list_succeeds(space
     assert run is not None and run.status is RunStatus.Failed
     steps = {s.step_key: s for s in run.steps or []}
     assert steps["each"].status is StepStatus.Failed
-    assert steps["each"].error_message == "3 of 3 iterations did not succeed."
+    assert steps["each"].error_message == "3 of 3 iterations failed."
     assert steps["after"].status is StepStatus.Skipped
     assert all(steps[f"each.{i}.boom"].status is StepStatus.Failed for i in range(3))
 
@@ -179,3 +179,57 @@ def test_run_deadline_skips_a_loop_that_waits_and_its_parked_children(space: Spa
     steps = {s.step_key: s for s in run.steps or []}
     for key in ("each", "each.0.poll", "each.1.poll"):
         assert steps[key].status is StepStatus.Skipped and steps[key].error_message == "Run is TimedOut."
+
+
+def test_children_see_outer_steps_and_siblings_in_inputs_and_when_clauses(space: Space) -> None:
+    client = space.client(
+        registry(
+            flow(
+                "scoped",
+                {
+                    "config": {"type": "Echo", "inputs": {"threshold": 2}},
+                    "each": {
+                        "type": "ForEach",
+                        "run_after": ["config"],
+                        "for_each": [1, 2, 3],
+                        "steps": {
+                            "measure": {
+                                "type": "Echo",
+                                "inputs": {"limit": "@steps('config').output.inputs.threshold"},
+                            },
+                            "big": {
+                                "type": "Echo",
+                                "run_after": {
+                                    "measure": {
+                                        "statuses": ["Succeeded"],
+                                        "when": "@steps('measure').output.inputs.__loopItem >= 2",
+                                    }
+                                },
+                                "inputs": {"seen": "@steps('measure').output.inputs.__loopIndex"},
+                            },
+                        },
+                    },
+                },
+            )
+        )
+    )
+    handle = client.trigger("scoped")
+    space.drain()
+    run = client.get_run_detail(handle.run_id)
+    assert run is not None and run.status is RunStatus.Succeeded
+    steps = {s.step_key: s for s in run.steps or []}
+    for index in range(3):
+        measured = json.loads(steps[f"each.{index}.measure"].output_json or "{}")["inputs"]
+        assert measured == {"limit": 2, "__loopItem": index + 1, "__loopIndex": index}
+    assert steps["each.0.big"].status is StepStatus.Skipped
+    trace = json.loads(steps["each.0.big"].evaluation_trace_json or "{}")
+    assert trace["resolved"] == "1 >= 2" and trace["result"] is False
+    for index in (1, 2):
+        big = json.loads(steps[f"each.{index}.big"].output_json or "{}")["inputs"]
+        assert big["seen"] == index
+    assert steps["each"].status is StepStatus.Succeeded
+    assert [o["status"] for o in json.loads(steps["each"].output_json or "[]")] == [
+        "Skipped",
+        "Succeeded",
+        "Succeeded",
+    ]
