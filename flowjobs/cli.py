@@ -230,14 +230,28 @@ def runs_list(
 @runs.command("show")
 @click.argument("run_id")
 @json_option
+@click.option("--events", is_flag=True, help="Also print the run's event history.")
 @click.pass_context
-def runs_show(ctx: click.Context, run_id: str, as_json: bool) -> None:
+def runs_show(ctx: click.Context, run_id: str, as_json: bool, events: bool) -> None:
     """Show a run, its steps and attempts, and the rq-dashboard page of every job."""
-    run = _client(ctx, load_flows=False).get_run_detail(run_id)
+    client = _client(ctx, load_flows=False)
+    run = client.get_run_detail(run_id)
     if run is None:
         click.echo(f"error: no run with id {run_id}", err=True)
         sys.exit(EXIT_BAD_INPUT)
-    _print_run(ctx, run, as_json)
+    history = client.store.events(run.id) if events else []
+    if as_json:
+        data = run.model_dump(mode="json", by_alias=True)
+        if events:
+            data["events"] = [event.model_dump(mode="json", by_alias=True) for event in history]
+        click.echo(json.dumps(data, indent=2))
+        return
+    _print_run(ctx, run, as_json=False)
+    for event in history:
+        click.echo(
+            f"  {event.sequence:4} {event.timestamp:%H:%M:%S.%f} {event.type.value:15} "
+            f"{event.step_key or '':20} {event.message or ''}".rstrip()
+        )
 
 
 @runs.command("signal")
@@ -278,6 +292,8 @@ def _print_run(ctx: click.Context, run: FlowRunRecord, as_json: bool) -> None:
             f"  step {step.step_key:20} {step.status.value:9} attempts={step.attempt_count}"
             + (f"  error: {step.error_message}" if step.error_message else "")
         )
+        if step.evaluation_trace_json:
+            click.echo(f"      when: {step.evaluation_trace_json}")
         for attempt in step.attempts or []:
             click.echo(
                 f"      #{attempt.attempt} {attempt.status.value:9} job {attempt.job_id}  "
