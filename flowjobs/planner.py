@@ -130,7 +130,7 @@ def plan_loop(
     """
     ready: list[str] = []
     skipped: dict[str, str] = {}
-    outcomes: list[RunStatus | None] = []
+    done: list[dict[str, StepStatus]] = []
     in_flight = 0
     for index in range(count):
         own = {
@@ -138,21 +138,24 @@ def plan_loop(
             for child in children
             if (status := statuses.get(child_key(loop_key, index, child))) is not None
         }
-        started = bool(own)
-        if not started and in_flight >= (limit or count):
-            outcomes.append(None)
+        if len(own) == len(children) and all(status.is_final for status in own.values()):
+            done.append(own)  # final: classified only once the whole loop is
             continue
+        if not own and in_flight >= (limit or count):
+            break  # iterations start in index order: every later one is unstarted too
         step = plan(children, own, admit(index) if admit else None)
         ready.extend(child_key(loop_key, index, child) for child in step.ready)
         skipped.update({child_key(loop_key, index, child): reason for child, reason in step.skipped.items()})
-        outcomes.append(step.outcome)
-        if not step.finished:
+        if step.finished:
+            # Skips decided here are recorded with this plan: the iteration they end is final.
+            own.update(dict.fromkeys(step.skipped, StepStatus.Skipped))
+            done.append(own)
+        else:
             in_flight += 1
-    finished = all(outcome is not None for outcome in outcomes)
     return LoopPlan(
         ready=tuple(ready),
         skipped=skipped,
-        finished=finished,
-        outcomes=tuple(o for o in outcomes if o is not None) if finished else (),
+        finished=len(done) == count,
+        outcomes=tuple(classify(children, own) for own in done) if len(done) == count else (),
         in_flight=in_flight,
     )
