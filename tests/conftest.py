@@ -102,6 +102,19 @@ class Space:
             "PYTHONPATH": str(ROOT),
         }
 
+    def cli(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        """Run ``python -m flowjobs ARGS`` to the end with this space's settings (plus ``env``)."""
+        return subprocess.run(
+            [sys.executable, "-m", "flowjobs", *args],
+            env={**self.env(), **(env or {})},
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
+
     def start(self, *args: str) -> subprocess.Popen[bytes]:
         """Start ``python -m flowjobs ARGS`` with this space's settings, in its own process group."""
         proc = subprocess.Popen(

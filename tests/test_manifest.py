@@ -164,8 +164,11 @@ def test_run_after_list_shorthand_means_after_success() -> None:
         (["Succeeded", "Skipped"], (StepStatus.Succeeded, StepStatus.Skipped), None),
         ("Failed", (StepStatus.Failed,), None),
         ([], (StepStatus.Succeeded,), None),
-        ({"statuses": ["Failed"], "when": "@steps('a').status == 'Failed'"}, (StepStatus.Failed,),
-         "@steps('a').status == 'Failed'"),
+        (
+            {"statuses": ["Failed"], "when": "@steps('a').status == 'Failed'"},
+            (StepStatus.Failed,),
+            "@steps('a').status == 'Failed'",
+        ),
         ({"when": "1 == 1"}, (StepStatus.Succeeded,), "1 == 1"),
     ],
 )
@@ -248,7 +251,9 @@ def test_top_level_form_without_manifest_key() -> None:
     top_level = FlowDefinition.model_validate(data)
     nested = FlowDefinition.model_validate(
         {
-            "id": data["id"], "name": data["name"], "version": data["version"],
+            "id": data["id"],
+            "name": data["name"],
+            "version": data["version"],
             "manifest": {"triggers": data["triggers"], "steps": data["steps"]},
         }
     )

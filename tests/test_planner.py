@@ -118,8 +118,12 @@ def test_skip_reason_text_is_the_reference_one() -> None:
 
 def test_failure_does_not_abort_an_independent_branch() -> None:
     graph: Graph = {
-        "a": {}, "a2": {"a": OK}, "a3": {"a2": OK},
-        "b": {}, "b2": {"b": OK}, "b3": {"b2": OK},
+        "a": {},
+        "a2": {"a": OK},
+        "a3": {"a2": OK},
+        "b": {},
+        "b2": {"b": OK},
+        "b3": {"b2": OK},
     }
     result = plan(graph, {"a": F, "b": S})
     assert dict(result.skipped) == {"a2": SKIP_REASON, "a3": SKIP_REASON}
@@ -207,27 +211,59 @@ CLASSIFY_CASES: list[tuple[str, Graph, dict[str, StepStatus], RunStatus]] = [
     ("first failed, rest skipped", chain("a", "b"), {"a": F, "b": K}, RunStatus.Failed),
     ("nothing ran at all", chain("a", "b"), {"a": K, "b": K}, RunStatus.Skipped),
     ("all failed, no success", {"a": {}, "b": {}}, {"a": F, "b": F}, RunStatus.Failed),
-    ("failure handled by a succeeded handler", ORDER, {"fetch": S, "ship": F, "compensate": S},
-     RunStatus.Succeeded),
+    (
+        "failure handled by a succeeded handler",
+        ORDER,
+        {"fetch": S, "ship": F, "compensate": S},
+        RunStatus.Succeeded,
+    ),
     ("failure whose handler also failed", ORDER, {"fetch": S, "ship": F, "compensate": F}, RunStatus.Failed),
     # An error-handler edge does not continue the success path: ship is a leaf too, so this succeeds.
-    ("happy path, only the error handler skipped", ORDER, {"fetch": S, "ship": S, "compensate": K},
-     RunStatus.Succeeded),
-    ("the success path itself skipped at its end", {"a": {}, "b": {"a": OK}, "h": {"a": ON_FAIL}},
-     {"a": S, "b": K, "h": K}, RunStatus.Skipped),
+    (
+        "happy path, only the error handler skipped",
+        ORDER,
+        {"fetch": S, "ship": S, "compensate": K},
+        RunStatus.Succeeded,
+    ),
+    (
+        "the success path itself skipped at its end",
+        {"a": {}, "b": {"a": OK}, "h": {"a": ON_FAIL}},
+        {"a": S, "b": K, "h": K},
+        RunStatus.Skipped,
+    ),
     ("unhandled failure next to a succeeded branch", {"a": {}, "b": {}}, {"a": S, "b": F}, RunStatus.Failed),
-    ("handler accepts both outcomes and succeeded", {"x": {}, "h": {"x": frozenset({S, F})}},
-     {"x": F, "h": S}, RunStatus.Succeeded),
-    ("one failure handled, another not", {"x": {}, "y": {}, "h": {"x": ON_FAIL}},
-     {"x": F, "y": F, "h": S}, RunStatus.Failed),
-    ("all leaves skipped by a when clause", {"a": {}, "b": {"a": OK}, "c": {"a": OK}},
-     {"a": S, "b": K, "c": K}, RunStatus.Skipped),
-    ("one leaf succeeded, another skipped", {"a": {}, "b": {"a": OK}, "c": {"a": OK}},
-     {"a": S, "b": S, "c": K}, RunStatus.Succeeded),
+    (
+        "handler accepts both outcomes and succeeded",
+        {"x": {}, "h": {"x": frozenset({S, F})}},
+        {"x": F, "h": S},
+        RunStatus.Succeeded,
+    ),
+    (
+        "one failure handled, another not",
+        {"x": {}, "y": {}, "h": {"x": ON_FAIL}},
+        {"x": F, "y": F, "h": S},
+        RunStatus.Failed,
+    ),
+    (
+        "all leaves skipped by a when clause",
+        {"a": {}, "b": {"a": OK}, "c": {"a": OK}},
+        {"a": S, "b": K, "c": K},
+        RunStatus.Skipped,
+    ),
+    (
+        "one leaf succeeded, another skipped",
+        {"a": {}, "b": {"a": OK}, "c": {"a": OK}},
+        {"a": S, "b": S, "c": K},
+        RunStatus.Succeeded,
+    ),
     ("handler skipped, main path succeeded", HANDLER, {"x": S, "handle": K, "next": S}, RunStatus.Succeeded),
     ("handled failure, skipped follow-up", HANDLER, {"x": F, "handle": S, "next": K}, RunStatus.Succeeded),
-    ("handler that does not list the failed step does not handle it",
-     {"x": {}, "y": {"x": ON_FAIL}, "z": {}}, {"x": S, "y": K, "z": F}, RunStatus.Failed),
+    (
+        "handler that does not list the failed step does not handle it",
+        {"x": {}, "y": {"x": ON_FAIL}, "z": {}},
+        {"x": S, "y": K, "z": F},
+        RunStatus.Failed,
+    ),
 ]
 
 
@@ -248,8 +284,9 @@ def test_classify_table(graph: Graph, statuses: dict[str, StepStatus], expected:
 # ---------------------------------------------------------------- property test over random DAGs
 
 
-def reference_outcome(graph: Mapping[str, Mapping[str, frozenset[StepStatus]]],
-                      final: Mapping[str, StepStatus]) -> RunStatus:
+def reference_outcome(
+    graph: Mapping[str, Mapping[str, frozenset[StepStatus]]], final: Mapping[str, StepStatus]
+) -> RunStatus:
     """SPEC §5.4, written out independently of flowjobs.planner."""
     succeeded = {k for k in graph if final[k] == StepStatus.Succeeded}
     failed = {k for k in graph if final[k] == StepStatus.Failed}

@@ -103,14 +103,17 @@ def test_rejected_flow_leaves_the_registry_unchanged() -> None:
 
 
 def test_webhook_slugs_are_lower_cased_and_mapped_to_their_flow() -> None:
-    flow = FlowDefinition.model_validate({
-        "id": str(uuid.uuid4()), "name": "hooks",
-        "triggers": {
-            "manual": {"type": "Manual"},
-            "in": {"type": "Webhook", "inputs": {"webhookSlug": "Partner-Orders"}},
-        },
-        "steps": {"a": {"type": "A"}},
-    })
+    flow = FlowDefinition.model_validate(
+        {
+            "id": str(uuid.uuid4()),
+            "name": "hooks",
+            "triggers": {
+                "manual": {"type": "Manual"},
+                "in": {"type": "Webhook", "inputs": {"webhookSlug": "Partner-Orders"}},
+            },
+            "steps": {"a": {"type": "A"}},
+        }
+    )
     registry = FlowRegistry([flow])
     assert registry.webhook_slugs() == {"partner-orders": flow.id}
 
@@ -212,15 +215,17 @@ def test_parse_flow_file_of_a_missing_file(tmp_path: Path) -> None:
 
 def test_parse_flow_file_turns_model_errors_into_problems(tmp_path: Path) -> None:
     path = tmp_path / "model.yaml"
-    path.write_text(textwrap.dedent(
-        """
+    path.write_text(
+        textwrap.dedent(
+            """
         id: 33333333-3333-4333-8333-333333333333
         name: model-errors
         steps:
           a: {inputs: {}}
           b: {type: B, colour: red}
         """
-    ))
+        )
+    )
     with pytest.raises(FlowValidationError) as info:
         parse_flow_file(path)
     assert info.value.flow == "model-errors"

@@ -18,7 +18,9 @@ def flow(
     steps: dict[str, Any], triggers: dict[str, Any] | None = None, *, name: str | None = None
 ) -> FlowDefinition:
     data: dict[str, Any] = {
-        "id": str(uuid.uuid4()), "name": name or f"flow-{uuid.uuid4().hex[:6]}", "steps": steps,
+        "id": str(uuid.uuid4()),
+        "name": name or f"flow-{uuid.uuid4().hex[:6]}",
+        "steps": steps,
     }
     if triggers is not None:
         data["triggers"] = triggers
@@ -51,11 +53,16 @@ def test_a_valid_flow_has_no_problems_and_registers() -> None:
     definition = flow(
         {
             "a": {"type": "A", "inputs": {"x": "@triggerBody()?.x"}},
-            "b": {"type": "B", "inputs": {"y": "@steps('a').output.y"},
-                  "run_after": {"a": {"statuses": ["Succeeded"], "when": "@steps('a').output.n > 1"}}},
+            "b": {
+                "type": "B",
+                "inputs": {"y": "@steps('a').output.y"},
+                "run_after": {"a": {"statuses": ["Succeeded"], "when": "@steps('a').output.n > 1"}},
+            },
         },
-        {"nightly": {"type": "Cron", "inputs": {"cronExpression": "*/5 * * * *"}},
-         "hook": {"type": "Webhook", "inputs": {"webhookSlug": "good-hook"}}},
+        {
+            "nightly": {"type": "Cron", "inputs": {"cronExpression": "*/5 * * * *"}},
+            "hook": {"type": "Webhook", "inputs": {"webhookSlug": "good-hook"}},
+        },
     )
     assert flow_problems(definition) == []
     registry = FlowRegistry()
@@ -69,11 +76,15 @@ def test_missing_dependency_names_the_step_that_names_it() -> None:
 
 
 def test_cycle_is_reported_with_its_path() -> None:
-    problems = rejected(flow({
-        "start": {"type": "S"},
-        "a": {"type": "A", "run_after": ["b"]},
-        "b": {"type": "B", "run_after": ["a"]},
-    }))
+    problems = rejected(
+        flow(
+            {
+                "start": {"type": "S"},
+                "a": {"type": "A", "run_after": ["b"]},
+                "b": {"type": "B", "run_after": ["a"]},
+            }
+        )
+    )
     assert has(problems, "cycle", "a -> b -> a")
 
 
@@ -83,10 +94,14 @@ def test_self_cycle_is_reported() -> None:
 
 
 def test_no_entry_step() -> None:
-    problems = rejected(flow({
-        "a": {"type": "A", "run_after": ["b"]},
-        "b": {"type": "B", "run_after": ["a"]},
-    }))
+    problems = rejected(
+        flow(
+            {
+                "a": {"type": "A", "run_after": ["b"]},
+                "b": {"type": "B", "run_after": ["a"]},
+            }
+        )
+    )
     assert has(problems, "no entry step")
     assert has(problems, "cycle")
 
@@ -136,10 +151,17 @@ def test_unparsable_expression_in_inputs() -> None:
 
 
 def test_unparsable_when_clause() -> None:
-    problems = rejected(flow({
-        "a": {"type": "A"},
-        "b": {"type": "B", "run_after": {"a": {"statuses": ["Succeeded"], "when": "@steps('a').output >"}}},
-    }))
+    problems = rejected(
+        flow(
+            {
+                "a": {"type": "A"},
+                "b": {
+                    "type": "B",
+                    "run_after": {"a": {"statuses": ["Succeeded"], "when": "@steps('a').output >"}},
+                },
+            }
+        )
+    )
     assert has(problems, "'b'", "when")
 
 
@@ -149,10 +171,14 @@ def test_unknown_step_in_an_input_expression() -> None:
 
 
 def test_unknown_step_in_a_when_clause() -> None:
-    problems = rejected(flow({
-        "a": {"type": "A"},
-        "b": {"type": "B", "run_after": {"a": {"when": "@steps('phantom').status == 'Failed'"}}},
-    }))
+    problems = rejected(
+        flow(
+            {
+                "a": {"type": "A"},
+                "b": {"type": "B", "run_after": {"a": {"when": "@steps('phantom').status == 'Failed'"}}},
+            }
+        )
+    )
     assert has(problems, "'b'", "'phantom'")
 
 

@@ -38,9 +38,21 @@ def _get(url: str) -> tuple[int, bytes]:
 def dashboard(redis_url: str) -> Iterator[str]:
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "rq_dashboard", "--bind", "127.0.0.1", "--port", str(port),
-         "--redis-url", redis_url, "--json"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "rq_dashboard",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--redis-url",
+            redis_url,
+            "--json",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -52,11 +64,18 @@ def dashboard(redis_url: str) -> Iterator[str]:
 
 
 def test_rq_dashboard_shows_every_job_of_a_run(space: Space, dashboard: str) -> None:
-    client = space.client(registry(flow("visible", {
-        "a": {"type": "Noop"},
-        "b": {"type": "Boom", "run_after": ["a"]},
-        "c": {"type": "Noop", "run_after": {"b": ["Failed"]}},
-    })))
+    client = space.client(
+        registry(
+            flow(
+                "visible",
+                {
+                    "a": {"type": "Noop"},
+                    "b": {"type": "Boom", "run_after": ["a"]},
+                    "c": {"type": "Noop", "run_after": {"b": ["Failed"]}},
+                },
+            )
+        )
+    )
     handle = client.trigger("visible", data={"x": 1})
     space.drain()
     run = client.get_run_detail(handle.run_id)

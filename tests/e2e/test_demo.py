@@ -14,8 +14,11 @@ from tests.conftest import ROOT
 
 def _checkout_copy(dest: Path) -> None:
     files = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT, capture_output=True,
-        text=True, check=True,
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split()
     for name in files:
         source = ROOT / name
@@ -32,8 +35,14 @@ def test_readme_demo_command_in_a_clean_checkout_prints_a_succeeded_run(tmp_path
     env = {**os.environ, "REDIS_URL": "redis://127.0.0.1:1/0"}
     env.pop("VIRTUAL_ENV", None)
     done = subprocess.run(
-        ["bash", "scripts/demo.sh"], cwd=checkout, env=env, capture_output=True, text=True, timeout=600,
-        stdin=subprocess.DEVNULL, check=False,
+        ["bash", "scripts/demo.sh"],
+        cwd=checkout,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+        check=False,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "embedded server started" in done.stderr

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +15,7 @@ from flowjobs import (
     TriggerNotFound,
 )
 from flowjobs.registry import FlowRegistry
-from tests.conftest import ROOT, Space
+from tests.conftest import Space
 from tests.integration.flows import flow, registry
 
 
@@ -120,34 +118,22 @@ def test_crashing_handlers_fail_their_step_and_the_worker_goes_on(space: Space) 
     assert client.trigger("fine").wait(timeout=30).status is RunStatus.Succeeded
 
 
-def _cli(space: Space, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "flowjobs", *args],
-        env=space.env(),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
 def test_cli_rejects_bad_input_with_exit_code_2(space: Space, tmp_path: Path) -> None:
-    unknown = _cli(space, "trigger", "no-such-flow")
+    unknown = space.cli("trigger", "no-such-flow")
     assert unknown.returncode == 2 and "no flow with id or name 'no-such-flow'" in unknown.stderr
-    bad_json = _cli(space, "trigger", "hello-flow", "--data", "{not json")
+    bad_json = space.cli("trigger", "hello-flow", "--data", "{not json")
     assert bad_json.returncode == 2 and "not JSON" in bad_json.stderr
-    bad_trigger = _cli(space, "trigger", "hello-flow", "--trigger", "nope")
+    bad_trigger = space.cli("trigger", "hello-flow", "--trigger", "nope")
     assert bad_trigger.returncode == 2 and "no trigger 'nope'" in bad_trigger.stderr
     (tmp_path / "broken.yaml").write_text(
         "id: 5d0c6c38-8a43-4d7e-a1f7-0e4b7b1f0a11\nname: broken\nsteps:\n"
         "  a: {type: Noop, run_after: [b]}\n  b: {type: Noop, run_after: [a]}\n"
         "  c: {type: '', run_after: [zz]}\n"
     )
-    validated = _cli(space, "flows", "validate", str(tmp_path / "broken.yaml"))
+    validated = space.cli("flows", "validate", str(tmp_path / "broken.yaml"))
     assert validated.returncode == 2
     assert "cycle" in validated.stderr and "'zz'" in validated.stderr and "type is empty" in validated.stderr
     assert "no entry step" in validated.stderr
     assert _written(space) == []
-    good = _cli(space, "flows", "validate")
+    good = space.cli("flows", "validate")
     assert good.returncode == 0, good.stderr

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
 from flowjobs import FlowDefinition, RunStatus, StepStatus
-from tests.conftest import ROOT, Space
+from tests.conftest import Space
 from tests.integration.flows import flow, registry
 
 
@@ -79,15 +76,8 @@ def test_wait_raises_timeout_error_while_no_worker_runs(space: Space) -> None:
 
 
 def test_an_invalid_setting_stops_the_process_naming_it(space: Space) -> None:
-    env = {**space.env(), "FLOWJOBS_CLAIM_LEASE_SECONDS": "soon", "FLOWJOBS_LOG_FORMAT": "xml"}
-    done = subprocess.run(
-        [sys.executable, "-m", "flowjobs", "flows", "list"],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    done = space.cli(
+        "flows", "list", env={"FLOWJOBS_CLAIM_LEASE_SECONDS": "soon", "FLOWJOBS_LOG_FORMAT": "xml"}
     )
     assert done.returncode == 2
     assert "FLOWJOBS_CLAIM_LEASE_SECONDS" in done.stderr and "FLOWJOBS_LOG_FORMAT" in done.stderr

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from datetime import timedelta
 
 import pytest
@@ -12,7 +10,7 @@ import pytest
 from flowjobs import RunStatus, SignalAlreadyDelivered, SignalNotFound, StepStatus
 from flowjobs.clock import utcnow
 from flowjobs.store import Claim, Completion, NextAttempt, Park, Signalled
-from tests.conftest import ROOT, Space, wait_until
+from tests.conftest import Space, wait_until
 from tests.integration.flows import flow, registry
 
 APPROVAL = {
@@ -134,22 +132,11 @@ def test_cli_signal(space: Space) -> None:
     client = space.client(registry(flow("approval", APPROVAL)))
     handle = client.trigger("approval")
 
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "flowjobs", "runs", "signal", *args],
-            env=space.env(),
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-
-    sent = cli(str(handle.run_id), "approved", "--data", '{"by": "cli"}')
+    sent = space.cli("runs", "signal", str(handle.run_id), "approved", "--data", '{"by": "cli"}')
     assert sent.returncode == 0 and "kept" in sent.stdout, sent.stderr
-    again = cli(str(handle.run_id), "approved")
+    again = space.cli("runs", "signal", str(handle.run_id), "approved")
     assert again.returncode == 2 and "already delivered" in again.stderr
-    unknown = cli(str(handle.run_id), "nope")
+    unknown = space.cli("runs", "signal", str(handle.run_id), "nope")
     assert unknown.returncode == 2 and "waits for signal 'nope'" in unknown.stderr
-    bad = cli(str(handle.run_id), "approved", "--data", "{oops")
+    bad = space.cli("runs", "signal", str(handle.run_id), "approved", "--data", "{oops")
     assert bad.returncode == 2 and "not JSON" in bad.stderr
