@@ -18,35 +18,8 @@ class _Record(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
 
 
-class FlowStepAttemptRecord(_Record):
-    """One execution of a step: each retry, each poll, each park and resume."""
-
-    run_id: UUID
-    """The run."""
-    step_key: str
-    """Runtime key of the step (``<loop>.<i>.<child>`` inside a ForEach)."""
-    attempt: int
-    """1-based attempt number; also the fencing token of its claim."""
-    step_type: str
-    """Handler type name."""
-    status: StepStatus
-    """Outcome of this attempt."""
-    input_json: str | None = None
-    """Resolved inputs, as JSON."""
-    output_json: str | None = None
-    """Output, as JSON."""
-    error_message: str | None = None
-    """Why the attempt failed."""
-    job_id: str | None = None
-    """RQ job that executed the attempt."""
-    started_at: datetime | None = None
-    """When a worker claimed it."""
-    completed_at: datetime | None = None
-    """When its outcome was recorded."""
-
-
-class FlowStepRecord(_Record):
-    """Latest state of one step in one run."""
+class _StepFields(_Record):
+    """What a step record and an attempt record both say (SPEC §3.2, §3.3)."""
 
     run_id: UUID
     """The run."""
@@ -57,19 +30,31 @@ class FlowStepRecord(_Record):
     status: StepStatus
     """Pending, Running, Succeeded, Failed or Skipped."""
     input_json: str | None = None
-    """Resolved inputs of the latest attempt, as JSON."""
+    """Resolved inputs, as JSON."""
     output_json: str | None = None
     """Output, as JSON."""
     error_message: str | None = None
     """Failure or skip reason."""
     job_id: str | None = None
-    """RQ job of the latest attempt."""
+    """RQ job of the (latest) attempt."""
+    started_at: datetime | None = None
+    """When a worker claimed the (latest) attempt."""
+    completed_at: datetime | None = None
+    """When the outcome was recorded."""
+
+
+class FlowStepAttemptRecord(_StepFields):
+    """One execution of a step: each retry, each poll, each park and resume."""
+
+    attempt: int
+    """1-based attempt number; also the fencing token of its claim."""
+
+
+class FlowStepRecord(_StepFields):
+    """Latest state of one step in one run."""
+
     dispatched_at: datetime | None = None
     """When the latest attempt was put in the dispatch ledger (queued or scheduled)."""
-    started_at: datetime | None = None
-    """When the latest attempt was claimed."""
-    completed_at: datetime | None = None
-    """When the step became final."""
     attempt_count: int = 0
     """Attempts dispatched so far."""
     attempts: list[FlowStepAttemptRecord] | None = None
