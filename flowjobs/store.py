@@ -114,7 +114,8 @@ class Completion:
     loops: dict[str, int] = field(default_factory=dict)
     """Iteration count of every expanded ForEach step."""
     applied: AppliedPlan | None = None
-    """The continuation ``complete`` applied in the same script, if it was still current."""
+    """The continuation ``complete`` applied in the same script, if it was still current (then
+    ``statuses``, ``run`` and ``loops`` are left empty: the caller planned from them already)."""
 
     @property
     def version(self) -> int:

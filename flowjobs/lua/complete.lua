@@ -56,7 +56,9 @@ else
 end
 -- A continuation planned from the claim-time snapshot is applied only if nothing that can change
 -- the plan happened since (same version): one round-trip for the common case.
-local applied = false
-if a.plan and version == a.plan.version then applied = apply_continuation(a.plan) end
+if a.plan and version == a.plan.version then
+  -- Applied: the caller needs nothing else back.
+  return {'ok', {}, {}, {}, apply_continuation(a.plan)}
+end
 return {'ok', redis.call('HGETALL', a.steps_key), redis.call('HGETALL', a.run_key),
-  redis.call('HGETALL', a.loops_key), applied}
+  redis.call('HGETALL', a.loops_key), false}
