@@ -39,7 +39,6 @@ from flowjobs.manifest import (
     WAIT_FOR_SIGNAL,
     FlowManifest,
     StepMetadata,
-    child_key,
     loop_index,
     split_runtime_key,
 )
@@ -180,13 +179,7 @@ class Engine:
     def _references(self, manifest: FlowManifest, step_key: str, step: StepMetadata) -> dict[str, str]:
         """Step names the step's expressions use → runtime keys (siblings inside a ForEach iteration)."""
         names = referenced_steps(step.inputs) | referenced_steps([step.for_each])
-        loop_key, child = split_runtime_key(step_key)
-        index = loop_index(step_key)
-        siblings = manifest.steps[loop_key].steps if child is not None else {}
-        return {
-            name: child_key(loop_key, index, name) if index is not None and name in siblings else name
-            for name in names
-        }
+        return {name: manifest.reference_key(name, step_key) for name in names}
 
     def _inputs(self, step: StepMetadata, step_key: str, claim: Claim, scope: ExpressionScope) -> Any:
         resolved = resolve_inputs(step.inputs, scope)
@@ -315,8 +308,12 @@ class Engine:
             log.info("step.closed_with_run", status=completed.statuses[step_key].value)
             return "closed"
         if next_attempt is not None:
-            event = "step.retried" if outcome.status is StepStatus.Failed else "step.pending"
-            log.info(event, error=outcome.error, next_attempt=next_attempt.attempt, delay_seconds=delay)
+            log.info(
+                next_attempt.event,
+                error=outcome.error,
+                next_attempt=next_attempt.attempt,
+                delay_seconds=delay,
+            )
             self.runner.schedule(
                 self.step_call(run_id, seen.run, step_key, step, next_attempt.attempt),
                 timedelta(seconds=delay or 0),
@@ -512,12 +509,7 @@ class Engine:
         gate = WhenGate(self.store, run_id, manifest, state.run, traces, known)
         decisions = _Decisions()
         top = plan(manifest.dependency_graph(), state.statuses, gate.admit(None, None))
-        for key in top.ready:
-            decisions.dispatch.append(
-                StepDispatch(key, manifest.steps[key].type, 1, step_job_id(run_id, key, 1))
-            )
-        for key, reason in top.skipped.items():
-            decisions.skip.append(StepSkip(key, manifest.steps[key].type, reason, traces.get(key)))
+        ready, skipped = list(top.ready), dict(top.skipped)
         for loop_key, count in state.loops.items():
             loop = manifest.steps.get(loop_key)
             if loop is None or state.statuses.get(loop_key) is not StepStatus.Running:
@@ -530,16 +522,14 @@ class Engine:
                 state.statuses,
                 partial(gate.admit, loop_key),
             )
-            for key in progress.ready:
-                child = split_runtime_key(key)[1] or key
-                decisions.dispatch.append(
-                    StepDispatch(key, loop.steps[child].type, 1, step_job_id(run_id, key, 1))
-                )
-            for key, reason in progress.skipped.items():
-                child = split_runtime_key(key)[1] or key
-                decisions.skip.append(StepSkip(key, loop.steps[child].type, reason, traces.get(key)))
+            ready.extend(progress.ready)
+            skipped.update(progress.skipped)
             if progress.finished:
                 decisions.finished_loops.append((loop_key, progress.outcomes))
+        for key in ready:
+            decisions.dispatch.append(StepDispatch(key, _type(manifest, key), 1, step_job_id(run_id, key, 1)))
+        for key, reason in skipped.items():
+            decisions.skip.append(StepSkip(key, _type(manifest, key), reason, traces.get(key)))
         decisions.close = top.outcome
         return decisions
 
@@ -587,6 +577,12 @@ class Engine:
         """The manifest a run is pinned to, or None if there is no such run."""
         manifest_hash = self.store.manifest_hash_of(run_id)
         return self.store.load_manifest(manifest_hash) if manifest_hash else None
+
+
+def _type(manifest: FlowManifest, runtime_key: str) -> str:
+    step = manifest.step(runtime_key)
+    assert step is not None, runtime_key  # the planner only returns keys of the manifest
+    return step.type
 
 
 def _scope(claim: Claim, refs: Mapping[str, str]) -> ExpressionScope:

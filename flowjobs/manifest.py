@@ -151,6 +151,15 @@ class FlowManifest(_Model):
         """``{step: {dependency: accepted statuses}}``, the planner's view of the steps."""
         return _graph(self.steps)
 
+    def reference_key(self, name: str, from_key: str) -> str:
+        """The runtime key ``@steps('name')`` means in the step ``from_key``: inside a ForEach
+        iteration a sibling's key in that iteration, otherwise the top-level step."""
+        loop_key, child = split_runtime_key(from_key)
+        index = loop_index(from_key)
+        if child is not None and index is not None and name in self.steps[loop_key].steps:
+            return child_key(loop_key, index, name)
+        return name
+
     def signal_names(self) -> set[str]:
         """Signal names its WaitForSignal steps (ForEach children included) wait for."""
         steps = [

@@ -39,13 +39,9 @@ class WhenGate:
             conditions = [cond.when for cond in steps[key].run_after.values() if cond.when]
             if not conditions:
                 return None
+            own = child_key(loop_key, index, key) if loop_key is not None and index is not None else key
             names = set().union(*(referenced_steps(text) for text in conditions))
-            runtime = {
-                name: child_key(loop_key, index, name)
-                if loop_key is not None and index is not None and name in steps
-                else name
-                for name in names
-            }
+            runtime = {name: self.manifest.reference_key(name, own) for name in names}
             missing = [key for key in runtime.values() if key not in self.views]
             if missing:
                 self.views.update(self.store.step_views(self.run_id, missing))
@@ -55,9 +51,6 @@ class WhenGate:
             for text in conditions:
                 outcome = evaluate_condition(text, scope)
                 if not outcome.result:
-                    own = (
-                        child_key(loop_key, index, key) if loop_key is not None and index is not None else key
-                    )
                     self.traces[own] = json.dumps(outcome.trace())
                     detail = f" ({outcome.error})" if outcome.error else ""
                     return f"When condition was not met: {outcome.resolved}{detail}"
