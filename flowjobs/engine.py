@@ -315,7 +315,7 @@ class Engine:
                 delay_seconds=delay,
             )
             self.runner.schedule(
-                self.step_call(run_id, seen.run, step_key, step, next_attempt.attempt),
+                self.step_call(run_id, seen.run, step_key, next_attempt.attempt),
                 timedelta(seconds=delay or 0),
             )
             return "rescheduled"
@@ -420,9 +420,7 @@ class Engine:
             return "closed"
         log.info("step.parked", signal=name, expires_at=expires.isoformat() if expires else None)
         if expires is not None:
-            self.runner.schedule(
-                self.step_call(run_id, claim.run, step_key, step, attempt + 1), expires - utcnow()
-            )
+            self.runner.schedule(self.step_call(run_id, claim.run, step_key, attempt + 1), expires - utcnow())
         return "parked"
 
     # -- continuation --------------------------------------------------------------------------
@@ -468,10 +466,7 @@ class Engine:
         decisions: _Decisions,
         version: int | None = None,
     ) -> tuple[Continuation, dict[str, JobCall]]:
-        calls = {
-            d.step_key: self.step_call(run_id, run_fields, d.step_key, manifest.step(d.step_key), 1)
-            for d in decisions.dispatch
-        }
+        calls = {d.step_key: self.step_call(run_id, run_fields, d.step_key, 1) for d in decisions.dispatch}
         commands = self.runner.enqueue_commands(list(calls.values())) if calls else None
         continuation = Continuation(
             dispatch=decisions.dispatch,
@@ -560,18 +555,11 @@ class Engine:
                 latest = done
         return latest
 
-    def step_call(
-        self,
-        run_id: str,
-        run_fields: Mapping[str, str],
-        step_key: str,
-        step: StepMetadata | None,
-        attempt: int,
-    ) -> JobCall:
-        """The job of one attempt of one step of this run."""
-        return step_call(
-            run_id, run_fields, step_key, attempt, step.timeout_seconds if step is not None else None
-        )
+    def step_call(self, run_id: str, run_fields: Mapping[str, str], step_key: str, attempt: int) -> JobCall:
+        """The job of one attempt of one step of this run, with the step's timeout from the manifest
+        the run is pinned to."""
+        step = self.store.load_manifest(run_fields["manifest_hash"]).step(step_key)
+        return step_call(run_id, run_fields, step_key, attempt, step.timeout_seconds if step else None)
 
     def manifest_of(self, run_id: str) -> FlowManifest | None:
         """The manifest a run is pinned to, or None if there is no such run."""

@@ -55,8 +55,7 @@ def recover(engine: Engine, *, grace_seconds: float | None = None) -> int:
 
 def _expired_claim(engine: Engine, run_id: str, step_key: str, now: datetime) -> int:
     fields = engine.store.step_fields(run_id, step_key)
-    manifest = engine.manifest_of(run_id)
-    if fields.get("status") != StepStatus.Running or "attempt" not in fields or manifest is None:
+    if fields.get("status") != StepStatus.Running or "attempt" not in fields:
         return 0
     attempt = int(fields["attempt"])
     next_attempt = NextAttempt(
@@ -79,30 +78,26 @@ def _expired_claim(engine: Engine, run_id: str, step_key: str, now: datetime) ->
     log.warning("step.lease_expired", run_id=run_id, step_key=step_key, attempt=attempt)
     if completed.statuses.get(step_key, StepStatus.Pending).is_final:
         return 1  # the run closed meanwhile: the step failed for good, no new attempt
-    engine.runner.enqueue(
-        engine.step_call(run_id, completed.run, step_key, manifest.step(step_key), attempt + 1)
-    )
+    engine.runner.enqueue(engine.step_call(run_id, completed.run, step_key, attempt + 1))
     return 1
 
 
 def _lost_job(engine: Engine, run_id: str, step_key: str) -> int:
     fields = engine.store.step_fields(run_id, step_key)
     job_id = fields.get("job_id")
-    manifest = engine.manifest_of(run_id)
-    if fields.get("status") != StepStatus.Pending or not job_id or manifest is None:
+    if fields.get("status") != StepStatus.Pending or not job_id:
         return 0
     if engine.runner.state(job_id) in _WAITING:
         return 0
     log.warning("step.job_lost", run_id=run_id, step_key=step_key, job_id=job_id)
     run_fields = engine.store.run_fields(run_id)
-    engine.runner.enqueue(
-        engine.step_call(run_id, run_fields, step_key, manifest.step(step_key), int(fields["attempt"]))
-    )
+    engine.runner.enqueue(engine.step_call(run_id, run_fields, step_key, int(fields["attempt"])))
     return 1
 
 
 def _stalled_run(engine: Engine, run_id: str, status: RunStatus) -> int:
-    run_fields = engine.store.run_fields(run_id)
+    state = engine.store.run_state(run_id)
+    run_fields = state.run
     if status is RunStatus.Pending:
         job_id = run_fields.get("background_job_id")
         if not job_id or engine.runner.state(job_id) in _WAITING:
@@ -110,9 +105,6 @@ def _stalled_run(engine: Engine, run_id: str, status: RunStatus) -> int:
         log.warning("run.trigger_job_lost", run_id=run_id, job_id=job_id)
         engine.runner.enqueue(trigger_call(run_id, run_fields["flow_id"], run_fields.get("flow_name")))
         return 1
-    state = Completion(
-        statuses=engine.store.step_statuses(run_id), run=run_fields, loops=engine.store.loop_counts(run_id)
-    )
     # A healthy Running run always has a step in flight: an idle one lost its continuation.
     log.warning("run.replanned", run_id=run_id)
     engine.continue_run(run_id, state)

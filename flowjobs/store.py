@@ -301,11 +301,6 @@ class RunStore:
             return None
         return RunStatus(_text(result[0])), _completion(result[2:])
 
-    def step_statuses(self, run_id: UUID | str) -> dict[str, StepStatus]:
-        """Current status of every step that has a record."""
-        raw = self.redis.hgetall(self.keys.run_steps(run_id))
-        return {_text(k): StepStatus(_text(v)) for k, v in raw.items()}
-
     def apply_plan(self, run_id: UUID | str, continuation: Continuation) -> AppliedPlan:
         """Record skips and dispatches (each step once, with their jobs' enqueue commands) and close
         the run if every step is final."""
@@ -568,9 +563,18 @@ class RunStore:
         value = self.redis.hget(self.keys.run(run_id), "manifest_hash")
         return _text(value) if value is not None else None
 
-    def loop_counts(self, run_id: UUID | str) -> dict[str, int]:
-        """Iteration count of every expanded ForEach step of the run."""
-        return {_text(k): int(v) for k, v in self.redis.hgetall(self.keys.loops(run_id)).items()}
+    def run_state(self, run_id: UUID | str) -> Completion:
+        """Step statuses, run fields and loops of a run, read in one round-trip (for recovery)."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.keys.run_steps(run_id))
+            pipe.hgetall(self.keys.run(run_id))
+            pipe.hgetall(self.keys.loops(run_id))
+            steps, run, loops = pipe.execute()
+        return Completion(
+            statuses={_text(k): StepStatus(_text(v)) for k, v in steps.items()},
+            run=_pairs_dict(run),
+            loops={_text(k): int(v) for k, v in loops.items()},
+        )
 
     def step_fields(self, run_id: UUID | str, step_key: str) -> dict[str, str]:
         """Raw fields of one step hash (claim fields included), for recovery."""
@@ -580,8 +584,8 @@ class RunStore:
 
     def get_run(self, run_id: UUID | str) -> FlowRunRecord | None:
         """The run record without steps, or None."""
-        raw = self.redis.hgetall(self.keys.run(run_id))
-        return decode_run(_pairs_dict(raw)) if raw else None
+        fields = self.run_fields(run_id)
+        return decode_run(fields) if fields else None
 
     def get_run_detail(self, run_id: UUID | str) -> FlowRunRecord | None:
         """The run with every step and its attempts, read in one round-trip."""
