@@ -4,9 +4,8 @@ local a = cjson.decode(ARGV[1])
 local run_status = redis.call('HGET', a.run_key, 'status')
 if run_status ~= 'Running' then return {'run_not_running', run_status or 'missing'} end
 local step = redis.call('HMGET', a.hash_key, 'status', 'attempt', 'step_type')
-if step[1] ~= 'Pending' or tonumber(step[2]) ~= a.attempt then
-  return {'stale', (step[1] or 'missing') .. '#' .. (step[2] or '?')}
-end
+local stale = fenced_out(step, 'Pending', a.attempt)
+if stale then return stale end
 redis.call('HSET', a.hash_key, 'status', 'Running', 'started_at', a.now, 'job_id', a.job_id,
   'lease_until_ms', a.lease_until_ms, 'worker', a.worker)
 redis.call('HDEL', a.hash_key, 'completed_at')

@@ -30,6 +30,14 @@ local function move_run_status(a, to_status)
   redis.call('HSET', a.run_key, 'status', to_status)
 end
 
+local function fenced_out(step, status, attempt)
+  -- The fencing check: `step` ({status, attempt, ...} from HMGET) must be in `status` at exactly
+  -- `attempt`; otherwise the reply that refuses a stale job.
+  if step[1] ~= status or tonumber(step[2]) ~= attempt then
+    return {'stale', (step[1] or 'missing') .. '#' .. (step[2] or '?')}
+  end
+end
+
 local function ok(value) if value == nil or value == cjson.null then return nil end return value end
 
 local function bump_version(a)

@@ -3,9 +3,8 @@
 local a = cjson.decode(ARGV[1])
 local step = redis.call('HMGET', a.hash_key, 'status', 'attempt', 'lease_until_ms', 'started_at', 'job_id',
   'step_type')
-if step[1] ~= 'Running' or tonumber(step[2]) ~= a.attempt then
-  return {'stale', (step[1] or 'missing') .. '#' .. (step[2] or '?')}
-end
+local stale = fenced_out(step, 'Running', a.attempt)
+if stale then return stale end
 if a.lease_expired_before_ms and tonumber(step[3] or '0') >= a.lease_expired_before_ms then
   return {'stale', 'lease renewed'}
 end

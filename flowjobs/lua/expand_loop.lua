@@ -2,9 +2,8 @@
 -- Running (holding no worker) until its iterations are final. Returns like complete.lua.
 local a = cjson.decode(ARGV[1])
 local step = redis.call('HMGET', a.hash_key, 'status', 'attempt')
-if step[1] ~= 'Running' or tonumber(step[2]) ~= a.attempt then
-  return {'stale', (step[1] or 'missing') .. '#' .. (step[2] or '?')}
-end
+local stale = fenced_out(step, 'Running', a.attempt)
+if stale then return stale end
 redis.call('HSETNX', a.loops_key, a.step_key, a.count)
 bump_version(a)
 redis.call('ZREM', a.leases_key, a.member)
