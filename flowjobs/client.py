@@ -211,10 +211,10 @@ class FlowClient:
             payload_json = json.dumps(payload, allow_nan=False)
         except (TypeError, ValueError) as error:
             raise InvalidSignalPayload(f"signal payload is not JSON-serialisable: {error}") from error
-        manifest_hash = self.store.manifest_hash_of(run_id)
-        if manifest_hash is None:
+        run_fields = self.store.run_fields(run_id)
+        if "manifest_hash" not in run_fields:
             raise SignalNotFound(f"no run with id {run_id}")
-        declared = signal_name in self.store.load_manifest(manifest_hash).signal_names()
+        declared = signal_name in self.store.load_manifest(run_fields["manifest_hash"]).signal_names()
         answer = self.store.deliver_signal(run_id, signal_name, payload_json, declared=declared)
         if answer[0] == "already":
             raise SignalAlreadyDelivered(
@@ -226,7 +226,6 @@ class FlowClient:
             raise SignalNotFound(f"no step of run {run_id} waits for signal {signal_name!r}")
         if answer[0] == "resume":
             _, step_key, attempt, _job_id = answer
-            run_fields = self.store.run_fields(run_id)
             self.runner.enqueue(step_call(str(run_id), run_fields, step_key, int(attempt)))
             return "resumed"
         return "kept"
