@@ -44,11 +44,16 @@ def _settings(ctx: click.Context) -> Settings:
 
 
 def _client(ctx: click.Context, *, load_flows: bool = True) -> FlowClient:
-    settings = _settings(ctx)
-    flows = FlowRegistry()
-    if load_flows and settings.flows_dir.is_dir():
-        flows.load_dir(settings.flows_dir)
-    return FlowClient.from_settings(settings, flows)
+    """A client for the settings; with ``load_flows``, the flows of FLOWJOBS_FLOWS_DIR."""
+    return FlowClient.from_settings(_settings(ctx), None if load_flows else FlowRegistry())
+
+
+def _json_data(text: str | None) -> Any:
+    """The ``--data`` option's JSON, or a usage error (exit 2) saying why it is not JSON."""
+    try:
+        return json.loads(text) if text is not None else None
+    except json.JSONDecodeError as error:
+        raise click.BadParameter(f"not JSON: {error}", param_hint="--data") from error
 
 
 def json_option(fn: F) -> F:
@@ -170,10 +175,7 @@ def trigger(
     as_json: bool,
 ) -> None:
     """Trigger a run of FLOW (id or name)."""
-    try:
-        data = json.loads(data_json) if data_json is not None else None
-    except json.JSONDecodeError as error:
-        raise click.BadParameter(f"not JSON: {error}", param_hint="--data") from error
+    data = _json_data(data_json)
     header_map: dict[str, str] = {}
     for item in headers:
         name, sep, value = item.partition("=")
@@ -261,11 +263,7 @@ def runs_show(ctx: click.Context, run_id: str, as_json: bool, events: bool) -> N
 @click.pass_context
 def runs_signal(ctx: click.Context, run_id: str, name: str, data_json: str | None) -> None:
     """Deliver signal NAME to a run; the WaitForSignal step waiting for it resumes at once."""
-    try:
-        payload = json.loads(data_json) if data_json is not None else None
-    except json.JSONDecodeError as error:
-        raise click.BadParameter(f"not JSON: {error}", param_hint="--data") from error
-    answer = _client(ctx, load_flows=False).signal(run_id, name, payload)
+    answer = _client(ctx, load_flows=False).signal(run_id, name, _json_data(data_json))
     click.echo(
         f"signal {name!r} {answer}" + (" (the step consumes it when it parks)" if answer == "kept" else "")
     )
@@ -346,7 +344,7 @@ def demo(ctx: click.Context, flow: str, data_json: str, timeout: float) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "flowjobs", "worker"], env=env, stdin=subprocess.DEVNULL)
     try:
         client = _client(ctx)
-        handle = client.trigger(flow, data=json.loads(data_json))
+        handle = client.trigger(flow, data=_json_data(data_json))
         click.echo(
             f"triggered run {handle.run_id}; trigger job {handle.background_job_id}; waiting…", err=True
         )
