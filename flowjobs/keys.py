@@ -64,6 +64,18 @@ class Keys:
         """Sorted set: run ids currently in one run status, scored by ``started_at``."""
         return f"{self.prefix}status:{status}:runs"
 
+    def flow_status_runs(self, flow_id: UUID | str, status: str) -> str:
+        """Sorted set: run ids of one flow currently in one run status, scored by ``started_at``
+        (``runs list --flow X --status Y`` reads it instead of filtering a whole status index)."""
+        before_flow, before_status = self.flow_status_template()
+        return f"{before_flow}{flow_id}{before_status}{status}"
+
+    def flow_status_template(self) -> tuple[str, str]:
+        """The constant parts of ``flow_status_runs`` keys: ``(before the flow id, between it and
+        the status)``. Scripts that know a run's flow id only from its hash build the key as
+        ``before_flow .. flow_id .. before_status .. status`` (see ``move_run_status``)."""
+        return f"{self.prefix}flow:", ":status:"
+
     def jobs(self) -> str:
         """Hash: RQ job id → run id, for every job flowjobs enqueued (the reverse index)."""
         return f"{self.prefix}jobs"

@@ -192,6 +192,7 @@ class RunStore:
             "run_key": self.keys.run(run_id),
             "events_key": self.keys.events(run_id),
             "status_keys": self._status_keys,
+            "flow_status_template": self.keys.flow_status_template(),
             "deadlines_key": self.keys.deadlines(),
             "now": iso(utcnow()),
         }
@@ -277,6 +278,7 @@ class RunStore:
                     pipe.zadd(self.keys.runs(), {str(run.id): score})
                     pipe.zadd(self.keys.flow_runs(run.flow_id), {str(run.id): score})
                     pipe.zadd(self.keys.status_runs(run.status.value), {str(run.id): score})
+                    pipe.zadd(self.keys.flow_status_runs(run.flow_id, run.status.value), {str(run.id): score})
                     if run.background_job_id:
                         pipe.hset(self.keys.jobs(), run.background_job_id, str(run.id))
                     if run.timeout_at is not None:
@@ -621,8 +623,17 @@ class RunStore:
         limit: int = 50,
         before: UUID | str | datetime | None = None,
     ) -> list[FlowRunRecord]:
-        """Runs newest first; ``before`` (a run id or a time) pages past the runs already seen."""
-        if status is not None:
+        """Runs newest first; ``before`` (a run id or a time) pages past the runs already seen.
+
+        Reads the narrowest index for the filters (all runs, per flow, per status, or per flow and
+        status), so at most three round-trips whatever the history size: the ``before`` run's
+        score, one page of ids, their hashes.
+        """
+        if limit < 1:
+            return []
+        if flow_id is not None and status is not None:
+            index = self.keys.flow_status_runs(flow_id, status.value)
+        elif status is not None:
             index = self.keys.status_runs(status.value)
         elif flow_id is not None:
             index = self.keys.flow_runs(flow_id)
@@ -636,25 +647,13 @@ class RunStore:
             if score is None:
                 return []
             upper = f"({score}"
-        runs: list[FlowRunRecord] = []
-        offset = 0
-        page = max(limit, 1)
-        while len(runs) < limit:
-            ids = self.redis.zrevrangebyscore(index, upper, "-inf", start=offset, num=page)
-            if not ids:
-                break
-            offset += len(ids)
-            with self.redis.pipeline(transaction=False) as pipe:
-                for run_id in ids:
-                    pipe.hgetall(self.keys.run(_text(run_id)))
-                for raw in pipe.execute():
-                    if not raw:
-                        continue
-                    run = decode_run(_pairs_dict(raw))
-                    if flow_id is not None and str(run.flow_id) != str(flow_id):
-                        continue
-                    runs.append(run)
-        return runs[:limit]
+        ids = self.redis.zrevrangebyscore(index, upper, "-inf", start=0, num=limit)
+        with self.redis.pipeline(transaction=False) as pipe:
+            for run_id in ids:
+                pipe.hgetall(self.keys.run(_text(run_id)))
+            rows = pipe.execute()
+        # Every index entry has its hash (both are written and moved together), so no refill.
+        return [decode_run(_pairs_dict(raw)) for raw in rows if raw]
 
     def find_run_id_by_job(self, job_id: str) -> str | None:
         """The run an RQ job belongs to (trigger job or any step attempt)."""

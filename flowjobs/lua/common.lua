@@ -22,11 +22,16 @@ local function hset_present(key, fields)
 end
 
 local function move_run_status(a, to_status)
-  -- a: {run_key, run_id, status_keys}; keeps the per-status index in step with the run hash.
-  local from_status = redis.call('HGET', a.run_key, 'status')
-  local score = redis.call('HGET', a.run_key, 'started_score')
+  -- a: {run_key, run_id, status_keys, flow_status_template}; keeps the per-status and the
+  -- per-flow-per-status indexes in step with the run hash. The flow id is only in the run hash,
+  -- so the per-flow key is built here from keys.py's template {before flow id, before status}.
+  local run = redis.call('HMGET', a.run_key, 'status', 'started_score', 'flow_id')
+  local from_status, score, flow_id = run[1], run[2], run[3]
+  local t = a.flow_status_template
   redis.call('ZREM', a.status_keys[from_status], a.run_id)
   redis.call('ZADD', a.status_keys[to_status], score, a.run_id)
+  redis.call('ZREM', t[1] .. flow_id .. t[2] .. from_status, a.run_id)
+  redis.call('ZADD', t[1] .. flow_id .. t[2] .. to_status, score, a.run_id)
   redis.call('HSET', a.run_key, 'status', to_status)
 end
 

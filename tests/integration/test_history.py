@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+from uuid import UUID
+
 import pytest
+from redis import Redis
+from redis.client import Pipeline
 
 from flowjobs import FlowDefinition, RunStatus, StepStatus
 from tests.conftest import Space
@@ -26,6 +32,61 @@ def test_list_runs_pages_newest_first_and_filters(space: Space) -> None:
     assert client.list_runs(flow_id=bad.id, status=RunStatus.Succeeded) == []
     assert client.find_run_by_job("no-such-job") is None
     assert client.get_run("00000000-0000-4000-8000-000000000000") is None
+
+
+def test_flow_and_status_filters_read_an_index_that_follows_every_status_move(space: Space) -> None:
+    ok, bad = flow("ok", {"a": {"type": "Noop"}}), flow("bad", {"a": {"type": "Boom"}})
+    client = space.client(registry(ok, bad))
+    bad_ids = [client.trigger("bad").run_id for _ in range(3)]
+    ok_ids = [client.trigger("ok").run_id for _ in range(2)]
+    pending = space.keys.flow_status_runs(ok.id, RunStatus.Pending.value)
+    assert set(space.redis.zrange(pending, 0, -1)) == {str(i).encode() for i in ok_ids}
+    space.drain()
+    waiting = client.trigger("ok").run_id
+    timed_out = client.trigger("ok").run_id
+    assert client.store.end_run(timed_out, RunStatus.TimedOut, "deadline") is RunStatus.TimedOut
+
+    def listed(flow_id: UUID, status: RunStatus, limit: int = 50, before: UUID | None = None) -> list[UUID]:
+        return [r.id for r in client.list_runs(flow_id=flow_id, status=status, limit=limit, before=before)]
+
+    assert listed(bad.id, RunStatus.Failed) == list(reversed(bad_ids))
+    assert listed(bad.id, RunStatus.Failed, limit=2, before=bad_ids[2]) == [bad_ids[1], bad_ids[0]]
+    assert listed(ok.id, RunStatus.Succeeded) == list(reversed(ok_ids))
+    assert listed(ok.id, RunStatus.Pending) == [waiting]
+    assert listed(ok.id, RunStatus.TimedOut) == [timed_out]
+    assert listed(ok.id, RunStatus.Running) == [] and listed(bad.id, RunStatus.Succeeded) == []
+    assert listed(ok.id, RunStatus.Failed, limit=0) == []
+    assert space.redis.zrange(pending, 0, -1) == [str(waiting).encode()]
+
+
+def test_list_runs_takes_the_same_round_trips_however_many_runs_the_index_skips(
+    space: Space, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rare, common = flow("rare", {"a": {"type": "Noop"}}), flow("common", {"a": {"type": "Noop"}})
+    client = space.client(registry(rare, common))
+    first = client.trigger("rare").run_id
+    for _ in range(120):  # more than two pages of Pending runs of another flow after `first`
+        client.trigger("common")
+    trips: list[str] = []
+    real_command: Callable[..., Any] = Redis.execute_command
+    real_execute = Pipeline.execute
+
+    def command(self: Redis, *args: Any, **options: Any) -> Any:
+        trips.append(str(args[0]))
+        return real_command(self, *args, **options)
+
+    def execute(self: Pipeline, raise_on_error: bool = True) -> Any:
+        trips.append("pipeline")
+        return real_execute(self, raise_on_error)
+
+    monkeypatch.setattr(Redis, "execute_command", command)
+    monkeypatch.setattr(Pipeline, "execute", execute)
+    runs = client.list_runs(flow_id=rare.id, status=RunStatus.Pending, limit=50)
+    assert [r.id for r in runs] == [first]
+    assert len(trips) == 2, trips  # the page of ids, then its hashes
+    trips.clear()
+    assert client.list_runs(flow_id=rare.id, status=RunStatus.Pending, before=first) == []
+    assert len(trips) == 3, trips  # plus the `before` run's score
 
 
 def test_idempotency_key_returns_the_first_run_and_writes_nothing(space: Space) -> None:
