@@ -27,7 +27,7 @@ from flowjobs.keys import Keys
 from flowjobs.records import FlowRunRecord
 from flowjobs.registry import FlowRegistry
 from flowjobs.runtime.base import JobRunner, trigger_job_id
-from flowjobs.runtime.rq import RQJobRunner
+from flowjobs.runtime.rq import DEFAULT_KEEP_SECONDS, RQJobRunner
 from flowjobs.settings import Settings, load_settings
 from flowjobs.statuses import RunStatus
 from flowjobs.store import RunStore
@@ -92,11 +92,14 @@ class FlowClient:
         runner: JobRunner | None = None,
         retention_seconds: int = 14 * 86400,
         run_timeout_seconds: float | None = None,
+        rq_job_ttl_seconds: int = DEFAULT_KEEP_SECONDS,
     ) -> None:
         self.redis = redis
         self.flows = flows if flows is not None else FlowRegistry()
         self.store = RunStore(redis, Keys(key_prefix), retention_seconds=retention_seconds)
-        self.runner = runner or RQJobRunner(redis, queue_name, keep_seconds=retention_seconds)
+        self.runner = runner or RQJobRunner(
+            redis, queue_name, keep_seconds=min(rq_job_ttl_seconds, retention_seconds)
+        )
         self.run_timeout_seconds = run_timeout_seconds
 
     @classmethod
@@ -114,6 +117,7 @@ class FlowClient:
             key_prefix=settings.key_prefix,
             retention_seconds=settings.retention_seconds,
             run_timeout_seconds=settings.run_timeout_seconds,
+            rq_job_ttl_seconds=settings.rq_job_ttl_seconds,
         )
 
     def trigger(

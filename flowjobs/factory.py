@@ -36,7 +36,7 @@ def engine_from_settings(
     runner = RQJobRunner(
         redis,
         settings.queue,
-        keep_seconds=settings.retention_seconds,
+        keep_seconds=settings.rq_job_ttl_seconds,
         default_timeout_seconds=settings.job_timeout_seconds,
     )
     return Engine(store, runner, handlers, lease_seconds=settings.claim_lease_seconds)

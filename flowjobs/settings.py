@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -36,7 +36,10 @@ class Settings(BaseSettings):
     handler_modules: str = "workers.handlers"
     """Comma-separated modules that workers import to register their step handlers."""
     retention_days: float = Field(default=14, gt=0)
-    """How long finished runs, and the RQ job hashes they name, are kept."""
+    """How long finished runs are kept (their job ids included, resolvable through ``find_run_by_job``)."""
+    rq_job_ttl_seconds: int = Field(default=86400, gt=0)
+    """How long RQ keeps a finished job's hash and result stream (rq-dashboard's window on it), at
+    most the retention: they are the bulk of a run's memory, so they go long before the run."""
     run_timeout_seconds: float | None = Field(default=None, gt=0)
     """Default run deadline (None: no deadline)."""
     claim_lease_seconds: float = Field(default=30, gt=0, le=3600)
@@ -58,6 +61,14 @@ class Settings(BaseSettings):
         for name in filter(None, (part.strip() for part in value.split(","))):
             if not all(part.isidentifier() for part in name.split(".")):
                 raise ValueError(f"{name!r} is not a module name")
+        return value
+
+    @field_validator("rq_job_ttl_seconds")
+    @classmethod
+    def _ttl_within_retention(cls, value: int, info: ValidationInfo) -> int:
+        days = info.data.get("retention_days")  # absent when it failed its own validation
+        if days is not None and value > days * 86400:
+            raise ValueError(f"must be at most the retention ({days:g} days = {days * 86400:g} s)")
         return value
 
     @property

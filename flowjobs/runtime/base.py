@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
@@ -80,6 +80,10 @@ class JobRunner(Protocol):
 
     def state(self, job_id: str) -> JobState:
         """The job's state; ``Deleted`` when the job system no longer has it."""
+        ...
+
+    def states(self, job_ids: Iterable[str]) -> dict[str, JobState]:
+        """The state of each job, in one round-trip (for recovery passes over many runs)."""
         ...
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -81,6 +81,10 @@ class InProcessRunner:
     def state(self, job_id: str) -> JobState:
         """State of a job this runner has seen; ``Deleted`` otherwise."""
         return self._states.get(job_id, JobState.Deleted)
+
+    def states(self, job_ids: Iterable[str]) -> dict[str, JobState]:
+        """State of each job, as ``state`` gives it."""
+        return {job_id: self.state(job_id) for job_id in job_ids}
 
     def run_until_idle(self, max_wait_seconds: float = 5.0, max_jobs: int = 100_000) -> int:
         """Execute due jobs, and the jobs they queue, until none is due within ``max_wait_seconds``.

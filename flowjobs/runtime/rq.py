@@ -1,8 +1,10 @@
-"""``JobRunner`` on RQ: queues, delayed jobs via RQ's scheduler, JSON payloads, long-lived job hashes."""
+"""``JobRunner`` on RQ: queues, delayed jobs via RQ's scheduler, JSON payloads, job hashes kept a
+short window after they finish."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Iterable, Sequence
 from datetime import timedelta
 
 from redis import Redis
@@ -27,12 +29,17 @@ _STATES = {
     JobStatus.CANCELED: JobState.Deleted,
 }
 
+DEFAULT_KEEP_SECONDS = 86400
+"""How long RQ keeps a finished job's hash and result stream by default (one day)."""
+
 
 class RQJobRunner:
     """Runs flowjobs' jobs on one RQ queue with the JSON serializer.
 
-    Job hashes are kept for ``keep_seconds`` (``result_ttl`` and ``failure_ttl``), at least as
-    long as runs are retained, so every job id on a run record stays inspectable in rq-dashboard.
+    A finished job's hash and its ``rq:results:<id>`` stream expire ``keep_seconds`` after it
+    ends (RQ's ``result_ttl``/``failure_ttl``, ``FLOWJOBS_RQ_JOB_TTL_SECONDS``): they are the bulk
+    of a run's memory. Job ids outlive them in flowjobs' own records (the ``jobs`` reverse index,
+    step and attempt records), which are kept as long as the run.
     """
 
     def __init__(
@@ -40,7 +47,7 @@ class RQJobRunner:
         redis: Redis,
         queue_name: str = "flowjobs",
         *,
-        keep_seconds: int = 14 * 86400,
+        keep_seconds: int = DEFAULT_KEEP_SECONDS,
         default_timeout_seconds: int = 180,
     ) -> None:
         self.redis = redis
@@ -48,7 +55,8 @@ class RQJobRunner:
         self.keep_seconds = keep_seconds
         self.default_timeout_seconds = default_timeout_seconds
 
-    def _job(self, call: JobCall) -> Job:
+    def _job(self, call: JobCall, *, depends_on: str | None = None) -> Job:
+        """The RQ job of a call: every job this runner queues is built here."""
         timeout = call.timeout_seconds or self.default_timeout_seconds
         return self.queue.create_job(
             call.func,
@@ -56,9 +64,11 @@ class RQJobRunner:
             job_id=call.job_id,
             description=call.description,
             meta=dict(call.meta),
-            timeout=max(1, round(timeout)),
+            # RQ takes whole seconds; rounding up never kills a handler before its declared timeout.
+            timeout=math.ceil(timeout),
             result_ttl=self.keep_seconds,
             failure_ttl=self.keep_seconds,
+            depends_on=depends_on,
         )
 
     def enqueue(self, call: JobCall, *, pipeline: Pipeline | None = None) -> str:
@@ -97,17 +107,7 @@ class RQJobRunner:
 
     def continue_with(self, parent_id: str, call: JobCall) -> str:
         """Queue a job that RQ runs after ``parent_id`` finishes."""
-        job = self.queue.create_job(
-            call.func,
-            args=list(call.args),
-            job_id=call.job_id,
-            description=call.description,
-            meta=dict(call.meta),
-            depends_on=parent_id,
-            result_ttl=self.keep_seconds,
-            failure_ttl=self.keep_seconds,
-        )
-        return str(self.queue.enqueue_job(job).id)
+        return str(self.queue.enqueue_job(self._job(call, depends_on=parent_id)).id)
 
     def _fetch(self, job_id: str) -> Job | None:
         try:
@@ -136,8 +136,23 @@ class RQJobRunner:
 
     def state(self, job_id: str) -> JobState:
         """Hangfire state name of the RQ job; ``Deleted`` when RQ no longer has it."""
-        job = self._fetch(job_id)
-        if job is None:
-            return JobState.Deleted
-        status = job.get_status(refresh=False)
-        return _STATES.get(status, JobState.Deleted) if status else JobState.Deleted
+        return self.states([job_id])[job_id]
+
+    def states(self, job_ids: Iterable[str]) -> dict[str, JobState]:
+        """States of many jobs in one round-trip (one ``HGET status`` per job, pipelined)."""
+        ids = list(job_ids)
+        with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.hget(Job.key_for(job_id), "status")
+            statuses = pipe.execute()
+        return {
+            job_id: _state(raw.decode() if raw else None) for job_id, raw in zip(ids, statuses, strict=True)
+        }
+
+
+def _state(status: str | None) -> JobState:
+    """Hangfire state name of an RQ status; ``Deleted`` for no job or a status RQ may add later."""
+    try:
+        return _STATES[JobStatus(status)]
+    except (KeyError, ValueError):
+        return JobState.Deleted

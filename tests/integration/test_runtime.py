@@ -4,18 +4,24 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from rq.job import Job
+
 from flowjobs.runtime.base import JobCall, JobState
+from flowjobs.runtime.inprocess import InProcessRunner
 from flowjobs.runtime.rq import RQJobRunner
 from tests.conftest import Space
 
 
-def _call(space: Space, name: str, func: str = "flowjobs.clock.utcnow") -> JobCall:
+def _call(
+    space: Space, name: str, func: str = "flowjobs.clock.utcnow", timeout_seconds: float | None = None
+) -> JobCall:
     return JobCall(
         func=func,
         args=(),
         job_id=f"{space.token}-{name}",
         description=f"test {name}",
         meta={"run_id": "r", "step_key": name},
+        timeout_seconds=timeout_seconds,
     )
 
 
@@ -45,3 +51,43 @@ def test_rq_runner_states_follow_the_job(space: Space) -> None:
         assert runner.state(f"{space.token}-recorded") is JobState.Deleted, "recording sends nothing"
     finally:
         space.redis.delete(*[f"rq:job:{j}" for j in job_ids], *[f"rq:results:{j}" for j in job_ids])
+
+
+def test_rq_job_timeouts_round_up_to_whole_seconds_on_every_path(space: Space) -> None:
+    runner = RQJobRunner(space.redis, space.settings.queue, keep_seconds=3600, default_timeout_seconds=7)
+    job_ids = [
+        runner.enqueue(_call(space, "half", timeout_seconds=2.5)),
+        runner.schedule(_call(space, "short", timeout_seconds=0.4), timedelta(hours=1)),
+        runner.continue_with(f"{space.token}-half", _call(space, "child", timeout_seconds=2.2)),
+        runner.enqueue(_call(space, "default")),
+    ]
+    try:
+        jobs = [Job.fetch(job_id, connection=space.redis) for job_id in job_ids]
+        assert [job.timeout for job in jobs] == [3, 1, 3, 7]
+        assert all(job.result_ttl == job.failure_ttl == 3600 for job in jobs)
+    finally:
+        space.redis.delete(*[f"rq:job:{j}" for j in job_ids])
+
+
+def test_states_reads_many_jobs_in_one_round_trip(space: Space) -> None:
+    runner = RQJobRunner(space.redis, space.settings.queue, keep_seconds=3600)
+    queued = runner.enqueue(_call(space, "queued"))
+    later = runner.schedule(_call(space, "later"), timedelta(hours=1))
+    try:
+        with space.redis.pipeline(transaction=False) as pipe:
+            pipe.hset(f"rq:job:{space.token}-odd", "status", "a-status-rq-may-add")
+            pipe.execute()
+        odd, missing = f"{space.token}-odd", f"{space.token}-missing"
+        assert runner.states([queued, later, odd, missing]) == {
+            queued: JobState.Enqueued,
+            later: JobState.Scheduled,
+            odd: JobState.Deleted,
+            missing: JobState.Deleted,
+        }
+        assert runner.states([]) == {}
+    finally:
+        space.redis.delete(*[f"rq:job:{space.token}-{n}" for n in ("queued", "later", "odd")])
+
+    inprocess = InProcessRunner()
+    known = inprocess.enqueue(_call(space, "known"))
+    assert inprocess.states([known, "unknown"]) == {known: JobState.Enqueued, "unknown": JobState.Deleted}
