@@ -88,6 +88,10 @@ class Keys:
         """Sorted set: ``<run_id>:<step_key>`` of dispatched, unclaimed steps, scored by due time (ms)."""
         return f"{self.prefix}pending"
 
+    def duty_lock(self, duty: str) -> str:
+        """String with a TTL: name of the process that runs the duty this period (SET NX PX)."""
+        return f"{self.prefix}duty:{duty}"
+
     def idempotency(self, flow_id: UUID | str, trigger_key: str, key: str) -> str:
         """String: run id of the run triggered with that idempotency key (per flow and trigger key)."""
         return f"{self.prefix}idem:{flow_id}:{trigger_key}:{key}"

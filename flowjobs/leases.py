@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import timedelta
 
@@ -15,12 +15,18 @@ from flowjobs.store import RunStore
 
 log = structlog.get_logger("flowjobs.leases")
 
+#: A held lease: (run id, step key) → the attempt that holds it.
+Held = Mapping[tuple[str, str], int]
+
 
 class LeaseKeeper:
-    """Renews every held lease every ``lease_seconds / 3``; one daemon thread per process.
+    """Renews every held lease every ``lease_seconds / 3``, all in one script call; one daemon
+    thread per process.
 
     A thread per attempt would cost more than a no-op step itself. The thread is (re)started
-    lazily in the process that holds a lease, so a forked work-horse gets its own.
+    lazily in the process that holds a lease, so a forked work-horse gets its own. A handler that
+    holds the GIL longer than the lease starves this thread: a forking worker's parent process
+    renews the lease of its work-horse's job as well (``flowjobs.worker.FlowWorker``).
     """
 
     def __init__(self, store: RunStore, lease_seconds: float) -> None:
@@ -45,20 +51,33 @@ class LeaseKeeper:
             with self._lock:
                 self._held.pop((run_id, step_key), None)
 
+    def renew(self, held: Held) -> set[tuple[str, str]]:
+        """Renew these leases now, in one round-trip; returns the ones not renewed (the attempt is
+        no longer current, or not claimed yet, or released its lease).
+
+        A Redis error is logged and nothing is reported lost: the next round retries.
+        """
+        if not held:
+            return set()
+        items = list(held.items())
+        lease_until = utcnow() + timedelta(seconds=self.lease_seconds)
+        try:
+            renewed = self.store.renew_many(
+                [(run_id, step_key, attempt) for (run_id, step_key), attempt in items], lease_until
+            )
+        except Exception as error:  # a Redis blip must not kill the caller: retry next round
+            log.warning("lease.renew_failed", leases=len(items), error=repr(error))
+            return set()
+        return {key for (key, _), ok in zip(items, renewed, strict=True) if not ok}
+
     def _renew_forever(self) -> None:
         while True:
             self._wake.wait(self.lease_seconds / 3)
             with self._lock:
-                held = list(self._held.items())
-            for (run_id, step_key), attempt in held:
-                lease_until = utcnow() + timedelta(seconds=self.lease_seconds)
-                try:
-                    renewed = self.store.renew(run_id, step_key, attempt, lease_until)
-                except Exception as error:  # a Redis blip must not kill the thread: retry next round
-                    log.warning("lease.renew_failed", run_id=run_id, step_key=step_key, error=repr(error))
-                    continue
-                if not renewed:
-                    log.warning("lease.lost", run_id=run_id, step_key=step_key, attempt=attempt)
-                    with self._lock:
-                        if self._held.get((run_id, step_key)) == attempt:
-                            del self._held[(run_id, step_key)]
+                held = dict(self._held)
+            lost = self.renew(held)
+            with self._lock:
+                for key in lost:
+                    if self._held.get(key) == held[key]:
+                        log.warning("lease.lost", run_id=key[0], step_key=key[1], attempt=held[key])
+                        del self._held[key]

@@ -42,10 +42,15 @@ class Settings(BaseSettings):
     most the retention: they are the bulk of a run's memory, so they go long before the run."""
     run_timeout_seconds: float | None = Field(default=None, gt=0)
     """Default run deadline (None: no deadline)."""
-    claim_lease_seconds: float = Field(default=30, gt=0, le=3600)
-    """How long a worker's claim on a step lasts without renewal; a dead worker's step is re-run after it."""
-    recovery_interval_seconds: float = Field(default=5, gt=0)
-    """How often the scheduler process looks for lost steps and unclosed runs."""
+    claim_lease_seconds: float = Field(default=10, gt=0, le=3600)
+    """How long a worker's claim on a step lasts without renewal (renewed every third of it); a dead
+    worker's step is re-dispatched after it."""
+    recovery_interval_seconds: float = Field(default=2, gt=0)
+    """Period of the duties (recovery, run deadlines) that every worker and the optional scheduler
+    run; a Redis lock per duty makes N processes run each once per period."""
+    max_lost_attempts: int = Field(default=1, ge=0, le=1000)
+    """How many attempts a step may lose with a dead worker and still be re-dispatched (at least
+    ``retry.max_attempts - 1`` for a step with ``retry``); then it fails instead."""
     job_timeout_seconds: int = Field(default=180, gt=0)
     """RQ job timeout of steps that set none."""
     log_format: Literal["console", "json"] = "console"

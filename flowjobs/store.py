@@ -171,7 +171,7 @@ class RunStore:
                 "apply_plan",
                 "claim",
                 "complete",
-                "renew",
+                "renew_many",
                 "run_detail",
                 "expand_loop",
                 "deliver_signal",
@@ -403,9 +403,26 @@ class RunStore:
 
     def renew(self, run_id: UUID | str, step_key: str, attempt: int, lease_until: datetime) -> bool:
         """Extend a running attempt's lease; False once the attempt is fenced out."""
-        args = self._step_args(run_id, step_key, attempt)
-        args["lease_until_ms"] = epoch_ms(lease_until)
-        return bool(self._run("renew", args))
+        return self.renew_many([(str(run_id), step_key, attempt)], lease_until)[0]
+
+    def renew_many(self, leases: Sequence[tuple[str, str, int]], lease_until: datetime) -> list[bool]:
+        """Extend the leases of several running attempts (run id, step key, attempt) in one script
+        call; per lease, False once its attempt is fenced out or holds no lease any more."""
+        if not leases:
+            return []
+        args = {
+            "leases_key": self.keys.leases(),
+            "lease_until_ms": epoch_ms(lease_until),
+            "leases": [
+                {
+                    "hash_key": self.keys.step(run_id, step_key),
+                    "member": step_member(run_id, step_key),
+                    "attempt": attempt,
+                }
+                for run_id, step_key, attempt in leases
+            ],
+        }
+        return [bool(renewed) for renewed in self._run("renew_many", args)]
 
     def complete(
         self,

@@ -1,34 +1,179 @@
-"""Worker and scheduler processes: an RQ worker with flowjobs' engine, and the recovery loop."""
+"""Worker and scheduler processes: an RQ worker with flowjobs' engine and duties, and the duty loop alone."""
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
+import time
+from contextlib import suppress
 from types import FrameType
+from typing import Any
 
 import structlog
 from redis import Redis
 from rq import Queue, SimpleWorker, Worker
+from rq.exceptions import StopRequested
+from rq.job import Job
 from rq.serializers import JSONSerializer
 from rq.worker import BaseWorker
+from structlog import _output as structlog_output
 
+from flowjobs.duties import Duty, flow_duties, next_backoff
 from flowjobs.engine import Engine
 from flowjobs.factory import engine_from_settings
 from flowjobs.handlers import HandlerRegistry
 from flowjobs.jobs import install_engine
-from flowjobs.recovery import recover
+from flowjobs.leases import LeaseKeeper
+from flowjobs.recovery import REDIS_DOWN
 from flowjobs.settings import Settings
 
 log = structlog.get_logger("flowjobs.worker")
 
+#: A work loop that ran this long before it ended starts its back-off over.
+_HEALTHY_LOOP_SECONDS = 60.0
+
+
+class FlowWorkerBase(BaseWorker):
+    """What flowjobs adds to RQ's workers: a work loop that rides out a Redis outage, and (forking
+    worker) renewal of the work-horse's claim lease from the parent process."""
+
+    def __init__(self, *args: Any, leases: LeaseKeeper | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.leases = leases
+
+    def work(self, burst: bool = False, *args: Any, **kwargs: Any) -> bool:
+        """RQ's work loop, entered again after a back-off whenever it ends for another reason than a
+        stop request or a drained burst.
+
+        RQ quits its loop on a Redis timeout and on any error outside its dequeue, which a Redis
+        restart causes at any moment (heartbeats, job bookkeeping, registering the worker).
+        """
+        worked = False
+        backoff = 0.0
+        while True:
+            started = time.monotonic()
+            try:
+                worked = super().work(burst, *args, **kwargs) or worked
+            except REDIS_DOWN as error:  # raised by RQ's bootstrap or teardown, outside its own loop
+                log.warning("worker.redis_unavailable", worker=self.name, error=repr(error))
+            if burst or self._stopping:
+                return worked
+            backoff = next_backoff(0.0 if time.monotonic() - started > _HEALTHY_LOOP_SECONDS else backoff)
+            log.warning("worker.loop_restarting", worker=self.name, retry_in_seconds=backoff)
+            self._forget_registration()
+            try:
+                time.sleep(backoff)
+            except StopRequested:
+                return worked
+            if self._stopping:
+                return worked
+
+    @property
+    def _stopping(self) -> bool:
+        """A stop was requested (RQ sets ``_stop_requested`` only when a signal arrives mid-job)."""
+        return self._stop_requested or self._shutdown_requested_date is not None
+
+    def _forget_registration(self) -> None:
+        """Undo what RQ's teardown may not have done with Redis away, so ``work()`` can register again:
+        stop the pubsub thread, and drop this worker's key (RQ refuses a live duplicate name)."""
+        if self.pubsub_thread is not None:
+            self.pubsub_thread.stop()
+            self.pubsub_thread.join(timeout=1)
+        if self.pubsub is not None:
+            with suppress(*REDIS_DOWN):
+                self.pubsub.close()
+        self.pubsub = self.pubsub_thread = None
+        with suppress(*REDIS_DOWN):
+            self.connection.delete(self.key)
+
+    def maintain_heartbeats(self, job: Job) -> None:
+        """RQ's heartbeats while a work-horse runs, plus the renewal of its job's claim lease.
+
+        The parent process is never blocked by the handler, so the lease outlives a handler that
+        holds the GIL. A Redis error is logged, not raised: RQ would leave the horse behind.
+        """
+        try:
+            super().maintain_heartbeats(job)
+        except REDIS_DOWN as error:
+            log.warning("worker.heartbeat_failed", worker=self.name, error=repr(error))
+        lease = _job_lease(job)
+        if self.leases is not None and lease is not None:
+            self.leases.renew({lease[:2]: lease[2]})
+
+    def set_current_job_working_time(self, current_job_working_time: float, pipeline: Any = None) -> None:
+        """RQ's bookkeeping of the running job's working time, which RQ's horse monitor does without
+        a guard: a Redis error is logged instead of ending the monitor (and the worker)."""
+        try:
+            super().set_current_job_working_time(current_job_working_time, pipeline=pipeline)
+        except REDIS_DOWN as error:
+            if pipeline is not None:
+                raise
+            log.warning("worker.heartbeat_failed", worker=self.name, error=repr(error))
+
+    def revive_rq_scheduler(self) -> int:
+        """Start RQ's scheduler process (delayed attempts) again if it died, e.g. in a Redis outage;
+        RQ itself looks only between dequeues, every maintenance interval (10 minutes)."""
+        scheduler = self.scheduler
+        if scheduler is None or self._stopping:
+            return 0
+        before = scheduler._process
+        if before is not None and before.is_alive():
+            return 0
+        scheduler.acquire_locks(auto_start=True)  # type: ignore[no-untyped-call]
+        return int(scheduler._process is not before)
+
+
+class FlowWorker(FlowWorkerBase, Worker):
+    """RQ's forking worker (one work-horse process per job) with flowjobs' additions."""
+
+
+class FlowSimpleWorker(FlowWorkerBase, SimpleWorker):
+    """RQ's SimpleWorker (jobs run in this process) with flowjobs' additions.
+
+    Its only lease renewer is the LeaseKeeper thread of this process: a handler that holds the GIL
+    longer than the claim lease can lose its lease (README, "Leases").
+    """
+
+
+def _job_lease(job: Job) -> tuple[str, str, int] | None:
+    """(run id, step key, attempt) of a step job, from its meta; None for other jobs."""
+    meta = job.meta or {}
+    run_id, step_key, attempt = meta.get("run_id"), meta.get("step_key"), meta.get("attempt")
+    if not run_id or not step_key or attempt is None:
+        return None
+    return str(run_id), str(step_key), int(attempt)
+
+
+def _fresh_log_locks() -> None:
+    """In a forked work-horse: drop structlog's per-file write locks, which a thread of the parent
+    (the duty loop) may have held at the fork and could never release there; they are recreated on
+    first use."""
+    structlog_output.WRITE_LOCKS.clear()
+
+
+os.register_at_fork(after_in_child=_fresh_log_locks)
+
 
 def build_worker(
-    redis: Redis, queue_name: str, *, simple: bool = False, name: str | None = None
-) -> BaseWorker:
-    """An RQ worker on flowjobs' queue with the JSON serializer (forking unless ``simple``)."""
+    redis: Redis,
+    queue_name: str,
+    *,
+    simple: bool = False,
+    name: str | None = None,
+    leases: LeaseKeeper | None = None,
+) -> FlowWorkerBase:
+    """An RQ worker on flowjobs' queue with the JSON serializer (forking unless ``simple``).
+
+    With ``leases``, a forking worker's parent renews its work-horse's lease at every horse
+    heartbeat, a third of the lease apart (at least 1 s: RQ's monitor uses ``alarm()``).
+    """
     queue = Queue(queue_name, connection=redis, serializer=JSONSerializer)
-    worker_class: type[BaseWorker] = SimpleWorker if simple else Worker
-    return worker_class([queue], connection=redis, serializer=JSONSerializer, name=name)
+    options: dict[str, Any] = {"connection": redis, "serializer": JSONSerializer, "name": name}
+    if leases is not None:
+        options["job_monitoring_interval"] = max(1, int(leases.lease_seconds / 3))
+    worker_class: type[FlowWorkerBase] = FlowSimpleWorker if simple else FlowWorker
+    return worker_class([queue], leases=leases, **options)
 
 
 def run_worker(
@@ -41,32 +186,39 @@ def run_worker(
 ) -> bool:
     """Run an RQ worker (with RQ's scheduler for delayed attempts) until stopped, or drained with ``burst``.
 
-    Before it takes jobs it runs one recovery pass, so work lost by a dead worker is re-dispatched
-    as soon as any worker starts.
+    A thread of this process runs the duties meanwhile (recovery, deadlines; the first pass at
+    once), so work lost by a dead worker is re-dispatched without any other process. A forking
+    worker's work-horses do not inherit the thread.
     """
     engine = engine_from_settings(settings, handlers=handlers)
     install_engine(engine)
-    fixed = recover(engine)
-    log.info("worker.starting", queue=settings.queue, simple=simple, burst=burst, recovered=fixed)
-    worker = build_worker(engine.store.redis, settings.queue, simple=simple, name=name)
-    return bool(worker.work(burst=burst, with_scheduler=True, logging_level=settings.log_level.upper()))
+    worker = build_worker(engine.store.redis, settings.queue, simple=simple, name=name, leases=engine.leases)
+    revive = Duty(
+        "rq-scheduler", settings.recovery_interval_seconds, worker.revive_rq_scheduler, locked=False
+    )
+    duties = flow_duties(engine, settings, owner=worker.name, extra=[revive])
+    log.info("worker.starting", queue=settings.queue, simple=simple, burst=burst, worker=worker.name)
+    duty_thread = duties.start()
+    try:
+        return bool(worker.work(burst=burst, with_scheduler=True, logging_level=settings.log_level.upper()))
+    finally:
+        duty_thread.stop()
 
 
 def run_scheduler(settings: Settings, *, once: bool = False, engine: Engine | None = None) -> None:
-    """Recovery loop: every ``recovery_interval_seconds``, re-dispatch lost steps and close finished runs."""
+    """The duties without taking jobs, every ``recovery_interval_seconds`` (optional: every worker
+    runs them too); with ``once``, one pass of every duty, ignoring the locks."""
     engine = engine or engine_from_settings(settings, handlers=HandlerRegistry())
+    duties = flow_duties(engine, settings, owner=f"scheduler:{engine.worker_name}")
+    if once:
+        log.info("scheduler.pass", done=duties.run_due(force=True))
+        return
     stop = threading.Event()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
-    if not once:
-        signal.signal(signal.SIGTERM, request_stop)
-        signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
     log.info("scheduler.starting", interval_seconds=settings.recovery_interval_seconds)
-    while True:
-        fixed = recover(engine)
-        if fixed:
-            log.info("scheduler.recovered", fixed=fixed)
-        if once or stop.wait(settings.recovery_interval_seconds):
-            return
+    duties.run_forever(stop)

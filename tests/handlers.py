@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import os
+import re
+import signal
+import threading
 import time
 from functools import cache
 from typing import Any
@@ -130,3 +135,37 @@ def track(ctx: StepContext, inputs: dict[str, Any]) -> dict[str, Any]:
         f"{key}:done", json.dumps({"index": inputs.get("__loopIndex"), "item": inputs.get("__loopItem")})
     )
     return {"item": inputs.get("__loopItem"), "index": inputs.get("__loopIndex")}
+
+
+@handler("HoldGil")
+def hold_gil(ctx: StepContext, inputs: dict[str, Any]) -> dict[str, Any]:
+    """Spends at least ``inputs.seconds`` in ONE regex call, which never releases the GIL
+    (catastrophic backtracking); returns the longest pause a ticking thread of the process saw."""
+    length, took = 14, 0.0
+    while took < 0.05:  # calibrate: each extra character doubles the time
+        length += 2
+        started = time.perf_counter()
+        re.match(r"(a*)*b", "a" * length)
+        took = time.perf_counter() - started
+    length += max(0, math.ceil(math.log2(float(inputs["seconds"]) / took)))
+    ticks = [time.monotonic()]
+    stop = threading.Event()
+
+    def tick() -> None:
+        while not stop.wait(0.05):
+            ticks.append(time.monotonic())
+
+    ticker = threading.Thread(target=tick, daemon=True)
+    ticker.start()
+    started = time.perf_counter()
+    re.match(r"(a*)*b", "a" * length)
+    seconds = time.perf_counter() - started
+    stop.set()
+    ticker.join()
+    return {"seconds": seconds, "longest_pause": max(b - a for a, b in itertools.pairwise(ticks))}
+
+
+@handler("KillHorse")
+def kill_horse(ctx: StepContext, inputs: dict[str, Any]) -> None:
+    """SIGKILLs the process running it (a poison step: a forking worker loses its work-horse)."""
+    os.kill(os.getpid(), signal.SIGKILL)

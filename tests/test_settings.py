@@ -23,7 +23,7 @@ def test_defaults_when_nothing_is_set(config: Path) -> None:
     settings = load_settings()
     assert settings.redis_url == "redis://127.0.0.1:6379/0"
     assert settings.queue == "flowjobs" and settings.key_prefix == "flowjobs:"
-    assert settings.claim_lease_seconds == 30 and settings.handler_module_names == ["workers.handlers"]
+    assert settings.claim_lease_seconds == 10 and settings.handler_module_names == ["workers.handlers"]
     assert settings.job_url("abc") == "http://127.0.0.1:9181/0/view/job/abc"
 
 

@@ -5,8 +5,10 @@ local step = redis.call('HMGET', a.hash_key, 'status', 'attempt', 'lease_until_m
   'step_type')
 local stale = fenced_out(step, 'Running', a.attempt)
 if stale then return stale end
-if a.lease_expired_before_ms and tonumber(step[3] or '0') >= a.lease_expired_before_ms then
-  return {'stale', 'lease renewed'}
+if a.lease_expired_before_ms then
+  if tonumber(step[3] or '0') >= a.lease_expired_before_ms then return {'stale', 'lease renewed'} end
+  -- Recovery records an attempt lost with its worker: count them, to stop re-dispatching a poison step.
+  redis.call('HINCRBY', a.hash_key, 'lost_attempts', 1)
 end
 local version = tonumber(redis.call('HGET', a.run_key, 'steps_version') or '0')
 if a.park then

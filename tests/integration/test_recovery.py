@@ -7,6 +7,8 @@ import os
 import signal
 from datetime import timedelta
 
+import pytest
+
 from flowjobs import RunStatus, StepStatus
 from flowjobs.clock import utcnow
 from flowjobs.recovery import recover
@@ -161,3 +163,75 @@ def test_no_new_attempt_once_the_run_is_closed(space: Space) -> None:
     assert store.expired_leases(utcnow()) == [] and store.overdue_pending(utcnow()) == []
     run = client.get_run(handle.run_id)
     assert run is not None and run.status is RunStatus.TimedOut
+
+
+def test_a_run_whose_manifest_is_corrupted_does_not_stop_recovery_of_the_others(space: Space) -> None:
+    client = space.client(
+        registry(flow("healthy", {"a": {"type": "Noop"}}), flow("corrupted", {"a": {"type": "Echo"}}))
+    )
+    healthy, corrupted = client.trigger("healthy"), client.trigger("corrupted")
+    engine, store = space.engine(), space.engine().store
+    expired = utcnow() - timedelta(seconds=1)
+    for handle in (corrupted, healthy):  # the corrupted run comes first in any order of the pass
+        run_id = str(handle.run_id)
+        started = store.start_run(run_id)
+        assert started is not None
+        engine.continue_run(run_id, started[1])
+        # Both workers died holding their claims.
+        assert isinstance(store.claim(run_id, "a", 1, job_id="j", worker="w", lease_until=expired), Claim)
+    bad_hash = store.run_fields(str(corrupted.run_id))["manifest_hash"]
+    assert bad_hash != store.run_fields(str(healthy.run_id))["manifest_hash"]
+    space.redis.set(space.keys.manifest(bad_hash), b"{not json")
+
+    fixed = recover(space.engine(), grace_seconds=3600)  # a fresh engine: no manifest cached
+
+    assert fixed == 2
+    bad = client.get_run(corrupted.run_id)
+    assert bad is not None and bad.status is RunStatus.Failed
+    lost = store.step_fields(str(corrupted.run_id), "a")
+    assert lost["status"] == "Failed" and "Claim lease expired" in lost["error_message"]
+    assert f"pinned manifest {bad_hash} is missing or unparsable" in lost["error_message"]
+    assert recover(space.engine(), grace_seconds=3600) == 0, "nothing left to repair: no repeated failure"
+    good = store.step_fields(str(healthy.run_id), "a")
+    assert good["status"] == "Pending" and good["attempt"] == "2"
+    space.drain()
+    assert healthy.wait(timeout=5).status is RunStatus.Succeeded
+    failed = [e for e in store.events(corrupted.run_id) if e.type.value == "run.completed"]
+    assert [e.message for e in failed] == ["Failed"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("retry", "attempts"), [(None, 2), ({"max_attempts": 3}, 3)])
+def test_a_step_that_kills_its_worker_is_redispatched_only_up_to_the_lost_attempt_limit(
+    space: Space, retry: dict[str, int] | None, attempts: int
+) -> None:
+    poison: dict[str, object] = {"type": "KillHorse"}
+    if retry is not None:
+        poison["retry"] = retry
+    client = space.client(
+        registry(
+            flow(
+                "poison",
+                {
+                    "poison": poison,
+                    "after": {"type": "Noop", "run_after": ["poison"]},
+                    "other": {"type": "Noop"},
+                },
+            )
+        )
+    )
+    space.start_worker("forking")  # runs the duties: no scheduler needed
+
+    run = client.trigger("poison").wait(timeout=90)
+
+    assert run.status is RunStatus.Failed
+    detail = client.get_run_detail(run.id)
+    assert detail is not None
+    steps = {s.step_key: s for s in detail.steps or []}
+    step = steps["poison"]
+    assert step.status is StepStatus.Failed and step.attempt_count == attempts
+    assert f"worker lost {attempts} times; not re-dispatched" in (step.error_message or "")
+    assert [a.status for a in step.attempts or []] == [StepStatus.Failed] * attempts
+    assert all("Claim lease expired" in (a.error_message or "") for a in step.attempts or [])
+    assert steps["after"].status is StepStatus.Skipped and steps["other"].status is StepStatus.Succeeded
+    assert space.engine().store.step_fields(str(run.id), "poison")["lost_attempts"] == str(attempts)

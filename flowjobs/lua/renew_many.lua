@@ -1,0 +1,16 @@
+-- Extend the leases of running attempts in one call (a worker renews everything it holds at once).
+-- Per lease, in order: 1 renewed, or 0 when the attempt is no longer current (fenced out) or holds no
+-- lease any more (a ForEach step released it when it expanded: it must not be recovered as lost).
+local a = cjson.decode(ARGV[1])
+local renewed = {}
+for i, l in ipairs(a.leases) do
+  local step = redis.call('HMGET', l.hash_key, 'status', 'attempt', 'lease_until_ms')
+  if fenced_out(step, 'Running', l.attempt) or not step[3] then
+    renewed[i] = 0
+  else
+    redis.call('HSET', l.hash_key, 'lease_until_ms', a.lease_until_ms)
+    redis.call('ZADD', a.leases_key, a.lease_until_ms, l.member)
+    renewed[i] = 1
+  end
+end
+return renewed
