@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
+from uuid import UUID
 
 import click
 
@@ -44,8 +45,28 @@ def _settings(ctx: click.Context) -> Settings:
 
 
 def _client(ctx: click.Context, *, load_flows: bool = True) -> FlowClient:
-    """A client for the settings; with ``load_flows``, the flows of FLOWJOBS_FLOWS_DIR."""
-    return FlowClient.from_settings(_settings(ctx), None if load_flows else FlowRegistry())
+    """A client for the settings; with ``load_flows``, the valid flows of FLOWJOBS_FLOWS_DIR (a
+    warning on stderr names each invalid file: it must not stop commands about other flows)."""
+    return FlowClient.from_settings(_settings(ctx), _flows(ctx, warn=True) if load_flows else FlowRegistry())
+
+
+def _flows(ctx: click.Context, *, warn: bool) -> FlowRegistry:
+    """The valid flows of FLOWJOBS_FLOWS_DIR; the invalid files are in ``invalid_files``."""
+    registry = FlowRegistry()
+    folder = _settings(ctx).flows_dir
+    if folder.is_dir():
+        registry.load_dir(folder, strict=False)
+    if warn:
+        for path, problems in registry.invalid_files.items():
+            click.echo(f"warning: invalid flow file {path} skipped: {'; '.join(problems)}", err=True)
+    return registry
+
+
+def _uuid(text: str | None) -> UUID | None:
+    try:
+        return UUID(text) if text else None
+    except ValueError:
+        return None
 
 
 def _json_data(text: str | None) -> Any:
@@ -54,6 +75,8 @@ def _json_data(text: str | None) -> Any:
         return json.loads(text) if text is not None else None
     except json.JSONDecodeError as error:
         raise click.BadParameter(f"not JSON: {error}", param_hint="--data") from error
+    except RecursionError as error:  # the JSON parser recurses once per nesting level
+        raise click.BadParameter("nested too deeply to parse", param_hint="--data") from error
 
 
 def json_option(fn: F) -> F:
@@ -81,16 +104,23 @@ def flows() -> None:
 @json_option
 @click.pass_context
 def flows_list(ctx: click.Context, as_json: bool) -> None:
-    """List the flows in FLOWJOBS_FLOWS_DIR."""
-    registry = _client(ctx).flows
+    """List the flows in FLOWJOBS_FLOWS_DIR, then each invalid file with its problems."""
+    registry = _flows(ctx, warn=False)
+    invalid = registry.invalid_files
     if as_json:
-        click.echo(json.dumps([_flow_summary(d) for d in registry.all()], indent=2))
+        entries = [{**_flow_summary(d), "valid": True} for d in registry.all()]
+        entries += [{"file": str(path), "valid": False, "problems": p} for path, p in invalid.items()]
+        click.echo(json.dumps(entries, indent=2))
         return
     for definition in registry.all():
         click.echo(
             f"{definition.name:30} {definition.id}  v{definition.version}  "
             f"steps={len(definition.manifest.steps)} triggers={','.join(definition.manifest.triggers)}"
         )
+    for path, problems in invalid.items():
+        click.echo(f"{path.name:30} INVALID ({path})")
+        for problem in problems:
+            click.echo(f"  - {problem}")
 
 
 @flows.command("show")
@@ -214,8 +244,11 @@ def runs_list(
     ctx: click.Context, flow: str | None, status: str | None, limit: int, before: str | None, as_json: bool
 ) -> None:
     """List runs, newest first."""
-    client = _client(ctx)
-    flow_id = client.flows.get(flow).id if flow else None
+    # Reading history needs no flow files: only a --flow name (not an id) is looked up in them.
+    flow_id = _uuid(flow)
+    client = _client(ctx, load_flows=bool(flow) and flow_id is None)
+    if flow and flow_id is None:
+        flow_id = client.flows.get(flow).id
     found = client.list_runs(
         flow_id=flow_id, status=RunStatus(status) if status else None, limit=limit, before=before
     )

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
+import structlog
 from redis import Redis
 from redis.client import Pipeline
 
@@ -24,6 +25,13 @@ from flowjobs.errors import (
 )
 from flowjobs.jobs import step_call, trigger_call
 from flowjobs.keys import Keys
+from flowjobs.limits import (
+    DEFAULT_MAX_DATA_BYTES,
+    DEFAULT_MAX_DATA_DEPTH,
+    RunSeconds,
+    check_json_limits,
+    number_problem,
+)
 from flowjobs.records import FlowRunRecord
 from flowjobs.registry import FlowRegistry
 from flowjobs.runtime.base import JobRunner, trigger_job_id
@@ -36,6 +44,8 @@ SENSITIVE_HEADERS = frozenset(
     {"authorization", "cookie", "set-cookie", "x-webhook-key", "proxy-authorization"}
 )
 IDEMPOTENCY_HEADER = "idempotency-key"
+
+log = structlog.get_logger("flowjobs.client")
 
 
 class RunHandle:
@@ -92,6 +102,8 @@ class FlowClient:
         runner: JobRunner | None = None,
         retention_seconds: int = 14 * 86400,
         run_timeout_seconds: float | None = None,
+        max_data_depth: int = DEFAULT_MAX_DATA_DEPTH,
+        max_data_bytes: int = DEFAULT_MAX_DATA_BYTES,
         rq_job_ttl_seconds: int = DEFAULT_KEEP_SECONDS,
     ) -> None:
         self.redis = redis
@@ -101,15 +113,23 @@ class FlowClient:
             redis, queue_name, keep_seconds=min(rq_job_ttl_seconds, retention_seconds)
         )
         self.run_timeout_seconds = run_timeout_seconds
+        self.max_data_depth = max_data_depth
+        self.max_data_bytes = max_data_bytes
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None, flows: FlowRegistry | None = None) -> FlowClient:
-        """A client for ``REDIS_URL`` and the other settings; flows from ``FLOWJOBS_FLOWS_DIR`` by default."""
+        """A client for ``REDIS_URL`` and the other settings; flows from ``FLOWJOBS_FLOWS_DIR`` by default.
+
+        A bad file of that folder does not stop the others: it is kept, with its problems, in
+        ``flows.invalid_files`` (and logged as a warning).
+        """
         settings = settings or load_settings()
         if flows is None:
             flows = FlowRegistry()
             if settings.flows_dir.is_dir():
-                flows.load_dir(settings.flows_dir)
+                flows.load_dir(settings.flows_dir, strict=False)
+                for path, problems in flows.invalid_files.items():
+                    log.warning("flows.invalid_file", file=str(path), problems=problems)
         return cls(
             Redis.from_url(settings.redis_url),
             flows,
@@ -117,6 +137,8 @@ class FlowClient:
             key_prefix=settings.key_prefix,
             retention_seconds=settings.retention_seconds,
             run_timeout_seconds=settings.run_timeout_seconds,
+            max_data_depth=settings.max_data_depth,
+            max_data_bytes=settings.max_data_bytes,
             rq_job_ttl_seconds=settings.rq_job_ttl_seconds,
         )
 
@@ -133,7 +155,8 @@ class FlowClient:
         """Start a run: store it as Pending and enqueue its trigger job, in one transaction.
 
         A repeated idempotency key (argument or ``Idempotency-Key`` header; per flow and
-        trigger key) returns the first run's handle and writes nothing.
+        trigger key) returns the first run's handle and writes nothing. ``InvalidTriggerData``
+        (``DataTooLarge`` past ``max_data_depth``/``max_data_bytes``) also writes nothing.
         """
         definition = self.flows.get(flow)
         if trigger_key not in definition.manifest.triggers:
@@ -142,9 +165,13 @@ class FlowClient:
                 f"flow {definition.name!r} has no trigger {trigger_key!r} (triggers: {known})"
             )
         try:
-            data_json = json.dumps(data, allow_nan=False)
+            data_json = check_json_limits(
+                data, max_depth=self.max_data_depth, max_bytes=self.max_data_bytes, what="trigger data"
+            )
         except (TypeError, ValueError) as error:
             raise InvalidTriggerData(f"trigger data is not JSON-serialisable: {error}") from error
+        now = utcnow()
+        timeout_at = self._deadline(data, now)
         kept_headers = clean_headers(headers)
         if idempotency_key is None:
             idempotency_key = next(
@@ -154,7 +181,6 @@ class FlowClient:
         if not self.store.flow_enabled(definition.id):
             raise FlowDisabled(f"flow {definition.name!r} is disabled")
         run_id = uuid4()
-        now = utcnow()
         run = FlowRunRecord(
             id=run_id,
             flow_id=definition.id,
@@ -169,7 +195,7 @@ class FlowClient:
             flow_version=definition.version,
             manifest_hash=manifest_hash,
             idempotency_key=idempotency_key,
-            timeout_at=self._deadline(data, now),
+            timeout_at=timeout_at,
         )
         call = trigger_call(str(run_id), str(definition.id), definition.name)
 
@@ -180,9 +206,15 @@ class FlowClient:
         return RunHandle(self, stored_id, trigger_job_id(stored_id))
 
     def _deadline(self, data: Any, now: datetime) -> datetime | None:
-        seconds = data.get("runTimeoutSeconds") if isinstance(data, dict) else None
-        if not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds <= 0:
-            seconds = self.run_timeout_seconds
+        """The run's ``timeoutAt``: ``runTimeoutSeconds`` of the trigger data when present (a bad
+        value is refused, not ignored, so a caller never loses a deadline unknowingly), else
+        the client's default."""
+        seconds = self.run_timeout_seconds
+        if isinstance(data, dict) and "runTimeoutSeconds" in data:
+            seconds = data["runTimeoutSeconds"]
+            why = number_problem(seconds, RunSeconds)
+            if why:
+                raise InvalidTriggerData(f"runTimeoutSeconds in the trigger data {why}, not {seconds!r}")
         return now + timedelta(seconds=seconds) if seconds else None
 
     def get_run(self, run_id: UUID | str) -> FlowRunRecord | None:

@@ -67,3 +67,26 @@ class InvalidSignalPayload(FlowjobsError):
 
 class InvalidSettings(FlowjobsError):
     """A setting has an invalid value; the message names it."""
+
+
+class DataTooLarge(InvalidTriggerData):
+    """A JSON value is nested deeper, or encodes larger, than its limit (HTTP 413's meaning).
+
+    ``limit`` and ``actual`` are in levels or bytes, as the message says.
+    """
+
+    def __init__(self, message: str, *, limit: int, actual: int) -> None:
+        self.limit = limit
+        self.actual = actual
+        super().__init__(message)
+
+
+class HandlerImportError(FlowjobsError):
+    """A module of ``FLOWJOBS_HANDLER_MODULES`` could not be imported; the message names it and why."""
+
+    def __init__(self, module: str, cause: BaseException) -> None:
+        self.module = module
+        super().__init__(
+            f"cannot import handler module {module!r} (FLOWJOBS_HANDLER_MODULES): "
+            f"{type(cause).__name__}: {cause}"
+        )

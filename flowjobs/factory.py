@@ -7,6 +7,7 @@ import importlib
 from redis import Redis
 
 from flowjobs.engine import Engine
+from flowjobs.errors import HandlerImportError
 from flowjobs.handlers import HandlerRegistry, default_handlers
 from flowjobs.keys import Keys
 from flowjobs.runtime.rq import RQJobRunner
@@ -15,9 +16,16 @@ from flowjobs.store import RunStore
 
 
 def import_handler_modules(settings: Settings) -> None:
-    """Import every module of ``FLOWJOBS_HANDLER_MODULES`` so their ``@handler`` decorators register."""
+    """Import every module of ``FLOWJOBS_HANDLER_MODULES`` so their ``@handler`` decorators register.
+
+    ``HandlerImportError`` names the module that cannot be imported and why: a missing module, or
+    any exception its code raises while importing (a worker without its handlers must not start).
+    """
     for name in settings.handler_module_names:
-        importlib.import_module(name)
+        try:
+            importlib.import_module(name)
+        except Exception as error:  # the module's own code can raise anything
+            raise HandlerImportError(name, error) from error
 
 
 def engine_from_settings(

@@ -5,12 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from flowjobs.limits import MAX_BACKOFF_FACTOR, MAX_CONCURRENCY, AttemptCount, Bounded, Delay, StepSeconds
 from flowjobs.statuses import StepStatus
 
 
@@ -68,24 +69,24 @@ class RunAfterCondition(_Model):
 class RetryPolicy(_Model):
     """Automatic retries of a failing step (default: none, as in the reference)."""
 
-    max_attempts: int = Field(default=1, ge=1)
+    max_attempts: AttemptCount = 1
     """Attempts in all, the first included."""
-    backoff_seconds: float = Field(default=0.0, ge=0)
+    backoff_seconds: Delay = 0.0
     """Delay before the second attempt."""
-    backoff_factor: float = Field(default=2.0, ge=1)
+    backoff_factor: Annotated[float, Bounded(1, MAX_BACKOFF_FACTOR)] = 2.0
     """Each later delay is the previous one times this."""
-    max_backoff_seconds: float = Field(default=3600.0, ge=0)
+    max_backoff_seconds: Delay = 3600.0
     """Upper bound of any delay."""
 
 
 class PollOptions(_Model):
     """Built-in polling: re-run the step every ``interval_seconds`` until its output satisfies a condition."""
 
-    interval_seconds: float = Field(default=5.0, gt=0)
+    interval_seconds: StepSeconds = 5.0
     """Delay between two polls."""
-    timeout_seconds: float = Field(default=300.0, gt=0)
+    timeout_seconds: StepSeconds = 300.0
     """The step fails when the condition is still unmet this long after the first poll started."""
-    min_attempts: int = Field(default=1, ge=1)
+    min_attempts: AttemptCount = 1
     """Polls to make before the condition may end the polling."""
     condition_path: str | None = None
     """Dotted path into the output (``status`` or ``result.items.0.state``); None: any output ends it."""
@@ -108,13 +109,13 @@ class StepMetadata(_Model):
     """``{dependency_key: condition}``; empty makes an entry step."""
     retry: RetryPolicy | None = None
     """Automatic retries; none by default."""
-    timeout_seconds: float | None = Field(default=None, gt=0)
+    timeout_seconds: StepSeconds | None = None
     """Job timeout of each attempt (RQ kills the handler after it)."""
     poll: PollOptions | None = None
     """Built-in polling of the handler's output."""
     for_each: Any = None
     """ForEach: a literal list, or an expression giving one (``@steps('fetch').output.items``)."""
-    concurrency_limit: int | None = Field(default=None, ge=1)
+    concurrency_limit: Annotated[int, Bounded(1, MAX_CONCURRENCY)] | None = None
     """ForEach: at most this many iterations in flight at once (None: all at once)."""
     steps: dict[str, StepMetadata] = Field(default_factory=dict)
     """ForEach: the steps of one iteration; their ``run_after`` names siblings."""

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Hashable
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 import yaml
@@ -21,6 +23,7 @@ class FlowRegistry:
 
     def __init__(self, definitions: list[FlowDefinition] | None = None) -> None:
         self._by_id: dict[UUID, FlowDefinition] = {}
+        self._invalid_files: dict[Path, list[str]] = {}
         for definition in definitions or []:
             self.add(definition)
 
@@ -39,11 +42,13 @@ class FlowRegistry:
         """Load, validate and register one YAML or JSON flow file."""
         return self.add(parse_flow_file(path))
 
-    def load_dir(self, path: str | Path) -> list[FlowDefinition]:
+    def load_dir(self, path: str | Path, *, strict: bool = True) -> list[FlowDefinition]:
         """Register every ``*.yaml``, ``*.yml`` and ``*.json`` flow in a folder (sorted by file name).
 
-        Raises ``FlowValidationError`` naming every problem of every bad file; the good files of
-        the folder are registered either way.
+        The good files of the folder are registered either way, and each bad file is kept with
+        its problems in ``invalid_files``. With ``strict`` (the default) a bad file then raises
+        ``FlowValidationError`` naming every problem of every bad file; without, the caller reads
+        ``invalid_files`` (one bad file must not stop commands that do not need it).
         """
         added: list[FlowDefinition] = []
         problems: list[str] = []
@@ -53,10 +58,18 @@ class FlowRegistry:
             try:
                 added.append(self.add_file(file))
             except FlowValidationError as error:
+                self._invalid_files[file] = list(error.problems)
                 problems.extend(f"{file.name}: {p}" for p in error.problems)
-        if problems:
+            else:
+                self._invalid_files.pop(file, None)
+        if problems and strict:
             raise FlowValidationError(str(path), problems)
         return added
+
+    @property
+    def invalid_files(self) -> dict[Path, list[str]]:
+        """Flow files ``load_dir`` could not register, with their problems (by path, sorted)."""
+        return dict(sorted(self._invalid_files.items()))
 
     def get(self, flow: UUID | str) -> FlowDefinition:
         """A flow by id or name; ``FlowNotFound`` otherwise."""
@@ -91,22 +104,87 @@ class FlowRegistry:
         return len(self._by_id)
 
 
+class _FlowFileLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key repeated in one mapping (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *base` then overriding a merged key is not a duplicate
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, Hashable) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    problem=f"duplicate key {key!r} (first at line {seen[key]})",
+                    problem_mark=key_node.start_mark,
+                )
+            if isinstance(key, Hashable):
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _read_problem(error: Exception) -> str:
+    """One line: YAML's errors span several (with a snippet); keep the line number and the problem."""
+    if isinstance(error, yaml.MarkedYAMLError) and error.problem_mark is not None:
+        context = f"{error.context} " if error.context else ""
+        return f"line {error.problem_mark.line + 1}: {context}{error.problem}"
+    return str(error)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook`` refusing a key repeated in one JSON object (``json`` keeps the last)."""
+    data: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in data:
+            raise ValueError(f"duplicate key {key!r}")
+        data[key] = value
+    return data
+
+
 def parse_flow_file(path: str | Path) -> FlowDefinition:
-    """A ``FlowDefinition`` from a YAML or JSON file; ``FlowValidationError`` if it does not parse."""
+    """A ``FlowDefinition`` from a YAML or JSON file; ``FlowValidationError`` if it does not parse.
+
+    Stricter than the loaders: a key repeated in one mapping is refused (with its line), and so
+    is a number as ``version`` (YAML reads ``version: 1.10`` as 1.1; the text is lost by then).
+    """
     file = Path(path)
     try:
         text = file.read_text()
-        data = json.loads(text) if file.suffix.lower() == ".json" else yaml.safe_load(text)
-    except (OSError, ValueError, yaml.YAMLError) as error:
-        raise FlowValidationError(file.name, [f"cannot read the file: {error}"]) from error
+        if file.suffix.lower() == ".json":
+            data = json.loads(text, object_pairs_hook=_unique_keys)
+        else:
+            data = yaml.load(text, Loader=_FlowFileLoader)  # a SafeLoader: builds plain data only
+    except (OSError, ValueError, RecursionError, yaml.YAMLError) as error:
+        raise FlowValidationError(file.name, [f"cannot read the file: {_read_problem(error)}"]) from error
     if not isinstance(data, dict):
         raise FlowValidationError(file.name, ["the file must hold one flow as a mapping"])
+    version = data.get("version")
+    if version is not None and not isinstance(version, str):
+        raise FlowValidationError(
+            str(data.get("name") or file.name),
+            [
+                f"version must be a string, not the number {version!r}: quote it "
+                '(version: "1.10"; YAML reads an unquoted 1.10 as the number 1.1)'
+            ],
+        )
     try:
         return FlowDefinition.model_validate(data)
     except ValidationError as error:
-        raise FlowValidationError(str(data.get("name") or file.name), pydantic_problems(error)) from error
+        # A file writes `steps` at top level: name the place as the file spells it.
+        under = () if "manifest" in data else ("manifest",)
+        raise FlowValidationError(
+            str(data.get("name") or file.name), pydantic_problems(error, under)
+        ) from error
 
 
-def pydantic_problems(error: ValidationError) -> list[str]:
-    """A pydantic error as one readable line per problem (``steps.ship.type: Field required``)."""
-    return [f"{'.'.join(str(p) for p in item['loc']) or 'flow'}: {item['msg']}" for item in error.errors()]
+def pydantic_problems(error: ValidationError, drop_prefix: tuple[str, ...] = ()) -> list[str]:
+    """A pydantic error as one readable line per problem (``steps.ship.type: Field required``),
+    with ``drop_prefix`` removed from the start of each location."""
+    problems = []
+    for item in error.errors():
+        loc = tuple(str(p) for p in item["loc"])
+        if drop_prefix and loc[: len(drop_prefix)] == drop_prefix:
+            loc = loc[len(drop_prefix) :]
+        problems.append(f"{'.'.join(loc) or 'flow'}: {item['msg']}")
+    return problems

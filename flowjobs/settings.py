@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import (
@@ -15,6 +15,18 @@ from pydantic_settings import (
 )
 
 from flowjobs.errors import InvalidSettings
+from flowjobs.limits import (
+    DEFAULT_MAX_DATA_BYTES,
+    DEFAULT_MAX_DATA_DEPTH,
+    MAX_DATA_BYTES,
+    MAX_DATA_DEPTH,
+    MAX_RETENTION_DAYS,
+    MAX_STEP_SECONDS,
+    MIN_DATA_BYTES,
+    Bounded,
+    ProcessSeconds,
+    RunSeconds,
+)
 
 CONFIG_FILE_ENV = "FLOWJOBS_CONFIG"
 DEFAULT_CONFIG_FILE = "config/flowjobs.toml"
@@ -35,24 +47,28 @@ class Settings(BaseSettings):
     """Folder of flow files loaded by the CLI and workers."""
     handler_modules: str = "workers.handlers"
     """Comma-separated modules that workers import to register their step handlers."""
-    retention_days: float = Field(default=14, gt=0)
+    retention_days: Annotated[float, Bounded(0, MAX_RETENTION_DAYS, exclusive_minimum=True)] = 14
     """How long finished runs are kept (their job ids included, resolvable through ``find_run_by_job``)."""
     rq_job_ttl_seconds: int = Field(default=86400, gt=0)
     """How long RQ keeps a finished job's hash and result stream (rq-dashboard's window on it), at
     most the retention: they are the bulk of a run's memory, so they go long before the run."""
-    run_timeout_seconds: float | None = Field(default=None, gt=0)
+    run_timeout_seconds: RunSeconds | None = None
     """Default run deadline (None: no deadline)."""
-    claim_lease_seconds: float = Field(default=10, gt=0, le=3600)
+    claim_lease_seconds: ProcessSeconds = 10
     """How long a worker's claim on a step lasts without renewal (renewed every third of it); a dead
     worker's step is re-dispatched after it."""
-    recovery_interval_seconds: float = Field(default=2, gt=0)
+    recovery_interval_seconds: ProcessSeconds = 2
     """Period of the duties (recovery, run deadlines) that every worker and the optional scheduler
     run; a Redis lock per duty makes N processes run each once per period."""
     max_lost_attempts: int = Field(default=1, ge=0, le=1000)
     """How many attempts a step may lose with a dead worker and still be re-dispatched (at least
     ``retry.max_attempts - 1`` for a step with ``retry``); then it fails instead."""
-    job_timeout_seconds: int = Field(default=180, gt=0)
+    job_timeout_seconds: Annotated[int, Bounded(0, MAX_STEP_SECONDS, exclusive_minimum=True)] = 180
     """RQ job timeout of steps that set none."""
+    max_data_depth: Annotated[int, Bounded(1, MAX_DATA_DEPTH)] = DEFAULT_MAX_DATA_DEPTH
+    """How deep trigger data may nest (containers in containers)."""
+    max_data_bytes: Annotated[int, Bounded(MIN_DATA_BYTES, MAX_DATA_BYTES)] = DEFAULT_MAX_DATA_BYTES
+    """How large trigger data may be, encoded as JSON."""
     log_format: Literal["console", "json"] = "console"
     """Log rendering: pretty for people, JSON for log pipelines."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"

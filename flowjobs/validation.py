@@ -8,6 +8,7 @@ from uuid import UUID
 from croniter import croniter
 
 from flowjobs.expressions import expression_problems, is_expression, referenced_steps
+from flowjobs.limits import RunSeconds, number_problem
 from flowjobs.manifest import FOR_EACH, WAIT_FOR_SIGNAL, FlowDefinition, StepMetadata, TriggerType
 
 
@@ -103,10 +104,11 @@ def _signal_problems(step: StepMetadata) -> list[str]:
     if not isinstance(name, str) or not name.strip():
         problems.append("a WaitForSignal step needs inputs.signalName (a non-empty string)")
     timeout = step.inputs.get("timeoutSeconds")
-    if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
-    ):
-        problems.append("inputs.timeoutSeconds of a WaitForSignal step must be a positive number")
+    # A signal may be awaited as long as a run may last; infinity or 1e12 would overflow the
+    # worker's deadline arithmetic.
+    why = number_problem(timeout, RunSeconds) if timeout is not None else None
+    if why:
+        problems.append(f"inputs.timeoutSeconds of a WaitForSignal step {why}")
     return problems
 
 

@@ -290,3 +290,40 @@ def test_definitions_are_frozen() -> None:
 def test_empty_name_is_rejected() -> None:
     with pytest.raises(ValidationError):
         FlowDefinition(id=FLOW_ID, name="")
+
+
+@pytest.mark.parametrize(
+    ("step", "loc", "message"),
+    [
+        ({"timeout_seconds": float("inf")}, ("timeout_seconds",), "a finite number > 0 and <= 604800"),
+        ({"timeout_seconds": 604801}, ("timeout_seconds",), "a finite number > 0 and <= 604800"),
+        ({"retry": {"max_attempts": 10**6}}, ("retry", "max_attempts"), "an integer >= 1 and <= 10000"),
+        ({"retry": {"backoff_seconds": float("nan")}}, ("retry", "backoff_seconds"), ">= 0 and <= 604800"),
+        ({"retry": {"backoff_factor": float("inf")}}, ("retry", "backoff_factor"), ">= 1 and <= 100"),
+        ({"retry": {"max_backoff_seconds": 1e12}}, ("retry", "max_backoff_seconds"), ">= 0 and <= 604800"),
+        ({"poll": {"interval_seconds": float("inf")}}, ("poll", "interval_seconds"), "> 0 and <= 604800"),
+        ({"poll": {"timeout_seconds": float("inf")}}, ("poll", "timeout_seconds"), "> 0 and <= 604800"),
+        ({"poll": {"min_attempts": 0}}, ("poll", "min_attempts"), "an integer >= 1 and <= 10000"),
+        ({"concurrency_limit": 10_001}, ("concurrency_limit",), "an integer >= 1 and <= 10000"),
+    ],
+)
+def test_every_number_of_a_step_is_finite_and_bounded(
+    step: dict[str, Any], loc: tuple[str, ...], message: str
+) -> None:
+    with pytest.raises(ValidationError) as info:
+        StepMetadata.model_validate({"type": "T", **step})
+    [error] = info.value.errors()
+    assert error["loc"] == loc
+    assert error["msg"].startswith("must be ") and error["msg"].endswith(message)
+
+
+def test_the_largest_allowed_numbers_are_accepted() -> None:
+    step = StepMetadata.model_validate(
+        {
+            "type": "T",
+            "timeout_seconds": 604800,
+            "retry": {"max_attempts": 10_000, "backoff_seconds": 604800, "backoff_factor": 100},
+            "poll": {"interval_seconds": 604800, "timeout_seconds": 604800, "min_attempts": 10_000},
+        }
+    )
+    assert step.timeout_seconds == 604800 and step.retry is not None and step.retry.max_attempts == 10_000

@@ -45,3 +45,44 @@ def test_invalid_values_name_every_bad_setting(config: Path, monkeypatch: pytest
         load_settings()
     assert "FLOWJOBS_CLAIM_LEASE_SECONDS" in str(error.value)
     assert "FLOWJOBS_HANDLER_MODULES" in str(error.value) and "'not a module'" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "limit"),
+    [
+        ("FLOWJOBS_RUN_TIMEOUT_SECONDS", "inf", "a finite number > 0 and <= 2592000"),
+        ("FLOWJOBS_RUN_TIMEOUT_SECONDS", "1e12", "a finite number > 0 and <= 2592000"),
+        ("FLOWJOBS_RUN_TIMEOUT_SECONDS", "nan", "a finite number > 0 and <= 2592000"),
+        ("FLOWJOBS_RETENTION_DAYS", "inf", "a finite number > 0 and <= 3650"),
+        ("FLOWJOBS_RETENTION_DAYS", "1e9", "a finite number > 0 and <= 3650"),
+        ("FLOWJOBS_CLAIM_LEASE_SECONDS", "inf", "a finite number > 0 and <= 3600"),
+        ("FLOWJOBS_RECOVERY_INTERVAL_SECONDS", "-inf", "a finite number > 0 and <= 3600"),
+        ("FLOWJOBS_JOB_TIMEOUT_SECONDS", "1000000000", "an integer > 0 and <= 604800"),
+        ("FLOWJOBS_MAX_DATA_DEPTH", "100000", "an integer >= 1 and <= 256"),
+        ("FLOWJOBS_MAX_DATA_BYTES", "0", "an integer >= 1024 and <= 67108864"),
+    ],
+)
+def test_numbers_must_be_finite_and_bounded(
+    config: Path, monkeypatch: pytest.MonkeyPatch, name: str, value: str, limit: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(InvalidSettings) as error:
+        load_settings()
+    assert str(error.value) == f"invalid settings:\n  - {name}: must be {limit}"
+
+
+def test_a_bad_number_in_the_file_is_refused_too(config: Path) -> None:
+    config.write_text("run_timeout_seconds = inf\n")
+    with pytest.raises(InvalidSettings, match="FLOWJOBS_RUN_TIMEOUT_SECONDS: must be a finite number"):
+        load_settings()
+
+
+def test_data_limits_default_and_can_be_set(config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = load_settings()
+    assert (settings.max_data_depth, settings.max_data_bytes) == (64, 1024 * 1024)
+    monkeypatch.setenv("FLOWJOBS_MAX_DATA_DEPTH", "8")
+    monkeypatch.setenv("FLOWJOBS_MAX_DATA_BYTES", "4096")
+    monkeypatch.setenv("FLOWJOBS_RUN_TIMEOUT_SECONDS", "2592000")
+    settings = load_settings()
+    assert (settings.max_data_depth, settings.max_data_bytes) == (8, 4096)
+    assert settings.run_timeout_seconds == 2592000

@@ -255,3 +255,30 @@ def test_find_cycle_returns_a_closed_path(graph: dict[str, list[str]], members: 
     assert len(cycle) == len(members) + 1
     for step, dep in itertools.pairwise(cycle):
         assert dep in graph[step], f"{step} -> {dep} is not an edge"
+
+
+@pytest.mark.parametrize("timeout", [float("inf"), float("nan"), 1e12, 2_592_001, 0, -1])
+def test_wait_for_signal_timeout_must_be_finite_positive_and_bounded(timeout: float) -> None:
+    problems = rejected(
+        flow({"wait": {"type": "WaitForSignal", "inputs": {"signalName": "go", "timeoutSeconds": timeout}}})
+    )
+    assert problems == [
+        "step 'wait': inputs.timeoutSeconds of a WaitForSignal step "
+        "must be a finite number > 0 and <= 2592000"
+    ]
+
+
+@pytest.mark.parametrize("timeout", ["60", True, [60]])
+def test_wait_for_signal_timeout_must_be_a_number(timeout: object) -> None:
+    problems = rejected(
+        flow({"wait": {"type": "WaitForSignal", "inputs": {"signalName": "go", "timeoutSeconds": timeout}}})
+    )
+    assert has(problems, "inputs.timeoutSeconds of a WaitForSignal step must be a valid number")
+
+
+@pytest.mark.parametrize("timeout", [0.5, 86400, 2_592_000])
+def test_wait_for_signal_timeout_within_bounds_is_accepted(timeout: float) -> None:
+    definition = flow(
+        {"wait": {"type": "WaitForSignal", "inputs": {"signalName": "go", "timeoutSeconds": timeout}}}
+    )
+    assert flow_problems(definition) == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,6 +15,8 @@ from flowjobs import (
     StepStatus,
     TriggerNotFound,
 )
+from flowjobs.client import FlowClient
+from flowjobs.errors import DataTooLarge
 from flowjobs.registry import FlowRegistry
 from tests.conftest import Space
 from tests.integration.flows import flow, registry
@@ -137,3 +140,68 @@ def test_cli_rejects_bad_input_with_exit_code_2(space: Space, tmp_path: Path) ->
     assert _written(space) == []
     good = space.cli("flows", "validate")
     assert good.returncode == 0, good.stderr
+
+
+def _nested(depth: int) -> Any:
+    value: Any = {}
+    for _ in range(depth - 1):
+        value = {"next": value}
+    return value
+
+
+def test_deep_or_large_trigger_data_is_refused_and_writes_nothing(space: Space) -> None:
+    client = space.client(registry(flow("ok", {"a": {"type": "Noop"}})))
+    with pytest.raises(DataTooLarge, match="nested 5000 levels deep; the limit is 64") as deep:
+        client.trigger("ok", data=_nested(5000))
+    assert (deep.value.limit, deep.value.actual) == (64, 5000)
+    with pytest.raises(DataTooLarge, match="nested 65 levels deep"):
+        client.trigger("ok", data=_nested(65))
+    with pytest.raises(DataTooLarge, match=r"trigger data is \d+ bytes as JSON; the limit is 1048576 bytes"):
+        client.trigger("ok", data={"blob": "x" * (1024 * 1024)})
+    assert _written(space) == []
+    run = client.trigger("ok", data=_nested(64)).record()
+    assert run.trigger_data_json is not None and run.trigger_data_json.count("{") == 64
+
+
+def test_from_settings_passes_the_data_limits_and_run_timeout(space: Space) -> None:
+    settings = space.settings.model_copy(
+        update={"max_data_depth": 2, "max_data_bytes": 2048, "run_timeout_seconds": 90}
+    )
+    client = FlowClient.from_settings(settings, registry(flow("ok", {"a": {"type": "Noop"}})))
+    with pytest.raises(DataTooLarge, match="nested 3 levels deep; the limit is 2"):
+        client.trigger("ok", data={"a": {"b": {}}})
+    with pytest.raises(DataTooLarge, match="the limit is 2048 bytes"):
+        client.trigger("ok", data="y" * 3000)
+    assert _written(space) == []
+    run = client.trigger("ok", data={"a": {}}).record()
+    assert run.timeout_at is not None
+    assert (run.timeout_at - run.started_at).total_seconds() == pytest.approx(90)
+
+
+@pytest.mark.parametrize("seconds", [1e12, 2_592_001, 0, -5, "600", True, None, [1]])
+def test_a_bad_run_timeout_in_the_trigger_data_is_refused_and_writes_nothing(
+    space: Space, seconds: Any
+) -> None:
+    client = space.client(registry(flow("ok", {"a": {"type": "Noop"}})))
+    with pytest.raises(InvalidTriggerData, match="runTimeoutSeconds in the trigger data must be"):
+        client.trigger("ok", data={"runTimeoutSeconds": seconds})
+    assert _written(space) == []
+
+
+def test_the_longest_run_timeout_sets_the_deadline(space: Space) -> None:
+    client = space.client(registry(flow("ok", {"a": {"type": "Noop"}})))
+    run = client.trigger("ok", data={"runTimeoutSeconds": 2_592_000}).record()
+    assert run.timeout_at is not None
+    assert (run.timeout_at - run.started_at).total_seconds() == pytest.approx(2_592_000)
+    assert client.trigger("ok", data={"other": 1}).record().timeout_at is None
+
+
+def test_from_settings_skips_a_bad_flow_file_and_triggers_the_good_ones(space: Space, tmp_path: Path) -> None:
+    (tmp_path / "good.yaml").write_text(
+        "id: 7a3e1a52-5a0e-4b8e-9f43-2d1c0b9e8f70\nname: good\nsteps:\n  a: {type: Noop}\n"
+    )
+    (tmp_path / "bad.yaml").write_text("id: not-a-uuid\nname: bad\nsteps: {}\n")
+    client = FlowClient.from_settings(space.settings.model_copy(update={"flows_dir": tmp_path}))
+    assert [d.name for d in client.flows.all()] == ["good"]
+    assert list(client.flows.invalid_files) == [tmp_path / "bad.yaml"]
+    assert client.trigger("good").record().flow_name == "good"
