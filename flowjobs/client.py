@@ -20,9 +20,11 @@ from flowjobs.errors import (
     InvalidTriggerData,
     RunNotFound,
     SignalAlreadyDelivered,
+    SignalBusy,
     SignalNotFound,
     TriggerNotFound,
 )
+from flowjobs.expressions import is_expression
 from flowjobs.jobs import step_call, trigger_call
 from flowjobs.keys import Keys
 from flowjobs.limits import (
@@ -38,7 +40,7 @@ from flowjobs.runtime.base import JobRunner, trigger_job_id
 from flowjobs.runtime.rq import DEFAULT_KEEP_SECONDS, RQJobRunner
 from flowjobs.settings import Settings, load_settings
 from flowjobs.statuses import RunStatus
-from flowjobs.store import RunStore
+from flowjobs.store import RunStore, SignalResume
 
 SENSITIVE_HEADERS = frozenset(
     {"authorization", "cookie", "set-cookie", "x-webhook-key", "proxy-authorization"}
@@ -46,6 +48,8 @@ SENSITIVE_HEADERS = frozenset(
 IDEMPOTENCY_HEADER = "idempotency-key"
 
 log = structlog.get_logger("flowjobs.client")
+#: Deliveries tried while steps keep parking on the signal between the read and the write.
+_SIGNAL_TRIES = 10
 
 
 class RunHandle:
@@ -237,11 +241,15 @@ class FlowClient:
         return self.store.list_runs(flow_id=flow_id, status=status, limit=limit, before=before)
 
     def signal(self, run_id: UUID | str, signal_name: str, payload: Any = None) -> str:
-        """Deliver a signal to a run; a step parked on it resumes at once, with the payload as output.
+        """Deliver a signal to a run: every step of it parked on that name resumes at once, with the
+        payload as its output, and a step that parks on it later consumes it without waiting.
 
-        Returns ``"resumed"``, or ``"kept"`` when the step has not parked yet (it consumes the
-        signal when it does). ``SignalNotFound``: no such active run, or no WaitForSignal step of
-        it waits for that name; ``SignalAlreadyDelivered``: the name was signalled before.
+        Delivery and the resume jobs are written in one script, so no failure between them can
+        leave a step waiting. Returns ``"resumed"``, or ``"kept"`` when no step has parked on it
+        yet. ``SignalNotFound``: no such active run, or no WaitForSignal step of it waits for that
+        name (a name given by an expression is known once a step has parked on it; until then a
+        run whose flow has such a step keeps the signal); ``SignalAlreadyDelivered``: the name was
+        signalled before.
         """
         try:
             payload_json = json.dumps(payload, allow_nan=False)
@@ -250,8 +258,22 @@ class FlowClient:
         run_fields = self.store.run_fields(run_id)
         if "manifest_hash" not in run_fields:
             raise SignalNotFound(f"no run with id {run_id}")
-        declared = signal_name in self.store.load_manifest(run_fields["manifest_hash"]).signal_names()
-        answer = self.store.deliver_signal(run_id, signal_name, payload_json, declared=declared)
+        names = self.store.load_manifest(run_fields["manifest_hash"]).signal_names()
+        declared = signal_name in names or any(is_expression(name) for name in names)
+        answer = ["changed"]
+        for _ in range(_SIGNAL_TRIES):
+            waiters = self.store.signal_waiters(run_id, signal_name)
+            calls = {key: step_call(str(run_id), run_fields, key, n) for key, n in waiters.items()}
+            commands = self.runner.enqueue_commands(list(calls.values())) if calls else None
+            resumes = {
+                key: SignalResume(waiters[key], call.job_id, commands[i] if commands is not None else ())
+                for i, (key, call) in enumerate(calls.items())
+            }
+            answer = self.store.deliver_signal(
+                run_id, signal_name, payload_json, declared=declared, resumes=resumes
+            )
+            if answer[0] != "changed":
+                break
         if answer[0] == "already":
             raise SignalAlreadyDelivered(
                 f"signal {signal_name!r} was already delivered to run {run_id} at {answer[1]}"
@@ -260,9 +282,11 @@ class FlowClient:
             raise SignalNotFound(f"run {run_id} is {answer[1]}; it waits for no signal")
         if answer[0] in ("no_run", "unknown"):
             raise SignalNotFound(f"no step of run {run_id} waits for signal {signal_name!r}")
-        if answer[0] == "resume":
-            _, step_key, attempt, _job_id = answer
-            self.runner.enqueue(step_call(str(run_id), run_fields, step_key, int(attempt)))
+        if answer[0] == "changed":
+            raise SignalBusy(f"steps of run {run_id} kept parking on {signal_name!r}; signal again")
+        if answer[0] == "resumed":
+            if commands is None:
+                self.runner.enqueue_many([calls[key] for key in answer[1:]])
             return "resumed"
         return "kept"
 

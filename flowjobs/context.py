@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 from uuid import UUID
 
@@ -28,12 +29,17 @@ class StepContext:
     """1-based attempt number."""
     job_id: str | None
     """RQ job executing this attempt."""
-    trigger_data: Any
-    """The trigger payload (parsed JSON)."""
     trigger_headers: Mapping[str, str]
     """Trigger headers, sensitive ones removed."""
     log: FilteringBoundLogger
     """structlog logger bound with ``flow_id``, ``run_id``, ``step_key``, ``job_id``, ``attempt``."""
+    trigger_loader: Callable[[], Any] = field(default=lambda: None, repr=False, compare=False)
+    """Reads the trigger payload; the engine fetches it only for handlers that look at it."""
+
+    @cached_property
+    def trigger_data(self) -> Any:
+        """The trigger payload (parsed JSON), read on first use."""
+        return self.trigger_loader()
 
     @property
     def idempotency_key(self) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -23,17 +24,18 @@ from rq.timeouts import JobTimeoutException
 from flowjobs.backoff import retry_delay
 from flowjobs.clock import utcnow
 from flowjobs.context import StepContext
-from flowjobs.errors import HandlerNotFound
+from flowjobs.deadline import step_deadline
+from flowjobs.errors import DataTooLarge, ExpressionError, HandlerNotFound
 from flowjobs.expressions import (
     ExpressionScope,
-    is_expression,
+    reads_trigger_body,
     referenced_steps,
     resolve_inputs,
-    resolve_value,
 )
 from flowjobs.handlers import HandlerRegistry, StepResult
 from flowjobs.jobs import step_call
 from flowjobs.leases import LeaseKeeper
+from flowjobs.limits import DEFAULT_MAX_DATA_BYTES, DEFAULT_MAX_DATA_DEPTH, check_json_limits
 from flowjobs.manifest import (
     FOR_EACH,
     WAIT_FOR_SIGNAL,
@@ -63,6 +65,9 @@ from flowjobs.store import (
 from flowjobs.when import WhenGate, expression_scope
 
 log = structlog.get_logger("flowjobs.engine")
+
+#: What a handler's ``StepResult`` may say; Running or Skipped would leave the step unfinished.
+_HANDLER_STATUSES = (StepStatus.Succeeded, StepStatus.Failed, StepStatus.Pending)
 
 #: Due time of a parked step that waits with no timeout (recovery never finds it overdue).
 NEVER = datetime(9999, 1, 1, tzinfo=UTC)
@@ -100,11 +105,16 @@ class Engine:
         *,
         lease_seconds: float = 30.0,
         worker_name: str | None = None,
+        max_data_depth: int = DEFAULT_MAX_DATA_DEPTH,
+        max_data_bytes: int = DEFAULT_MAX_DATA_BYTES,
     ) -> None:
         self.store = store
         self.runner = runner
         self.handlers = handlers
         self.lease_seconds = lease_seconds
+        self.max_data_depth = max_data_depth
+        self.max_data_bytes = max_data_bytes
+        self._trigger_readers: dict[int, bool] = {}
         self.leases = LeaseKeeper(store, lease_seconds)
         self.worker_name = worker_name or f"{socket.gethostname()}:{os.getpid()}"
 
@@ -159,22 +169,57 @@ class Engine:
                 lease_until=utcnow() + timedelta(seconds=self.lease_seconds),
                 refs=sorted(set(refs.values())),
                 loop_item_field=f"{loop_key}.{loop_index(step_key)}" if child is not None else None,
+                with_trigger=self._reads_trigger_body(step),
             )
             if isinstance(claim, Refused):
                 log.info("step.claim_refused", reason=claim.reason, detail=claim.detail)
                 return claim.reason
             structlog.contextvars.bind_contextvars(flow_id=claim.run.get("flow_id"))
             log.debug("step.started", step_type=step.type)
-            scope = _scope(claim, refs)
-            if step.kind == FOR_EACH:
-                return self._expand_loop(run_id, step_key, step, attempt, claim, scope)
-            if step.kind == WAIT_FOR_SIGNAL:
-                return self._wait_for_signal(run_id, step_key, step, attempt, claim, scope)
-            with self.leases.holding(run_id, step_key, attempt):
-                outcome = self._run_handler(run_id, step_key, step, attempt, job_id, claim, scope)
-            if step.poll is not None and outcome.status is StepStatus.Succeeded:
-                outcome = self._poll(step, attempt, claim, outcome)
-            return self._record(run_id, step_key, step, attempt, outcome, claim.snapshot)
+            try:
+                return self._attempt(run_id, step_key, step, attempt, job_id, claim, refs)
+            except Exception as error:
+                # flowjobs' own code failed around the handler (a value too deep to decode, a bug):
+                # the attempt fails with the reason instead of staying Running until its lease
+                # expires and being re-run by recovery.
+                log.exception("step.engine_error")
+                reason = f"flowjobs could not run the step: {type(error).__name__}: {error}"
+                return self._record(
+                    run_id, step_key, step, attempt, Outcome(StepStatus.Failed, error=reason), claim.snapshot
+                )
+
+    def _attempt(
+        self,
+        run_id: str,
+        step_key: str,
+        step: StepMetadata,
+        attempt: int,
+        job_id: str | None,
+        claim: Claim,
+        refs: Mapping[str, str],
+    ) -> str:
+        scope = expression_scope(
+            claim.run,
+            {name: claim.refs[key] for name, key in refs.items()},
+            partial(self.store.trigger_data_json, run_id),
+        )
+        if step.kind == FOR_EACH:
+            return self._expand_loop(run_id, step_key, step, attempt, claim, scope)
+        if step.kind == WAIT_FOR_SIGNAL:
+            return self._wait_for_signal(run_id, step_key, step, attempt, claim, scope)
+        with self.leases.holding(run_id, step_key, attempt):
+            outcome = self._run_handler(run_id, step_key, step, attempt, job_id, claim, scope)
+        if step.poll is not None and outcome.status is StepStatus.Succeeded:
+            outcome = self._poll(step, attempt, claim, outcome)
+        return self._record(run_id, step_key, step, attempt, outcome, claim.snapshot)
+
+    def _reads_trigger_body(self, step: StepMetadata) -> bool:
+        """Whether the step's inputs or items read ``@triggerBody()``: only then does its claim carry
+        the trigger data (cached per step of a pinned manifest, which lives as long as the process)."""
+        known = self._trigger_readers.get(id(step))
+        if known is None:
+            known = self._trigger_readers[id(step)] = reads_trigger_body([step.inputs, step.for_each])
+        return known
 
     def _references(self, manifest: FlowManifest, step_key: str, step: StepMetadata) -> dict[str, str]:
         """Step names the step's expressions use → runtime keys (siblings inside a ForEach iteration)."""
@@ -223,28 +268,54 @@ class Engine:
             step_type=step.type,
             attempt=attempt,
             job_id=job_id,
-            trigger_data=scope.trigger_body,
+            trigger_loader=lambda: scope.body,
             trigger_headers=scope.trigger_headers,
             log=structlog.get_logger("flowjobs.step"),
         )
+        limit = f"{step.timeout_seconds:g}s" if step.timeout_seconds else "the job timeout"
+        timed_out = Outcome(
+            StepStatus.Failed, input_json, error=f"Step timed out: the handler ran longer than {limit}."
+        )
+        started = time.monotonic()
         try:
-            returned = registered.fn(context, inputs)
+            with step_deadline(step.timeout_seconds):
+                returned = registered.fn(context, inputs)
         except JobTimeoutException:
-            limit = f"{step.timeout_seconds:g}s" if step.timeout_seconds else "the job timeout"
-            return Outcome(
-                StepStatus.Failed, input_json, error=f"Step timed out: the handler ran longer than {limit}."
-            )
+            return timed_out
         except Exception as error:
             log.warning("step.handler_raised", error=repr(error))
             return Outcome(StepStatus.Failed, input_json, error=f"{type(error).__name__}: {error}")
+        if step.timeout_seconds is not None and time.monotonic() - started > step.timeout_seconds:
+            # A handler inside one long C call (a regex, a GIL-holding library) sees no signal
+            # until it returns: its late result still counts as a timeout.
+            return timed_out
         result = returned if isinstance(returned, StepResult) else StepResult.succeeded(returned)
+        if result.status not in _HANDLER_STATUSES:
+            return Outcome(
+                StepStatus.Failed,
+                input_json,
+                error=f"Handler returned StepResult with status {result.status.value}; "
+                "a handler may return Succeeded, Failed or Pending.",
+            )
         try:
-            output_json = _output_json(result.output)
+            output_json = self._output_json(result.output)
+        except DataTooLarge as error:
+            return Outcome(StepStatus.Failed, input_json, error=f"Handler output is too large: {error}")
         except (TypeError, ValueError) as error:
             return Outcome(
                 StepStatus.Failed, input_json, error=f"Handler output is not JSON-serialisable: {error}"
             )
         return Outcome(result.status, input_json, output_json, result.error, result.delay_seconds)
+
+    def _output_json(self, output: Any) -> str | None:
+        """A handler's output as JSON, within the data limits (``DataTooLarge`` otherwise)."""
+        if output is None:
+            return None
+        if isinstance(output, BaseModel):
+            output = output.model_dump(mode="json")
+        return check_json_limits(
+            output, max_depth=self.max_data_depth, max_bytes=self.max_data_bytes, what="the output"
+        )
 
     def _poll(self, step: StepMetadata, attempt: int, claim: Claim, outcome: Outcome) -> Outcome:
         assert step.poll is not None
@@ -341,11 +412,15 @@ class Engine:
     ) -> str:
         """ForEach: resolve the items, record them and start the first iterations."""
         try:
-            items = resolve_value(step.for_each, scope) if is_expression(step.for_each) else step.for_each
-        except Exception as error:
+            items = resolve_inputs(step.for_each, scope)
+        except ExpressionError as error:
             items = error
         if not isinstance(items, list):
-            reason = f"for_each did not resolve to a list (got {type(items).__name__})"
+            reason = (
+                f"for_each could not be resolved: {items}"
+                if isinstance(items, ExpressionError)
+                else f"for_each did not resolve to a list (got {type(items).__name__})"
+            )
             return self._record(
                 run_id, step_key, step, attempt, Outcome(StepStatus.Failed, error=reason), claim.snapshot
             )
@@ -436,6 +511,12 @@ class Engine:
             decisions = self._decide(run_id, manifest, state)
             if not decisions.finished_loops:
                 break
+            if decisions.skip:
+                # A loop finishes counting its last iteration's skipped steps as final: record them
+                # (with their When traces) before the loop, or the next pass would never look again.
+                skips = _Decisions(skip=decisions.skip)
+                continuation, calls = self._continuation(run_id, manifest, state.run, skips)
+                self._applied(continuation, calls, self.store.apply_plan(run_id, continuation))
             finished = self._finish_loops(run_id, manifest, state, decisions.finished_loops)
             if finished is None:
                 return RunStatus(state.run.get("status", RunStatus.Running))
@@ -573,13 +654,3 @@ def _type(manifest: FlowManifest, runtime_key: str) -> str:
     return step.type
 
 
-def _scope(claim: Claim, refs: Mapping[str, str]) -> ExpressionScope:
-    return expression_scope(claim.run, {name: claim.refs[key] for name, key in refs.items()})
-
-
-def _output_json(output: Any) -> str | None:
-    if output is None:
-        return None
-    if isinstance(output, BaseModel):
-        return output.model_dump_json()
-    return json.dumps(output, allow_nan=False)

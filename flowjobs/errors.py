@@ -61,6 +61,10 @@ class SignalAlreadyDelivered(FlowjobsError):
     """That signal was already delivered to the waiting step."""
 
 
+class SignalBusy(FlowjobsError):
+    """Steps kept parking on the signal while it was being delivered; nothing was written."""
+
+
 class InvalidSignalPayload(FlowjobsError):
     """A signal payload is not JSON-serialisable."""
 

@@ -47,4 +47,11 @@ def engine_from_settings(
         keep_seconds=settings.rq_job_ttl_seconds,
         default_timeout_seconds=settings.job_timeout_seconds,
     )
-    return Engine(store, runner, handlers, lease_seconds=settings.claim_lease_seconds)
+    return Engine(
+        store,
+        runner,
+        handlers,
+        lease_seconds=settings.claim_lease_seconds,
+        max_data_depth=settings.max_data_depth,
+        max_data_bytes=settings.max_data_bytes,
+    )

@@ -139,6 +139,15 @@ class Signalled:
 
 
 @dataclass(frozen=True)
+class SignalResume:
+    """The attempt that resumes a step parked on a signal, and its job's enqueue commands."""
+
+    attempt: int
+    job_id: str
+    commands: Sequence[Sequence[bytes]] = ()
+
+
+@dataclass(frozen=True)
 class NextAttempt:
     """Queue the step again as this attempt instead of making it final."""
 
@@ -315,14 +324,6 @@ class RunStore:
         """The JSON argument of a continuation, and the flattened job commands it points into."""
         now = utcnow()
         argv: list[bytes] = []
-
-        def slices(commands: Sequence[Sequence[bytes]]) -> list[list[int]]:
-            out = []
-            for command in commands:
-                out.append([len(argv) + 2, len(command)])  # ARGV[1] is the JSON document
-                argv.extend(command)
-            return out
-
         args = self._run_args(run_id)
         args.update(
             {
@@ -348,7 +349,7 @@ class RunStore:
                         "job_id": d.job_id,
                         "member": step_member(run_id, d.step_key),
                         "due_ms": epoch_ms(d.due or now),
-                        "commands": slices(plan.job_commands.get(d.step_key, ())),
+                        "commands": _command_slices(argv, plan.job_commands.get(d.step_key, ())),
                     }
                     for d in plan.dispatch
                 ],
@@ -371,11 +372,13 @@ class RunStore:
         lease_until: datetime,
         refs: Sequence[str] = (),
         loop_item_field: str | None = None,
+        with_trigger: bool = True,
     ) -> Claim | Refused:
         """Claim the attempt for this worker with a lease; refused when it is not the current one.
 
-        Reads, in the same script, the run's fields, the referenced steps and, for a ForEach
-        child, its iteration's item (``loop_item_field`` is ``<loop>.<index>``).
+        Reads, in the same script, the run's fields (without the trigger data unless
+        ``with_trigger``), the referenced steps and, for a ForEach child, its iteration's item
+        (``loop_item_field`` is ``<loop>.<index>``).
         """
         args = self._step_args(run_id, step_key, attempt)
         args.update(
@@ -386,6 +389,7 @@ class RunStore:
                 "refs": [self.keys.step(run_id, ref) for ref in refs],
                 "loop_items_key": self.keys.loop_items(run_id),
                 "loop_item_field": loop_item_field,
+                "with_trigger": with_trigger,
             }
         )
         result = self._run("claim", args)
@@ -501,14 +505,24 @@ class RunStore:
         return _completion(result[1:])
 
     def deliver_signal(
-        self, run_id: UUID | str, name: str, payload_json: str, *, declared: bool
+        self,
+        run_id: UUID | str,
+        name: str,
+        payload_json: str,
+        *,
+        declared: bool,
+        resumes: Mapping[str, SignalResume],
     ) -> list[str]:
-        """Keep a signal's payload, once.
+        """Deliver a signal once and, in the same script, resume every step parked on it.
 
-        Returns ``["resume", step_key, attempt, job_id]`` when a step is parked waiting for it,
-        ``["kept"]``, or a refusal: ``no_run``, ``not_active``, ``unknown`` (no step of the run
-        waits for that name), ``already``.
+        ``resumes`` are the waiters the caller read (``signal_waiters``), each with its resume job.
+        Returns ``["resumed", step_key, ...]``, ``["kept"]`` (no step parked on it yet), or a
+        refusal: ``changed`` (the waiters moved since they were read: nothing written),
+        ``no_run``, ``not_active``, ``unknown`` (no step of the run waits for that name),
+        ``already``.
         """
+        argv: list[bytes] = []
+        now = utcnow()
         args = self._run_args(run_id)
         args.update(
             {
@@ -517,9 +531,26 @@ class RunStore:
                 "declared": declared,
                 "signals_key": self.keys.signals(run_id),
                 "step_prefix": self.keys.step_prefix(run_id),
+                "jobs_key": self.keys.jobs(),
+                "pending_key": self.keys.pending(),
+                "now_ms": epoch_ms(now),
+                "expected": {
+                    key: {
+                        "attempt": resume.attempt,
+                        "job_id": resume.job_id,
+                        "member": step_member(run_id, key),
+                        "commands": _command_slices(argv, resume.commands),
+                    }
+                    for key, resume in resumes.items()
+                },
             }
         )
-        return [_text(part) for part in self._run("deliver_signal", args)]
+        return [_text(part) for part in self._run("deliver_signal", args, argv)]
+
+    def signal_waiters(self, run_id: UUID | str, name: str) -> dict[str, int]:
+        """Steps parked on a signal name: step key → the attempt that resumes it."""
+        record = self.signal_record(run_id, name) or {}
+        return {key: int(w["attempt"]) for key, w in (record.get("waiters") or {}).items()}
 
     def signal_record(self, run_id: UUID | str, name: str) -> dict[str, Any] | None:
         """The signal record (waiter, expiry, delivery, payload) of one signal name."""
@@ -576,6 +607,11 @@ class RunStore:
     def run_fields(self, run_id: UUID | str) -> dict[str, str]:
         """Raw fields of the run hash (empty when there is no such run)."""
         return _pairs_dict(self.redis.hgetall(self.keys.run(run_id)))
+
+    def trigger_data_json(self, run_id: UUID | str) -> str | None:
+        """The run's trigger data as JSON (left out of claims of steps that do not reference it)."""
+        value = self.redis.hget(self.keys.run(run_id), "trigger_data_json")
+        return _text(value) if value is not None else None
 
     def manifest_hash_of(self, run_id: UUID | str) -> str | None:
         """The content hash of the manifest the run is pinned to."""
@@ -750,6 +786,15 @@ def _completion(parts: Sequence[Any]) -> Completion:
     loops = {k: int(v) for k, v in _pairs(parts[2]).items()}
     applied = _applied(parts[3]) if len(parts) > 3 and parts[3] else None
     return Completion(statuses=statuses, run=_pairs(parts[1]), loops=loops, applied=applied)
+
+
+def _command_slices(argv: list[bytes], commands: Sequence[Sequence[bytes]]) -> list[list[int]]:
+    """Append Redis commands to a script's ARGV; their ``{offset, count}`` slices for ``run_commands``."""
+    out = []
+    for command in commands:
+        out.append([len(argv) + 2, len(command)])  # ARGV[1] is the JSON document
+        argv.extend(command)
+    return out
 
 
 def _applied(reply: Sequence[Any]) -> AppliedPlan:

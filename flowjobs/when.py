@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import partial
+from typing import Any
 
 from flowjobs.expressions import ExpressionScope, evaluate_condition, referenced_steps
 from flowjobs.expressions import StepView as ExpressionStepView
@@ -46,7 +48,9 @@ class WhenGate:
             if missing:
                 self.views.update(self.store.step_views(self.run_id, missing))
             scope = expression_scope(
-                self.run_fields, {name: self.views[key] for name, key in runtime.items()}
+                self.run_fields,
+                {name: self.views[key] for name, key in runtime.items()},
+                partial(self.store.trigger_data_json, self.run_id),
             )
             for text in conditions:
                 outcome = evaluate_condition(text, scope)
@@ -59,12 +63,28 @@ class WhenGate:
         return check
 
 
-def expression_scope(run_fields: Mapping[str, str], views: Mapping[str, StepView]) -> ExpressionScope:
-    """What expressions of a run can see: its trigger data and headers, and some steps."""
+def expression_scope(
+    run_fields: Mapping[str, str],
+    views: Mapping[str, StepView],
+    read_trigger_data: Callable[[], str | None] | None = None,
+) -> ExpressionScope:
+    """What expressions of a run can see: its trigger data and headers, and some steps.
+
+    Run fields read without the trigger data (``RunStore.claim``) pass ``read_trigger_data``,
+    called only if an expression reads the trigger body.
+    """
+    data = run_fields.get("trigger_data_json")
+    loader = None
+    if data is None and read_trigger_data is not None:
+        read = read_trigger_data
+
+        def loader() -> Any:
+            text = read()
+            return json.loads(text) if text is not None else None
+
     return ExpressionScope(
-        trigger_body=json.loads(run_fields["trigger_data_json"])
-        if "trigger_data_json" in run_fields
-        else None,
+        trigger_body=json.loads(data) if data is not None else None,
+        trigger_loader=loader,
         trigger_headers=json.loads(run_fields.get("trigger_headers", "{}")),
         steps={
             name: ExpressionStepView(

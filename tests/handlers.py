@@ -15,7 +15,7 @@ from typing import Any
 
 from redis import Redis
 
-from flowjobs import StepContext, StepResult, handler
+from flowjobs import StepContext, StepResult, StepStatus, handler
 
 
 @cache
@@ -137,6 +137,21 @@ def track(ctx: StepContext, inputs: dict[str, Any]) -> dict[str, Any]:
     return {"item": inputs.get("__loopItem"), "index": inputs.get("__loopIndex")}
 
 
+@handler("Deep")
+def deep(ctx: StepContext, inputs: dict[str, Any]) -> Any:
+    """Returns a list nested ``inputs.depth`` levels deep."""
+    value: Any = []
+    for _ in range(int(inputs["depth"])):
+        value = [value]
+    return value
+
+
+@handler("SayRunning")
+def say_running(ctx: StepContext, inputs: dict[str, Any]) -> StepResult:
+    """Returns a status a handler may not return."""
+    return StepResult(StepStatus.Running)
+
+
 @handler("HoldGil")
 def hold_gil(ctx: StepContext, inputs: dict[str, Any]) -> dict[str, Any]:
     """Spends at least ``inputs.seconds`` in ONE regex call, which never releases the GIL
@@ -169,3 +184,9 @@ def hold_gil(ctx: StepContext, inputs: dict[str, Any]) -> dict[str, Any]:
 def kill_horse(ctx: StepContext, inputs: dict[str, Any]) -> None:
     """SIGKILLs the process running it (a poison step: a forking worker loses its work-horse)."""
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+@handler("ReadTrigger")
+def read_trigger(ctx: StepContext, inputs: dict[str, Any]) -> Any:
+    """Returns the trigger payload as the handler's context gives it."""
+    return {"data": ctx.trigger_data}

@@ -6,7 +6,13 @@ Pure functions over parsed, cached syntax trees; nothing here does I/O or calls 
 from __future__ import annotations
 
 from flowjobs.expressions.evaluator import ConditionOutcome, evaluate_condition, resolve_value
-from flowjobs.expressions.inputs import expression_problems, is_expression, referenced_steps, resolve_inputs
+from flowjobs.expressions.inputs import (
+    expression_problems,
+    is_expression,
+    reads_trigger_body,
+    referenced_steps,
+    resolve_inputs,
+)
 from flowjobs.expressions.nodes import Condition, ValueExpression
 from flowjobs.expressions.parser import parse_condition, parse_value
 from flowjobs.expressions.printer import format_expression
@@ -24,6 +30,7 @@ __all__ = [
     "is_expression",
     "parse_condition",
     "parse_value",
+    "reads_trigger_body",
     "referenced_steps",
     "resolve_inputs",
     "resolve_value",

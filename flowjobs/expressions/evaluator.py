@@ -97,7 +97,7 @@ def resolve_reference(reference: Reference, scope: ExpressionScope) -> Any:
             return _walk(step.output, reference.path)
         return step.status if reference.part == "status" else step.error
     if isinstance(reference, TriggerBody):
-        return _walk(scope.trigger_body, reference.path)
+        return _walk(scope.body, reference.path)
     path = reference.path
     if not path:
         return dict(scope.trigger_headers or {})

@@ -7,7 +7,16 @@ from typing import Any
 
 from flowjobs.errors import ExpressionError
 from flowjobs.expressions.evaluator import resolve_value
-from flowjobs.expressions.nodes import And, Comparison, ConditionNode, Not, Or, Reference, StepRef
+from flowjobs.expressions.nodes import (
+    And,
+    Comparison,
+    ConditionNode,
+    Not,
+    Or,
+    Reference,
+    StepRef,
+    TriggerBody,
+)
 from flowjobs.expressions.parser import parse_condition, parse_value
 from flowjobs.expressions.scope import ExpressionScope
 
@@ -81,6 +90,18 @@ def referenced_steps(inputs_or_text: Any) -> set[str]:
         if isinstance(reference, StepRef):
             keys.add(reference.key)
     return keys
+
+
+def reads_trigger_body(inputs: Any) -> bool:
+    """True when an expression in ``inputs`` (dicts and lists, as for ``resolve_inputs``) reads
+    ``@triggerBody()``; expressions that do not parse read nothing."""
+    for _, text in _expressions(inputs, ""):
+        try:
+            if isinstance(parse_value(text).reference, TriggerBody):
+                return True
+        except ExpressionError:
+            continue
+    return False
 
 
 def expression_problems(inputs: Any, *, condition: str | None = None) -> list[str]:

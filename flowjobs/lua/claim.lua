@@ -1,5 +1,9 @@
 -- A worker claims one attempt of a step: Pending(attempt) -> Running with a lease.
--- Returns {'ok', run hash, referenced steps} or {reason, detail} when the job is stale.
+-- The run hash comes back without `trigger_data_json` unless `with_trigger` (it can be large; a
+-- step that does not reference it reads it later only if it needs it).
+-- Returns {'ok', run hash, referenced steps {status, output_json, error_message}...,
+--   {first_started_at, loop item JSON or false}, step statuses hash, loops hash}
+-- or {reason, detail} when the job is stale or the run is not Running.
 local a = cjson.decode(ARGV[1])
 local run_status = redis.call('HGET', a.run_key, 'status')
 if run_status ~= 'Running' then return {'run_not_running', run_status or 'missing'} end
@@ -23,5 +27,20 @@ for _, r in ipairs(a.refs or {}) do
 end
 local extra = {redis.call('HGET', a.hash_key, 'first_started_at'), false}
 if ok(a.loop_item_field) then extra[2] = redis.call('HGET', a.loop_items_key, a.loop_item_field) end
-return {'ok', redis.call('HGETALL', a.run_key), refs, extra, redis.call('HGETALL', a.steps_key),
+local run
+if a.with_trigger then
+  run = redis.call('HGETALL', a.run_key)
+else
+  local wanted = {}
+  for _, name in ipairs(redis.call('HKEYS', a.run_key)) do
+    if name ~= 'trigger_data_json' then wanted[#wanted + 1] = name end
+  end
+  local values = redis.call('HMGET', a.run_key, unpack(wanted))
+  run = {}
+  for i, name in ipairs(wanted) do
+    run[#run + 1] = name
+    run[#run + 1] = values[i]
+  end
+end
+return {'ok', run, refs, extra, redis.call('HGETALL', a.steps_key),
   redis.call('HGETALL', a.loops_key)}

@@ -11,14 +11,12 @@ if a.lease_expired_before_ms then
   redis.call('HINCRBY', a.hash_key, 'lost_attempts', 1)
 end
 local version = tonumber(redis.call('HGET', a.run_key, 'steps_version') or '0')
+local signal = nil
 if a.park then
   -- WaitForSignal: a signal delivered before the step parks is consumed instead of parking.
   local raw = redis.call('HGET', a.park.signals_key, a.park.name)
-  local record = raw and cjson.decode(raw) or {run_id = a.run_id, signal_name = a.park.name, created_at = a.now}
-  if record.delivered_at then return {'signalled', record.payload_json or 'null'} end
-  record.step_key = a.step_key
-  record.expires_at = a.park.expires_at
-  redis.call('HSET', a.park.signals_key, a.park.name, cjson.encode(record))
+  signal = raw and cjson.decode(raw) or {run_id = a.run_id, signal_name = a.park.name, created_at = a.now}
+  if signal.delivered_at then return {'signalled', signal.payload_json or 'null'} end
 end
 local n = a.next
 local run_status = redis.call('HGET', a.run_key, 'status')
@@ -29,6 +27,12 @@ if n and run_status ~= 'Running' then
     a.status = 'Skipped'
     a.error = 'Run is ' .. tostring(run_status) .. '.'
   end
+end
+if signal and n then
+  -- Every step of the run parked on this name is a waiter; one delivery resumes them all.
+  signal.waiters = signal.waiters or {}
+  signal.waiters[a.step_key] = {attempt = n.attempt, expires_at = a.park.expires_at}
+  redis.call('HSET', a.park.signals_key, a.park.name, cjson.encode(signal))
 end
 redis.call('HSET', a.attempts_key, a.step_key .. '#' .. a.attempt, cjson.encode({
   run_id = a.run_id, step_key = a.step_key, attempt = a.attempt, step_type = step[6], status = a.status,

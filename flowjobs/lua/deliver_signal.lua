@@ -1,6 +1,12 @@
--- FlowClient.signal: keep the payload once; if a step is parked waiting for it, say which job resumes it.
--- Returns {'resume', step_key, attempt, job_id}, {'kept'}, or a refusal: no_run, not_active, unknown,
--- already.
+-- FlowClient.signal: deliver a signal to a run once and, in the same script, resume every step of
+-- the run parked on that name (one delivery resumes them all; a step that parks later consumes it).
+-- ARGV[1] (JSON): run_key, run_id, signals_key, step_prefix, jobs_key, pending_key, name,
+--   payload_json, declared (a literal signalName of the manifest, or one dynamic name may match),
+--   now, now_ms, expected = {step_key: {attempt, job_id, member, commands}}: the waiters the caller
+--   read, each with its resume job's RQ enqueue commands as ARGV slices (see run_commands).
+-- Reply: {'resumed', step_key...} | {'kept'} | {'changed'} (waiters moved since the caller read
+--   them: nothing written, read again) | {'no_run'} | {'not_active', status} | {'unknown'}
+--   | {'already', delivered_at}.
 local a = cjson.decode(ARGV[1])
 local status = redis.call('HGET', a.run_key, 'status')
 if not status then return {'no_run'} end
@@ -8,13 +14,29 @@ local raw = redis.call('HGET', a.signals_key, a.name)
 local record = raw and cjson.decode(raw) or nil
 if record and record.delivered_at then return {'already', record.delivered_at} end
 if status ~= 'Running' and status ~= 'Pending' then return {'not_active', status} end
-if not a.declared then return {'unknown'} end
+local waiters = (record and record.waiters) or {}
+for key, w in pairs(waiters) do
+  local e = a.expected[key]
+  if not e or tonumber(e.attempt) ~= tonumber(w.attempt) then return {'changed'} end
+end
+for key, _ in pairs(a.expected) do
+  if not waiters[key] then return {'changed'} end
+end
+if not record and not a.declared then return {'unknown'} end
 record = record or {run_id = a.run_id, signal_name = a.name, created_at = a.now}
 record.delivered_at = a.now
 record.payload_json = a.payload_json
 redis.call('HSET', a.signals_key, a.name, cjson.encode(record))
-if record.step_key then
-  local step = redis.call('HMGET', a.step_prefix .. record.step_key, 'status', 'attempt', 'job_id')
-  if step[1] == 'Pending' then return {'resume', record.step_key, step[2], step[3]} end
+local resumed = {'resumed'}
+for key, e in pairs(a.expected) do
+  local step = redis.call('HMGET', a.step_prefix .. key, 'status', 'attempt')
+  if step[1] == 'Pending' and tonumber(step[2]) == tonumber(e.attempt) then
+    -- Due now: if the resume job were ever lost, recovery finds the step overdue and re-queues it.
+    redis.call('ZADD', a.pending_key, a.now_ms, e.member)
+    redis.call('HSET', a.jobs_key, e.job_id, a.run_id)
+    run_commands(e.commands)
+    resumed[#resumed + 1] = key
+  end
 end
-return {'kept'}
+if #resumed == 1 then return {'kept'} end
+return resumed

@@ -6,9 +6,14 @@ import json
 from datetime import timedelta
 
 import pytest
+from redis.client import Pipeline
+from redis.exceptions import ConnectionError as RedisConnectionError
 
-from flowjobs import RunStatus, SignalAlreadyDelivered, SignalNotFound, StepStatus
+from flowjobs import FlowClient, RunStatus, SignalAlreadyDelivered, SignalNotFound, StepStatus
 from flowjobs.clock import utcnow
+from flowjobs.recovery import recover
+from flowjobs.runtime.base import JobCall
+from flowjobs.runtime.rq import RQJobRunner
 from flowjobs.store import Claim, Completion, NextAttempt, Park, Signalled
 from tests.conftest import Space, wait_until
 from tests.integration.flows import flow, registry
@@ -35,6 +40,8 @@ def test_parked_step_resumes_at_once_with_the_payload(space: Space) -> None:
     wait_until(lambda: _step(space, handle.run_id, "approval").get("attempt") == "2", what="the step to park")
     parked = _step(space, handle.run_id, "approval")
     assert parked["status"] == "Pending"
+    waiters = (space.engine().store.signal_record(handle.run_id, "approved") or {})["waiters"]
+    assert waiters["approval"]["attempt"] == 2 and waiters["approval"]["expires_at"]
     # Parked means no worker holds it: the only worker is idle and takes the next run at once.
     assert client.trigger("approval").run_id
     assert worker.poll() is None
@@ -50,7 +57,7 @@ def test_parked_step_resumes_at_once_with_the_payload(space: Space) -> None:
     ship = next(s for s in detail.steps or [] if s.step_key == "ship")
     assert json.loads(ship.output_json or "{}")["inputs"] == {"by": "ada"}
     record = space.engine().store.signal_record(handle.run_id, "approved")
-    assert record is not None and record["step_key"] == "approval" and record["delivered_at"]
+    assert record is not None and record["waiters"] == waiters and record["delivered_at"]
     assert json.loads(record["payload_json"]) == {"by": "ada"}
 
     with pytest.raises(SignalAlreadyDelivered):
@@ -140,3 +147,95 @@ def test_cli_signal(space: Space) -> None:
     assert unknown.returncode == 2 and "waits for signal 'nope'" in unknown.stderr
     bad = space.cli("runs", "signal", str(handle.run_id), "approved", "--data", "{oops")
     assert bad.returncode == 2 and "not JSON" in bad.stderr
+
+
+MANY_WAITERS = {
+    "loop": {
+        "type": "ForEach",
+        "for_each": [1, 2, 3],
+        "steps": {"wait": {"type": "WaitForSignal", "inputs": {"signalName": "go"}}},
+    },
+    "first": {"type": "WaitForSignal", "inputs": {"signalName": "go"}},
+    "second": {"type": "WaitForSignal", "inputs": {"signalName": "go"}},
+}
+
+
+def test_one_delivery_resumes_every_step_parked_on_the_name(space: Space) -> None:
+    client = space.client(registry(flow("many", MANY_WAITERS)))
+    handle = client.trigger("many")
+    space.drain()
+    waiting = ["loop.0.wait", "loop.1.wait", "loop.2.wait", "first", "second"]
+    store = space.engine().store
+    assert sorted(store.signal_waiters(handle.run_id, "go")) == sorted(waiting)
+
+    assert client.signal(handle.run_id, "go", {"ok": True}) == "resumed"
+    space.drain()
+    run = client.get_run_detail(handle.run_id)
+    assert run is not None and run.status is RunStatus.Succeeded
+    steps = {s.step_key: s for s in run.steps or []}
+    for key in waiting:
+        assert steps[key].status is StepStatus.Succeeded, key
+        assert json.loads(steps[key].output_json or "null") == {"ok": True}
+    with pytest.raises(SignalAlreadyDelivered):
+        client.signal(handle.run_id, "go")
+
+
+def test_signal_name_from_an_expression_is_signalled_by_its_resolved_name(space: Space) -> None:
+    steps = {"wait": {"type": "WaitForSignal", "inputs": {"signalName": "@triggerBody()?.sig"}}}
+    client = space.client(registry(flow("dynamic", steps)))
+    handle = client.trigger("dynamic", data={"sig": "order-42-paid"})
+    space.drain()
+    assert space.engine().store.signal_waiters(handle.run_id, "order-42-paid") == {"wait": 2}
+
+    assert client.signal(handle.run_id, "order-42-paid", "paid") == "resumed"
+    space.drain()
+    run = client.get_run_detail(handle.run_id)
+    assert run is not None and run.status is RunStatus.Succeeded
+    assert json.loads((run.steps or [])[0].output_json or "null") == "paid"
+
+
+class _EnqueueFails(RQJobRunner):
+    """A runner whose direct enqueue always loses its connection (the script path still works)."""
+
+    def enqueue(self, call: JobCall, *, pipeline: Pipeline | None = None) -> str:
+        if pipeline is None:
+            raise RedisConnectionError("connection lost")
+        return super().enqueue(call, pipeline=pipeline)
+
+
+def test_delivery_and_resume_job_are_written_together(space: Space) -> None:
+    definition = flow("approval", APPROVAL)
+    client = space.client(registry(definition))
+    handle = client.trigger("approval")
+    space.drain()
+    assert _step(space, handle.run_id, "approval")["status"] == "Pending"
+
+    fragile = FlowClient(
+        space.redis,
+        registry(definition),
+        space.settings.queue,
+        key_prefix=space.settings.key_prefix,
+        runner=_EnqueueFails(space.redis, space.settings.queue),
+    )
+    # Before delivery and resume were one script, the resume enqueue could fail after the signal
+    # was recorded, leaving the step parked forever.
+    assert fragile.signal(handle.run_id, "approved", {"by": "ada"}) == "resumed"
+    space.drain()
+    assert client.get_run(handle.run_id).status is RunStatus.Succeeded  # type: ignore[union-attr]
+
+
+def test_recovery_requeues_a_resume_job_that_was_lost(space: Space) -> None:
+    client = space.client(registry(flow("approval", APPROVAL)))
+    handle = client.trigger("approval")
+    space.drain()
+    assert client.signal(handle.run_id, "approved", {"by": "ada"}) == "resumed"
+    # The resume job vanishes (a queue flushed by hand, a failover without persistence).
+    job_id = _step(space, handle.run_id, "approval")["job_id"]
+    space.redis.delete(f"rq:job:{job_id}")
+    space.redis.lrem(f"rq:queue:{space.settings.queue}", 0, job_id)
+
+    engine = space.engine()
+    wait_until(lambda: recover(engine, grace_seconds=0) >= 1, timeout=10, what="recovery to re-queue it")
+    space.drain()
+    run = client.get_run_detail(handle.run_id)
+    assert run is not None and run.status is RunStatus.Succeeded
