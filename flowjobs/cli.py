@@ -341,17 +341,17 @@ def _print_run(ctx: click.Context, run: FlowRunRecord, as_json: bool) -> None:
 @click.option("--name", default=None, help="RQ worker name (default: a random one).")
 @click.pass_context
 def worker(ctx: click.Context, simple: bool, burst: bool, name: str | None) -> None:
-    """Run an RQ worker with flowjobs' engine and the handler modules loaded."""
+    """Run an RQ worker with flowjobs' engine and the handler modules loaded, and the duties."""
     from flowjobs.worker import run_worker
 
     run_worker(_settings(ctx), simple=simple, burst=burst, name=name)
 
 
 @cli.command()
-@click.option("--once", is_flag=True, help="Run one recovery pass and exit.")
+@click.option("--once", is_flag=True, help="Run every duty once (ignoring the duty locks) and exit.")
 @click.pass_context
 def scheduler(ctx: click.Context, once: bool) -> None:
-    """Run the scheduler: recovery of lost steps and unclosed runs, every recovery interval."""
+    """Run the duties (recovery, run deadlines) without taking jobs; optional: every worker runs them."""
     from flowjobs.worker import run_scheduler
 
     run_scheduler(_settings(ctx), once=once)

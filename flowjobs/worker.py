@@ -41,6 +41,9 @@ class FlowWorkerBase(BaseWorker):
     def __init__(self, *args: Any, leases: LeaseKeeper | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.leases = leases
+        # Serialises reviving RQ's scheduler (duty thread) with RQ's own start and stop of it.
+        self._scheduler_lock = threading.Lock()
+        self._looping = False
 
     def work(self, burst: bool = False, *args: Any, **kwargs: Any) -> bool:
         """RQ's work loop, entered again after a back-off whenever it ends for another reason than a
@@ -49,19 +52,22 @@ class FlowWorkerBase(BaseWorker):
         RQ quits its loop on a Redis timeout and on any error outside its dequeue, which a Redis
         restart causes at any moment (heartbeats, job bookkeeping, registering the worker).
         """
-        worked = False
+        worked = restarting = False
         backoff = 0.0
         while True:
             started = time.monotonic()
             try:
+                if restarting:
+                    self._forget_registration()
+                self._looping = True
                 worked = super().work(burst, *args, **kwargs) or worked
             except REDIS_DOWN as error:  # raised by RQ's bootstrap or teardown, outside its own loop
                 log.warning("worker.redis_unavailable", worker=self.name, error=repr(error))
             if burst or self._stopping:
                 return worked
+            restarting = True
             backoff = next_backoff(0.0 if time.monotonic() - started > _HEALTHY_LOOP_SECONDS else backoff)
             log.warning("worker.loop_restarting", worker=self.name, retry_in_seconds=backoff)
-            self._forget_registration()
             try:
                 time.sleep(backoff)
             except StopRequested:
@@ -76,7 +82,8 @@ class FlowWorkerBase(BaseWorker):
 
     def _forget_registration(self) -> None:
         """Undo what RQ's teardown may not have done with Redis away, so ``work()`` can register again:
-        stop the pubsub thread, and drop this worker's key (RQ refuses a live duplicate name)."""
+        stop the pubsub thread, and drop this worker's key (RQ refuses a live duplicate name).
+        Raises while Redis is unreachable."""
         if self.pubsub_thread is not None:
             self.pubsub_thread.stop()
             self.pubsub_thread.join(timeout=1)
@@ -84,8 +91,9 @@ class FlowWorkerBase(BaseWorker):
             with suppress(*REDIS_DOWN):
                 self.pubsub.close()
         self.pubsub = self.pubsub_thread = None
-        with suppress(*REDIS_DOWN):
-            self.connection.delete(self.key)
+        # The next loop starts its own RQ scheduler and maintenance (see ``revive_rq_scheduler``).
+        self.scheduler = self.last_cleaned_at = None
+        self.connection.delete(self.key)
 
     def maintain_heartbeats(self, job: Job) -> None:
         """RQ's heartbeats while a work-horse runs, plus the renewal of its job's claim lease.
@@ -114,14 +122,24 @@ class FlowWorkerBase(BaseWorker):
     def revive_rq_scheduler(self) -> int:
         """Start RQ's scheduler process (delayed attempts) again if it died, e.g. in a Redis outage;
         RQ itself looks only between dequeues, every maintenance interval (10 minutes)."""
-        scheduler = self.scheduler
-        if scheduler is None or self._stopping:
-            return 0
-        before = scheduler._process
-        if before is not None and before.is_alive():
-            return 0
-        scheduler.acquire_locks(auto_start=True)  # type: ignore[no-untyped-call]
-        return int(scheduler._process is not before)
+        with self._scheduler_lock:
+            scheduler = self.scheduler
+            cleaned: object = self.last_cleaned_at  # RQ declares it None only: keep the rest checked
+            # Only once RQ's loop started its scheduler itself (its first maintenance pass comes
+            # after), and never while it tears down: a process started then would be orphaned.
+            if scheduler is None or not self._looping or cleaned is None or self._stopping:
+                return 0
+            before = scheduler._process
+            if before is not None and before.is_alive():
+                return 0
+            scheduler.acquire_locks(auto_start=True)  # type: ignore[no-untyped-call]
+            return int(scheduler._process is not before)
+
+    def teardown(self) -> None:
+        """RQ's teardown (stops its scheduler), after which the duty thread no longer revives it."""
+        with self._scheduler_lock:
+            self._looping = False
+        super().teardown()  # type: ignore[no-untyped-call]
 
 
 class FlowWorker(FlowWorkerBase, Worker):

@@ -1,0 +1,117 @@
+"""A Redis restart under running processes: they log, back off and resume; nothing is lost."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pytest
+from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from flowjobs import RunStatus, StepStatus
+from tests.conftest import Space, wait_until
+from tests.integration.flows import flow, registry
+
+OUTAGE_SECONDS = 4.0
+PERSIST = ("--save", "", "--appendonly", "yes", "--appendfsync", "always")
+
+
+@dataclass
+class ThrowawayRedis:
+    """A redis-server of this test alone, persisting every write (AOF, fsync always) so a restart
+    keeps the data, as a production Redis with persistence would."""
+
+    port: int
+    data_dir: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        assert binary is not None
+        self.process = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir), *PERSIST],
+            stdout=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+        )
+        wait_until(self._answers, timeout=10, what="the throw-away Redis to answer")
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+
+    def _answers(self) -> bool:
+        try:
+            return bool(Redis.from_url(self.url, socket_connect_timeout=0.5).ping())
+        except RedisConnectionError:
+            return False
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def throwaway_redis(tmp_path: Path) -> Iterator[ThrowawayRedis]:
+    server = ThrowawayRedis(_free_port(), tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+@pytest.mark.slow
+def test_worker_and_scheduler_ride_out_a_redis_restart(throwaway_redis: ThrowawayRedis, space: Space) -> None:
+    # Requested before ``space``: the server outlives the processes the fixture stops.
+    outage = replace(
+        space,
+        redis=Redis.from_url(throwaway_redis.url),
+        settings=space.settings.model_copy(update={"redis_url": throwaway_redis.url}),
+        processes=space.processes,
+    )
+    definition = flow(
+        "outage",
+        {
+            "slow": {"type": "Sleep", "inputs": {"seconds": 2}},
+            "after": {"type": "Noop", "run_after": ["slow"]},
+        },
+    )
+    client = outage.client(registry(definition))
+    processes = [outage.start_worker("survivor"), outage.start("scheduler")]
+    store = outage.engine().store
+    before = client.trigger("outage")
+    wait_until(
+        lambda: store.step_fields(str(before.run_id), "slow").get("status") == "Running",
+        timeout=30,
+        what="the step to be running when Redis goes away",
+    )
+
+    throwaway_redis.kill()
+    time.sleep(OUTAGE_SECONDS)  # the outage itself: the step finishes while Redis is away
+    assert [p.poll() for p in processes] == [None, None]
+    throwaway_redis.start()
+
+    client = outage.client(registry(definition))  # fresh connections
+    after = client.trigger("outage")
+    assert after.wait(timeout=60).status is RunStatus.Succeeded
+    run = before.wait(timeout=60)
+    assert run.status is RunStatus.Succeeded, "the run in flight during the outage was not lost"
+    detail = client.get_run_detail(run.id)
+    assert detail is not None
+    steps = {s.step_key: s for s in detail.steps or []}
+    assert steps["slow"].status is StepStatus.Succeeded and steps["after"].status is StepStatus.Succeeded
+    assert [p.poll() for p in processes] == [None, None], "a process exited"
