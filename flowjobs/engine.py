@@ -44,7 +44,7 @@ from flowjobs.manifest import (
     loop_index,
     split_runtime_key,
 )
-from flowjobs.planner import plan, plan_loop
+from flowjobs.planner import LoopProgress, advance_loop, open_iterations, plan
 from flowjobs.polling import poll_verdict
 from flowjobs.runtime.base import JobCall, JobRunner, step_job_id
 from flowjobs.statuses import RunStatus, StepStatus
@@ -590,18 +590,21 @@ class Engine:
             loop = manifest.steps.get(loop_key)
             if loop is None or state.statuses.get(loop_key) is not StepStatus.Running:
                 continue
-            progress = plan_loop(
+            children = loop.dependency_graph()
+            started, iterations = open_iterations(loop_key, children, state.statuses)
+            progress = advance_loop(
                 loop_key,
-                loop.dependency_graph(),
-                count,
+                children,
                 loop.concurrency_limit,
-                state.statuses,
+                LoopProgress(count, started),
+                iterations,
                 partial(gate.admit, loop_key),
             )
             ready.extend(progress.ready)
             skipped.update(progress.skipped)
             if progress.finished:
-                decisions.finished_loops.append((loop_key, progress.outcomes))
+                outcomes = tuple(progress.finals[index] for index in range(count))
+                decisions.finished_loops.append((loop_key, outcomes))
         for key in ready:
             decisions.dispatch.append(StepDispatch(key, _type(manifest, key), 1, step_job_id(run_id, key, 1)))
         for key, reason in skipped.items():

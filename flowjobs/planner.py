@@ -98,64 +98,97 @@ def classify(graph: StepGraph, statuses: Mapping[str, StepStatus]) -> RunStatus:
 
 
 @dataclass(frozen=True)
+class LoopProgress:
+    """Counters of an expanded ForEach step, kept beside it in Redis so that planning one of its
+    iterations never reads the others."""
+
+    count: int
+    """Iterations in all."""
+    started: int = 0
+    """Iterations started; they start in index order, so these are ``0 .. started - 1``."""
+    done: int = 0
+    """Started iterations that are final (their outcomes are recorded)."""
+
+
+@dataclass(frozen=True)
 class LoopPlan:
     """What to do next for one ForEach step whose iterations are under way."""
 
     ready: tuple[str, ...]
     """Runtime keys (``<loop>.<i>.<child>``) of children to dispatch, new iterations included."""
-    skipped: Mapping[str, str] = field(default_factory=dict)
+    skipped: Mapping[str, str]
     """Runtime keys of children to record as Skipped, with the reason."""
-    finished: bool = False
-    """True when every iteration is final."""
-    outcomes: tuple[RunStatus, ...] = ()
-    """Per iteration, its outcome (classified like a run) once ``finished``."""
-    in_flight: int = 0
-    """Iterations started and not final after this plan is applied."""
+    finals: Mapping[int, RunStatus]
+    """Iterations this plan found or made final, with their outcomes (classified like a run)."""
+    progress: LoopProgress
+    """The loop's counters once this plan is applied."""
+
+    @property
+    def finished(self) -> bool:
+        """True when every iteration is final."""
+        return self.progress.done == self.progress.count
+
+    @property
+    def in_flight(self) -> int:
+        """Iterations started and not final once this plan is applied."""
+        return self.progress.started - self.progress.done
 
 
-def plan_loop(
+def advance_loop(
     loop_key: str,
     children: StepGraph,
-    count: int,
     limit: int | None,
-    statuses: Mapping[str, StepStatus],
+    progress: LoopProgress,
+    iterations: Mapping[int, Mapping[str, StepStatus]],
     admit: Callable[[int], Admit | None] | None = None,
 ) -> LoopPlan:
-    """Plan a ForEach: advance started iterations, start new ones up to ``limit`` in flight.
+    """Plan a ForEach: advance the given iterations, then start new ones up to ``limit`` in flight.
 
-    An iteration is started once any of its children has a record, and final once all are.
-    New iterations start in index order, so ``limit`` holds even when several workers plan at once
-    from different snapshots: the highest index any of them starts is below (final iterations
-    seen) + ``limit``, and final iterations only grow.
+    ``iterations`` are started iterations that ``progress.done`` does not count yet (child key →
+    status): usually the one whose child just finished, so the cost of a plan does not grow with
+    the loop. New iterations start in index order from ``progress.started``. Planned from
+    counters that were current when read (the store applies a plan only if nothing changed
+    since), ``limit`` holds.
     """
     ready: list[str] = []
     skipped: dict[str, str] = {}
-    done: list[dict[str, StepStatus]] = []
-    in_flight = 0
-    for index in range(count):
-        own = {
-            child: status
-            for child in children
-            if (status := statuses.get(child_key(loop_key, index, child))) is not None
-        }
-        if len(own) == len(children) and all(status.is_final for status in own.values()):
-            done.append(own)  # final: classified only once the whole loop is
-            continue
-        if not own and in_flight >= (limit or count):
-            break  # iterations start in index order: every later one is unstarted too
+    finals: dict[int, RunStatus] = {}
+
+    def advance(index: int, own: Mapping[str, StepStatus]) -> None:
         step = plan(children, own, admit(index) if admit else None)
         ready.extend(child_key(loop_key, index, child) for child in step.ready)
         skipped.update({child_key(loop_key, index, child): reason for child, reason in step.skipped.items()})
         if step.finished:
             # Skips decided here are recorded with this plan: the iteration they end is final.
-            own.update(dict.fromkeys(step.skipped, StepStatus.Skipped))
-            done.append(own)
-        else:
-            in_flight += 1
+            finals[index] = classify(children, {**own, **dict.fromkeys(step.skipped, StepStatus.Skipped)})
+
+    for index in sorted(iterations):
+        advance(index, iterations[index])
+    started = progress.started
+    while started < progress.count and started - (progress.done + len(finals)) < (limit or progress.count):
+        advance(started, {})
+        started += 1
     return LoopPlan(
         ready=tuple(ready),
         skipped=skipped,
-        finished=len(done) == count,
-        outcomes=tuple(classify(children, own) for own in done) if len(done) == count else (),
-        in_flight=in_flight,
+        finals=finals,
+        progress=LoopProgress(progress.count, started, progress.done + len(finals)),
     )
+
+
+def open_iterations(
+    loop_key: str, children: StepGraph, statuses: Mapping[str, StepStatus]
+) -> tuple[int, dict[int, dict[str, StepStatus]]]:
+    """From every step status of a run: how many iterations of the loop have started, and the
+    statuses of each started one (for ``advance_loop`` with ``done=0``, when replanning a whole
+    run)."""
+    prefix = f"{loop_key}."
+    started: dict[int, dict[str, StepStatus]] = {}
+    for key, status in statuses.items():
+        if not key.startswith(prefix):
+            continue
+        index, _, child = key[len(prefix) :].partition(".")
+        if index.isdigit() and child in children:
+            started.setdefault(int(index), {})[child] = status
+    count = max(started) + 1 if started else 0
+    return count, {index: started.get(index, {}) for index in range(count)}

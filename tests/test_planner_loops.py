@@ -1,11 +1,12 @@
-"""plan_loop: ForEach iterations start in order, at most ``limit`` in flight, and finish together."""
+"""advance_loop: ForEach iterations start in order, at most ``limit`` in flight, planned one
+iteration at a time from the loop's counters."""
 
 from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flowjobs.planner import SKIP_REASON, plan_loop
+from flowjobs.planner import SKIP_REASON, LoopProgress, advance_loop, open_iterations
 from flowjobs.statuses import RunStatus, StepStatus
 
 S, F, R = StepStatus.Succeeded, StepStatus.Failed, StepStatus.Running
@@ -14,40 +15,50 @@ CHILDREN = {"a": {}, "b": {"a": OK}}
 
 
 def test_first_plan_starts_limit_iterations_with_their_entry_children() -> None:
-    progress = plan_loop("L", CHILDREN, 5, 2, {})
-    assert progress.ready == ("L.0.a", "L.1.a")
-    assert progress.in_flight == 2 and not progress.finished
+    plan = advance_loop("L", CHILDREN, 2, LoopProgress(5), {})
+    assert plan.ready == ("L.0.a", "L.1.a")
+    assert plan.progress == LoopProgress(5, started=2, done=0)
+    assert plan.in_flight == 2 and not plan.finished
 
 
 def test_a_finished_iteration_makes_room_for_the_next() -> None:
-    statuses = {"L.0.a": S, "L.0.b": S, "L.1.a": R}
-    progress = plan_loop("L", CHILDREN, 5, 2, statuses)
-    assert progress.ready == ("L.2.a",)
-    assert progress.in_flight == 2
+    plan = advance_loop("L", CHILDREN, 2, LoopProgress(5, 2, 0), {0: {"a": S, "b": S}})
+    assert plan.ready == ("L.2.a",)
+    assert plan.finals == {0: RunStatus.Succeeded}
+    assert plan.progress == LoopProgress(5, started=3, done=1)
 
 
 def test_children_follow_their_siblings_and_skip_within_the_iteration() -> None:
-    progress = plan_loop("L", CHILDREN, 2, None, {"L.0.a": S, "L.1.a": F})
-    assert progress.ready == ("L.0.b",)
-    assert dict(progress.skipped) == {"L.1.b": SKIP_REASON}
+    plan = advance_loop("L", CHILDREN, None, LoopProgress(2, 2, 0), {0: {"a": S}, 1: {"a": F}})
+    assert plan.ready == ("L.0.b",)
+    assert dict(plan.skipped) == {"L.1.b": SKIP_REASON}
+    assert plan.finals == {1: RunStatus.Failed}
 
 
-def test_outcomes_once_every_iteration_is_final() -> None:
-    statuses = {"L.0.a": S, "L.0.b": S, "L.1.a": F, "L.1.b": StepStatus.Skipped}
-    progress = plan_loop("L", CHILDREN, 2, 1, statuses)
-    assert progress.finished
-    assert progress.outcomes == (RunStatus.Succeeded, RunStatus.Failed)
+def test_the_loop_finishes_when_its_last_iteration_does() -> None:
+    plan = advance_loop("L", CHILDREN, 1, LoopProgress(2, 2, 1), {1: {"a": F, "b": StepStatus.Skipped}})
+    assert plan.finished and plan.finals == {1: RunStatus.Failed}
 
 
 def test_empty_loop_is_finished_at_once() -> None:
-    progress = plan_loop("L", CHILDREN, 0, 3, {})
-    assert progress.finished and progress.outcomes == () and progress.ready == ()
+    plan = advance_loop("L", CHILDREN, 3, LoopProgress(0), {})
+    assert plan.finished and plan.ready == () and plan.finals == {}
 
 
 def test_admit_can_skip_a_child_of_one_iteration() -> None:
-    progress = plan_loop("L", CHILDREN, 2, None, {}, lambda index: lambda key: "no" if index == 1 else None)
-    assert progress.ready == ("L.0.a",)
-    assert dict(progress.skipped) == {"L.1.a": "no", "L.1.b": SKIP_REASON}
+    plan = advance_loop(
+        "L", CHILDREN, None, LoopProgress(2), {}, lambda index: lambda key: "no" if index == 1 else None
+    )
+    assert plan.ready == ("L.0.a",)
+    assert dict(plan.skipped) == {"L.1.a": "no", "L.1.b": SKIP_REASON}
+    assert plan.finals == {1: RunStatus.Skipped}
+
+
+def test_open_iterations_reads_a_whole_run() -> None:
+    statuses = {"L.0.a": S, "L.0.b": S, "L.2.a": R, "other": S, "L.x.a": S}
+    started, iterations = open_iterations("L", CHILDREN, statuses)
+    assert started == 3
+    assert iterations == {0: {"a": S, "b": S}, 1: {}, 2: {"a": R}}
 
 
 @settings(max_examples=200, deadline=None)
@@ -60,20 +71,29 @@ def test_in_flight_never_exceeds_the_limit_and_every_iteration_ends(
     count: int, limit: int, data: st.DataObject
 ) -> None:
     statuses: dict[str, StepStatus] = {}
+    outcomes: dict[int, RunStatus] = {}
+    progress = LoopProgress(count)
+    plan = advance_loop("L", CHILDREN, limit, progress, {})
     for _ in range(10 * count + 2):
-        progress = plan_loop("L", CHILDREN, count, limit, statuses)
-        for key in progress.ready:
+        for key in plan.ready:
             statuses[key] = R
-        statuses.update({key: StepStatus.Skipped for key in progress.skipped})
+        statuses.update(dict.fromkeys(plan.skipped, StepStatus.Skipped))
+        assert not set(plan.finals) & set(outcomes), "an iteration is final once"
+        outcomes.update(plan.finals)
+        progress = plan.progress
         started = {int(key.split(".")[1]) for key in statuses}
-        final = {i for i in started if all(statuses.get(f"L.{i}.{c}", R).is_final for c in CHILDREN)}
-        assert len(started - final) <= limit
-        assert started == set(range(len(started))), "iterations start in index order"
-        if progress.finished:
-            assert len(progress.outcomes) == count
+        assert started == set(range(progress.started)), "iterations start in index order"
+        assert progress.done == len(outcomes)
+        assert progress.started - progress.done <= limit
+        if plan.finished:
+            assert sorted(outcomes) == list(range(count))
             return
         running = sorted(key for key, status in statuses.items() if status is R)
-        chosen = data.draw(st.lists(st.sampled_from(running), min_size=1, unique=True))
-        for key in chosen:
-            statuses[key] = data.draw(st.sampled_from([S, F]))
+        key = data.draw(st.sampled_from(running))
+        statuses[key] = data.draw(st.sampled_from([S, F]))
+        index = int(key.split(".")[1])
+        own = {
+            child: statuses[f"L.{index}.{child}"] for child in CHILDREN if f"L.{index}.{child}" in statuses
+        }
+        plan = advance_loop("L", CHILDREN, limit, progress, {index: own})
     raise AssertionError("the loop did not finish")
