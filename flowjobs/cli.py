@@ -19,6 +19,7 @@ from flowjobs.logging import configure_logging
 from flowjobs.processes import stop_processes
 from flowjobs.records import FlowRunRecord
 from flowjobs.registry import FlowRegistry
+from flowjobs.runtime.base import JobState
 from flowjobs.settings import Settings, load_settings
 from flowjobs.statuses import RunStatus
 
@@ -223,7 +224,7 @@ def trigger(
             )
         handle.wait(timeout=timeout)
         run = handle.detail()
-    _print_run(ctx, run, as_json)
+    _print_run(ctx, client, run, as_json)
     if wait and run.status is not RunStatus.Succeeded:
         sys.exit(EXIT_RUN_NOT_SUCCEEDED)
 
@@ -281,7 +282,7 @@ def runs_show(ctx: click.Context, run_id: str, as_json: bool, events: bool) -> N
             data["events"] = [event.model_dump(mode="json", by_alias=True) for event in history]
         click.echo(json.dumps(data, indent=2))
         return
-    _print_run(ctx, run, as_json=False)
+    _print_run(ctx, client, run, as_json=False)
     for event in history:
         click.echo(
             f"  {event.sequence:4} {event.timestamp:%H:%M:%S.%f} {event.type.value:15} "
@@ -302,11 +303,27 @@ def runs_signal(ctx: click.Context, run_id: str, name: str, data_json: str | Non
     )
 
 
-def _print_run(ctx: click.Context, run: FlowRunRecord, as_json: bool) -> None:
+def _print_run(ctx: click.Context, client: FlowClient, run: FlowRunRecord, as_json: bool) -> None:
     settings = _settings(ctx)
     if as_json:
         click.echo(json.dumps(run.model_dump(mode="json", by_alias=True), indent=2))
         return
+    job_ids = [run.background_job_id or ""] + [
+        a.job_id or "" for s in run.steps or [] for a in s.attempts or []
+    ]
+    # RQ drops a finished job after FLOWJOBS_RQ_JOB_TTL_SECONDS; the run keeps its id. Link only to
+    # pages that still exist, in one round-trip.
+    kept = client.runner.states([job_id for job_id in job_ids if job_id])
+
+    def link(job_id: str | None) -> str:
+        if not job_id:
+            return ""
+        return (
+            settings.job_url(job_id)
+            if kept.get(job_id, JobState.Deleted) is not JobState.Deleted
+            else "(gone from RQ)"
+        )
+
     click.echo(f"run {run.id}  {run.status.value}")
     click.echo(f"  flow            {run.flow_name} ({run.flow_id}) v{run.flow_version}")
     click.echo(f"  trigger         {run.trigger_key}  data={run.trigger_data_json}")
@@ -317,7 +334,7 @@ def _print_run(ctx: click.Context, run: FlowRunRecord, as_json: bool) -> None:
     if run.source_run_id:
         click.echo(f"  re-run of       {run.source_run_id}")
     if run.background_job_id:
-        click.echo(f"  trigger job     {run.background_job_id}  {settings.job_url(run.background_job_id)}")
+        click.echo(f"  trigger job     {run.background_job_id}  {link(run.background_job_id)}")
     for step in run.steps or []:
         click.echo(
             f"  step {step.step_key:20} {step.status.value:9} attempts={step.attempt_count}"
@@ -328,7 +345,7 @@ def _print_run(ctx: click.Context, run: FlowRunRecord, as_json: bool) -> None:
         for attempt in step.attempts or []:
             click.echo(
                 f"      #{attempt.attempt} {attempt.status.value:9} job {attempt.job_id}  "
-                f"{settings.job_url(attempt.job_id) if attempt.job_id else ''}"
+                f"{link(attempt.job_id)}"
             )
 
 
@@ -383,7 +400,7 @@ def demo(ctx: click.Context, flow: str, data_json: str, timeout: float) -> None:
         )
         handle.wait(timeout=timeout)
         run = handle.detail()
-        _print_run(ctx, run, as_json=False)
+        _print_run(ctx, client, run, as_json=False)
         click.echo("")
         click.echo(json.dumps(run.model_dump(mode="json", by_alias=True, exclude={"steps"}), indent=2))
         click.echo("")

@@ -60,6 +60,9 @@ def test_a_finished_runs_rq_keys_expire_within_the_setting_and_its_job_ids_stay_
     shown = space.cli("runs", "show", str(handle.run_id))
     assert shown.returncode == 0, shown.stderr
     assert all(job_id in shown.stdout for job_id in job_ids)
+    # No printed link leads nowhere: the gone jobs are named, not linked.
+    assert "/view/job/" not in shown.stdout
+    assert shown.stdout.count("(gone from RQ)") == len(job_ids)
 
 
 def test_a_job_that_fails_in_rq_expires_after_the_same_window(space: Space) -> None:
