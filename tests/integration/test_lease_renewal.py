@@ -36,9 +36,10 @@ def test_a_handler_holding_the_gil_past_the_lease_keeps_it_under_a_forking_worke
     assert detail is not None
     hog = next(s for s in detail.steps or [] if s.step_key == "hog")
     output = json.loads(hog.output_json or "{}")
-    # The handler froze every thread of its work-horse (its own lease thread included) for more
-    # than the lease: only the parent process kept the lease alive.
-    assert output["seconds"] >= hold and output["longest_pause"] > lease
+    # The handler froze every thread of its work-horse (its own lease thread included) for well
+    # over the lease (the calibration aims at ``hold``, give or take): only the parent process
+    # kept the lease alive.
+    assert output["seconds"] > 1.5 * lease and output["longest_pause"] > 1.5 * lease
     assert hog.status is StepStatus.Succeeded and hog.attempt_count == 1
     assert [a.status for a in hog.attempts or []] == [StepStatus.Succeeded]
     assert not [e for e in space.engine().store.events(run.id) if "lease" in (e.message or "")]
