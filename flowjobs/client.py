@@ -40,7 +40,8 @@ from flowjobs.runtime.base import JobRunner, trigger_job_id
 from flowjobs.runtime.rq import DEFAULT_KEEP_SECONDS, RQJobRunner
 from flowjobs.settings import Settings, load_settings
 from flowjobs.statuses import RunStatus
-from flowjobs.store import RunStore, SignalResume
+from flowjobs.store.run_store import RunStore
+from flowjobs.store.transitions import Delivered, Refusal, Refused, SignalResume
 
 SENSITIVE_HEADERS = frozenset(
     {"authorization", "cookie", "set-cookie", "x-webhook-key", "proxy-authorization"}
@@ -260,7 +261,7 @@ class FlowClient:
             raise SignalNotFound(f"no run with id {run_id}")
         names = self.store.load_manifest(run_fields["manifest_hash"]).signal_names()
         declared = signal_name in names or any(is_expression(name) for name in names)
-        answer = ["changed"]
+        answer: Delivered | Refused = Refused(Refusal.changed)
         for _ in range(_SIGNAL_TRIES):
             waiters = self.store.signal_waiters(run_id, signal_name)
             calls = {key: step_call(str(run_id), run_fields, key, n) for key, n in waiters.items()}
@@ -272,23 +273,23 @@ class FlowClient:
             answer = self.store.deliver_signal(
                 run_id, signal_name, payload_json, declared=declared, resumes=resumes
             )
-            if answer[0] != "changed":
+            if not (isinstance(answer, Refused) and answer.reason is Refusal.changed):
                 break
-        if answer[0] == "already":
-            raise SignalAlreadyDelivered(
-                f"signal {signal_name!r} was already delivered to run {run_id} at {answer[1]}"
-            )
-        if answer[0] == "not_active":
-            raise SignalNotFound(f"run {run_id} is {answer[1]}; it waits for no signal")
-        if answer[0] in ("no_run", "unknown"):
+        if isinstance(answer, Refused):
+            if answer.reason is Refusal.already:
+                raise SignalAlreadyDelivered(
+                    f"signal {signal_name!r} was already delivered to run {run_id} at {answer.detail}"
+                )
+            if answer.reason is Refusal.not_active:
+                raise SignalNotFound(f"run {run_id} is {answer.detail}; it waits for no signal")
+            if answer.reason is Refusal.changed:
+                raise SignalBusy(f"steps of run {run_id} kept parking on {signal_name!r}; signal again")
             raise SignalNotFound(f"no step of run {run_id} waits for signal {signal_name!r}")
-        if answer[0] == "changed":
-            raise SignalBusy(f"steps of run {run_id} kept parking on {signal_name!r}; signal again")
-        if answer[0] == "resumed":
-            if commands is None:
-                self.runner.enqueue_many([calls[key] for key in answer[1:]])
-            return "resumed"
-        return "kept"
+        if not answer.resumed:
+            return "kept"
+        if commands is None:
+            self.runner.enqueue_many([calls[key] for key in answer.resumed])
+        return "resumed"
 
     def find_run_by_job(self, job_id: str) -> FlowRunRecord | None:
         """The run an RQ job (trigger or step attempt) belongs to."""

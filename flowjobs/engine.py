@@ -48,15 +48,15 @@ from flowjobs.planner import LoopProgress, advance_loop, open_iterations, plan
 from flowjobs.polling import poll_verdict
 from flowjobs.runtime.base import JobCall, JobRunner, step_job_id
 from flowjobs.statuses import RunStatus, StepStatus
-from flowjobs.store import (
+from flowjobs.store.run_store import RunStore
+from flowjobs.store.transitions import (
     AppliedPlan,
     Claim,
-    Completion,
     Continuation,
     NextAttempt,
     Park,
     Refused,
-    RunStore,
+    RunSnapshot,
     Signalled,
     StepDispatch,
     StepSkip,
@@ -172,8 +172,8 @@ class Engine:
                 with_trigger=self._reads_trigger_body(step),
             )
             if isinstance(claim, Refused):
-                log.info("step.claim_refused", reason=claim.reason, detail=claim.detail)
-                return claim.reason
+                log.info("step.claim_refused", reason=claim.reason.value, detail=claim.detail)
+                return claim.reason.value
             structlog.contextvars.bind_contextvars(flow_id=claim.run.get("flow_id"))
             log.debug("step.started", step_type=step.type)
             try:
@@ -340,7 +340,7 @@ class Engine:
         step: StepMetadata,
         attempt: int,
         outcome: Outcome,
-        seen: Completion,
+        seen: RunSnapshot,
     ) -> str:
         """Record an attempt's outcome: final (with the continuation planned ahead from ``seen``, the
         claim-time snapshot), or with the next attempt scheduled (retry or poll)."""
@@ -372,7 +372,7 @@ class Engine:
             next_attempt=next_attempt,
             then=ahead[0] if ahead else None,
         )
-        if not isinstance(completed, Completion):
+        if not isinstance(completed, RunSnapshot):
             log.warning("step.completion_discarded", detail=str(completed))
             return "discarded"
         if next_attempt is not None and completed.statuses.get(step_key, StepStatus.Pending).is_final:
@@ -500,7 +500,7 @@ class Engine:
 
     # -- continuation --------------------------------------------------------------------------
 
-    def continue_run(self, run_id: str, state: Completion) -> RunStatus | None:
+    def continue_run(self, run_id: str, state: RunSnapshot) -> RunStatus | None:
         """Plan the run from its step statuses: dispatch ready steps (ForEach children included),
         skip blocked ones, finish loops whose iterations are all final, and close the run."""
         manifest_hash = state.run.get("manifest_hash")
@@ -525,12 +525,12 @@ class Engine:
         return self._applied(continuation, calls, self.store.apply_plan(run_id, continuation))
 
     def _plan_ahead(
-        self, run_id: str, seen: Completion, step_key: str, outcome: Outcome
+        self, run_id: str, seen: RunSnapshot, step_key: str, outcome: Outcome
     ) -> tuple[Continuation, dict[str, JobCall]] | None:
         """The continuation that follows this outcome if nothing else changes before it is recorded,
         so ``complete`` can apply it in the same round-trip (it checks the snapshot's version)."""
         manifest = self.store.load_manifest(seen.run["manifest_hash"])
-        predicted = Completion(
+        predicted = RunSnapshot(
             statuses={**seen.statuses, step_key: outcome.status}, run=seen.run, loops=seen.loops
         )
         own = StepView(outcome.status, outcome.output_json, outcome.error)
@@ -577,7 +577,7 @@ class Engine:
         self,
         run_id: str,
         manifest: FlowManifest,
-        state: Completion,
+        state: RunSnapshot,
         known: Mapping[str, StepView] | None = None,
     ) -> _Decisions:
         """One planning pass; ``known`` are step views not recorded yet (the outcome being recorded)."""
@@ -616,11 +616,11 @@ class Engine:
         self,
         run_id: str,
         manifest: FlowManifest,
-        state: Completion,
+        state: RunSnapshot,
         finished: list[tuple[str, tuple[RunStatus, ...]]],
-    ) -> Completion | None:
+    ) -> RunSnapshot | None:
         """Record each finished ForEach step (once: the loser of a race is refused and stops)."""
-        latest: Completion | None = None
+        latest: RunSnapshot | None = None
         for loop_key, outcomes in finished:
             fields = self.store.step_fields(run_id, loop_key)
             # An iteration skipped by its When clauses filtered its item out; only failures fail the loop.
@@ -634,7 +634,7 @@ class Engine:
                 output_json=json.dumps(output),
                 error=f"{failed} of {len(outcomes)} iterations failed." if failed else None,
             )
-            if isinstance(done, Completion):
+            if isinstance(done, RunSnapshot):
                 log.info("loop.finished", loop=loop_key, iterations=len(outcomes), failed=failed)
                 latest = done
         return latest

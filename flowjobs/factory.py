@@ -12,7 +12,7 @@ from flowjobs.handlers import HandlerRegistry, default_handlers
 from flowjobs.keys import Keys
 from flowjobs.runtime.rq import RQJobRunner
 from flowjobs.settings import Settings, load_settings
-from flowjobs.store import RunStore
+from flowjobs.store.run_store import RunStore
 
 
 def import_handler_modules(settings: Settings) -> None:

@@ -11,7 +11,7 @@ from datetime import timedelta
 import structlog
 
 from flowjobs.clock import utcnow
-from flowjobs.store import RunStore
+from flowjobs.store.run_store import RunStore
 
 log = structlog.get_logger("flowjobs.leases")
 

@@ -23,7 +23,7 @@ from flowjobs.jobs import trigger_call
 from flowjobs.manifest import FlowManifest
 from flowjobs.runtime.base import JobState, step_job_id
 from flowjobs.statuses import RunStatus, StepStatus
-from flowjobs.store import Completion, NextAttempt
+from flowjobs.store.transitions import NextAttempt, RunSnapshot
 
 log = structlog.get_logger("flowjobs.recovery")
 
@@ -192,7 +192,7 @@ def _expired_claim(engine: Engine, run_id: str, step_key: str, now: datetime, ma
         next_attempt=next_attempt,
         lease_expired_before=now,
     )
-    if not isinstance(completed, Completion):
+    if not isinstance(completed, RunSnapshot):
         return 0
     log.warning("step.lease_expired", run_id=run_id, step_key=step_key, attempt=attempt, lost=lost)
     if next_attempt is None:

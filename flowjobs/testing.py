@@ -18,7 +18,7 @@ from flowjobs.keys import Keys
 from flowjobs.records import FlowRunRecord
 from flowjobs.registry import FlowRegistry
 from flowjobs.runtime.inprocess import InProcessRunner
-from flowjobs.store import RunStore
+from flowjobs.store.run_store import RunStore
 
 
 class FlowTestHost:

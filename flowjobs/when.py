@@ -11,7 +11,8 @@ from flowjobs.expressions import ExpressionScope, evaluate_condition, referenced
 from flowjobs.expressions import StepView as ExpressionStepView
 from flowjobs.manifest import FlowManifest, child_key
 from flowjobs.planner import Admit
-from flowjobs.store import RunStore, StepView
+from flowjobs.store.run_store import RunStore
+from flowjobs.store.transitions import StepView
 
 
 class WhenGate:

@@ -1,9 +1,12 @@
 -- A worker claims one attempt of a step: Pending(attempt) -> Running with a lease.
 -- The run hash comes back without `trigger_data_json` unless `with_trigger` (it can be large; a
 -- step that does not reference it reads it later only if it needs it).
--- Returns {'ok', run hash, referenced steps {status, output_json, error_message}...,
+-- ARGV[1] (JSON): the step fields (common.lua), and job_id, worker, lease_until_ms, refs (hash keys
+--   of the referenced steps), loop_items_key, loop_item_field (`<loop>.<index>`, or null),
+--   with_trigger.
+-- Reply: {'ok', run hash, {{status, output_json, error_message} per ref, in order},
 --   {first_started_at, loop item JSON or false}, step statuses hash, loops hash}
--- or {reason, detail} when the job is stale or the run is not Running.
+--   | {'run_not_running', run status or 'missing'} | {'stale', '<status>#<attempt>'}.
 local a = cjson.decode(ARGV[1])
 local run_status = redis.call('HGET', a.run_key, 'status')
 if run_status ~= 'Running' then return {'run_not_running', run_status or 'missing'} end

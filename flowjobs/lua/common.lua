@@ -1,5 +1,17 @@
--- Shared helpers, prepended to every flowjobs script. Keys arrive inside the JSON argument,
--- computed by flowjobs/keys.py; scripts never spell a key themselves.
+-- Shared helpers, prepended to every flowjobs script (flowjobs/store/scripts.py). Each script
+-- takes one JSON document, ARGV[1]; keys arrive inside it, computed by flowjobs/keys.py, so
+-- scripts never spell a key themselves. Scripts that enqueue jobs also take RQ's enqueue
+-- commands as binary-safe ARGV[2..] slices (see run_commands). A "hash" in a reply is HGETALL's
+-- flat {field, value, ...} list. Field groups the script headers refer to:
+--   run fields (StoreBase._run_args): run_id, run_key, events_key, status_keys {RunStatus: index
+--     key}, flow_status_template {before flow id, before status}, deadlines_key, now (ISO time).
+--   step fields (RunWrites._step_args): the run fields, and step_key, attempt, member
+--     (`<run_id>:<step_key>`), hash_key, steps_key, leases_key, pending_key, attempts_key, loops_key.
+--   continuation (RunWrites._continuation_args, read by apply_continuation): the run fields, and
+--     steps_key, jobs_key, pending_key, skip [{step_key, hash_key, step_type, reason, trace}],
+--     dispatch [{step_key, hash_key, step_type, attempt, job_id, member, due_ms, commands}],
+--     optional close {status, required: step keys that must be final}, optional version.
+-- Each script's reply is decoded by decode_<script name> in flowjobs/store/scripts.py.
 local FINAL = {Succeeded = true, Failed = true, Skipped = true}
 
 local function push_event(events_key, run_id, now, kind, step_key, message)

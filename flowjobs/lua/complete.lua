@@ -1,5 +1,17 @@
 -- Record the outcome of the current attempt (fenced by its attempt number), then either make the
--- step final or, with `next`, queue its next attempt. Returns {'ok', step statuses} or {'stale', why}.
+-- step final or, with `next`, queue its next attempt; with `plan`, apply the continuation planned
+-- ahead in the same call if the run's steps_version is still the plan's.
+-- ARGV[1] (JSON): the step fields (common.lua), and status (StepStatus), input_json, output_json,
+--   error (each null when absent), jobs_key; optional: next {attempt, job_id, due_ms, event,
+--   message}, lease_expired_before_ms (recovery: the lease must not have been renewed since),
+--   park {signals_key, name, expires_at} (WaitForSignal), plan (a continuation with its version).
+--   ARGV[2..]: the plan's job commands.
+-- Reply: {'ok', step statuses hash, run hash, loops hash, false}
+--   | {'ok', {}, {}, {}, apply_continuation's reply} (the plan was applied)
+--   | {'signalled', payload JSON} (park, but the signal was already delivered: nothing written)
+--   | {'stale', '<status>#<attempt>'} | {'stale', 'lease renewed'}.
+-- With `next` on a run that closed meanwhile, no next attempt is queued: the step is recorded
+-- final, a Pending outcome as Skipped.
 local a = cjson.decode(ARGV[1])
 local step = redis.call('HMGET', a.hash_key, 'status', 'attempt', 'lease_until_ms', 'started_at', 'job_id',
   'step_type')

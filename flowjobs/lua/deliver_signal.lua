@@ -1,12 +1,13 @@
 -- FlowClient.signal: deliver a signal to a run once and, in the same script, resume every step of
 -- the run parked on that name (one delivery resumes them all; a step that parks later consumes it).
--- ARGV[1] (JSON): run_key, run_id, signals_key, step_prefix, jobs_key, pending_key, name,
---   payload_json, declared (a literal signalName of the manifest, or one dynamic name may match),
---   now, now_ms, expected = {step_key: {attempt, job_id, member, commands}}: the waiters the caller
---   read, each with its resume job's RQ enqueue commands as ARGV slices (see run_commands).
--- Reply: {'resumed', step_key...} | {'kept'} | {'changed'} (waiters moved since the caller read
---   them: nothing written, read again) | {'no_run'} | {'not_active', status} | {'unknown'}
---   | {'already', delivered_at}.
+-- ARGV[1] (JSON): the run fields (common.lua), and signals_key, step_prefix, jobs_key, pending_key,
+--   name, payload_json, declared (a literal signalName of the manifest, or one dynamic name may
+--   match), now_ms, expected = {step_key: {attempt, job_id, member, commands}}: the waiters the
+--   caller read, each with its resume job's RQ enqueue commands. ARGV[2..]: those commands.
+-- Reply, checked in this order: {'no_run'} | {'already', delivered_at} | {'not_active', status}
+--   | {'changed'} (waiters moved since the caller read them: nothing written, read again)
+--   | {'unknown'} (undeclared name nobody parked on) | {'resumed', step_key...}
+--   | {'kept'} (delivered; no waiter to resume yet).
 local a = cjson.decode(ARGV[1])
 local status = redis.call('HGET', a.run_key, 'status')
 if not status then return {'no_run'} end

@@ -1,5 +1,8 @@
--- Close an active run from outside its steps (run deadline): steps that wait are skipped.
--- Returns the status it closed with, or false if the run was no longer active.
+-- Close an active run from outside its steps (run deadline, unplannable run): steps that wait
+-- are skipped. The run always leaves the deadline index.
+-- ARGV[1] (JSON): the run fields (common.lua), and status (the closing RunStatus), reason (the
+--   skipped steps' error message), steps_key, step_prefix, pending_key, loops_key.
+-- Reply: the status it closed with, or false if the run was not active (closed or missing).
 local a = cjson.decode(ARGV[1])
 redis.call('ZREM', a.deadlines_key, a.run_id)
 local status = redis.call('HGET', a.run_key, 'status')

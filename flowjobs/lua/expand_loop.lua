@@ -1,5 +1,8 @@
 -- ForEach: record the iteration count of a claimed loop step and release its lease; the step stays
--- Running (holding no worker) until its iterations are final. Returns like complete.lua.
+-- Running (holding no worker) until its iterations are final.
+-- ARGV[1] (JSON): the step fields (common.lua), and count, items (one JSON text per item),
+--   input_json (or null), loop_items_key.
+-- Reply: {'ok', step statuses hash, run hash, loops hash} | {'stale', '<status>#<attempt>'}.
 local a = cjson.decode(ARGV[1])
 local step = redis.call('HMGET', a.hash_key, 'status', 'attempt')
 local stale = fenced_out(step, 'Running', a.attempt)

@@ -1,6 +1,7 @@
 -- Recovery: which of these active runs has nothing in flight? Pending runs (trigger not started)
 -- and Running runs whose every step is final, or is an expanded ForEach (Running, no worker).
--- Returns {run_id, status, ...} of those.
+-- ARGV[1] (JSON): runs [{run_id, run_key, steps_key, loops_key}].
+-- Reply: flat {run_id, status, ...} of the idle ones.
 local a = cjson.decode(ARGV[1])
 local idle = {}
 for _, r in ipairs(a.runs) do

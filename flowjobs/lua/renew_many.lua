@@ -1,6 +1,8 @@
 -- Extend the leases of running attempts in one call (a worker renews everything it holds at once).
--- Per lease, in order: 1 renewed, or 0 when the attempt is no longer current (fenced out) or holds no
--- lease any more (a ForEach step released it when it expanded: it must not be recovered as lost).
+-- ARGV[1] (JSON): leases_key, lease_until_ms, leases [{hash_key, member, attempt}].
+-- Reply: per lease, in order: 1 renewed, or 0 when the attempt is no longer current (fenced out)
+--   or holds no lease any more (a ForEach step released it when it expanded: it must not be
+--   recovered as lost).
 local a = cjson.decode(ARGV[1])
 local renewed = {}
 for i, l in ipairs(a.leases) do

@@ -14,7 +14,7 @@ from flowjobs.clock import utcnow
 from flowjobs.recovery import recover
 from flowjobs.runtime.base import JobCall
 from flowjobs.runtime.rq import RQJobRunner
-from flowjobs.store import Claim, Completion, NextAttempt, Park, Signalled
+from flowjobs.store import Claim, NextAttempt, Park, RunSnapshot, Signalled
 from tests.conftest import Space, wait_until
 from tests.integration.flows import flow, registry
 
@@ -98,7 +98,7 @@ def test_signal_racing_the_park_is_never_lost(space: Space) -> None:
     lease = utcnow() + timedelta(seconds=30)
     assert isinstance(store.claim(run_id, "prepare", 1, job_id="j1", worker="test", lease_until=lease), Claim)
     done = store.complete(run_id, "prepare", 1, status=StepStatus.Succeeded)
-    assert isinstance(done, Completion)
+    assert isinstance(done, RunSnapshot)
     engine.continue_run(run_id, done)
     assert isinstance(
         store.claim(run_id, "approval", 1, job_id="j2", worker="test", lease_until=lease), Claim

@@ -1,0 +1,47 @@
+"""What every part of the store shares: the Redis, its key names, the registered scripts."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from redis import Redis
+
+from flowjobs.clock import iso, utcnow
+from flowjobs.keys import Keys
+from flowjobs.manifest import FlowManifest
+from flowjobs.statuses import RunStatus
+from flowjobs.store.codec import from_hash
+from flowjobs.store.scripts import Scripts
+
+
+class StoreBase:
+    """The state the store's parts (``RunStore``'s mixins) share, and the reads they all need."""
+
+    def __init__(
+        self, redis: Redis, keys: Keys | None = None, *, retention_seconds: int = 14 * 86400
+    ) -> None:
+        self.redis = redis
+        self.keys = keys or Keys()
+        self.retention_seconds = retention_seconds
+        self.scripts = Scripts(redis)
+        self._status_keys = {status.value: self.keys.status_runs(status.value) for status in RunStatus}
+        # In-process caches of FlowRecords: manifests are immutable under their content hash.
+        self._manifests: dict[str, FlowManifest] = {}
+        self._saved_flows: set[tuple[UUID, str]] = set()
+
+    def _run_args(self, run_id: UUID | str) -> dict[str, Any]:
+        """The JSON fields of every script that writes a run (``common.lua``'s helpers use them)."""
+        return {
+            "run_id": str(run_id),
+            "run_key": self.keys.run(run_id),
+            "events_key": self.keys.events(run_id),
+            "status_keys": self._status_keys,
+            "flow_status_template": self.keys.flow_status_template(),
+            "deadlines_key": self.keys.deadlines(),
+            "now": iso(utcnow()),
+        }
+
+    def run_fields(self, run_id: UUID | str) -> dict[str, str]:
+        """Raw fields of the run hash (empty when there is no such run)."""
+        return from_hash(self.redis.hgetall(self.keys.run(run_id)))

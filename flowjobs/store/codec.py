@@ -1,0 +1,71 @@
+"""Encoding between flowjobs' records and Redis: run hashes, replies (bytes, flat pairs), script ARGV."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from flowjobs.records import FlowRunRecord
+from flowjobs.statuses import StepStatus
+from flowjobs.store.transitions import StepView
+
+#: Run fields stored as JSON text in the run hash (the others are scalars).
+_JSON_RUN_FIELDS = ("trigger_headers",)
+
+
+def encode_run(run: FlowRunRecord) -> dict[str, str]:
+    """Hash fields of a run record (``None`` fields are left out)."""
+    data = run.model_dump(mode="json", exclude={"steps"}, exclude_none=True)
+    out: dict[str, str] = {}
+    for name, value in data.items():
+        if name in _JSON_RUN_FIELDS:
+            out[name] = json.dumps(value)
+        elif isinstance(value, bool):
+            out[name] = "1" if value else "0"
+        else:
+            out[name] = str(value)
+    return out
+
+
+def decode_run(fields: Mapping[str, str]) -> FlowRunRecord:
+    """A run record from its hash fields."""
+    data: dict[str, Any] = dict(fields)
+    for name in _JSON_RUN_FIELDS:
+        if name in data:
+            data[name] = json.loads(data[name])
+    return FlowRunRecord.model_validate(data)
+
+
+def step_view(values: Sequence[Any]) -> StepView:
+    """A step's view from ``HMGET status output_json error_message``."""
+    status, output_json, error = values
+    return StepView(
+        status=StepStatus(text(status)) if status else None,
+        output_json=text(output_json) if output_json else None,
+        error=text(error) if error else None,
+    )
+
+
+def command_slices(argv: list[bytes], commands: Sequence[Sequence[bytes]]) -> list[list[int]]:
+    """Append Redis commands to a script's ARGV; their ``{offset, count}`` slices for ``run_commands``."""
+    out = []
+    for command in commands:
+        out.append([len(argv) + 2, len(command)])  # ARGV[1] is the JSON document
+        argv.extend(command)
+    return out
+
+
+def from_pairs(flat: Sequence[bytes]) -> dict[str, str]:
+    """A Lua HGETALL reply (flat key, value list) as a dict."""
+    return {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat), 2)}
+
+
+def from_hash(raw: Mapping[Any, Any]) -> dict[str, str]:
+    """A client HGETALL reply (bytes to bytes) as text."""
+    return {text(k): text(v) for k, v in raw.items()}
+
+
+def text(value: Any) -> str:
+    """A Redis reply (bytes, as the client does not decode) as text."""
+    return value.decode() if isinstance(value, bytes) else str(value)

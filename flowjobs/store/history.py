@@ -1,0 +1,108 @@
+"""The read model: runs with their steps and attempts, run lists, events, step views."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from uuid import UUID
+
+from flowjobs.clock import epoch_score
+from flowjobs.records import FlowRunRecord, FlowStepAttemptRecord, FlowStepRecord, RunEvent
+from flowjobs.statuses import RunStatus
+from flowjobs.store.base import StoreBase
+from flowjobs.store.codec import decode_run, from_hash, step_view, text
+from flowjobs.store.transitions import StepView
+
+#: Sorts steps that never started nor completed last.
+_LATEST = datetime.max.replace(tzinfo=UTC)
+
+
+class History(StoreBase):
+    """Reads of run history, for the client, the CLI and When clauses."""
+
+    def get_run(self, run_id: UUID | str) -> FlowRunRecord | None:
+        """The run record without steps, or None."""
+        fields = self.run_fields(run_id)
+        return decode_run(fields) if fields else None
+
+    def get_run_detail(self, run_id: UUID | str) -> FlowRunRecord | None:
+        """The run with every step and its attempts, read in one round-trip."""
+        stored = self.scripts.run_detail(
+            {
+                "run_key": self.keys.run(run_id),
+                "steps_key": self.keys.run_steps(run_id),
+                "step_prefix": self.keys.step_prefix(run_id),
+                "attempts_key": self.keys.attempts(run_id),
+            }
+        )
+        if stored is None:
+            return None
+        attempts: dict[str, list[FlowStepAttemptRecord]] = {}
+        for value in stored.attempts:
+            record = FlowStepAttemptRecord.model_validate_json(value)
+            attempts.setdefault(record.step_key, []).append(record)
+        steps = []
+        for fields in stored.steps:
+            history = sorted(attempts.get(fields["step_key"], []), key=lambda a: a.attempt)
+            steps.append(FlowStepRecord.model_validate({**fields, "attempts": history}))
+        steps.sort(key=lambda s: (s.started_at or s.completed_at or _LATEST, s.step_key))
+        return decode_run(stored.run).model_copy(update={"steps": steps})
+
+    def list_runs(
+        self,
+        *,
+        flow_id: UUID | str | None = None,
+        status: RunStatus | None = None,
+        limit: int = 50,
+        before: UUID | str | datetime | None = None,
+    ) -> list[FlowRunRecord]:
+        """Runs newest first; ``before`` (a run id or a time) pages past the runs already seen.
+
+        Reads the narrowest index for the filters (all runs, per flow, per status, or per flow and
+        status), so at most three round-trips whatever the history size: the ``before`` run's
+        score, one page of ids, their hashes.
+        """
+        if limit < 1:
+            return []
+        if flow_id is not None and status is not None:
+            index = self.keys.flow_status_runs(flow_id, status.value)
+        elif status is not None:
+            index = self.keys.status_runs(status.value)
+        elif flow_id is not None:
+            index = self.keys.flow_runs(flow_id)
+        else:
+            index = self.keys.runs()
+        upper: str = "+inf"
+        if isinstance(before, datetime):
+            upper = f"({epoch_score(before)}"
+        elif before is not None:
+            score = self.redis.zscore(self.keys.runs(), str(before))
+            if score is None:
+                return []
+            upper = f"({score}"
+        ids = self.redis.zrevrangebyscore(index, upper, "-inf", start=0, num=limit)
+        with self.redis.pipeline(transaction=False) as pipe:
+            for run_id in ids:
+                pipe.hgetall(self.keys.run(text(run_id)))
+            rows = pipe.execute()
+        # Every index entry has its hash (both are written and moved together), so no refill.
+        return [decode_run(from_hash(raw)) for raw in rows if raw]
+
+    def find_run_id_by_job(self, job_id: str) -> str | None:
+        """The run an RQ job belongs to (trigger job or any step attempt)."""
+        run_id = self.redis.hget(self.keys.jobs(), job_id)
+        return text(run_id) if run_id else None
+
+    def events(self, run_id: UUID | str) -> list[RunEvent]:
+        """The run's event history, oldest first."""
+        return [
+            RunEvent.model_validate_json(raw) for raw in self.redis.lrange(self.keys.events(run_id), 0, -1)
+        ]
+
+    def step_views(self, run_id: UUID | str, step_keys: Sequence[str]) -> dict[str, StepView]:
+        """Status, output and error of some steps, in one round-trip (for When clauses)."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for key in step_keys:
+                pipe.hmget(self.keys.step(run_id, key), "status", "output_json", "error_message")
+            rows = pipe.execute()
+        return {key: step_view(row) for key, row in zip(step_keys, rows, strict=True)}

@@ -1,0 +1,327 @@
+"""Run and step writes: creating and starting runs, applying plans, claiming, renewing and
+completing attempts, expanding loops, ending runs, and the raw reads these transitions need.
+
+Every transition is one Lua script that checks the expected current status, so no run is closed
+twice and no attempt's outcome is recorded twice.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from redis.client import Pipeline
+from redis.exceptions import WatchError
+
+from flowjobs.clock import epoch_ms, epoch_score, iso, utcnow
+from flowjobs.keys import step_member
+from flowjobs.records import FlowRunRecord
+from flowjobs.statuses import RunStatus, StepStatus
+from flowjobs.store.base import StoreBase
+from flowjobs.store.codec import command_slices, encode_run, from_hash, text
+from flowjobs.store.transitions import (
+    AppliedPlan,
+    Claim,
+    Continuation,
+    NextAttempt,
+    Park,
+    Refused,
+    RunSnapshot,
+    Signalled,
+)
+
+
+class RunWrites(StoreBase):
+    """The run lifecycle and step transitions."""
+
+    def create_run(
+        self,
+        run: FlowRunRecord,
+        enqueue: Callable[[Pipeline], None],
+        *,
+        idempotency_key: str | None = None,
+    ) -> UUID:
+        """Write the Pending run and enqueue its trigger job in one MULTI/EXEC.
+
+        With an idempotency key already used (per flow and trigger key), writes nothing and
+        returns the existing run's id.
+        """
+        idem = (
+            self.keys.idempotency(run.flow_id, run.trigger_key or "", idempotency_key)
+            if idempotency_key
+            else None
+        )
+        score = epoch_score(run.started_at)
+        with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    if idem is not None:
+                        pipe.watch(idem)  # type: ignore[no-untyped-call]
+                        existing = pipe.get(idem)
+                        if existing is not None:
+                            return UUID(text(existing))
+                    # Explicit MULTI: RQ's enqueue joins a transaction only if one is already open.
+                    pipe.multi()
+                    if idem is not None:
+                        pipe.set(idem, str(run.id), ex=self.retention_seconds)
+                    fields = {**encode_run(run), "started_score": str(score)}
+                    pipe.hset(self.keys.run(run.id), mapping=fields)  # type: ignore[arg-type]
+                    pipe.zadd(self.keys.runs(), {str(run.id): score})
+                    pipe.zadd(self.keys.flow_runs(run.flow_id), {str(run.id): score})
+                    pipe.zadd(self.keys.status_runs(run.status.value), {str(run.id): score})
+                    pipe.zadd(self.keys.flow_status_runs(run.flow_id, run.status.value), {str(run.id): score})
+                    if run.background_job_id:
+                        pipe.hset(self.keys.jobs(), run.background_job_id, str(run.id))
+                    if run.timeout_at is not None:
+                        pipe.zadd(self.keys.deadlines(), {str(run.id): epoch_ms(run.timeout_at)})
+                    enqueue(pipe)
+                    pipe.execute()
+                    return run.id
+                except WatchError:
+                    continue
+
+    def start_run(self, run_id: UUID | str) -> tuple[RunStatus, RunSnapshot] | None:
+        """Move a Pending run to Running (once).
+
+        Returns the status it had before and the run's snapshot after; None if there is no such run.
+        """
+        args = self._run_args(run_id)
+        args["steps_key"] = self.keys.run_steps(run_id)
+        args["loops_key"] = self.keys.loops(run_id)
+        return self.scripts.start_run(args)
+
+    def apply_plan(self, run_id: UUID | str, continuation: Continuation) -> AppliedPlan:
+        """Record skips and dispatches (each step once, with their jobs' enqueue commands) and close
+        the run if every step is final."""
+        args, argv = self._continuation_args(run_id, continuation)
+        return self.scripts.apply_plan(args, argv)
+
+    def _continuation_args(
+        self, run_id: UUID | str, plan: Continuation
+    ) -> tuple[dict[str, Any], list[bytes]]:
+        """The JSON argument of a continuation, and the flattened job commands it points into."""
+        now = utcnow()
+        argv: list[bytes] = []
+        args = self._run_args(run_id)
+        args.update(
+            {
+                "steps_key": self.keys.run_steps(run_id),
+                "jobs_key": self.keys.jobs(),
+                "pending_key": self.keys.pending(),
+                "skip": [
+                    {
+                        "step_key": s.step_key,
+                        "hash_key": self.keys.step(run_id, s.step_key),
+                        "step_type": s.step_type,
+                        "reason": s.reason,
+                        "trace": s.trace_json,
+                    }
+                    for s in plan.skip
+                ],
+                "dispatch": [
+                    {
+                        "step_key": d.step_key,
+                        "hash_key": self.keys.step(run_id, d.step_key),
+                        "step_type": d.step_type,
+                        "attempt": d.attempt,
+                        "job_id": d.job_id,
+                        "member": step_member(run_id, d.step_key),
+                        "due_ms": epoch_ms(d.due or now),
+                        "commands": command_slices(argv, plan.job_commands.get(d.step_key, ())),
+                    }
+                    for d in plan.dispatch
+                ],
+            }
+        )
+        if plan.close is not None:
+            args["close"] = {"status": plan.close.value, "required": list(plan.required)}
+        if plan.version is not None:
+            args["version"] = plan.version
+        return args, argv
+
+    def claim(
+        self,
+        run_id: UUID | str,
+        step_key: str,
+        attempt: int,
+        *,
+        job_id: str,
+        worker: str,
+        lease_until: datetime,
+        refs: Sequence[str] = (),
+        loop_item_field: str | None = None,
+        with_trigger: bool = True,
+    ) -> Claim | Refused:
+        """Claim the attempt for this worker with a lease; refused when it is not the current one.
+
+        Reads, in the same script, the run's fields (without the trigger data unless
+        ``with_trigger``), the referenced steps and, for a ForEach child, its iteration's item
+        (``loop_item_field`` is ``<loop>.<index>``).
+        """
+        args = self._step_args(run_id, step_key, attempt)
+        args.update(
+            {
+                "job_id": job_id,
+                "worker": worker,
+                "lease_until_ms": epoch_ms(lease_until),
+                "refs": [self.keys.step(run_id, ref) for ref in refs],
+                "loop_items_key": self.keys.loop_items(run_id),
+                "loop_item_field": loop_item_field,
+                "with_trigger": with_trigger,
+            }
+        )
+        return self.scripts.claim(args, refs)
+
+    def renew(self, run_id: UUID | str, step_key: str, attempt: int, lease_until: datetime) -> bool:
+        """Extend a running attempt's lease; False once the attempt is fenced out."""
+        return self.renew_many([(str(run_id), step_key, attempt)], lease_until)[0]
+
+    def renew_many(self, leases: Sequence[tuple[str, str, int]], lease_until: datetime) -> list[bool]:
+        """Extend the leases of several running attempts (run id, step key, attempt) in one script
+        call; per lease, False once its attempt is fenced out or holds no lease any more."""
+        if not leases:
+            return []
+        args = {
+            "leases_key": self.keys.leases(),
+            "lease_until_ms": epoch_ms(lease_until),
+            "leases": [
+                {
+                    "hash_key": self.keys.step(run_id, step_key),
+                    "member": step_member(run_id, step_key),
+                    "attempt": attempt,
+                }
+                for run_id, step_key, attempt in leases
+            ],
+        }
+        return self.scripts.renew_many(args)
+
+    def complete(
+        self,
+        run_id: UUID | str,
+        step_key: str,
+        attempt: int,
+        *,
+        status: StepStatus,
+        input_json: str | None = None,
+        output_json: str | None = None,
+        error: str | None = None,
+        next_attempt: NextAttempt | None = None,
+        lease_expired_before: datetime | None = None,
+        park: Park | None = None,
+        then: Continuation | None = None,
+    ) -> RunSnapshot | Refused | Signalled:
+        """Record the attempt's outcome if it is still the current, running one.
+
+        With ``park`` (a WaitForSignal step), nothing is recorded if the signal already arrived:
+        its payload comes back as ``Signalled`` instead. With ``then``, a continuation planned
+        at ``then.version`` is applied in the same script if no plan-changing write happened
+        since (``RunSnapshot.applied``).
+        """
+        args = self._step_args(run_id, step_key, attempt)
+        args.update(
+            {
+                "status": status.value,
+                "input_json": input_json,
+                "output_json": output_json,
+                "error": error,
+                "jobs_key": self.keys.jobs(),
+            }
+        )
+        if next_attempt is not None:
+            args["next"] = {
+                "attempt": next_attempt.attempt,
+                "job_id": next_attempt.job_id,
+                "due_ms": epoch_ms(next_attempt.due),
+                "event": next_attempt.event,
+                "message": next_attempt.message,
+            }
+        if lease_expired_before is not None:
+            args["lease_expired_before_ms"] = epoch_ms(lease_expired_before)
+        if park is not None:
+            args["park"] = {
+                "signals_key": self.keys.signals(run_id),
+                "name": park.signal_name,
+                "expires_at": iso(park.expires_at) if park.expires_at else None,
+            }
+        argv: list[bytes] = []
+        if then is not None:
+            args["plan"], argv = self._continuation_args(run_id, then)
+        return self.scripts.complete(args, argv)
+
+    def expand_loop(
+        self, run_id: UUID | str, step_key: str, attempt: int, *, items: Sequence[Any], input_json: str | None
+    ) -> RunSnapshot | Refused:
+        """Record a claimed ForEach step's items and release its lease; it stays Running meanwhile."""
+        args = self._step_args(run_id, step_key, attempt)
+        args.update(
+            {
+                "count": len(items),
+                "items": [json.dumps(item) for item in items],
+                "input_json": input_json,
+                "loop_items_key": self.keys.loop_items(run_id),
+            }
+        )
+        return self.scripts.expand_loop(args)
+
+    def end_run(self, run_id: UUID | str, status: RunStatus, reason: str) -> RunStatus | None:
+        """Close an active run as ``status``, skipping its queued and parked steps with ``reason``."""
+        args = self._run_args(run_id)
+        args.update(
+            {
+                "status": status.value,
+                "reason": reason,
+                "steps_key": self.keys.run_steps(run_id),
+                "step_prefix": self.keys.step_prefix(run_id),
+                "pending_key": self.keys.pending(),
+                "loops_key": self.keys.loops(run_id),
+            }
+        )
+        return self.scripts.end_run(args)
+
+    def _step_args(self, run_id: UUID | str, step_key: str, attempt: int) -> dict[str, Any]:
+        """The JSON fields of every script that moves one attempt of one step."""
+        args = self._run_args(run_id)
+        args.update(
+            {
+                "step_key": step_key,
+                "attempt": attempt,
+                "member": step_member(run_id, step_key),
+                "hash_key": self.keys.step(run_id, step_key),
+                "steps_key": self.keys.run_steps(run_id),
+                "leases_key": self.keys.leases(),
+                "pending_key": self.keys.pending(),
+                "attempts_key": self.keys.attempts(run_id),
+                "loops_key": self.keys.loops(run_id),
+            }
+        )
+        return args
+
+    def trigger_data_json(self, run_id: UUID | str) -> str | None:
+        """The run's trigger data as JSON (left out of claims of steps that do not reference it)."""
+        value = self.redis.hget(self.keys.run(run_id), "trigger_data_json")
+        return text(value) if value is not None else None
+
+    def manifest_hash_of(self, run_id: UUID | str) -> str | None:
+        """The content hash of the manifest the run is pinned to."""
+        value = self.redis.hget(self.keys.run(run_id), "manifest_hash")
+        return text(value) if value is not None else None
+
+    def run_state(self, run_id: UUID | str) -> RunSnapshot:
+        """Step statuses, run fields and loops of a run, read in one round-trip (for recovery)."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.keys.run_steps(run_id))
+            pipe.hgetall(self.keys.run(run_id))
+            pipe.hgetall(self.keys.loops(run_id))
+            steps, run, loops = pipe.execute()
+        return RunSnapshot(
+            statuses={text(k): StepStatus(text(v)) for k, v in steps.items()},
+            run=from_hash(run),
+            loops={text(k): int(v) for k, v in loops.items()},
+        )
+
+    def step_fields(self, run_id: UUID | str, step_key: str) -> dict[str, str]:
+        """Raw fields of one step hash (claim fields included), for recovery."""
+        return from_hash(self.redis.hgetall(self.keys.step(run_id, step_key)))

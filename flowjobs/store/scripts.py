@@ -1,0 +1,210 @@
+"""flowjobs' Lua scripts (``flowjobs/lua``): loading them, and one typed decoder per script.
+
+Each script takes one JSON document (ARGV[1], documented in its header) plus, for scripts that
+enqueue jobs, binary ARGV slices of Redis commands. The decoders here are the only code that
+reads replies by position; everything else gets the transition types.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from importlib.resources import files
+from typing import Any
+
+from redis import Redis
+
+from flowjobs.statuses import RunStatus, StepStatus
+from flowjobs.store.codec import from_pairs, step_view, text
+from flowjobs.store.transitions import (
+    AppliedPlan,
+    Claim,
+    Delivered,
+    Refusal,
+    Refused,
+    RunSnapshot,
+    Signalled,
+)
+
+SCRIPT_NAMES = (
+    "start_run",
+    "apply_plan",
+    "claim",
+    "complete",
+    "renew_many",
+    "run_detail",
+    "expand_loop",
+    "deliver_signal",
+    "end_run",
+    "idle_runs",
+)
+
+
+@cache
+def script_source(name: str) -> str:
+    """A script's Lua, with the shared helpers of ``common.lua`` prepended."""
+    lua = files("flowjobs") / "lua"
+    return (lua / "common.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
+
+
+@dataclass(frozen=True)
+class StoredRun:
+    """A run's hash, its step hashes and its attempt records (JSON), as ``run_detail`` read them."""
+
+    run: dict[str, str]
+    steps: list[dict[str, str]]
+    attempts: list[str]
+
+
+class Scripts:
+    """The scripts registered on one Redis; each method runs one script and decodes its reply."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._registered = {name: redis.register_script(script_source(name)) for name in SCRIPT_NAMES}
+
+    def _call(self, name: str, args: Mapping[str, Any], argv: Sequence[bytes] = ()) -> Any:
+        return self._registered[name](args=[json.dumps(args), *argv])
+
+    def start_run(self, args: Mapping[str, Any]) -> tuple[RunStatus, RunSnapshot] | None:
+        """``start_run.lua``."""
+        return decode_start_run(self._call("start_run", args))
+
+    def apply_plan(self, args: Mapping[str, Any], argv: Sequence[bytes]) -> AppliedPlan:
+        """``apply_plan.lua``."""
+        return decode_apply_plan(self._call("apply_plan", args, argv))
+
+    def claim(self, args: Mapping[str, Any], refs: Sequence[str]) -> Claim | Refused:
+        """``claim.lua``; ``refs`` name the steps whose hash keys ``args["refs"]`` lists, in order."""
+        return decode_claim(self._call("claim", args), refs)
+
+    def complete(self, args: Mapping[str, Any], argv: Sequence[bytes]) -> RunSnapshot | Refused | Signalled:
+        """``complete.lua``."""
+        return decode_complete(self._call("complete", args, argv))
+
+    def expand_loop(self, args: Mapping[str, Any]) -> RunSnapshot | Refused:
+        """``expand_loop.lua``."""
+        return decode_expand_loop(self._call("expand_loop", args))
+
+    def renew_many(self, args: Mapping[str, Any]) -> list[bool]:
+        """``renew_many.lua``."""
+        return decode_renew_many(self._call("renew_many", args))
+
+    def deliver_signal(self, args: Mapping[str, Any], argv: Sequence[bytes]) -> Delivered | Refused:
+        """``deliver_signal.lua``."""
+        return decode_deliver_signal(self._call("deliver_signal", args, argv))
+
+    def end_run(self, args: Mapping[str, Any]) -> RunStatus | None:
+        """``end_run.lua``."""
+        return decode_end_run(self._call("end_run", args))
+
+    def run_detail(self, args: Mapping[str, Any]) -> StoredRun | None:
+        """``run_detail.lua``."""
+        return decode_run_detail(self._call("run_detail", args))
+
+    def idle_runs(self, args: Mapping[str, Any]) -> list[tuple[str, RunStatus]]:
+        """``idle_runs.lua``."""
+        return decode_idle_runs(self._call("idle_runs", args))
+
+
+def decode_start_run(reply: Any) -> tuple[RunStatus, RunSnapshot] | None:
+    """``{status before, steps, run, loops}`` → (status before, snapshot after); false → None."""
+    if not reply:
+        return None
+    before, steps, run, loops = reply
+    return RunStatus(text(before)), _snapshot(steps, run, loops)
+
+
+def decode_apply_plan(reply: Any) -> AppliedPlan:
+    """``{dispatched step keys, closed status or false, run status or false}``."""
+    dispatched, closed, status = reply
+    return AppliedPlan(
+        dispatched=[text(key) for key in dispatched],
+        closed=RunStatus(text(closed)) if closed else None,
+        run_status=RunStatus(text(status)) if status else None,
+    )
+
+
+def decode_claim(reply: Any, refs: Sequence[str]) -> Claim | Refused:
+    """``{'ok', run, {ref views}, {first_started_at, loop item}, steps, loops}`` or a refusal."""
+    if reply[0] != b"ok":
+        return _refused(reply)
+    _, run, views, (first_started, loop_item), steps, loops = reply
+    return Claim(
+        run=from_pairs(run),
+        refs={ref: step_view(values) for ref, values in zip(refs, views, strict=True)},
+        first_started_at=datetime.fromisoformat(text(first_started)) if first_started else None,
+        loop_item_json=text(loop_item) if loop_item else None,
+        snapshot=_snapshot(steps, run, loops),
+    )
+
+
+def decode_complete(reply: Any) -> RunSnapshot | Refused | Signalled:
+    """``{'ok', steps, run, loops, applied plan or false}``, ``{'signalled', payload}`` or a refusal."""
+    if reply[0] == b"signalled":
+        return Signalled(text(reply[1]))
+    if reply[0] != b"ok":
+        return _refused(reply)
+    _, steps, run, loops, applied = reply
+    return _snapshot(steps, run, loops, decode_apply_plan(applied) if applied else None)
+
+
+def decode_expand_loop(reply: Any) -> RunSnapshot | Refused:
+    """``{'ok', steps, run, loops}`` or a refusal."""
+    if reply[0] != b"ok":
+        return _refused(reply)
+    _, steps, run, loops = reply
+    return _snapshot(steps, run, loops)
+
+
+def decode_renew_many(reply: Any) -> list[bool]:
+    """``{1 or 0 per lease}``."""
+    return [bool(renewed) for renewed in reply]
+
+
+def decode_deliver_signal(reply: Any) -> Delivered | Refused:
+    """``{'resumed', step key...}``, ``{'kept'}`` or a refusal."""
+    head = text(reply[0])
+    if head == "resumed":
+        return Delivered([text(key) for key in reply[1:]])
+    if head == "kept":
+        return Delivered([])
+    return _refused(reply)
+
+
+def decode_end_run(reply: Any) -> RunStatus | None:
+    """The status the run was closed with; false (not active) → None."""
+    return RunStatus(text(reply)) if reply else None
+
+
+def decode_run_detail(reply: Any) -> StoredRun | None:
+    """``{run, {step hash...}, attempts}``; false (no run) → None."""
+    if not reply:
+        return None
+    run, steps, attempts = reply
+    return StoredRun(
+        run=from_pairs(run),
+        steps=[from_pairs(step) for step in steps],
+        attempts=list(from_pairs(attempts).values()),
+    )
+
+
+def decode_idle_runs(reply: Any) -> list[tuple[str, RunStatus]]:
+    """``{run_id, status, ...}`` flat."""
+    return [(text(reply[i]), RunStatus(text(reply[i + 1]))) for i in range(0, len(reply), 2)]
+
+
+def _snapshot(steps: Any, run: Any, loops: Any, applied: AppliedPlan | None = None) -> RunSnapshot:
+    return RunSnapshot(
+        statuses={key: StepStatus(value) for key, value in from_pairs(steps).items()},
+        run=from_pairs(run),
+        loops={key: int(value) for key, value in from_pairs(loops).items()},
+        applied=applied,
+    )
+
+
+def _refused(reply: Any) -> Refused:
+    """``{reason[, detail]}``: the refusals every script shares."""
+    return Refused(Refusal(text(reply[0])), text(reply[1]) if len(reply) > 1 else "")

@@ -1,0 +1,70 @@
+"""Signal records: delivering a signal (and resuming its parked steps), and reading its waiters."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+from uuid import UUID
+
+from flowjobs.clock import epoch_ms, utcnow
+from flowjobs.keys import step_member
+from flowjobs.store.base import StoreBase
+from flowjobs.store.codec import command_slices
+from flowjobs.store.transitions import Delivered, Refused, SignalResume
+
+
+class SignalRecords(StoreBase):
+    """Per run, one record per signal name: its waiters (parked steps), delivery and payload."""
+
+    def deliver_signal(
+        self,
+        run_id: UUID | str,
+        name: str,
+        payload_json: str,
+        *,
+        declared: bool,
+        resumes: Mapping[str, SignalResume],
+    ) -> Delivered | Refused:
+        """Deliver a signal once and, in the same script, resume every step parked on it.
+
+        ``resumes`` are the waiters the caller read (``signal_waiters``), each with its resume job.
+        Returns the steps resumed (none: the signal is kept until a step parks on it), or a
+        refusal: ``changed`` (the waiters moved since they were read: nothing written),
+        ``no_run``, ``not_active``, ``unknown`` (no step of the run waits for that name),
+        ``already``.
+        """
+        argv: list[bytes] = []
+        args = self._run_args(run_id)
+        args.update(
+            {
+                "name": name,
+                "payload_json": payload_json,
+                "declared": declared,
+                "signals_key": self.keys.signals(run_id),
+                "step_prefix": self.keys.step_prefix(run_id),
+                "jobs_key": self.keys.jobs(),
+                "pending_key": self.keys.pending(),
+                "now_ms": epoch_ms(utcnow()),
+                "expected": {
+                    key: {
+                        "attempt": resume.attempt,
+                        "job_id": resume.job_id,
+                        "member": step_member(run_id, key),
+                        "commands": command_slices(argv, resume.commands),
+                    }
+                    for key, resume in resumes.items()
+                },
+            }
+        )
+        return self.scripts.deliver_signal(args, argv)
+
+    def signal_waiters(self, run_id: UUID | str, name: str) -> dict[str, int]:
+        """Steps parked on a signal name: step key → the attempt that resumes it."""
+        record = self.signal_record(run_id, name) or {}
+        return {key: int(w["attempt"]) for key, w in (record.get("waiters") or {}).items()}
+
+    def signal_record(self, run_id: UUID | str, name: str) -> dict[str, Any] | None:
+        """The signal record (waiter, expiry, delivery, payload) of one signal name."""
+        raw = self.redis.hget(self.keys.signals(run_id), name)
+        return dict(json.loads(raw)) if raw else None

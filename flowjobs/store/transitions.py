@@ -1,0 +1,171 @@
+"""The store's transition types: what callers ask a script to do, and what it answers.
+
+Redis-free: the engine, recovery and the client plan with these; ``flowjobs.store.scripts``
+turns script replies into them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+from flowjobs.statuses import RunStatus, StepStatus
+
+
+@dataclass(frozen=True)
+class StepDispatch:
+    """One attempt of a step to put in the dispatch ledger (and then on the queue)."""
+
+    step_key: str
+    step_type: str
+    attempt: int
+    job_id: str
+    due: datetime | None = None
+
+
+@dataclass(frozen=True)
+class StepSkip:
+    """A step to record as Skipped, with the reason and, for When clauses, the evaluation trace."""
+
+    step_key: str
+    step_type: str
+    reason: str
+    trace_json: str | None = None
+
+
+@dataclass(frozen=True)
+class Continuation:
+    """A planned continuation: dispatches, skips, and the run's close when all will be final."""
+
+    dispatch: Sequence[StepDispatch] = ()
+    skip: Sequence[StepSkip] = ()
+    close: RunStatus | None = None
+    required: Sequence[str] = ()
+    """Step keys that must all be final for the run to close (the manifest's top-level steps)."""
+    job_commands: Mapping[str, Sequence[Sequence[bytes]]] = field(default_factory=dict)
+    """Per step key, the Redis commands that enqueue its job, run in the same script if dispatched."""
+    version: int | None = None
+    """With ``complete``: the ``steps_version`` the plan was made at; applied only if still current."""
+
+
+@dataclass(frozen=True)
+class AppliedPlan:
+    """What ``apply_plan`` did: the steps it dispatched, and the status it closed the run with."""
+
+    dispatched: list[str]
+    closed: RunStatus | None
+    run_status: RunStatus | None
+    """The run's status after the plan (None: no such run)."""
+
+
+@dataclass(frozen=True)
+class StepView:
+    """Status, output JSON and error of a step, as read for expressions."""
+
+    status: StepStatus | None
+    output_json: str | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class RunSnapshot:
+    """Every step's status, the run's fields and its loops, read in one script (for planning)."""
+
+    statuses: dict[str, StepStatus]
+    run: dict[str, str]
+    loops: dict[str, int] = field(default_factory=dict)
+    """Iteration count of every expanded ForEach step."""
+    applied: AppliedPlan | None = None
+    """The continuation ``complete`` applied in the same script, if it was still current (then
+    ``statuses``, ``run`` and ``loops`` are left empty: the caller planned from them already)."""
+
+    @property
+    def version(self) -> int:
+        """``steps_version`` of the run when this was read."""
+        return int(self.run.get("steps_version", "0"))
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A granted claim: the run's fields and the referenced steps, read in the same script."""
+
+    run: dict[str, str]
+    snapshot: RunSnapshot
+    """Step statuses, run fields and loops at claim time, to plan the continuation ahead."""
+    refs: dict[str, StepView] = field(default_factory=dict)
+    first_started_at: datetime | None = None
+    """When the step's first attempt was claimed (polling and signal timeouts count from it)."""
+    loop_item_json: str | None = None
+    """For a ForEach child: its iteration's item, as JSON."""
+
+
+class Refusal(StrEnum):
+    """Why a script wrote nothing: the first word of its refusing reply."""
+
+    stale = "stale"
+    """The attempt is not the current one in the expected status (detail ``<status>#<attempt>``,
+    or ``lease renewed`` when recovery found the lease extended since it expired)."""
+    run_not_running = "run_not_running"
+    """A claim on a run that is not Running (detail: its status, or ``missing``)."""
+    no_run = "no_run"
+    """A signal to a run that does not exist."""
+    not_active = "not_active"
+    """A signal to a closed run (detail: its status)."""
+    unknown = "unknown"
+    """A signal name no step of the run waits for."""
+    already = "already"
+    """A signal name delivered before (detail: when)."""
+    changed = "changed"
+    """The signal's waiters moved since the caller read them: read again."""
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A transition the script refused, and why."""
+
+    reason: Refusal
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Park:
+    """Park a WaitForSignal step: record its waiter, unless the signal was already delivered."""
+
+    signal_name: str
+    expires_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Signalled:
+    """The signal a parking step waited for had already arrived: its payload."""
+
+    payload_json: str
+
+
+@dataclass(frozen=True)
+class SignalResume:
+    """The attempt that resumes a step parked on a signal, and its job's enqueue commands."""
+
+    attempt: int
+    job_id: str
+    commands: Sequence[Sequence[bytes]] = ()
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """A signal delivered: the parked steps it resumed (none: it is kept for a step that parks later)."""
+
+    resumed: list[str]
+
+
+@dataclass(frozen=True)
+class NextAttempt:
+    """Queue the step again as this attempt instead of making it final."""
+
+    attempt: int
+    job_id: str
+    due: datetime
+    event: str = "step.retried"
+    message: str | None = None
