@@ -84,6 +84,18 @@ class Outcome:
     delay_seconds: float = 0.0
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """One claimed attempt of one step: what every stage of executing it works from."""
+
+    run_id: str
+    step_key: str
+    step: StepMetadata
+    number: int
+    job_id: str | None
+    claim: Claim
+
+
 @dataclass
 class _Decisions:
     """One planning pass over a run: what to dispatch and skip, and which loops just finished."""
@@ -176,42 +188,34 @@ class Engine:
                 return claim.reason.value
             structlog.contextvars.bind_contextvars(flow_id=claim.run.get("flow_id"))
             log.debug("step.started", step_type=step.type)
+            current = Attempt(run_id, step_key, step, attempt, job_id, claim)
             try:
-                return self._attempt(run_id, step_key, step, attempt, job_id, claim, refs)
+                return self._execute(current, refs)
             except Exception as error:
                 # flowjobs' own code failed around the handler (a value too deep to decode, a bug):
                 # the attempt fails with the reason instead of staying Running until its lease
                 # expires and being re-run by recovery.
                 log.exception("step.engine_error")
                 reason = f"flowjobs could not run the step: {type(error).__name__}: {error}"
-                return self._record(
-                    run_id, step_key, step, attempt, Outcome(StepStatus.Failed, error=reason), claim.snapshot
-                )
+                return self._record(current, Outcome(StepStatus.Failed, error=reason))
 
-    def _attempt(
-        self,
-        run_id: str,
-        step_key: str,
-        step: StepMetadata,
-        attempt: int,
-        job_id: str | None,
-        claim: Claim,
-        refs: Mapping[str, str],
-    ) -> str:
+    def _execute(self, attempt: Attempt, refs: Mapping[str, str]) -> str:
+        """Execute a claimed attempt by the step's kind and record its outcome."""
+        claim = attempt.claim
         scope = expression_scope(
             claim.run,
             {name: claim.refs[key] for name, key in refs.items()},
-            partial(self.store.trigger_data_json, run_id),
+            partial(self.store.trigger_data_json, attempt.run_id),
         )
-        if step.kind == FOR_EACH:
-            return self._expand_loop(run_id, step_key, step, attempt, claim, scope)
-        if step.kind == WAIT_FOR_SIGNAL:
-            return self._wait_for_signal(run_id, step_key, step, attempt, claim, scope)
-        with self.leases.holding(run_id, step_key, attempt):
-            outcome = self._run_handler(run_id, step_key, step, attempt, job_id, claim, scope)
-        if step.poll is not None and outcome.status is StepStatus.Succeeded:
-            outcome = self._poll(step, attempt, claim, outcome)
-        return self._record(run_id, step_key, step, attempt, outcome, claim.snapshot)
+        if attempt.step.kind == FOR_EACH:
+            return self._expand_loop(attempt, scope)
+        if attempt.step.kind == WAIT_FOR_SIGNAL:
+            return self._wait_for_signal(attempt, scope)
+        with self.leases.holding(attempt.run_id, attempt.step_key, attempt.number):
+            outcome = self._run_handler(attempt, scope)
+        if attempt.step.poll is not None and outcome.status is StepStatus.Succeeded:
+            outcome = self._poll(attempt, outcome)
+        return self._record(attempt, outcome)
 
     def _reads_trigger_body(self, step: StepMetadata) -> bool:
         """Whether the step's inputs or items read ``@triggerBody()``: only then does its claim carry
@@ -226,26 +230,19 @@ class Engine:
         names = referenced_steps(step.inputs) | referenced_steps([step.for_each])
         return {name: manifest.reference_key(name, step_key) for name in names}
 
-    def _inputs(self, step: StepMetadata, step_key: str, claim: Claim, scope: ExpressionScope) -> Any:
-        resolved = resolve_inputs(step.inputs, scope)
-        index = loop_index(step_key)
+    def _inputs(self, attempt: Attempt, scope: ExpressionScope) -> Any:
+        resolved = resolve_inputs(attempt.step.inputs, scope)
+        index = loop_index(attempt.step_key)
         if index is not None:
-            item = json.loads(claim.loop_item_json) if claim.loop_item_json else None
+            item_json = attempt.claim.loop_item_json
+            item = json.loads(item_json) if item_json else None
             resolved = {**resolved, "__loopItem": item, "__loopIndex": index}
         return resolved
 
-    def _run_handler(
-        self,
-        run_id: str,
-        step_key: str,
-        step: StepMetadata,
-        attempt: int,
-        job_id: str | None,
-        claim: Claim,
-        scope: ExpressionScope,
-    ) -> Outcome:
+    def _run_handler(self, attempt: Attempt, scope: ExpressionScope) -> Outcome:
+        step = attempt.step
         try:
-            resolved = self._inputs(step, step_key, claim, scope)
+            resolved = self._inputs(attempt, scope)
             input_json = json.dumps(resolved)
         except Exception as error:
             return Outcome(StepStatus.Failed, error=f"Inputs could not be resolved: {error}")
@@ -261,13 +258,13 @@ class Engine:
                 name = registered.input_model.__name__
                 return Outcome(StepStatus.Failed, input_json, error=f"Inputs do not match {name}: {error}")
         context = StepContext(
-            run_id=UUID(run_id),
-            flow_id=UUID(claim.run["flow_id"]),
-            flow_name=claim.run.get("flow_name"),
-            step_key=step_key,
+            run_id=UUID(attempt.run_id),
+            flow_id=UUID(attempt.claim.run["flow_id"]),
+            flow_name=attempt.claim.run.get("flow_name"),
+            step_key=attempt.step_key,
             step_type=step.type,
-            attempt=attempt,
-            job_id=job_id,
+            attempt=attempt.number,
+            job_id=attempt.job_id,
             trigger_loader=lambda: scope.body,
             trigger_headers=scope.trigger_headers,
             log=structlog.get_logger("flowjobs.step"),
@@ -317,11 +314,12 @@ class Engine:
             output, max_depth=self.max_data_depth, max_bytes=self.max_data_bytes, what="the output"
         )
 
-    def _poll(self, step: StepMetadata, attempt: int, claim: Claim, outcome: Outcome) -> Outcome:
+    def _poll(self, attempt: Attempt, outcome: Outcome) -> Outcome:
+        step = attempt.step
         assert step.poll is not None
-        started = claim.first_started_at or utcnow()
+        started = attempt.claim.first_started_at or utcnow()
         output = json.loads(outcome.output_json) if outcome.output_json else None
-        verdict = poll_verdict(step.poll, output, attempt, (utcnow() - started).total_seconds())
+        verdict = poll_verdict(step.poll, output, attempt.number, (utcnow() - started).total_seconds())
         if verdict.failure is not None:
             return Outcome(StepStatus.Failed, outcome.input_json, outcome.output_json, verdict.failure)
         if verdict.again:
@@ -333,29 +331,23 @@ class Engine:
             )
         return outcome
 
-    def _record(
-        self,
-        run_id: str,
-        step_key: str,
-        step: StepMetadata,
-        attempt: int,
-        outcome: Outcome,
-        seen: RunSnapshot,
-    ) -> str:
-        """Record an attempt's outcome: final (with the continuation planned ahead from ``seen``, the
-        claim-time snapshot), or with the next attempt scheduled (retry or poll)."""
+    def _record(self, attempt: Attempt, outcome: Outcome) -> str:
+        """Record an attempt's outcome: final (with the continuation planned ahead from the claim-time
+        snapshot), or with the next attempt scheduled (retry or poll)."""
+        run_id, step_key, seen = attempt.run_id, attempt.step_key, attempt.claim.snapshot
         delay: float | None = None
-        if outcome.status is StepStatus.Failed and step.retry is not None:
-            delay = retry_delay(step.retry, attempt)
+        if outcome.status is StepStatus.Failed and attempt.step.retry is not None:
+            delay = retry_delay(attempt.step.retry, attempt.number)
         elif outcome.status is StepStatus.Pending:
             delay = outcome.delay_seconds
         next_attempt = (
-            NextAttempt(
-                attempt=attempt + 1,
-                job_id=step_job_id(run_id, step_key, attempt + 1),
+            self.next_attempt(
+                run_id,
+                step_key,
+                attempt.number,
                 due=utcnow() + timedelta(seconds=delay),
                 event="step.pending" if outcome.status is StepStatus.Pending else "step.retried",
-                message=f"attempt {attempt + 1} in {delay:g}s",
+                message=f"attempt {attempt.number + 1} in {delay:g}s",
             )
             if delay is not None
             else None
@@ -364,7 +356,7 @@ class Engine:
         completed = self.store.complete(
             run_id,
             step_key,
-            attempt,
+            attempt.number,
             status=outcome.status,
             input_json=outcome.input_json,
             output_json=outcome.output_json,
@@ -375,19 +367,15 @@ class Engine:
         if not isinstance(completed, RunSnapshot):
             log.warning("step.completion_discarded", detail=str(completed))
             return "discarded"
-        if next_attempt is not None and completed.statuses.get(step_key, StepStatus.Pending).is_final:
-            log.info("step.closed_with_run", status=completed.statuses[step_key].value)
-            return "closed"
         if next_attempt is not None:
+            if not self.schedule_attempt(run_id, step_key, next_attempt, completed):
+                log.info("step.closed_with_run", status=completed.statuses[step_key].value)
+                return "closed"
             log.info(
                 next_attempt.event,
                 error=outcome.error,
                 next_attempt=next_attempt.attempt,
                 delay_seconds=delay,
-            )
-            self.runner.schedule(
-                self.step_call(run_id, seen.run, step_key, next_attempt.attempt),
-                timedelta(seconds=delay or 0),
             )
             return "rescheduled"
         log.info(
@@ -399,20 +387,40 @@ class Engine:
             self.continue_run(run_id, completed)
         return outcome.status.value
 
-    # -- built-in kinds ------------------------------------------------------------------------
-
-    def _expand_loop(
-        self,
+    @staticmethod
+    def next_attempt(
         run_id: str,
         step_key: str,
-        step: StepMetadata,
         attempt: int,
-        claim: Claim,
-        scope: ExpressionScope,
-    ) -> str:
+        *,
+        due: datetime,
+        event: str = "step.retried",
+        message: str | None = None,
+    ) -> NextAttempt:
+        """The attempt after ``attempt`` of a step, due at ``due``, with its job id."""
+        return NextAttempt(attempt + 1, step_job_id(run_id, step_key, attempt + 1), due, event, message)
+
+    def schedule_attempt(
+        self, run_id: str, step_key: str, next_attempt: NextAttempt, recorded: RunSnapshot
+    ) -> bool:
+        """Queue the job of a next attempt that ``complete`` recorded, to run when it is due.
+
+        False, and nothing queued, when the run closed meanwhile (``complete`` made the step final
+        instead). A step parked with no timeout (due ``NEVER``) gets no job: only its signal resumes it.
+        """
+        if recorded.statuses.get(step_key, StepStatus.Pending).is_final:
+            return False
+        if next_attempt.due != NEVER:
+            call = self.step_call(run_id, recorded.run, step_key, next_attempt.attempt)
+            self.runner.schedule(call, next_attempt.due - utcnow())
+        return True
+
+    # -- built-in kinds ------------------------------------------------------------------------
+
+    def _expand_loop(self, attempt: Attempt, scope: ExpressionScope) -> str:
         """ForEach: resolve the items, record them and start the first iterations."""
         try:
-            items = resolve_inputs(step.for_each, scope)
+            items = resolve_inputs(attempt.step.for_each, scope)
         except ExpressionError as error:
             items = error
         if not isinstance(items, list):
@@ -421,41 +429,27 @@ class Engine:
                 if isinstance(items, ExpressionError)
                 else f"for_each did not resolve to a list (got {type(items).__name__})"
             )
-            return self._record(
-                run_id, step_key, step, attempt, Outcome(StepStatus.Failed, error=reason), claim.snapshot
-            )
+            return self._record(attempt, Outcome(StepStatus.Failed, error=reason))
         input_json = json.dumps({"for_each": items})
         if not items:
-            return self._record(
-                run_id,
-                step_key,
-                step,
-                attempt,
-                Outcome(StepStatus.Succeeded, input_json, "[]"),
-                claim.snapshot,
-            )
-        expanded = self.store.expand_loop(run_id, step_key, attempt, items=items, input_json=input_json)
+            return self._record(attempt, Outcome(StepStatus.Succeeded, input_json, "[]"))
+        expanded = self.store.expand_loop(
+            attempt.run_id, attempt.step_key, attempt.number, items=items, input_json=input_json
+        )
         if isinstance(expanded, Refused):
             log.warning("step.completion_discarded", detail=expanded.detail)
             return "discarded"
-        log.info("loop.expanded", iterations=len(items), concurrency_limit=step.concurrency_limit)
-        self.continue_run(run_id, expanded)
+        log.info("loop.expanded", iterations=len(items), concurrency_limit=attempt.step.concurrency_limit)
+        self.continue_run(attempt.run_id, expanded)
         return "expanded"
 
-    def _wait_for_signal(
-        self,
-        run_id: str,
-        step_key: str,
-        step: StepMetadata,
-        attempt: int,
-        claim: Claim,
-        scope: ExpressionScope,
-    ) -> str:
+    def _wait_for_signal(self, attempt: Attempt, scope: ExpressionScope) -> str:
         """WaitForSignal: park as Pending (no worker held) until the signal or the timeout resumes it."""
-        inputs = resolve_inputs(step.inputs, scope)
+        run_id, step_key = attempt.run_id, attempt.step_key
+        inputs = resolve_inputs(attempt.step.inputs, scope)
         name = str(inputs.get("signalName"))
         timeout = inputs.get("timeoutSeconds")
-        started = claim.first_started_at or utcnow()
+        started = attempt.claim.first_started_at or utcnow()
         expires = started + timedelta(seconds=float(timeout)) if timeout else None
         input_json = json.dumps(inputs)
         if expires is not None and utcnow() >= expires:
@@ -469,33 +463,32 @@ class Engine:
                     error=f"Signal {name!r} was not received within {timeout:g}s.",
                 )
             )
-            return self._record(run_id, step_key, step, attempt, outcome, claim.snapshot)
+            return self._record(attempt, outcome)
+        resume = self.next_attempt(
+            run_id,
+            step_key,
+            attempt.number,
+            due=expires or NEVER,
+            event="step.pending",
+            message=f"waiting for signal {name!r}",
+        )
         parked = self.store.complete(
             run_id,
             step_key,
-            attempt,
+            attempt.number,
             status=StepStatus.Pending,
             input_json=input_json,
-            next_attempt=NextAttempt(
-                attempt=attempt + 1,
-                job_id=step_job_id(run_id, step_key, attempt + 1),
-                due=expires or NEVER,
-                event="step.pending",
-                message=f"waiting for signal {name!r}",
-            ),
+            next_attempt=resume,
             park=Park(name, expires),
         )
         if isinstance(parked, Signalled):
-            outcome = Outcome(StepStatus.Succeeded, input_json, parked.payload_json)
-            return self._record(run_id, step_key, step, attempt, outcome, claim.snapshot)
+            return self._record(attempt, Outcome(StepStatus.Succeeded, input_json, parked.payload_json))
         if isinstance(parked, Refused):
             log.warning("step.completion_discarded", detail=parked.detail)
             return "discarded"
-        if parked.statuses.get(step_key, StepStatus.Pending).is_final:
+        if not self.schedule_attempt(run_id, step_key, resume, parked):
             return "closed"
         log.info("step.parked", signal=name, expires_at=expires.isoformat() if expires else None)
-        if expires is not None:
-            self.runner.schedule(self.step_call(run_id, claim.run, step_key, attempt + 1), expires - utcnow())
         return "parked"
 
     # -- continuation --------------------------------------------------------------------------
@@ -655,5 +648,3 @@ def _type(manifest: FlowManifest, runtime_key: str) -> str:
     step = manifest.step(runtime_key)
     assert step is not None, runtime_key  # the planner only returns keys of the manifest
     return step.type
-
-

@@ -21,9 +21,9 @@ from flowjobs.clock import utcnow
 from flowjobs.engine import Engine
 from flowjobs.jobs import trigger_call
 from flowjobs.manifest import FlowManifest
-from flowjobs.runtime.base import JobState, step_job_id
+from flowjobs.runtime.base import JobState
 from flowjobs.statuses import RunStatus, StepStatus
-from flowjobs.store.transitions import NextAttempt, RunSnapshot
+from flowjobs.store.transitions import RunSnapshot
 
 log = structlog.get_logger("flowjobs.recovery")
 
@@ -175,9 +175,10 @@ def _expired_claim(engine: Engine, run_id: str, step_key: str, now: datetime, ma
     lost = int(fields.get("lost_attempts", "0")) + 1  # complete.lua counts this one
     next_attempt = None
     if lost <= limit:
-        next_attempt = NextAttempt(
-            attempt=attempt + 1,
-            job_id=step_job_id(run_id, step_key, attempt + 1),
+        next_attempt = engine.next_attempt(
+            run_id,
+            step_key,
+            attempt,
             due=now,
             message=f"claim lease of attempt {attempt} expired; attempt {attempt + 1} dispatched",
         )
@@ -198,10 +199,9 @@ def _expired_claim(engine: Engine, run_id: str, step_key: str, now: datetime, ma
     if next_attempt is None:
         log.warning("step.failed", run_id=run_id, step_key=step_key, error=error)
         engine.continue_run(run_id, completed)  # the step is final: plan what follows, close the run
-        return 1
-    if completed.statuses.get(step_key, StepStatus.Pending).is_final:
-        return 1  # the run closed meanwhile: the step failed for good, no new attempt
-    engine.runner.enqueue(engine.step_call(run_id, completed.run, step_key, attempt + 1))
+    else:
+        # Queues nothing if the run closed meanwhile: the step failed for good, no new attempt.
+        engine.schedule_attempt(run_id, step_key, next_attempt, completed)
     return 1
 
 

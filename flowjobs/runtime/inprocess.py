@@ -48,8 +48,9 @@ class InProcessRunner:
         return None
 
     def schedule(self, call: JobCall, delay: timedelta, *, pipeline: Pipeline | None = None) -> str:
-        """Queue a job to run once ``delay`` has passed."""
-        return self._push(call, delay.total_seconds(), JobState.Scheduled)
+        """Queue a job to run once ``delay`` has passed (at once, as enqueued, if it already has, like RQ)."""
+        state = JobState.Scheduled if delay > timedelta(0) else JobState.Enqueued
+        return self._push(call, delay.total_seconds(), state)
 
     def continue_with(self, parent_id: str, call: JobCall) -> str:
         """Queue a job after everything queued so far (which includes its parent)."""
