@@ -6,14 +6,13 @@ or late, finds the current state and acts on it (or is refused by the claim).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import rq
 
 from flowjobs.runtime.base import JobCall, step_job_id, trigger_job_id
+from flowjobs.runtime.current import running_job_id
 
 if TYPE_CHECKING:
     from flowjobs.engine import Engine
@@ -22,7 +21,6 @@ RUN_TRIGGER = "flowjobs.jobs.run_trigger"
 RUN_STEP = "flowjobs.jobs.run_step"
 
 _engine: Engine | None = None
-_job_id: ContextVar[str | None] = ContextVar("flowjobs_job_id", default=None)
 
 
 def trigger_call(run_id: str, flow_id: str, flow_name: str | None) -> JobCall:
@@ -72,19 +70,9 @@ def current_engine() -> Engine:
     return _engine
 
 
-@contextmanager
-def running_job(job_id: str) -> Iterator[None]:
-    """Mark ``job_id`` as the executing job, for runners that are not RQ (the in-process runner)."""
-    token = _job_id.set(job_id)
-    try:
-        yield
-    finally:
-        _job_id.reset(token)
-
-
 def current_job_id() -> str | None:
     """Id of the job being executed, in RQ or in the in-process runner."""
-    job_id = _job_id.get()
+    job_id = running_job_id()
     if job_id is not None:
         return job_id
     job = rq.get_current_job()

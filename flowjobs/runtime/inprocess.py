@@ -11,8 +11,8 @@ from typing import Any
 
 from redis.client import Pipeline
 
-from flowjobs.jobs import running_job
 from flowjobs.runtime.base import JobCall, JobState
+from flowjobs.runtime.current import running_job
 
 
 def _resolve(path: str) -> Callable[..., Any]:
