@@ -10,7 +10,7 @@
 local a = cjson.decode(ARGV[1])
 local run_status = redis.call('HGET', a.run_key, 'status')
 if run_status ~= 'Running' then return {'run_not_running', run_status or 'missing'} end
-local step = redis.call('HMGET', a.hash_key, 'status', 'attempt', 'step_type')
+local step = redis.call('HMGET', a.hash_key, 'status', 'attempt')
 local stale = fenced_out(step, 'Pending', a.attempt)
 if stale then return stale end
 redis.call('HSET', a.hash_key, 'status', 'Running', 'started_at', a.now, 'job_id', a.job_id,
@@ -20,9 +20,6 @@ redis.call('HSETNX', a.hash_key, 'first_started_at', a.now)
 redis.call('HSET', a.steps_key, a.step_key, 'Running')
 redis.call('ZADD', a.leases_key, a.lease_until_ms, a.member)
 redis.call('ZREM', a.pending_key, a.member)
-redis.call('HSET', a.attempts_key, a.step_key .. '#' .. a.attempt, cjson.encode({
-  run_id = a.run_id, step_key = a.step_key, attempt = a.attempt, step_type = step[3],
-  status = 'Running', job_id = a.job_id, started_at = a.now}))
 push_event(a.events_key, a.run_id, a.now, 'step.started', a.step_key, 'attempt ' .. a.attempt)
 local refs = {}
 for _, r in ipairs(a.refs or {}) do

@@ -12,9 +12,11 @@
 --   | {'stale', '<status>#<attempt>'} | {'stale', 'lease renewed'}.
 -- With `next` on a run that closed meanwhile, no next attempt is queued: the step is recorded
 -- final, a Pending outcome as Skipped.
+-- Attempts: the step hash holds the latest one. With `next`, the attempt that ended is archived in
+-- attempts_key (`<step_key>#<attempt>` -> JSON {status, input_json, output_json, error_message,
+-- job_id, started_at, completed_at}) and the step hash loses its started_at and completed_at.
 local a = cjson.decode(ARGV[1])
-local step = redis.call('HMGET', a.hash_key, 'status', 'attempt', 'lease_until_ms', 'started_at', 'job_id',
-  'step_type')
+local step = redis.call('HMGET', a.hash_key, 'status', 'attempt', 'lease_until_ms', 'started_at', 'job_id')
 local stale = fenced_out(step, 'Running', a.attempt)
 if stale then return stale end
 if a.lease_expired_before_ms then
@@ -46,14 +48,15 @@ if signal and n then
   signal.waiters[a.step_key] = {attempt = n.attempt, expires_at = a.park.expires_at}
   redis.call('HSET', a.park.signals_key, a.park.name, cjson.encode(signal))
 end
-redis.call('HSET', a.attempts_key, a.step_key .. '#' .. a.attempt, cjson.encode({
-  run_id = a.run_id, step_key = a.step_key, attempt = a.attempt, step_type = step[6], status = a.status,
-  input_json = ok(a.input_json), output_json = ok(a.output_json), error_message = ok(a.error),
-  job_id = step[5], started_at = step[4], completed_at = a.now}))
 redis.call('ZREM', a.leases_key, a.member)
 redis.call('HDEL', a.hash_key, 'lease_until_ms', 'worker')
 hset_present(a.hash_key, {{'input_json', ok(a.input_json)}})
 if n then
+  -- The step moves on: archive the attempt that ended (the step hash holds only the latest one).
+  redis.call('HSET', a.attempts_key, a.step_key .. '#' .. a.attempt, cjson.encode({
+    status = a.status, input_json = ok(a.input_json), output_json = ok(a.output_json),
+    error_message = ok(a.error), job_id = step[5], started_at = step[4], completed_at = a.now}))
+  redis.call('HDEL', a.hash_key, 'started_at', 'completed_at')
   redis.call('HSET', a.hash_key, 'status', 'Pending', 'attempt', n.attempt, 'attempt_count', n.attempt,
     'job_id', n.job_id, 'dispatched_at', a.now)
   hset_present(a.hash_key, {{'error_message', ok(a.error)}})
@@ -62,6 +65,11 @@ if n then
   redis.call('ZADD', a.pending_key, n.due_ms, a.member)
   push_event(a.events_key, a.run_id, a.now, n.event, a.step_key, ok(n.message))
 else
+  -- The latest attempt is read back from the step hash; `no_input` says its input was none (the
+  -- step's input_json is then an earlier attempt's, or the ForEach's items).
+  if not ok(a.input_json) and redis.call('HEXISTS', a.hash_key, 'input_json') == 1 then
+    redis.call('HSET', a.hash_key, 'no_input', 1)
+  end
   redis.call('HSET', a.hash_key, 'status', a.status, 'completed_at', a.now)
   redis.call('HDEL', a.hash_key, 'output_json', 'error_message')
   hset_present(a.hash_key, {{'output_json', ok(a.output_json)}, {'error_message', ok(a.error)}})

@@ -1,7 +1,7 @@
 -- One round-trip read of a run with every step and attempt.
 -- ARGV[1] (JSON): run_key, steps_key, step_prefix, attempts_key.
 -- Reply: {run hash, {step hash per step of steps_key}, attempts hash (`<step_key>#<attempt>` ->
---   attempt record JSON)}, or false if there is no such run.
+--   JSON of an archived attempt, keys.py)}, or false if there is no such run.
 local a = cjson.decode(ARGV[1])
 local run = redis.call('HGETALL', a.run_key)
 if #run == 0 then return false end

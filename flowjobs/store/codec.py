@@ -6,12 +6,15 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from flowjobs.records import FlowRunRecord
+from flowjobs.records import FlowRunRecord, FlowStepAttemptRecord, FlowStepRecord
 from flowjobs.statuses import StepStatus
 from flowjobs.store.transitions import StepView
 
 #: Run fields stored as JSON text in the run hash (the others are scalars).
 _JSON_RUN_FIELDS = ("trigger_headers",)
+#: Step hash fields of its latest attempt: from the claim, and from the outcome once it ended.
+_CLAIM_FIELDS = ("status", "job_id", "started_at")
+_OUTCOME_FIELDS = ("input_json", "output_json", "error_message", "completed_at")
 
 
 def encode_run(run: FlowRunRecord) -> dict[str, str]:
@@ -35,6 +38,26 @@ def decode_run(fields: Mapping[str, str]) -> FlowRunRecord:
         if name in data:
             data[name] = json.loads(data[name])
     return FlowRunRecord.model_validate(data)
+
+
+def decode_step(fields: Mapping[str, str], archived: Mapping[int, str]) -> FlowStepRecord:
+    """A step record from its hash and its archived attempts (attempt number → JSON, see
+    ``Keys.attempts``): those attempts in order, then the latest one, read from the step hash once
+    it was claimed (``started_at``); while it runs, without an outcome."""
+    common = {"run_id": fields["run_id"], "step_key": fields["step_key"], "step_type": fields["step_type"]}
+    attempts = [
+        FlowStepAttemptRecord.model_validate({**common, **json.loads(raw), "attempt": number})
+        for number, raw in sorted(archived.items())
+    ]
+    if "started_at" in fields:
+        names = _CLAIM_FIELDS if fields["status"] == StepStatus.Running else _CLAIM_FIELDS + _OUTCOME_FIELDS
+        latest = {name: fields[name] for name in names if name in fields}
+        if "no_input" in fields:  # the step's input_json is not the latest attempt's (complete.lua)
+            latest.pop("input_json", None)
+        latest["attempt"] = fields.get("attempt", "1")
+        attempts.append(FlowStepAttemptRecord.model_validate({**common, **latest}))
+    return FlowStepRecord.model_validate({**fields, "attempts": attempts})
+
 
 
 def step_view(values: Sequence[Any]) -> StepView:

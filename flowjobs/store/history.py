@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 from uuid import UUID
 
 from flowjobs.clock import epoch_score
-from flowjobs.records import FlowRunRecord, FlowStepAttemptRecord, FlowStepRecord, RunEvent
+from flowjobs.records import FlowRunRecord, FlowStepRecord, RunEvent
 from flowjobs.statuses import RunStatus
 from flowjobs.store.base import StoreBase
-from flowjobs.store.codec import decode_run, from_hash, step_view, text
+from flowjobs.store.codec import decode_run, decode_step, from_hash, step_view, text
 from flowjobs.store.transitions import StepView
 
 #: Sorts steps that never started nor completed last.
@@ -37,15 +37,12 @@ class History(StoreBase):
         )
         if stored is None:
             return None
-        attempts: dict[str, list[FlowStepAttemptRecord]] = {}
-        for value in stored.attempts:
-            record = FlowStepAttemptRecord.model_validate_json(value)
-            attempts.setdefault(record.step_key, []).append(record)
-        steps = []
-        for fields in stored.steps:
-            history = sorted(attempts.get(fields["step_key"], []), key=lambda a: a.attempt)
-            steps.append(FlowStepRecord.model_validate({**fields, "attempts": history}))
-        steps.sort(key=lambda s: (s.started_at or s.completed_at or _LATEST, s.step_key))
+        archived: dict[str, dict[int, str]] = {}
+        for field, value in stored.attempts.items():
+            step_key, _, number = field.rpartition("#")
+            archived.setdefault(step_key, {})[int(number)] = value
+        steps = [decode_step(fields, archived.get(fields["step_key"], {})) for fields in stored.steps]
+        steps.sort(key=_started_order)
         return decode_run(stored.run).model_copy(update={"steps": steps})
 
     def list_runs(
@@ -106,3 +103,10 @@ class History(StoreBase):
                 pipe.hmget(self.keys.step(run_id, key), "status", "output_json", "error_message")
             rows = pipe.execute()
         return {key: step_view(row) for key, row in zip(step_keys, rows, strict=True)}
+
+
+def _started_order(step: FlowStepRecord) -> tuple[datetime, str]:
+    """Steps in the order they started (a step queued for its next attempt: when its last attempt
+    started), then never-started ones by completion, then the rest; ties by step key."""
+    started = step.started_at or (step.attempts[-1].started_at if step.attempts else None)
+    return started or step.completed_at or _LATEST, step.step_key

@@ -52,11 +52,12 @@ def script_source(name: str) -> str:
 
 @dataclass(frozen=True)
 class StoredRun:
-    """A run's hash, its step hashes and its attempt records (JSON), as ``run_detail`` read them."""
+    """A run's hash, its step hashes and its archived attempts, as ``run_detail`` read them."""
 
     run: dict[str, str]
     steps: list[dict[str, str]]
-    attempts: list[str]
+    attempts: dict[str, str]
+    """``<step_key>#<attempt>`` → JSON (``Keys.attempts``)."""
 
 
 class Scripts:
@@ -187,7 +188,7 @@ def decode_run_detail(reply: Any) -> StoredRun | None:
     return StoredRun(
         run=from_pairs(run),
         steps=[from_pairs(step) for step in steps],
-        attempts=list(from_pairs(attempts).values()),
+        attempts=from_pairs(attempts),
     )
 
 
