@@ -63,6 +63,7 @@ if str(ROOT) not in sys.path:  # run from a checkout: make ``flowjobs`` and ``be
 from rq import Queue  # noqa: E402
 from rq.serializers import JSONSerializer  # noqa: E402
 
+from bench.space import remove_space  # noqa: E402
 from flowjobs.client import FlowClient  # noqa: E402
 from flowjobs.clock import utcnow  # noqa: E402
 from flowjobs.embedded import EmbeddedRedis, redis_answers  # noqa: E402
@@ -329,23 +330,9 @@ class Bench:
 
     def cleanup(self) -> None:
         install_engine(None)
-        job_ids = [_text(j) for j in self.redis.hkeys(Keys(self.prefix).jobs())] + self.raw_job_ids
-        for start in range(0, len(job_ids), 1000):
-            chunk = job_ids[start : start + 1000]
-            self.redis.unlink(*[f"rq:{kind}:{j}" for j in chunk for kind in ("job", "results", "executions")])
-        for pattern in (f"{self.prefix}*", f"rq:*{self.token}*"):
-            batch: list[bytes] = []
-            for key in self.redis.scan_iter(match=pattern, count=5000):
-                batch.append(key)
-                if len(batch) >= 1000:
-                    self.redis.unlink(*batch)
-                    batch.clear()
-            if batch:
-                self.redis.unlink(*batch)
-        self.redis.srem("rq:queues", f"rq:queue:{self.queue}")
-        workers = [m for m in self.redis.smembers("rq:workers") if self.token.encode() in m]
-        if workers:
-            self.redis.srem("rq:workers", *workers)
+        remove_space(
+            self.redis, prefix=self.prefix, token=self.token, queue=self.queue, job_ids=self.raw_job_ids
+        )
 
 
 def _text(value: object) -> str:

@@ -86,7 +86,9 @@ def run_trigger(run_id: str) -> str:
 
 
 def run_step(run_id: str, step_key: str, attempt: int, manifest_hash: str | None = None) -> str:
-    """RQ job: execute one attempt of one step."""
-    return current_engine().execute_step(
+    """RQ job: execute one attempt of one step; returns its ``flowjobs.outcomes.StepOutcome`` as a
+    plain string (the job's result, which RQ stores as JSON and hands back as ``str``)."""
+    outcome = current_engine().execute_step(
         run_id, step_key, int(attempt), job_id=current_job_id(), manifest_hash=manifest_hash
     )
+    return str(outcome)

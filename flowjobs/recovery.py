@@ -5,13 +5,19 @@ repair goes through the same fenced transitions as normal execution, so running 
 in several processes, or while the work it repairs is still alive, is safe. Each repair is
 isolated: one run that cannot be repaired is logged (``recovery.failed``) and, when it can never
 be planned again, ended Failed; the pass goes on with the next.
+
+A pass looks its candidates up in batches (``RECOVERY_BATCH``): their step or run hashes in one
+pipelined round-trip, then the states of the jobs those name in one more, so a pass over
+thousands of healthy runs costs a few round-trips rather than one or two per run.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
+from typing import TypeVar
 
 import structlog
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -32,11 +38,32 @@ TIMED_OUT_REASON = "Run is TimedOut."
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError)
 #: Default of ``FLOWJOBS_MAX_LOST_ATTEMPTS``.
 DEFAULT_MAX_LOST_ATTEMPTS = 1
+#: Candidates a pass looks up per round-trip (their hashes, then their jobs' states).
+RECOVERY_BATCH = 500
 _WAITING = (JobState.Enqueued, JobState.Scheduled)
+
+#: The step fields recovery reads (its batches read no others: a step hash holds outputs too).
+STEP_FIELDS = ("status", "attempt", "job_id", "lost_attempts")
+#: The run fields a Pending run's repair reads (a run hash holds the trigger data too).
+TRIGGER_FIELDS = ("background_job_id", "flow_id", "flow_name")
+#: A candidate of a pass: a step as (run id, step key), or a run by its id.
+_Candidate = TypeVar("_Candidate", tuple[str, str], str)
 
 
 class Unplannable(Exception):
     """A run that can never be planned again (its pinned manifest is missing or unparsable)."""
+
+
+@dataclass(frozen=True)
+class Found:
+    """What a pass read about one candidate, in its batch, before repairing it."""
+
+    fields: dict[str, str]
+    """The step's ``STEP_FIELDS``; for a Pending run, its ``TRIGGER_FIELDS`` (those present: none
+    when there is no such record)."""
+    job_state: JobState | None = None
+    """State of the job the fields name (a dispatched step's ``job_id``, a Pending run's
+    ``background_job_id``); None when they name none or the pass does not check jobs."""
 
 
 def recover(
@@ -44,6 +71,7 @@ def recover(
     *,
     grace_seconds: float | None = None,
     max_lost_attempts: int = DEFAULT_MAX_LOST_ATTEMPTS,
+    batch_size: int = RECOVERY_BATCH,
 ) -> int:
     """One full recovery pass (every duty of this module at once); returns how many things it repaired.
 
@@ -54,13 +82,13 @@ def recover(
     - a Running run with nothing in flight is re-planned (which closes it when all is final).
 
     ``grace_seconds`` (default: the claim lease) is how old dispatched work must be before it
-    counts as lost.
+    counts as lost; ``batch_size`` (at least 1) how many candidates are looked up per round-trip.
     """
     return (
         sweep_deadlines(engine)
-        + recover_claims(engine, max_lost_attempts=max_lost_attempts)
-        + recover_jobs(engine, grace_seconds=grace_seconds)
-        + recover_runs(engine, grace_seconds=grace_seconds)
+        + recover_claims(engine, max_lost_attempts=max_lost_attempts, batch_size=batch_size)
+        + recover_jobs(engine, grace_seconds=grace_seconds, batch_size=batch_size)
+        + recover_runs(engine, grace_seconds=grace_seconds, batch_size=batch_size)
     )
 
 
@@ -72,34 +100,126 @@ def sweep_deadlines(engine: Engine) -> int:
     return fixed
 
 
-def recover_claims(engine: Engine, *, max_lost_attempts: int = DEFAULT_MAX_LOST_ATTEMPTS) -> int:
+def recover_claims(
+    engine: Engine,
+    *,
+    max_lost_attempts: int = DEFAULT_MAX_LOST_ATTEMPTS,
+    batch_size: int = RECOVERY_BATCH,
+) -> int:
     """Record the attempts whose claim lease expired as lost, and re-dispatch or fail their steps."""
     now = utcnow()
-    fixed = 0
-    for run_id, step_key in engine.store.expired_leases(now):
-        repair = partial(_expired_claim, engine, run_id, step_key, now, max_lost_attempts)
-        fixed += _isolated(engine, run_id, step_key, repair)
-    return fixed
+    repair = partial(_expired_claim, engine, now, max_lost_attempts)
+    read = partial(_read_steps, engine)
+    return _repair_in_batches(engine, engine.store.expired_leases(now), read, repair, batch_size)
 
 
-def recover_jobs(engine: Engine, *, grace_seconds: float | None = None) -> int:
+def recover_jobs(
+    engine: Engine, *, grace_seconds: float | None = None, batch_size: int = RECOVERY_BATCH
+) -> int:
     """Queue again the dispatched steps whose RQ job is gone (or ended without claiming them)."""
-    fixed = 0
-    for run_id, step_key in engine.store.overdue_pending(utcnow() - _grace(engine, grace_seconds)):
-        fixed += _isolated(engine, run_id, step_key, partial(_lost_job, engine, run_id, step_key))
-    return fixed
+    overdue = engine.store.overdue_pending(utcnow() - _grace(engine, grace_seconds))
+    read = partial(_read_step_jobs, engine)
+    return _repair_in_batches(engine, overdue, read, partial(_lost_job, engine), batch_size)
 
 
-def recover_runs(engine: Engine, *, grace_seconds: float | None = None) -> int:
+def recover_runs(
+    engine: Engine, *, grace_seconds: float | None = None, batch_size: int = RECOVERY_BATCH
+) -> int:
     """Restart Pending runs whose trigger job is gone; re-plan Running runs with nothing in flight."""
-    fixed = 0
-    for run_id, status in engine.store.idle_runs(utcnow() - _grace(engine, grace_seconds)):
-        fixed += _isolated(engine, run_id, None, partial(_stalled_run, engine, run_id, status))
+    idle = engine.store.idle_runs(utcnow() - _grace(engine, grace_seconds))
+    pending = [run_id for run_id, status in idle if status is RunStatus.Pending]
+    read = partial(_read_trigger_jobs, engine)
+    fixed = _repair_in_batches(engine, pending, read, partial(_lost_trigger, engine), batch_size)
+    for run_id, status in idle:
+        if status is not RunStatus.Pending:
+            # Nothing to look up first: every such run is a repair (and reads its own snapshot).
+            fixed += _isolated(engine, run_id, None, partial(_replan, engine, run_id))
     return fixed
 
 
 def _grace(engine: Engine, grace_seconds: float | None) -> timedelta:
     return timedelta(seconds=engine.lease_seconds if grace_seconds is None else grace_seconds)
+
+
+def _repair_in_batches(
+    engine: Engine,
+    candidates: Sequence[_Candidate],
+    read: Callable[[Sequence[_Candidate]], list[Found]],
+    repair: Callable[[_Candidate, Found], int],
+    batch_size: int,
+) -> int:
+    """Repair each candidate, isolated, with what ``read`` found about it, ``batch_size`` at a time."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+    fixed = 0
+    for start in range(0, len(candidates), batch_size):
+        fixed += _repair_batch(engine, candidates[start : start + batch_size], read, repair)
+    return fixed
+
+
+def _repair_batch(
+    engine: Engine,
+    batch: Sequence[_Candidate],
+    read: Callable[[Sequence[_Candidate]], list[Found]],
+    repair: Callable[[_Candidate, Found], int],
+) -> int:
+    try:
+        found = read(batch)
+    except REDIS_DOWN:
+        raise
+    except Exception as error:
+        if len(batch) == 1:
+            return _failed(engine, *_where(batch[0]), error)
+        # One unreadable record (a key of the wrong type, a job hash RQ cannot decode) fails the
+        # whole pipelined read: read each candidate alone, so that only it fails, as one at a time.
+        return sum(_repair_batch(engine, [candidate], read, repair) for candidate in batch)
+    fixed = 0
+    for candidate, seen in zip(batch, found, strict=True):
+        fixed += _isolated(engine, *_where(candidate), partial(repair, candidate, seen))
+    return fixed
+
+
+def _where(candidate: tuple[str, str] | str) -> tuple[str, str | None]:
+    """(run id, step key or None) of a candidate, for the logs."""
+    return (candidate, None) if isinstance(candidate, str) else candidate
+
+
+def _read_steps(engine: Engine, steps: Sequence[tuple[str, str]]) -> list[Found]:
+    """The steps' hashes, in one round-trip."""
+    return [Found(fields) for fields in engine.store.step_fields_many(steps, STEP_FIELDS)]
+
+
+def _read_step_jobs(engine: Engine, steps: Sequence[tuple[str, str]]) -> list[Found]:
+    """The steps' hashes and the states of the jobs of the dispatched ones, in two round-trips."""
+    return _with_job_states(engine, engine.store.step_fields_many(steps, STEP_FIELDS), _dispatched_job)
+
+
+def _read_trigger_jobs(engine: Engine, run_ids: Sequence[str]) -> list[Found]:
+    """The runs' hashes and the states of their trigger jobs, in two round-trips."""
+    return _with_job_states(engine, engine.store.run_fields_many(run_ids, TRIGGER_FIELDS), _trigger_job)
+
+
+def _with_job_states(
+    engine: Engine, records: list[dict[str, str]], job_of: Callable[[dict[str, str]], str | None]
+) -> list[Found]:
+    """Each record with the state of the job it names, all looked up with one ``states`` call."""
+    job_ids = [job_of(fields) for fields in records]
+    states = engine.runner.states([job_id for job_id in job_ids if job_id is not None])
+    return [
+        Found(fields, states[job_id] if job_id is not None else None)
+        for fields, job_id in zip(records, job_ids, strict=True)
+    ]
+
+
+def _dispatched_job(step_fields: dict[str, str]) -> str | None:
+    """The job of a dispatched (Pending) step's current attempt; None for any other step."""
+    job_id = step_fields.get("job_id")
+    return job_id if job_id and step_fields.get("status") == StepStatus.Pending else None
+
+
+def _trigger_job(run_fields: dict[str, str]) -> str | None:
+    """The run's trigger job, if its record names one."""
+    return run_fields.get("background_job_id") or None
 
 
 def _isolated(engine: Engine, run_id: str, step_key: str | None, repair: Callable[[], int]) -> int:
@@ -110,10 +230,15 @@ def _isolated(engine: Engine, run_id: str, step_key: str | None, repair: Callabl
     except REDIS_DOWN:
         raise
     except Exception as error:
-        log.error("recovery.failed", run_id=run_id, step_key=step_key, error=repr(error))
-        if isinstance(error, Unplannable):
-            return _fail_run(engine, run_id, str(error))
-        return 0
+        return _failed(engine, run_id, step_key, error)
+
+
+def _failed(engine: Engine, run_id: str, step_key: str | None, error: Exception) -> int:
+    """Log a repair (or look-up) that failed; end the run Failed when it can never be planned again."""
+    log.error("recovery.failed", run_id=run_id, step_key=step_key, error=repr(error))
+    if isinstance(error, Unplannable):
+        return _fail_run(engine, run_id, str(error))
+    return 0
 
 
 def _fail_run(engine: Engine, run_id: str, reason: str) -> int:
@@ -152,17 +277,23 @@ def _time_out(engine: Engine, run_id: str) -> int:
     return 1
 
 
-def _expired_claim(engine: Engine, run_id: str, step_key: str, now: datetime, max_lost_attempts: int) -> int:
+def _expired_claim(
+    engine: Engine, now: datetime, max_lost_attempts: int, step: tuple[str, str], found: Found
+) -> int:
     """Record the attempt as lost (Failed, "Claim lease expired") and re-dispatch the step while it
-    has lost at most ``max(max_lost_attempts, retry.max_attempts - 1)`` attempts; fail it after."""
+    has lost at most ``max(max_lost_attempts, retry.max_attempts - 1)`` attempts; fail it after.
+
+    ``found`` was read with its batch, before the repairs ahead of it: ``complete`` is fenced by
+    the attempt and refuses when the lease was renewed meanwhile, so a stale read repairs nothing."""
     store = engine.store
-    fields = store.step_fields(run_id, step_key)
+    run_id, step_key = step
+    fields = found.fields
     if fields.get("status") != StepStatus.Running or "attempt" not in fields:
         return 0
     attempt = int(fields["attempt"])
     error = f"Claim lease expired: the worker executing attempt {attempt} was lost."
     try:
-        step = _manifest(engine, run_id, store.run_fields(run_id)).step(step_key)
+        metadata = _manifest(engine, run_id, store.run_fields(run_id)).step(step_key)
     except Unplannable as unplannable:
         # Record the lost attempt with the reason (its lease goes with it, so no later pass meets
         # it again); the caller then ends the run.
@@ -171,7 +302,7 @@ def _expired_claim(engine: Engine, run_id: str, step_key: str, now: datetime, ma
             run_id, step_key, attempt, status=StepStatus.Failed, error=reason, lease_expired_before=now
         )
         raise
-    limit = max(max_lost_attempts, step.retry.max_attempts - 1 if step and step.retry else 0)
+    limit = max(max_lost_attempts, metadata.retry.max_attempts - 1 if metadata and metadata.retry else 0)
     lost = int(fields.get("lost_attempts", "0")) + 1  # complete.lua counts this one
     next_attempt = None
     if lost <= limit:
@@ -205,32 +336,34 @@ def _expired_claim(engine: Engine, run_id: str, step_key: str, now: datetime, ma
     return 1
 
 
-def _lost_job(engine: Engine, run_id: str, step_key: str) -> int:
-    fields = engine.store.step_fields(run_id, step_key)
-    job_id = fields.get("job_id")
-    if fields.get("status") != StepStatus.Pending or not job_id:
-        return 0
-    if engine.runner.state(job_id) in _WAITING:
+def _lost_job(engine: Engine, step: tuple[str, str], found: Found) -> int:
+    """Queue a dispatched step's job again when its job is no longer waiting to run."""
+    run_id, step_key = step
+    job_id = _dispatched_job(found.fields)
+    if job_id is None or found.job_state in _WAITING:
         return 0
     log.warning("step.job_lost", run_id=run_id, step_key=step_key, job_id=job_id)
     run_fields = engine.store.run_fields(run_id)
     _manifest(engine, run_id, run_fields)
-    engine.runner.enqueue(engine.step_call(run_id, run_fields, step_key, int(fields["attempt"])))
+    engine.runner.enqueue(engine.step_call(run_id, run_fields, step_key, int(found.fields["attempt"])))
     return 1
 
 
-def _stalled_run(engine: Engine, run_id: str, status: RunStatus) -> int:
+def _lost_trigger(engine: Engine, run_id: str, found: Found) -> int:
+    """Queue a Pending run's trigger job again when it is no longer waiting to run."""
+    job_id = _trigger_job(found.fields)
+    if job_id is None or found.job_state in _WAITING:
+        return 0
+    log.warning("run.trigger_job_lost", run_id=run_id, job_id=job_id)
+    engine.runner.enqueue(trigger_call(run_id, found.fields["flow_id"], found.fields.get("flow_name")))
+    return 1
+
+
+def _replan(engine: Engine, run_id: str) -> int:
+    """Re-plan a Running run with nothing in flight (which closes it when all is final)."""
     state = engine.store.run_state(run_id)
-    run_fields = state.run
-    if status is RunStatus.Pending:
-        job_id = run_fields.get("background_job_id")
-        if not job_id or engine.runner.state(job_id) in _WAITING:
-            return 0
-        log.warning("run.trigger_job_lost", run_id=run_id, job_id=job_id)
-        engine.runner.enqueue(trigger_call(run_id, run_fields["flow_id"], run_fields.get("flow_name")))
-        return 1
     # A healthy Running run always has a step in flight: an idle one lost its continuation.
-    _manifest(engine, run_id, run_fields)
+    _manifest(engine, run_id, state.run)
     log.warning("run.replanned", run_id=run_id)
     engine.continue_run(run_id, state)
     return 1

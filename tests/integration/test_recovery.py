@@ -6,12 +6,21 @@ import json
 import os
 import signal
 from datetime import timedelta
+from typing import Any
 
 import pytest
+from redis import Redis
+from redis.connection import Connection
+from structlog.testing import capture_logs
 
 from flowjobs import RunStatus, StepStatus
+from flowjobs.client import RunHandle
 from flowjobs.clock import utcnow
+from flowjobs.engine import Engine
+from flowjobs.factory import engine_from_settings
+from flowjobs.handlers import default_handlers
 from flowjobs.recovery import recover
+from flowjobs.runtime.base import JobState, step_job_id
 from flowjobs.store import Claim, Refused
 from tests.conftest import Space, wait_until
 from tests.integration.flows import flow, registry
@@ -235,3 +244,87 @@ def test_a_step_that_kills_its_worker_is_redispatched_only_up_to_the_lost_attemp
     assert all("Claim lease expired" in (a.error_message or "") for a in step.attempts or [])
     assert steps["after"].status is StepStatus.Skipped and steps["other"].status is StepStatus.Succeeded
     assert space.engine().store.step_fields(str(run.id), "poison")["lost_attempts"] == str(attempts)
+
+
+class CountingConnection(Connection):
+    """A Redis connection counting round-trips: one send per command, or per whole pipeline."""
+
+    sent = 0
+
+    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        CountingConnection.sent += 1
+        super().send_packed_command(command, check_health)
+
+
+def _idle_work(space: Space, runs: int) -> tuple[list[RunHandle], list[str]]:
+    """``runs`` Pending runs (trigger job queued) and ``runs`` Running runs whose one step is
+    dispatched (its job queued): a healthy backlog, nothing for recovery to repair."""
+    client = space.client(registry(flow("idle", {"a": {"type": "Noop"}})))
+    engine = space.engine()
+    pending = [client.trigger("idle") for _ in range(runs)]
+    running = []
+    for _ in range(runs):
+        run_id = str(client.trigger("idle").run_id)
+        started = engine.store.start_run(run_id)
+        assert started is not None
+        engine.continue_run(run_id, started[1])
+        running.append(run_id)
+    return pending, running
+
+
+def _lose_job(space: Space, job_id: str) -> None:
+    """The RQ job vanishes (a failover, a flushed queue) while flowjobs' records still name it."""
+    space.redis.delete(f"rq:job:{job_id}")
+    space.redis.lrem(f"rq:queue:{space.settings.queue}", 0, job_id)
+
+
+def _counting_engine(space: Space) -> Engine:
+    """An engine whose Redis client counts its round-trips in ``CountingConnection.sent``."""
+    redis = Redis.from_url(space.settings.redis_url, connection_class=CountingConnection)
+    redis.ping()  # connect now: the handshake is not part of any pass
+    return engine_from_settings(space.settings, redis=redis, handlers=default_handlers)
+
+
+def test_a_pass_repairs_lost_jobs_among_many_healthy_ones_with_batched_lookups(space: Space) -> None:
+    runs, batch = 120, 50
+    pending, running = _idle_work(space, runs)
+    # The oldest of each kind, so every pass (due strictly before its own start) counts them.
+    lost_trigger, lost_step = pending[0].background_job_id, step_job_id(running[0], "a", 1)
+    assert lost_trigger is not None
+    for job_id in (lost_trigger, lost_step):
+        _lose_job(space, job_id)
+    engine = _counting_engine(space)
+
+    assert recover(engine, grace_seconds=0, batch_size=batch) == 2
+    assert engine.runner.states([lost_trigger, lost_step]) == {
+        lost_trigger: JobState.Enqueued,
+        lost_step: JobState.Enqueued,
+    }
+    CountingConnection.sent = 0
+    assert recover(engine, grace_seconds=0, batch_size=batch) == 0, "repaired once, healthy since"
+
+    # 3 batches of Pending runs and 3 of dispatched steps, two look-ups each (their hashes, then
+    # their jobs' states), plus the queries that list the candidates (a handful, whatever their
+    # number). One look-up per candidate would take at least 2 x 240.
+    batches = 2 * -(-runs // batch)
+    assert CountingConnection.sent <= 2 * batches + 12, CountingConnection.sent
+
+
+def test_an_unreadable_job_fails_alone_within_its_batch(space: Space) -> None:
+    pending, _ = _idle_work(space, 10)
+    lost, unreadable = pending[3], pending[5]
+    assert lost.background_job_id is not None and unreadable.background_job_id is not None
+    _lose_job(space, lost.background_job_id)
+    # A key of the wrong type under the job's name: looking it up fails (WRONGTYPE), and with it
+    # the batch's pipelined read.
+    _lose_job(space, unreadable.background_job_id)
+    space.redis.set(f"rq:job:{unreadable.background_job_id}", b"not a hash")
+
+    with capture_logs() as logs:
+        fixed = recover(space.engine(), grace_seconds=0)
+
+    assert fixed == 1, "the lost trigger of the same batch is still repaired"
+    failed = [entry for entry in logs if entry["event"] == "recovery.failed"]
+    assert [(entry["run_id"], entry["step_key"]) for entry in failed] == [(str(unreadable.run_id), None)]
+    assert "ResponseError" in failed[0]["error"]
+    assert space.engine().runner.state(lost.background_job_id) is JobState.Enqueued

@@ -1,0 +1,40 @@
+"""A benchmark's corner of a shared Redis, and its removal: nothing else is touched, nothing flushed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from redis import Redis
+
+from flowjobs.keys import Keys
+
+#: Keys RQ keeps per job (``rq:<kind>:<job id>``): its hash, its results stream, its executions.
+RQ_JOB_KEY_KINDS = ("job", "results", "executions")
+_CHUNK = 1000
+
+
+def remove_space(redis: Redis, *, prefix: str, token: str, queue: str, job_ids: Iterable[str] = ()) -> None:
+    """Delete a benchmark's keys: RQ's keys of its jobs (flowjobs' ones from ``Keys(prefix).jobs()``,
+    plus ``job_ids`` it queued itself), every key under its prefix, RQ's keys carrying its token
+    (queue, registries, workers), and its queue's and workers' entries in RQ's shared sets."""
+    ids = [_text(j) for j in redis.hkeys(Keys(prefix).jobs())] + list(job_ids)
+    for start in range(0, len(ids), _CHUNK):
+        chunk = ids[start : start + _CHUNK]
+        redis.unlink(*[f"rq:{kind}:{j}" for j in chunk for kind in RQ_JOB_KEY_KINDS])
+    for pattern in (f"{prefix}*", f"rq:*{token}*"):
+        batch: list[bytes] = []
+        for key in redis.scan_iter(match=pattern, count=5000):
+            batch.append(key)
+            if len(batch) >= _CHUNK:
+                redis.unlink(*batch)
+                batch.clear()
+        if batch:
+            redis.unlink(*batch)
+    redis.srem("rq:queues", f"rq:queue:{queue}")
+    workers = [m for m in redis.smembers("rq:workers") if token.encode() in m]
+    if workers:
+        redis.srem("rq:workers", *workers)
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
