@@ -11,7 +11,7 @@ import os
 import socket
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
@@ -41,6 +41,7 @@ from flowjobs.manifest import (
     WAIT_FOR_SIGNAL,
     FlowManifest,
     StepMetadata,
+    child_key,
     loop_index,
     split_runtime_key,
 )
@@ -53,11 +54,13 @@ from flowjobs.store.transitions import (
     AppliedPlan,
     Claim,
     Continuation,
+    LoopAdvance,
     NextAttempt,
     Park,
     Refused,
     RunSnapshot,
     Signalled,
+    StateScope,
     StepDispatch,
     StepSkip,
     StepView,
@@ -68,6 +71,9 @@ log = structlog.get_logger("flowjobs.engine")
 
 #: What a handler's ``StepResult`` may say; Running or Skipped would leave the step unfinished.
 _HANDLER_STATUSES = (StepStatus.Succeeded, StepStatus.Failed, StepStatus.Pending)
+
+#: Plans refused as out of date before a continuation gives up (another process plans after it).
+_MAX_REPLANS = 100
 
 #: Due time of a parked step that waits with no timeout (recovery never finds it overdue).
 NEVER = datetime(9999, 1, 1, tzinfo=UTC)
@@ -102,7 +108,9 @@ class _Decisions:
 
     dispatch: list[StepDispatch] = field(default_factory=list)
     skip: list[StepSkip] = field(default_factory=list)
-    finished_loops: list[tuple[str, tuple[RunStatus, ...]]] = field(default_factory=list)
+    loops: list[LoopAdvance] = field(default_factory=list)
+    finished_loops: list[tuple[str, int]] = field(default_factory=list)
+    """(ForEach step, iteration count) of loops whose every iteration is final once this is applied."""
     close: RunStatus | None = None
 
 
@@ -182,6 +190,7 @@ class Engine:
                 refs=sorted(set(refs.values())),
                 loop_item_field=f"{loop_key}.{loop_index(step_key)}" if child is not None else None,
                 with_trigger=self._reads_trigger_body(step),
+                scope=_scope(manifest, step_key),
             )
             if isinstance(claim, Refused):
                 log.info("step.claim_refused", reason=claim.reason.value, detail=claim.detail)
@@ -363,6 +372,7 @@ class Engine:
             error=outcome.error,
             next_attempt=next_attempt,
             then=ahead[0] if ahead else None,
+            scope=seen.scope,
         )
         if not isinstance(completed, RunSnapshot):
             log.warning("step.completion_discarded", detail=str(completed))
@@ -433,8 +443,14 @@ class Engine:
         input_json = json.dumps({"for_each": items})
         if not items:
             return self._record(attempt, Outcome(StepStatus.Succeeded, input_json, "[]"))
+        manifest = self.store.load_manifest(attempt.claim.run["manifest_hash"])
         expanded = self.store.expand_loop(
-            attempt.run_id, attempt.step_key, attempt.number, items=items, input_json=input_json
+            attempt.run_id,
+            attempt.step_key,
+            attempt.number,
+            items=items,
+            input_json=input_json,
+            scope=StateScope(tuple(manifest.steps), loop=attempt.step_key),
         )
         if isinstance(expanded, Refused):
             log.warning("step.completion_discarded", detail=expanded.detail)
@@ -480,6 +496,7 @@ class Engine:
             input_json=input_json,
             next_attempt=resume,
             park=Park(name, expires),
+            scope=attempt.claim.snapshot.scope,
         )
         if isinstance(parked, Signalled):
             return self._record(attempt, Outcome(StepStatus.Succeeded, input_json, parked.payload_json))
@@ -494,28 +511,35 @@ class Engine:
     # -- continuation --------------------------------------------------------------------------
 
     def continue_run(self, run_id: str, state: RunSnapshot) -> RunStatus | None:
-        """Plan the run from its step statuses: dispatch ready steps (ForEach children included),
-        skip blocked ones, finish loops whose iterations are all final, and close the run."""
+        """Plan the run from a snapshot: dispatch ready steps (ForEach children included), skip
+        blocked ones, advance and finish loops, and close the run.
+
+        A plan is applied only if nothing that can change it happened since the snapshot was
+        read; otherwise the store hands back a fresh snapshot of the same scope and the run is
+        planned again, so every applied plan saw every outcome recorded before it.
+        """
         manifest_hash = state.run.get("manifest_hash")
         if manifest_hash is None:
             return None
         manifest = self.store.load_manifest(manifest_hash)
-        while True:
+        for _ in range(_MAX_REPLANS):
             decisions = self._decide(run_id, manifest, state)
-            if not decisions.finished_loops:
-                break
-            if decisions.skip:
-                # A loop finishes counting its last iteration's skipped steps as final: record them
-                # (with their When traces) before the loop, or the next pass would never look again.
-                skips = _Decisions(skip=decisions.skip)
-                continuation, calls = self._continuation(run_id, manifest, state.run, skips)
-                self._applied(continuation, calls, self.store.apply_plan(run_id, continuation))
-            finished = self._finish_loops(run_id, manifest, state, decisions.finished_loops)
+            continuation, calls = self._continuation(run_id, manifest, state, decisions)
+            applied = self.store.apply_plan(run_id, continuation)
+            if isinstance(applied, RunSnapshot):
+                state = applied
+                continue
+            status = self._applied(continuation, calls, applied)
+            if not decisions.finished_loops or status is not RunStatus.Running:
+                return status
+            finished = self._finish_loops(run_id, manifest, decisions.finished_loops)
             if finished is None:
-                return RunStatus(state.run.get("status", RunStatus.Running))
+                return status
             state = finished
-        continuation, calls = self._continuation(run_id, manifest, state.run, decisions)
-        return self._applied(continuation, calls, self.store.apply_plan(run_id, continuation))
+        # Every refusal means another process recorded something and plans after it; recovery's
+        # idle-run duty is the net under that.
+        log.warning("run.replanning_gave_up", tries=_MAX_REPLANS)
+        return None
 
     def _plan_ahead(
         self, run_id: str, seen: RunSnapshot, step_key: str, outcome: Outcome
@@ -523,24 +547,21 @@ class Engine:
         """The continuation that follows this outcome if nothing else changes before it is recorded,
         so ``complete`` can apply it in the same round-trip (it checks the snapshot's version)."""
         manifest = self.store.load_manifest(seen.run["manifest_hash"])
-        predicted = RunSnapshot(
-            statuses={**seen.statuses, step_key: outcome.status}, run=seen.run, loops=seen.loops
-        )
+        predicted = replace(seen, statuses={**seen.statuses, step_key: outcome.status})
         own = StepView(outcome.status, outcome.output_json, outcome.error)
         decisions = self._decide(run_id, manifest, predicted, {step_key: own})
         if decisions.finished_loops:
             return None
-        return self._continuation(run_id, manifest, seen.run, decisions, version=seen.version)
+        return self._continuation(run_id, manifest, seen, decisions)
 
     def _continuation(
         self,
         run_id: str,
         manifest: FlowManifest,
-        run_fields: Mapping[str, str],
+        state: RunSnapshot,
         decisions: _Decisions,
-        version: int | None = None,
     ) -> tuple[Continuation, dict[str, JobCall]]:
-        calls = {d.step_key: self.step_call(run_id, run_fields, d.step_key, 1) for d in decisions.dispatch}
+        calls = {d.step_key: self.step_call(run_id, state.run, d.step_key, 1) for d in decisions.dispatch}
         commands = self.runner.enqueue_commands(list(calls.values())) if calls else None
         continuation = Continuation(
             dispatch=decisions.dispatch,
@@ -548,7 +569,9 @@ class Engine:
             close=decisions.close,
             required=list(manifest.steps),
             job_commands=dict(zip(calls, commands, strict=True)) if commands is not None else {},
-            version=version,
+            version=state.version,
+            loops=decisions.loops,
+            scope=state.scope,
         )
         return continuation, calls
 
@@ -579,25 +602,33 @@ class Engine:
         decisions = _Decisions()
         top = plan(manifest.dependency_graph(), state.statuses, gate.admit(None, None))
         ready, skipped = list(top.ready), dict(top.skipped)
-        for loop_key, count in state.loops.items():
+        for loop_key, progress in state.loops.items():
             loop = manifest.steps.get(loop_key)
             if loop is None or state.statuses.get(loop_key) is not StepStatus.Running:
                 continue
             children = loop.dependency_graph()
-            started, iterations = open_iterations(loop_key, children, state.statuses)
-            progress = advance_loop(
+            iterations: dict[int, dict[str, StepStatus]] = {}
+            if state.scope is None:
+                # The whole run: every started iteration, counted afresh.
+                started, iterations = open_iterations(loop_key, children, state.statuses)
+                progress = LoopProgress(progress.count, started)
+            elif state.scope.loop == loop_key and state.scope.index is not None and not state.iteration_final:
+                index = state.scope.index
+                own = {child: state.statuses.get(child_key(loop_key, index, child)) for child in children}
+                iterations = {index: {child: status for child, status in own.items() if status is not None}}
+            advanced = advance_loop(
                 loop_key,
                 children,
                 loop.concurrency_limit,
-                LoopProgress(count, started),
+                progress,
                 iterations,
                 partial(gate.admit, loop_key),
             )
-            ready.extend(progress.ready)
-            skipped.update(progress.skipped)
-            if progress.finished:
-                outcomes = tuple(progress.finals[index] for index in range(count))
-                decisions.finished_loops.append((loop_key, outcomes))
+            ready.extend(advanced.ready)
+            skipped.update(advanced.skipped)
+            decisions.loops.append(LoopAdvance(loop_key, advanced.progress.started, advanced.finals))
+            if advanced.finished:
+                decisions.finished_loops.append((loop_key, progress.count))
         for key in ready:
             decisions.dispatch.append(StepDispatch(key, _type(manifest, key), 1, step_job_id(run_id, key, 1)))
         for key, reason in skipped.items():
@@ -606,15 +637,17 @@ class Engine:
         return decisions
 
     def _finish_loops(
-        self,
-        run_id: str,
-        manifest: FlowManifest,
-        state: RunSnapshot,
-        finished: list[tuple[str, tuple[RunStatus, ...]]],
+        self, run_id: str, manifest: FlowManifest, finished: list[tuple[str, int]]
     ) -> RunSnapshot | None:
-        """Record each finished ForEach step (once: the loser of a race is refused and stops)."""
+        """Record each finished ForEach step from its iterations' recorded outcomes (once: the loser
+        of a race is refused and stops)."""
         latest: RunSnapshot | None = None
-        for loop_key, outcomes in finished:
+        for loop_key, count in finished:
+            recorded = self.store.loop_outcomes(run_id, loop_key, count)
+            outcomes = [outcome for outcome in recorded if outcome is not None]
+            if len(outcomes) != count:
+                log.warning("loop.outcomes_missing", loop=loop_key, recorded=len(outcomes), iterations=count)
+                continue
             fields = self.store.step_fields(run_id, loop_key)
             # An iteration skipped by its When clauses filtered its item out; only failures fail the loop.
             failed = sum(outcome is RunStatus.Failed for outcome in outcomes)
@@ -625,10 +658,11 @@ class Engine:
                 int(fields.get("attempt", "1")),
                 status=StepStatus.Failed if failed else StepStatus.Succeeded,
                 output_json=json.dumps(output),
-                error=f"{failed} of {len(outcomes)} iterations failed." if failed else None,
+                error=f"{failed} of {count} iterations failed." if failed else None,
+                scope=StateScope(tuple(manifest.steps)),
             )
             if isinstance(done, RunSnapshot):
-                log.info("loop.finished", loop=loop_key, iterations=len(outcomes), failed=failed)
+                log.info("loop.finished", loop=loop_key, iterations=count, failed=failed)
                 latest = done
         return latest
 
@@ -648,3 +682,15 @@ def _type(manifest: FlowManifest, runtime_key: str) -> str:
     step = manifest.step(runtime_key)
     assert step is not None, runtime_key  # the planner only returns keys of the manifest
     return step.type
+
+
+def _scope(manifest: FlowManifest, step_key: str) -> StateScope:
+    """What planning after this step needs: the top-level steps, and for a ForEach child its
+    iteration's children and its loop's counters — never the other iterations."""
+    top = tuple(manifest.steps)
+    loop_key, child = split_runtime_key(step_key)
+    index = loop_index(step_key)
+    if child is None or index is None:
+        return StateScope(top)
+    children = tuple(child_key(loop_key, index, name) for name in manifest.steps[loop_key].steps)
+    return StateScope(top + children, loop_key, index)

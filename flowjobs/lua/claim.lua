@@ -3,9 +3,9 @@
 -- step that does not reference it reads it later only if it needs it).
 -- ARGV[1] (JSON): the step fields (common.lua), and job_id, worker, lease_until_ms, refs (hash keys
 --   of the referenced steps), loop_items_key, loop_item_field (`<loop>.<index>`, or null),
---   with_trigger.
--- Reply: {'ok', run hash, {{status, output_json, error_message} per ref, in order},
---   {first_started_at, loop item JSON or false}, step statuses hash, loops hash}
+--   with_trigger, scope (common.lua: what the snapshot for planning the continuation reads).
+-- Reply: {'ok', {{status, output_json, error_message} per ref, in order},
+--   {first_started_at, loop item JSON or false}, state (common.lua)}
 --   | {'run_not_running', run status or 'missing'} | {'stale', '<status>#<attempt>'}.
 local a = cjson.decode(ARGV[1])
 local run_status = redis.call('HGET', a.run_key, 'status')
@@ -27,20 +27,4 @@ for _, r in ipairs(a.refs or {}) do
 end
 local extra = {redis.call('HGET', a.hash_key, 'first_started_at'), false}
 if ok(a.loop_item_field) then extra[2] = redis.call('HGET', a.loop_items_key, a.loop_item_field) end
-local run
-if a.with_trigger then
-  run = redis.call('HGETALL', a.run_key)
-else
-  local wanted = {}
-  for _, name in ipairs(redis.call('HKEYS', a.run_key)) do
-    if name ~= 'trigger_data_json' then wanted[#wanted + 1] = name end
-  end
-  local values = redis.call('HMGET', a.run_key, unpack(wanted))
-  run = {}
-  for i, name in ipairs(wanted) do
-    run[#run + 1] = name
-    run[#run + 1] = values[i]
-  end
-end
-return {'ok', run, refs, extra, redis.call('HGETALL', a.steps_key),
-  redis.call('HGETALL', a.loops_key)}
+return {'ok', refs, extra, read_state(a, a.scope, a.with_trigger)}

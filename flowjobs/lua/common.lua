@@ -10,7 +10,13 @@
 --   continuation (RunWrites._continuation_args, read by apply_continuation): the run fields, and
 --     steps_key, jobs_key, pending_key, skip [{step_key, hash_key, step_type, reason, trace}],
 --     dispatch [{step_key, hash_key, step_type, attempt, job_id, member, due_ms, commands}],
---     optional close {status, required: step keys that must be final}, optional version.
+--     optional close {status, required: step keys that must be final}, optional version,
+--     loops [{key, started, finals: {{index, outcome}...}}] (ForEach counters to advance).
+--   scope (read_state): null for the whole run, or {keys: step keys whose statuses to read,
+--     loop: null or {key, outcome_field: `<loop>.<index>.outcome` or null}}; with loops_key,
+--     loop_items_key, steps_key, run_key.
+--   state (read_state's reply): {step statuses hash, run hash (without trigger_data_json unless
+--     asked), loops hash (`<loop>` count, `<loop>.started`, `<loop>.done`), iteration final: 1/0}.
 -- Each script's reply is decoded by decode_<script name> in flowjobs/store/scripts.py.
 local FINAL = {Succeeded = true, Failed = true, Skipped = true}
 
@@ -69,6 +75,78 @@ local function run_commands(commands)
   for _, c in ipairs(commands or {}) do redis.call(unpack(ARGV, c[1], c[1] + c[2] - 1)) end
 end
 
+local function run_hash(run_key, with_trigger)
+  -- The run hash, without the trigger data unless asked (it can be megabytes; HMGET of the other
+  -- fields never copies it).
+  if with_trigger then return redis.call('HGETALL', run_key) end
+  local wanted = {}
+  for _, name in ipairs(redis.call('HKEYS', run_key)) do
+    if name ~= 'trigger_data_json' then wanted[#wanted + 1] = name end
+  end
+  if #wanted == 0 then return {} end
+  local values = redis.call('HMGET', run_key, unpack(wanted))
+  local run = {}
+  for i, name in ipairs(wanted) do
+    run[#run + 1] = name
+    run[#run + 1] = values[i]
+  end
+  return run
+end
+
+local function read_state(a, scope, with_trigger)
+  -- What the planner needs, read atomically with the transition that precedes it: every step and
+  -- loop (scope null), or the scope's steps and its one loop's counters, so planning one ForEach
+  -- iteration costs the same whatever the loop's size. Reply: see "state" above.
+  local statuses, loops, final = {}, {}, 0
+  scope = ok(scope)
+  if not scope then
+    statuses = redis.call('HGETALL', a.steps_key)
+    loops = redis.call('HGETALL', a.loops_key)
+  else
+    if #scope.keys > 0 then
+      local values = redis.call('HMGET', a.steps_key, unpack(scope.keys))
+      for i, key in ipairs(scope.keys) do
+        if values[i] then
+          statuses[#statuses + 1] = key
+          statuses[#statuses + 1] = values[i]
+        end
+      end
+    end
+    local loop = ok(scope.loop)
+    if loop then
+      local names = {loop.key, loop.key .. '.started', loop.key .. '.done'}
+      local values = redis.call('HMGET', a.loops_key, unpack(names))
+      for i, name in ipairs(names) do
+        if values[i] then
+          loops[#loops + 1] = name
+          loops[#loops + 1] = values[i]
+        end
+      end
+      if ok(loop.outcome_field) then final = redis.call('HEXISTS', a.loop_items_key, loop.outcome_field) end
+    end
+  end
+  return {statuses, run_hash(a.run_key, with_trigger), loops, final}
+end
+
+local function advance_loops(a)
+  -- ForEach counters: record each iteration's outcome once (counting it in `<loop>.done`) and
+  -- raise `<loop>.started`. Returns true if anything changed.
+  local changed = false
+  for _, l in ipairs(a.loops or {}) do
+    for _, f in ipairs(l.finals) do
+      if redis.call('HSETNX', a.loop_items_key, l.key .. '.' .. f[1] .. '.outcome', f[2]) == 1 then
+        redis.call('HINCRBY', a.loops_key, l.key .. '.done', 1)
+        changed = true
+      end
+    end
+    if tonumber(redis.call('HGET', a.loops_key, l.key .. '.started') or '0') < l.started then
+      redis.call('HSET', a.loops_key, l.key .. '.started', l.started)
+      changed = true
+    end
+  end
+  return changed
+end
+
 local function apply_continuation(a)
   -- Dispatch ready steps, record skips, close the run when every step is final. A step that
   -- already has a record is never dispatched or skipped again (the dispatch ledger).
@@ -77,6 +155,7 @@ local function apply_continuation(a)
   local dispatched = {}
   local changed = false
   if run_status ~= 'Running' then return {dispatched, false, run_status or false} end
+  changed = advance_loops(a)
 
   for _, s in ipairs(a.skip or {}) do
     if redis.call('HSETNX', a.steps_key, s.step_key, 'Skipped') == 1 then

@@ -4,10 +4,11 @@
 -- ARGV[1] (JSON): the step fields (common.lua), and status (StepStatus), input_json, output_json,
 --   error (each null when absent), jobs_key; optional: next {attempt, job_id, due_ms, event,
 --   message}, lease_expired_before_ms (recovery: the lease must not have been renewed since),
---   park {signals_key, name, expires_at} (WaitForSignal), plan (a continuation with its version).
+--   park {signals_key, name, expires_at} (WaitForSignal), plan (a continuation with its version),
+--   scope and loop_items_key (common.lua: the state read back when the plan is not applied).
 --   ARGV[2..]: the plan's job commands.
--- Reply: {'ok', step statuses hash, run hash, loops hash, false}
---   | {'ok', {}, {}, {}, apply_continuation's reply} (the plan was applied)
+-- Reply: {'ok', state (common.lua), false}
+--   | {'ok', false, apply_continuation's reply} (the plan was applied)
 --   | {'signalled', payload JSON} (park, but the signal was already delivered: nothing written)
 --   | {'stale', '<status>#<attempt>'} | {'stale', 'lease renewed'}.
 -- With `next` on a run that closed meanwhile, no next attempt is queued: the step is recorded
@@ -83,7 +84,6 @@ end
 -- the plan happened since (same version): one round-trip for the common case.
 if a.plan and version == a.plan.version then
   -- Applied: the caller needs nothing else back.
-  return {'ok', {}, {}, {}, apply_continuation(a.plan)}
+  return {'ok', false, apply_continuation(a.plan)}
 end
-return {'ok', redis.call('HGETALL', a.steps_key), redis.call('HGETALL', a.run_key),
-  redis.call('HGETALL', a.loops_key), false}
+return {'ok', read_state(a, a.scope, false), false}

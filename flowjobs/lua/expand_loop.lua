@@ -1,8 +1,8 @@
 -- ForEach: record the iteration count of a claimed loop step and release its lease; the step stays
 -- Running (holding no worker) until its iterations are final.
 -- ARGV[1] (JSON): the step fields (common.lua), and count, items (one JSON text per item),
---   input_json (or null), loop_items_key.
--- Reply: {'ok', step statuses hash, run hash, loops hash} | {'stale', '<status>#<attempt>'}.
+--   input_json (or null), loop_items_key, scope (common.lua).
+-- Reply: {'ok', state (common.lua)} | {'stale', '<status>#<attempt>'}.
 local a = cjson.decode(ARGV[1])
 local step = redis.call('HMGET', a.hash_key, 'status', 'attempt')
 local stale = fenced_out(step, 'Running', a.attempt)
@@ -16,5 +16,4 @@ for i, item in ipairs(a.items) do
   redis.call('HSETNX', a.loop_items_key, a.step_key .. '.' .. (i - 1), item)
 end
 push_event(a.events_key, a.run_id, a.now, 'step.pending', a.step_key, a.count .. ' iterations')
-return {'ok', redis.call('HGETALL', a.steps_key), redis.call('HGETALL', a.run_key),
-  redis.call('HGETALL', a.loops_key)}
+return {'ok', read_state(a, a.scope, false)}

@@ -1,7 +1,7 @@
 -- Trigger job: Pending -> Running, once.
 -- ARGV[1] (JSON): the run fields (common.lua), and steps_key, loops_key.
--- Reply: {status before, step statuses hash, run hash, loops hash} (after the move), or false if
---   there is no such run.
+-- Reply: {status before, state (common.lua) of the whole run after the move}, or false if there is
+--   no such run.
 local a = cjson.decode(ARGV[1])
 local before = redis.call('HGET', a.run_key, 'status')
 if not before then return false end
@@ -9,5 +9,4 @@ if before == 'Pending' then
   move_run_status(a, 'Running')
   push_event(a.events_key, a.run_id, a.now, 'run.started', nil, nil)
 end
-return {before, redis.call('HGETALL', a.steps_key), redis.call('HGETALL', a.run_key),
-  redis.call('HGETALL', a.loops_key)}
+return {before, read_state(a, nil, false)}

@@ -31,6 +31,7 @@ from flowjobs.store.transitions import (
     Refused,
     RunSnapshot,
     Signalled,
+    StateScope,
 )
 
 
@@ -91,13 +92,16 @@ class RunWrites(StoreBase):
         args = self._run_args(run_id)
         args["steps_key"] = self.keys.run_steps(run_id)
         args["loops_key"] = self.keys.loops(run_id)
+        args["loop_items_key"] = self.keys.loop_items(run_id)
         return self.scripts.start_run(args)
 
-    def apply_plan(self, run_id: UUID | str, continuation: Continuation) -> AppliedPlan:
-        """Record skips and dispatches (each step once, with their jobs' enqueue commands) and close
-        the run if every step is final."""
+    def apply_plan(self, run_id: UUID | str, continuation: Continuation) -> AppliedPlan | RunSnapshot:
+        """Record skips and dispatches (each step once, with their jobs' enqueue commands), advance
+        ForEach counters and close the run if every step is final — if the continuation's
+        ``version`` is still current; otherwise nothing is written and the snapshot of
+        ``continuation.scope`` read now comes back, to plan again."""
         args, argv = self._continuation_args(run_id, continuation)
-        return self.scripts.apply_plan(args, argv)
+        return self.scripts.apply_plan(args, argv, continuation.scope)
 
     def _continuation_args(
         self, run_id: UUID | str, plan: Continuation
@@ -111,6 +115,19 @@ class RunWrites(StoreBase):
                 "steps_key": self.keys.run_steps(run_id),
                 "jobs_key": self.keys.jobs(),
                 "pending_key": self.keys.pending(),
+                "loops_key": self.keys.loops(run_id),
+                "loop_items_key": self.keys.loop_items(run_id),
+                "scope": scope_arg(plan.scope),
+                "loops": [
+                    {
+                        "key": advance.loop_key,
+                        "started": advance.started,
+                        "finals": [
+                            [index, outcome.value] for index, outcome in sorted(advance.finals.items())
+                        ],
+                    }
+                    for advance in plan.loops
+                ],
                 "skip": [
                     {
                         "step_key": s.step_key,
@@ -154,12 +171,14 @@ class RunWrites(StoreBase):
         refs: Sequence[str] = (),
         loop_item_field: str | None = None,
         with_trigger: bool = True,
+        scope: StateScope | None = None,
     ) -> Claim | Refused:
         """Claim the attempt for this worker with a lease; refused when it is not the current one.
 
         Reads, in the same script, the run's fields (without the trigger data unless
         ``with_trigger``), the referenced steps and, for a ForEach child, its iteration's item
-        (``loop_item_field`` is ``<loop>.<index>``).
+        (``loop_item_field`` is ``<loop>.<index>``), and the snapshot of ``scope`` (None: the
+        whole run) to plan the continuation ahead.
         """
         args = self._step_args(run_id, step_key, attempt)
         args.update(
@@ -171,9 +190,10 @@ class RunWrites(StoreBase):
                 "loop_items_key": self.keys.loop_items(run_id),
                 "loop_item_field": loop_item_field,
                 "with_trigger": with_trigger,
+                "scope": scope_arg(scope),
             }
         )
-        return self.scripts.claim(args, refs)
+        return self.scripts.claim(args, refs, scope)
 
     def renew(self, run_id: UUID | str, step_key: str, attempt: int, lease_until: datetime) -> bool:
         """Extend a running attempt's lease; False once the attempt is fenced out."""
@@ -212,13 +232,15 @@ class RunWrites(StoreBase):
         lease_expired_before: datetime | None = None,
         park: Park | None = None,
         then: Continuation | None = None,
+        scope: StateScope | None = None,
     ) -> RunSnapshot | Refused | Signalled:
         """Record the attempt's outcome if it is still the current, running one.
 
         With ``park`` (a WaitForSignal step), nothing is recorded if the signal already arrived:
         its payload comes back as ``Signalled`` instead. With ``then``, a continuation planned
         at ``then.version`` is applied in the same script if no plan-changing write happened
-        since (``RunSnapshot.applied``).
+        since (``RunSnapshot.applied``); otherwise the snapshot of ``scope`` (None: the whole run)
+        comes back, read right after the outcome.
         """
         args = self._step_args(run_id, step_key, attempt)
         args.update(
@@ -228,6 +250,7 @@ class RunWrites(StoreBase):
                 "output_json": output_json,
                 "error": error,
                 "jobs_key": self.keys.jobs(),
+                "scope": scope_arg(scope),
             }
         )
         if next_attempt is not None:
@@ -249,22 +272,30 @@ class RunWrites(StoreBase):
         argv: list[bytes] = []
         if then is not None:
             args["plan"], argv = self._continuation_args(run_id, then)
-        return self.scripts.complete(args, argv)
+        return self.scripts.complete(args, argv, scope)
 
     def expand_loop(
-        self, run_id: UUID | str, step_key: str, attempt: int, *, items: Sequence[Any], input_json: str | None
+        self,
+        run_id: UUID | str,
+        step_key: str,
+        attempt: int,
+        *,
+        items: Sequence[Any],
+        input_json: str | None,
+        scope: StateScope | None = None,
     ) -> RunSnapshot | Refused:
-        """Record a claimed ForEach step's items and release its lease; it stays Running meanwhile."""
+        """Record a claimed ForEach step's items and release its lease; it stays Running meanwhile.
+        Returns the snapshot of ``scope`` (None: the whole run) after."""
         args = self._step_args(run_id, step_key, attempt)
         args.update(
             {
                 "count": len(items),
                 "items": [json.dumps(item) for item in items],
                 "input_json": input_json,
-                "loop_items_key": self.keys.loop_items(run_id),
+                "scope": scope_arg(scope),
             }
         )
-        return self.scripts.expand_loop(args)
+        return self.scripts.expand_loop(args, scope)
 
     def end_run(self, run_id: UUID | str, status: RunStatus, reason: str) -> RunStatus | None:
         """Close an active run as ``status``, skipping its queued and parked steps with ``reason``."""
@@ -295,6 +326,7 @@ class RunWrites(StoreBase):
                 "pending_key": self.keys.pending(),
                 "attempts_key": self.keys.attempts(run_id),
                 "loops_key": self.keys.loops(run_id),
+                "loop_items_key": self.keys.loop_items(run_id),
             }
         )
         return args
@@ -309,18 +341,24 @@ class RunWrites(StoreBase):
         value = self.redis.hget(self.keys.run(run_id), "manifest_hash")
         return text(value) if value is not None else None
 
-    def run_state(self, run_id: UUID | str) -> RunSnapshot:
-        """Step statuses, run fields and loops of a run, read in one round-trip (for recovery)."""
-        with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(self.keys.run_steps(run_id))
-            pipe.hgetall(self.keys.run(run_id))
-            pipe.hgetall(self.keys.loops(run_id))
-            steps, run, loops = pipe.execute()
-        return RunSnapshot(
-            statuses={text(k): StepStatus(text(v)) for k, v in steps.items()},
-            run=from_hash(run),
-            loops={text(k): int(v) for k, v in loops.items()},
+    def run_state(self, run_id: UUID | str, scope: StateScope | None = None) -> RunSnapshot:
+        """The snapshot of ``scope`` (None: every step and loop of the run), read atomically."""
+        return self.scripts.read_state(
+            {
+                "run_key": self.keys.run(run_id),
+                "steps_key": self.keys.run_steps(run_id),
+                "loops_key": self.keys.loops(run_id),
+                "loop_items_key": self.keys.loop_items(run_id),
+                "scope": scope_arg(scope),
+            },
+            scope,
         )
+
+    def loop_outcomes(self, run_id: UUID | str, loop_key: str, count: int) -> list[RunStatus | None]:
+        """Each iteration's recorded outcome, in index order (None where none is recorded yet)."""
+        fields = [f"{loop_key}.{index}.outcome" for index in range(count)]
+        values = self.redis.hmget(self.keys.loop_items(run_id), fields) if fields else []
+        return [RunStatus(text(value)) if value else None for value in values]
 
     def step_fields(self, run_id: UUID | str, step_key: str) -> dict[str, str]:
         """Raw fields of one step hash (claim fields included), for recovery."""
@@ -353,3 +391,14 @@ class RunWrites(StoreBase):
             {name: text(value) for name, value in zip(fields, values, strict=True) if value is not None}
             for values in replies
         ]
+
+
+def scope_arg(scope: StateScope | None) -> dict[str, Any] | None:
+    """A snapshot scope as the scripts read it (common.lua, ``read_state``)."""
+    if scope is None:
+        return None
+    loop = None
+    if scope.loop is not None:
+        outcome = f"{scope.loop}.{scope.index}.outcome" if scope.index is not None else None
+        loop = {"key": scope.loop, "outcome_field": outcome}
+    return {"keys": list(scope.keys), "loop": loop}

@@ -17,6 +17,7 @@ from typing import Any
 
 from redis import Redis
 
+from flowjobs.planner import LoopProgress
 from flowjobs.statuses import RunStatus, StepStatus
 from flowjobs.store.codec import from_pairs, step_view, text
 from flowjobs.store.transitions import (
@@ -27,6 +28,7 @@ from flowjobs.store.transitions import (
     Refused,
     RunSnapshot,
     Signalled,
+    StateScope,
 )
 
 SCRIPT_NAMES = (
@@ -40,6 +42,7 @@ SCRIPT_NAMES = (
     "deliver_signal",
     "end_run",
     "idle_runs",
+    "read_state",
 )
 
 
@@ -73,21 +76,31 @@ class Scripts:
         """``start_run.lua``."""
         return decode_start_run(self._call("start_run", args))
 
-    def apply_plan(self, args: Mapping[str, Any], argv: Sequence[bytes]) -> AppliedPlan:
-        """``apply_plan.lua``."""
-        return decode_apply_plan(self._call("apply_plan", args, argv))
+    def apply_plan(
+        self, args: Mapping[str, Any], argv: Sequence[bytes], scope: StateScope | None
+    ) -> AppliedPlan | RunSnapshot:
+        """``apply_plan.lua``; ``scope`` is what ``args["scope"]`` reads back if the plan is out of date."""
+        return decode_apply_plan(self._call("apply_plan", args, argv), scope)
 
-    def claim(self, args: Mapping[str, Any], refs: Sequence[str]) -> Claim | Refused:
+    def claim(
+        self, args: Mapping[str, Any], refs: Sequence[str], scope: StateScope | None
+    ) -> Claim | Refused:
         """``claim.lua``; ``refs`` name the steps whose hash keys ``args["refs"]`` lists, in order."""
-        return decode_claim(self._call("claim", args), refs)
+        return decode_claim(self._call("claim", args), refs, scope)
 
-    def complete(self, args: Mapping[str, Any], argv: Sequence[bytes]) -> RunSnapshot | Refused | Signalled:
+    def complete(
+        self, args: Mapping[str, Any], argv: Sequence[bytes], scope: StateScope | None
+    ) -> RunSnapshot | Refused | Signalled:
         """``complete.lua``."""
-        return decode_complete(self._call("complete", args, argv))
+        return decode_complete(self._call("complete", args, argv), scope)
 
-    def expand_loop(self, args: Mapping[str, Any]) -> RunSnapshot | Refused:
+    def expand_loop(self, args: Mapping[str, Any], scope: StateScope | None) -> RunSnapshot | Refused:
         """``expand_loop.lua``."""
-        return decode_expand_loop(self._call("expand_loop", args))
+        return decode_expand_loop(self._call("expand_loop", args), scope)
+
+    def read_state(self, args: Mapping[str, Any], scope: StateScope | None) -> RunSnapshot:
+        """``read_state.lua``."""
+        return decode_state(self._call("read_state", args), scope)
 
     def renew_many(self, args: Mapping[str, Any]) -> list[bool]:
         """``renew_many.lua``."""
@@ -111,15 +124,15 @@ class Scripts:
 
 
 def decode_start_run(reply: Any) -> tuple[RunStatus, RunSnapshot] | None:
-    """``{status before, steps, run, loops}`` → (status before, snapshot after); false → None."""
+    """``{status before, state}`` → (status before, snapshot of the whole run after); false → None."""
     if not reply:
         return None
-    before, steps, run, loops = reply
-    return RunStatus(text(before)), _snapshot(steps, run, loops)
+    before, state = reply
+    return RunStatus(text(before)), decode_state(state, None)
 
 
-def decode_apply_plan(reply: Any) -> AppliedPlan:
-    """``{dispatched step keys, closed status or false, run status or false}``."""
+def decode_applied(reply: Any) -> AppliedPlan:
+    """apply_continuation's ``{dispatched step keys, closed status or false, run status or false}``."""
     dispatched, closed, status = reply
     return AppliedPlan(
         dispatched=[text(key) for key in dispatched],
@@ -128,36 +141,63 @@ def decode_apply_plan(reply: Any) -> AppliedPlan:
     )
 
 
-def decode_claim(reply: Any, refs: Sequence[str]) -> Claim | Refused:
-    """``{'ok', run, {ref views}, {first_started_at, loop item}, steps, loops}`` or a refusal."""
+def decode_apply_plan(reply: Any, scope: StateScope | None) -> AppliedPlan | RunSnapshot:
+    """``{'applied', applied}`` → AppliedPlan; ``{'moved', state}`` → the snapshot to plan again from."""
+    head, body = reply
+    return decode_applied(body) if head == b"applied" else decode_state(body, scope)
+
+
+def decode_claim(reply: Any, refs: Sequence[str], scope: StateScope | None) -> Claim | Refused:
+    """``{'ok', {ref views}, {first_started_at, loop item}, state}`` or a refusal."""
     if reply[0] != b"ok":
         return _refused(reply)
-    _, run, views, (first_started, loop_item), steps, loops = reply
+    _, views, (first_started, loop_item), state = reply
+    snapshot = decode_state(state, scope)
     return Claim(
-        run=from_pairs(run),
+        run=snapshot.run,
         refs={ref: step_view(values) for ref, values in zip(refs, views, strict=True)},
         first_started_at=datetime.fromisoformat(text(first_started)) if first_started else None,
         loop_item_json=text(loop_item) if loop_item else None,
-        snapshot=_snapshot(steps, run, loops),
+        snapshot=snapshot,
     )
 
 
-def decode_complete(reply: Any) -> RunSnapshot | Refused | Signalled:
-    """``{'ok', steps, run, loops, applied plan or false}``, ``{'signalled', payload}`` or a refusal."""
+def decode_complete(reply: Any, scope: StateScope | None) -> RunSnapshot | Refused | Signalled:
+    """``{'ok', state, false}``, ``{'ok', false, applied}``, ``{'signalled', payload}`` or a refusal."""
     if reply[0] == b"signalled":
         return Signalled(text(reply[1]))
     if reply[0] != b"ok":
         return _refused(reply)
-    _, steps, run, loops, applied = reply
-    return _snapshot(steps, run, loops, decode_apply_plan(applied) if applied else None)
+    _, state, applied = reply
+    if applied:
+        return RunSnapshot(statuses={}, run={}, scope=scope, applied=decode_applied(applied))
+    return decode_state(state, scope)
 
 
-def decode_expand_loop(reply: Any) -> RunSnapshot | Refused:
-    """``{'ok', steps, run, loops}`` or a refusal."""
+def decode_expand_loop(reply: Any, scope: StateScope | None) -> RunSnapshot | Refused:
+    """``{'ok', state}`` or a refusal."""
     if reply[0] != b"ok":
         return _refused(reply)
-    _, steps, run, loops = reply
-    return _snapshot(steps, run, loops)
+    return decode_state(reply[1], scope)
+
+
+def decode_state(reply: Any, scope: StateScope | None) -> RunSnapshot:
+    """read_state's ``{statuses, run, loops, iteration final}`` (common.lua) as a snapshot."""
+    steps, run, loops, final = reply
+    fields = from_pairs(loops)
+    return RunSnapshot(
+        statuses={key: StepStatus(value) for key, value in from_pairs(steps).items()},
+        run=from_pairs(run),
+        loops={
+            key: LoopProgress(
+                int(count), int(fields.get(f"{key}.started", 0)), int(fields.get(f"{key}.done", 0))
+            )
+            for key, count in fields.items()
+            if "." not in key
+        },
+        scope=scope,
+        iteration_final=bool(final),
+    )
 
 
 def decode_renew_many(reply: Any) -> list[bool]:
@@ -195,15 +235,6 @@ def decode_run_detail(reply: Any) -> StoredRun | None:
 def decode_idle_runs(reply: Any) -> list[tuple[str, RunStatus]]:
     """``{run_id, status, ...}`` flat."""
     return [(text(reply[i]), RunStatus(text(reply[i + 1]))) for i in range(0, len(reply), 2)]
-
-
-def _snapshot(steps: Any, run: Any, loops: Any, applied: AppliedPlan | None = None) -> RunSnapshot:
-    return RunSnapshot(
-        statuses={key: StepStatus(value) for key, value in from_pairs(steps).items()},
-        run=from_pairs(run),
-        loops={key: int(value) for key, value in from_pairs(loops).items()},
-        applied=applied,
-    )
 
 
 def _refused(reply: Any) -> Refused:

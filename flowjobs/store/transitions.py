@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
+from flowjobs.planner import LoopProgress
 from flowjobs.statuses import RunStatus, StepStatus
 
 
@@ -36,6 +37,29 @@ class StepSkip:
 
 
 @dataclass(frozen=True)
+class StateScope:
+    """The part of a run a snapshot reads for planning: the statuses of some steps (the top-level
+    ones, and one ForEach iteration's children) and one loop's counters, instead of everything."""
+
+    keys: tuple[str, ...]
+    """Step keys whose statuses to read."""
+    loop: str | None = None
+    """A ForEach step whose counters to read."""
+    index: int | None = None
+    """With ``loop``: the iteration whose children ``keys`` include."""
+
+
+@dataclass(frozen=True)
+class LoopAdvance:
+    """ForEach counters a continuation moves: outcomes of iterations that became final, and how
+    many iterations are started."""
+
+    loop_key: str
+    started: int
+    finals: Mapping[int, RunStatus] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Continuation:
     """A planned continuation: dispatches, skips, and the run's close when all will be final."""
 
@@ -47,7 +71,11 @@ class Continuation:
     job_commands: Mapping[str, Sequence[Sequence[bytes]]] = field(default_factory=dict)
     """Per step key, the Redis commands that enqueue its job, run in the same script if dispatched."""
     version: int | None = None
-    """With ``complete``: the ``steps_version`` the plan was made at; applied only if still current."""
+    """The ``steps_version`` the plan was made at: applied only if still current."""
+    loops: Sequence[LoopAdvance] = ()
+    """ForEach counters to advance."""
+    scope: StateScope | None = None
+    """What to read back, to plan again, if the plan is out of date (None: the whole run)."""
 
 
 @dataclass(frozen=True)
@@ -71,15 +99,20 @@ class StepView:
 
 @dataclass(frozen=True)
 class RunSnapshot:
-    """Every step's status, the run's fields and its loops, read in one script (for planning)."""
+    """Step statuses, the run's fields and ForEach counters, read atomically for planning: of the
+    whole run (``scope`` None) or of the part ``scope`` names."""
 
     statuses: dict[str, StepStatus]
     run: dict[str, str]
-    loops: dict[str, int] = field(default_factory=dict)
-    """Iteration count of every expanded ForEach step."""
+    loops: dict[str, LoopProgress] = field(default_factory=dict)
+    """Counters of the expanded ForEach steps read (every one, or the scope's)."""
+    scope: StateScope | None = None
+    """What was read; None: every step and loop."""
+    iteration_final: bool = False
+    """With a scope naming an iteration: its outcome is already recorded (nothing left to plan in it)."""
     applied: AppliedPlan | None = None
     """The continuation ``complete`` applied in the same script, if it was still current (then
-    ``statuses``, ``run`` and ``loops`` are left empty: the caller planned from them already)."""
+    nothing else was read: the caller planned from the snapshot it had)."""
 
     @property
     def version(self) -> int:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 from flowjobs import RunStatus, StepStatus
+from flowjobs.clock import utcnow
+from flowjobs.planner import LoopProgress
 from flowjobs.recovery import recover
+from flowjobs.store.transitions import Claim, StateScope
 from tests.conftest import Space, wait_until
 from tests.integration.flows import flow, registry
 
@@ -233,3 +237,98 @@ def test_children_see_outer_steps_and_siblings_in_inputs_and_when_clauses(space:
         "Succeeded",
         "Succeeded",
     ]
+
+
+def test_a_child_plans_from_its_own_iteration_and_the_loop_counters(space: Space) -> None:
+    """A claim of a ForEach child reads the top-level steps, its iteration and the loop's counters:
+    never the other iterations, so a step costs the same in a loop of 10 or 10,000 items."""
+    definition = flow(
+        "scoped",
+        {
+            "loop": {
+                "type": "ForEach",
+                "for_each": list(range(30)),
+                "concurrency_limit": 5,
+                "steps": {"a": {"type": "Noop"}, "b": {"type": "Noop", "run_after": ["a"]}},
+            },
+            "after": {"type": "Noop", "run_after": ["loop"]},
+        },
+    )
+    client = space.client(registry(definition))
+    handle = client.trigger("scoped")
+    engine = space.engine()
+    store, run_id = engine.store, str(handle.run_id)
+    started = store.start_run(run_id)
+    assert started is not None
+    engine.continue_run(run_id, started[1])
+    space.drain()  # runs the loop step itself and everything after it, to the end
+    run = client.get_run_detail(handle.run_id)
+    assert run is not None and run.status is RunStatus.Succeeded
+    steps = {s.step_key: s for s in run.steps or []}
+    assert len([key for key in steps if key.startswith("loop.")]) == 60
+    assert [o["index"] for o in json.loads(steps["loop"].output_json or "[]")] == list(range(30))
+    loops = store.run_state(run_id).loops
+    assert loops["loop"].count == 30 and loops["loop"].started == 30 and loops["loop"].done == 30
+
+    # A fresh run, stopped after a few iterations: the claim of one child sees only its scope.
+    handle = client.trigger("scoped")
+    run_id = str(handle.run_id)
+    started = store.start_run(run_id)
+    assert started is not None
+    engine.continue_run(run_id, started[1])
+    loop_step = store.step_fields(run_id, "loop")
+    engine.execute_step(run_id, "loop", int(loop_step["attempt"]))
+    claim = store.claim(
+        run_id,
+        "loop.3.a",
+        1,
+        job_id="j",
+        worker="w",
+        lease_until=utcnow() + timedelta(seconds=30),
+        scope=StateScope(("loop", "after", "loop.3.a", "loop.3.b"), "loop", 3),
+    )
+    assert isinstance(claim, Claim)
+    assert set(claim.snapshot.statuses) == {"loop", "loop.3.a"}
+    assert claim.snapshot.loops == {"loop": LoopProgress(30, started=5, done=0)}
+
+
+def test_many_iterations_on_two_workers_finish_once_within_the_limit(space: Space) -> None:
+    key = f"{space.token}:wide"
+    client = space.client(
+        registry(
+            flow(
+                "wide",
+                {
+                    "each": {
+                        "type": "ForEach",
+                        "for_each": list(range(40)),
+                        "concurrency_limit": 4,
+                        "steps": {
+                            "work": {"type": "Track", "inputs": {"key": key, "hold": 0.01}},
+                            "check": {"type": "Noop", "run_after": ["work"]},
+                        },
+                    },
+                    "after": {"type": "Noop", "run_after": ["each"]},
+                },
+            )
+        )
+    )
+    space.start_worker("one", simple=True)
+    space.start_worker("two", simple=True)
+    run = client.trigger("wide").wait(timeout=120)
+    assert run.status is RunStatus.Succeeded
+    detail = client.get_run_detail(run.id)
+    assert detail is not None
+    steps = {s.step_key: s for s in detail.steps or []}
+    assert steps["after"].status is StepStatus.Succeeded
+    assert len(json.loads(steps["each"].output_json or "[]")) == 40
+    spans = []
+    for index in range(40):
+        children = [steps[f"each.{index}.work"], steps[f"each.{index}.check"]]
+        first = min(c.dispatched_at for c in children if c.dispatched_at)
+        last = max(c.completed_at for c in children if c.completed_at)
+        spans.append((first, last))
+    overlap = max(sum(1 for a, b in spans if a <= moment < b) for moment, _ in spans)
+    assert overlap <= 4, f"at most 4 iterations in flight, saw {overlap}"
+    closes = [e for e in space.engine().store.events(run.id) if e.type.value == "run.completed"]
+    assert len(closes) == 1

@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 from flowjobs.clock import utcnow
+from flowjobs.planner import LoopProgress
 from flowjobs.statuses import RunStatus, StepStatus
 from flowjobs.store import (
     AppliedPlan,
@@ -265,7 +266,7 @@ def test_expand_loop_is_refused_for_a_stale_attempt(space: Space) -> None:
     assert stale == Refused(Refusal.stale, "Pending#1")
     _claim(store, run_id, "a")
     expanded = store.expand_loop(run_id, "a", 1, items=[1, 2], input_json=None)
-    assert isinstance(expanded, RunSnapshot) and expanded.loops == {"a": 2}
+    assert isinstance(expanded, RunSnapshot) and expanded.loops == {"a": LoopProgress(2)}
     assert store.expand_loop(run_id, "a", 2, items=[1], input_json=None) == Refused(
         Refusal.stale, "Running#1"
     )
