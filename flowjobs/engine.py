@@ -45,6 +45,7 @@ from flowjobs.manifest import (
     loop_index,
     split_runtime_key,
 )
+from flowjobs.outcomes import StepOutcome
 from flowjobs.planner import LoopProgress, advance_loop, open_iterations, plan
 from flowjobs.polling import poll_verdict
 from flowjobs.runtime.base import JobCall, JobRunner, step_job_id
@@ -168,7 +169,7 @@ class Engine:
         attempt: int,
         job_id: str | None = None,
         manifest_hash: str | None = None,
-    ) -> str:
+    ) -> StepOutcome:
         """Run one attempt of one step: claim it, execute it, record the outcome, continue the run."""
         with structlog.contextvars.bound_contextvars(
             run_id=run_id, step_key=step_key, attempt=attempt, job_id=job_id
@@ -177,7 +178,7 @@ class Engine:
             step = manifest.step(step_key) if manifest is not None else None
             if manifest is None or step is None:
                 log.warning("step.unknown")
-                return "unknown"
+                return StepOutcome.unknown
             refs = self._references(manifest, step_key, step)
             loop_key, child = split_runtime_key(step_key)
             claim = self.store.claim(
@@ -194,7 +195,7 @@ class Engine:
             )
             if isinstance(claim, Refused):
                 log.info("step.claim_refused", reason=claim.reason.value, detail=claim.detail)
-                return claim.reason.value
+                return StepOutcome(claim.reason.value)
             structlog.contextvars.bind_contextvars(flow_id=claim.run.get("flow_id"))
             log.debug("step.started", step_type=step.type)
             current = Attempt(run_id, step_key, step, attempt, job_id, claim)
@@ -208,7 +209,7 @@ class Engine:
                 reason = f"flowjobs could not run the step: {type(error).__name__}: {error}"
                 return self._record(current, Outcome(StepStatus.Failed, error=reason))
 
-    def _execute(self, attempt: Attempt, refs: Mapping[str, str]) -> str:
+    def _execute(self, attempt: Attempt, refs: Mapping[str, str]) -> StepOutcome:
         """Execute a claimed attempt by the step's kind and record its outcome."""
         claim = attempt.claim
         scope = expression_scope(
@@ -340,7 +341,7 @@ class Engine:
             )
         return outcome
 
-    def _record(self, attempt: Attempt, outcome: Outcome) -> str:
+    def _record(self, attempt: Attempt, outcome: Outcome) -> StepOutcome:
         """Record an attempt's outcome: final (with the continuation planned ahead from the claim-time
         snapshot), or with the next attempt scheduled (retry or poll)."""
         run_id, step_key, seen = attempt.run_id, attempt.step_key, attempt.claim.snapshot
@@ -376,18 +377,18 @@ class Engine:
         )
         if not isinstance(completed, RunSnapshot):
             log.warning("step.completion_discarded", detail=str(completed))
-            return "discarded"
+            return StepOutcome.discarded
         if next_attempt is not None:
             if not self.schedule_attempt(run_id, step_key, next_attempt, completed):
                 log.info("step.closed_with_run", status=completed.statuses[step_key].value)
-                return "closed"
+                return StepOutcome.closed
             log.info(
                 next_attempt.event,
                 error=outcome.error,
                 next_attempt=next_attempt.attempt,
                 delay_seconds=delay,
             )
-            return "rescheduled"
+            return StepOutcome.rescheduled
         log.info(
             "step.completed" if outcome.status is StepStatus.Succeeded else "step.failed", error=outcome.error
         )
@@ -395,7 +396,7 @@ class Engine:
             self._applied(ahead[0], ahead[1], completed.applied)
         else:
             self.continue_run(run_id, completed)
-        return outcome.status.value
+        return StepOutcome(outcome.status.value)
 
     @staticmethod
     def next_attempt(
@@ -427,7 +428,7 @@ class Engine:
 
     # -- built-in kinds ------------------------------------------------------------------------
 
-    def _expand_loop(self, attempt: Attempt, scope: ExpressionScope) -> str:
+    def _expand_loop(self, attempt: Attempt, scope: ExpressionScope) -> StepOutcome:
         """ForEach: resolve the items, record them and start the first iterations."""
         try:
             items = resolve_inputs(attempt.step.for_each, scope)
@@ -454,12 +455,12 @@ class Engine:
         )
         if isinstance(expanded, Refused):
             log.warning("step.completion_discarded", detail=expanded.detail)
-            return "discarded"
+            return StepOutcome.discarded
         log.info("loop.expanded", iterations=len(items), concurrency_limit=attempt.step.concurrency_limit)
         self.continue_run(attempt.run_id, expanded)
-        return "expanded"
+        return StepOutcome.expanded
 
-    def _wait_for_signal(self, attempt: Attempt, scope: ExpressionScope) -> str:
+    def _wait_for_signal(self, attempt: Attempt, scope: ExpressionScope) -> StepOutcome:
         """WaitForSignal: park as Pending (no worker held) until the signal or the timeout resumes it."""
         run_id, step_key = attempt.run_id, attempt.step_key
         inputs = resolve_inputs(attempt.step.inputs, scope)
@@ -502,11 +503,11 @@ class Engine:
             return self._record(attempt, Outcome(StepStatus.Succeeded, input_json, parked.payload_json))
         if isinstance(parked, Refused):
             log.warning("step.completion_discarded", detail=parked.detail)
-            return "discarded"
+            return StepOutcome.discarded
         if not self.schedule_attempt(run_id, step_key, resume, parked):
-            return "closed"
+            return StepOutcome.closed
         log.info("step.parked", signal=name, expires_at=expires.isoformat() if expires else None)
-        return "parked"
+        return StepOutcome.parked
 
     # -- continuation --------------------------------------------------------------------------
 
