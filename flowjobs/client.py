@@ -30,6 +30,7 @@ from flowjobs.keys import Keys
 from flowjobs.limits import (
     DEFAULT_MAX_DATA_BYTES,
     DEFAULT_MAX_DATA_DEPTH,
+    DEFAULT_MAX_RUN_EVENTS,
     RunSeconds,
     check_json_limits,
     number_problem,
@@ -106,6 +107,7 @@ class FlowClient:
         key_prefix: str = "flowjobs:",
         runner: JobRunner | None = None,
         retention_seconds: int = 14 * 86400,
+        max_run_events: int = DEFAULT_MAX_RUN_EVENTS,
         run_timeout_seconds: float | None = None,
         max_data_depth: int = DEFAULT_MAX_DATA_DEPTH,
         max_data_bytes: int = DEFAULT_MAX_DATA_BYTES,
@@ -113,7 +115,9 @@ class FlowClient:
     ) -> None:
         self.redis = redis
         self.flows = flows if flows is not None else FlowRegistry()
-        self.store = RunStore(redis, Keys(key_prefix), retention_seconds=retention_seconds)
+        self.store = RunStore(
+            redis, Keys(key_prefix), retention_seconds=retention_seconds, max_run_events=max_run_events
+        )
         self.runner = runner or RQJobRunner(
             redis, queue_name, keep_seconds=min(rq_job_ttl_seconds, retention_seconds)
         )
@@ -141,6 +145,7 @@ class FlowClient:
             settings.queue,
             key_prefix=settings.key_prefix,
             retention_seconds=settings.retention_seconds,
+            max_run_events=settings.max_run_events,
             run_timeout_seconds=settings.run_timeout_seconds,
             max_data_depth=settings.max_data_depth,
             max_data_bytes=settings.max_data_bytes,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def utcnow() -> datetime:
@@ -18,6 +20,11 @@ def iso(moment: datetime) -> str:
 def epoch_ms(moment: datetime) -> int:
     """Milliseconds since the epoch (lease and due-time scores)."""
     return int(moment.timestamp() * 1000)
+
+
+def from_epoch_ms(ms: int) -> datetime:
+    """The aware UTC datetime of ``epoch_ms`` (exact: no float rounding)."""
+    return _EPOCH + timedelta(milliseconds=ms)
 
 
 def epoch_score(moment: datetime) -> float:

@@ -40,7 +40,12 @@ def engine_from_settings(
         import_handler_modules(settings)
         handlers = default_handlers
     redis = redis or Redis.from_url(settings.redis_url)
-    store = RunStore(redis, Keys(settings.key_prefix), retention_seconds=settings.retention_seconds)
+    store = RunStore(
+        redis,
+        Keys(settings.key_prefix),
+        retention_seconds=settings.retention_seconds,
+        max_run_events=settings.max_run_events,
+    )
     runner = RQJobRunner(
         redis,
         settings.queue,

@@ -35,7 +35,10 @@ class Keys:
         return f"{self.prefix}run:{run_id}:attempts"
 
     def events(self, run_id: UUID | str) -> str:
-        """List: JSON ``RunEvent`` entries of the run, oldest first."""
+        """List: the run's last ``FLOWJOBS_MAX_RUN_EVENTS`` events (``RunEvent`` without the run id),
+        oldest first, each ``<sequence>|<epoch ms>|<type>|<step key>`` then ``|<message>`` if it has
+        one (the message last, so it may hold ``|``; ``%`` and ``|`` of the step key percent-encoded;
+        no step key: empty). Sequences count the whole history: trimmed entries keep theirs."""
         return f"{self.prefix}run:{run_id}:events"
 
     def loops(self, run_id: UUID | str) -> str:

@@ -39,6 +39,10 @@ MAX_PROCESS_INTERVAL_SECONDS = 3600
 #: recursion limit, which the JSON codec and the expression resolver are subject to.
 DEFAULT_MAX_DATA_DEPTH = 64
 MAX_DATA_DEPTH = 256
+#: Default and bounds of ``FLOWJOBS_MAX_RUN_EVENTS`` (events kept per run, the latest ones).
+DEFAULT_MAX_RUN_EVENTS = 1000
+MIN_RUN_EVENTS = 10
+MAX_RUN_EVENTS = 100_000
 #: Default and bounds of ``FLOWJOBS_MAX_DATA_BYTES``.
 DEFAULT_MAX_DATA_BYTES = 1024 * 1024
 MIN_DATA_BYTES = 1024

@@ -18,11 +18,14 @@ from flowjobs.errors import InvalidSettings
 from flowjobs.limits import (
     DEFAULT_MAX_DATA_BYTES,
     DEFAULT_MAX_DATA_DEPTH,
+    DEFAULT_MAX_RUN_EVENTS,
     MAX_DATA_BYTES,
     MAX_DATA_DEPTH,
     MAX_RETENTION_DAYS,
+    MAX_RUN_EVENTS,
     MAX_STEP_SECONDS,
     MIN_DATA_BYTES,
+    MIN_RUN_EVENTS,
     Bounded,
     ProcessSeconds,
     RunSeconds,
@@ -49,6 +52,8 @@ class Settings(BaseSettings):
     """Comma-separated modules that workers import to register their step handlers."""
     retention_days: Annotated[float, Bounded(0, MAX_RETENTION_DAYS, exclusive_minimum=True)] = 14
     """How long finished runs are kept (their job ids included, resolvable through ``find_run_by_job``)."""
+    max_run_events: Annotated[int, Bounded(MIN_RUN_EVENTS, MAX_RUN_EVENTS)] = DEFAULT_MAX_RUN_EVENTS
+    """How many events a run keeps: its latest ones (sequences stay those of the whole history)."""
     rq_job_ttl_seconds: int = Field(default=86400, gt=0)
     """How long RQ keeps a finished job's hash and result stream (rq-dashboard's window on it), at
     most the retention: they are the bulk of a run's memory, so they go long before the run."""

@@ -60,6 +60,8 @@ def test_invalid_values_name_every_bad_setting(config: Path, monkeypatch: pytest
         ("FLOWJOBS_JOB_TIMEOUT_SECONDS", "1000000000", "an integer > 0 and <= 604800"),
         ("FLOWJOBS_MAX_DATA_DEPTH", "100000", "an integer >= 1 and <= 256"),
         ("FLOWJOBS_MAX_DATA_BYTES", "0", "an integer >= 1024 and <= 67108864"),
+        ("FLOWJOBS_MAX_RUN_EVENTS", "9", "an integer >= 10 and <= 100000"),
+        ("FLOWJOBS_MAX_RUN_EVENTS", "100001", "an integer >= 10 and <= 100000"),
     ],
 )
 def test_numbers_must_be_finite_and_bounded(
@@ -86,3 +88,9 @@ def test_data_limits_default_and_can_be_set(config: Path, monkeypatch: pytest.Mo
     settings = load_settings()
     assert (settings.max_data_depth, settings.max_data_bytes) == (8, 4096)
     assert settings.run_timeout_seconds == 2592000
+
+
+def test_run_events_kept_default_and_can_be_set(config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().max_run_events == 1000
+    monkeypatch.setenv("FLOWJOBS_MAX_RUN_EVENTS", "50")
+    assert load_settings().max_run_events == 50

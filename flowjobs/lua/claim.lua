@@ -20,7 +20,7 @@ redis.call('HSETNX', a.hash_key, 'first_started_at', a.now)
 redis.call('HSET', a.steps_key, a.step_key, 'Running')
 redis.call('ZADD', a.leases_key, a.lease_until_ms, a.member)
 redis.call('ZREM', a.pending_key, a.member)
-push_event(a.events_key, a.run_id, a.now, 'step.started', a.step_key, 'attempt ' .. a.attempt)
+push_event(a, 'step.started', a.step_key, 'attempt ' .. a.attempt)
 local refs = {}
 for _, r in ipairs(a.refs or {}) do
   refs[#refs + 1] = redis.call('HMGET', r, 'status', 'output_json', 'error_message')

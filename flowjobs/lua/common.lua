@@ -4,7 +4,8 @@
 -- commands as binary-safe ARGV[2..] slices (see run_commands). A "hash" in a reply is HGETALL's
 -- flat {field, value, ...} list. Field groups the script headers refer to:
 --   run fields (StoreBase._run_args): run_id, run_key, events_key, status_keys {RunStatus: index
---     key}, flow_status_template {before flow id, before status}, deadlines_key, now (ISO time).
+--     key}, flow_status_template {before flow id, before status}, deadlines_key, now (ISO time),
+--     now_ms (the same time in epoch ms), max_events (events kept per run).
 --   step fields (RunWrites._step_args): the run fields, and step_key, attempt, member
 --     (`<run_id>:<step_key>`), hash_key, steps_key, leases_key, pending_key, attempts_key, loops_key.
 --   continuation (RunWrites._continuation_args, read by apply_continuation): the run fields, and
@@ -20,11 +21,17 @@
 -- Each script's reply is decoded by decode_<script name> in flowjobs/store/scripts.py.
 local FINAL = {Succeeded = true, Failed = true, Skipped = true}
 
-local function push_event(events_key, run_id, now, kind, step_key, message)
-  local event = {sequence = redis.call('LLEN', events_key) + 1, run_id = run_id, timestamp = now, type = kind}
-  if step_key then event.step_key = step_key end
-  if message then event.message = message end
-  redis.call('RPUSH', events_key, cjson.encode(event))
+local function push_event(a, kind, step_key, message)
+  -- a: the run fields. Appends `<sequence>|<now_ms>|<type>|<step key>[|<message>]` (keys.py,
+  -- Keys.events; `%` and `|` of the step key percent-encoded) and keeps the last max_events
+  -- entries; sequences stay absolute (the last entry's + 1).
+  local last = redis.call('LINDEX', a.events_key, -1)
+  local sequence = last and tonumber(string.match(last, '^%d+')) + 1 or 1
+  local key = step_key and (step_key:gsub('%%', '%%25'):gsub('|', '%%7C')) or ''
+  local event = sequence .. '|' .. string.format('%d', a.now_ms) .. '|' .. kind .. '|' .. key
+  if message then event = event .. '|' .. message end
+  redis.call('RPUSH', a.events_key, event)
+  redis.call('LTRIM', a.events_key, -a.max_events, -1)
 end
 
 local function hset_present(key, fields)
@@ -164,7 +171,7 @@ local function apply_continuation(a)
         {'run_id', a.run_id}, {'step_key', s.step_key}, {'step_type', s.step_type}, {'status', 'Skipped'},
         {'error_message', ok(s.reason)}, {'evaluation_trace_json', ok(s.trace)}, {'completed_at', a.now},
         {'attempt_count', 0}})
-      push_event(a.events_key, a.run_id, a.now, 'step.skipped', s.step_key, ok(s.reason))
+      push_event(a, 'step.skipped', s.step_key, ok(s.reason))
       changed = true
     end
   end
@@ -198,7 +205,7 @@ local function apply_continuation(a)
       move_run_status(a, a.close.status)
       redis.call('HSET', a.run_key, 'completed_at', a.now)
       redis.call('ZREM', a.deadlines_key, a.run_id)
-      push_event(a.events_key, a.run_id, a.now, 'run.completed', nil, a.close.status)
+      push_event(a, 'run.completed', nil, a.close.status)
       closed = a.close.status
     end
   end

@@ -64,7 +64,7 @@ if n then
   redis.call('HSET', a.steps_key, a.step_key, 'Pending')
   redis.call('HSET', a.jobs_key, n.job_id, a.run_id)
   redis.call('ZADD', a.pending_key, n.due_ms, a.member)
-  push_event(a.events_key, a.run_id, a.now, n.event, a.step_key, ok(n.message))
+  push_event(a, n.event, a.step_key, ok(n.message))
 else
   -- The latest attempt is read back from the step hash; `no_input` says its input was none (the
   -- step's input_json is then an earlier attempt's, or the ForEach's items).
@@ -78,7 +78,7 @@ else
   bump_version(a)
   local kind = 'step.completed'
   if a.status == 'Failed' then kind = 'step.failed' end
-  push_event(a.events_key, a.run_id, a.now, kind, a.step_key, ok(a.error))
+  push_event(a, kind, a.step_key, ok(a.error))
 end
 -- A continuation planned from the claim-time snapshot is applied only if nothing that can change
 -- the plan happened since (same version): one round-trip for the common case.

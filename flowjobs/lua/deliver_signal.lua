@@ -2,7 +2,7 @@
 -- the run parked on that name (one delivery resumes them all; a step that parks later consumes it).
 -- ARGV[1] (JSON): the run fields (common.lua), and signals_key, step_prefix, jobs_key, pending_key,
 --   name, payload_json, declared (a literal signalName of the manifest, or one dynamic name may
---   match), now_ms, expected = {step_key: {attempt, job_id, member, commands}}: the waiters the
+--   match), expected = {step_key: {attempt, job_id, member, commands}}: the waiters the
 --   caller read, each with its resume job's RQ enqueue commands. ARGV[2..]: those commands.
 -- Reply, checked in this order: {'no_run'} | {'already', delivered_at} | {'not_active', status}
 --   | {'changed'} (waiters moved since the caller read them: nothing written, read again)

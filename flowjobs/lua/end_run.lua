@@ -17,12 +17,12 @@ for i = 1, #statuses, 2 do
     redis.call('HSET', a.steps_key, key, 'Skipped')
     redis.call('HSET', a.step_prefix .. key, 'status', 'Skipped', 'error_message', a.reason, 'completed_at', a.now)
     redis.call('ZREM', a.pending_key, a.run_id .. ':' .. key)  -- keys.step_member
-    push_event(a.events_key, a.run_id, a.now, 'step.skipped', key, a.reason)
+    push_event(a, 'step.skipped', key, a.reason)
   end
 end
 bump_version(a)
 move_run_status(a, a.status)
 redis.call('HSET', a.run_key, 'completed_at', a.now)
 if a.status == 'TimedOut' then redis.call('HSET', a.run_key, 'timed_out_at', a.now) end
-push_event(a.events_key, a.run_id, a.now, 'run.completed', nil, a.status)
+push_event(a, 'run.completed', nil, a.status)
 return a.status

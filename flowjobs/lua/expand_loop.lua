@@ -15,5 +15,5 @@ hset_present(a.hash_key, {{'input_json', ok(a.input_json)}})
 for i, item in ipairs(a.items) do
   redis.call('HSETNX', a.loop_items_key, a.step_key .. '.' .. (i - 1), item)
 end
-push_event(a.events_key, a.run_id, a.now, 'step.pending', a.step_key, a.count .. ' iterations')
+push_event(a, 'step.pending', a.step_key, a.count .. ' iterations')
 return {'ok', read_state(a, a.scope, false)}

@@ -7,6 +7,6 @@ local before = redis.call('HGET', a.run_key, 'status')
 if not before then return false end
 if before == 'Pending' then
   move_run_status(a, 'Running')
-  push_event(a.events_key, a.run_id, a.now, 'run.started', nil, nil)
+  push_event(a, 'run.started', nil, nil)
 end
 return {before, read_state(a, nil, false)}

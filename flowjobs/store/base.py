@@ -7,8 +7,9 @@ from uuid import UUID
 
 from redis import Redis
 
-from flowjobs.clock import iso, utcnow
+from flowjobs.clock import epoch_ms, iso, utcnow
 from flowjobs.keys import Keys
+from flowjobs.limits import DEFAULT_MAX_RUN_EVENTS
 from flowjobs.manifest import FlowManifest
 from flowjobs.statuses import RunStatus
 from flowjobs.store.codec import from_hash
@@ -19,11 +20,17 @@ class StoreBase:
     """The state the store's parts (``RunStore``'s mixins) share, and the reads they all need."""
 
     def __init__(
-        self, redis: Redis, keys: Keys | None = None, *, retention_seconds: int = 14 * 86400
+        self,
+        redis: Redis,
+        keys: Keys | None = None,
+        *,
+        retention_seconds: int = 14 * 86400,
+        max_run_events: int = DEFAULT_MAX_RUN_EVENTS,
     ) -> None:
         self.redis = redis
         self.keys = keys or Keys()
         self.retention_seconds = retention_seconds
+        self.max_run_events = max_run_events
         self.scripts = Scripts(redis)
         self._status_keys = {status.value: self.keys.status_runs(status.value) for status in RunStatus}
         # In-process caches of FlowRecords: manifests are immutable under their content hash.
@@ -32,6 +39,7 @@ class StoreBase:
 
     def _run_args(self, run_id: UUID | str) -> dict[str, Any]:
         """The JSON fields of every script that writes a run (``common.lua``'s helpers use them)."""
+        now = utcnow()
         return {
             "run_id": str(run_id),
             "run_key": self.keys.run(run_id),
@@ -39,7 +47,9 @@ class StoreBase:
             "status_keys": self._status_keys,
             "flow_status_template": self.keys.flow_status_template(),
             "deadlines_key": self.keys.deadlines(),
-            "now": iso(utcnow()),
+            "now": iso(now),
+            "now_ms": epoch_ms(now),
+            "max_events": self.max_run_events,
         }
 
     def run_fields(self, run_id: UUID | str) -> dict[str, str]:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import unquote
+from uuid import UUID
 
-from flowjobs.records import FlowRunRecord, FlowStepAttemptRecord, FlowStepRecord
+from flowjobs.clock import from_epoch_ms
+from flowjobs.records import EventType, FlowRunRecord, FlowStepAttemptRecord, FlowStepRecord, RunEvent
 from flowjobs.statuses import StepStatus
 from flowjobs.store.transitions import StepView
 
@@ -58,6 +61,20 @@ def decode_step(fields: Mapping[str, str], archived: Mapping[int, str]) -> FlowS
         attempts.append(FlowStepAttemptRecord.model_validate({**common, **latest}))
     return FlowStepRecord.model_validate({**fields, "attempts": attempts})
 
+
+def decode_event(run_id: UUID | str, raw: str) -> RunEvent:
+    """An event from its entry in the run's events list (``Keys.events``): ``<sequence>|<epoch ms>|
+    <type>|<step key, % and | percent-encoded, or empty>``, then ``|<message>`` if it has one."""
+    sequence, ms, kind, rest = raw.split("|", 3)
+    step_key, has_message, message = rest.partition("|")
+    return RunEvent(
+        sequence=int(sequence),
+        run_id=UUID(str(run_id)),
+        timestamp=from_epoch_ms(int(ms)),
+        type=EventType(kind),
+        step_key=unquote(step_key) if step_key else None,
+        message=message if has_message else None,
+    )
 
 
 def step_view(values: Sequence[Any]) -> StepView:

@@ -10,7 +10,7 @@ from flowjobs.clock import epoch_score
 from flowjobs.records import FlowRunRecord, FlowStepRecord, RunEvent
 from flowjobs.statuses import RunStatus
 from flowjobs.store.base import StoreBase
-from flowjobs.store.codec import decode_run, decode_step, from_hash, step_view, text
+from flowjobs.store.codec import decode_event, decode_run, decode_step, from_hash, step_view, text
 from flowjobs.store.transitions import StepView
 
 #: Sorts steps that never started nor completed last.
@@ -91,10 +91,8 @@ class History(StoreBase):
         return text(run_id) if run_id else None
 
     def events(self, run_id: UUID | str) -> list[RunEvent]:
-        """The run's event history, oldest first."""
-        return [
-            RunEvent.model_validate_json(raw) for raw in self.redis.lrange(self.keys.events(run_id), 0, -1)
-        ]
+        """The run's event history, oldest first: its last ``max_run_events`` events."""
+        return [decode_event(run_id, text(raw)) for raw in self.redis.lrange(self.keys.events(run_id), 0, -1)]
 
     def step_views(self, run_id: UUID | str, step_keys: Sequence[str]) -> dict[str, StepView]:
         """Status, output and error of some steps, in one round-trip (for When clauses)."""

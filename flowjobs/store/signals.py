@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from typing import Any
 from uuid import UUID
 
-from flowjobs.clock import epoch_ms, utcnow
 from flowjobs.keys import step_member
 from flowjobs.store.base import StoreBase
 from flowjobs.store.codec import command_slices
@@ -45,7 +44,6 @@ class SignalRecords(StoreBase):
                 "step_prefix": self.keys.step_prefix(run_id),
                 "jobs_key": self.keys.jobs(),
                 "pending_key": self.keys.pending(),
-                "now_ms": epoch_ms(utcnow()),
                 "expected": {
                     key: {
                         "attempt": resume.attempt,

@@ -1,0 +1,111 @@
+"""Memory per run (issue #6 part B): the latest attempt lives in the step hash only, events are
+compact strings in a bounded list; the public records read back the same."""
+
+from __future__ import annotations
+
+from datetime import UTC
+from typing import Any
+from uuid import UUID
+
+from flowjobs import FlowRunRecord, FlowStepRecord, RunStatus, StepStatus
+from flowjobs.runtime.base import step_job_id
+from tests.conftest import Space
+from tests.integration.flows import flow, registry
+
+#: Step keys that the event encoding must carry as they are (``|`` separates fields, ``%`` escapes).
+ODD_KEY = "odd|key%7C"
+
+
+def _linear(name: str, steps: int) -> dict[str, Any]:
+    spec: dict[str, Any] = {"s1": {"type": "Noop"}}
+    for i in range(2, steps + 1):
+        spec[f"s{i}"] = {"type": "Noop", "run_after": [f"s{i - 1}"]}
+    return spec
+
+
+def _run(space: Space, name: str, steps: dict[str, Any]) -> UUID:
+    """Trigger ``name`` and run it to the end in this process."""
+    client = space.client(registry(flow(name, steps)))
+    run_id = client.trigger(name).run_id
+    space.drain()
+    return run_id
+
+
+def _detail(space: Space, run_id: UUID) -> FlowRunRecord:
+    detail = space.client(registry()).get_run_detail(run_id)
+    assert detail is not None
+    return detail
+
+
+def _steps(detail: FlowRunRecord) -> dict[str, FlowStepRecord]:
+    return {s.step_key: s for s in detail.steps or []}
+
+
+def test_a_retried_step_lists_every_attempt_in_order(space: Space) -> None:
+    calls = f"{space.token}:calls"
+    steps = {
+        "call": {
+            "type": "Flaky",
+            "inputs": {"key": calls, "succeed_on": 3},
+            "retry": {"max_attempts": 3, "backoff_seconds": 0},
+        },
+        "after": {"type": "Noop", "run_after": ["call"]},
+    }
+    run_id = _run(space, "retried", steps)
+    detail = _detail(space, run_id)
+    assert detail.status is RunStatus.Succeeded
+    call = _steps(detail)["call"]
+    attempts = call.attempts or []
+    assert [(a.attempt, a.status) for a in attempts] == [
+        (1, StepStatus.Failed),
+        (2, StepStatus.Failed),
+        (3, StepStatus.Succeeded),
+    ]
+    assert [a.job_id for a in attempts] == [step_job_id(run_id, "call", n) for n in (1, 2, 3)]
+    assert [a.error_message for a in attempts] == [
+        "ConnectionError: flaky failure on attempt 1",
+        "ConnectionError: flaky failure on attempt 2",
+        None,
+    ]
+    assert all(a.run_id == run_id and a.step_key == "call" and a.step_type == "Flaky" for a in attempts)
+    assert all(a.input_json and a.started_at and a.completed_at for a in attempts)
+    assert attempts[2].output_json == call.output_json
+    assert (attempts[2].started_at, attempts[2].completed_at) == (call.started_at, call.completed_at)
+    # Layout: only the attempts that are not the latest are archived; the latest is the step hash.
+    archived = {k.decode() for k in space.redis.hkeys(space.keys.attempts(run_id))}
+    assert archived == {"call#1", "call#2"}
+    after = _steps(detail)["after"]
+    assert [(a.attempt, a.status) for a in after.attempts or []] == [(1, StepStatus.Succeeded)]
+
+
+def test_events_survive_the_compact_encoding(space: Space) -> None:
+    steps = {
+        ODD_KEY: {"type": "Refuse", "inputs": {"message": "a|b||c %7C|"}},
+        "never": {"type": "Noop", "run_after": [ODD_KEY]},
+    }
+    run_id = _run(space, "compact", steps)
+    events = space.engine().store.events(run_id)
+    assert [(e.sequence, e.type.value, e.step_key, e.message) for e in events] == [
+        (1, "run.started", None, None),
+        (2, "step.started", ODD_KEY, "attempt 1"),
+        (3, "step.failed", ODD_KEY, "a|b||c %7C|"),
+        (4, "step.skipped", "never", events[3].message),
+        (5, "run.completed", None, "Failed"),
+    ]
+    assert events[3].message  # the skip reason names the failed dependency
+    assert all(e.run_id == run_id for e in events)
+    assert all(e.timestamp.tzinfo is UTC and e.timestamp.microsecond % 1000 == 0 for e in events)
+    assert [e.timestamp for e in events] == sorted(e.timestamp for e in events)
+    stored = space.redis.lindex(space.keys.events(run_id), 0)
+    assert stored is not None and str(run_id) not in stored.decode()
+
+
+def test_a_run_keeps_its_last_events_with_absolute_sequences(space: Space) -> None:
+    space.settings = space.settings.model_copy(update={"max_run_events": 10})
+    run_id = _run(space, "chatty", _linear("chatty", 8))  # 1 + 2 per step + 1 = 18 events
+    events = space.engine().store.events(run_id)
+    assert [e.sequence for e in events] == list(range(9, 19))
+    first_two = [(e.type.value, e.step_key) for e in events[:2]]
+    assert first_two == [("step.completed", "s4"), ("step.started", "s5")]
+    assert (events[-1].type.value, events[-1].message) == ("run.completed", "Succeeded")
+    assert space.redis.llen(space.keys.events(run_id)) == 10
