@@ -290,6 +290,91 @@ def runs_show(ctx: click.Context, run_id: str, as_json: bool, events: bool) -> N
         )
 
 
+@runs.command("cancel")
+@click.argument("run_id")
+@click.option("--reason", default=None, help="Why; kept on the run and in its history.")
+@json_option
+@click.pass_context
+def runs_cancel(ctx: click.Context, run_id: str, reason: str | None, as_json: bool) -> None:
+    """Cancel an active run: queued and parked steps are skipped, running ones finish, then it closes."""
+    run = _client(ctx, load_flows=False).cancel(run_id, reason)
+    if as_json:
+        click.echo(json.dumps(run.model_dump(mode="json", by_alias=True), indent=2))
+        return
+    state = "cancelled" if run.status is RunStatus.Cancelled else "cancelling (running steps finish first)"
+    click.echo(f"run {run.id} {state}")
+
+
+@runs.command("rerun")
+@click.argument("run_id")
+@json_option
+@click.pass_context
+def runs_rerun(ctx: click.Context, run_id: str, as_json: bool) -> None:
+    """Trigger a new run of the same flow with the run's data and headers (source_run_id set)."""
+    handle = _client(ctx).rerun(run_id)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "runId": str(handle.run_id),
+                    "backgroundJobId": handle.background_job_id,
+                    "sourceRunId": run_id,
+                }
+            )
+        )
+        return
+    click.echo(f"run {handle.run_id} re-runs {run_id} (trigger job {handle.background_job_id})")
+
+
+@runs.command("lineage")
+@click.argument("run_id")
+@json_option
+@click.pass_context
+def runs_lineage(ctx: click.Context, run_id: str, as_json: bool) -> None:
+    """The runs a run was re-run from, and the runs re-run from it."""
+    lineage = _client(ctx, load_flows=False).lineage(run_id)
+    if as_json:
+        click.echo(json.dumps(lineage.model_dump(mode="json", by_alias=True), indent=2))
+        return
+    for run in reversed(lineage.ancestors):
+        click.echo(
+            f"  ancestor    {run.id}  {run.status.value:9}  started {run.started_at:%Y-%m-%d %H:%M:%S}"
+        )
+    click.echo(f"  this run    {lineage.run_id}")
+    for run in lineage.descendants:
+        click.echo(f"  descendant  {run.id}  {run.status.value:9}  re-run of {run.source_run_id}")
+
+
+@runs.command("retry-step")
+@click.argument("run_id")
+@click.argument("step_key")
+@click.option("--clear-cancel", is_flag=True, help="Clear the run's cancel request first.")
+@json_option
+@click.pass_context
+def runs_retry_step(
+    ctx: click.Context, run_id: str, step_key: str, clear_cancel: bool, as_json: bool
+) -> None:
+    """Queue a new attempt of a Failed step; its skipped descendants are planned again."""
+    client = _client(ctx, load_flows=False)
+    client.retry_step(run_id, step_key, clear_cancel=clear_cancel)
+    fields = client.store.step_fields(run_id, step_key)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "runId": run_id,
+                    "stepKey": step_key,
+                    "attempt": int(fields["attempt"]),
+                    "jobId": fields["job_id"],
+                }
+            )
+        )
+        return
+    click.echo(
+        f"step {step_key} of run {run_id}: attempt {fields['attempt']} queued (job {fields['job_id']})"
+    )
+
+
 @runs.command("signal")
 @click.argument("run_id")
 @click.argument("name")

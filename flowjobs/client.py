@@ -18,10 +18,14 @@ from flowjobs.errors import (
     FlowDisabled,
     InvalidSignalPayload,
     InvalidTriggerData,
+    RunCancelled,
+    RunNotActive,
     RunNotFound,
     SignalAlreadyDelivered,
     SignalBusy,
     SignalNotFound,
+    StepNotFound,
+    StepNotRetryable,
     TriggerNotFound,
 )
 from flowjobs.expressions import is_expression
@@ -35,12 +39,13 @@ from flowjobs.limits import (
     check_json_limits,
     number_problem,
 )
-from flowjobs.records import FlowRunRecord
+from flowjobs.manifest import FOR_EACH
+from flowjobs.records import EventType, FlowRunRecord, RunLineage
 from flowjobs.registry import FlowRegistry
 from flowjobs.runtime.base import JobRunner, trigger_job_id
 from flowjobs.runtime.rq import DEFAULT_KEEP_SECONDS, RQJobRunner
 from flowjobs.settings import Settings, load_settings
-from flowjobs.statuses import RunStatus
+from flowjobs.statuses import RunStatus, StepStatus
 from flowjobs.store.run_store import RunStore
 from flowjobs.store.transitions import Delivered, Refusal, Refused, SignalResume
 
@@ -300,6 +305,134 @@ class FlowClient:
         """The run an RQ job (trigger or step attempt) belongs to."""
         run_id = self.store.find_run_id_by_job(job_id)
         return self.store.get_run(run_id) if run_id else None
+
+    # -- control actions ---------------------------------------------------------------------
+
+    def cancel(self, run_id: UUID | str, reason: str | None = None) -> FlowRunRecord:
+        """Cancel an active run: its queued and parked steps are skipped (their jobs cancelled in RQ)
+        and nothing new starts; steps running on a worker finish (``ctx.cancel_requested`` tells
+        them), then the run closes as ``Cancelled``, once — at once if none is running.
+
+        ``RunNotFound``; ``RunNotActive`` for a finished run (nothing is changed).
+        """
+        answer = self.store.cancel_run(run_id, reason or "cancelled on request")
+        if isinstance(answer, Refused):
+            if answer.reason is Refusal.not_active:
+                raise RunNotActive(
+                    f"run {run_id} is {answer.detail}; only a Pending or Running run can be cancelled"
+                )
+            raise RunNotFound(f"no run with id {run_id}")
+        for job_id in answer.job_ids:
+            # Best effort: a job that runs anyway finds its step skipped and is refused at its claim.
+            self.runner.cancel(job_id)
+        return self._run(run_id)
+
+    def rerun(self, run_id: UUID | str) -> RunHandle:
+        """A new run of the same flow and trigger with the source run's data and headers (its
+        idempotency key dropped) and ``source_run_id`` set; the source run's history notes it.
+
+        The new run is planned against the flow as registered now (as any new trigger is), not the
+        source run's pinned manifest. ``RunNotFound``; ``FlowNotFound``/``FlowDisabled`` as for
+        ``trigger``.
+        """
+        source = self._run(run_id)
+        data = json.loads(source.trigger_data_json) if source.trigger_data_json else None
+        headers = {
+            name: value
+            for name, value in (source.trigger_headers or {}).items()
+            if name.lower() != IDEMPOTENCY_HEADER
+        }
+        handle = self.trigger(
+            source.flow_id, source.trigger_key or "manual", data, headers, source_run_id=source.id
+        )
+        self.store.note_event(source.id, EventType.run_rerun, f"re-run as {handle.run_id}")
+        return handle
+
+    def lineage(self, run_id: UUID | str) -> RunLineage:
+        """The runs a run was re-run from (nearest first) and the runs re-run from it (breadth first)."""
+        run = self._run(run_id)
+        ancestors: list[FlowRunRecord] = []
+        seen = {run.id}
+        source = run.source_run_id
+        while source is not None and source not in seen:
+            seen.add(source)
+            parent = self.store.get_run(source)
+            if parent is None:
+                break
+            ancestors.append(parent)
+            source = parent.source_run_id
+        descendants: list[FlowRunRecord] = []
+        level = [str(run.id)]
+        while level:
+            children = [child for parent_id in level for child in self.store.derived_run_ids(parent_id)]
+            level = []
+            for child_id in children:
+                child = self.store.get_run(child_id)
+                if child is not None and child.id not in seen:
+                    seen.add(child.id)
+                    descendants.append(child)
+                    level.append(child_id)
+        return RunLineage(run_id=run.id, ancestors=ancestors, descendants=descendants)
+
+    def retry_step(self, run_id: UUID | str, step_key: str, *, clear_cancel: bool = False) -> RunHandle:
+        """Queue a new attempt of a Failed step as its own job: its Skipped descendants are reset and
+        planned again, a closed run returns to Running and closes again, once, with its new status.
+
+        ``StepNotRetryable``: the step is not Failed (another retry may have won), or is a ForEach
+        step or part of one; ``RunCancelled``: the run's cancel was requested — pass
+        ``clear_cancel=True`` to clear it and retry; ``RunNotFound``, ``StepNotFound``.
+        """
+        run_fields = self.store.run_fields(run_id)
+        if "manifest_hash" not in run_fields:
+            raise RunNotFound(f"no run with id {run_id}")
+        manifest = self.store.load_manifest(run_fields["manifest_hash"])
+        step = manifest.step(step_key)
+        if step is None:
+            raise StepNotFound(f"run {run_id} has no step {step_key!r}")
+        if step.kind == FOR_EACH or step_key not in manifest.steps:
+            raise StepNotRetryable(
+                f"step {step_key!r} is a ForEach step or one of its iterations: these cannot be retried "
+                "one by one; re-run the run instead"
+            )
+        fields = self.store.step_fields(run_id, step_key)
+        if fields.get("status") != StepStatus.Failed:
+            raise StepNotRetryable(
+                f"step {step_key!r} of run {run_id} is {fields.get('status', 'not started')}; "
+                "only a Failed step can be retried"
+            )
+        attempt = int(fields["attempt"])
+        call = step_call(str(run_id), run_fields, step_key, attempt + 1, step.timeout_seconds)
+        commands = self.runner.enqueue_commands([call])
+        answer = self.store.retry_step(
+            run_id,
+            step_key,
+            attempt,
+            job_id=call.job_id,
+            commands=commands[0] if commands is not None else (),
+            reset=manifest.descendants(step_key),
+            clear_cancel=clear_cancel,
+        )
+        if isinstance(answer, Refused):
+            if answer.reason is Refusal.cancelled:
+                raise RunCancelled(
+                    f"run {run_id} was cancelled; retry with clear_cancel=True (--clear-cancel) to clear "
+                    "the cancel and retry the step"
+                )
+            if answer.reason is Refusal.not_failed:
+                raise StepNotRetryable(
+                    f"step {step_key!r} of run {run_id} is no longer Failed at attempt {attempt} "
+                    f"(now {answer.detail}): another retry or re-run won"
+                )
+            raise RunNotFound(f"no run with id {run_id}")
+        if commands is None:
+            self.runner.enqueue(call)
+        return RunHandle(self, UUID(str(run_id)), run_fields.get("background_job_id", ""))
+
+    def _run(self, run_id: UUID | str) -> FlowRunRecord:
+        run = self.store.get_run(run_id)
+        if run is None:
+            raise RunNotFound(f"no run with id {run_id}")
+        return run
 
 
 def clean_headers(headers: Mapping[str, str] | None) -> dict[str, str]:

@@ -36,6 +36,15 @@ class StepContext:
     trigger_loader: Callable[[], Any] = field(default=lambda: None, repr=False, compare=False)
     """Reads the trigger payload; the engine fetches it only for handlers that look at it."""
 
+    cancel_check: Callable[[], bool] = field(default=lambda: False, repr=False, compare=False)
+    """Reads whether the run's cancellation was requested."""
+
+    @property
+    def cancel_requested(self) -> bool:
+        """Whether the run's cancellation was requested (read now, each time): a long handler may
+        check it and stop early; its outcome is still recorded, and the run then closes Cancelled."""
+        return self.cancel_check()
+
     @cached_property
     def trigger_data(self) -> Any:
         """The trigger payload (parsed JSON), read on first use."""

@@ -276,6 +276,7 @@ class Engine:
             attempt=attempt.number,
             job_id=attempt.job_id,
             trigger_loader=lambda: scope.body,
+            cancel_check=partial(self.store.cancel_requested, attempt.run_id),
             trigger_headers=scope.trigger_headers,
             log=structlog.get_logger("flowjobs.step"),
         )

@@ -94,3 +94,21 @@ class HandlerImportError(FlowjobsError):
             f"cannot import handler module {module!r} (FLOWJOBS_HANDLER_MODULES): "
             f"{type(cause).__name__}: {cause}"
         )
+
+
+class RunNotActive(FlowjobsError):
+    """The action needs an active (Pending or Running) run; the message names its status."""
+
+
+class StepNotFound(FlowjobsError):
+    """The run's flow has no step with that key."""
+
+
+class StepNotRetryable(FlowjobsError):
+    """Only a Failed top-level step can be retried; the message says why this one cannot."""
+
+
+class RunCancelled(FlowjobsError):
+    """The run's cancel was requested: clear it (``clear_cancel=True``, ``--clear-cancel``) to retry
+    a step."""
+

@@ -61,6 +61,10 @@ class Keys:
         """Sorted set: every run id, scored by ``started_at`` (epoch seconds)."""
         return f"{self.prefix}runs"
 
+    def derived_runs(self, run_id: UUID | str) -> str:
+        """Sorted set: ids of the runs re-run from this run (``source_run_id``), scored by ``started_at``."""
+        return f"{self.prefix}run:{run_id}:derived"
+
     def flow_runs(self, flow_id: UUID | str) -> str:
         """Sorted set: run ids of one flow, scored by ``started_at``."""
         return f"{self.prefix}flow:{flow_id}:runs"

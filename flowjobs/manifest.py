@@ -152,6 +152,18 @@ class FlowManifest(_Model):
         """``{step: {dependency: accepted statuses}}``, the planner's view of the steps."""
         return _graph(self.steps)
 
+    def descendants(self, step_key: str) -> list[str]:
+        """Top-level steps that run after ``step_key``, directly or through others (any status)."""
+        found: list[str] = []
+        frontier = [step_key]
+        while frontier:
+            current = frontier.pop()
+            for key, step in self.steps.items():
+                if current in step.run_after and key not in found and key != step_key:
+                    found.append(key)
+                    frontier.append(key)
+        return found
+
     def reference_key(self, name: str, from_key: str) -> str:
         """The runtime key ``@steps('name')`` means in the step ``from_key``: inside a ForEach
         iteration a sibling's key in that iteration, otherwise the top-level step."""

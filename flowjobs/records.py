@@ -119,6 +119,8 @@ class EventType(StrEnum):
     step_skipped = "step.skipped"
     step_retried = "step.retried"
     run_completed = "run.completed"
+    run_cancel_requested = "run.cancel_requested"
+    run_rerun = "run.rerun"
 
 
 class RunEvent(_Record):
@@ -136,3 +138,14 @@ class RunEvent(_Record):
     """The step concerned, if any."""
     message: str | None = None
     """Human-readable detail."""
+
+
+class RunLineage(_Record):
+    """A run's re-run family: the runs it was re-run from and the runs re-run from it."""
+
+    run_id: UUID
+    """The run asked about."""
+    ancestors: list[FlowRunRecord]
+    """Its ``source_run_id`` chain, nearest first."""
+    descendants: list[FlowRunRecord]
+    """Runs re-run from it, and from those, breadth first, oldest first at each level."""

@@ -190,3 +190,13 @@ def kill_horse(ctx: StepContext, inputs: dict[str, Any]) -> None:
 def read_trigger(ctx: StepContext, inputs: dict[str, Any]) -> Any:
     """Returns the trigger payload as the handler's context gives it."""
     return {"data": ctx.trigger_data}
+
+
+@handler("AwaitCancel")
+def await_cancel(ctx: StepContext, inputs: dict[str, Any]) -> dict[str, Any]:
+    """Marks ``inputs.started``, then waits (up to ``inputs.timeout`` s) for the run's cancel request."""
+    _redis().set(inputs["started"], "1", ex=60)
+    deadline = time.monotonic() + float(inputs.get("timeout", 30))
+    while not ctx.cancel_requested and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return {"saw_cancel": ctx.cancel_requested}

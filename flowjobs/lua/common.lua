@@ -154,6 +154,41 @@ local function advance_loops(a)
   return changed
 end
 
+local function close_run(a, status)
+  -- Running/Pending -> a terminal status, once: the caller checked the run is still active.
+  move_run_status(a, status)
+  redis.call('HSET', a.run_key, 'completed_at', a.now)
+  redis.call('ZREM', a.deadlines_key, a.run_id)
+  push_event(a, 'run.completed', nil, status)
+end
+
+local function skip_waiting(a, reason)
+  -- Skip every step that waits without holding a worker: queued and parked steps, and expanded
+  -- ForEach steps (Running, holding no worker). a: the run fields with steps_key, step_prefix,
+  -- pending_key, loops_key. Returns {job ids of the skipped queued attempts}, and whether a step
+  -- still runs on a worker.
+  local jobs, running = {}, false
+  local statuses = redis.call('HGETALL', a.steps_key)
+  for i = 1, #statuses, 2 do
+    local key, status = statuses[i], statuses[i + 1]
+    local loop = status == 'Running' and redis.call('HEXISTS', a.loops_key, key) == 1
+    if status == 'Pending' or loop then
+      local hash = a.step_prefix .. key
+      if status == 'Pending' then jobs[#jobs + 1] = redis.call('HGET', hash, 'job_id') end
+      redis.call('HSET', a.steps_key, key, 'Skipped')
+      redis.call('HSET', hash, 'status', 'Skipped', 'error_message', reason, 'completed_at', a.now)
+      redis.call('ZREM', a.pending_key, a.run_id .. ':' .. key)  -- keys.step_member
+      push_event(a, 'step.skipped', key, reason)
+    elseif status == 'Running' then
+      running = true
+    end
+  end
+  bump_version(a)
+  return jobs, running
+end
+
+local CANCELLED_REASON = 'Run was cancelled.'
+
 local function apply_continuation(a)
   -- Dispatch ready steps, record skips, close the run when every step is final. A step that
   -- already has a record is never dispatched or skipped again (the dispatch ledger).
@@ -163,6 +198,17 @@ local function apply_continuation(a)
   local changed = false
   if run_status ~= 'Running' then return {dispatched, false, run_status or false} end
   changed = advance_loops(a)
+  if redis.call('HGET', a.run_key, 'cancel_requested') == '1' then
+    -- A cancelled run starts nothing more: what would be dispatched is skipped, and the run closes
+    -- as Cancelled once every recorded step is final (steps never reached stay without a record).
+    a.skip = a.skip or {}
+    for _, d in ipairs(a.dispatch or {}) do
+      a.skip[#a.skip + 1] = {step_key = d.step_key, hash_key = d.hash_key, step_type = d.step_type,
+        reason = CANCELLED_REASON}
+    end
+    a.dispatch = {}
+    a.close = {status = 'Cancelled', required = {}}
+  end
 
   for _, s in ipairs(a.skip or {}) do
     if redis.call('HSETNX', a.steps_key, s.step_key, 'Skipped') == 1 then
@@ -202,10 +248,7 @@ local function apply_continuation(a)
       end
     end
     if final then
-      move_run_status(a, a.close.status)
-      redis.call('HSET', a.run_key, 'completed_at', a.now)
-      redis.call('ZREM', a.deadlines_key, a.run_id)
-      push_event(a, 'run.completed', nil, a.close.status)
+      close_run(a, a.close.status)
       closed = a.close.status
     end
   end

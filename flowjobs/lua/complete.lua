@@ -35,12 +35,14 @@ if a.park then
 end
 local n = a.next
 local run_status = redis.call('HGET', a.run_key, 'status')
-if n and run_status ~= 'Running' then
-  -- The run closed meanwhile (deadline): no further attempt; a step that would wait is skipped.
+local cancelled = redis.call('HGET', a.run_key, 'cancel_requested') == '1'
+if n and (run_status ~= 'Running' or cancelled) then
+  -- The run closed (deadline) or is being cancelled: no further attempt; a step that would wait
+  -- is skipped.
   n = nil
   if a.status == 'Pending' then
     a.status = 'Skipped'
-    a.error = 'Run is ' .. tostring(run_status) .. '.'
+    a.error = cancelled and CANCELLED_REASON or ('Run is ' .. tostring(run_status) .. '.')
   end
 end
 if signal and n then

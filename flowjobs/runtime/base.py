@@ -74,6 +74,11 @@ class JobRunner(Protocol):
         """Remove a queued or scheduled job; False if there is none."""
         ...
 
+    def cancel(self, job_id: str) -> bool:
+        """Stop a queued or scheduled job from running, keeping it visible as cancelled; False if
+        there is no such job waiting."""
+        ...
+
     def requeue(self, job_id: str) -> bool:
         """Put a failed or lost job back in the queue; False if there is none."""
         ...

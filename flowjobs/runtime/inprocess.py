@@ -71,6 +71,10 @@ class InProcessRunner:
             self._states[job_id] = JobState.Deleted
         return len(self._heap) < before
 
+    def cancel(self, job_id: str) -> bool:
+        """Forget a waiting job (the in-process runner keeps no cancelled jobs)."""
+        return self.delete(job_id)
+
     def requeue(self, job_id: str) -> bool:
         """Queue a known job again."""
         call = self._calls.get(job_id)

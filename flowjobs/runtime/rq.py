@@ -123,6 +123,17 @@ class RQJobRunner:
         job.delete()
         return True
 
+    def cancel(self, job_id: str) -> bool:
+        """Cancel a waiting job: off its queue or the scheduled registry, into RQ's canceled registry
+        (rq-dashboard lists it there); False if it is missing or no longer waiting."""
+        job = self._fetch(job_id)
+        if job is None or job.get_status(refresh=False) not in (JobStatus.QUEUED, JobStatus.SCHEDULED):
+            return False
+        if job.get_status(refresh=False) == JobStatus.SCHEDULED:
+            self.queue.scheduled_job_registry.remove(job)
+        job.cancel()
+        return True
+
     def requeue(self, job_id: str) -> bool:
         """Requeue a failed job, or re-push a job whose id is no longer in any queue."""
         job = self._fetch(job_id)

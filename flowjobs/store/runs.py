@@ -18,12 +18,13 @@ from redis.exceptions import WatchError
 
 from flowjobs.clock import epoch_ms, epoch_score, iso, utcnow
 from flowjobs.keys import step_member
-from flowjobs.records import FlowRunRecord
+from flowjobs.records import EventType, FlowRunRecord
 from flowjobs.statuses import RunStatus, StepStatus
 from flowjobs.store.base import StoreBase
 from flowjobs.store.codec import command_slices, encode_run, from_hash, text
 from flowjobs.store.transitions import (
     AppliedPlan,
+    Cancelled,
     Claim,
     Continuation,
     NextAttempt,
@@ -72,6 +73,8 @@ class RunWrites(StoreBase):
                     pipe.hset(self.keys.run(run.id), mapping=fields)  # type: ignore[arg-type]
                     pipe.zadd(self.keys.runs(), {str(run.id): score})
                     pipe.zadd(self.keys.flow_runs(run.flow_id), {str(run.id): score})
+                    if run.source_run_id is not None:
+                        pipe.zadd(self.keys.derived_runs(run.source_run_id), {str(run.id): score})
                     pipe.zadd(self.keys.status_runs(run.status.value), {str(run.id): score})
                     pipe.zadd(self.keys.flow_status_runs(run.flow_id, run.status.value), {str(run.id): score})
                     if run.background_job_id:
@@ -311,6 +314,65 @@ class RunWrites(StoreBase):
             }
         )
         return self.scripts.end_run(args)
+
+    def cancel_run(self, run_id: UUID | str, reason: str) -> Cancelled | Refused:
+        """Request cancellation: skip the run's queued and parked steps, and close it as Cancelled
+        now if no step runs on a worker (else the last running step's continuation closes it)."""
+        args = self._run_args(run_id)
+        args.update(
+            {
+                "reason": reason,
+                "steps_key": self.keys.run_steps(run_id),
+                "step_prefix": self.keys.step_prefix(run_id),
+                "pending_key": self.keys.pending(),
+                "loops_key": self.keys.loops(run_id),
+            }
+        )
+        return self.scripts.cancel_run(args)
+
+    def retry_step(
+        self,
+        run_id: UUID | str,
+        step_key: str,
+        attempt: int,
+        *,
+        job_id: str,
+        commands: Sequence[Sequence[bytes]],
+        reset: Sequence[str],
+        clear_cancel: bool = False,
+    ) -> int | Refused:
+        """Queue a new attempt of a step that is Failed at ``attempt`` (with its job's enqueue
+        ``commands``, in the same script), reset its Skipped descendants ``reset``, and reopen a
+        closed run. Returns the new attempt number."""
+        argv: list[bytes] = []
+        args = self._step_args(run_id, step_key, attempt)
+        args.update(
+            {
+                "jobs_key": self.keys.jobs(),
+                "job_id": job_id,
+                "now_ms": epoch_ms(utcnow()),
+                "clear_cancel": clear_cancel,
+                "reset": [{"step_key": key, "hash_key": self.keys.step(run_id, key)} for key in reset],
+                "commands": command_slices(argv, commands),
+            }
+        )
+        return self.scripts.retry_step(args, argv)
+
+    def note_event(
+        self, run_id: UUID | str, kind: EventType, message: str | None = None, step_key: str | None = None
+    ) -> bool:
+        """Add an entry to the run's history for an action taken from outside its steps."""
+        args = self._run_args(run_id)
+        args.update({"kind": kind.value, "message": message, "step_key": step_key})
+        return self.scripts.note_event(args)
+
+    def cancel_requested(self, run_id: UUID | str) -> bool:
+        """Whether cancellation of the run was requested (read live, for ``StepContext``)."""
+        return self.redis.hget(self.keys.run(run_id), "cancel_requested") == b"1"
+
+    def derived_run_ids(self, run_id: UUID | str) -> list[str]:
+        """Ids of the runs re-run from this one, oldest first."""
+        return [text(member) for member in self.redis.zrange(self.keys.derived_runs(run_id), 0, -1)]
 
     def _step_args(self, run_id: UUID | str, step_key: str, attempt: int) -> dict[str, Any]:
         """The JSON fields of every script that moves one attempt of one step."""

@@ -22,6 +22,7 @@ from flowjobs.statuses import RunStatus, StepStatus
 from flowjobs.store.codec import from_pairs, step_view, text
 from flowjobs.store.transitions import (
     AppliedPlan,
+    Cancelled,
     Claim,
     Delivered,
     Refusal,
@@ -43,6 +44,9 @@ SCRIPT_NAMES = (
     "end_run",
     "idle_runs",
     "read_state",
+    "cancel_run",
+    "retry_step",
+    "note_event",
 )
 
 
@@ -113,6 +117,18 @@ class Scripts:
     def end_run(self, args: Mapping[str, Any]) -> RunStatus | None:
         """``end_run.lua``."""
         return decode_end_run(self._call("end_run", args))
+
+    def cancel_run(self, args: Mapping[str, Any]) -> Cancelled | Refused:
+        """``cancel_run.lua``."""
+        return decode_cancel_run(self._call("cancel_run", args))
+
+    def retry_step(self, args: Mapping[str, Any], argv: Sequence[bytes]) -> int | Refused:
+        """``retry_step.lua``."""
+        return decode_retry_step(self._call("retry_step", args, argv))
+
+    def note_event(self, args: Mapping[str, Any]) -> bool:
+        """``note_event.lua``: False when there is no such run."""
+        return bool(self._call("note_event", args))
 
     def run_detail(self, args: Mapping[str, Any]) -> StoredRun | None:
         """``run_detail.lua``."""
@@ -213,6 +229,21 @@ def decode_deliver_signal(reply: Any) -> Delivered | Refused:
     if head == "kept":
         return Delivered([])
     return _refused(reply)
+
+
+def decode_cancel_run(reply: Any) -> Cancelled | Refused:
+    """``{'cancelled', closed now 1/0, {job ids}}`` or a refusal."""
+    if reply[0] != b"cancelled":
+        return _refused(reply)
+    _, closed, job_ids = reply
+    return Cancelled(closed=bool(closed), job_ids=[text(job_id) for job_id in job_ids if job_id])
+
+
+def decode_retry_step(reply: Any) -> int | Refused:
+    """``{'retried', new attempt}`` → the attempt number, or a refusal."""
+    if reply[0] != b"retried":
+        return _refused(reply)
+    return int(reply[1])
 
 
 def decode_end_run(reply: Any) -> RunStatus | None:

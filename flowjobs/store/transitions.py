@@ -143,15 +143,29 @@ class Refusal(StrEnum):
     run_not_running = "run_not_running"
     """A claim on a run that is not Running (detail: its status, or ``missing``)."""
     no_run = "no_run"
-    """A signal to a run that does not exist."""
+    """A signal, cancel or retry for a run that does not exist."""
     not_active = "not_active"
-    """A signal to a closed run (detail: its status)."""
+    """A signal or cancel for a closed run (detail: its status)."""
     unknown = "unknown"
     """A signal name no step of the run waits for."""
     already = "already"
     """A signal name delivered before (detail: when)."""
     changed = "changed"
     """The signal's waiters moved since the caller read them: read again."""
+    cancelled = "cancelled"
+    """A step retry on a run whose cancel was requested (and not cleared)."""
+    not_failed = "not_failed"
+    """A step retry of a step that is not Failed at the attempt the caller saw (detail
+    ``<status>#<attempt>``)."""
+
+
+@dataclass(frozen=True)
+class Cancelled:
+    """A cancel request that was recorded: whether the run closed at once, and the queued jobs of
+    the steps it skipped (to cancel in the job system too)."""
+
+    closed: bool
+    job_ids: list[str]
 
 
 @dataclass(frozen=True)
