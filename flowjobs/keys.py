@@ -53,6 +53,19 @@ class Keys:
         """Hash: signal name → JSON signal record (waiter, expiry, delivery and payload)."""
         return f"{self.prefix}run:{run_id}:signals"
 
+    def run_owned(self, run_id: UUID | str) -> list[str]:
+        """Every key only this run uses, except its step hashes (``step``, one per key of
+        ``run_steps``): retention deletes them together. A new per-run key belongs here too."""
+        return [
+            self.run(run_id),
+            self.run_steps(run_id),
+            self.attempts(run_id),
+            self.events(run_id),
+            self.loops(run_id),
+            self.loop_items(run_id),
+            self.signals(run_id),
+        ]
+
     def deadlines(self) -> str:
         """Sorted set: ids of runs with a deadline, scored by it (epoch ms); the sweeper's input."""
         return f"{self.prefix}deadlines"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
@@ -44,6 +44,17 @@ class JobCall:
     """Immutable cross-references: ``flow_id``, ``run_id``, ``step_key``, ``attempt``."""
     timeout_seconds: float | None = None
     """Job timeout; the job system kills the job after it (None: the runner's default)."""
+
+
+@dataclass(frozen=True)
+class StoredJobs:
+    """Where a job system keeps its jobs in the store's Redis, so that retention can delete a
+    finished run's jobs with it (``JobRunner.stored_jobs``)."""
+
+    keys: Callable[[str], list[str]]
+    """Every key one job owns (its hash, its results...), from its id."""
+    registries: tuple[str, ...]
+    """Sorted sets that can list a job id (finished, failed... registries of the runner's queue)."""
 
 
 class JobRunner(Protocol):
@@ -89,6 +100,10 @@ class JobRunner(Protocol):
 
     def states(self, job_ids: Iterable[str]) -> dict[str, JobState]:
         """The state of each job, in one round-trip (for recovery passes over many runs)."""
+        ...
+
+    def stored_jobs(self) -> StoredJobs | None:
+        """The job system's keys in the store's Redis; None when its jobs are kept elsewhere."""
         ...
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from redis.client import Pipeline
 
-from flowjobs.runtime.base import JobCall, JobState
+from flowjobs.runtime.base import JobCall, JobState, StoredJobs
 from flowjobs.runtime.current import running_job
 
 
@@ -90,6 +90,10 @@ class InProcessRunner:
     def states(self, job_ids: Iterable[str]) -> dict[str, JobState]:
         """State of each job, as ``state`` gives it."""
         return {job_id: self.state(job_id) for job_id in job_ids}
+
+    def stored_jobs(self) -> StoredJobs | None:
+        """None: in-process jobs are not kept in Redis."""
+        return None
 
     def run_until_idle(self, max_wait_seconds: float = 5.0, max_jobs: int = 100_000) -> int:
         """Execute due jobs, and the jobs they queue, until none is due within ``max_wait_seconds``.
