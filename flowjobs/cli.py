@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
-from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 from uuid import UUID
@@ -21,6 +20,7 @@ from flowjobs.processes import stop_processes
 from flowjobs.records import FlowRunRecord
 from flowjobs.registry import FlowRegistry
 from flowjobs.runtime.base import JobState
+from flowjobs.schedules.state import ScheduleState
 from flowjobs.settings import Settings, load_settings
 from flowjobs.statuses import RunStatus
 
@@ -291,26 +291,6 @@ def runs_show(ctx: click.Context, run_id: str, as_json: bool, events: bool) -> N
         )
 
 
-@runs.command("purge")
-@click.option(
-    "--older-than",
-    "days",
-    type=click.FloatRange(min=0, min_open=True),
-    required=True,
-    help="Delete runs that finished more than DAYS days ago.",
-)
-@click.option("--dry-run", is_flag=True, help="Delete nothing; count the runs that would be deleted.")
-@json_option
-@click.pass_context
-def runs_purge(ctx: click.Context, days: float, dry_run: bool, as_json: bool) -> None:
-    """Delete finished runs older than DAYS with all their keys and RQ jobs (never active runs)."""
-    count = _client(ctx, load_flows=False).purge(timedelta(days=days), dry_run=dry_run)
-    if as_json:
-        click.echo(json.dumps({"runs": count, "dryRun": dry_run, "olderThanDays": days}))
-    else:
-        click.echo(f"{count} run(s) {'would be deleted' if dry_run else 'deleted'}")
-
-
 @runs.command("cancel")
 @click.argument("run_id")
 @click.option("--reason", default=None, help="Why; kept on the run and in its history.")
@@ -453,6 +433,136 @@ def _print_run(ctx: click.Context, client: FlowClient, run: FlowRunRecord, as_js
                 f"      #{attempt.attempt} {attempt.status.value:9} job {attempt.job_id}  "
                 f"{link(attempt.job_id)}"
             )
+
+
+# -- flows enable/disable and schedules ------------------------------------------------------------
+
+
+@flows.command("enable")
+@click.argument("flow")
+@json_option
+@click.pass_context
+def flows_enable(ctx: click.Context, flow: str, as_json: bool) -> None:
+    """Enable FLOW (id or name): it can be triggered and its Cron schedules fire (persisted)."""
+    _set_enabled(ctx, flow, True, as_json)
+
+
+@flows.command("disable")
+@click.argument("flow")
+@json_option
+@click.pass_context
+def flows_disable(ctx: click.Context, flow: str, as_json: bool) -> None:
+    """Disable FLOW: every trigger is refused and its Cron schedules do not fire (persisted)."""
+    _set_enabled(ctx, flow, False, as_json)
+
+
+def _set_enabled(ctx: click.Context, flow: str, enabled: bool, as_json: bool) -> None:
+    definition = _schedule_client(ctx).set_flow_enabled(flow, enabled)
+    if as_json:
+        click.echo(json.dumps({**_flow_summary(definition), "enabled": enabled}, indent=2))
+    else:
+        click.echo(f"flow {definition.name} ({definition.id}) {'enabled' if enabled else 'disabled'}")
+
+
+@cli.group(cls=_Group)
+def schedules() -> None:
+    """Cron schedules of flows (``flow-<flowId>-<triggerKey>``) and applications' recurring jobs."""
+
+
+def _schedule_client(ctx: click.Context) -> FlowClient:
+    """A client whose flow schedules were synced with FLOWJOBS_FLOWS_DIR (removing none while a
+    file of it is invalid: its flow's schedules must stay)."""
+    client = _client(ctx)
+    if _settings(ctx).flows_dir.is_dir():
+        client.sync_schedules(prune=not client.flows.invalid_files)
+    return client
+
+
+def _print_schedule(client: FlowClient, state: ScheduleState, as_json: bool) -> None:
+    enabled = client.store.flow_enabled(str(state.flow_id)) if state.flow_id else True
+    summary = state.summary(flow_enabled=enabled)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    click.echo(_schedule_line(summary))
+
+
+def _schedule_line(summary: dict[str, Any]) -> str:
+    states = (("paused", summary["paused"]), ("flow disabled", not summary["flowEnabled"]))
+    flags = [name for name, on in states if on]
+    override = " (override)" if summary["cronOverride"] else ""
+    return (
+        f"{summary['jobId']}  {summary['cron']!r}{override} {summary['timeZoneId']}  "
+        f"next {summary['nextExecution'] or '-'}  last {summary['lastExecution'] or '-'} "
+        f"job {summary['lastJobId'] or '-'}" + (f"  [{', '.join(flags)}]" if flags else "")
+    )
+
+
+@schedules.command("list")
+@json_option
+@click.pass_context
+def schedules_list(ctx: click.Context, as_json: bool) -> None:
+    """List every schedule: cron in effect, zone, next and last fire, paused, flow disabled."""
+    client = _schedule_client(ctx)
+    states = client.list_schedules()
+    enabled = {s.flow_id: client.store.flow_enabled(str(s.flow_id)) for s in states if s.flow_id}
+    summaries = [s.summary(flow_enabled=not s.flow_id or enabled[s.flow_id]) for s in states]
+    if as_json:
+        click.echo(json.dumps(summaries, indent=2))
+        return
+    for summary in summaries:
+        click.echo(_schedule_line(summary))
+
+
+@schedules.command("pause")
+@click.argument("schedule_id")
+@json_option
+@click.pass_context
+def schedules_pause(ctx: click.Context, schedule_id: str, as_json: bool) -> None:
+    """Stop SCHEDULE_ID firing (persisted; missed ticks are not caught up on resume)."""
+    client = _schedule_client(ctx)
+    _print_schedule(client, client.pause_schedule(schedule_id), as_json)
+
+
+@schedules.command("resume")
+@click.argument("schedule_id")
+@json_option
+@click.pass_context
+def schedules_resume(ctx: click.Context, schedule_id: str, as_json: bool) -> None:
+    """Fire SCHEDULE_ID again from its next tick."""
+    client = _schedule_client(ctx)
+    _print_schedule(client, client.resume_schedule(schedule_id), as_json)
+
+
+@schedules.command("set-cron")
+@click.argument("schedule_id")
+@click.argument("expression", required=False)
+@click.option("--clear", is_flag=True, help="Drop the override: fire on the flow file's expression again.")
+@json_option
+@click.pass_context
+def schedules_set_cron(
+    ctx: click.Context, schedule_id: str, expression: str | None, clear: bool, as_json: bool
+) -> None:
+    """Override SCHEDULE_ID's cron EXPRESSION at runtime (persisted; wins over the flow file)."""
+    if clear == (expression is not None):
+        raise click.UsageError("give either EXPRESSION or --clear")
+    client = _schedule_client(ctx)
+    _print_schedule(client, client.set_schedule_cron(schedule_id, None if clear else expression), as_json)
+
+
+@schedules.command("trigger")
+@click.argument("schedule_id")
+@json_option
+@click.pass_context
+def schedules_trigger(ctx: click.Context, schedule_id: str, as_json: bool) -> None:
+    """Fire SCHEDULE_ID once now (paused or not), keeping its schedule."""
+    fired = _schedule_client(ctx).trigger_schedule(schedule_id)
+    data = {"jobId": fired.job_id, "runId": str(fired.run_id) if fired.run_id else None}
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+    else:
+        run = f" run {fired.run_id}" if fired.run_id else ""
+        click.echo(f"fired {schedule_id}: job {fired.job_id}{run}")
 
 
 # -- processes -----------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import structlog
 from redis import Redis
 from redis.client import Pipeline
 
-from flowjobs.clock import utcnow
+from flowjobs.clock import iso, utcnow
 from flowjobs.errors import (
     FlowDisabled,
     InvalidSignalPayload,
@@ -21,6 +21,7 @@ from flowjobs.errors import (
     RunCancelled,
     RunNotActive,
     RunNotFound,
+    ScheduleNotFound,
     SignalAlreadyDelivered,
     SignalBusy,
     SignalNotFound,
@@ -39,11 +40,25 @@ from flowjobs.limits import (
     check_json_limits,
     number_problem,
 )
-from flowjobs.manifest import FOR_EACH
+from flowjobs.manifest import FOR_EACH, FlowDefinition
 from flowjobs.records import EventType, FlowRunRecord, RunLineage
 from flowjobs.registry import FlowRegistry
 from flowjobs.runtime.base import JobRunner, trigger_job_id
 from flowjobs.runtime.rq import DEFAULT_KEEP_SECONDS, RQJobRunner
+from flowjobs.schedules.recurring import fire_recurring_job
+from flowjobs.schedules.state import (
+    SCHEDULE_HEADER,
+    TICK_HEADER,
+    Fired,
+    ScheduleKind,
+    ScheduleState,
+    override_cron,
+    pause,
+    resume,
+    tick_idempotency_key,
+)
+from flowjobs.schedules.store import ScheduleStore
+from flowjobs.schedules.sync import SyncReport, cron_trigger_data, sync_flow_schedules
 from flowjobs.settings import Settings, load_settings
 from flowjobs.statuses import RunStatus, StepStatus
 from flowjobs.store.run_store import RunStore
@@ -62,10 +77,14 @@ _SIGNAL_TRIES = 10
 class RunHandle:
     """A triggered run: its ids, and ways to follow it."""
 
-    def __init__(self, client: FlowClient, run_id: UUID, background_job_id: str) -> None:
+    def __init__(
+        self, client: FlowClient, run_id: UUID, background_job_id: str, *, created: bool = True
+    ) -> None:
         self.client = client
         self.run_id = run_id
         self.background_job_id = background_job_id
+        self.created = created
+        """False when an idempotency key returned an earlier run (nothing was written)."""
 
     def status(self) -> RunStatus:
         """The run's current status."""
@@ -124,8 +143,9 @@ class FlowClient:
             redis, Keys(key_prefix), retention_seconds=retention_seconds, max_run_events=max_run_events
         )
         self.runner = runner or RQJobRunner(
-            redis, queue_name, keep_seconds=min(rq_job_ttl_seconds, retention_seconds)
+            redis, queue_name, keep_seconds=min(rq_job_ttl_seconds, retention_seconds), key_prefix=key_prefix
         )
+        self.schedules = ScheduleStore(redis, Keys(key_prefix))
         self.run_timeout_seconds = run_timeout_seconds
         self.max_data_depth = max_data_depth
         self.max_data_bytes = max_data_bytes
@@ -218,7 +238,7 @@ class FlowClient:
             self.runner.enqueue(call, pipeline=pipe)
 
         stored_id = self.store.create_run(run, enqueue, idempotency_key=idempotency_key)
-        return RunHandle(self, stored_id, trigger_job_id(stored_id))
+        return RunHandle(self, stored_id, trigger_job_id(stored_id), created=stored_id == run_id)
 
     def _deadline(self, data: Any, now: datetime) -> datetime | None:
         """The run's ``timeoutAt``: ``runTimeoutSeconds`` of the trigger data when present (a bad
@@ -306,11 +326,68 @@ class FlowClient:
         run_id = self.store.find_run_id_by_job(job_id)
         return self.store.get_run(run_id) if run_id else None
 
-    def purge(self, older_than: timedelta, dry_run: bool = False) -> int:
-        """Delete the runs that finished more than ``older_than`` ago, with every key of theirs
-        and their RQ jobs' hashes and results (retention, SPEC §5.9); active runs never. Returns
-        how many were deleted, or with ``dry_run`` how many would be (nothing is deleted)."""
-        return self.store.purge_older_than(older_than, jobs=self.runner.stored_jobs(), dry_run=dry_run).runs
+    # -- flows and schedules -----------------------------------------------------------------
+
+    def set_flow_enabled(self, flow: UUID | str, enabled: bool) -> FlowDefinition:
+        """Enable or disable a flow (persisted on its flow record, surviving restarts and deploys).
+
+        A disabled flow refuses every trigger (``FlowDisabled``) and its Cron schedules do not fire.
+        """
+        definition = self.flows.get(flow)
+        self.store.save_flow(definition)
+        self.store.set_flow_enabled(definition.id, enabled)
+        log.info("flow.enabled" if enabled else "flow.disabled", flow_id=str(definition.id))
+        return definition
+
+    def sync_schedules(self, *, prune: bool = True) -> SyncReport:
+        """Make the stored schedules match this client's flows' Cron triggers (``prune``: remove the
+        flow schedules whose flow or trigger is not in ``flows``)."""
+        return sync_flow_schedules(self.schedules, self.flows, utcnow(), prune=prune)
+
+    def list_schedules(self) -> list[ScheduleState]:
+        """Every schedule: flows' Cron triggers and applications' recurring jobs, by id."""
+        return self.schedules.all()
+
+    def pause_schedule(self, schedule_id: str) -> ScheduleState:
+        """Stop a schedule firing (persisted); ticks while paused are not caught up."""
+        return self.schedules.update(schedule_id, lambda state: pause(state, utcnow()))
+
+    def resume_schedule(self, schedule_id: str) -> ScheduleState:
+        """Fire again from the next tick."""
+        return self.schedules.update(schedule_id, lambda state: resume(state, utcnow()))
+
+    def set_schedule_cron(self, schedule_id: str, expression: str | None) -> ScheduleState:
+        """Override the schedule's expression at runtime (persisted; wins over the flow file until
+        cleared with None). ``InvalidCron`` stores nothing."""
+        return self.schedules.update(schedule_id, lambda state: override_cron(state, expression, utcnow()))
+
+    def trigger_schedule(self, schedule_id: str) -> Fired:
+        """Fire a schedule once now, paused or not, keeping its schedule (``FlowDisabled`` for a
+        disabled flow's)."""
+        return self.fire_schedule(self.schedules.require(schedule_id), None)
+
+    def fire_schedule(self, state: ScheduleState, tick: datetime | None) -> Fired:
+        """Fire one tick of a schedule (None: an extra fire now).
+
+        A flow's tick triggers a run with the trigger's ``inputs`` (minus ``cronExpression``) as its
+        data, headers naming the schedule and the tick, and the tick's identity
+        (``<schedule id>@<tick>``) as idempotency key: the run and its trigger job are written in
+        one transaction only if that key is new, so a duplicate fire returns the first run.
+        """
+        if state.kind is ScheduleKind.job:
+            return fire_recurring_job(self.schedules, self.runner, state, tick)
+        if state.flow_id is None or state.trigger_key is None:
+            raise ScheduleNotFound(f"schedule {state.job_id!r} names no flow trigger")
+        definition = self.flows.get(state.flow_id)
+        trigger = definition.manifest.triggers.get(state.trigger_key)
+        if trigger is None:
+            raise TriggerNotFound(f"flow {definition.name!r} has no trigger {state.trigger_key!r}")
+        key = tick_idempotency_key(state.job_id, tick) if tick is not None else None
+        headers = {SCHEDULE_HEADER: state.job_id, TICK_HEADER: iso(tick) if tick is not None else "now"}
+        handle = self.trigger(
+            definition.id, state.trigger_key, cron_trigger_data(trigger), headers, idempotency_key=key
+        )
+        return Fired(handle.background_job_id, handle.run_id, new=key is None or handle.created)
 
     # -- control actions ---------------------------------------------------------------------
 

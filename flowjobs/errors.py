@@ -112,3 +112,15 @@ class RunCancelled(FlowjobsError):
     """The run's cancel was requested: clear it (``clear_cancel=True``, ``--clear-cancel``) to retry
     a step."""
 
+
+class ScheduleNotFound(FlowjobsError):
+    """No cron schedule or recurring job has that id."""
+
+
+class InvalidCron(FlowjobsError):
+    """A cron expression does not parse, or a time zone is unknown; nothing was stored."""
+
+
+class InvalidJobCall(FlowjobsError):
+    """A background job cannot be sent as JSON: a lambda, a local function, an unimportable path, or
+    arguments that are not JSON."""

@@ -51,6 +51,7 @@ def engine_from_settings(
         settings.queue,
         keep_seconds=settings.rq_job_ttl_seconds,
         default_timeout_seconds=settings.job_timeout_seconds,
+        key_prefix=settings.key_prefix,
     )
     return Engine(
         store,

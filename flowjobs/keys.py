@@ -53,19 +53,6 @@ class Keys:
         """Hash: signal name → JSON signal record (waiter, expiry, delivery and payload)."""
         return f"{self.prefix}run:{run_id}:signals"
 
-    def run_owned(self, run_id: UUID | str) -> list[str]:
-        """Every key only this run uses, except its step hashes (``step``, one per key of
-        ``run_steps``): retention deletes them together. A new per-run key belongs here too."""
-        return [
-            self.run(run_id),
-            self.run_steps(run_id),
-            self.attempts(run_id),
-            self.events(run_id),
-            self.loops(run_id),
-            self.loop_items(run_id),
-            self.signals(run_id),
-        ]
-
     def deadlines(self) -> str:
         """Sorted set: ids of runs with a deadline, scored by it (epoch ms); the sweeper's input."""
         return f"{self.prefix}deadlines"
@@ -113,6 +100,25 @@ class Keys:
     def duty_lock(self, duty: str) -> str:
         """String with a TTL: name of the process that runs the duty this period (SET NX PX)."""
         return f"{self.prefix}duty:{duty}"
+
+    def schedule(self, schedule_id: str) -> str:
+        """Hash: one schedule's state (``flowjobs.schedules.ScheduleState``: a flow's Cron trigger
+        ``flow-<flowId>-<triggerKey>`` or an application's recurring job; pause, cron override,
+        next and last fire)."""
+        return f"{self.prefix}schedule:{schedule_id}"
+
+    def schedules(self) -> str:
+        """Set: id of every schedule (paused ones included)."""
+        return f"{self.prefix}schedules"
+
+    def schedules_due(self) -> str:
+        """Sorted set: ids of the schedules that fire (not paused), scored by next fire time (epoch ms)."""
+        return f"{self.prefix}schedules:due"
+
+    def schedule_tick(self, schedule_id: str, tick_ms: int) -> str:
+        """String with a TTL: id of the job a recurring job's tick (schedule id + scheduled instant,
+        epoch ms) enqueued; SET only once, so a tick fires once however many processes fire it."""
+        return f"{self.prefix}schedule:{schedule_id}:tick:{tick_ms}"
 
     def idempotency(self, flow_id: UUID | str, trigger_key: str, key: str) -> str:
         """String: run id of the run triggered with that idempotency key (per flow and trigger key)."""

@@ -23,6 +23,7 @@ from flowjobs.limits import (
     MAX_DATA_DEPTH,
     MAX_RETENTION_DAYS,
     MAX_RUN_EVENTS,
+    MAX_RUN_SECONDS,
     MAX_STEP_SECONDS,
     MIN_DATA_BYTES,
     MIN_RUN_EVENTS,
@@ -65,6 +66,12 @@ class Settings(BaseSettings):
     recovery_interval_seconds: ProcessSeconds = 2
     """Period of the duties (recovery, run deadlines) that every worker and the optional scheduler
     run; a Redis lock per duty makes N processes run each once per period."""
+    schedule_interval_seconds: ProcessSeconds = 1
+    """Period of the duty that fires due cron schedules and recurring jobs (every worker and the
+    scheduler; a Redis lock makes N processes run it once per period)."""
+    schedule_grace_seconds: Annotated[float, Bounded(0, MAX_RUN_SECONDS)] = 3600
+    """How late a missed tick may still fire: after a downtime, a schedule fires once, for its
+    latest missed tick, if that tick is at most this old; older missed ticks are skipped."""
     max_lost_attempts: int = Field(default=1, ge=0, le=1000)
     """How many attempts a step may lose with a dead worker and still be re-dispatched (at least
     ``retry.max_attempts - 1`` for a step with ``retry``); then it fails instead."""

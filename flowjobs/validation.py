@@ -10,6 +10,7 @@ from croniter import croniter
 from flowjobs.expressions import expression_problems, is_expression, referenced_steps
 from flowjobs.limits import RunSeconds, number_problem
 from flowjobs.manifest import FOR_EACH, WAIT_FOR_SIGNAL, FlowDefinition, StepMetadata, TriggerType
+from flowjobs.schedules.cron import known_zone
 
 
 def flow_problems(
@@ -119,6 +120,9 @@ def _trigger_problems(definition: FlowDefinition, taken: Mapping[str, UUID]) -> 
             cron = trigger.inputs.get("cronExpression")
             if not isinstance(cron, str) or not croniter.is_valid(cron):
                 problems.append(f"trigger {key!r}: cronExpression {cron!r} does not parse")
+            zone = trigger.inputs.get("timeZone")
+            if zone is not None and not (isinstance(zone, str) and known_zone(zone)):
+                problems.append(f"trigger {key!r}: timeZone {zone!r} is not a known IANA time zone")
         elif trigger.type is TriggerType.Webhook:
             slug = trigger.inputs.get("webhookSlug")
             if slug is not None and not (isinstance(slug, str) and slug.strip()):

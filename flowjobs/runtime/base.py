@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 from uuid import UUID
@@ -44,17 +44,28 @@ class JobCall:
     """Immutable cross-references: ``flow_id``, ``run_id``, ``step_key``, ``attempt``."""
     timeout_seconds: float | None = None
     """Job timeout; the job system kills the job after it (None: the runner's default)."""
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    """JSON-serialisable keyword arguments (application jobs of ``flowjobs.hangfire``)."""
 
 
 @dataclass(frozen=True)
-class StoredJobs:
-    """Where a job system keeps its jobs in the store's Redis, so that retention can delete a
-    finished run's jobs with it (``JobRunner.stored_jobs``)."""
+class RecurringJobInfo:
+    """One recurring job as ``JobRunner.list_recurring`` lists it (Hangfire's recurring-job list)."""
 
-    keys: Callable[[str], list[str]]
-    """Every key one job owns (its hash, its results...), from its id."""
-    registries: tuple[str, ...]
-    """Sorted sets that can list a job id (finished, failed... registries of the runner's queue)."""
+    id: str
+    """The recurring id."""
+    cron: str
+    """The expression it fires on (a runtime override included)."""
+    time_zone: str
+    """IANA zone of the expression."""
+    next_execution: datetime | None
+    """Next tick (None while paused)."""
+    last_execution: datetime | None
+    """When the last tick fired."""
+    last_job_id: str | None
+    """Job the last tick enqueued."""
+    paused: bool = False
+    """Paused: it does not fire until resumed."""
 
 
 class JobRunner(Protocol):
@@ -102,9 +113,26 @@ class JobRunner(Protocol):
         """The state of each job, in one round-trip (for recovery passes over many runs)."""
         ...
 
-    def stored_jobs(self) -> StoredJobs | None:
-        """The job system's keys in the store's Redis; None when its jobs are kept elsewhere."""
+    def add_or_update_recurring(
+        self, recurring_id: str, call: JobCall, cron: str, *, time_zone: str | None = None
+    ) -> None:
+        """Create or replace a recurring job firing ``call`` on ``cron`` (once per tick, whatever
+        the number of processes); a pause or cron override set at runtime is kept."""
         ...
+
+    def remove_recurring(self, recurring_id: str) -> bool:
+        """Stop a recurring job's future ticks; False if there is none."""
+        ...
+
+    def trigger_recurring(self, recurring_id: str) -> str:
+        """Fire a recurring job once now, keeping its schedule; returns the job id
+        (``ScheduleNotFound`` if there is none)."""
+        ...
+
+    def list_recurring(self) -> list[RecurringJobInfo]:
+        """Every recurring job of the application (flows' Cron triggers are not listed here)."""
+        ...
+
 
 
 def trigger_job_id(run_id: UUID | str) -> str:

@@ -6,13 +6,26 @@ import heapq
 import itertools
 import time
 from collections.abc import Callable, Iterable, Sequence
-from datetime import timedelta
+from dataclasses import replace
+from datetime import datetime, timedelta
 from typing import Any
 
 from redis.client import Pipeline
 
-from flowjobs.runtime.base import JobCall, JobState, StoredJobs
+from flowjobs.clock import utcnow
+from flowjobs.errors import ScheduleNotFound
+from flowjobs.runtime.base import JobCall, JobState, RecurringJobInfo
 from flowjobs.runtime.current import running_job
+from flowjobs.schedules.cron import plan_fire
+from flowjobs.schedules.state import (
+    ScheduleKind,
+    ScheduleState,
+    call_json,
+    check_recurring_id,
+    declare,
+    fired,
+    recurring_info,
+)
 
 
 def _resolve(path: str) -> Callable[..., Any]:
@@ -34,6 +47,7 @@ class InProcessRunner:
         self._counter = itertools.count()
         self._states: dict[str, JobState] = {}
         self._calls: dict[str, JobCall] = {}
+        self._recurring: dict[str, ScheduleState] = {}
 
     def enqueue(self, call: JobCall, *, pipeline: Pipeline | None = None) -> str:
         """Queue a job now (a pipeline is not needed: nothing runs until ``run_until_idle``)."""
@@ -91,9 +105,50 @@ class InProcessRunner:
         """State of each job, as ``state`` gives it."""
         return {job_id: self.state(job_id) for job_id in job_ids}
 
-    def stored_jobs(self) -> StoredJobs | None:
-        """None: in-process jobs are not kept in Redis."""
-        return None
+    def add_or_update_recurring(
+        self, recurring_id: str, call: JobCall, cron: str, *, time_zone: str | None = None
+    ) -> None:
+        """Keep a recurring job in memory; ``fire_due_recurring`` fires it (same rules as the duty)."""
+        declared = ScheduleState(
+            job_id=check_recurring_id(recurring_id),
+            kind=ScheduleKind.job,
+            cron=cron,
+            time_zone=time_zone,
+            updated_at=utcnow(),
+            call_json=call_json(call),
+        )
+        self._recurring[recurring_id] = declare(self._recurring.get(recurring_id), declared, utcnow())
+
+    def remove_recurring(self, recurring_id: str) -> bool:
+        """Forget a recurring job."""
+        return self._recurring.pop(recurring_id, None) is not None
+
+    def trigger_recurring(self, recurring_id: str) -> str:
+        """Queue a recurring job once now."""
+        state = self._recurring.get(recurring_id)
+        if state is None:
+            raise ScheduleNotFound(f"no recurring job with id {recurring_id!r}")
+        return self.enqueue(replace(state.call(), job_id=f"{recurring_id}-now-{next(self._counter)}"))
+
+    def list_recurring(self) -> list[RecurringJobInfo]:
+        """The recurring jobs, by id."""
+        return [recurring_info(self._recurring[key]) for key in sorted(self._recurring)]
+
+    def fire_due_recurring(self, now: datetime | None = None, grace_seconds: float = 3600) -> int:
+        """Queue each recurring job due at ``now`` once, for its latest due tick (the duty's rule);
+        returns how many were queued."""
+        now = now or utcnow()
+        queued = 0
+        for key, state in list(self._recurring.items()):
+            if state.next_fire_at is None or state.next_fire_at > now:
+                continue
+            fire = plan_fire(state.effective_cron, state.time_zone, state.next_fire_at, now, grace_seconds)
+            job_id = None
+            if fire.tick is not None:
+                job_id = self.enqueue(replace(state.call(), job_id=f"{key}-{int(fire.tick.timestamp())}"))
+                queued += 1
+            self._recurring[key] = fired(state, fire, now, job_id=job_id)
+        return queued
 
     def run_until_idle(self, max_wait_seconds: float = 5.0, max_jobs: int = 100_000) -> int:
         """Execute due jobs, and the jobs they queue, until none is due within ``max_wait_seconds``.
@@ -113,7 +168,7 @@ class InProcessRunner:
             self._states[call.job_id] = JobState.Processing
             with running_job(call.job_id):
                 try:
-                    _resolve(call.func)(*call.args)
+                    _resolve(call.func)(*call.args, **call.kwargs)
                 except Exception:
                     self._states[call.job_id] = JobState.Failed
                     raise

@@ -11,13 +11,22 @@ from redis import Redis
 from redis.client import Pipeline
 from rq import Queue
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
-from rq.executions import ExecutionRegistry
 from rq.job import Job, JobStatus
-from rq.results import Result
 from rq.serializers import JSONSerializer
 
 from flowjobs.clock import utcnow
-from flowjobs.runtime.base import JobCall, JobState, StoredJobs
+from flowjobs.keys import Keys
+from flowjobs.runtime.base import JobCall, JobState, RecurringJobInfo
+from flowjobs.schedules.recurring import fire_recurring_job
+from flowjobs.schedules.state import (
+    ScheduleKind,
+    ScheduleState,
+    call_json,
+    check_recurring_id,
+    declare,
+    recurring_info,
+)
+from flowjobs.schedules.store import ScheduleStore
 
 _STATES = {
     JobStatus.CREATED: JobState.Enqueued,
@@ -51,8 +60,12 @@ class RQJobRunner:
         *,
         keep_seconds: int = DEFAULT_KEEP_SECONDS,
         default_timeout_seconds: int = 180,
+        key_prefix: str = "flowjobs:",
     ) -> None:
         self.redis = redis
+        #: Recurring jobs live beside flowjobs' schedules (``FLOWJOBS_KEY_PREFIX``) and are fired
+        #: by the schedules duty of every worker, once per tick.
+        self.schedules = ScheduleStore(redis, Keys(key_prefix))
         self.queue = Queue(queue_name, connection=redis, serializer=JSONSerializer)
         self.keep_seconds = keep_seconds
         self.default_timeout_seconds = default_timeout_seconds
@@ -63,6 +76,7 @@ class RQJobRunner:
         return self.queue.create_job(
             call.func,
             args=list(call.args),
+            kwargs=dict(call.kwargs),
             job_id=call.job_id,
             description=call.description,
             meta=dict(call.meta),
@@ -110,21 +124,6 @@ class RQJobRunner:
     def continue_with(self, parent_id: str, call: JobCall) -> str:
         """Queue a job that RQ runs after ``parent_id`` finishes."""
         return str(self.queue.enqueue_job(self._job(call, depends_on=parent_id)).id)
-
-    def stored_jobs(self) -> StoredJobs:
-        """RQ's keys of a job (``job_keys``) and the registries of this runner's queue. The queue's
-        list is left out (removing from it is O(n)): a finished run's jobs are no longer queued,
-        and a worker skips a queued id whose hash is gone."""
-        queue = self.queue
-        registries = (
-            queue.started_job_registry,
-            queue.finished_job_registry,
-            queue.failed_job_registry,
-            queue.deferred_job_registry,
-            queue.scheduled_job_registry,
-            queue.canceled_job_registry,
-        )
-        return StoredJobs(keys=job_keys, registries=tuple(registry.key for registry in registries))
 
     def _fetch(self, job_id: str) -> Job | None:
         try:
@@ -178,17 +177,32 @@ class RQJobRunner:
         }
 
 
-def job_keys(job_id: str) -> list[str]:
-    """Every key RQ keeps for one job: its hash, its results stream, its dependents and
-    dependencies sets (the latter spelled as ``Job.dependencies_key`` spells it) and its
-    executions registry."""
-    return [
-        Job.key_for(job_id),
-        Result.get_key(job_id),  # type: ignore[no-untyped-call]
-        Job.dependents_key_for(job_id),
-        f"{Job.redis_job_namespace_prefix}:{job_id}:dependencies",
-        ExecutionRegistry.key_template.format(job_id),
-    ]
+    def add_or_update_recurring(
+        self, recurring_id: str, call: JobCall, cron: str, *, time_zone: str | None = None
+    ) -> None:
+        """Create or replace a recurring job (its pause flag and cron override are kept)."""
+        declared = ScheduleState(
+            job_id=check_recurring_id(recurring_id),
+            kind=ScheduleKind.job,
+            cron=cron,
+            time_zone=time_zone,
+            updated_at=utcnow(),
+            call_json=call_json(call),
+        )
+        self.schedules.change(recurring_id, lambda current: declare(current, declared, utcnow()))
+
+    def remove_recurring(self, recurring_id: str) -> bool:
+        """Delete a recurring job; its jobs already enqueued stay."""
+        return self.schedules.remove(check_recurring_id(recurring_id))
+
+    def trigger_recurring(self, recurring_id: str) -> str:
+        """Enqueue a recurring job once now (paused or not), keeping its schedule."""
+        state = self.schedules.require(check_recurring_id(recurring_id))
+        return fire_recurring_job(self.schedules, self, state, None).job_id
+
+    def list_recurring(self) -> list[RecurringJobInfo]:
+        """The application's recurring jobs, by id."""
+        return [recurring_info(state) for state in self.schedules.all() if state.kind is ScheduleKind.job]
 
 
 def _state(status: str | None) -> JobState:

@@ -43,6 +43,10 @@ class FlowRecords(StoreBase):
         """False only when the flow was explicitly disabled."""
         return self.redis.hget(self.keys.flow(flow_id), "is_enabled") != b"0"
 
+    def set_flow_enabled(self, flow_id: UUID | str, enabled: bool) -> None:
+        """Persist the flow's enabled flag (``save_flow`` keeps it across registrations)."""
+        self.redis.hset(self.keys.flow(flow_id), "is_enabled", "1" if enabled else "0")
+
     def load_manifest(self, manifest_hash: str) -> FlowManifest:
         """The pinned manifest a run plans against (immutable, so cached in-process)."""
         manifest = self._manifests.get(manifest_hash)

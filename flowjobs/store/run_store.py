@@ -5,10 +5,9 @@ from __future__ import annotations
 from flowjobs.store.flows import FlowRecords
 from flowjobs.store.history import History
 from flowjobs.store.recovery import RecoveryQueries
-from flowjobs.store.retention import Retention
 from flowjobs.store.runs import RunWrites
 from flowjobs.store.signals import SignalRecords
 
 
-class RunStore(FlowRecords, RunWrites, SignalRecords, History, RecoveryQueries, Retention):
+class RunStore(FlowRecords, RunWrites, SignalRecords, History, RecoveryQueries):
     """All reads and writes of flowjobs' records in one Redis, under one key prefix."""

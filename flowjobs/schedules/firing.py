@@ -1,0 +1,185 @@
+"""The schedules duty: every worker (and ``flowjobs scheduler``) fires due schedules, once per tick.
+
+A pass keeps the flow schedules in step with the flow files (re-read only when a file changed),
+then, for each schedule due now: plans the tick (``cron.plan_fire``: the latest due tick within
+the grace window, never a storm), fires it through ``FlowClient.fire_schedule`` (the tick's
+identity is the run's idempotency key, or the recurring job's tick claim, so a second process
+firing the same tick gets the first run back and writes nothing), and moves the schedule to its
+next fire time only if no one moved it meanwhile (``WATCH``). RQ's own ``CronScheduler`` has no
+lock and double-fires when two run; it is not used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+import structlog
+
+from flowjobs.client import FlowClient
+from flowjobs.clock import iso, utcnow
+from flowjobs.errors import FlowDisabled, FlowjobsError, FlowNotFound
+from flowjobs.recovery import REDIS_DOWN
+from flowjobs.registry import FLOW_FILE_SUFFIXES, FlowRegistry
+from flowjobs.schedules.cron import FirePlan, plan_fire
+from flowjobs.schedules.state import Fired, ScheduleKind, ScheduleState, fired
+from flowjobs.schedules.sync import SyncReport
+from flowjobs.settings import Settings
+
+log = structlog.get_logger("flowjobs.schedules")
+
+#: Flow files' (name, modification time, size): re-read and re-synced only when this changes.
+Fingerprint = tuple[tuple[str, int, int], ...]
+
+
+def flows_fingerprint(folder: Path) -> Fingerprint | None:
+    """What identifies the folder's flow files cheaply (a ``stat`` each); None without the folder."""
+    if not folder.is_dir():
+        return None
+    found = []
+    for file in sorted(folder.iterdir()):
+        if file.suffix.lower() in FLOW_FILE_SUFFIXES:
+            stat = file.stat()
+            found.append((file.name, stat.st_mtime_ns, stat.st_size))
+    return tuple(found)
+
+
+class ScheduleFirer:
+    """Fires due schedules through a ``FlowClient``; ``run`` is one pass of the duty."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ScheduleFirer:
+        """A firer for these settings: flows from ``FLOWJOBS_FLOWS_DIR`` (synced on the first pass
+        and whenever a file changes), ``FLOWJOBS_SCHEDULE_GRACE_SECONDS``."""
+        client = FlowClient.from_settings(settings, flows=FlowRegistry())
+        return cls(client, grace_seconds=settings.schedule_grace_seconds, flows_dir=settings.flows_dir)
+
+    def __init__(
+        self,
+        client: FlowClient,
+        *,
+        grace_seconds: float,
+        flows_dir: Path | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.client = client
+        self.store = client.schedules
+        self.grace_seconds = grace_seconds
+        self.flows_dir = flows_dir
+        self.clock = clock
+        self._fingerprint: Fingerprint | None = None
+
+    def run(self) -> int:
+        """One pass: re-sync if the flow files changed, then fire what is due; returns ticks fired."""
+        self.refresh()
+        return self.fire_due()
+
+    def refresh(self) -> SyncReport | None:
+        """Reload the flow files and sync the flow schedules, if the files changed since the last
+        time (None: nothing to do).
+
+        Without the folder this process knows no flow and leaves flow schedules alone. A folder with
+        an invalid file adds and updates but removes nothing: the invalid file's flow may be one
+        whose schedules must stay.
+        """
+        if self.flows_dir is None:
+            return None
+        fingerprint = flows_fingerprint(self.flows_dir)
+        if fingerprint is None or fingerprint == self._fingerprint:
+            return None
+        registry = FlowRegistry()
+        registry.load_dir(self.flows_dir, strict=False)
+        self.client.flows = registry
+        report = self.client.sync_schedules(prune=not registry.invalid_files)
+        self._fingerprint = fingerprint
+        return report
+
+    def fire_due(self) -> int:
+        """Fire every schedule due now; one failing schedule is logged and the others still fire."""
+        now = self.clock()
+        count = 0
+        for schedule_id in self.store.due(now):
+            try:
+                count += self.fire_one(schedule_id, now)
+            except REDIS_DOWN:
+                raise
+            except Exception as error:
+                log.exception("schedule.failed", schedule_id=schedule_id, error=repr(error))
+        return count
+
+    def fire_one(self, schedule_id: str, now: datetime) -> int:
+        """Fire one due schedule's tick (if within the grace window) and move it to its next fire
+        time; returns 1 if this call started the tick's run or job, else 0."""
+        state = self.store.get(schedule_id)
+        if state is None or state.is_paused or state.next_fire_at is None or state.next_fire_at > now:
+            return 0
+        due = state.next_fire_at
+        plan = plan_fire(state.effective_cron, state.time_zone, due, now, self.grace_seconds)
+        with structlog.contextvars.bound_contextvars(
+            schedule_id=schedule_id, flow_id=str(state.flow_id) if state.flow_id else None
+        ):
+            if plan.skipped:
+                log.warning(
+                    "schedule.missed_ticks",
+                    skipped=plan.skipped,
+                    firing=iso(plan.tick) if plan.tick else None,
+                    grace_seconds=self.grace_seconds,
+                )
+            outcome: Fired | None = None
+            if plan.tick is not None:
+                try:
+                    outcome = self._fire(state, plan)
+                except FlowNotFound:
+                    # This process does not know the flow (no or other flow files): leave the tick
+                    # to a process that does.
+                    log.debug("schedule.flow_unknown_here")
+                    return 0
+            self._advance(state, due, plan, now, outcome)
+            return int(outcome is not None and outcome.new)
+
+    def _fire(self, state: ScheduleState, plan: FirePlan) -> Fired | None:
+        """Fire the planned tick; a disabled flow's tick (or one the flow now refuses) is skipped."""
+        assert plan.tick is not None
+        if state.kind is ScheduleKind.flow and not self.client.store.flow_enabled(str(state.flow_id)):
+            log.info("schedule.skipped", reason="flow disabled", tick=iso(plan.tick))
+            return None
+        try:
+            outcome = self.client.fire_schedule(state, plan.tick)
+        except FlowDisabled:
+            log.info("schedule.skipped", reason="flow disabled", tick=iso(plan.tick))
+            return None
+        except FlowNotFound:
+            raise
+        except FlowjobsError as error:  # the flow refuses this trigger (removed trigger, bad data)
+            log.warning("schedule.refused", tick=iso(plan.tick), error=str(error))
+            return None
+        lag_ms = int((self.clock() - plan.tick).total_seconds() * 1000)
+        with structlog.contextvars.bound_contextvars(run_id=str(outcome.run_id) if outcome.run_id else None):
+            log.info(
+                "schedule.fired" if outcome.new else "schedule.already_fired",
+                tick=iso(plan.tick),
+                job_id=outcome.job_id,
+                lag_ms=lag_ms,
+            )
+        return outcome
+
+    def _advance(
+        self, state: ScheduleState, due: datetime, plan: FirePlan, now: datetime, outcome: Fired | None
+    ) -> None:
+        """Move the schedule to its next fire time, unless another process (or a pause, resume or
+        new expression) changed its due time since this pass read it."""
+
+        def advance(current: ScheduleState | None) -> ScheduleState | None:
+            if current is None or current.is_paused or current.next_fire_at != due:
+                return current
+            return fired(
+                current,
+                plan if outcome is not None else FirePlan(None, plan.next_fire, plan.skipped),
+                now,
+                job_id=outcome.job_id if outcome else None,
+                run_id=outcome.run_id if outcome else None,
+            )
+
+        self.store.change(state.job_id, advance)
+

@@ -1,0 +1,145 @@
+"""Schedules in Redis: one hash per schedule, the due index, and tick claims.
+
+Every change is one ``WATCH``/``MULTI`` round on the schedule's hash: read the state, apply a
+pure transition (``flowjobs.schedules.state``), write the hash and the due index together, or
+start over if another process changed the hash meanwhile. No change is ever half written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+from redis import Redis
+from redis.client import Pipeline
+from redis.exceptions import WatchError
+
+from flowjobs.clock import epoch_ms
+from flowjobs.errors import ScheduleNotFound
+from flowjobs.keys import Keys
+from flowjobs.schedules.state import ScheduleState
+from flowjobs.store.codec import text
+
+#: How long a recurring job's tick claim is kept: far longer than any grace window replays a tick.
+TICK_CLAIM_SECONDS = 7 * 86400
+
+#: A transition: the new state from the current one (None: no schedule). Returning the current
+#: state unchanged writes nothing; returning None deletes the schedule.
+Change = Callable[[ScheduleState | None], ScheduleState | None]
+
+
+class ScheduleStore:
+    """Reads and atomic changes of schedule states under one key prefix."""
+
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self.redis = redis
+        self.keys = keys
+
+    def get(self, schedule_id: str) -> ScheduleState | None:
+        """One schedule, or None."""
+        return ScheduleState.from_fields(self.redis.hgetall(self.keys.schedule(schedule_id)))
+
+    def require(self, schedule_id: str) -> ScheduleState:
+        """One schedule; ``ScheduleNotFound`` if there is none."""
+        state = self.get(schedule_id)
+        if state is None:
+            raise ScheduleNotFound(f"no schedule or recurring job with id {schedule_id!r}")
+        return state
+
+    def all(self) -> list[ScheduleState]:
+        """Every schedule, by id (one round-trip for the ids, one for the hashes)."""
+        ids = sorted(text(member) for member in self.redis.smembers(self.keys.schedules()))
+        with self.redis.pipeline(transaction=False) as pipe:
+            for schedule_id in ids:
+                pipe.hgetall(self.keys.schedule(schedule_id))
+            found = [ScheduleState.from_fields(raw) for raw in pipe.execute()]
+        return [state for state in found if state is not None]
+
+    def due(self, now: datetime, limit: int = 500) -> list[str]:
+        """Ids of the unpaused schedules whose next fire time is at or before ``now``, earliest first."""
+        members = self.redis.zrangebyscore(
+            self.keys.schedules_due(), "-inf", epoch_ms(now), start=0, num=limit
+        )
+        return [text(member) for member in members]
+
+    def change(self, schedule_id: str, transition: Change) -> ScheduleState | None:
+        """Apply ``transition`` atomically; returns the state after it (None: no schedule)."""
+        key = self.keys.schedule(schedule_id)
+        with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(key)  # type: ignore[no-untyped-call]
+                    current = ScheduleState.from_fields(pipe.hgetall(key))
+                    new = transition(current)
+                    if new is current:
+                        return current
+                    pipe.multi()
+                    if new is None:
+                        self._delete(pipe, schedule_id)
+                    else:
+                        self._write(pipe, new)
+                    pipe.execute()
+                    return new
+                except WatchError:
+                    continue
+
+    def update(self, schedule_id: str, transition: Callable[[ScheduleState], ScheduleState]) -> ScheduleState:
+        """Apply ``transition`` to an existing schedule; ``ScheduleNotFound`` if there is none."""
+
+        def existing(current: ScheduleState | None) -> ScheduleState:
+            if current is None:
+                raise ScheduleNotFound(f"no schedule or recurring job with id {schedule_id!r}")
+            return transition(current)
+
+        state = self.change(schedule_id, existing)
+        assert state is not None  # ``existing`` never returns None
+        return state
+
+    def remove(self, schedule_id: str) -> bool:
+        """Delete a schedule; False if there was none."""
+        existed: list[bool] = []
+
+        def gone(current: ScheduleState | None) -> None:
+            existed.append(current is not None)
+            return None
+
+        self.change(schedule_id, gone)
+        return existed[-1]
+
+    def claim_tick(
+        self, schedule_id: str, tick: datetime, job_id: str, enqueue: Callable[[Pipeline], None]
+    ) -> tuple[str, bool]:
+        """Enqueue a recurring job's tick once: the tick's claim (schedule id + instant) and the
+        job are written in one ``MULTI``; a tick claimed before returns ``(its job id, False)``
+        and writes nothing."""
+        key = self.keys.schedule_tick(schedule_id, epoch_ms(tick))
+        with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(key)  # type: ignore[no-untyped-call]
+                    existing = pipe.get(key)
+                    if existing is not None:
+                        return bytes(existing).decode(), False  # type: ignore[arg-type]
+                    # Explicit MULTI: RQ's enqueue joins a transaction only if one is already open.
+                    pipe.multi()
+                    pipe.set(key, job_id, ex=TICK_CLAIM_SECONDS)
+                    enqueue(pipe)
+                    pipe.execute()
+                    return job_id, True
+                except WatchError:
+                    continue
+
+    def _write(self, pipe: Pipeline, state: ScheduleState) -> None:
+        key = self.keys.schedule(state.job_id)
+        pipe.delete(key)  # fields that became None must go
+        pipe.hset(key, mapping=state.to_fields())  # type: ignore[arg-type]
+        pipe.sadd(self.keys.schedules(), state.job_id)
+        if state.is_paused or state.next_fire_at is None:
+            pipe.zrem(self.keys.schedules_due(), state.job_id)
+        else:
+            pipe.zadd(self.keys.schedules_due(), {state.job_id: epoch_ms(state.next_fire_at)})
+
+    def _delete(self, pipe: Pipeline, schedule_id: str) -> None:
+        pipe.delete(self.keys.schedule(schedule_id))
+        pipe.srem(self.keys.schedules(), schedule_id)
+        pipe.zrem(self.keys.schedules_due(), schedule_id)

@@ -1,0 +1,186 @@
+"""``flowjobs.hangfire`` on RQ: jobs and recurring jobs as RQ and rq-dashboard show them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+from rq import Queue
+from rq.job import Job
+from rq.serializers import JSONSerializer
+
+from flowjobs.clock import utcnow
+from flowjobs.errors import InvalidCron, InvalidJobCall, ScheduleNotFound
+from flowjobs.hangfire import BackgroundJob, RecurringJob, runner_from_settings
+from flowjobs.registry import FlowRegistry
+from flowjobs.runtime.base import JobState
+from flowjobs.runtime.inprocess import InProcessRunner
+from flowjobs.schedules.cron import latest_tick
+from flowjobs.schedules.firing import ScheduleFirer
+from tests.conftest import Space
+from tests.integration import app_jobs
+
+
+@pytest.fixture
+def jobs(space: Space) -> BackgroundJob:
+    return BackgroundJob(runner_from_settings(space.settings, space.redis))
+
+
+@pytest.fixture
+def queue(space: Space) -> Iterator[Queue]:
+    """The test's queue; afterwards, the RQ keys of every application job it saw (their ids carry
+    no test token, so the space's own cleanup cannot find them)."""
+    queue = Queue(space.settings.queue, connection=space.redis, serializer=JSONSerializer)
+    yield queue
+    registries = [
+        queue.finished_job_registry,
+        queue.failed_job_registry,
+        queue.deferred_job_registry,
+        queue.scheduled_job_registry,
+        queue.started_job_registry,
+        queue.canceled_job_registry,
+    ]
+    ids = set(queue.get_job_ids()).union(*(r.get_job_ids() for r in registries))
+    for job_id in ids:
+        space.redis.delete(Job.key_for(job_id), f"rq:results:{job_id}", Job.dependents_key_for(job_id))
+    for registry in registries:
+        space.redis.delete(registry.key)
+
+
+@pytest.fixture
+def dashboard(space: Space, monkeypatch: pytest.MonkeyPatch) -> Iterator[FlaskClient]:
+    """rq-dashboard's Flask app in this process, on the test's Redis, reading JSON payloads."""
+    monkeypatch.setenv("RQ_DASHBOARD_REDIS_URL", space.settings.redis_url)
+    monkeypatch.setenv("RQ_DASHBOARD_JSON_SERIALIZER", "true")
+    monkeypatch.setenv("RQ_DASHBOARD_URL_PREFIX", "")
+    from rq_dashboard.app import create_app
+
+    yield create_app().test_client()
+
+
+def result(space: Space, job_id: str) -> Any:
+    return Job.fetch(job_id, connection=space.redis, serializer=JSONSerializer).return_value()
+
+
+def test_enqueue_runs_a_function_by_path_with_json_arguments(
+    space: Space, jobs: BackgroundJob, queue: Queue, dashboard: FlaskClient
+) -> None:
+    job_id = jobs.enqueue(app_jobs.add, 2, 3, times=2)
+    by_path = jobs.enqueue("tests.integration.app_jobs.add", 1, 1)
+    assert jobs.state(job_id) is JobState.Enqueued
+    assert {job_id, by_path} <= set(queue.get_job_ids())
+    shown = dashboard.get(f"/0/data/job/{job_id}.json")
+    assert shown.status_code == 200 and shown.get_json()["id"] == job_id
+    space.drain()
+    assert jobs.state(job_id) is JobState.Succeeded
+    assert (result(space, job_id), result(space, by_path)) == (10, 2)
+    assert job_id in queue.finished_job_registry.get_job_ids()
+    listed = dashboard.get(f"/0/data/jobs/{space.settings.queue}/finished/10/asc/1.json").get_json()
+    assert job_id in {job["id"] for job in listed["jobs"]}
+
+
+def test_continue_job_with_waits_for_the_parent(space: Space, jobs: BackgroundJob, queue: Queue) -> None:
+    parent = jobs.enqueue(app_jobs.add, 1, 2)
+    child = jobs.continue_job_with(parent, app_jobs.add, 10, 20)
+    assert jobs.state(child) is JobState.Awaiting
+    assert child in queue.deferred_job_registry.get_job_ids()
+    space.drain()
+    assert jobs.state(child) is JobState.Succeeded and result(space, child) == 30
+
+    failing = jobs.enqueue(app_jobs.boom, "no")
+    after = jobs.continue_job_with(failing, app_jobs.add, 1, 1)
+    space.drain()
+    assert jobs.state(failing) is JobState.Failed
+    assert jobs.state(after) is JobState.Awaiting  # only after success, as ContinueJobWith
+
+
+def test_schedule_delete_and_requeue(
+    space: Space, jobs: BackgroundJob, queue: Queue, dashboard: FlaskClient
+) -> None:
+    later = jobs.schedule(app_jobs.add, timedelta(hours=1), 1, 2)
+    at = jobs.schedule(app_jobs.add, utcnow() + timedelta(hours=2), 3, 4)
+    assert jobs.state(later) is JobState.Scheduled
+    assert {later, at} <= set(queue.scheduled_job_registry.get_job_ids())
+    listed = dashboard.get(f"/0/data/jobs/{space.settings.queue}/scheduled/10/asc/1.json").get_json()
+    assert {later, at} <= {job["id"] for job in listed["jobs"]}
+    assert jobs.delete(later) and jobs.state(later) is JobState.Deleted
+    assert later not in queue.scheduled_job_registry.get_job_ids()
+    assert not jobs.delete(later)
+
+    failed = jobs.enqueue(app_jobs.boom, "first time")
+    space.drain()
+    assert jobs.state(failed) is JobState.Failed and failed in queue.failed_job_registry.get_job_ids()
+    assert jobs.requeue(failed) and jobs.state(failed) is JobState.Enqueued
+    assert failed in queue.get_job_ids()
+
+
+def test_jobs_a_worker_cannot_import_or_send_as_json_are_refused_at_enqueue(
+    jobs: BackgroundJob, queue: Queue
+) -> None:
+    def local(x: int) -> int:
+        return x
+
+    with pytest.raises(InvalidJobCall, match="module-level"):
+        jobs.enqueue(lambda: None)
+    with pytest.raises(InvalidJobCall, match="module-level"):
+        jobs.enqueue(local, 1)
+    with pytest.raises(InvalidJobCall, match="not JSON"):
+        jobs.enqueue(app_jobs.add, {1, 2}, 3)
+    with pytest.raises(InvalidJobCall, match="not JSON"):
+        jobs.enqueue(app_jobs.add, 1, float("nan"))
+    with pytest.raises(InvalidJobCall, match="cannot be imported"):
+        jobs.enqueue("tests.integration.app_jobs.missing")
+
+
+def test_recurring_jobs_fire_once_per_tick_and_can_be_triggered_listed_and_removed(
+    space: Space, queue: Queue, dashboard: FlaskClient
+) -> None:
+    runner = runner_from_settings(space.settings, space.redis)
+    recurring = RecurringJob(runner)
+    recurring.add_or_update("report", app_jobs.add, "*/5 * * * *", 1, 2, times=3)
+    recurring.add_or_update("report", app_jobs.add, "*/5 * * * *", 2, 2)  # update
+    with pytest.raises(InvalidCron):
+        recurring.add_or_update("flow-x", app_jobs.add, "* * * * *", 1, 1)
+    with pytest.raises(InvalidCron):
+        recurring.add_or_update("bad", app_jobs.add, "every day", 1, 1)
+    [info] = recurring.list()
+    assert (info.id, info.cron, info.time_zone, info.paused) == ("report", "*/5 * * * *", "UTC", False)
+
+    now_job = recurring.trigger("report")
+    assert now_job in queue.get_job_ids()
+
+    # Due now for its latest tick: two duty passes (two processes) enqueue one job.
+    tick = latest_tick("*/5 * * * *", utcnow())
+    runner.schedules.change("report", lambda s: s and s.model_copy(update={"next_fire_at": tick}))
+    client = space.client(FlowRegistry())
+    firers = [ScheduleFirer(client, grace_seconds=600) for _ in range(2)]
+    assert sum(firer.fire_due() for firer in firers) == 1
+    tick_job = f"report-{int(tick.timestamp())}"
+    assert tick_job in queue.get_job_ids()
+    assert recurring.list()[0].last_job_id == tick_job
+    shown = dashboard.get(f"/0/data/job/{tick_job}.json")
+    assert shown.status_code == 200
+    space.drain()
+    assert (result(space, now_job), result(space, tick_job)) == (4, 4)
+
+    assert recurring.remove_if_exists("report") and not recurring.remove_if_exists("report")
+    assert recurring.list() == []
+    with pytest.raises(ScheduleNotFound):
+        recurring.trigger("report")
+
+
+def test_the_in_process_runner_keeps_recurring_jobs_too() -> None:
+    runner = InProcessRunner()
+    recurring = RecurringJob(runner)
+    recurring.add_or_update("tick", app_jobs.add, "* * * * * *", 1, 1)
+    [info] = recurring.list()
+    assert info.next_execution is not None
+    assert runner.fire_due_recurring(info.next_execution + timedelta(seconds=5)) == 1
+    assert runner.fire_due_recurring(info.next_execution + timedelta(seconds=5)) == 0
+    job = recurring.trigger("tick")
+    assert runner.state(job) is JobState.Enqueued
+    assert runner.run_until_idle() == 2
+    assert recurring.remove_if_exists("tick") and recurring.list() == []
