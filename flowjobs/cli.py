@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 from uuid import UUID
@@ -289,6 +290,26 @@ def runs_show(ctx: click.Context, run_id: str, as_json: bool, events: bool) -> N
             f"  {event.sequence:4} {event.timestamp:%H:%M:%S.%f} {event.type.value:15} "
             f"{event.step_key or '':20} {event.message or ''}".rstrip()
         )
+
+
+@runs.command("purge")
+@click.option(
+    "--older-than",
+    "days",
+    type=click.FloatRange(min=0, min_open=True),
+    required=True,
+    help="Delete runs that finished more than DAYS days ago.",
+)
+@click.option("--dry-run", is_flag=True, help="Delete nothing; count the runs that would be deleted.")
+@json_option
+@click.pass_context
+def runs_purge(ctx: click.Context, days: float, dry_run: bool, as_json: bool) -> None:
+    """Delete finished runs older than DAYS with all their keys and RQ jobs (never active runs)."""
+    count = _client(ctx, load_flows=False).purge(timedelta(days=days), dry_run=dry_run)
+    if as_json:
+        click.echo(json.dumps({"runs": count, "dryRun": dry_run, "olderThanDays": days}))
+    else:
+        click.echo(f"{count} run(s) {'would be deleted' if dry_run else 'deleted'}")
 
 
 @runs.command("cancel")

@@ -1,6 +1,6 @@
 """Duties: the periodic work every worker process does besides jobs (Hangfire's server model).
 
-Recovery of expired leases, lost jobs and idle runs, and the run-deadline sweep. Each duty is
+Recovery of expired leases, lost jobs and idle runs, the run-deadline sweep, and retention. Each duty is
 guarded by a Redis lock with a TTL of its period (``SET NX PX``), so however many processes run
 the duties, each duty runs about once per period. A worker runs them on a background thread (in
 the parent process of a forking worker, never in a work-horse); ``flowjobs scheduler`` runs the
@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
 import structlog
 from redis import Redis
@@ -30,6 +31,8 @@ from flowjobs.settings import Settings
 
 log = structlog.get_logger("flowjobs.duties")
 
+#: Period of the retention duty (finished runs older than ``FLOWJOBS_RETENTION_DAYS`` go).
+RETENTION_PERIOD_SECONDS = 3600.0
 #: Longest wait between passes while Redis is unreachable.
 MAX_BACKOFF_SECONDS = 30.0
 
@@ -134,8 +137,15 @@ class DutyThread:
         self._thread.join(timeout)
 
 
+def purge_expired(engine: Engine, settings: Settings) -> int:
+    """The retention duty: delete the runs that finished more than ``retention_days`` ago."""
+    retention = timedelta(seconds=settings.retention_seconds)
+    return engine.store.purge_older_than(retention, jobs=engine.runner.stored_jobs()).runs
+
+
 def flow_duties(engine: Engine, settings: Settings, *, owner: str, extra: Sequence[Duty] = ()) -> Duties:
-    """The duties of a flowjobs process, each every ``recovery_interval_seconds``, plus ``extra``."""
+    """The duties of a flowjobs process, each every ``recovery_interval_seconds`` (retention every
+    ``RETENTION_PERIOD_SECONDS``), plus ``extra``."""
     period = settings.recovery_interval_seconds
     duties = [
         Duty("deadlines", period, lambda: sweep_deadlines(engine)),
@@ -143,6 +153,7 @@ def flow_duties(engine: Engine, settings: Settings, *, owner: str, extra: Sequen
         Duty("lost-jobs", period, lambda: recover_jobs(engine)),
         Duty("idle-runs", period, lambda: recover_runs(engine)),
         Duty("schedules", settings.schedule_interval_seconds, ScheduleFirer.from_settings(settings).run),
+        Duty("retention", RETENTION_PERIOD_SECONDS, lambda: purge_expired(engine, settings)),
         *extra,
     ]
     return Duties(engine.store.redis, engine.store.keys, duties, owner=owner)

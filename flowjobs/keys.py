@@ -25,8 +25,7 @@ class Keys:
         return f"{self.prefix}run:{run_id}:step:"
 
     def step(self, run_id: UUID | str, step_key: str) -> str:
-        """Hash: one step record and its latest attempt (``FlowStepRecord`` without ``run_id`` and
-        ``step_key``, which the key names; plus claim fields ``attempt``, ``lease_until_ms``)."""
+        """Hash: one step record (``FlowStepRecord`` plus claim fields ``attempt``, ``lease_until_ms``)."""
         return f"{self.step_prefix(run_id)}{step_key}"
 
     def attempts(self, run_id: UUID | str) -> str:
@@ -53,6 +52,19 @@ class Keys:
     def signals(self, run_id: UUID | str) -> str:
         """Hash: signal name → JSON signal record (waiter, expiry, delivery and payload)."""
         return f"{self.prefix}run:{run_id}:signals"
+
+    def run_owned(self, run_id: UUID | str) -> list[str]:
+        """Every key only this run uses, except its step hashes (``step``, one per key of
+        ``run_steps``): retention deletes them together. A new per-run key belongs here too."""
+        return [
+            self.run(run_id),
+            self.run_steps(run_id),
+            self.attempts(run_id),
+            self.events(run_id),
+            self.loops(run_id),
+            self.loop_items(run_id),
+            self.signals(run_id),
+        ]
 
     def deadlines(self) -> str:
         """Sorted set: ids of runs with a deadline, scored by it (epoch ms); the sweeper's input."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -66,6 +66,17 @@ class RecurringJobInfo:
     """Job the last tick enqueued."""
     paused: bool = False
     """Paused: it does not fire until resumed."""
+
+
+@dataclass(frozen=True)
+class StoredJobs:
+    """Where a job system keeps its jobs in the store's Redis, so that retention can delete a
+    finished run's jobs with it (``JobRunner.stored_jobs``)."""
+
+    keys: Callable[[str], list[str]]
+    """Every key one job owns (its hash, its results...), from its id."""
+    registries: tuple[str, ...]
+    """Sorted sets that can list a job id (finished, failed... registries of the runner's queue)."""
 
 
 class JobRunner(Protocol):
@@ -133,6 +144,10 @@ class JobRunner(Protocol):
         """Every recurring job of the application (flows' Cron triggers are not listed here)."""
         ...
 
+
+    def stored_jobs(self) -> StoredJobs | None:
+        """The job system's keys in the store's Redis; None when its jobs are kept elsewhere."""
+        ...
 
 
 def trigger_job_id(run_id: UUID | str) -> str:

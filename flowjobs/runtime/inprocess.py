@@ -14,7 +14,7 @@ from redis.client import Pipeline
 
 from flowjobs.clock import utcnow
 from flowjobs.errors import ScheduleNotFound
-from flowjobs.runtime.base import JobCall, JobState, RecurringJobInfo
+from flowjobs.runtime.base import JobCall, JobState, RecurringJobInfo, StoredJobs
 from flowjobs.runtime.current import running_job
 from flowjobs.schedules.cron import plan_fire
 from flowjobs.schedules.state import (
@@ -104,6 +104,10 @@ class InProcessRunner:
     def states(self, job_ids: Iterable[str]) -> dict[str, JobState]:
         """State of each job, as ``state`` gives it."""
         return {job_id: self.state(job_id) for job_id in job_ids}
+
+    def stored_jobs(self) -> StoredJobs | None:
+        """None: in-process jobs are not kept in Redis."""
+        return None
 
     def add_or_update_recurring(
         self, recurring_id: str, call: JobCall, cron: str, *, time_zone: str | None = None

@@ -11,12 +11,14 @@ from redis import Redis
 from redis.client import Pipeline
 from rq import Queue
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
+from rq.executions import ExecutionRegistry
 from rq.job import Job, JobStatus
+from rq.results import Result
 from rq.serializers import JSONSerializer
 
 from flowjobs.clock import utcnow
 from flowjobs.keys import Keys
-from flowjobs.runtime.base import JobCall, JobState, RecurringJobInfo
+from flowjobs.runtime.base import JobCall, JobState, RecurringJobInfo, StoredJobs
 from flowjobs.schedules.recurring import fire_recurring_job
 from flowjobs.schedules.state import (
     ScheduleKind,
@@ -125,6 +127,21 @@ class RQJobRunner:
         """Queue a job that RQ runs after ``parent_id`` finishes."""
         return str(self.queue.enqueue_job(self._job(call, depends_on=parent_id)).id)
 
+    def stored_jobs(self) -> StoredJobs:
+        """RQ's keys of a job (``job_keys``) and the registries of this runner's queue. The queue's
+        list is left out (removing from it is O(n)): a finished run's jobs are no longer queued,
+        and a worker skips a queued id whose hash is gone."""
+        queue = self.queue
+        registries = (
+            queue.started_job_registry,
+            queue.finished_job_registry,
+            queue.failed_job_registry,
+            queue.deferred_job_registry,
+            queue.scheduled_job_registry,
+            queue.canceled_job_registry,
+        )
+        return StoredJobs(keys=job_keys, registries=tuple(registry.key for registry in registries))
+
     def _fetch(self, job_id: str) -> Job | None:
         try:
             return Job.fetch(job_id, connection=self.redis, serializer=JSONSerializer)
@@ -203,6 +220,19 @@ class RQJobRunner:
     def list_recurring(self) -> list[RecurringJobInfo]:
         """The application's recurring jobs, by id."""
         return [recurring_info(state) for state in self.schedules.all() if state.kind is ScheduleKind.job]
+
+
+def job_keys(job_id: str) -> list[str]:
+    """Every key RQ keeps for one job: its hash, its results stream, its dependents and
+    dependencies sets (the latter spelled as ``Job.dependencies_key`` spells it) and its
+    executions registry."""
+    return [
+        Job.key_for(job_id),
+        Result.get_key(job_id),  # type: ignore[no-untyped-call]
+        Job.dependents_key_for(job_id),
+        f"{Job.redis_job_namespace_prefix}:{job_id}:dependencies",
+        ExecutionRegistry.key_template.format(job_id),
+    ]
 
 
 def _state(status: str | None) -> JobState:

@@ -62,8 +62,7 @@ class StoredRun:
     """A run's hash, its step hashes and its archived attempts, as ``run_detail`` read them."""
 
     run: dict[str, str]
-    steps: dict[str, dict[str, str]]
-    """Step key → the step hash's fields."""
+    steps: list[dict[str, str]]
     attempts: dict[str, str]
     """``<step_key>#<attempt>`` → JSON (``Keys.attempts``)."""
 
@@ -253,13 +252,13 @@ def decode_end_run(reply: Any) -> RunStatus | None:
 
 
 def decode_run_detail(reply: Any) -> StoredRun | None:
-    """``{run, {step key, step hash, ...}, attempts}``; false (no run) → None."""
+    """``{run, {step hash...}, attempts}``; false (no run) → None."""
     if not reply:
         return None
     run, steps, attempts = reply
     return StoredRun(
         run=from_pairs(run),
-        steps={text(steps[i]): from_pairs(steps[i + 1]) for i in range(0, len(steps), 2)},
+        steps=[from_pairs(step) for step in steps],
         attempts=from_pairs(attempts),
     )
 

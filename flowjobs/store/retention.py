@@ -1,0 +1,204 @@
+"""Retention: deleting finished runs older than a cutoff with every key of theirs, in batches.
+
+Candidates come from the per-status indexes of the terminal statuses (``Keys.status_runs``,
+scored by ``started_at``): a run finishes after it starts, so only ids scored at or before the
+cutoff can qualify, and each is kept unless its ``completed_at`` is at or before the cutoff too.
+Each batch is read in three pipelined round-trips (run fields, step keys, step attempt fields:
+the job ids come from them) and deleted by one script (``flowjobs/lua/purge_runs.lua``) that
+checks, atomically with the deletes, that the run is still terminal and closed at the time read,
+so an active run — or one a retried step re-opened meanwhile — is never deleted.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from functools import cache
+from importlib.resources import files
+from typing import Any
+
+from flowjobs.clock import epoch_score, utcnow
+from flowjobs.keys import step_member
+from flowjobs.runtime.base import StoredJobs, step_job_id, trigger_job_id
+from flowjobs.statuses import RunStatus
+from flowjobs.store.base import StoreBase
+from flowjobs.store.codec import text
+
+#: Runs per page of candidates and per deleting script call (a few ms of Redis time each).
+DEFAULT_BATCH = 200
+TERMINAL = tuple(status for status in RunStatus if status.is_terminal)
+_RUN_FIELDS = ("status", "completed_at", "flow_id", "trigger_key", "idempotency_key", "background_job_id")
+#: Step hash fields that say which attempts (and so which job ids) the step had.
+_STEP_FIELDS = ("attempt", "attempt_count", "job_id")
+
+
+@cache
+def purge_source() -> str:
+    """``purge_runs.lua``."""
+    return (files("flowjobs") / "lua" / "purge_runs.lua").read_text()
+
+
+@dataclass
+class PurgeResult:
+    """What a purge did (or, dry, would do)."""
+
+    runs: int = 0
+    """Runs deleted; with ``dry_run``, runs that qualify."""
+    batches: int = 0
+    """Deleting script calls."""
+    batch_seconds: list[float] = field(default_factory=list)
+    """Wall time of each deleting script call (round-trip included)."""
+
+    @property
+    def max_batch_seconds(self) -> float:
+        """The longest single deleting call."""
+        return max(self.batch_seconds, default=0.0)
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    """A run read as finished before the cutoff, with the fields its keys are named from."""
+
+    run_id: str
+    completed_at: str
+    fields: dict[str, str]
+
+
+class Retention(StoreBase):
+    """Deleting finished runs (SPEC §5.9 Retention)."""
+
+    def purge_finished(
+        self,
+        before: datetime,
+        *,
+        jobs: StoredJobs | None,
+        dry_run: bool = False,
+        batch_size: int = DEFAULT_BATCH,
+    ) -> PurgeResult:
+        """Delete every run that finished at or before ``before`` — its hash, steps, attempts,
+        events, loops, signals, index entries, reverse-index entries and idempotency key, and
+        its jobs' keys in the job system (``jobs``) — ``batch_size`` runs per script call.
+        With ``dry_run``, delete nothing and count the runs that qualify."""
+        result = PurgeResult()
+        cutoff_score = epoch_score(before)
+        script = self.redis.register_script(purge_source())
+        for status in TERMINAL:
+            index = self.keys.status_runs(status.value)
+            offset = 0
+            while True:
+                page = [
+                    text(member)
+                    for member in self.redis.zrangebyscore(
+                        index, "-inf", cutoff_score, start=offset, num=batch_size
+                    )
+                ]
+                if not page:
+                    break
+                candidates = self._candidates(page, before)
+                if dry_run or not candidates:
+                    result.runs += len(candidates)
+                    offset += len(page)
+                    continue
+                args = self._purge_args(candidates, jobs)
+                started = time.perf_counter()
+                purged = script(args=[json.dumps(args)])
+                result.batch_seconds.append(time.perf_counter() - started)
+                result.batches += 1
+                result.runs += len(purged)
+                # What stays in this index (closed after the cutoff, or skipped) is passed over.
+                offset += len(page) - len(purged)
+        return result
+
+    def purge_older_than(
+        self, older_than: timedelta, *, jobs: StoredJobs | None, dry_run: bool = False
+    ) -> PurgeResult:
+        """``purge_finished`` of the runs that finished more than ``older_than`` ago."""
+        return self.purge_finished(utcnow() - older_than, jobs=jobs, dry_run=dry_run)
+
+    def _candidates(self, run_ids: Sequence[str], before: datetime) -> list[_Candidate]:
+        """The runs of ``run_ids`` that are terminal and completed at or before ``before``."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for run_id in run_ids:
+                pipe.hmget(self.keys.run(run_id), _RUN_FIELDS)
+            rows = pipe.execute()
+        found: list[_Candidate] = []
+        for run_id, row in zip(run_ids, rows, strict=True):
+            fields = {name: text(value) for name, value in zip(_RUN_FIELDS, row, strict=True) if value}
+            completed = fields.get("completed_at")
+            if fields.get("status") not in TERMINAL or not completed:
+                continue
+            if datetime.fromisoformat(completed) <= before:
+                found.append(_Candidate(run_id, completed, fields))
+        return found
+
+    def _purge_args(self, candidates: Sequence[_Candidate], jobs: StoredJobs | None) -> dict[str, Any]:
+        """``purge_runs.lua``'s argument: every key, index entry and job id of each candidate, from
+        its step keys and each step's attempt numbers (two pipelined reads)."""
+        keys = self.keys
+        with self.redis.pipeline(transaction=False) as pipe:
+            for c in candidates:
+                pipe.hkeys(keys.run_steps(c.run_id))
+            step_keys = [[text(key) for key in found] for found in pipe.execute()]
+        with self.redis.pipeline(transaction=False) as pipe:
+            for c, steps in zip(candidates, step_keys, strict=True):
+                for step_key in steps:
+                    pipe.hmget(keys.step(c.run_id, step_key), _STEP_FIELDS)
+            step_rows = iter(pipe.execute())
+        runs = []
+        for c, steps in zip(candidates, step_keys, strict=True):
+            job_ids = {trigger_job_id(c.run_id)}
+            if c.fields.get("background_job_id"):
+                job_ids.add(c.fields["background_job_id"])
+            for step_key in steps:
+                attempt, count, job_id = (text(v) if v else "" for v in next(step_rows))
+                job_ids.update(_step_job_ids(c.run_id, step_key, attempt, count, job_id))
+            flow_id = c.fields.get("flow_id", "")
+            idempotency = c.fields.get("idempotency_key")
+            runs.append(
+                {
+                    "id": c.run_id,
+                    "run_key": keys.run(c.run_id),
+                    "completed_at": c.completed_at,
+                    "keys": [
+                        *keys.run_owned(c.run_id),
+                        *(keys.step(c.run_id, step_key) for step_key in steps),
+                        *(key for job_id in sorted(job_ids) for key in (jobs.keys(job_id) if jobs else ())),
+                    ],
+                    "status": c.fields["status"],
+                    "indexes": [
+                        keys.runs(),
+                        keys.deadlines(),
+                        keys.flow_runs(flow_id),
+                        keys.status_runs(c.fields["status"]),
+                        keys.flow_status_runs(flow_id, c.fields["status"]),
+                    ],
+                    "members": [step_member(c.run_id, step_key) for step_key in steps],
+                    "job_ids": sorted(job_ids),
+                    "idempotency": (
+                        keys.idempotency(flow_id, c.fields.get("trigger_key", ""), idempotency)
+                        if idempotency
+                        else None
+                    ),
+                }
+            )
+        return {
+            "terminal": [status.value for status in TERMINAL],
+            "jobs_key": keys.jobs(),
+            "leases_key": keys.leases(),
+            "pending_key": keys.pending(),
+            "registries": list(jobs.registries) if jobs else [],
+            "runs": runs,
+        }
+
+
+def _step_job_ids(run_id: str, step_key: str, attempt: str, count: str, job_id: str) -> set[str]:
+    """Every job id a step had: one per attempt number up to the highest it recorded (job ids are
+    deterministic, ``step_job_id``), and the job id of its latest attempt as recorded."""
+    highest = max((int(n) for n in (attempt, count) if n.isdigit()), default=0)
+    ids = {step_job_id(run_id, step_key, n) for n in range(1, highest + 1)}
+    if job_id:
+        ids.add(job_id)
+    return ids
