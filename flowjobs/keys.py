@@ -25,7 +25,8 @@ class Keys:
         return f"{self.prefix}run:{run_id}:step:"
 
     def step(self, run_id: UUID | str, step_key: str) -> str:
-        """Hash: one step record (``FlowStepRecord`` plus claim fields ``attempt``, ``lease_until_ms``)."""
+        """Hash: one step record and its latest attempt (``FlowStepRecord`` without ``run_id`` and
+        ``step_key``, which the key names; plus claim fields ``attempt``, ``lease_until_ms``)."""
         return f"{self.step_prefix(run_id)}{step_key}"
 
     def attempts(self, run_id: UUID | str) -> str:

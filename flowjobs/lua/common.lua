@@ -214,7 +214,7 @@ local function apply_continuation(a)
     if redis.call('HSETNX', a.steps_key, s.step_key, 'Skipped') == 1 then
       redis.call('DEL', s.hash_key)
       hset_present(s.hash_key, {
-        {'run_id', a.run_id}, {'step_key', s.step_key}, {'step_type', s.step_type}, {'status', 'Skipped'},
+        {'step_type', s.step_type}, {'status', 'Skipped'},
         {'error_message', ok(s.reason)}, {'evaluation_trace_json', ok(s.trace)}, {'completed_at', a.now},
         {'attempt_count', 0}})
       push_event(a, 'step.skipped', s.step_key, ok(s.reason))
@@ -226,7 +226,7 @@ local function apply_continuation(a)
     if redis.call('HSETNX', a.steps_key, d.step_key, 'Pending') == 1 then
       redis.call('DEL', d.hash_key)
       hset_present(d.hash_key, {
-        {'run_id', a.run_id}, {'step_key', d.step_key}, {'step_type', d.step_type}, {'status', 'Pending'},
+        {'step_type', d.step_type}, {'status', 'Pending'},
         {'attempt', d.attempt}, {'attempt_count', d.attempt}, {'job_id', d.job_id}, {'dispatched_at', a.now}})
       redis.call('HSET', a.jobs_key, d.job_id, a.run_id)
       redis.call('ZADD', a.pending_key, d.due_ms, d.member)

@@ -43,11 +43,14 @@ def decode_run(fields: Mapping[str, str]) -> FlowRunRecord:
     return FlowRunRecord.model_validate(data)
 
 
-def decode_step(fields: Mapping[str, str], archived: Mapping[int, str]) -> FlowStepRecord:
-    """A step record from its hash and its archived attempts (attempt number → JSON, see
-    ``Keys.attempts``): those attempts in order, then the latest one, read from the step hash once
-    it was claimed (``started_at``); while it runs, without an outcome."""
-    common = {"run_id": fields["run_id"], "step_key": fields["step_key"], "step_type": fields["step_type"]}
+def decode_step(
+    run_id: UUID | str, step_key: str, fields: Mapping[str, str], archived: Mapping[int, str]
+) -> FlowStepRecord:
+    """A step record from its hash (which does not repeat the run id and step key its key names)
+    and its archived attempts (attempt number → JSON, see ``Keys.attempts``): those attempts in
+    order, then the latest one, read from the step hash once it was claimed (``started_at``);
+    while it runs, without an outcome."""
+    common = {"run_id": str(run_id), "step_key": step_key, "step_type": fields["step_type"]}
     attempts = [
         FlowStepAttemptRecord.model_validate({**common, **json.loads(raw), "attempt": number})
         for number, raw in sorted(archived.items())
@@ -59,7 +62,7 @@ def decode_step(fields: Mapping[str, str], archived: Mapping[int, str]) -> FlowS
             latest.pop("input_json", None)
         latest["attempt"] = fields.get("attempt", "1")
         attempts.append(FlowStepAttemptRecord.model_validate({**common, **latest}))
-    return FlowStepRecord.model_validate({**fields, "attempts": attempts})
+    return FlowStepRecord.model_validate({**fields, **common, "attempts": attempts})
 
 
 def decode_event(run_id: UUID | str, raw: str) -> RunEvent:

@@ -41,7 +41,9 @@ class History(StoreBase):
         for field, value in stored.attempts.items():
             step_key, _, number = field.rpartition("#")
             archived.setdefault(step_key, {})[int(number)] = value
-        steps = [decode_step(fields, archived.get(fields["step_key"], {})) for fields in stored.steps]
+        steps = [
+            decode_step(run_id, key, fields, archived.get(key, {})) for key, fields in stored.steps.items()
+        ]
         steps.sort(key=_started_order)
         return decode_run(stored.run).model_copy(update={"steps": steps})
 

@@ -62,7 +62,8 @@ class StoredRun:
     """A run's hash, its step hashes and its archived attempts, as ``run_detail`` read them."""
 
     run: dict[str, str]
-    steps: list[dict[str, str]]
+    steps: dict[str, dict[str, str]]
+    """Step key → the step hash's fields."""
     attempts: dict[str, str]
     """``<step_key>#<attempt>`` → JSON (``Keys.attempts``)."""
 
@@ -252,13 +253,13 @@ def decode_end_run(reply: Any) -> RunStatus | None:
 
 
 def decode_run_detail(reply: Any) -> StoredRun | None:
-    """``{run, {step hash...}, attempts}``; false (no run) → None."""
+    """``{run, {step key, step hash, ...}, attempts}``; false (no run) → None."""
     if not reply:
         return None
     run, steps, attempts = reply
     return StoredRun(
         run=from_pairs(run),
-        steps=[from_pairs(step) for step in steps],
+        steps={text(steps[i]): from_pairs(steps[i + 1]) for i in range(0, len(steps), 2)},
         attempts=from_pairs(attempts),
     )
 

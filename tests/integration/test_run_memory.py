@@ -41,6 +41,17 @@ def _steps(detail: FlowRunRecord) -> dict[str, FlowStepRecord]:
     return {s.step_key: s for s in detail.steps or []}
 
 
+def test_a_finished_linear_run_keeps_its_own_keys_within_4_kib(space: Space) -> None:
+    run_id = _run(space, "linear5", _linear("linear5", 5))
+    detail = _detail(space, run_id)
+    assert detail.status is RunStatus.Succeeded and len(detail.steps or []) == 5
+    own = list(space.redis.scan_iter(match=f"{space.keys.run(run_id)}*", count=1000))
+    sizes = {key.decode(): int(space.redis.memory_usage(key, samples=0) or 0) for key in own}
+    # The run hash, its step statuses, five step hashes, its events; no archived attempt.
+    assert len(sizes) == 8 and space.keys.attempts(run_id) not in sizes
+    assert sum(sizes.values()) <= 4096, sizes
+
+
 def test_a_retried_step_lists_every_attempt_in_order(space: Space) -> None:
     calls = f"{space.token}:calls"
     steps = {
