@@ -326,12 +326,6 @@ class FlowClient:
         run_id = self.store.find_run_id_by_job(job_id)
         return self.store.get_run(run_id) if run_id else None
 
-    def purge(self, older_than: timedelta, dry_run: bool = False) -> int:
-        """Delete the runs that finished more than ``older_than`` ago, with every key of theirs
-        and their RQ jobs' hashes and results (retention, SPEC §5.9); active runs never. Returns
-        how many were deleted, or with ``dry_run`` how many would be (nothing is deleted)."""
-        return self.store.purge_older_than(older_than, jobs=self.runner.stored_jobs(), dry_run=dry_run).runs
-
     # -- flows and schedules -----------------------------------------------------------------
 
     def set_flow_enabled(self, flow: UUID | str, enabled: bool) -> FlowDefinition:
@@ -394,6 +388,12 @@ class FlowClient:
             definition.id, state.trigger_key, cron_trigger_data(trigger), headers, idempotency_key=key
         )
         return Fired(handle.background_job_id, handle.run_id, new=key is None or handle.created)
+
+    def purge(self, older_than: timedelta, dry_run: bool = False) -> int:
+        """Delete the runs that finished more than ``older_than`` ago, with every key of theirs
+        and their RQ jobs' hashes and results (retention, SPEC §5.9); active runs never. Returns
+        how many were deleted, or with ``dry_run`` how many would be (nothing is deleted)."""
+        return self.store.purge_older_than(older_than, jobs=self.runner.stored_jobs(), dry_run=dry_run).runs
 
     # -- control actions ---------------------------------------------------------------------
 

@@ -124,6 +124,10 @@ class JobRunner(Protocol):
         """The state of each job, in one round-trip (for recovery passes over many runs)."""
         ...
 
+    def stored_jobs(self) -> StoredJobs | None:
+        """The job system's keys in the store's Redis; None when its jobs are kept elsewhere."""
+        ...
+
     def add_or_update_recurring(
         self, recurring_id: str, call: JobCall, cron: str, *, time_zone: str | None = None
     ) -> None:
@@ -142,11 +146,6 @@ class JobRunner(Protocol):
 
     def list_recurring(self) -> list[RecurringJobInfo]:
         """Every recurring job of the application (flows' Cron triggers are not listed here)."""
-        ...
-
-
-    def stored_jobs(self) -> StoredJobs | None:
-        """The job system's keys in the store's Redis; None when its jobs are kept elsewhere."""
         ...
 
 

@@ -105,10 +105,6 @@ class InProcessRunner:
         """State of each job, as ``state`` gives it."""
         return {job_id: self.state(job_id) for job_id in job_ids}
 
-    def stored_jobs(self) -> StoredJobs | None:
-        """None: in-process jobs are not kept in Redis."""
-        return None
-
     def add_or_update_recurring(
         self, recurring_id: str, call: JobCall, cron: str, *, time_zone: str | None = None
     ) -> None:
@@ -153,6 +149,10 @@ class InProcessRunner:
                 queued += 1
             self._recurring[key] = fired(state, fire, now, job_id=job_id)
         return queued
+
+    def stored_jobs(self) -> StoredJobs | None:
+        """None: in-process jobs are not kept in Redis."""
+        return None
 
     def run_until_idle(self, max_wait_seconds: float = 5.0, max_jobs: int = 100_000) -> int:
         """Execute due jobs, and the jobs they queue, until none is due within ``max_wait_seconds``.
