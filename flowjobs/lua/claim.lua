@@ -4,6 +4,7 @@
 -- ARGV[1] (JSON): the step fields (common.lua), and job_id, worker, lease_until_ms, refs (hash keys
 --   of the referenced steps), loop_items_key, loop_item_field (`<loop>.<index>`, or null),
 --   with_trigger, scope (common.lua: what the snapshot for planning the continuation reads).
+-- Writes started_at (and first_started_at, once) in epoch ms.
 -- Reply: {'ok', {{status, output_json, error_message} per ref, in order},
 --   {first_started_at, loop item JSON or false}, state (common.lua)}
 --   | {'run_not_running', run status or 'missing'} | {'stale', '<status>#<attempt>'}.
@@ -13,10 +14,10 @@ if run_status ~= 'Running' then return {'run_not_running', run_status or 'missin
 local step = redis.call('HMGET', a.hash_key, 'status', 'attempt')
 local stale = fenced_out(step, 'Pending', a.attempt)
 if stale then return stale end
-redis.call('HSET', a.hash_key, 'status', 'Running', 'started_at', a.now, 'job_id', a.job_id,
+redis.call('HSET', a.hash_key, 'status', 'Running', 'started_at', a.now_ms, 'job_id', a.job_id,
   'lease_until_ms', a.lease_until_ms, 'worker', a.worker)
 redis.call('HDEL', a.hash_key, 'completed_at')
-redis.call('HSETNX', a.hash_key, 'first_started_at', a.now)
+redis.call('HSETNX', a.hash_key, 'first_started_at', a.now_ms)
 redis.call('HSET', a.steps_key, a.step_key, 'Running')
 redis.call('ZADD', a.leases_key, a.lease_until_ms, a.member)
 redis.call('ZREM', a.pending_key, a.member)

@@ -4,8 +4,9 @@
 -- commands as binary-safe ARGV[2..] slices (see run_commands). A "hash" in a reply is HGETALL's
 -- flat {field, value, ...} list. Field groups the script headers refer to:
 --   run fields (StoreBase._run_args): run_id, run_key, events_key, status_keys {RunStatus: index
---     key}, flow_status_template {before flow id, before status}, deadlines_key, now (ISO time),
---     now_ms (the same time in epoch ms), max_events (events kept per run).
+--     key}, flow_status_template {before flow id, before status}, deadlines_key, now (ISO time:
+--     run hash and signal records), now_ms (the same time in epoch ms: step hashes, attempts and
+--     events), max_events (events kept per run).
 --   step fields (RunWrites._step_args): the run fields, and step_key, attempt, member
 --     (`<run_id>:<step_key>`), hash_key, steps_key, leases_key, pending_key, attempts_key, loops_key.
 --   continuation (RunWrites._continuation_args, read by apply_continuation): the run fields, and
@@ -176,7 +177,7 @@ local function skip_waiting(a, reason)
       local hash = a.step_prefix .. key
       if status == 'Pending' then jobs[#jobs + 1] = redis.call('HGET', hash, 'job_id') end
       redis.call('HSET', a.steps_key, key, 'Skipped')
-      redis.call('HSET', hash, 'status', 'Skipped', 'error_message', reason, 'completed_at', a.now)
+      redis.call('HSET', hash, 'status', 'Skipped', 'error_message', reason, 'completed_at', a.now_ms)
       redis.call('ZREM', a.pending_key, a.run_id .. ':' .. key)  -- keys.step_member
       push_event(a, 'step.skipped', key, reason)
     elseif status == 'Running' then
@@ -215,8 +216,7 @@ local function apply_continuation(a)
       redis.call('DEL', s.hash_key)
       hset_present(s.hash_key, {
         {'step_type', s.step_type}, {'status', 'Skipped'},
-        {'error_message', ok(s.reason)}, {'evaluation_trace_json', ok(s.trace)}, {'completed_at', a.now},
-        {'attempt_count', 0}})
+        {'error_message', ok(s.reason)}, {'evaluation_trace_json', ok(s.trace)}, {'completed_at', a.now_ms}})
       push_event(a, 'step.skipped', s.step_key, ok(s.reason))
       changed = true
     end
@@ -227,7 +227,7 @@ local function apply_continuation(a)
       redis.call('DEL', d.hash_key)
       hset_present(d.hash_key, {
         {'step_type', d.step_type}, {'status', 'Pending'},
-        {'attempt', d.attempt}, {'attempt_count', d.attempt}, {'job_id', d.job_id}, {'dispatched_at', a.now}})
+        {'attempt', d.attempt}, {'job_id', d.job_id}, {'dispatched_at', a.now_ms}})
       redis.call('HSET', a.jobs_key, d.job_id, a.run_id)
       redis.call('ZADD', a.pending_key, d.due_ms, d.member)
       run_commands(d.commands)

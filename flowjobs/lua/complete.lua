@@ -16,6 +16,7 @@
 -- Attempts: the step hash holds the latest one. With `next`, the attempt that ended is archived in
 -- attempts_key (`<step_key>#<attempt>` -> JSON {status, input_json, output_json, error_message,
 -- job_id, started_at, completed_at}) and the step hash loses its started_at and completed_at.
+-- Step hash and attempt times are epoch ms.
 local a = cjson.decode(ARGV[1])
 local step = redis.call('HMGET', a.hash_key, 'status', 'attempt', 'lease_until_ms', 'started_at', 'job_id')
 local stale = fenced_out(step, 'Running', a.attempt)
@@ -58,10 +59,10 @@ if n then
   -- The step moves on: archive the attempt that ended (the step hash holds only the latest one).
   redis.call('HSET', a.attempts_key, a.step_key .. '#' .. a.attempt, cjson.encode({
     status = a.status, input_json = ok(a.input_json), output_json = ok(a.output_json),
-    error_message = ok(a.error), job_id = step[5], started_at = step[4], completed_at = a.now}))
+    error_message = ok(a.error), job_id = step[5], started_at = step[4], completed_at = a.now_ms}))
   redis.call('HDEL', a.hash_key, 'started_at', 'completed_at')
-  redis.call('HSET', a.hash_key, 'status', 'Pending', 'attempt', n.attempt, 'attempt_count', n.attempt,
-    'job_id', n.job_id, 'dispatched_at', a.now)
+  redis.call('HSET', a.hash_key, 'status', 'Pending', 'attempt', n.attempt, 'job_id', n.job_id,
+    'dispatched_at', a.now_ms)
   hset_present(a.hash_key, {{'error_message', ok(a.error)}})
   redis.call('HSET', a.steps_key, a.step_key, 'Pending')
   redis.call('HSET', a.jobs_key, n.job_id, a.run_id)
@@ -73,7 +74,7 @@ else
   if not ok(a.input_json) and redis.call('HEXISTS', a.hash_key, 'input_json') == 1 then
     redis.call('HSET', a.hash_key, 'no_input', 1)
   end
-  redis.call('HSET', a.hash_key, 'status', a.status, 'completed_at', a.now)
+  redis.call('HSET', a.hash_key, 'status', a.status, 'completed_at', a.now_ms)
   redis.call('HDEL', a.hash_key, 'output_json', 'error_message')
   hset_present(a.hash_key, {{'output_json', ok(a.output_json)}, {'error_message', ok(a.error)}})
   redis.call('HSET', a.steps_key, a.step_key, a.status)

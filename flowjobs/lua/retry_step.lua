@@ -33,8 +33,7 @@ for _, r in ipairs(a.reset or {}) do
 end
 local n = a.attempt + 1
 redis.call('HDEL', a.hash_key, 'started_at', 'completed_at', 'output_json', 'error_message', 'no_input')
-redis.call('HSET', a.hash_key, 'status', 'Pending', 'attempt', n, 'attempt_count', n, 'job_id', a.job_id,
-  'dispatched_at', a.now)
+redis.call('HSET', a.hash_key, 'status', 'Pending', 'attempt', n, 'job_id', a.job_id, 'dispatched_at', a.now_ms)
 redis.call('HSET', a.steps_key, a.step_key, 'Pending')
 redis.call('HSET', a.jobs_key, a.job_id, a.run_id)
 redis.call('ZADD', a.pending_key, a.now_ms, a.member)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 from urllib.parse import unquote
 from uuid import UUID
@@ -18,6 +19,8 @@ _JSON_RUN_FIELDS = ("trigger_headers",)
 #: Step hash fields of its latest attempt: from the claim, and from the outcome once it ended.
 _CLAIM_FIELDS = ("status", "job_id", "started_at")
 _OUTCOME_FIELDS = ("input_json", "output_json", "error_message", "completed_at")
+#: Step hash and archived attempt fields holding a time, in epoch ms.
+_TIME_FIELDS = ("dispatched_at", "started_at", "completed_at")
 
 
 def encode_run(run: FlowRunRecord) -> dict[str, str]:
@@ -52,9 +55,10 @@ def decode_step(
     while it runs, without an outcome."""
     common = {"run_id": str(run_id), "step_key": step_key, "step_type": fields["step_type"]}
     attempts = [
-        FlowStepAttemptRecord.model_validate({**common, **json.loads(raw), "attempt": number})
+        FlowStepAttemptRecord.model_validate({**common, **_times(json.loads(raw)), "attempt": number})
         for number, raw in sorted(archived.items())
     ]
+    fields = _times(fields)
     if "started_at" in fields:
         names = _CLAIM_FIELDS if fields["status"] == StepStatus.Running else _CLAIM_FIELDS + _OUTCOME_FIELDS
         latest = {name: fields[name] for name in names if name in fields}
@@ -62,7 +66,20 @@ def decode_step(
             latest.pop("input_json", None)
         latest["attempt"] = fields.get("attempt", "1")
         attempts.append(FlowStepAttemptRecord.model_validate({**common, **latest}))
-    return FlowStepRecord.model_validate({**fields, **common, "attempts": attempts})
+    # attempt_count is the current attempt's number (0: never dispatched, e.g. skipped).
+    counted = {"attempt_count": fields.get("attempt", "0")}
+    return FlowStepRecord.model_validate({**fields, **common, **counted, "attempts": attempts})
+
+
+def moment(value: str | int) -> datetime:
+    """A time as step hashes and attempts store it: epoch ms (ISO text from older versions)."""
+    text = str(value)
+    return from_epoch_ms(int(text)) if text.isdigit() else datetime.fromisoformat(text)
+
+
+def _times(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """``fields`` with their times (``_TIME_FIELDS``) as datetimes."""
+    return {name: moment(value) if name in _TIME_FIELDS else value for name, value in fields.items()}
 
 
 def decode_event(run_id: UUID | str, raw: str) -> RunEvent:

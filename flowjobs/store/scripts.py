@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from functools import cache
 from importlib.resources import files
 from typing import Any
@@ -19,7 +18,7 @@ from redis import Redis
 
 from flowjobs.planner import LoopProgress
 from flowjobs.statuses import RunStatus, StepStatus
-from flowjobs.store.codec import from_pairs, step_view, text
+from flowjobs.store.codec import from_pairs, moment, step_view, text
 from flowjobs.store.transitions import (
     AppliedPlan,
     Cancelled,
@@ -173,7 +172,7 @@ def decode_claim(reply: Any, refs: Sequence[str], scope: StateScope | None) -> C
     return Claim(
         run=snapshot.run,
         refs={ref: step_view(values) for ref, values in zip(refs, views, strict=True)},
-        first_started_at=datetime.fromisoformat(text(first_started)) if first_started else None,
+        first_started_at=moment(text(first_started)) if first_started else None,
         loop_item_json=text(loop_item) if loop_item else None,
         snapshot=snapshot,
     )
