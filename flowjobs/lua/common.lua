@@ -25,9 +25,11 @@ local FINAL = {Succeeded = true, Failed = true, Skipped = true}
 local function push_event(a, kind, step_key, message)
   -- a: the run fields. Appends `<sequence>|<now_ms>|<type>|<step key>[|<message>]` (keys.py,
   -- Keys.events; `%` and `|` of the step key percent-encoded) and keeps the last max_events
-  -- entries; sequences stay absolute (the last entry's + 1).
+  -- entries; sequences stay absolute (the last entry's + 1). A list written before this encoding
+  -- (JSON entries, never trimmed) is continued from its length.
   local last = redis.call('LINDEX', a.events_key, -1)
-  local sequence = last and tonumber(string.match(last, '^%d+')) + 1 or 1
+  local sequence = 1
+  if last then sequence = (tonumber(string.match(last, '^%d+')) or redis.call('LLEN', a.events_key)) + 1 end
   local key = step_key and (step_key:gsub('%%', '%%25'):gsub('|', '%%7C')) or ''
   local event = sequence .. '|' .. string.format('%d', a.now_ms) .. '|' .. kind .. '|' .. key
   if message then event = event .. '|' .. message end

@@ -54,17 +54,22 @@ def decode_step(
     order, then the latest one, read from the step hash once it was claimed (``started_at``);
     while it runs, without an outcome."""
     common = {"run_id": str(run_id), "step_key": step_key, "step_type": fields["step_type"]}
+    fields = _times(fields)
+    # The latest attempt was claimed (a step queued for its next one has no started_at; a Pending
+    # one with it was written before this layout: that start is its previous attempt's).
+    claimed = "started_at" in fields and fields["status"] != StepStatus.Pending
+    latest_number = int(fields.get("attempt", "1")) if claimed else None
     attempts = [
         FlowStepAttemptRecord.model_validate({**common, **_times(json.loads(raw)), "attempt": number})
         for number, raw in sorted(archived.items())
+        if number != latest_number  # runs written before: their latest attempt was archived too
     ]
-    fields = _times(fields)
-    if "started_at" in fields:
+    if latest_number is not None:
         names = _CLAIM_FIELDS if fields["status"] == StepStatus.Running else _CLAIM_FIELDS + _OUTCOME_FIELDS
         latest = {name: fields[name] for name in names if name in fields}
         if "no_input" in fields:  # the step's input_json is not the latest attempt's (complete.lua)
             latest.pop("input_json", None)
-        latest["attempt"] = fields.get("attempt", "1")
+        latest["attempt"] = latest_number
         attempts.append(FlowStepAttemptRecord.model_validate({**common, **latest}))
     # attempt_count is the current attempt's number (0: never dispatched, e.g. skipped).
     counted = {"attempt_count": fields.get("attempt", "0")}
@@ -84,7 +89,10 @@ def _times(fields: Mapping[str, Any]) -> dict[str, Any]:
 
 def decode_event(run_id: UUID | str, raw: str) -> RunEvent:
     """An event from its entry in the run's events list (``Keys.events``): ``<sequence>|<epoch ms>|
-    <type>|<step key, % and | percent-encoded, or empty>``, then ``|<message>`` if it has one."""
+    <type>|<step key, % and | percent-encoded, or empty>``, then ``|<message>`` if it has one
+    (a JSON ``RunEvent``: written before this encoding)."""
+    if raw.startswith("{"):
+        return RunEvent.model_validate_json(raw)
     sequence, ms, kind, rest = raw.split("|", 3)
     step_key, has_message, message = rest.partition("|")
     return RunEvent(

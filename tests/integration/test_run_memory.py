@@ -3,6 +3,7 @@ compact strings in a bounded list; the public records read back the same."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC
 from typing import Any
 from uuid import UUID
@@ -120,3 +121,29 @@ def test_a_run_keeps_its_last_events_with_absolute_sequences(space: Space) -> No
     assert first_two == [("step.completed", "s4"), ("step.started", "s5")]
     assert (events[-1].type.value, events[-1].message) == ("run.completed", "Succeeded")
     assert space.redis.llen(space.keys.events(run_id)) == 10
+
+
+def test_runs_written_before_the_compact_layout_still_read(space: Space) -> None:
+    """JSON events are decoded and continued; an archived copy of the latest attempt is not listed twice."""
+    client = space.client(registry(flow("older", _linear("older", 1))))
+    run_id = client.trigger("older").run_id
+    events = space.keys.events(run_id)
+    for sequence in (1, 2):
+        old = {"sequence": sequence, "run_id": str(run_id), "timestamp": "2026-01-01T00:00:00.123456+00:00"}
+        old.update({"type": "step.retried", "step_key": "s1", "message": "m"})
+        space.redis.rpush(events, json.dumps(old))
+    space.drain()
+    assert [(e.sequence, e.type.value) for e in space.engine().store.events(run_id)] == [
+        (1, "step.retried"),
+        (2, "step.retried"),
+        (3, "run.started"),
+        (4, "step.started"),
+        (5, "step.completed"),
+        (6, "run.completed"),
+    ]
+    old_latest = {"status": "Succeeded", "job_id": "old", "started_at": "2026-01-01T00:00:00+00:00"}
+    space.redis.hset(space.keys.attempts(run_id), "s1#1", json.dumps(old_latest))
+    step = _steps(_detail(space, run_id))["s1"]
+    assert [(a.attempt, a.status, a.job_id) for a in step.attempts or []] == [
+        (1, StepStatus.Succeeded, step_job_id(run_id, "s1", 1))
+    ]
