@@ -14,19 +14,17 @@ from redis import Redis
 from redis.client import Pipeline
 
 from flowjobs.clock import iso, utcnow
+from flowjobs.control import retry_failed_step
 from flowjobs.errors import (
     FlowDisabled,
     InvalidSignalPayload,
     InvalidTriggerData,
-    RunCancelled,
     RunNotActive,
     RunNotFound,
     ScheduleNotFound,
     SignalAlreadyDelivered,
     SignalBusy,
     SignalNotFound,
-    StepNotFound,
-    StepNotRetryable,
     TriggerNotFound,
 )
 from flowjobs.expressions import is_expression
@@ -40,7 +38,7 @@ from flowjobs.limits import (
     check_json_limits,
     number_problem,
 )
-from flowjobs.manifest import FOR_EACH, FlowDefinition
+from flowjobs.manifest import FlowDefinition
 from flowjobs.records import EventType, FlowRunRecord, RunLineage
 from flowjobs.registry import FlowRegistry
 from flowjobs.runtime.base import JobRunner, trigger_job_id
@@ -60,7 +58,7 @@ from flowjobs.schedules.state import (
 from flowjobs.schedules.store import ScheduleStore
 from flowjobs.schedules.sync import SyncReport, cron_trigger_data, sync_flow_schedules
 from flowjobs.settings import Settings, load_settings
-from flowjobs.statuses import RunStatus, StepStatus
+from flowjobs.statuses import RunStatus
 from flowjobs.store.run_store import RunStore
 from flowjobs.store.transitions import Delivered, Refusal, Refused, SignalResume
 
@@ -326,6 +324,12 @@ class FlowClient:
         run_id = self.store.find_run_id_by_job(job_id)
         return self.store.get_run(run_id) if run_id else None
 
+    def purge(self, older_than: timedelta, dry_run: bool = False) -> int:
+        """Delete the runs that finished more than ``older_than`` ago, with every key of theirs
+        and their RQ jobs' hashes and results (retention, SPEC §5.9); active runs never. Returns
+        how many were deleted, or with ``dry_run`` how many would be (nothing is deleted)."""
+        return self.store.purge_older_than(older_than, jobs=self.runner.stored_jobs(), dry_run=dry_run).runs
+
     # -- flows and schedules -----------------------------------------------------------------
 
     def set_flow_enabled(self, flow: UUID | str, enabled: bool) -> FlowDefinition:
@@ -388,12 +392,6 @@ class FlowClient:
             definition.id, state.trigger_key, cron_trigger_data(trigger), headers, idempotency_key=key
         )
         return Fired(handle.background_job_id, handle.run_id, new=key is None or handle.created)
-
-    def purge(self, older_than: timedelta, dry_run: bool = False) -> int:
-        """Delete the runs that finished more than ``older_than`` ago, with every key of theirs
-        and their RQ jobs' hashes and results (retention, SPEC §5.9); active runs never. Returns
-        how many were deleted, or with ``dry_run`` how many would be (nothing is deleted)."""
-        return self.store.purge_older_than(older_than, jobs=self.runner.stored_jobs(), dry_run=dry_run).runs
 
     # -- control actions ---------------------------------------------------------------------
 
@@ -471,51 +469,8 @@ class FlowClient:
         step or part of one; ``RunCancelled``: the run's cancel was requested — pass
         ``clear_cancel=True`` to clear it and retry; ``RunNotFound``, ``StepNotFound``.
         """
-        run_fields = self.store.run_fields(run_id)
-        if "manifest_hash" not in run_fields:
-            raise RunNotFound(f"no run with id {run_id}")
-        manifest = self.store.load_manifest(run_fields["manifest_hash"])
-        step = manifest.step(step_key)
-        if step is None:
-            raise StepNotFound(f"run {run_id} has no step {step_key!r}")
-        if step.kind == FOR_EACH or step_key not in manifest.steps:
-            raise StepNotRetryable(
-                f"step {step_key!r} is a ForEach step or one of its iterations: these cannot be retried "
-                "one by one; re-run the run instead"
-            )
-        fields = self.store.step_fields(run_id, step_key)
-        if fields.get("status") != StepStatus.Failed:
-            raise StepNotRetryable(
-                f"step {step_key!r} of run {run_id} is {fields.get('status', 'not started')}; "
-                "only a Failed step can be retried"
-            )
-        attempt = int(fields["attempt"])
-        call = step_call(str(run_id), run_fields, step_key, attempt + 1, step.timeout_seconds)
-        commands = self.runner.enqueue_commands([call])
-        answer = self.store.retry_step(
-            run_id,
-            step_key,
-            attempt,
-            job_id=call.job_id,
-            commands=commands[0] if commands is not None else (),
-            reset=manifest.descendants(step_key),
-            clear_cancel=clear_cancel,
-        )
-        if isinstance(answer, Refused):
-            if answer.reason is Refusal.cancelled:
-                raise RunCancelled(
-                    f"run {run_id} was cancelled; retry with clear_cancel=True (--clear-cancel) to clear "
-                    "the cancel and retry the step"
-                )
-            if answer.reason is Refusal.not_failed:
-                raise StepNotRetryable(
-                    f"step {step_key!r} of run {run_id} is no longer Failed at attempt {attempt} "
-                    f"(now {answer.detail}): another retry or re-run won"
-                )
-            raise RunNotFound(f"no run with id {run_id}")
-        if commands is None:
-            self.runner.enqueue(call)
-        return RunHandle(self, UUID(str(run_id)), run_fields.get("background_job_id", ""))
+        retry_failed_step(self.store, self.runner, run_id, step_key, clear_cancel=clear_cancel)
+        return RunHandle(self, UUID(str(run_id)), trigger_job_id(run_id))
 
     def _run(self, run_id: UUID | str) -> FlowRunRecord:
         run = self.store.get_run(run_id)

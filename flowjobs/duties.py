@@ -152,8 +152,8 @@ def flow_duties(engine: Engine, settings: Settings, *, owner: str, extra: Sequen
         Duty("leases", period, lambda: recover_claims(engine, max_lost_attempts=settings.max_lost_attempts)),
         Duty("lost-jobs", period, lambda: recover_jobs(engine)),
         Duty("idle-runs", period, lambda: recover_runs(engine)),
-        Duty("retention", RETENTION_PERIOD_SECONDS, lambda: purge_expired(engine, settings)),
         Duty("schedules", settings.schedule_interval_seconds, ScheduleFirer.from_settings(settings).run),
+        Duty("retention", RETENTION_PERIOD_SECONDS, lambda: purge_expired(engine, settings)),
         *extra,
     ]
     return Duties(engine.store.redis, engine.store.keys, duties, owner=owner)

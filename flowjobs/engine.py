@@ -10,6 +10,7 @@ import json
 import os
 import socket
 import time
+import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -24,8 +25,9 @@ from rq.timeouts import JobTimeoutException
 from flowjobs.backoff import retry_delay
 from flowjobs.clock import utcnow
 from flowjobs.context import StepContext
+from flowjobs.control import retry_failed_step
 from flowjobs.deadline import step_deadline
-from flowjobs.errors import DataTooLarge, ExpressionError, HandlerNotFound
+from flowjobs.errors import DataTooLarge, ExpressionError, FlowjobsError, HandlerNotFound
 from flowjobs.expressions import (
     ExpressionScope,
     reads_trigger_body,
@@ -45,7 +47,7 @@ from flowjobs.manifest import (
     loop_index,
     split_runtime_key,
 )
-from flowjobs.outcomes import StepOutcome
+from flowjobs.outcomes import StepOutcome, StepReport
 from flowjobs.planner import LoopProgress, advance_loop, open_iterations, plan
 from flowjobs.polling import poll_verdict
 from flowjobs.runtime.base import JobCall, JobRunner, step_job_id
@@ -58,6 +60,7 @@ from flowjobs.store.transitions import (
     LoopAdvance,
     NextAttempt,
     Park,
+    Refusal,
     Refused,
     RunSnapshot,
     Signalled,
@@ -89,6 +92,8 @@ class Outcome:
     output_json: str | None = None
     error: str | None = None
     delay_seconds: float = 0.0
+    traceback: str | None = None
+    """The handler's traceback, when it raised."""
 
 
 @dataclass(frozen=True)
@@ -169,7 +174,7 @@ class Engine:
         attempt: int,
         job_id: str | None = None,
         manifest_hash: str | None = None,
-    ) -> StepOutcome:
+    ) -> StepReport:
         """Run one attempt of one step: claim it, execute it, record the outcome, continue the run."""
         with structlog.contextvars.bound_contextvars(
             run_id=run_id, step_key=step_key, attempt=attempt, job_id=job_id
@@ -178,7 +183,7 @@ class Engine:
             step = manifest.step(step_key) if manifest is not None else None
             if manifest is None or step is None:
                 log.warning("step.unknown")
-                return StepOutcome.unknown
+                return StepReport(StepOutcome.unknown)
             refs = self._references(manifest, step_key, step)
             loop_key, child = split_runtime_key(step_key)
             claim = self.store.claim(
@@ -195,7 +200,7 @@ class Engine:
             )
             if isinstance(claim, Refused):
                 log.info("step.claim_refused", reason=claim.reason.value, detail=claim.detail)
-                return StepOutcome(claim.reason.value)
+                return self._refused_claim(run_id, step_key, attempt, claim)
             structlog.contextvars.bind_contextvars(flow_id=claim.run.get("flow_id"))
             log.debug("step.started", step_type=step.type)
             current = Attempt(run_id, step_key, step, attempt, job_id, claim)
@@ -209,7 +214,26 @@ class Engine:
                 reason = f"flowjobs could not run the step: {type(error).__name__}: {error}"
                 return self._record(current, Outcome(StepStatus.Failed, error=reason))
 
-    def _execute(self, attempt: Attempt, refs: Mapping[str, str]) -> StepOutcome:
+    def _refused_claim(self, run_id: str, step_key: str, attempt: int, refused: Refused) -> StepReport:
+        """A job whose attempt is not the step's current one. When it is the job of the step's latest
+        attempt, which failed, it was requeued by hand (rq-dashboard's Requeue): that asks for a
+        retry, done as ``FlowClient.retry_step`` does. Any other such job is refused, saying why."""
+        fields = self.store.step_fields(run_id, step_key)
+        if fields.get("status") == StepStatus.Failed and fields.get("attempt") == str(attempt):
+            try:
+                retried = retry_failed_step(self.store, self.runner, run_id, step_key, attempt=attempt)
+            except FlowjobsError as error:
+                return StepReport(StepOutcome(refused.reason.value), error=f"Requeue refused: {error}")
+            log.info("step.requeued_as_retry", next_attempt=retried)
+            return StepReport(StepOutcome.retried, error=f"Requeued failed attempt: attempt {retried} queued")
+        why = (
+            f"Refused: attempt {attempt} is not the step's current one (it is {refused.detail})"
+            if refused.reason is Refusal.stale
+            else f"Refused: the run is {refused.detail}"
+        )
+        return StepReport(StepOutcome(refused.reason.value), error=why)
+
+    def _execute(self, attempt: Attempt, refs: Mapping[str, str]) -> StepReport:
         """Execute a claimed attempt by the step's kind and record its outcome."""
         claim = attempt.claim
         scope = expression_scope(
@@ -292,7 +316,12 @@ class Engine:
             return timed_out
         except Exception as error:
             log.warning("step.handler_raised", error=repr(error))
-            return Outcome(StepStatus.Failed, input_json, error=f"{type(error).__name__}: {error}")
+            return Outcome(
+                StepStatus.Failed,
+                input_json,
+                error=f"{type(error).__name__}: {error}",
+                traceback=traceback.format_exc(),
+            )
         if step.timeout_seconds is not None and time.monotonic() - started > step.timeout_seconds:
             # A handler inside one long C call (a regex, a GIL-holding library) sees no signal
             # until it returns: its late result still counts as a timeout.
@@ -342,7 +371,7 @@ class Engine:
             )
         return outcome
 
-    def _record(self, attempt: Attempt, outcome: Outcome) -> StepOutcome:
+    def _record(self, attempt: Attempt, outcome: Outcome) -> StepReport:
         """Record an attempt's outcome: final (with the continuation planned ahead from the claim-time
         snapshot), or with the next attempt scheduled (retry or poll)."""
         run_id, step_key, seen = attempt.run_id, attempt.step_key, attempt.claim.snapshot
@@ -378,18 +407,25 @@ class Engine:
         )
         if not isinstance(completed, RunSnapshot):
             log.warning("step.completion_discarded", detail=str(completed))
-            return StepOutcome.discarded
+            return StepReport(StepOutcome.discarded)
+        report = partial(
+            StepReport,
+            failed=outcome.status is StepStatus.Failed,
+            output_json=outcome.output_json,
+            error=outcome.error,
+            traceback=outcome.traceback,
+        )
         if next_attempt is not None:
             if not self.schedule_attempt(run_id, step_key, next_attempt, completed):
                 log.info("step.closed_with_run", status=completed.statuses[step_key].value)
-                return StepOutcome.closed
+                return report(StepOutcome.closed)
             log.info(
                 next_attempt.event,
                 error=outcome.error,
                 next_attempt=next_attempt.attempt,
                 delay_seconds=delay,
             )
-            return StepOutcome.rescheduled
+            return report(StepOutcome.rescheduled)
         log.info(
             "step.completed" if outcome.status is StepStatus.Succeeded else "step.failed", error=outcome.error
         )
@@ -397,7 +433,7 @@ class Engine:
             self._applied(ahead[0], ahead[1], completed.applied)
         else:
             self.continue_run(run_id, completed)
-        return StepOutcome(outcome.status.value)
+        return report(StepOutcome(outcome.status.value))
 
     @staticmethod
     def next_attempt(
@@ -429,7 +465,7 @@ class Engine:
 
     # -- built-in kinds ------------------------------------------------------------------------
 
-    def _expand_loop(self, attempt: Attempt, scope: ExpressionScope) -> StepOutcome:
+    def _expand_loop(self, attempt: Attempt, scope: ExpressionScope) -> StepReport:
         """ForEach: resolve the items, record them and start the first iterations."""
         try:
             items = resolve_inputs(attempt.step.for_each, scope)
@@ -456,12 +492,12 @@ class Engine:
         )
         if isinstance(expanded, Refused):
             log.warning("step.completion_discarded", detail=expanded.detail)
-            return StepOutcome.discarded
+            return StepReport(StepOutcome.discarded)
         log.info("loop.expanded", iterations=len(items), concurrency_limit=attempt.step.concurrency_limit)
         self.continue_run(attempt.run_id, expanded)
-        return StepOutcome.expanded
+        return StepReport(StepOutcome.expanded)
 
-    def _wait_for_signal(self, attempt: Attempt, scope: ExpressionScope) -> StepOutcome:
+    def _wait_for_signal(self, attempt: Attempt, scope: ExpressionScope) -> StepReport:
         """WaitForSignal: park as Pending (no worker held) until the signal or the timeout resumes it."""
         run_id, step_key = attempt.run_id, attempt.step_key
         inputs = resolve_inputs(attempt.step.inputs, scope)
@@ -504,11 +540,11 @@ class Engine:
             return self._record(attempt, Outcome(StepStatus.Succeeded, input_json, parked.payload_json))
         if isinstance(parked, Refused):
             log.warning("step.completion_discarded", detail=parked.detail)
-            return StepOutcome.discarded
+            return StepReport(StepOutcome.discarded)
         if not self.schedule_attempt(run_id, step_key, resume, parked):
-            return StepOutcome.closed
+            return StepReport(StepOutcome.closed)
         log.info("step.parked", signal=name, expires_at=expires.isoformat() if expires else None)
-        return StepOutcome.parked
+        return StepReport(StepOutcome.parked)
 
     # -- continuation --------------------------------------------------------------------------
 

@@ -6,12 +6,14 @@ or late, finds the current state and acts on it (or is refused by the claim).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import rq
 
-from flowjobs.runtime.base import JobCall, step_job_id, trigger_job_id
+from flowjobs.outcomes import StepOutcome
+from flowjobs.runtime.base import JobCall, JobFailed, step_job_id, trigger_job_id
 from flowjobs.runtime.current import running_job_id
 
 if TYPE_CHECKING:
@@ -19,6 +21,8 @@ if TYPE_CHECKING:
 
 RUN_TRIGGER = "flowjobs.jobs.run_trigger"
 RUN_STEP = "flowjobs.jobs.run_step"
+#: Largest step output a step job returns as its RQ result (the run record keeps any size).
+MAX_RESULT_BYTES = 64 * 1024
 
 _engine: Engine | None = None
 
@@ -85,10 +89,35 @@ def run_trigger(run_id: str) -> str:
     return status.value if status else "missing"
 
 
-def run_step(run_id: str, step_key: str, attempt: int, manifest_hash: str | None = None) -> str:
-    """RQ job: execute one attempt of one step; returns its ``flowjobs.outcomes.StepOutcome`` as a
-    plain string (the job's result, which RQ stores as JSON and hands back as ``str``)."""
-    outcome = current_engine().execute_step(
+def run_step(run_id: str, step_key: str, attempt: int, manifest_hash: str | None = None) -> Any:
+    """RQ job: execute one attempt of one step.
+
+    The job ends as RQ shows jobs to people: a failed attempt's job fails (``JobFailed``: RQ's failed
+    registry, the reason and the handler's traceback as its exception info; flowjobs has already
+    recorded it and scheduled any retry, so RQ must not retry it), a succeeded attempt's job returns
+    the step's output (up to ``MAX_RESULT_BYTES``), any other returns its ``StepOutcome``. A job
+    refused at its claim (late, repeated, or requeued by hand) says why in its meta
+    (``flowjobs_note``).
+    """
+    report = current_engine().execute_step(
         run_id, step_key, int(attempt), job_id=current_job_id(), manifest_hash=manifest_hash
     )
-    return str(outcome)
+    if report.failed:
+        raise JobFailed(f"{report.error}\n\n{report.traceback}" if report.traceback else str(report.error))
+    job = rq.get_current_job()
+    if report.error and job is not None:
+        job.meta["flowjobs_note"] = report.error
+        job.save_meta()  # type: ignore[no-untyped-call]
+    if report.outcome is StepOutcome.succeeded:
+        return job_result(report.output_json)
+    return str(report.outcome)
+
+
+def job_result(output_json: str | None) -> Any:
+    """A step's output as its job's result, or a note of its size when it is larger than
+    ``MAX_RESULT_BYTES`` (RQ keeps results in Redis; the run record keeps the whole output)."""
+    if output_json is None:
+        return None
+    if len(output_json) > MAX_RESULT_BYTES:
+        return {"flowjobs_note": f"output of {len(output_json)} bytes: see the run's step record"}
+    return json.loads(output_json)

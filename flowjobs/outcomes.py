@@ -3,6 +3,7 @@ and ``flowjobs.jobs.run_step`` hands RQ as the job's result (its string: RQ stor
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 
 
@@ -35,3 +36,22 @@ class StepOutcome(StrEnum):
     run_not_running = "run_not_running"
     #: Nothing ran: the run's pinned manifest, or the step in it, was not found.
     unknown = "unknown"
+    #: The job of a failed attempt was requeued (from rq-dashboard): the step got a new attempt, as
+    #: with ``FlowClient.retry_step``.
+    retried = "retried"
+
+
+@dataclass(frozen=True)
+class StepReport:
+    """What a step job tells the job system: its outcome and, for the attempt it ran, the output or
+    the failure, so RQ can show a failed attempt as a failed job and a succeeded one with its result."""
+
+    outcome: StepOutcome
+    failed: bool = False
+    """The attempt this job ran was recorded Failed (whether or not another attempt follows)."""
+    output_json: str | None = None
+    """A succeeded attempt's output."""
+    error: str | None = None
+    """A failed attempt's reason, or why the job was refused."""
+    traceback: str | None = None
+    """The handler's traceback, when it raised."""

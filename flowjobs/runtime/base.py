@@ -16,6 +16,11 @@ from redis.client import Pipeline
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 
+class JobFailed(Exception):
+    """Raised by a job function to end its job as failed (RQ's failed registry, this message as the
+    job's exception info) after it recorded everything itself: the job system must not retry it."""
+
+
 class JobState(StrEnum):
     """State of a background job, in Hangfire's names."""
 

@@ -14,7 +14,7 @@ from redis.client import Pipeline
 
 from flowjobs.clock import utcnow
 from flowjobs.errors import ScheduleNotFound
-from flowjobs.runtime.base import JobCall, JobState, RecurringJobInfo, StoredJobs
+from flowjobs.runtime.base import JobCall, JobFailed, JobState, RecurringJobInfo, StoredJobs
 from flowjobs.runtime.current import running_job
 from flowjobs.schedules.cron import plan_fire
 from flowjobs.schedules.state import (
@@ -105,6 +105,10 @@ class InProcessRunner:
         """State of each job, as ``state`` gives it."""
         return {job_id: self.state(job_id) for job_id in job_ids}
 
+    def stored_jobs(self) -> StoredJobs | None:
+        """None: in-process jobs are not kept in Redis."""
+        return None
+
     def add_or_update_recurring(
         self, recurring_id: str, call: JobCall, cron: str, *, time_zone: str | None = None
     ) -> None:
@@ -150,10 +154,6 @@ class InProcessRunner:
             self._recurring[key] = fired(state, fire, now, job_id=job_id)
         return queued
 
-    def stored_jobs(self) -> StoredJobs | None:
-        """None: in-process jobs are not kept in Redis."""
-        return None
-
     def run_until_idle(self, max_wait_seconds: float = 5.0, max_jobs: int = 100_000) -> int:
         """Execute due jobs, and the jobs they queue, until none is due within ``max_wait_seconds``.
 
@@ -173,6 +173,10 @@ class InProcessRunner:
             with running_job(call.job_id):
                 try:
                     _resolve(call.func)(*call.args, **call.kwargs)
+                except JobFailed:
+                    self._states[call.job_id] = JobState.Failed  # recorded by the job itself
+                    ran += 1
+                    continue
                 except Exception:
                     self._states[call.job_id] = JobState.Failed
                     raise

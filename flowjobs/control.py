@@ -1,0 +1,81 @@
+"""Control actions shared by the client and the engine (a failed job requeued from rq-dashboard
+retries its step the same way ``FlowClient.retry_step`` does)."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from flowjobs.errors import RunCancelled, RunNotFound, StepNotFound, StepNotRetryable
+from flowjobs.jobs import step_call
+from flowjobs.manifest import FOR_EACH
+from flowjobs.runtime.base import JobRunner
+from flowjobs.statuses import StepStatus
+from flowjobs.store.run_store import RunStore
+from flowjobs.store.transitions import Refusal, Refused
+
+
+def retry_failed_step(
+    store: RunStore,
+    runner: JobRunner,
+    run_id: UUID | str,
+    step_key: str,
+    *,
+    clear_cancel: bool = False,
+    attempt: int | None = None,
+) -> int:
+    """Queue a new attempt of a Failed top-level step as its own job (one script: the failed attempt
+    archived, Skipped descendants reset, a closed run reopened, the job enqueued); returns its
+    number. With ``attempt``, only if the step is Failed at exactly that attempt.
+
+    ``StepNotRetryable``, ``RunCancelled``, ``RunNotFound``, ``StepNotFound`` as for
+    ``FlowClient.retry_step``.
+    """
+    run_fields = store.run_fields(run_id)
+    if "manifest_hash" not in run_fields:
+        raise RunNotFound(f"no run with id {run_id}")
+    manifest = store.load_manifest(run_fields["manifest_hash"])
+    step = manifest.step(step_key)
+    if step is None:
+        raise StepNotFound(f"run {run_id} has no step {step_key!r}")
+    if step.kind == FOR_EACH or step_key not in manifest.steps:
+        raise StepNotRetryable(
+            f"step {step_key!r} is a ForEach step or one of its iterations: these cannot be retried "
+            "one by one; re-run the run instead"
+        )
+    fields = store.step_fields(run_id, step_key)
+    if fields.get("status") != StepStatus.Failed:
+        raise StepNotRetryable(
+            f"step {step_key!r} of run {run_id} is {fields.get('status', 'not started')}; "
+            "only a Failed step can be retried"
+        )
+    failed_attempt = int(fields["attempt"])
+    if attempt is not None and failed_attempt != attempt:
+        raise StepNotRetryable(
+            f"step {step_key!r} of run {run_id} failed last at attempt {failed_attempt}, not {attempt}"
+        )
+    call = step_call(str(run_id), run_fields, step_key, failed_attempt + 1, step.timeout_seconds)
+    commands = runner.enqueue_commands([call])
+    answer = store.retry_step(
+        run_id,
+        step_key,
+        failed_attempt,
+        job_id=call.job_id,
+        commands=commands[0] if commands is not None else (),
+        reset=manifest.descendants(step_key),
+        clear_cancel=clear_cancel,
+    )
+    if isinstance(answer, Refused):
+        if answer.reason is Refusal.cancelled:
+            raise RunCancelled(
+                f"run {run_id} was cancelled; retry with clear_cancel=True (--clear-cancel) to clear "
+                "the cancel and retry the step"
+            )
+        if answer.reason is Refusal.not_failed:
+            raise StepNotRetryable(
+                f"step {step_key!r} of run {run_id} is no longer Failed at attempt {failed_attempt} "
+                f"(now {answer.detail}): another retry or re-run won"
+            )
+        raise RunNotFound(f"no run with id {run_id}")
+    if commands is None:
+        runner.enqueue(call)
+    return answer
