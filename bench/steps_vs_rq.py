@@ -1,6 +1,7 @@
 """Benchmark: flowjobs step throughput against raw RQ no-op jobs, on the same Redis and worker class.
 
-Run as ``python bench/steps_vs_rq.py [--runs M] [--jobs N] [--worker-class simple|fork] [--floor F]``;
+Run as ``python bench/steps_vs_rq.py [--runs M] [--jobs N] [--worker-class simple|fork] [--floor F]
+[--latency-samples K]``;
 exits 1 when ``ratio`` (flowjobs steps/s ÷ RQ jobs/s, 2 workers) is below the floor, when a run
 does not end Succeeded, or when a drain fails.
 
@@ -28,6 +29,14 @@ How it measures (four drains, each on its own queue ``fjbench<random>-<phase>``)
   Redis add to it: their rate is sampled for 0.5 s while the workers are idle and reported when
   it is not negligible.
 
+Second peer, RQ's own ``depends_on`` chains (report only, goal ``ratio_chain`` >= 1.0): M chains
+of ``STEPS_PER_RUN`` ``noop()`` jobs, each depending on the previous one (one ``enqueue_many`` per
+chain, RQ's default serializer), drained the same way by 2 workers of RQ's own class
+(``SimpleWorker`` or ``Worker`` as ``--worker-class``): ``ratio_chain`` = flowjobs runs/s ÷ RQ
+chains/s. Latency: with 2 idle workers, one 3-step run (``FlowClient.trigger``) or one 3-job chain
+is submitted and polled every millisecond until done (run terminal, last job finished), one at a
+time, ``--latency-samples`` times after a warm-up: ``p50_flow_ms`` and ``p50_chain_ms``.
+
 Everything it creates is removed at the end: keys under its prefix ``fjbench<random>:``, its
 queues and registries, worker keys, and ``rq:job:``/``rq:results:``/``rq:executions:`` of every
 job (flowjobs' from ``Keys(prefix).jobs()``, raw ones from the ids it made). It never flushes.
@@ -41,12 +50,13 @@ import contextlib
 import importlib
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
 import uuid
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -74,6 +84,8 @@ STEPS_PER_RUN = 10
 POLL_SECONDS = 0.01
 DRAIN_TIMEOUT_SECONDS = 90.0
 READY_TIMEOUT_SECONDS = 30.0
+LATENCY_STEPS = 3
+LATENCY_POLL_SECONDS = 0.001
 
 
 def noop() -> None:
@@ -88,8 +100,10 @@ class BenchError(RuntimeError):
 
 
 def worker_main(argv: Sequence[str]) -> int:
-    """``--_worker <simple|fork> <queue> <key_prefix> <worker_name> <redis_url>``: a non-burst RQ worker."""
-    kind, queue, prefix, name, url = argv
+    """``--_worker <simple|fork> <queue> <key_prefix> <worker_name> <redis_url> <fj|rq>``: a non-burst
+    RQ worker; ``fj``: flowjobs' worker class (JSON serializer, engine installed), ``rq``: RQ's own
+    ``SimpleWorker``/``Worker`` with the default serializer (the ``depends_on`` chain peer)."""
+    kind, queue, prefix, name, url, flavour = argv
     from flowjobs.factory import engine_from_settings
     from flowjobs.handlers import HandlerRegistry
     from flowjobs.jobs import install_engine
@@ -104,6 +118,12 @@ def worker_main(argv: Sequence[str]) -> int:
     handlers = HandlerRegistry()
     handlers.register("Noop", lambda ctx, inputs: None)
     redis = Redis.from_url(url, client_name=name)  # every connection named, so the parent sees the BLMOVE
+    if flavour == "rq":
+        from rq import SimpleWorker, Worker
+
+        plain = (SimpleWorker if kind == "simple" else Worker)([queue], connection=redis, name=name)
+        plain.work(burst=False, with_scheduler=False, logging_level="WARNING")
+        return 0
     settings = Settings(redis_url=url, queue=queue, key_prefix=prefix, handler_modules="")
     install_engine(engine_from_settings(settings, redis=redis, handlers=handlers))
     worker = build_worker(redis, queue, simple=kind == "simple", name=name)
@@ -141,21 +161,23 @@ class Bench:
     def prefix(self) -> str:
         return f"{self.token}:"
 
-    def queue(self, phase: str) -> Queue:
+    def queue(self, phase: str, *, json: bool = True) -> Queue:
+        """The phase's queue: JSON serializer (raw jobs, flowjobs), or RQ's default one (chains)."""
         name = f"{self.token}-{phase}"
         self.queues.append(name)
-        return Queue(name, connection=self.redis, serializer=JSONSerializer)
+        return Queue(name, connection=self.redis, serializer=JSONSerializer if json else None)
 
     # workers
 
-    def start_workers(self, queue: Queue, count: int) -> list[str]:
+    def start_workers(self, queue: Queue, count: int, *, plain: bool = False) -> list[str]:
+        """``count`` worker subprocesses on ``queue`` (RQ's own class with ``plain``), once ready."""
         names = [f"{queue.name}-w{i}" for i in range(count)]
         path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
         env = {**os.environ, "PYTHONPATH": path}
         for name in names:
             self.processes.append(subprocess.Popen(
                 [sys.executable, str(Path(__file__).resolve()), "--_worker", self.worker_kind, queue.name,
-                 self.prefix, name, self.url],
+                 self.prefix, name, self.url, "rq" if plain else "fj"],
                 cwd=ROOT, env=env, stdin=subprocess.DEVNULL, start_new_session=True,
             ))
         self._wait_ready(names)
@@ -205,10 +227,11 @@ class Bench:
         return sum(int(v["calls"]) for k, v in stats.items() if k.startswith("cmdstat_"))
 
     def drain(
-        self, queue: Queue, ids: list[bytes], expected: int, workers: int, count_commands: bool
+        self, queue: Queue, ids: list[bytes], expected: int, workers: int, count_commands: bool,
+        *, plain: bool = False,
     ) -> Drain:
         """Start workers, release ``ids`` onto the queue, time until ``expected`` jobs finished."""
-        self.start_workers(queue, workers)
+        self.start_workers(queue, workers, plain=plain)
         background: float | None = None
         before = 0
         if count_commands:
@@ -266,15 +289,15 @@ class Bench:
         queue.enqueue_many([Queue.prepare_data(NOOP_FUNC, job_id=job_id) for job_id in ids])
         return self.drain(queue, self.take_queue(queue), jobs, workers, count_commands)
 
+    def flow_client(self, queue: Queue, steps: int) -> tuple[FlowClient, FlowDefinition]:
+        """A client on ``queue`` with a linear ``steps``-step ``Noop`` flow."""
+        definition = linear_flow(f"{queue.name}-linear", steps)
+        client = FlowClient(self.redis, FlowRegistry([definition]), queue.name, key_prefix=self.prefix)
+        return client, definition
+
     def flow_drain(self, runs: int, workers: int, count_commands: bool) -> tuple[Drain, list[str]]:
         queue = self.queue(f"fj{workers}w")
-        steps: dict[str, dict[str, Any]] = {"s1": {"type": "Noop"}}
-        for i in range(2, STEPS_PER_RUN + 1):
-            steps[f"s{i}"] = {"type": "Noop", "run_after": [f"s{i - 1}"]}
-        definition = FlowDefinition.model_validate(
-            {"id": str(uuid.uuid4()), "name": f"{queue.name}-linear", "steps": steps}
-        )
-        client = FlowClient(self.redis, FlowRegistry([definition]), queue.name, key_prefix=self.prefix)
+        client, definition = self.flow_client(queue, STEPS_PER_RUN)
         run_ids = [str(client.trigger(definition.name).run_id) for _ in range(runs)]
         expected = runs * (1 + STEPS_PER_RUN)
         drained = self.drain(queue, self.take_queue(queue), expected, workers, count_commands)
@@ -284,6 +307,66 @@ class Bench:
         if bad:
             raise BenchError(f"{len(bad)}/{runs} runs did not end Succeeded, e.g. {bad[:3]}")
         return drained, run_ids
+
+    def chain_jobs(self, queue: Queue, name: str, steps: int) -> list[str]:
+        """Enqueue one RQ ``depends_on`` chain of ``steps`` no-op jobs (one ``enqueue_many``: the
+        first job queued, the others deferred); returns its job ids in order."""
+        ids = [f"{name}-{i}" for i in range(steps)]
+        self.raw_job_ids.extend(ids)
+        queue.enqueue_many([
+            Queue.prepare_data(NOOP_FUNC, job_id=job_id, depends_on=ids[i - 1] if i else None)
+            for i, job_id in enumerate(ids)
+        ])
+        return ids
+
+    def chain_drain(self, chains: int, workers: int) -> Drain:
+        """RQ's own peer of ``flow_drain``: ``chains`` linear ``depends_on`` chains of
+        ``STEPS_PER_RUN`` no-op jobs, drained by RQ's own worker class (default serializer)."""
+        queue = self.queue(f"chain{workers}w", json=False)
+        for c in range(chains):
+            self.chain_jobs(queue, f"{queue.name}-{c}", STEPS_PER_RUN)
+        return self.drain(queue, self.take_queue(queue), chains * STEPS_PER_RUN, workers, False, plain=True)
+
+    def wait_status(self, key: str, field_name: str, done: Callable[[Any], bool]) -> None:
+        """Poll one hash field every millisecond until ``done`` accepts it."""
+        deadline = time.monotonic() + DRAIN_TIMEOUT_SECONDS
+        while not done(self.redis.hget(key, field_name)):
+            if time.monotonic() > deadline:
+                raise BenchError(f"{key} not done within {DRAIN_TIMEOUT_SECONDS:g}s")
+            time.sleep(LATENCY_POLL_SECONDS)
+
+    def flow_latency(self, samples: int, workers: int) -> list[float]:
+        """Submit → done seconds of ``samples`` linear 3-step runs, one at a time (after a warm-up)."""
+        queue = self.queue(f"fjlat{workers}w")
+        client, definition = self.flow_client(queue, LATENCY_STEPS)
+        keys = Keys(self.prefix)
+        self.start_workers(queue, workers)
+        terminal = {s.value.encode() for s in RunStatus if s.is_terminal}
+        seconds = []
+        for _ in range(samples + 1):
+            start = time.perf_counter()
+            run_id = client.trigger(definition.name).run_id
+            self.wait_status(keys.run(run_id), "status", lambda status: status in terminal)
+            seconds.append(time.perf_counter() - start)
+            if client.get_run(run_id) is None or self.redis.hget(keys.run(run_id), "status") != b"Succeeded":
+                raise BenchError(f"latency run {run_id} did not succeed")
+        self.stop_workers()
+        return seconds[1:]
+
+    def chain_latency(self, samples: int, workers: int) -> list[float]:
+        """Submit → done seconds of ``samples`` 3-job ``depends_on`` chains (RQ's own workers)."""
+        queue = self.queue(f"chainlat{workers}w", json=False)
+        self.start_workers(queue, workers, plain=True)
+        seconds = []
+        for n in range(samples + 1):
+            start = time.perf_counter()
+            last = self.chain_jobs(queue, f"{queue.name}-{n}", LATENCY_STEPS)[-1]
+            self.wait_status(f"rq:job:{last}", "status", lambda status: status in (b"finished", b"failed"))
+            seconds.append(time.perf_counter() - start)
+            if self.redis.hget(f"rq:job:{last}", "status") != b"finished":
+                raise BenchError(f"latency chain {queue.name}-{n} failed")
+        self.stop_workers()
+        return seconds[1:]
 
     # cleanup
 
@@ -302,6 +385,14 @@ class Bench:
             self.redis.srem("rq:workers", *workers)
 
 
+def linear_flow(name: str, steps: int) -> FlowDefinition:
+    """A flow of ``steps`` ``Noop`` steps, each after the previous one."""
+    spec: dict[str, dict[str, Any]] = {"s1": {"type": "Noop"}}
+    for i in range(2, steps + 1):
+        spec[f"s{i}"] = {"type": "Noop", "run_after": [f"s{i - 1}"]}
+    return FlowDefinition.model_validate({"id": str(uuid.uuid4()), "name": name, "steps": spec})
+
+
 def _text(value: object) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value or "")
 
@@ -315,6 +406,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=60, help="flowjobs runs per drain (10 steps each)")
     parser.add_argument("--jobs", type=int, default=600, help="raw RQ no-op jobs per drain")
     parser.add_argument("--floor", type=float, default=0.5, help="minimum ratio (2 workers); exit 1 below")
+    parser.add_argument("--latency-samples", type=int, default=30,
+                        help="3-step submit -> done samples, flowjobs and RQ chain each")
     parser.add_argument("--worker-class", choices=("simple", "fork"), default="simple",
                         help="RQ SimpleWorker (default) or the forking Worker")
     args = parser.parse_args(argv)
@@ -352,6 +445,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         fj1, _ = bench.flow_drain(args.runs, 1, count_commands=True)
         rq2 = bench.rq_drain(args.jobs, 2, count_commands=False)
         fj2, _ = bench.flow_drain(args.runs, 2, count_commands=False)
+        chain2 = bench.chain_drain(args.runs, 2)
+        flow_p50 = statistics.median(bench.flow_latency(args.latency_samples, 2))
+        chain_p50 = statistics.median(bench.chain_latency(args.latency_samples, 2))
     except BenchError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -379,6 +475,12 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{os.cpu_count()}-core machine may have competed for CPU (figures vary from run to run)")
     print(f"ratio_1w={ratio_1w:.3f}")
     print(f"ratio={ratio:.3f}")
+    print(f"rq_chains_per_s_2w={per_s(chain2, args.runs):.1f}  ({STEPS_PER_RUN}-job depends_on chains, "
+          f"RQ's own worker class, default serializer; chain_seconds_2w={chain2.seconds:.3f})")
+    print(f"flowjobs_runs_per_s_2w={per_s(fj2, args.runs):.1f}")
+    print(f"ratio_chain={per_s(fj2, args.runs) / per_s(chain2, args.runs):.3f}  (report only; goal 1.0)")
+    print(f"p50_flow_ms={flow_p50 * 1000:.1f}  p50_chain_ms={chain_p50 * 1000:.1f}  "
+          f"({LATENCY_STEPS} steps, submit -> done, {args.latency_samples} samples, 2 workers)")
     if ratio < args.floor:
         print(f"below floor: ratio {ratio:.3f} < {args.floor:g}")
         return 1

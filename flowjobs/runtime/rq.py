@@ -193,7 +193,6 @@ class RQJobRunner:
             job_id: _state(raw.decode() if raw else None) for job_id, raw in zip(ids, statuses, strict=True)
         }
 
-
     def add_or_update_recurring(
         self, recurring_id: str, call: JobCall, cron: str, *, time_zone: str | None = None
     ) -> None:
