@@ -140,7 +140,12 @@ class Keys:
 
     def flow(self, flow_id: UUID | str) -> str:
         """Hash: flow definition record (``id, name, version, manifest_hash, is_enabled, …``)."""
-        return f"{self.prefix}flow:{flow_id}"
+        return f"{self.flow_prefix()}{flow_id}"
+
+    def flow_prefix(self) -> str:
+        """Common prefix of the flow records; the flow id follows it (scripts that know a run's
+        flow id only from its hash build the key from it)."""
+        return f"{self.prefix}flow:"
 
     def flows(self) -> str:
         """Set: ids of every flow ever registered against this Redis."""

@@ -35,6 +35,8 @@ from flowjobs.store.transitions import (
     StateScope,
 )
 
+#: Why a run whose flow was disabled before its trigger job ran was cancelled.
+FLOW_DISABLED_REASON = "The flow was disabled before the run started."
 
 class RunWrites(StoreBase):
     """The run lifecycle and step transitions."""
@@ -88,7 +90,8 @@ class RunWrites(StoreBase):
                     continue
 
     def start_run(self, run_id: UUID | str) -> tuple[RunStatus, RunSnapshot] | None:
-        """Move a Pending run to Running (once).
+        """Move a Pending run to Running (once), or to Cancelled if its flow was disabled since it
+        was triggered.
 
         Returns the status it had before and the run's snapshot after; None if there is no such run.
         """
@@ -96,6 +99,8 @@ class RunWrites(StoreBase):
         args["steps_key"] = self.keys.run_steps(run_id)
         args["loops_key"] = self.keys.loops(run_id)
         args["loop_items_key"] = self.keys.loop_items(run_id)
+        args["flow_prefix"] = self.keys.flow_prefix()
+        args["disabled_reason"] = FLOW_DISABLED_REASON
         return self.scripts.start_run(args)
 
     def apply_plan(self, run_id: UUID | str, continuation: Continuation) -> AppliedPlan | RunSnapshot:

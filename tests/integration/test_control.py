@@ -210,3 +210,46 @@ def test_cli_control_actions(space: Space) -> None:
     assert json.loads(cancelled.stdout)["status"] == "Cancelled"
     finished = space.cli("runs", "cancel", str(idle.run_id))
     assert finished.returncode == 2 and "only a Pending or Running run can be cancelled" in finished.stderr
+
+
+def test_a_run_whose_flow_was_disabled_before_its_trigger_job_ran_is_cancelled(space: Space) -> None:
+    client = space.client(registry(flow("gated", {"a": {"type": "Noop"}})))
+    handle = client.trigger("gated")
+    client.set_flow_enabled("gated", False)
+    space.drain()
+    run = client.get_run_detail(handle.run_id)
+    assert run is not None and run.status is RunStatus.Cancelled and run.steps == []
+    assert run.cancel_reason == "The flow was disabled before the run started."
+    client.set_flow_enabled("gated", True)
+    again = client.trigger("gated")
+    space.drain()
+    assert client.get_run(again.run_id).status is RunStatus.Succeeded  # type: ignore[union-attr]
+
+
+def test_retry_of_a_step_races_a_rerun_of_its_run_and_both_stand(space: Space) -> None:
+    client = space.client(registry(flow("both", {"a": _flaky(space)})))
+    handle = client.trigger("both")
+    space.drain()
+    results: dict[str, object] = {}
+    barrier = threading.Barrier(2)
+
+    def retry() -> None:
+        barrier.wait()
+        results["retry"] = client.retry_step(handle.run_id, "a")
+
+    def rerun() -> None:
+        barrier.wait()
+        results["rerun"] = client.rerun(handle.run_id)
+
+    threads = [threading.Thread(target=retry), threading.Thread(target=rerun)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    space.drain()
+    original = client.get_run_detail(handle.run_id)
+    assert original is not None and original.status is RunStatus.Succeeded
+    assert [x.attempt for x in _steps(original)["a"].attempts or []] == [1, 2]
+    derived = client.lineage(handle.run_id).descendants
+    assert len(derived) == 1 and derived[0].source_run_id == handle.run_id
+    assert client.get_run(derived[0].id).status.is_terminal  # type: ignore[union-attr]
