@@ -150,8 +150,9 @@ def flows_show(ctx: click.Context, flow: str, as_json: bool) -> None:
 
 @flows.command("validate")
 @click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@json_option
 @click.pass_context
-def flows_validate(ctx: click.Context, paths: tuple[Path, ...]) -> None:
+def flows_validate(ctx: click.Context, paths: tuple[Path, ...], as_json: bool) -> None:
     """Validate flow files or folders (default: FLOWJOBS_FLOWS_DIR); exit 2 listing every problem."""
     registry = FlowRegistry()
     problems: list[str] = []
@@ -163,12 +164,16 @@ def flows_validate(ctx: click.Context, paths: tuple[Path, ...]) -> None:
                 registry.add_file(path)
         except FlowValidationError as error:
             problems.extend(f"{error.flow}: {p}" if Path(path).is_file() else p for p in error.problems)
+    if as_json:
+        click.echo(json.dumps({"valid": not problems, "flows": len(registry), "problems": problems}))
     if problems:
-        click.echo(f"{len(problems)} problem(s):", err=True)
-        for problem in problems:
-            click.echo(f"  - {problem}", err=True)
+        if not as_json:
+            click.echo(f"{len(problems)} problem(s):", err=True)
+            for problem in problems:
+                click.echo(f"  - {problem}", err=True)
         sys.exit(EXIT_BAD_INPUT)
-    click.echo(f"ok: {len(registry)} flow(s) valid")
+    if not as_json:
+        click.echo(f"ok: {len(registry)} flow(s) valid")
 
 
 def _flow_summary(definition: Any) -> dict[str, Any]:
@@ -401,10 +406,14 @@ def runs_retry_step(
 @click.argument("run_id")
 @click.argument("name")
 @click.option("--data", "data_json", default=None, help="Signal payload, as JSON (the step's output).")
+@json_option
 @click.pass_context
-def runs_signal(ctx: click.Context, run_id: str, name: str, data_json: str | None) -> None:
-    """Deliver signal NAME to a run; the WaitForSignal step waiting for it resumes at once."""
+def runs_signal(ctx: click.Context, run_id: str, name: str, data_json: str | None, as_json: bool) -> None:
+    """Deliver signal NAME to a run; every WaitForSignal step parked on it resumes at once."""
     answer = _client(ctx, load_flows=False).signal(run_id, name, _json_data(data_json))
+    if as_json:
+        click.echo(json.dumps({"runId": run_id, "signal": name, "delivery": answer}))
+        return
     click.echo(
         f"signal {name!r} {answer}" + (" (the step consumes it when it parks)" if answer == "kept" else "")
     )

@@ -253,3 +253,20 @@ def test_retry_of_a_step_races_a_rerun_of_its_run_and_both_stand(space: Space) -
     derived = client.lineage(handle.run_id).descendants
     assert len(derived) == 1 and derived[0].source_run_id == handle.run_id
     assert client.get_run(derived[0].id).status.is_terminal  # type: ignore[union-attr]
+
+
+def test_validate_and_signal_speak_json(space: Space, tmp_path: Any) -> None:
+    valid = space.cli("flows", "validate", "--json")
+    assert valid.returncode == 0 and json.loads(valid.stdout)["valid"] is True
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("id: 6f1c2a9e-0000-4000-8000-00000000abcd\nname: bad\nsteps: {}\n")
+    invalid = space.cli("flows", "validate", str(bad), "--json")
+    assert invalid.returncode == 2 and json.loads(invalid.stdout)["valid"] is False
+    client = space.client(
+        registry(flow("sig", {"w": {"type": "WaitForSignal", "inputs": {"signalName": "go"}}}))
+    )
+    handle = client.trigger("sig")
+    space.drain()
+    sent = space.cli("runs", "signal", str(handle.run_id), "go", "--json")
+    assert sent.returncode == 0, sent.stderr
+    assert json.loads(sent.stdout) == {"runId": str(handle.run_id), "signal": "go", "delivery": "resumed"}
