@@ -67,6 +67,11 @@ class Keys:
             self.signals(run_id),
         ]
 
+    def events_channel(self) -> str:
+        """Pub/sub channel: ``<run_id>|<event>`` for every event any run records (``events`` has the
+        event's encoding), for live views; nothing is kept."""
+        return f"{self.prefix}events"
+
     def deadlines(self) -> str:
         """Sorted set: ids of runs with a deadline, scored by it (epoch ms); the sweeper's input."""
         return f"{self.prefix}deadlines"

@@ -3,7 +3,7 @@
 -- scripts never spell a key themselves. Scripts that enqueue jobs also take RQ's enqueue
 -- commands as binary-safe ARGV[2..] slices (see run_commands). A "hash" in a reply is HGETALL's
 -- flat {field, value, ...} list. Field groups the script headers refer to:
---   run fields (StoreBase._run_args): run_id, run_key, events_key, status_keys {RunStatus: index
+--   run fields (StoreBase._run_args): run_id, run_key, events_key, events_channel, status_keys {RunStatus: index
 --     key}, flow_status_template {before flow id, before status}, deadlines_key, now (ISO time:
 --     run hash and signal records), now_ms (the same time in epoch ms: step hashes, attempts and
 --     events), max_events (events kept per run).
@@ -35,6 +35,8 @@ local function push_event(a, kind, step_key, message)
   if message then event = event .. '|' .. message end
   redis.call('RPUSH', a.events_key, event)
   redis.call('LTRIM', a.events_key, -a.max_events, -1)
+  -- Live views (the flows UI's server-sent events) follow runs here: `<run_id>|<event>`.
+  redis.call('PUBLISH', a.events_channel, a.run_id .. '|' .. event)
 end
 
 local function hset_present(key, fields)

@@ -44,6 +44,7 @@ class StoreBase:
             "run_id": str(run_id),
             "run_key": self.keys.run(run_id),
             "events_key": self.keys.events(run_id),
+            "events_channel": self.keys.events_channel(),
             "status_keys": self._status_keys,
             "flow_status_template": self.keys.flow_status_template(),
             "deadlines_key": self.keys.deadlines(),

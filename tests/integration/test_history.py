@@ -11,7 +11,7 @@ from redis import Redis
 from redis.client import Pipeline
 
 from flowjobs import FlowDefinition, RunStatus, StepStatus
-from tests.conftest import Space
+from tests.conftest import Space, wait_until
 from tests.integration.flows import flow, registry
 
 
@@ -153,3 +153,25 @@ def test_a_run_that_finishes_in_time_leaves_no_deadline_behind(space: Space) -> 
     run = handle.wait(timeout=5)
     assert run.status is RunStatus.Succeeded and run.timeout_at is not None and run.timed_out_at is None
     assert space.redis.zscore(space.keys.deadlines(), str(handle.run_id)) is None
+
+
+def test_every_event_is_published_for_live_views(space: Space) -> None:
+    client = space.client(registry(flow("live", {"a": {"type": "Noop"}})))
+    pubsub = space.redis.pubsub()
+    pubsub.subscribe(space.keys.events_channel())
+    wait_until(lambda: pubsub.get_message(timeout=0.1), what="the subscription")
+    handle = client.trigger("live")
+    space.drain()
+    seen: list[str] = []
+
+    def drained() -> bool:
+        message = pubsub.get_message(timeout=0.1)
+        if message and message["type"] == "message":
+            seen.append(message["data"].decode())
+        return any("|run.completed|" in m for m in seen)
+
+    wait_until(drained, timeout=10, what="the run.completed event")
+    pubsub.close()
+    assert all(m.startswith(f"{handle.run_id}|") for m in seen)
+    kinds = [m.split("|")[3] for m in seen]
+    assert kinds[0] == "run.started" and "step.completed" in kinds and kinds[-1] == "run.completed"
