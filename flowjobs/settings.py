@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -85,8 +85,20 @@ class Settings(BaseSettings):
     """Log rendering: pretty for people, JSON for log pipelines."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Lowest level logged."""
-    rq_dashboard_url: str = "http://127.0.0.1:9181/0"
-    """Base of rq-dashboard's pages for this Redis (``<base>/view/job/<job_id>``)."""
+    rq_dashboard_url: str = "http://127.0.0.1:8000/rq/0"
+    """Base of rq-dashboard's pages for this Redis (``<base>/view/job/<job_id>``): by default the
+    one that ``flowjobs web`` and ``flowjobs up`` mount at ``/rq`` on their default address."""
+    web_host: str = "127.0.0.1"
+    """Address ``flowjobs web`` and ``flowjobs up`` listen on."""
+    web_port: int = Field(default=8000, ge=0, le=65535)
+    """Port ``flowjobs web`` and ``flowjobs up`` listen on."""
+    web_token: SecretStr | None = None
+    """Bearer token the web process requires (with or instead of Basic auth); unset with no
+    user and password: the web process is open (and logs a warning saying so)."""
+    web_user: str | None = None
+    """HTTP Basic user name the web process requires (with ``web_password``)."""
+    web_password: SecretStr | None = None
+    """HTTP Basic password the web process requires (with ``web_user``)."""
 
     @field_validator("handler_modules")
     @classmethod
@@ -95,6 +107,13 @@ class Settings(BaseSettings):
             if not all(part.isidentifier() for part in name.split(".")):
                 raise ValueError(f"{name!r} is not a module name")
         return value
+
+    @model_validator(mode="after")
+    def _password_with_user(self) -> Settings:
+        # A user without a password (or the reverse) would silently leave Basic auth off.
+        if (self.web_user is None) != (self.web_password is None):
+            raise ValueError("FLOWJOBS_WEB_USER and FLOWJOBS_WEB_PASSWORD must be set together")
+        return self
 
     @field_validator("rq_job_ttl_seconds")
     @classmethod
@@ -142,7 +161,9 @@ def load_settings(**overrides: object) -> Settings:
 
 
 def _env_name(loc: tuple[int | str, ...]) -> str:
-    field = str(loc[0]) if loc else "settings"
+    if not loc:  # a check across settings (model validator): its message names them
+        return "settings"
+    field = str(loc[0])
     if field in ("redis_url", "REDIS_URL"):
         return "REDIS_URL"
     return f"FLOWJOBS_{field.upper()}"

@@ -1,0 +1,45 @@
+"""flowjobs' web process: the HTTP API, the flows UI, webhooks and rq-dashboard in one ASGI app.
+
+``flowjobs.web.app.create_app`` builds it. Routers of this package reach the app's client and
+settings through the dependencies below (one ``FlowClient`` per process, built by the factory),
+so every part of the web process reads and writes through the same Python API as the CLI.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from flowjobs.client import FlowClient
+from flowjobs.settings import Settings
+
+API_PREFIX = "/flows/api"
+"""Where the HTTP API (and the webhook route) live."""
+UI_PREFIX = "/flows"
+"""Where the flows UI lives (``/flows/runs/<run_id>`` is a run's page)."""
+RQ_PREFIX = "/rq"
+"""Where rq-dashboard is mounted."""
+
+
+def get_client(request: Request) -> FlowClient:
+    """FastAPI dependency: the app's ``FlowClient``."""
+    client: FlowClient = request.app.state.client
+    return client
+
+
+def get_settings(request: Request) -> Settings:
+    """FastAPI dependency: the app's ``Settings``."""
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+Client = Annotated[FlowClient, Depends(get_client)]
+"""Route parameter type: ``def route(client: Client)``."""
+AppSettings = Annotated[Settings, Depends(get_settings)]
+"""Route parameter type: ``def route(settings: AppSettings)``."""
+
+
+def run_ui_path(run_id: object) -> str:
+    """Path of a run's page in the flows UI (relative to the web process's base URL)."""
+    return f"{UI_PREFIX}/runs/{run_id}"

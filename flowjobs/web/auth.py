@@ -1,0 +1,132 @@
+"""Web auth (SPEC §9): a Bearer token (``FLOWJOBS_WEB_TOKEN``) and/or HTTP Basic
+(``FLOWJOBS_WEB_USER`` / ``FLOWJOBS_WEB_PASSWORD``) in front of every route of the web process —
+the API, the flows UI and rq-dashboard — except the health check and the webhook route (which
+has its own verification). Nothing configured: the process is open and says so at start.
+
+An ASGI middleware, not a FastAPI dependency, so the mounted rq-dashboard (WSGI) and static
+files are covered too.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import json
+
+import structlog
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from flowjobs.settings import Settings
+from flowjobs.web import API_PREFIX
+
+log = structlog.get_logger("flowjobs.web.auth")
+
+#: Paths served without auth: the health check (load balancers, ``flowjobs up``'s wait) and the
+#: webhook receiver (signed or keyed per flow instead).
+OPEN_PATHS = frozenset({f"{API_PREFIX}/health"})
+OPEN_PREFIXES = (f"{API_PREFIX}/webhook/",)
+REALM = "flowjobs"
+
+
+def _same(given: str, expected: str) -> bool:
+    """Constant-time comparison (on bytes: ``compare_digest`` refuses non-ASCII str)."""
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
+class Credentials:
+    """What a request may present: a token, a user and password, or both."""
+
+    def __init__(self, token: str | None, user: str | None, password: str | None) -> None:
+        self.token = token or None
+        self.basic = (user, password) if user and password else None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Credentials:
+        """The web credentials of the settings."""
+        password = settings.web_password.get_secret_value() if settings.web_password else None
+        token = settings.web_token.get_secret_value() if settings.web_token else None
+        return cls(token, settings.web_user, password)
+
+    @property
+    def configured(self) -> bool:
+        """Whether any credential is set (otherwise everything is open)."""
+        return self.token is not None or self.basic is not None
+
+    def accepts(self, authorization: str | None) -> bool:
+        """Whether an ``Authorization`` header value carries a configured credential."""
+        if not authorization:
+            return False
+        scheme, _, value = authorization.strip().partition(" ")
+        scheme, value = scheme.lower(), value.strip()
+        if scheme == "bearer" and self.token is not None:
+            return _same(value, self.token)
+        if scheme == "basic" and self.basic is not None:
+            try:
+                decoded = base64.b64decode(value, validate=True).decode()
+            except (binascii.Error, UnicodeDecodeError):
+                return False
+            user, sep, password = decoded.partition(":")
+            # Both compared whatever the first says, so timing tells nothing about the user name.
+            user_ok = _same(user, self.basic[0])
+            password_ok = _same(password, self.basic[1])
+            return bool(sep) and user_ok and password_ok
+        return False
+
+    def challenge(self) -> str:
+        """``WWW-Authenticate`` value: Basic when configured (browsers then prompt), else Bearer."""
+        return f'Basic realm="{REALM}"' if self.basic is not None else f'Bearer realm="{REALM}"'
+
+
+def is_open_path(path: str) -> bool:
+    """Paths that never require auth."""
+    return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
+
+
+class AuthMiddleware:
+    """Refuses (401, JSON ``detail``) every HTTP request to a protected path without a valid
+    ``Authorization`` header."""
+
+    def __init__(self, app: ASGIApp, credentials: Credentials) -> None:
+        self.app = app
+        self.credentials = credentials
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or is_open_path(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        authorization = next(
+            (value.decode("latin-1") for name, value in scope["headers"] if name == b"authorization"), None
+        )
+        if self.credentials.accepts(authorization):
+            await self.app(scope, receive, send)
+            return
+        body = json.dumps({"detail": "authentication required"}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 401,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"www-authenticate", self.credentials.challenge().encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+def install_auth(app: FastAPI, settings: Settings) -> None:
+    """Put ``app`` (mounts included) behind the configured credentials, or log a warning that it is
+    open when none are."""
+    credentials = Credentials.from_settings(settings)
+    if not credentials.configured:
+        log.warning(
+            "web.auth_disabled",
+            detail="every route is open: set FLOWJOBS_WEB_TOKEN and/or FLOWJOBS_WEB_USER and "
+            "FLOWJOBS_WEB_PASSWORD",
+        )
+        return
+    log.info("web.auth_enabled", bearer=credentials.token is not None, basic=credentials.basic is not None)
+    app.add_middleware(AuthMiddleware, credentials=credentials)
