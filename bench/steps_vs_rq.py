@@ -83,6 +83,8 @@ NOOP_FUNC = "bench.steps_vs_rq.noop"
 STEPS_PER_RUN = 10
 POLL_SECONDS = 0.01
 DRAIN_TIMEOUT_SECONDS = 90.0
+#: Tells a worker subprocess to run the duties beside its jobs (``--duties``).
+DUTIES_ENV = "FLOWJOBS_BENCH_DUTIES"
 READY_TIMEOUT_SECONDS = 30.0
 LATENCY_STEPS = 3
 LATENCY_POLL_SECONDS = 0.001
@@ -125,7 +127,13 @@ def worker_main(argv: Sequence[str]) -> int:
         plain.work(burst=False, with_scheduler=False, logging_level="WARNING")
         return 0
     settings = Settings(redis_url=url, queue=queue, key_prefix=prefix, handler_modules="")
-    install_engine(engine_from_settings(settings, redis=redis, handlers=handlers))
+    engine = engine_from_settings(settings, redis=redis, handlers=handlers)
+    install_engine(engine)
+    if os.environ.get(DUTIES_ENV) == "1":
+        # As `flowjobs worker` does: the duties on a thread beside the jobs (their cost is measured).
+        from flowjobs.duties import flow_duties
+
+        flow_duties(engine, settings, owner=name).start()
     worker = build_worker(redis, queue, simple=kind == "simple", name=name)
     worker.work(burst=False, with_scheduler=False, logging_level="WARNING")
     return 0
@@ -151,6 +159,7 @@ class Bench:
     redis: Redis
     url: str
     worker_kind: str
+    duties: bool = False
     token: str = field(default_factory=lambda: f"fjbench{uuid.uuid4().hex[:10]}")
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     queues: list[str] = field(default_factory=list)
@@ -173,7 +182,7 @@ class Bench:
         """``count`` worker subprocesses on ``queue`` (RQ's own class with ``plain``), once ready."""
         names = [f"{queue.name}-w{i}" for i in range(count)]
         path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-        env = {**os.environ, "PYTHONPATH": path}
+        env = {**os.environ, "PYTHONPATH": path, DUTIES_ENV: "1" if self.duties else "0"}
         for name in names:
             self.processes.append(subprocess.Popen(
                 [sys.executable, str(Path(__file__).resolve()), "--_worker", self.worker_kind, queue.name,
@@ -406,6 +415,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=60, help="flowjobs runs per drain (10 steps each)")
     parser.add_argument("--jobs", type=int, default=600, help="raw RQ no-op jobs per drain")
     parser.add_argument("--floor", type=float, default=0.5, help="minimum ratio (2 workers); exit 1 below")
+    parser.add_argument("--duties", action="store_true",
+                        help="flowjobs workers also run the duties, as `flowjobs worker` does")
     parser.add_argument("--latency-samples", type=int, default=30,
                         help="3-step submit -> done samples, flowjobs and RQ chain each")
     parser.add_argument("--worker-class", choices=("simple", "fork"), default="simple",
@@ -438,7 +449,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         url = server.url
         print(f"note: no Redis at the configured URL; started an embedded server at {url}")
     load_before = os.getloadavg()[0]
-    bench = Bench(Redis.from_url(url), url, args.worker_class)
+    bench = Bench(Redis.from_url(url), url, args.worker_class, duties=args.duties)
     steps = args.runs * STEPS_PER_RUN
     try:
         rq1 = bench.rq_drain(args.jobs, 1, count_commands=True)
