@@ -265,9 +265,14 @@ class FlowClient:
         status: RunStatus | None = None,
         limit: int = 50,
         before: UUID | str | datetime | None = None,
+        since: datetime | None = None,
+        skip: int = 0,
     ) -> list[FlowRunRecord]:
-        """Runs newest first; pass the last run's id as ``before`` for the next page."""
-        return self.store.list_runs(flow_id=flow_id, status=status, limit=limit, before=before)
+        """Runs newest first; pass the last run's id as ``before`` for the next page (or ``skip``
+        runs); ``since`` keeps the runs started at or after it."""
+        return self.store.list_runs(
+            flow_id=flow_id, status=status, limit=limit, before=before, since=since, skip=skip
+        )
 
     def signal(self, run_id: UUID | str, signal_name: str, payload: Any = None) -> str:
         """Deliver a signal to a run: every step of it parked on that name resumes at once, with the

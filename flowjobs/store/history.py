@@ -54,8 +54,11 @@ class History(StoreBase):
         status: RunStatus | None = None,
         limit: int = 50,
         before: UUID | str | datetime | None = None,
+        since: datetime | None = None,
+        skip: int = 0,
     ) -> list[FlowRunRecord]:
-        """Runs newest first; ``before`` (a run id or a time) pages past the runs already seen.
+        """Runs newest first; ``before`` (a run id or a time, exclusive) pages past the runs already
+        seen, ``since`` (inclusive) stops at the oldest start wanted, ``skip`` drops that many first.
 
         Reads the narrowest index for the filters (all runs, per flow, per status, or per flow and
         status), so at most three round-trips whatever the history size: the ``before`` run's
@@ -63,29 +66,65 @@ class History(StoreBase):
         """
         if limit < 1:
             return []
-        if flow_id is not None and status is not None:
-            index = self.keys.flow_status_runs(flow_id, status.value)
-        elif status is not None:
-            index = self.keys.status_runs(status.value)
-        elif flow_id is not None:
-            index = self.keys.flow_runs(flow_id)
-        else:
-            index = self.keys.runs()
-        upper: str = "+inf"
-        if isinstance(before, datetime):
-            upper = f"({epoch_score(before)}"
-        elif before is not None:
-            score = self.redis.zscore(self.keys.runs(), str(before))
-            if score is None:
-                return []
-            upper = f"({score}"
-        ids = self.redis.zrevrangebyscore(index, upper, "-inf", start=0, num=limit)
+        bounds = self._score_bounds(before, since)
+        if bounds is None:
+            return []
+        upper, lower = bounds
+        index = self._run_index(flow_id, status)
+        ids = self.redis.zrevrangebyscore(index, upper, lower, start=max(skip, 0), num=limit)
         with self.redis.pipeline(transaction=False) as pipe:
             for run_id in ids:
                 pipe.hgetall(self.keys.run(text(run_id)))
             rows = pipe.execute()
         # Every index entry has its hash (both are written and moved together), so no refill.
         return [decode_run(from_hash(raw)) for raw in rows if raw]
+
+    def count_runs(
+        self,
+        *,
+        flow_ids: Sequence[UUID | str | None] = (None,),
+        statuses: Sequence[RunStatus | None] = (None,),
+        before: datetime | None = None,
+        since: datetime | None = None,
+    ) -> dict[tuple[str | None, RunStatus | None], int]:
+        """How many runs each (flow, status) pair has (None: any), started in ``[since, before)``,
+        in one round-trip (ZCOUNT on the same indexes as ``list_runs``)."""
+        bounds = self._score_bounds(before, since)
+        pairs = [(str(f) if f is not None else None, s) for f in flow_ids for s in statuses]
+        if bounds is None:
+            return dict.fromkeys(pairs, 0)
+        upper, lower = bounds
+        with self.redis.pipeline(transaction=False) as pipe:
+            for flow_id, status in pairs:
+                pipe.zcount(self._run_index(flow_id, status), lower, upper)
+            counts = pipe.execute()
+        return {pair: int(n) for pair, n in zip(pairs, counts, strict=True)}
+
+    def _run_index(self, flow_id: UUID | str | None, status: RunStatus | None) -> str:
+        """The narrowest run index for the filters."""
+        if flow_id is not None and status is not None:
+            return self.keys.flow_status_runs(flow_id, status.value)
+        if status is not None:
+            return self.keys.status_runs(status.value)
+        if flow_id is not None:
+            return self.keys.flow_runs(flow_id)
+        return self.keys.runs()
+
+    def _score_bounds(
+        self, before: UUID | str | datetime | None, since: datetime | None
+    ) -> tuple[str, str] | None:
+        """``(max, min)`` started-at scores for ZREVRANGEBYSCORE/ZCOUNT; None when ``before`` names
+        no run (nothing is older than an unknown run)."""
+        upper = "+inf"
+        if isinstance(before, datetime):
+            upper = f"({epoch_score(before)}"
+        elif before is not None:
+            score = self.redis.zscore(self.keys.runs(), str(before))
+            if score is None:
+                return None
+            upper = f"({score}"
+        lower = str(epoch_score(since)) if since is not None else "-inf"
+        return upper, lower
 
     def find_run_id_by_job(self, job_id: str) -> str | None:
         """The run an RQ job belongs to (trigger job or any step attempt)."""

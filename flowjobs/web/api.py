@@ -1,13 +1,684 @@
-"""The HTTP API under ``/flows/api`` (SPEC §8): flows, runs, schedules and health, camelCase JSON."""
+"""The HTTP API under ``/flows/api`` (SPEC §8): the reference dashboard's routes, camelCase JSON.
+
+Runs, steps, events and lineage are the store's own records (``flowjobs.records``) — the API adds
+no second shape for them. Action routes answer small result objects (the reference's
+``{runId, message}``-style shapes, extended). Every route is a thin call of ``FlowClient``;
+errors are flowjobs' typed errors, mapped to statuses once, in ``install_error_handlers``.
+
+Links to rq-dashboard travel in headers, not in the records: every response carries
+``X-Job-Url-Template`` (``<rq-dashboard>/view/job/{jobId}``), and a single run's response has a
+``Link`` per job of it (``rel="job"``) and to its page in the flows UI (``rel="run"``).
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import json
+from datetime import UTC, datetime, time
+from enum import StrEnum
+from typing import Annotated, Any
+from urllib.parse import urlencode
+from uuid import UUID
 
-router = APIRouter()
+import structlog
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
+from pydantic.alias_generators import to_camel
+from redis.exceptions import RedisError
+from rq import Queue, Worker
+
+from flowjobs.client import FlowClient
+from flowjobs.errors import (
+    DataTooLarge,
+    FlowDisabled,
+    FlowjobsError,
+    FlowNotFound,
+    RunCancelled,
+    RunNotActive,
+    RunNotFound,
+    ScheduleNotFound,
+    SignalAlreadyDelivered,
+    SignalBusy,
+    SignalNotFound,
+    StepNotFound,
+    StepNotRetryable,
+    TriggerNotFound,
+)
+from flowjobs.manifest import FlowDefinition, FlowManifest
+from flowjobs.records import FlowRunRecord, FlowStepRecord, RunEvent, RunLineage
+from flowjobs.schedules.state import ScheduleState
+from flowjobs.settings import Settings
+from flowjobs.statuses import RunStatus
+from flowjobs.web import AppSettings, Client, run_ui_path
+
+log = structlog.get_logger("flowjobs.web.api")
+
+#: Largest page of runs, and largest offset (``skip`` costs a walk of the index: cursors do not).
+MAX_PAGE = 500
+MAX_SKIP = 10_000
+#: Raw request bodies may be this many times ``FLOWJOBS_MAX_DATA_BYTES`` (pretty-printed JSON is
+#: larger than its canonical encoding, which the limit measures), plus a little.
+BODY_SLACK_FACTOR = 2
+BODY_SLACK_BYTES = 1024
+JOB_URL_TEMPLATE_HEADER = "X-Job-Url-Template"
+
+#: What each typed error means in HTTP; the most specific class wins (the exception's MRO).
+ERROR_STATUS: dict[type[FlowjobsError], int] = {
+    FlowNotFound: 404,
+    TriggerNotFound: 404,
+    RunNotFound: 404,
+    StepNotFound: 404,
+    ScheduleNotFound: 404,
+    SignalNotFound: 404,
+    FlowDisabled: 409,
+    RunNotActive: 409,
+    StepNotRetryable: 409,
+    RunCancelled: 409,
+    SignalAlreadyDelivered: 409,
+    SignalBusy: 409,
+    DataTooLarge: 413,
+}
+#: Any other typed error is bad input (invalid trigger data, signal payload, cron expression…).
+BAD_INPUT_STATUS = 422
+
+_JSON_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": False,
+        "content": {"application/json": {"schema": {"description": "Any JSON value (optional)."}}},
+    }
+}
 
 
-@router.get("/health")
-def health() -> dict[str, object]:
-    """Placeholder."""
-    return {"status": "ok"}
+def _job_url_template(response: Response, settings: AppSettings) -> None:
+    """Every API response says where a job's rq-dashboard page is."""
+    response.headers[JOB_URL_TEMPLATE_HEADER] = settings.job_url("{jobId}")
+
+
+router = APIRouter(dependencies=[Depends(_job_url_template)])
+
+
+class ApiModel(BaseModel):
+    """Result shapes of the action routes: camelCase in JSON, like the records."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+
+class FlowView(ApiModel):
+    """A registered flow and whether it is enabled (the reference's FlowDefinition)."""
+
+    id: UUID
+    name: str
+    version: str
+    is_enabled: bool
+    manifest: FlowManifest
+
+
+class TriggerResult(ApiModel):
+    """A triggered run (202), or the earlier run an idempotency key returned (200)."""
+
+    run_id: UUID
+    background_job_id: str
+    created: bool
+    message: str
+
+
+class CancelResult(ApiModel):
+    """Cancellation accepted: closed at once, or after the running steps finish."""
+
+    success: bool
+    accepted: bool
+    closed_immediately: bool
+    message: str
+    run: FlowRunRecord
+
+
+class RerunResult(ApiModel):
+    """The new run of a re-run."""
+
+    run_id: UUID
+    source_run_id: UUID
+    background_job_id: str
+    message: str
+
+
+class RetryResult(ApiModel):
+    """The new attempt of a retried step."""
+
+    success: bool
+    message: str
+    run_id: UUID
+    step_key: str
+    attempt: int
+    job_id: str | None
+
+
+class SignalResult(ApiModel):
+    """A delivered signal: ``resumed`` parked steps, or ``kept`` for a step that parks later."""
+
+    delivered: bool
+    run_id: UUID
+    signal: str
+    delivery: str
+    delivered_at: datetime
+
+
+class ScheduleFired(ApiModel):
+    """A schedule fired now."""
+
+    success: bool
+    message: str
+    job_id: str
+    run_id: UUID | None
+
+
+class CronChange(ApiModel):
+    """A runtime cron override (None: back to the flow file's expression)."""
+
+    cron_expression: str | None
+
+
+class StatusCounts(ApiModel):
+    """Runs of one flow (or all) per status."""
+
+    flow_id: UUID | None
+    flow_name: str | None
+    total: int
+    by_status: dict[RunStatus, int]
+
+
+class RunStats(ApiModel):
+    """Overview counters (the reference's, over runs started today UTC) and counts per status and flow."""
+
+    total_flows: int
+    active_runs: int
+    completed_today: int
+    failed_today: int
+    total: int
+    by_status: dict[RunStatus, int]
+    by_flow: list[StatusCounts]
+
+
+class HealthStatus(StrEnum):
+    """``ok``; ``degraded``: Redis answers but no worker is seen or duties lag; ``down``: no Redis."""
+
+    ok = "ok"
+    degraded = "degraded"
+    down = "down"
+
+
+class Health(ApiModel):
+    """What ``GET /health`` checks."""
+
+    status: HealthStatus
+    redis: bool
+    workers: int
+    duties_active: bool
+    duty_lag_seconds: float | None
+    flows: int
+    detail: str | None = None
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    """Naive query times are UTC."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
+
+
+def _require_run(client: FlowClient, run_id: str) -> FlowRunRecord:
+    run = client.get_run(run_id)
+    if run is None:
+        raise RunNotFound(f"no run with id {run_id}")
+    return run
+
+
+def _link_run(response: Response, settings: Settings, run: FlowRunRecord) -> None:
+    """``Link`` headers: the run's page in the flows UI and the rq-dashboard page of each of its jobs."""
+    links = [f'<{run_ui_path(run.id)}>; rel="run"']
+    if run.background_job_id:
+        links.append(f'<{settings.job_url(run.background_job_id)}>; rel="job"; title="trigger"')
+    for step in run.steps or []:
+        if step.job_id:
+            links.append(f'<{settings.job_url(step.job_id)}>; rel="job"; title="step {step.step_key}"')
+    response.headers["Link"] = ", ".join(links)
+
+
+async def _json_body(request: Request, settings: Settings) -> Any:
+    """The request's JSON body (None when empty), read up to a cap: 413 past it, 400 if not JSON."""
+    cap = settings.max_data_bytes * BODY_SLACK_FACTOR + BODY_SLACK_BYTES
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > cap:
+        raise DataTooLarge(f"request body of {declared} bytes is over {cap}", limit=cap, actual=int(declared))
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > cap:
+            raise DataTooLarge(f"request body is over {cap} bytes", limit=cap, actual=len(body))
+    if not body.strip():
+        return None
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise _BadJson(f"request body is not JSON: {error}") from error
+    except RecursionError as error:  # the parser recurses once per nesting level
+        depth = settings.max_data_depth
+        raise DataTooLarge(
+            f"JSON nested too deeply (limit {depth})", limit=depth, actual=depth + 1
+        ) from error
+
+
+class _BadJson(Exception):
+    """An unparsable request body (400, as the reference's ``Invalid JSON payload``)."""
+
+
+def _flow_view(client: FlowClient, definition: FlowDefinition) -> FlowView:
+    return FlowView(
+        id=definition.id,
+        name=definition.name,
+        version=definition.version,
+        is_enabled=client.store.flow_enabled(definition.id),
+        manifest=definition.manifest,
+    )
+
+
+# -- flows -------------------------------------------------------------------------------------
+
+
+@router.get("/flows", tags=["flows"])
+def list_flows(client: Client) -> list[FlowView]:
+    """Every flow this web process loaded (``FLOWJOBS_FLOWS_DIR``), by name."""
+    return [_flow_view(client, definition) for definition in client.flows.all()]
+
+
+@router.get("/flows/{flow}", tags=["flows"])
+def get_flow(flow: str, client: Client) -> FlowView:
+    """One flow, by id or name."""
+    return _flow_view(client, client.flows.get(flow))
+
+
+@router.post("/flows/{flow}/enable", tags=["flows"])
+def enable_flow(flow: str, client: Client) -> FlowView:
+    """Enable a flow: it can be triggered and its Cron schedules fire (persisted)."""
+    return _flow_view(client, client.set_flow_enabled(flow, True))
+
+
+@router.post("/flows/{flow}/disable", tags=["flows"])
+def disable_flow(flow: str, client: Client) -> FlowView:
+    """Disable a flow: every trigger is refused (409) and its Cron schedules do not fire."""
+    return _flow_view(client, client.set_flow_enabled(flow, False))
+
+
+@router.post(
+    "/flows/{flow}/trigger",
+    tags=["flows"],
+    status_code=202,
+    responses={200: {"model": TriggerResult, "description": "An earlier run had that idempotency key"}},
+    openapi_extra=_JSON_BODY,
+)
+async def trigger_flow(
+    flow: str,
+    request: Request,
+    response: Response,
+    client: Client,
+    settings: AppSettings,
+    trigger: Annotated[str, Query(description="Trigger key of the flow.")] = "manual",
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> TriggerResult:
+    """Trigger a run: the JSON body is the trigger data; the request's headers are kept on the run
+    (sensitive ones dropped). A repeated ``Idempotency-Key`` returns the first run (200)."""
+    data = await _json_body(request, settings)
+    headers = dict(request.headers)
+    handle = await run_in_threadpool(
+        client.trigger, flow, trigger, data, headers, idempotency_key=idempotency_key
+    )
+    if not handle.created:
+        response.status_code = 200
+    response.headers["Location"] = f"{request.scope.get('root_path', '')}/flows/api/runs/{handle.run_id}"
+    return TriggerResult(
+        run_id=handle.run_id,
+        background_job_id=handle.background_job_id,
+        created=handle.created,
+        message="run triggered" if handle.created else "an earlier run had this idempotency key",
+    )
+
+
+# -- runs --------------------------------------------------------------------------------------
+
+
+@router.get("/runs", tags=["runs"])
+def list_runs(
+    request: Request,
+    response: Response,
+    client: Client,
+    flow: Annotated[str | None, Query(description="Flow id or name.")] = None,
+    status: RunStatus | None = None,
+    since: Annotated[datetime | None, Query(description="Runs started at or after (UTC if naive).")] = None,
+    until: Annotated[datetime | None, Query(description="Runs started before (UTC if naive).")] = None,
+    before: Annotated[str | None, Query(description="Cursor: runs older than this run id.")] = None,
+    skip: Annotated[int, Query(ge=0, le=MAX_SKIP, description="Offset paging (cursors are cheaper).")] = 0,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+) -> list[FlowRunRecord]:
+    """Runs newest first, filtered. Paging: pass ``X-Next-Cursor`` (also in ``Link: rel="next"``) as
+    ``before``, or use ``skip``; ``X-Total-Count`` counts every run matching the filters."""
+    flow_id: UUID | None = None
+    if flow is not None:
+        flow_id = client.flows.get(flow).id if _as_uuid(flow) is None else _as_uuid(flow)
+    until_at, since_at = _utc(until), _utc(since)
+    # `until` and a cursor are both upper bounds: a cursor run id pages inside [since, until).
+    upper: str | datetime | None = before if before is not None else until_at
+    runs = client.list_runs(
+        flow_id=flow_id, status=status, limit=limit, before=upper, since=since_at, skip=skip
+    )
+    if until_at is not None and before is not None:
+        runs = [run for run in runs if run.started_at < until_at]
+    total = client.store.count_runs(flow_ids=[flow_id], statuses=[status], before=until_at, since=since_at)
+    response.headers["X-Total-Count"] = str(total[(str(flow_id) if flow_id else None, status)])
+    if len(runs) == limit:
+        cursor = str(runs[-1].id)
+        response.headers["X-Next-Cursor"] = cursor
+        query = {k: v for k, v in request.query_params.items() if k not in ("before", "skip")}
+        query["before"] = cursor
+        response.headers["Link"] = f'<{request.url.path}?{urlencode(query)}>; rel="next"'
+    return runs
+
+
+def _as_uuid(text: str) -> UUID | None:
+    try:
+        return UUID(text)
+    except ValueError:
+        return None
+
+
+@router.get("/runs/active", tags=["runs"])
+def active_runs(client: Client, limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100) -> list[FlowRunRecord]:
+    """Pending and Running runs, newest first."""
+    runs = client.list_runs(status=RunStatus.Running, limit=limit)
+    runs += client.list_runs(status=RunStatus.Pending, limit=limit)
+    runs.sort(key=lambda run: run.started_at, reverse=True)
+    return runs[:limit]
+
+
+@router.get("/runs/stats", tags=["runs"])
+def run_stats(client: Client) -> RunStats:
+    """Counts per status, overall and per loaded flow, and the reference's overview counters."""
+    flows = client.flows.all()
+    statuses = list(RunStatus)
+    counts = client.store.count_runs(flow_ids=[None, *(d.id for d in flows)], statuses=statuses)
+    midnight = datetime.combine(datetime.now(UTC).date(), time(), tzinfo=UTC)
+    today = client.store.count_runs(statuses=[RunStatus.Succeeded, RunStatus.Failed], since=midnight)
+
+    def per_status(flow_id: UUID | None) -> dict[RunStatus, int]:
+        key = str(flow_id) if flow_id else None
+        return {status: counts[(key, status)] for status in statuses}
+
+    overall = per_status(None)
+    by_flow = [
+        StatusCounts(flow_id=d.id, flow_name=d.name, total=sum(c.values()), by_status=c)
+        for d in flows
+        for c in [per_status(d.id)]
+    ]
+    return RunStats(
+        total_flows=len(flows),
+        active_runs=overall[RunStatus.Pending] + overall[RunStatus.Running],
+        completed_today=today[(None, RunStatus.Succeeded)],
+        failed_today=today[(None, RunStatus.Failed)],
+        total=sum(overall.values()),
+        by_status=overall,
+        by_flow=by_flow,
+    )
+
+
+@router.get("/runs/{run_id}", tags=["runs"])
+def get_run(run_id: str, response: Response, client: Client, settings: AppSettings) -> FlowRunRecord:
+    """The run with its steps and every attempt of each."""
+    run = client.get_run_detail(run_id)
+    if run is None:
+        raise RunNotFound(f"no run with id {run_id}")
+    _link_run(response, settings, run)
+    return run
+
+
+@router.get("/runs/{run_id}/steps", tags=["runs"])
+def run_steps(run_id: str, client: Client) -> list[FlowStepRecord]:
+    """The run's steps (with their attempts), in the order they started."""
+    run = client.get_run_detail(run_id)
+    if run is None:
+        raise RunNotFound(f"no run with id {run_id}")
+    return run.steps or []
+
+
+@router.get("/runs/{run_id}/events", tags=["runs"])
+def run_events(
+    run_id: str,
+    client: Client,
+    skip: Annotated[int, Query(ge=0)] = 0,
+    take: Annotated[int, Query(ge=1, le=10_000)] = 200,
+) -> list[RunEvent]:
+    """The run's event history, oldest first (its last ``FLOWJOBS_MAX_RUN_EVENTS`` events)."""
+    _require_run(client, run_id)
+    return client.store.events(run_id)[skip : skip + take]
+
+
+class CancelRequest(ApiModel):
+    """Why the run is cancelled (optional)."""
+
+    reason: str | None = None
+
+
+@router.post("/runs/{run_id}/cancel", tags=["control"])
+def cancel_run(run_id: str, client: Client, body: CancelRequest | None = None) -> CancelResult:
+    """Cancel an active run (409 for a finished one): queued and parked steps are skipped, running
+    ones finish, then it closes as Cancelled."""
+    run = client.cancel(run_id, body.reason if body else None)
+    closed = run.status is RunStatus.Cancelled
+    return CancelResult(
+        success=True,
+        accepted=True,
+        closed_immediately=closed,
+        message="cancelled" if closed else "cancelling: running steps finish first",
+        run=run,
+    )
+
+
+@router.post("/runs/{run_id}/rerun", tags=["control"], status_code=202)
+def rerun(run_id: str, client: Client) -> RerunResult:
+    """A new run of the same flow with the run's data and headers (``sourceRunId`` set)."""
+    handle = client.rerun(run_id)
+    return RerunResult(
+        run_id=handle.run_id,
+        source_run_id=UUID(run_id),
+        background_job_id=handle.background_job_id,
+        message=f"re-run of {run_id} triggered",
+    )
+
+
+@router.get("/runs/{run_id}/lineage", tags=["runs"])
+def lineage(run_id: str, client: Client) -> RunLineage:
+    """The runs this run was re-run from (nearest first) and the runs re-run from it."""
+    return client.lineage(run_id)
+
+
+@router.post("/runs/{run_id}/steps/{step_key}/retry", tags=["control"], status_code=202)
+def retry_step(
+    run_id: str,
+    step_key: str,
+    client: Client,
+    clear_cancel: Annotated[bool, Query(alias="clearCancel")] = False,
+) -> RetryResult:
+    """Queue a new attempt of a Failed step (409 if it is not Failed, or the run's cancel was
+    requested and ``clearCancel`` is not set)."""
+    client.retry_step(run_id, step_key, clear_cancel=clear_cancel)
+    fields = client.store.step_fields(run_id, step_key)
+    attempt = int(fields.get("attempt", "0"))
+    return RetryResult(
+        success=True,
+        message=f"attempt {attempt} of step {step_key} queued",
+        run_id=UUID(run_id),
+        step_key=step_key,
+        attempt=attempt,
+        job_id=fields.get("job_id"),
+    )
+
+
+@router.post("/runs/{run_id}/signals/{signal_name}", tags=["control"], openapi_extra=_JSON_BODY)
+async def signal(
+    run_id: str, signal_name: str, request: Request, client: Client, settings: AppSettings
+) -> SignalResult:
+    """Deliver a signal (the JSON body is its payload and the step's output): 404 if no step of the
+    run waits for it, 409 if it was delivered before."""
+    payload = await _json_body(request, settings)
+    delivery = await run_in_threadpool(client.signal, run_id, signal_name, payload)
+    return SignalResult(
+        delivered=True,
+        run_id=UUID(run_id),
+        signal=signal_name,
+        delivery=delivery,
+        delivered_at=datetime.now(UTC),
+    )
+
+
+@router.get("/jobs/{job_id}/run", tags=["runs"])
+def run_of_job(job_id: str, response: Response, client: Client, settings: AppSettings) -> FlowRunRecord:
+    """The run an RQ job (trigger or step attempt) belongs to, for as long as the run is kept."""
+    run = client.find_run_by_job(job_id)
+    if run is None:
+        raise RunNotFound(f"no run has job {job_id!r}")
+    _link_run(response, settings, run)
+    return run
+
+
+# -- schedules ---------------------------------------------------------------------------------
+
+
+def _summaries(client: FlowClient, states: list[ScheduleState]) -> list[dict[str, Any]]:
+    enabled = {s.flow_id: client.store.flow_enabled(str(s.flow_id)) for s in states if s.flow_id}
+    return [s.summary(flow_enabled=not s.flow_id or enabled[s.flow_id]) for s in states]
+
+
+@router.get("/schedules", tags=["schedules"])
+def list_schedules(client: Client) -> list[dict[str, Any]]:
+    """Every schedule: flows' Cron triggers and applications' recurring jobs (paused ones included)."""
+    return _summaries(client, client.list_schedules())
+
+
+@router.post("/schedules/{schedule_id}/trigger", tags=["schedules"], status_code=202)
+def trigger_schedule(schedule_id: str, client: Client) -> ScheduleFired:
+    """Fire a schedule once now, paused or not (409 for a disabled flow's)."""
+    fired = client.trigger_schedule(schedule_id)
+    return ScheduleFired(
+        success=True, message=f"fired {schedule_id}", job_id=fired.job_id, run_id=fired.run_id
+    )
+
+
+@router.post("/schedules/{schedule_id}/pause", tags=["schedules"])
+def pause_schedule(schedule_id: str, client: Client) -> dict[str, Any]:
+    """Stop a schedule firing (persisted; missed ticks are not caught up)."""
+    return _summaries(client, [client.pause_schedule(schedule_id)])[0]
+
+
+@router.post("/schedules/{schedule_id}/resume", tags=["schedules"])
+def resume_schedule(schedule_id: str, client: Client) -> dict[str, Any]:
+    """Fire again from the next tick."""
+    return _summaries(client, [client.resume_schedule(schedule_id)])[0]
+
+
+@router.put("/schedules/{schedule_id}/cron", tags=["schedules"])
+def set_schedule_cron(schedule_id: str, change: CronChange, client: Client) -> dict[str, Any]:
+    """Override the schedule's cron expression at runtime (null: clear the override); an invalid
+    expression stores nothing (422)."""
+    return _summaries(client, [client.set_schedule_cron(schedule_id, change.cron_expression)])[0]
+
+
+# -- health ------------------------------------------------------------------------------------
+
+#: Duties that never ran for this long while work is overdue make the process ``degraded``.
+DUTY_LAG_LIMIT_SECONDS = 30.0
+
+
+@router.get("/health", tags=["health"], responses={503: {"model": Health}})
+def health(response: Response, client: Client, settings: AppSettings) -> Health:
+    """Redis reachable, workers seen on the queue, duty lag (how overdue the oldest expired lease,
+    run deadline or due schedule is: what the duties should have handled). Open without auth."""
+    try:
+        duty_lag, duties_active = _duty_lag(client, settings)
+        queue = Queue(settings.queue, connection=client.redis)
+        workers = Worker.count(connection=client.redis, queue=queue)
+    except (RedisError, OSError) as error:
+        response.status_code = 503
+        return Health(
+            status=HealthStatus.down,
+            redis=False,
+            workers=0,
+            duties_active=False,
+            duty_lag_seconds=None,
+            flows=len(client.flows),
+            detail=f"Redis unavailable: {error}",
+        )
+    problems = []
+    if workers == 0:
+        problems.append(f"no worker on queue {settings.queue!r}")
+    if duty_lag is not None and duty_lag > DUTY_LAG_LIMIT_SECONDS:
+        problems.append(f"duties lag {duty_lag:.1f}s")
+    return Health(
+        status=HealthStatus.degraded if problems else HealthStatus.ok,
+        redis=True,
+        workers=workers,
+        duties_active=duties_active,
+        duty_lag_seconds=duty_lag,
+        flows=len(client.flows),
+        detail="; ".join(problems) or None,
+    )
+
+
+def _duty_lag(client: FlowClient, settings: Settings) -> tuple[float | None, bool]:
+    """Seconds the oldest overdue duty item waits (None: nothing overdue), and whether any process
+    ran the duties within the last period (its duty lock is alive), in one round-trip."""
+    keys = client.store.keys
+    with client.redis.pipeline(transaction=False) as pipe:
+        pipe.time()
+        for key in (keys.leases(), keys.deadlines(), keys.schedules_due()):
+            pipe.zrange(key, 0, 0, withscores=True)
+        pipe.exists(keys.duty_lock("leases"))
+        server_time, *oldest, lock = pipe.execute()
+    now_ms = server_time[0] * 1000 + server_time[1] // 1000
+    overdue = [now_ms - int(rows[0][1]) for rows in oldest if rows and now_ms > int(rows[0][1])]
+    lag = max(overdue) / 1000 if overdue else None
+    return lag, bool(lock)
+
+
+# -- errors --------------------------------------------------------------------------------------
+
+
+def _status_of(error: FlowjobsError) -> int:
+    for cls in type(error).__mro__:
+        if cls in ERROR_STATUS:
+            return ERROR_STATUS[cls]
+    return BAD_INPUT_STATUS
+
+
+async def _flowjobs_error(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, FlowjobsError)
+    status = _status_of(error)
+    return JSONResponse({"detail": str(error), "error": type(error).__name__}, status_code=status)
+
+
+async def _bad_json(request: Request, error: Exception) -> JSONResponse:
+    return JSONResponse({"detail": str(error), "error": "InvalidJson"}, status_code=400)
+
+
+async def _redis_down(request: Request, error: Exception) -> JSONResponse:
+    log.warning("web.redis_unavailable", path=request.url.path, error=repr(error))
+    return JSONResponse({"detail": "Redis unavailable", "error": "RedisError"}, status_code=503)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """flowjobs' typed errors as JSON ``{detail, error}``: 404 unknown flow/run/step/schedule/signal,
+    409 an action the state does not allow, 413 too large, 422 other bad input, 400 unparsable
+    JSON, 503 Redis unreachable."""
+    app.add_exception_handler(FlowjobsError, _flowjobs_error)
+    app.add_exception_handler(_BadJson, _bad_json)
+    app.add_exception_handler(RedisError, _redis_down)

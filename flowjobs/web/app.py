@@ -51,6 +51,7 @@ def create_app(settings: Settings | None = None, client: FlowClient | None = Non
     """The web app for ``settings`` (default: loaded from the environment and config file), reading
     and writing through ``client`` (default: one built from the settings, flows from
     ``FLOWJOBS_FLOWS_DIR``)."""
+    from flowjobs.web.api import install_error_handlers
     from flowjobs.web.api import router as api_router
 
     settings = settings or load_settings()
@@ -64,6 +65,7 @@ def create_app(settings: Settings | None = None, client: FlowClient | None = Non
     )
     app.state.settings = settings
     app.state.client = client
+    install_error_handlers(app)
     app.include_router(api_router, prefix=API_PREFIX)
     webhooks = _optional_router("flowjobs.web.webhooks")
     if webhooks is not None:
