@@ -24,6 +24,7 @@ from flowjobs.runtime.base import JobState
 from flowjobs.schedules.state import ScheduleState
 from flowjobs.settings import Settings, load_settings
 from flowjobs.statuses import RunStatus
+from flowjobs.urls import UI_PREFIX, run_ui_path, web_base_url
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -441,6 +442,9 @@ def _print_run(ctx: click.Context, client: FlowClient, run: FlowRunRecord, as_js
         )
 
     click.echo(f"run {run.id}  {run.status.value}")
+    base = web_base_url(settings.rq_dashboard_url)
+    if base:
+        click.echo(f"  page            {base}{run_ui_path(run.id)}")
     click.echo(f"  flow            {run.flow_name} ({run.flow_id}) v{run.flow_version}")
     click.echo(f"  trigger         {run.trigger_key}  data={run.trigger_data_json}")
     click.echo(
@@ -653,7 +657,7 @@ def demo(ctx: click.Context, flow: str, data_json: str, timeout: float) -> None:
         click.echo("where to look:")
         click.echo(f"  flowjobs runs show {run.id}        (REDIS_URL={url})")
         click.echo(
-            f"  rq-dashboard --redis-url {url} --json   then {settings.job_url(run.background_job_id or '')}"
+            f"  flowjobs up   (REDIS_URL={url}) then {settings.job_url(run.background_job_id or '')}"
         )
         if server:
             click.echo("  (the embedded server stops with this demo; set REDIS_URL to keep the history)")
@@ -663,6 +667,93 @@ def demo(ctx: click.Context, flow: str, data_json: str, timeout: float) -> None:
         stop_processes([proc], timeout=15)
         if server:
             server.stop()
+
+
+def _web_settings(settings: Settings, host: str | None, port: int | None) -> Settings:
+    """The settings with ``--host``/``--port`` applied; job links point at this process's own
+    rq-dashboard unless FLOWJOBS_RQ_DASHBOARD_URL was set."""
+    host, port = host or settings.web_host, port if port is not None else settings.web_port
+    update: dict[str, Any] = {"web_host": host, "web_port": port}
+    if "rq_dashboard_url" not in settings.model_fields_set:
+        update["rq_dashboard_url"] = f"http://{host}:{port}/rq/0"
+    return settings.model_copy(update=update)
+
+
+def _serve(settings: Settings) -> None:
+    """Serve the web app with uvicorn in this process until SIGINT or SIGTERM."""
+    import uvicorn
+
+    from flowjobs.web.app import create_app
+
+    app = create_app(settings)
+    base = f"http://{settings.web_host}:{settings.web_port}"
+    click.echo(f"flows UI: {base}{UI_PREFIX}/   API: {base}/flows/api   rq-dashboard: {base}/rq/", err=True)
+    uvicorn.run(
+        app,
+        host=settings.web_host,
+        port=settings.web_port,
+        log_level=settings.log_level,
+        access_log=settings.log_level == "debug",
+    )
+
+
+@cli.command()
+@click.option("--host", default=None, help="Address to listen on (default FLOWJOBS_WEB_HOST, 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port (default FLOWJOBS_WEB_PORT, 8000).")
+@click.pass_context
+def web(ctx: click.Context, host: str | None, port: int | None) -> None:
+    """Serve the HTTP API (/flows/api), the flows UI (/flows/) and rq-dashboard (/rq/)."""
+    _serve(_web_settings(_settings(ctx), host, port))
+
+
+class _Terminated(Exception):
+    """SIGTERM, turned into an exception so ``up`` stops its children on the way out."""
+
+
+@cli.command()
+@click.option("--host", default=None, help="Address the web process listens on (default 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port of the web process (default 8000).")
+@click.pass_context
+def up(ctx: click.Context, host: str | None, port: int | None) -> None:
+    """Everything for local use in one command: the Redis at REDIS_URL (or an embedded server), one
+    worker (duties included) and the web process; Ctrl-C stops them all."""
+    import signal
+
+    from flowjobs.embedded import ensure_redis
+
+    settings = _web_settings(_settings(ctx), host, port)
+    children: list[subprocess.Popen[bytes]] = []
+    server = None
+
+    def terminated(signum: int, frame: object) -> None:
+        raise _Terminated()
+
+    # uvicorn handles SIGTERM itself while it serves, then re-raises it with this handler restored:
+    # either way the cleanup below runs (the default handler would skip it).
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        url, server = ensure_redis(settings.redis_url)
+        click.echo(f"redis: {url}" + (" (embedded server, stops with `up`)" if server else ""), err=True)
+        settings = settings.model_copy(update={"redis_url": url})
+        env = {**os.environ, "REDIS_URL": url, "FLOWJOBS_RQ_DASHBOARD_URL": settings.rq_dashboard_url}
+        # Its own session: Ctrl-C reaches `up` only, which stops the worker warm (SIGTERM) itself.
+        children.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "flowjobs", "worker"],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        )
+        _serve(settings)
+    except (KeyboardInterrupt, _Terminated):
+        pass
+    finally:
+        click.echo("stopping…", err=True)
+        stop_processes(children, timeout=15)
+        if server is not None:
+            server.stop()
+        signal.signal(signal.SIGTERM, previous)
 
 
 def main() -> None:

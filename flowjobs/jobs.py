@@ -15,6 +15,7 @@ import rq
 from flowjobs.outcomes import StepOutcome
 from flowjobs.runtime.base import JobCall, JobFailed, step_job_id, trigger_job_id
 from flowjobs.runtime.current import running_job_id
+from flowjobs.urls import run_ui_path
 
 if TYPE_CHECKING:
     from flowjobs.engine import Engine
@@ -34,7 +35,13 @@ def trigger_call(run_id: str, flow_id: str, flow_name: str | None) -> JobCall:
         args=(run_id,),
         job_id=trigger_job_id(run_id),
         description=f"flow={flow_name} run={run_id} trigger",
-        meta={"flow_id": flow_id, "run_id": run_id, "step_key": None, "attempt": None},
+        meta={
+            "flow_id": flow_id,
+            "run_id": run_id,
+            "step_key": None,
+            "attempt": None,
+            "run_url": run_ui_path(run_id),
+        },
     )
 
 
@@ -53,7 +60,14 @@ def step_call(
         args=(run_id, step_key, attempt, run_fields.get("manifest_hash")),
         job_id=step_job_id(run_id, step_key, attempt),
         description=f"flow={flow_name} run={run_id} step={step_key} attempt={attempt}",
-        meta={"flow_id": flow_id, "run_id": run_id, "step_key": step_key, "attempt": attempt},
+        meta={
+            "flow_id": flow_id,
+            "run_id": run_id,
+            "step_key": step_key,
+            "attempt": attempt,
+            # rq-dashboard shows the meta: the way back from a job to its run's page.
+            "run_url": run_ui_path(run_id),
+        },
         timeout_seconds=timeout_seconds,
     )
 

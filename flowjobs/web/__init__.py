@@ -13,13 +13,18 @@ from fastapi import Depends, Request
 
 from flowjobs.client import FlowClient
 from flowjobs.settings import Settings
+from flowjobs.urls import API_PREFIX, RQ_PREFIX, UI_PREFIX, run_ui_path
 
-API_PREFIX = "/flows/api"
-"""Where the HTTP API (and the webhook route) live."""
-UI_PREFIX = "/flows"
-"""Where the flows UI lives (``/flows/runs/<run_id>`` is a run's page)."""
-RQ_PREFIX = "/rq"
-"""Where rq-dashboard is mounted."""
+__all__ = [
+    "API_PREFIX",
+    "RQ_PREFIX",
+    "UI_PREFIX",
+    "AppSettings",
+    "Client",
+    "get_client",
+    "get_settings",
+    "run_ui_path",
+]
 
 
 def get_client(request: Request) -> FlowClient:
@@ -38,8 +43,3 @@ Client = Annotated[FlowClient, Depends(get_client)]
 """Route parameter type: ``def route(client: Client)``."""
 AppSettings = Annotated[Settings, Depends(get_settings)]
 """Route parameter type: ``def route(settings: AppSettings)``."""
-
-
-def run_ui_path(run_id: object) -> str:
-    """Path of a run's page in the flows UI (relative to the web process's base URL)."""
-    return f"{UI_PREFIX}/runs/{run_id}"

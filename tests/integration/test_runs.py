@@ -62,6 +62,7 @@ def test_linear_flow_fills_every_run_field_and_links_every_job(space: Space) -> 
     assert trigger_job.get_status() == "finished"
     assert trigger_job.meta["run_id"] == str(run.id)
     assert trigger_job.meta["flow_id"] == str(definition.id)
+    assert trigger_job.meta["run_url"] == f"/flows/runs/{run.id}"
     found = client.find_run_by_job(trigger_job.id)
     assert found is not None and found.id == run.id
 
@@ -78,6 +79,7 @@ def test_linear_flow_fills_every_run_field_and_links_every_job(space: Space) -> 
             "run_id": str(run.id),
             "step_key": step.step_key,
             "attempt": 1,
+            "run_url": f"/flows/runs/{run.id}",
         }
         assert job.description == f"flow=linear run={run.id} step={step.step_key} attempt=1"
         assert job.get_status() == "finished"
