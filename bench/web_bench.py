@@ -1,0 +1,216 @@
+"""Benchmark: the HTTP API over real HTTP with a large run history — p50/p99 of the run list and of
+a run's detail.
+
+Run as ``python bench/web_bench.py [--max-runs N] [--samples N] [--floor-ms MS]``; prints one
+``name=value`` line per figure, then a summary, and exits 1 when a floor fails (naming it).
+
+What it measures, on its own key prefix ``fjscale<random>:`` and queue (``bench.store_scale``'s
+``Bench``, whose seeding it reuses):
+
+* One real run of a linear 5-step ``Noop`` flow is triggered and drained in-process; the rest of
+  the history is written directly (records only: 10 flows, 90 % Succeeded), up to 10,000 and
+  ``--max-runs`` (100,000) runs.
+* ``flowjobs web`` runs as a subprocess (uvicorn, its own process: the client's timing loop does
+  not share its interpreter) on a free port, for the same Redis, prefix and queue.
+* At each size, ``--samples`` timed ``GET /flows/api/runs`` (the first page, 50 runs, with its
+  ``X-Total-Count``) and ``GET /flows/api/runs/{id}`` (the real run: 5 steps and their attempts)
+  over one keep-alive HTTP connection, after a warm-up; p50 and p99 in milliseconds.
+
+Floor: list and detail p50 ≤ ``--floor-ms`` (20 ms) at the largest size.
+
+More phases (the webhook receiver's throughput against a direct trigger, for one) go in
+``PHASES``: each gets the running ``WebBench`` after the history phase.
+
+Cleanup: every key under its prefix and RQ's keys of its jobs (``Bench.cleanup``); the web process
+is stopped. It never flushes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from redis import Redis
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run from a checkout: make ``flowjobs`` and ``bench`` importable
+    sys.path.insert(0, str(ROOT))
+
+from bench.store_scale import Bench, linear  # noqa: E402
+from flowjobs.embedded import EmbeddedRedis, redis_answers  # noqa: E402
+from flowjobs.logging import configure_logging  # noqa: E402
+from flowjobs.processes import stop_processes  # noqa: E402
+
+SIZES = (10_000, 100_000)
+FLOOR_MS = 20.0
+API = "/flows/api"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def percentiles_ms(call: Callable[[], object], samples: int) -> tuple[float, float]:
+    """p50 and p99 wall time of ``call`` in milliseconds (after five warm-up calls)."""
+    for _ in range(5):
+        call()
+    times = []
+    for _ in range(samples):
+        start = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - start) * 1000)
+    cuts = statistics.quantiles(times, n=100, method="inclusive")
+    return statistics.median(times), cuts[98]
+
+
+@dataclass
+class WebBench:
+    """The seeded history, the web process serving it, and an HTTP client for it."""
+
+    bench: Bench
+    url: str
+    run_id: str = ""
+    process: subprocess.Popen[bytes] | None = None
+    base: str = ""
+    http: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=30))
+
+    def start_web(self) -> None:
+        """``flowjobs web`` on a free port for the bench's Redis, prefix and queue; wait for health."""
+        port = free_port()
+        env = {
+            **os.environ,
+            "REDIS_URL": self.url,
+            "FLOWJOBS_KEY_PREFIX": self.bench.prefix,
+            "FLOWJOBS_QUEUE": self.bench.queue,
+            "FLOWJOBS_LOG_LEVEL": "warning",
+            "PYTHONPATH": str(ROOT),
+        }
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "flowjobs", "web", "--port", str(port)],
+            env=env,
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self.base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if self.http.get(f"{self.base}{API}/health").status_code in (200, 503):
+                    return
+            except httpx.HTTPError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("flowjobs web did not start")
+            time.sleep(0.1)
+
+    def get(self, path: str) -> httpx.Response:
+        response = self.http.get(f"{self.base}{API}{path}")
+        if response.status_code != 200:
+            raise RuntimeError(f"GET {path}: {response.status_code} {response.text[:200]}")
+        return response
+
+    def history(self, max_runs: int, samples: int) -> dict[int, dict[str, tuple[float, float]]]:
+        """List and detail p50/p99 at each history size."""
+        run_id = self.bench.run_to_end(linear(f"{self.bench.token}-linear5", 5))
+        target = self.bench.client.get_run(run_id)
+        assert target is not None
+        self.run_id = str(run_id)
+        self.start_web()
+        stored, out = 1, {}
+        for size in sorted({min(size, max_runs) for size in SIZES}):
+            start = time.perf_counter()
+            self.bench.seed(size - stored, target, first=False)
+            self.bench.report(f"seed_seconds_{size}", time.perf_counter() - start, ".1f")
+            stored = size
+            total = self.get("/runs").headers["X-Total-Count"]
+            if int(total) != size:
+                raise RuntimeError(f"the API counts {total} runs, {size} were stored")
+            figures = {
+                "list": percentiles_ms(lambda: self.get("/runs"), samples),
+                "detail": percentiles_ms(lambda: self.get(f"/runs/{self.run_id}"), samples),
+            }
+            for name, (p50, p99) in figures.items():
+                self.bench.report(f"web_{size}_{name}_p50_ms", p50)
+                self.bench.report(f"web_{size}_{name}_p99_ms", p99)
+            out[size] = figures
+        return out
+
+    def stop(self) -> None:
+        self.http.close()
+        if self.process is not None:
+            stop_processes([self.process])
+
+
+#: Phases after the history one, each given the running ``WebBench`` (same server and history).
+PHASES: tuple[Callable[[WebBench], None], ...] = ()
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--max-runs", type=int, default=SIZES[-1],
+                        help="largest history size (stored runs); CI uses a smaller one")
+    parser.add_argument("--samples", type=int, default=200, help="timed requests per figure")
+    parser.add_argument("--floor-ms", type=float, default=FLOOR_MS,
+                        help="p50 floor of list and detail at the largest size")
+    args = parser.parse_args(argv)
+    if args.max_runs < 10 or args.samples < 10:
+        parser.error("--max-runs and --samples must be at least 10")
+    return args
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    server: EmbeddedRedis | None = None
+    if not redis_answers(url):
+        server = EmbeddedRedis().start()
+        url = server.url
+        print(f"note: no Redis at the configured URL; started an embedded server at {url}")
+    configure_logging("console", "warning")
+    web = WebBench(Bench(Redis.from_url(url), url), url)
+    try:
+        history = web.history(args.max_runs, args.samples)
+        for phase in PHASES:
+            phase(web)
+    finally:
+        web.stop()
+        web.bench.cleanup()
+        if server is not None:
+            server.stop()
+    largest = max(history)
+    failed = [
+        f"{name} p50 {history[largest][name][0]:.2f} ms at {largest} runs > {args.floor_ms:g} ms"
+        for name in ("list", "detail")
+        if history[largest][name][0] > args.floor_ms
+    ]
+    figures = ", ".join(
+        f"{name} p50 {p50:.2f} ms p99 {p99:.2f} ms" for name, (p50, p99) in history[largest].items()
+    )
+    print(f"summary: GET over HTTP with {largest} stored runs: {figures}")
+    for line in failed:
+        print(f"floor failed: {line}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    sys.exit(main())
