@@ -1,0 +1,92 @@
+// flowjobs UI: live updates and small conveniences. Pages are server-rendered; this only
+// refreshes the elements marked `data-live` (re-fetching the page and swapping them with htmx)
+// when the server-sent event stream says a run changed, and polls every 5 s instead when the
+// stream is down. Everything else works without JavaScript.
+(function () {
+  "use strict";
+  const POLL_MS = 5000;
+  const DEBOUNCE_MS = 250;
+  const status = () => document.getElementById("live-status");
+  let pollTimer = null;
+  let pending = null;
+
+  function setState(state, text) {
+    const el = status();
+    if (el) { el.dataset.state = state; el.textContent = text; }
+  }
+
+  // Remember which <details> are open (by data-key) so a refresh does not fold what was read.
+  function openKeys(root) {
+    return new Set(Array.from(root.querySelectorAll("details[data-key]"))
+      .filter((d) => d.open).map((d) => d.dataset.key));
+  }
+
+  function refresh() {
+    if (pending) { return; }
+    pending = setTimeout(() => {
+      pending = null;
+      document.querySelectorAll("[data-live][id]").forEach((el) => {
+        // Keep the reader's place: no swap while they type or have focus inside a form.
+        if (el.contains(document.activeElement) && document.activeElement.matches("input, textarea, select")) { return; }
+        const keep = openKeys(el);
+        const hadFocus = el.contains(document.activeElement) ? document.activeElement.getAttribute("href") : null;
+        htmx.ajax("GET", window.location.href, { target: "#" + el.id, select: "#" + el.id, swap: "outerHTML" })
+          .then(() => {
+            const fresh = document.getElementById(el.id);
+            if (!fresh) { return; }
+            fresh.querySelectorAll("details[data-key]").forEach((d) => {
+              if (keep.has(d.dataset.key)) { d.open = true; }
+            });
+            if (hadFocus) {
+              const again = fresh.querySelector('[href="' + CSS.escape(hadFocus) + '"]');
+              if (again) { again.focus(); }
+            }
+          });
+      });
+    }, DEBOUNCE_MS);
+  }
+
+  function startPolling() {
+    if (pollTimer) { return; }
+    setState("polling", "Polling");
+    pollTimer = setInterval(refresh, POLL_MS);
+  }
+
+  function stopPolling() {
+    if (pollTimer) { clearInterval(pollTimer); pollTimer = null; }
+  }
+
+  function connect() {
+    const url = document.body.dataset.events;
+    if (!url || !window.EventSource || !document.querySelector("[data-live]")) {
+      setState("off", document.querySelector("[data-live]") ? "Polling" : "");
+      if (document.querySelector("[data-live]")) { startPolling(); }
+      return;
+    }
+    const source = new EventSource(url);
+    let failures = 0;
+    source.addEventListener("ready", () => { failures = 0; stopPolling(); setState("live", "Live"); refresh(); });
+    source.addEventListener("run", () => { failures = 0; refresh(); });
+    source.onerror = () => {
+      failures += 1;
+      // EventSource reconnects by itself; meanwhile (and for good after 3 failures) poll.
+      startPolling();
+      if (failures >= 3) { source.close(); }
+    };
+  }
+
+  document.addEventListener("submit", (event) => {
+    const form = event.target;
+    const question = form.dataset.confirm;
+    if (question && !window.confirm(question)) { event.preventDefault(); return; }
+    // A second click must not send the action twice.
+    form.querySelectorAll("button[type=submit]").forEach((b) => { b.disabled = true; b.setAttribute("aria-busy", "true"); });
+  });
+
+  // Back from rq-dashboard (bfcache): buttons disabled on submit must work again.
+  window.addEventListener("pageshow", () => {
+    document.querySelectorAll("button[aria-busy]").forEach((b) => { b.disabled = false; b.removeAttribute("aria-busy"); });
+  });
+
+  document.addEventListener("DOMContentLoaded", connect);
+})();

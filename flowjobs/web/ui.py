@@ -1,0 +1,559 @@
+"""The flows UI at ``/flows/``: server-rendered pages (Jinja2, htmx) over ``FlowClient``, live by
+server-sent events from the engine's pub/sub channel.
+
+Pages: overview, flows, runs, a run (DAG, timeline, step panel, actions), schedules, search.
+Every action is a plain HTML form POST answered by a redirect (303) to the page that shows its
+result, so the UI works without JavaScript; htmx only refreshes the live parts of a page when an
+event arrives (``static/flows.js``), and falls back to polling when the stream is silent.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlencode
+from uuid import UUID
+
+import redis.asyncio
+from fastapi import APIRouter, Form, Query, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, StreamingResponse
+from fastapi.routing import APIRoute
+from fastapi.templating import Jinja2Templates
+from redis.exceptions import RedisError
+from rq.job import Job
+
+from flowjobs.clock import utcnow
+from flowjobs.errors import FlowjobsError
+from flowjobs.manifest import FlowManifest, child_key, split_runtime_key
+from flowjobs.records import FlowRunRecord, FlowStepRecord
+from flowjobs.statuses import RunStatus, StepStatus
+from flowjobs.web import RQ_PREFIX, UI_PREFIX, AppSettings, Client, run_ui_path
+from flowjobs.web.dag import AttemptTimes, DagNode, layout_dag, render_svg, timeline
+
+TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
+PAGE_SIZE = 25
+#: The overview's throughput chart: the last hour in five-minute buckets.
+THROUGHPUT_BUCKETS = 12
+THROUGHPUT_BUCKET = timedelta(minutes=5)
+#: A comment line on the event stream this often, so proxies keep it open and a closed tab is
+#: noticed (the write fails).
+SSE_PING_SECONDS = 15.0
+
+templates = Jinja2Templates(directory=TEMPLATES_DIR)
+
+
+class _UIRoute(APIRoute):
+    """Pages answer a lost Redis with a deliberate error page (503), not a traceback."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def guarded(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except RedisError as error:
+                return page(
+                    request, "error.html", {"title": "Redis is unreachable", "detail": str(error)}, 503
+                )
+
+        return guarded
+
+
+router = APIRouter(prefix=UI_PREFIX, route_class=_UIRoute, include_in_schema=False)
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+
+def page(request: Request, name: str, context: dict[str, Any], status_code: int = 200) -> HTMLResponse:
+    """Render a page with what every page shows (the notice of the action just done, nav state)."""
+    notice = request.query_params.get("notice")
+    base = {"notice": notice, "notice_kind": request.query_params.get("kind", "ok"), "active": ""}
+    return templates.TemplateResponse(request, name, {**base, **context}, status_code=status_code)
+
+
+def back(path: str, notice: str | None = None, kind: str = "ok", **params: str) -> RedirectResponse:
+    """303 to ``path`` with a notice the page shows once (and any other query parameters)."""
+    query = {**params, **({"notice": notice, "kind": kind} if notice else {})}
+    return RedirectResponse(f"{path}?{urlencode(query)}" if query else path, status_code=303)
+
+
+def rq_job_path(job_id: str) -> str:
+    """rq-dashboard's page of a job, as mounted in this process."""
+    return f"{RQ_PREFIX}/0/view/job/{job_id}"
+
+
+def pretty_json(raw: str | None) -> str:
+    """Indented JSON for the step panel (the text itself if it is not JSON)."""
+    if raw is None:
+        return ""
+    try:
+        return json.dumps(json.loads(raw), indent=2, sort_keys=True, ensure_ascii=False)
+    except ValueError:
+        return raw
+
+
+def duration(start: datetime | None, end: datetime | None) -> str:
+    """``1.2 s``, ``3 min 4 s``…; from ``start`` to ``end`` (or now)."""
+    if start is None:
+        return ""
+    seconds = ((end or utcnow()) - start).total_seconds()
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min {int(seconds % 60)} s"
+    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60)} min"
+
+
+def moment(value: datetime | None) -> str:
+    """A UTC time as people read it in a table."""
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else ""
+
+
+templates.env.filters.update(pretty_json=pretty_json, moment=moment)
+templates.env.globals.update(
+    ui=UI_PREFIX, rq_job_path=rq_job_path, run_path=run_ui_path, duration=duration, statuses=RunStatus
+)
+
+
+def _parse_json(raw: str, what: str) -> Any:
+    """The form's JSON text (empty: None); ``ValueError`` saying what is wrong."""
+    if not raw.strip():
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError as error:
+        raise ValueError(f"{what} is not valid JSON: {error}") from error
+
+
+def _run_or_none(client: Any, run_id: str) -> FlowRunRecord | None:
+    try:
+        UUID(run_id)
+    except ValueError:
+        return None
+    run: FlowRunRecord | None = client.get_run_detail(run_id)
+    return run
+
+
+# -- overview ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """Runs started in one slice of the throughput chart, by their status now."""
+
+    start: datetime
+    succeeded: int
+    failed: int
+    other: int
+
+    @property
+    def total(self) -> int:
+        """Every run of the slice."""
+        return self.succeeded + self.failed + self.other
+
+
+def throughput(client: Any, now: datetime) -> list[Bucket]:
+    """The last hour's runs per five minutes (by start), split Succeeded / Failed / other, read in
+    one round-trip from the status indexes."""
+    first = now - THROUGHPUT_BUCKET * THROUGHPUT_BUCKETS
+    starts = [first + THROUGHPUT_BUCKET * (i + 1) for i in range(THROUGHPUT_BUCKETS)]
+    statuses = list(RunStatus)
+    buckets = []
+    for start in starts:
+        counts = client.store.count_runs(statuses=statuses, since=start - THROUGHPUT_BUCKET, before=start)
+        by_status = {status: counts[(None, status)] for status in statuses}
+        succeeded, failed = by_status[RunStatus.Succeeded], by_status[RunStatus.Failed]
+        buckets.append(
+            Bucket(start - THROUGHPUT_BUCKET, succeeded, failed, sum(by_status.values()) - succeeded - failed)
+        )
+    return buckets
+
+
+@router.get("/", response_class=HTMLResponse)
+def overview(request: Request, client: Client) -> HTMLResponse:
+    """Counts by status, runs in progress, recent failures and the last hour's throughput."""
+    counts = client.store.count_runs(statuses=list(RunStatus))
+    buckets = throughput(client, utcnow())
+    return page(
+        request,
+        "overview.html",
+        {
+            "active": "overview",
+            "counts": {status: counts[(None, status)] for status in RunStatus},
+            "total": sum(counts.values()),
+            "flow_count": len(client.flows),
+            "schedule_count": len(client.list_schedules()),
+            "running": client.list_runs(status=RunStatus.Running, limit=5),
+            "failures": client.list_runs(status=RunStatus.Failed, limit=5),
+            "buckets": buckets,
+            "bucket_max": max((b.total for b in buckets), default=0),
+        },
+    )
+
+
+# -- flows ---------------------------------------------------------------------------------------
+
+
+def _flows_context(client: Any) -> dict[str, Any]:
+    schedules = client.list_schedules()
+    flows = []
+    for definition in sorted(client.flows.all(), key=lambda d: d.name):
+        flows.append(
+            {
+                "definition": definition,
+                "enabled": client.store.flow_enabled(definition.id),
+                "schedules": [s for s in schedules if s.flow_id == definition.id],
+                "last_run": next(iter(client.list_runs(flow_id=definition.id, limit=1)), None),
+            }
+        )
+    return {"active": "flows", "flows": flows}
+
+
+@router.get("/flows", response_class=HTMLResponse)
+def flows_page(request: Request, client: Client) -> HTMLResponse:
+    """Every registered flow: triggers, schedules, enabled state, last run, trigger form."""
+    return page(request, "flows.html", _flows_context(client))
+
+
+@router.post("/flows/{flow_id}/trigger", response_model=None)
+def trigger_flow(
+    request: Request,
+    client: Client,
+    flow_id: str,
+    body: Annotated[str, Form()] = "",
+    trigger_key: Annotated[str, Form()] = "manual",
+) -> Response:
+    """Trigger a flow with the form's JSON body and open the new run (the form again, with the
+    error and the text kept, when it is refused)."""
+    try:
+        handle = client.trigger(flow_id, trigger_key, _parse_json(body, "The body"))
+    except (ValueError, FlowjobsError) as error:
+        context = {
+            **_flows_context(client),
+            "form_error": {"flow": flow_id, "message": str(error), "body": body},
+        }
+        return page(request, "flows.html", context, 400)
+    return back(run_ui_path(handle.run_id), "Run triggered")
+
+
+@router.post("/flows/{flow_id}/{action}", response_model=None)
+def enable_flow(client: Client, flow_id: str, action: str) -> Response:
+    """Enable or disable a flow (persisted; a disabled flow refuses triggers and its schedules)."""
+    if action not in ("enable", "disable"):
+        return back(f"{UI_PREFIX}/flows", f"Unknown action {action!r}", "error")
+    try:
+        definition = client.set_flow_enabled(flow_id, action == "enable")
+    except FlowjobsError as error:
+        return back(f"{UI_PREFIX}/flows", str(error), "error")
+    return back(f"{UI_PREFIX}/flows", f"{definition.name} {action}d")
+
+
+# -- runs ----------------------------------------------------------------------------------------
+
+
+@router.get("/runs", response_class=HTMLResponse)
+def runs_page(
+    request: Request,
+    client: Client,
+    flow: Annotated[str, Query()] = "",
+    status: Annotated[str, Query()] = "",
+    page_number: Annotated[int, Query(alias="page", ge=1, le=10_000)] = 1,
+) -> HTMLResponse:
+    """Runs newest first, filtered by flow and status, a page at a time; the table refreshes live."""
+    run_status = RunStatus(status) if status in RunStatus.__members__ else None
+    flow_id = next((str(d.id) for d in client.flows.all() if str(d.id) == flow), None)
+    runs = client.list_runs(
+        flow_id=flow_id, status=run_status, limit=PAGE_SIZE + 1, skip=(page_number - 1) * PAGE_SIZE
+    )
+    filters = {k: v for k, v in (("flow", flow_id or ""), ("status", status if run_status else "")) if v}
+    return page(
+        request,
+        "runs.html",
+        {
+            "active": "runs",
+            "runs": runs[:PAGE_SIZE],
+            "flows": sorted(client.flows.all(), key=lambda d: d.name),
+            "filters": filters,
+            "page_number": page_number,
+            "previous_url": _page_url(filters, page_number - 1) if page_number > 1 else None,
+            "next_url": _page_url(filters, page_number + 1) if len(runs) > PAGE_SIZE else None,
+        },
+    )
+
+
+def _page_url(filters: dict[str, str], number: int) -> str:
+    return f"{UI_PREFIX}/runs?{urlencode({**filters, 'page': str(number)})}"
+
+
+@dataclass(frozen=True)
+class StepPanel:
+    """The step panel: one step of the run, or (for a ForEach child picked in the DAG) its
+    iterations."""
+
+    key: str
+    step: FlowStepRecord | None
+    """The step's record (None: not reached yet, or a ForEach child across iterations)."""
+    step_type: str
+    iterations: list[FlowStepRecord]
+    """A ForEach child's steps, one per iteration reached."""
+    retryable: bool
+
+
+def _step_panel(run: FlowRunRecord, manifest: FlowManifest | None, key: str) -> StepPanel | None:
+    steps = {s.step_key: s for s in run.steps or []}
+    _, child = split_runtime_key(key)
+    if key in steps or (manifest is not None and manifest.step(key) is not None):
+        step = steps.get(key)
+        meta = manifest.step(key) if manifest is not None else None
+        # The engine refuses retries inside a ForEach: offer it only where it can succeed.
+        retryable = step is not None and step.status is StepStatus.Failed and child is None
+        return StepPanel(key, step, meta.type if meta else (step.step_type if step else ""), [], retryable)
+    loop, _, child_name = key.partition(".")
+    loop_meta = manifest.steps.get(loop) if manifest is not None else None
+    if loop_meta is not None and child_name in loop_meta.steps:
+        iterations = sorted(
+            (s for s in steps.values() if split_runtime_key(s.step_key) == (loop, child_name)),
+            key=lambda s: int(s.step_key.split(".")[1]),
+        )
+        return StepPanel(key, None, loop_meta.steps[child_name].type, iterations, False)
+    return None
+
+
+def _attempt_times(steps: Iterable[FlowStepRecord]) -> list[AttemptTimes]:
+    times = []
+    for step in steps:
+        for attempt in step.attempts or []:
+            times.append(
+                AttemptTimes(
+                    step.step_key, attempt.attempt, attempt.status, attempt.started_at, attempt.completed_at
+                )
+            )
+        if not step.attempts:
+            times.append(AttemptTimes(step.step_key, 1, step.status, step.started_at, step.completed_at))
+    return times
+
+
+def _jobs_in_rq(client: Any, job_ids: Sequence[str]) -> set[str]:
+    """The jobs RQ still keeps (rq-dashboard can show them); the others expired from RQ but stay
+    resolvable through the run (``/flows/jobs/<id>``)."""
+    with client.redis.pipeline(transaction=False) as pipe:
+        for job_id in job_ids:
+            pipe.exists(Job.key_for(job_id))
+        found = pipe.execute()
+    return {job_id for job_id, exists in zip(job_ids, found, strict=True) if exists}
+
+
+@router.get("/runs/{run_id}", response_class=HTMLResponse)
+def run_page(
+    request: Request,
+    client: Client,
+    run_id: str,
+    step: Annotated[str, Query()] = "",
+    job: Annotated[str, Query()] = "",
+) -> HTMLResponse:
+    """A run: header and actions, the DAG of its pinned manifest, the attempts timeline, the step
+    panel of the chosen step (``?step=``, or the step of ``?job=``), lineage and events."""
+    run = _run_or_none(client, run_id)
+    if run is None:
+        return page(
+            request, "error.html", {"title": "Run not found", "detail": f"No run with id {run_id}."}, 404
+        )
+    steps = run.steps or []
+    if job and not step:
+        step = next((s.step_key for s in steps for a in [s, *(s.attempts or [])] if a.job_id == job), "")
+    manifest = client.store.load_manifest(run.manifest_hash) if run.manifest_hash else None
+    statuses = {s.step_key: s.status for s in steps}
+    selected = step or ""
+    dag_svg = None
+    if manifest is not None:
+        layout = layout_dag(manifest, statuses)
+
+        def link(node: DagNode) -> str:
+            return f"{run_ui_path(run.id)}?{urlencode({'step': node.key})}#step-panel"
+
+        dag_svg = render_svg(layout, link, selected=_dag_key(selected))
+    job_ids = [run.background_job_id or "", *(s.job_id or "" for s in steps)]
+    job_ids += [a.job_id or "" for s in steps for a in s.attempts or []]
+    job_ids = sorted(set(filter(None, job_ids)))
+    lineage = client.lineage(run.id)
+    signals = sorted(n for n in (manifest.signal_names() if manifest else set()) if not n.startswith("@"))
+    return page(
+        request,
+        "run.html",
+        {
+            "active": "runs",
+            "run": run,
+            "steps": steps,
+            "dag_svg": dag_svg,
+            "panel": _step_panel(run, manifest, selected) if selected else None,
+            "timeline": timeline(run.started_at, run.completed_at, _attempt_times(steps), utcnow()),
+            "done": sum(1 for s in steps if s.status.is_final),
+            "failed_steps": [s for s in steps if s.status is StepStatus.Failed],
+            "in_rq": _jobs_in_rq(client, job_ids),
+            "lineage": lineage,
+            "signals": signals,
+            "events": client.store.events(run.id)[-50:],
+        },
+    )
+
+
+def _dag_key(step_key: str) -> str:
+    """The DAG node of a runtime key: a ForEach child's node stands for all its iterations."""
+    loop, child = split_runtime_key(step_key)
+    return f"{loop}.{child}" if child is not None else step_key
+
+
+@router.post("/runs/{run_id}/cancel", response_model=None)
+def cancel_run(client: Client, run_id: str, reason: Annotated[str, Form()] = "") -> Response:
+    """Cancel an active run."""
+    try:
+        client.cancel(run_id, reason or "cancelled from the flows UI")
+    except FlowjobsError as error:
+        return back(run_ui_path(run_id), str(error), "error")
+    return back(run_ui_path(run_id), "Cancel requested")
+
+
+@router.post("/runs/{run_id}/rerun", response_model=None)
+def rerun(client: Client, run_id: str) -> Response:
+    """Re-run with the same data and headers, and open the new run (its lineage links back)."""
+    try:
+        handle = client.rerun(run_id)
+    except FlowjobsError as error:
+        return back(run_ui_path(run_id), str(error), "error")
+    return back(run_ui_path(handle.run_id), f"Re-run of {run_id}")
+
+
+@router.post("/runs/{run_id}/steps/{step_key}/retry", response_model=None)
+def retry_step(
+    client: Client, run_id: str, step_key: str, clear_cancel: Annotated[bool, Form()] = False
+) -> Response:
+    """A new attempt of a Failed step."""
+    try:
+        client.retry_step(run_id, step_key, clear_cancel=clear_cancel)
+    except FlowjobsError as error:
+        return back(run_ui_path(run_id), str(error), "error", step=step_key)
+    return back(run_ui_path(run_id), f"Retry of {step_key} queued", step=step_key)
+
+
+@router.post("/runs/{run_id}/signal", response_model=None)
+def send_signal(
+    client: Client, run_id: str, name: Annotated[str, Form()], payload: Annotated[str, Form()] = ""
+) -> Response:
+    """Deliver a signal to the run's WaitForSignal steps."""
+    try:
+        outcome = client.signal(run_id, name.strip(), _parse_json(payload, "The payload"))
+    except (ValueError, FlowjobsError) as error:
+        return back(run_ui_path(run_id), str(error), "error")
+    said = "a waiting step resumed" if outcome == "resumed" else "kept until a step waits for it"
+    return back(run_ui_path(run_id), f"Signal {name} delivered: {said}")
+
+
+# -- schedules -----------------------------------------------------------------------------------
+
+
+@router.get("/schedules", response_class=HTMLResponse)
+def schedules_page(request: Request, client: Client) -> HTMLResponse:
+    """Flows' Cron triggers and recurring jobs: next and last fire, pause, resume, trigger now."""
+    return page(request, "schedules.html", {"active": "schedules", "schedules": client.list_schedules()})
+
+
+@router.post("/schedules/{schedule_id}/{action}", response_model=None)
+def schedule_action(client: Client, schedule_id: str, action: str) -> Response:
+    """Pause, resume or fire a schedule now (a fired flow schedule links its new run)."""
+    target = f"{UI_PREFIX}/schedules"
+    try:
+        if action == "pause":
+            client.pause_schedule(schedule_id)
+        elif action == "resume":
+            client.resume_schedule(schedule_id)
+        elif action == "trigger":
+            fired = client.trigger_schedule(schedule_id)
+            if fired.run_id is not None:
+                return back(run_ui_path(fired.run_id), f"Schedule {schedule_id} fired")
+        else:
+            return back(target, f"Unknown action {action!r}", "error")
+    except FlowjobsError as error:
+        return back(target, str(error), "error")
+    return back(target, f"Schedule {schedule_id}: {action} done")
+
+
+# -- search and job links ------------------------------------------------------------------------
+
+
+@router.get("/search", response_model=None)
+def search(request: Request, client: Client, q: Annotated[str, Query()] = "") -> Response:
+    """A run id or an RQ job id (trigger job or any attempt's) opens its run."""
+    wanted = q.strip()
+    if wanted and _run_or_none(client, wanted) is not None:
+        return RedirectResponse(run_ui_path(wanted), status_code=303)
+    return _job_or_not_found(request, client, wanted)
+
+
+@router.get("/jobs/{job_id}", response_model=None)
+def job_page(request: Request, client: Client, job_id: str) -> Response:
+    """Where a job id leads for as long as its run is retained (RQ forgets jobs much sooner)."""
+    return _job_or_not_found(request, client, job_id)
+
+
+def _job_or_not_found(request: Request, client: Any, job_id: str) -> Response:
+    run = client.find_run_by_job(job_id) if job_id else None
+    if run is None:
+        detail = f"No run and no job with id {job_id!r}." if job_id else "Type a run id or a job id."
+        return page(request, "error.html", {"title": "Nothing found", "detail": detail, "query": job_id}, 404)
+    return RedirectResponse(f"{run_ui_path(run.id)}?{urlencode({'job': job_id})}#step-panel", status_code=303)
+
+
+# -- live updates --------------------------------------------------------------------------------
+
+
+@router.get("/events", response_model=None)
+async def events(
+    settings: AppSettings, client: Client, run: Annotated[str, Query()] = ""
+) -> StreamingResponse:
+    """Server-sent events: one ``run`` event per run event the engine publishes (only the given
+    run's with ``?run=``), ``<run_id>|<seq>|<ms>|<type>|<step key>[|<message>]``; a comment every
+    ``SSE_PING_SECONDS``. Pages refresh their live parts on each one."""
+    channel = client.store.keys.events_channel()
+    return StreamingResponse(
+        _event_stream(settings.redis_url, channel, run),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _event_stream(redis_url: str, channel: str, run_id: str) -> AsyncIterator[str]:
+    # An asyncio connection of its own: a subscribed connection can do nothing else, and waiting
+    # on it must not hold a worker thread.
+    connection = redis.asyncio.Redis.from_url(redis_url)
+    pubsub = connection.pubsub(ignore_subscribe_messages=True)
+    try:
+        await pubsub.subscribe(channel)
+        # The page was rendered before this subscription: tell it to refresh once, for what it missed.
+        yield "retry: 3000\nevent: ready\ndata: \n\n"
+        while True:
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=SSE_PING_SECONDS)
+            if message is None:
+                yield ": ping\n\n"
+                continue
+            data = message["data"].decode() if isinstance(message["data"], bytes) else str(message["data"])
+            if run_id and not data.startswith(f"{run_id}|"):
+                continue
+            yield f"event: run\ndata: {data}\n\n"
+    finally:
+        await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+        await connection.aclose()
+
+
+def step_status_class(status: StepStatus | RunStatus | None) -> str:
+    """CSS class of a status badge."""
+    return f"st-{status.value if status else 'none'}"
+
+
+templates.env.globals.update(status_class=step_status_class, child_key=child_key)

@@ -1,0 +1,376 @@
+"""The flows UI in a real browser: Debian's Chromium driven by Playwright, against a real uvicorn
+server, a real ``flowjobs worker`` subprocess and real Redis. Screenshots of every page at
+1280x800 and 390x844 go to ``tests/e2e/artifacts/`` (git-ignored) for people to look at."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import socket
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from flowjobs import RunStatus
+from flowjobs.client import FlowClient
+from flowjobs.registry import FlowRegistry
+from tests.conftest import ROOT, Space, wait_until
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+from playwright.sync_api import Browser, Page, expect  # noqa: E402
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+SIZES = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 390, "height": 844}}
+#: How long a run may take to show its end in the page: a worker subprocess, real RQ jobs.
+LIVE_TIMEOUT_MS = 30_000
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not Path(CHROMIUM).exists(), reason="Chromium is not installed (apt-get install chromium)"
+    ),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return error.code
+    except OSError:
+        return 0
+
+
+def _flows(token: str) -> dict[str, dict[str, Any]]:
+    """The flows of these tests, in flow-file form (keys of the test's own Redis corner)."""
+    return {
+        "ui-hello": {
+            "id": "5b0e7c1a-0000-4000-8000-0000000000a1",
+            "steps": {
+                "fetch": {"type": "Echo", "inputs": {"orderId": "@triggerBody()?.orderId"}},
+                "ship": {"type": "Echo", "run_after": ["fetch"]},
+                "notify": {"type": "Noop", "run_after": ["ship"]},
+                "rescue": {"type": "Noop", "run_after": {"ship": ["Failed"]}},
+            },
+        },
+        "ui-flaky": {
+            "id": "5b0e7c1a-0000-4000-8000-0000000000a2",
+            "steps": {
+                "fetch": {"type": "Echo"},
+                "ship": {
+                    "type": "Flaky",
+                    "run_after": ["fetch"],
+                    "inputs": {"key": f"{token}:flaky", "succeed_on": 2},
+                },
+            },
+        },
+        "ui-approval": {
+            "id": "5b0e7c1a-0000-4000-8000-0000000000a3",
+            "steps": {
+                "quote": {"type": "Echo"},
+                "wait": {
+                    "type": "WaitForSignal",
+                    "run_after": ["quote"],
+                    "inputs": {"signalName": "approved"},
+                },
+                "book": {"type": "Noop", "run_after": ["wait"]},
+            },
+        },
+        "ui-batch": {
+            "id": "5b0e7c1a-0000-4000-8000-0000000000a4",
+            "triggers": {
+                "manual": {"type": "Manual"},
+                "nightly": {"type": "Cron", "inputs": {"cronExpression": "0 3 * * *", "items": [1, 2]}},
+            },
+            "steps": {
+                "each": {
+                    "type": "ForEach",
+                    "forEach": "@triggerBody()?.items",
+                    "steps": {
+                        "resize": {"type": "Echo"},
+                        "store": {"type": "Noop", "run_after": ["resize"]},
+                    },
+                },
+                "report": {"type": "Noop", "run_after": ["each"]},
+            },
+        },
+    }
+
+
+class UI:
+    """The running web process and what the tests drive it with."""
+
+    def __init__(self, base: str, client: FlowClient, space: Space) -> None:
+        self.base = base
+        self.client = client
+        self.space = space
+
+    def url(self, path: str) -> str:
+        """Absolute URL of a path of the web process."""
+        return f"{self.base}{path}"
+
+    def wait_run(self, run_id: object, *statuses: RunStatus) -> None:
+        """Until the run (read through the Python API) is in one of ``statuses``."""
+        wait_until(
+            lambda: self.client.get_run(str(run_id)).status in statuses, timeout=30, what=f"run {statuses}"
+        )  # type: ignore[union-attr]
+
+
+def _start_ui(space: Space, tmp_path: Path, env: dict[str, str] | None = None) -> UI:
+    flows_dir = tmp_path / "flows"
+    flows_dir.mkdir(exist_ok=True)
+    for name, body in _flows(space.token).items():
+        (flows_dir / f"{name}.yaml").write_text(yaml.safe_dump({"name": name, **body}))
+    space.settings = space.settings.model_copy(update={"flows_dir": flows_dir})
+    registry = FlowRegistry()
+    registry.load_dir(flows_dir)
+    client = space.client(registry)
+    client.sync_schedules()
+    space.start_worker("ui")
+    port = _free_port()
+    import subprocess
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "--factory", "flowjobs.web.app:create_app",
+         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+        env={**space.env(), **(env or {})},
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    space.processes.append(proc)
+    base = f"http://127.0.0.1:{port}"
+    wait_until(lambda: _status(f"{base}/flows/api/health") == 200, timeout=30, what="the web process")
+    return UI(base, client, space)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def ui(space: Space, tmp_path: Path) -> UI:
+    return _start_ui(space, tmp_path)
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport=SIZES["desktop"])
+    context.set_default_timeout(LIVE_TIMEOUT_MS)
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+def _shoot(
+    page: Page, name: str, url: str | None = None, ready: Callable[[Page], None] | None = None
+) -> None:
+    """Screenshots of a page at both sizes, and its layout checked for the phone width: nothing
+    may stick out sideways (wide tables and the DAG scroll inside their own boxes)."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    for size, viewport in SIZES.items():
+        page.set_viewport_size(viewport)
+        if url is not None:
+            page.goto(url)
+        if ready is not None:
+            ready(page)
+        page.screenshot(path=str(ARTIFACTS / f"{name}-{size}.png"), full_page=True)
+        overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, f"{name} at {size} is {overflow}px wider than the window"
+    page.set_viewport_size(SIZES["desktop"])
+
+
+def _run_badge(page: Page) -> Any:
+    return page.locator("#live-run h1 .badge")
+
+
+def test_trigger_from_the_ui_and_watch_it_succeed_without_a_reload(ui: UI, page: Page) -> None:
+    page.goto(ui.url("/flows/flows"))
+    card = page.locator("#flow-ui-hello")
+    card.get_by_text("Trigger ui-hello…").click()
+    body = card.get_by_label("Body (JSON, optional)")
+    # A body that is not JSON is refused in place, the text kept for fixing.
+    body.fill('{"orderId": 42')
+    card.get_by_role("button", name="Trigger run").click()
+    expect(card.get_by_role("alert")).to_contain_text("The body is not valid JSON")
+    _shoot(
+        page, "flows-error", ready=lambda p: expect(p.locator("#flow-ui-hello [role=alert]")).to_be_visible()
+    )
+    expect(body).to_have_value('{"orderId": 42')
+    body.fill('{"orderId": 42}')
+    card.get_by_role("button", name="Trigger run").click()
+    expect(page).to_have_url(re.compile(r"/flows/runs/[0-9a-f-]{36}"))
+    page.evaluate("window.__sameDocument = true")
+    expect(_run_badge(page)).to_have_text("Succeeded", timeout=LIVE_TIMEOUT_MS)
+    expect(page.locator("#live-status")).to_have_text("Live")
+    assert page.evaluate("window.__sameDocument === true"), "the page was reloaded"
+    expect(page.locator('svg.dag a[data-step="notify"]')).to_have_class(re.compile(r"st-Succeeded"))
+    expect(page.locator('svg.dag a[data-step="rescue"]')).to_have_class(re.compile(r"st-Skipped"))
+    run_id = page.locator("#run-id").inner_text()
+    data = ui.client.get_run(run_id)
+    assert data is not None and json.loads(data.trigger_data_json or "null") == {"orderId": 42}
+
+    # Every page, at both sizes, once there is something to show.
+    flaky = ui.client.trigger("ui-flaky")
+    batch = ui.client.trigger("ui-batch", data={"items": ["a.png", "b.png", "c.png"]})
+    ui.client.trigger("ui-approval")
+    ui.wait_run(flaky.run_id, RunStatus.Failed)
+    ui.wait_run(batch.run_id, RunStatus.Succeeded)
+    _shoot(page, "overview", ui.url("/flows/"), lambda p: expect(p.locator(".chart")).to_be_visible())
+    _shoot(page, "flows", ui.url("/flows/flows"))
+    _shoot(
+        page,
+        "runs",
+        ui.url("/flows/runs"),
+        lambda p: expect(p.locator("table.runs tbody tr")).to_have_count(4),
+    )
+    _shoot(
+        page,
+        "schedules",
+        ui.url("/flows/schedules"),
+        lambda p: expect(p.get_by_text("0 3 * * *")).to_be_visible(),
+    )
+    _shoot(
+        page,
+        "run",
+        ui.url(f"/flows/runs/{run_id}?step=ship"),
+        lambda p: expect(p.locator("#panel-title")).to_contain_text("ship"),
+    )
+    _shoot(page, "run-failed", ui.url(f"/flows/runs/{flaky.run_id}?step=ship"))
+    _shoot(page, "run-foreach", ui.url(f"/flows/runs/{batch.run_id}?step=each.resize"),
+           lambda p: expect(p.locator(".step-panel details")).to_have_count(3))  # fmt: skip
+    _shoot(
+        page,
+        "not-found",
+        ui.url("/flows/search?q=no-such-job"),
+        lambda p: expect(p.locator("h1")).to_have_text("Nothing found"),
+    )
+
+
+def test_open_a_step_follow_its_job_into_rq_and_come_back_by_the_search_box(ui: UI, page: Page) -> None:
+    handle = ui.client.trigger("ui-hello", data={"orderId": 7})
+    ui.wait_run(handle.run_id, RunStatus.Succeeded)
+    page.goto(ui.url(f"/flows/runs/{handle.run_id}"))
+    page.locator('svg.dag a[data-step="fetch"]').click()
+    panel = page.locator("#step-panel")
+    expect(panel.locator("#panel-title")).to_contain_text("fetch")
+    expect(panel).to_contain_text('"orderId": 7')
+    job_link = panel.locator("a.job-link").first
+    job_id = job_link.get_attribute("data-job-id") or ""
+    job_link.click()
+    expect(page).to_have_url(ui.url(f"/rq/0/view/job/{job_id}"))
+    expect(page.get_by_text(job_id).first).to_be_visible()
+
+    page.goto(ui.url("/flows/"))
+    page.get_by_label("Run id or job id").fill(job_id)
+    page.get_by_label("Run id or job id").press("Enter")
+    expect(page).to_have_url(re.compile(rf"/flows/runs/{handle.run_id}\?job="))
+    expect(page.locator("#panel-title")).to_contain_text("fetch")
+    page.get_by_label("Run id or job id").fill(str(handle.run_id))
+    page.get_by_role("button", name="Open").click()
+    expect(page.locator("#run-id")).to_have_text(str(handle.run_id))
+
+
+def test_cancel_a_parked_run(ui: UI, page: Page) -> None:
+    handle = ui.client.trigger("ui-approval")
+
+    def parked() -> bool:
+        # A parked step is Pending again after its first attempt ran: attempt 2 waits for the signal.
+        run = ui.client.get_run_detail(handle.run_id)
+        step = next((s for s in (run.steps if run else None) or [] if s.step_key == "wait"), None)
+        return step is not None and step.status.value == "Pending" and step.attempt_count >= 2
+
+    wait_until(parked, timeout=30, what="the WaitForSignal step to park")
+    page.goto(ui.url(f"/flows/runs/{handle.run_id}"))
+    expect(page.get_by_label("Signal", exact=True)).to_have_value("approved")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Cancel run").click()
+    expect(page.get_by_role("status").filter(has_text="Cancel requested")).to_be_visible()
+    expect(_run_badge(page)).to_have_text("Cancelled")
+    expect(page.locator('svg.dag a[data-step="wait"]')).to_have_class(re.compile(r"st-Skipped"))
+    expect(page.get_by_role("button", name="Cancel run")).to_have_count(0)
+
+
+def test_retry_a_failed_step(ui: UI, page: Page) -> None:
+    handle = ui.client.trigger("ui-flaky")
+    ui.wait_run(handle.run_id, RunStatus.Failed)
+    page.goto(ui.url(f"/flows/runs/{handle.run_id}"))
+    expect(_run_badge(page)).to_have_text("Failed")
+    page.locator('svg.dag a[data-step="ship"]').click()
+    expect(page.locator("#step-panel pre.error")).to_contain_text("flaky failure on attempt 1")
+    page.get_by_role("button", name="Retry step").click()
+    expect(page.get_by_role("status").filter(has_text="Retry of ship queued")).to_be_visible()
+    expect(_run_badge(page)).to_have_text("Succeeded")
+    expect(page.locator("table.attempts tbody tr")).to_have_count(2)
+
+
+def test_rerun_and_follow_the_lineage(ui: UI, page: Page) -> None:
+    source = ui.client.trigger("ui-hello", data={"orderId": 1})
+    ui.wait_run(source.run_id, RunStatus.Succeeded)
+    page.goto(ui.url(f"/flows/runs/{source.run_id}"))
+    page.get_by_role("button", name="Re-run").click()
+    expect(page.get_by_role("status").filter(has_text=f"Re-run of {source.run_id}")).to_be_visible()
+    new_id = page.locator("#run-id").inner_text()
+    assert new_id != str(source.run_id)
+    expect(_run_badge(page)).to_have_text("Succeeded")
+    page.locator(".lineage").get_by_role("link").first.click()
+    expect(page.locator("#run-id")).to_have_text(str(source.run_id))
+    page.locator(".lineage a.rerun-link").click()
+    expect(page.locator("#run-id")).to_have_text(new_id)
+
+
+def test_auth_refuses_without_credentials_and_lets_people_log_in(
+    space: Space, tmp_path: Path, browser: Browser
+) -> None:
+    ui = _start_ui(
+        space,
+        tmp_path,
+        {
+            "FLOWJOBS_WEB_USER": "ada",
+            "FLOWJOBS_WEB_PASSWORD": "s3cret-pass",
+            "FLOWJOBS_WEB_TOKEN": "tok-123456",
+        },
+    )
+    # Headless Chromium has no login prompt: a 401 with a Basic challenge is seen on the wire.
+    for refused in ({}, {"http_credentials": {"username": "ada", "password": "nope"}}):
+        context = browser.new_context(**refused)  # type: ignore[arg-type]
+        for path in ("/flows/", "/flows/runs", "/flows/events", "/flows/static/flows.css", "/rq/"):
+            response = context.request.get(ui.url(path))
+            assert response.status == 401, (refused, path, response.status)
+        context.close()
+
+    for credentials in (
+        {"http_credentials": {"username": "ada", "password": "s3cret-pass"}},
+        {"extra_http_headers": {"Authorization": "Bearer tok-123456"}},
+    ):
+        context = browser.new_context(viewport=SIZES["desktop"], **credentials)  # type: ignore[arg-type]
+        page = context.new_page()
+        response = page.goto(ui.url("/flows/flows"))
+        assert response is not None and response.status == 200
+        card = page.locator("#flow-ui-hello")
+        card.get_by_text("Trigger ui-hello…").click()
+        card.get_by_role("button", name="Trigger run").click()
+        # The event stream is behind the same auth: Live means it was let in.
+        expect(_run_badge(page)).to_have_text("Succeeded", timeout=LIVE_TIMEOUT_MS)
+        expect(page.locator("#live-status")).to_have_text("Live")
+        context.close()
