@@ -143,6 +143,16 @@ class Keys:
         """String: run id of the run triggered with that idempotency key (per flow and trigger key)."""
         return f"{self.prefix}idem:{flow_id}:{trigger_key}:{key}"
 
+    def webhook_bucket(self, flow_id: UUID | str) -> str:
+        """Hash with a TTL: one flow's webhook token bucket (``tokens``: a float, ``at_ms``: Redis
+        time of the last refill, epoch ms); gone once it would be full again."""
+        return f"{self.prefix}webhook:{flow_id}:bucket"
+
+    def webhook_seen(self, flow_id: UUID | str, trigger_key: str, nonce: str) -> str:
+        """String with a TTL (twice the replay window): ``1``, for a signed delivery already received
+        by that Webhook trigger; ``nonce`` is the SHA-256 (hex) of the bytes the sender signed."""
+        return f"{self.prefix}webhook:{flow_id}:{trigger_key}:seen:{nonce}"
+
     def flow(self, flow_id: UUID | str) -> str:
         """Hash: flow definition record (``id, name, version, manifest_hash, is_enabled, …``)."""
         return f"{self.flow_prefix()}{flow_id}"

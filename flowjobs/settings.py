@@ -16,6 +16,7 @@ from pydantic_settings import (
 
 from flowjobs.errors import InvalidSettings
 from flowjobs.limits import (
+    DAY_SECONDS,
     DEFAULT_MAX_DATA_BYTES,
     DEFAULT_MAX_DATA_DEPTH,
     DEFAULT_MAX_RUN_EVENTS,
@@ -81,6 +82,17 @@ class Settings(BaseSettings):
     """How deep trigger data may nest (containers in containers)."""
     max_data_bytes: Annotated[int, Bounded(MIN_DATA_BYTES, MAX_DATA_BYTES)] = DEFAULT_MAX_DATA_BYTES
     """How large trigger data may be, encoded as JSON."""
+    webhook_max_body_bytes: Annotated[int, Bounded(MIN_DATA_BYTES, MAX_DATA_BYTES)] = DEFAULT_MAX_DATA_BYTES
+    """Largest webhook body accepted, in bytes (a larger one is refused with 413 before it is read
+    whole: the declared ``Content-Length`` first, then the bytes as they arrive)."""
+    webhook_replay_window_seconds: Annotated[int, Bounded(1, DAY_SECONDS)] = 300
+    """Replay window of signed webhooks: a signed timestamp further from now is refused, and each
+    signed delivery is remembered this long (twice, for clock skew) to refuse it again (409)."""
+    webhook_rate_per_second: Annotated[float, Bounded(0, 1_000_000)] = 10
+    """Webhook deliveries per second each flow accepts, on average (token bucket in Redis, shared
+    by every web process; 0: no limit); beyond it, 429 with ``Retry-After``."""
+    webhook_rate_burst: Annotated[int, Bounded(1, 1_000_000)] = 20
+    """Webhook deliveries a flow accepts at once before the rate applies (the bucket's size)."""
     log_format: Literal["console", "json"] = "console"
     """Log rendering: pretty for people, JSON for log pipelines."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"

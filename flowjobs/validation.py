@@ -11,6 +11,7 @@ from flowjobs.expressions import expression_problems, is_expression, referenced_
 from flowjobs.limits import RunSeconds, number_problem
 from flowjobs.manifest import FOR_EACH, WAIT_FOR_SIGNAL, FlowDefinition, StepMetadata, TriggerType
 from flowjobs.schedules.cron import known_zone
+from flowjobs.webhooks.auth import webhook_auth_problems
 
 
 def flow_problems(
@@ -131,6 +132,7 @@ def _trigger_problems(definition: FlowDefinition, taken: Mapping[str, UUID]) -> 
                 problems.append(
                     f"trigger {key!r}: webhook slug {slug!r} is already used by flow {taken[slug.lower()]}"
                 )
+            problems.extend(f"trigger {key!r}: {p}" for p in webhook_auth_problems(trigger.inputs))
     return problems
 
 

@@ -109,7 +109,7 @@ def test_webhook_slugs_are_lower_cased_and_mapped_to_their_flow() -> None:
             "name": "hooks",
             "triggers": {
                 "manual": {"type": "Manual"},
-                "in": {"type": "Webhook", "inputs": {"webhookSlug": "Partner-Orders"}},
+                "in": {"type": "Webhook", "inputs": {"webhookSlug": "Partner-Orders", "webhookAuth": "none"}},
             },
             "steps": {"a": {"type": "A"}},
         }

@@ -61,7 +61,7 @@ def test_a_valid_flow_has_no_problems_and_registers() -> None:
         },
         {
             "nightly": {"type": "Cron", "inputs": {"cronExpression": "*/5 * * * *"}},
-            "hook": {"type": "Webhook", "inputs": {"webhookSlug": "good-hook"}},
+            "hook": {"type": "Webhook", "inputs": {"webhookSlug": "good-hook", "webhookAuth": "none"}},
         },
     )
     assert flow_problems(definition) == []
@@ -120,9 +120,11 @@ def test_empty_type(blank: str) -> None:
 @pytest.mark.parametrize("second_slug", ["partner-orders", "Partner-Orders"])
 def test_duplicate_webhook_slug_across_two_flows(second_slug: str) -> None:
     registry = FlowRegistry()
-    hook = {"hook": {"type": "Webhook", "inputs": {"webhookSlug": "partner-orders"}}}
+    hook = {"hook": {"type": "Webhook", "inputs": {"webhookSlug": "partner-orders", "webhookAuth": "none"}}}
     first = registry.add(flow(GOOD_STEPS, hook))
-    second = flow(GOOD_STEPS, {"in": {"type": "Webhook", "inputs": {"webhookSlug": second_slug}}})
+    second = flow(
+        GOOD_STEPS, {"in": {"type": "Webhook", "inputs": {"webhookSlug": second_slug, "webhookAuth": "none"}}}
+    )
     problems = rejected(second, registry)
     assert has(problems, "'in'", second_slug, str(first.id))
     assert registry.all() == [first]
@@ -131,7 +133,9 @@ def test_duplicate_webhook_slug_across_two_flows(second_slug: str) -> None:
 
 def test_re_registering_the_same_flow_keeps_its_own_slug() -> None:
     registry = FlowRegistry()
-    definition = flow(GOOD_STEPS, {"hook": {"type": "Webhook", "inputs": {"webhookSlug": "mine"}}})
+    definition = flow(
+        GOOD_STEPS, {"hook": {"type": "Webhook", "inputs": {"webhookSlug": "mine", "webhookAuth": "none"}}}
+    )
     registry.add(definition)
     registry.add(definition.model_copy(update={"version": "2.0"}))
     assert len(registry) == 1
@@ -191,7 +195,12 @@ def test_duplicate_flow_name_with_another_id() -> None:
 
 def test_every_problem_is_listed_in_one_error() -> None:
     registry = FlowRegistry()
-    registry.add(flow(GOOD_STEPS, {"hook": {"type": "Webhook", "inputs": {"webhookSlug": "taken"}}}))
+    registry.add(
+        flow(
+            GOOD_STEPS,
+            {"hook": {"type": "Webhook", "inputs": {"webhookSlug": "taken", "webhookAuth": "none"}}},
+        )
+    )
     bad = flow(
         {
             "a": {"type": "", "inputs": {"x": "@steps('nowhere').output", "y": "@steps('a'"}},
@@ -200,7 +209,7 @@ def test_every_problem_is_listed_in_one_error() -> None:
         },
         {
             "nightly": {"type": "Cron", "inputs": {"cronExpression": "every night"}},
-            "hook": {"type": "Webhook", "inputs": {"webhookSlug": "taken"}},
+            "hook": {"type": "Webhook", "inputs": {"webhookSlug": "taken", "webhookAuth": "none"}},
         },
     )
     problems = rejected(bad, registry)

@@ -59,7 +59,7 @@ def test_bad_cron_and_duplicate_webhook_slug_are_refused(space: Space) -> None:
         flow(
             "hooked",
             {"a": {"type": "Noop"}},
-            triggers={"in": {"type": "Webhook", "inputs": {"webhookSlug": "orders"}}},
+            triggers={"in": {"type": "Webhook", "inputs": {"webhookSlug": "orders", "webhookAuth": "none"}}},
         )
     )
     with pytest.raises(FlowValidationError) as error:
@@ -68,7 +68,7 @@ def test_bad_cron_and_duplicate_webhook_slug_are_refused(space: Space) -> None:
                 "clash",
                 {"a": {"type": "Noop"}},
                 triggers={
-                    "in": {"type": "Webhook", "inputs": {"webhookSlug": "orders"}},
+                    "in": {"type": "Webhook", "inputs": {"webhookSlug": "orders", "webhookAuth": "none"}},
                     "tick": {"type": "Cron", "inputs": {"cronExpression": "every tuesday"}},
                 },
             )

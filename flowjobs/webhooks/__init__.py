@@ -1,0 +1,31 @@
+"""Webhook ingress (SPEC §9): who may deliver to a flow's ``Webhook`` trigger, and how it is checked.
+
+``auth`` reads a trigger's settings (scheme, secrets, ``env:`` references), ``schemes`` is the
+one table of signature schemes and their verifier (both pure), ``guards`` holds the Redis parts
+(replay memory, per-flow token bucket) and ``receiver`` runs a delivery through all of them into
+``FlowClient.trigger``. The HTTP route is ``flowjobs.web.webhooks``.
+"""
+
+from __future__ import annotations
+
+from flowjobs.webhooks.auth import (
+    WebhookAuth,
+    read_webhook_auth,
+    redact_trigger_inputs,
+    webhook_auth_problems,
+)
+from flowjobs.webhooks.rejections import Reason, WebhookRejected
+from flowjobs.webhooks.schemes import SIGNATURE_HEADERS, Scheme, Verified, verify
+
+__all__ = [
+    "SIGNATURE_HEADERS",
+    "Reason",
+    "Scheme",
+    "Verified",
+    "WebhookAuth",
+    "WebhookRejected",
+    "read_webhook_auth",
+    "redact_trigger_inputs",
+    "verify",
+    "webhook_auth_problems",
+]

@@ -1,0 +1,200 @@
+"""One webhook delivery, from its target to a run: every check in order, then ``FlowClient.trigger``.
+
+The order, and why:
+
+1. the target (slug or flow id → flow and Webhook trigger), else 404;
+2. the body cap, 413 (the HTTP layer also stops reading at the cap);
+3. the signature or key, 401 — before anything else reads the body, so an unauthenticated caller
+   learns nothing about the flow (not even whether it is enabled) and costs one HMAC; then the
+   signed timestamp's skew, 409 (a stale delivery stays stale, whatever comes next);
+4. JSON, 400;
+5. the flow enabled, 403 (``FlowDisabled``'s message): a refusal the sender can act on, and
+   before the replay memory, so a delivery refused while the flow was disabled can be re-sent;
+6. the flow's token bucket, 429 with ``Retry-After`` — also before the replay memory, so a
+   rate-limited delivery retried later is not mistaken for a replay;
+7. the replay memory, 409: a signed delivery already received within the window;
+8. the trigger: a new run (or, with an ``Idempotency-Key`` seen before, the first run).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import structlog
+
+from flowjobs.client import FlowClient, RunHandle
+from flowjobs.errors import DataTooLarge, FlowDisabled, FlowNotFound, InvalidTriggerData, TriggerNotFound
+from flowjobs.keys import Keys
+from flowjobs.manifest import FlowDefinition, TriggerType
+from flowjobs.settings import Settings
+from flowjobs.webhooks.auth import SecretUnavailable, WebhookAuth, read_webhook_auth
+from flowjobs.webhooks.guards import RateLimit, WebhookGuards
+from flowjobs.webhooks.rejections import Reason, WebhookRejected
+from flowjobs.webhooks.schemes import SIGNATURE_HEADERS, verify
+
+log = structlog.get_logger("flowjobs.webhooks")
+
+
+@dataclass(frozen=True)
+class WebhookTarget:
+    """The flow and Webhook trigger a delivery is for."""
+
+    flow: FlowDefinition
+    trigger_key: str
+    auth: WebhookAuth | None
+    """None only if the trigger's inputs are invalid (registration refuses those)."""
+
+
+def find_target(client: FlowClient, slug_or_flow_id: str) -> WebhookTarget:
+    """The target of ``/webhook/<slug_or_flow_id>``: a slug (any case) names its trigger; a flow id
+    names the flow's first Webhook trigger. ``WebhookRejected(not_found)`` otherwise."""
+    flow_id: UUID | None
+    try:
+        flow_id = UUID(slug_or_flow_id)
+    except ValueError:
+        flow_id = client.flows.webhook_slugs().get(slug_or_flow_id.lower())
+    try:
+        definition = client.flows.get(flow_id) if flow_id is not None else None
+    except FlowNotFound:
+        definition = None
+    hooks = [
+        (key, trigger)
+        for key, trigger in (definition.manifest.triggers.items() if definition else [])
+        if trigger.type is TriggerType.Webhook
+    ]
+    by_slug = [
+        (key, trigger)
+        for key, trigger in hooks
+        if str(trigger.inputs.get("webhookSlug", "")).lower() == slug_or_flow_id.lower()
+    ]
+    found = (by_slug or hooks)[:1]
+    if definition is None or not found:
+        raise WebhookRejected(Reason.not_found, f"no webhook {slug_or_flow_id!r}")
+    key, trigger = found[0]
+    return WebhookTarget(definition, key, read_webhook_auth(trigger.inputs)[0])
+
+
+def parse_json(body: bytes) -> Any:
+    """The body as JSON; ``WebhookRejected``: 400 when it is not JSON (empty, not UTF-8, NaN or
+    Infinity, which JSON does not have), 413 when it nests too deep to parse."""
+
+    def refuse_constant(name: str) -> Any:
+        raise ValueError(f"{name} is not JSON")
+
+    if not body.strip():
+        raise WebhookRejected(Reason.invalid_json, "the body is empty: JSON is required")
+    try:
+        return json.loads(body, parse_constant=refuse_constant)
+    except RecursionError as error:
+        raise WebhookRejected(Reason.body_too_large, "the body nests too deep to parse") from error
+    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError, int too long
+        raise WebhookRejected(Reason.invalid_json, f"the body is not JSON: {error}") from error
+
+
+def captured_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """Headers to store with the run: no signature header of any scheme (``FlowClient.trigger``
+    then drops the credentials: ``Authorization``, ``Cookie``, ``X-Webhook-Key``…)."""
+    return {name: value for name, value in headers.items() if name.lower() not in SIGNATURE_HEADERS}
+
+
+class WebhookReceiver:
+    """Runs deliveries through the checks into ``FlowClient.trigger``."""
+
+    def __init__(
+        self,
+        client: FlowClient,
+        guards: WebhookGuards,
+        *,
+        max_body_bytes: int,
+        environ: Mapping[str, str] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.client = client
+        self.guards = guards
+        self.max_body_bytes = max_body_bytes
+        self.environ = environ
+        self.clock = clock
+
+    @classmethod
+    def from_settings(cls, client: FlowClient, settings: Settings) -> WebhookReceiver:
+        """A receiver with the settings' limits, over the client's Redis and key prefix."""
+        guards = WebhookGuards(
+            client.redis,
+            Keys(settings.key_prefix),
+            rate=RateLimit(settings.webhook_rate_per_second, settings.webhook_rate_burst),
+            replay_window_seconds=settings.webhook_replay_window_seconds,
+        )
+        return cls(client, guards, max_body_bytes=settings.webhook_max_body_bytes)
+
+    def receive(self, target: WebhookTarget, headers: Mapping[str, str], body: bytes) -> RunHandle:
+        """Check one delivery (``headers`` keyed in lower case) and trigger its run;
+        ``WebhookRejected`` says why not. Logged either way, without secrets or the body."""
+        flow = target.flow
+        bound = log.bind(flow_id=str(flow.id), trigger_key=target.trigger_key, bytes=len(body))
+        try:
+            handle = self._receive(target, headers, body)
+        except WebhookRejected as rejected:
+            bound.info("webhook.rejected", reason=rejected.reason.value, status=rejected.status)
+            raise
+        bound.info("webhook.accepted", run_id=str(handle.run_id), created=handle.created)
+        return handle
+
+    def _receive(self, target: WebhookTarget, headers: Mapping[str, str], body: bytes) -> RunHandle:
+        flow, auth = target.flow, target.auth
+        if len(body) > self.max_body_bytes:
+            raise WebhookRejected(
+                Reason.body_too_large, f"the body is larger than {self.max_body_bytes} bytes"
+            )
+        if auth is None:
+            raise WebhookRejected(Reason.not_configured, "this webhook's auth settings are invalid")
+        verified = None
+        if auth.scheme is not None:
+            try:
+                secrets = auth.resolve(self.environ)
+            except SecretUnavailable as missing:
+                # The operator's mistake, not the sender's: said in the log, not in the reply.
+                log.error("webhook.secret_unavailable", flow_id=str(flow.id), variable=missing.name)
+                raise WebhookRejected(
+                    Reason.not_configured, "this webhook's secret is not configured"
+                ) from None
+            verified = verify(
+                auth.scheme,
+                secrets,
+                headers,
+                body,
+                now=self.clock(),
+                window_seconds=self.guards.replay_window_seconds,
+            )
+            if verified.previous_secret:
+                log.warning(
+                    "webhook.previous_secret_used", flow_id=str(flow.id), trigger_key=target.trigger_key
+                )
+        data = parse_json(body)
+        if not self.client.store.flow_enabled(flow.id):
+            raise WebhookRejected(Reason.flow_disabled, f"flow {flow.name!r} is disabled")
+        retry_after = self.guards.take_token(flow.id)
+        if retry_after is not None:
+            raise WebhookRejected(
+                Reason.rate_limited, f"too many deliveries to flow {flow.name!r}", retry_after=retry_after
+            )
+        nonce = verified.nonce if verified is not None else None
+        if nonce is not None and not self.guards.first_delivery(flow.id, target.trigger_key, nonce):
+            raise WebhookRejected(Reason.replayed, "this delivery was already received")
+        return self._trigger(target, headers, data)
+
+    def _trigger(self, target: WebhookTarget, headers: Mapping[str, str], data: Any) -> RunHandle:
+        try:
+            return self.client.trigger(target.flow.id, target.trigger_key, data, captured_headers(headers))
+        except FlowDisabled as error:  # disabled between the check and the trigger
+            raise WebhookRejected(Reason.flow_disabled, str(error)) from error
+        except DataTooLarge as error:
+            raise WebhookRejected(Reason.body_too_large, str(error)) from error
+        except InvalidTriggerData as error:
+            raise WebhookRejected(Reason.invalid_json, str(error)) from error
+        except (FlowNotFound, TriggerNotFound) as error:  # the flow was replaced meanwhile
+            raise WebhookRejected(Reason.not_found, str(error)) from error
