@@ -28,12 +28,14 @@ is stopped. It never flushes.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -155,8 +157,70 @@ class WebBench:
             stop_processes([self.process])
 
 
+#: The webhook phase's flow: a GitHub-signed Webhook trigger and a Manual one, one ``Noop`` step.
+WEBHOOK_SECRET = "bench-webhook-secret-0123456789"
+WEBHOOK_FLOW = {
+    "id": "0d7c6a52-5b3e-4f7c-9a1e-b3c1e2f4a5d6",
+    "name": "webhook-bench",
+    "triggers": {
+        "manual": {"type": "Manual"},
+        "hook": {
+            "type": "Webhook",
+            "inputs": {"webhookSlug": "bench", "webhookScheme": "github", "webhookSecret": WEBHOOK_SECRET},
+        },
+    },
+    "steps": {"a": {"type": "Noop"}},
+}
+
+
+def webhook_phase(web: WebBench) -> None:
+    """Signed webhook deliveries against direct triggers of the same flow: runs stored per second
+    and p50/p99, sequential over one keep-alive connection (the history phase's method). Every
+    delivery is a fresh body signed GitHub-style, so each pays the HMAC, the replay memory's SET
+    and the run's MULTI; the rate limit is off (it would measure itself). A second ``flowjobs web``
+    serves a flows folder holding the bench flow; no worker runs the runs (ingress only)."""
+    from flowjobs.webhooks.schemes import Scheme, sign
+
+    with tempfile.TemporaryDirectory() as flows_dir:
+        (Path(flows_dir) / "webhook-bench.json").write_text(json.dumps(WEBHOOK_FLOW))
+        saved = dict(os.environ)
+        os.environ.update({"FLOWJOBS_FLOWS_DIR": flows_dir, "FLOWJOBS_WEBHOOK_RATE_PER_SECOND": "0"})
+        hooks = WebBench(web.bench, web.url)
+        try:
+            hooks.start_web()
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+        counter = iter(range(10**9))
+
+        def deliver() -> None:
+            body = json.dumps({"orderId": next(counter)}).encode()
+            headers = {"X-Hub-Signature-256": sign(Scheme.github, WEBHOOK_SECRET.encode(), body)}
+            reply = hooks.http.post(f"{hooks.base}{API}/webhook/bench", content=body, headers=headers)
+            if reply.status_code != 202:
+                raise RuntimeError(f"webhook: {reply.status_code} {reply.text[:200]}")
+
+        def trigger() -> None:
+            body = json.dumps({"orderId": next(counter)}).encode()
+            reply = hooks.http.post(f"{hooks.base}{API}/flows/webhook-bench/trigger", content=body)
+            if reply.status_code != 202:
+                raise RuntimeError(f"trigger: {reply.status_code} {reply.text[:200]}")
+
+        try:
+            for name, call in (("webhook", deliver), ("trigger", trigger)):
+                samples = 500
+                start = time.perf_counter()
+                p50, p99 = percentiles_ms(call, samples)
+                per_second = (samples + 5) / (time.perf_counter() - start)
+                web.bench.report(f"{name}_per_second", per_second, ".0f")
+                web.bench.report(f"{name}_p50_ms", p50)
+                web.bench.report(f"{name}_p99_ms", p99)
+        finally:
+            hooks.stop()
+
+
 #: Phases after the history one, each given the running ``WebBench`` (same server and history).
-PHASES: tuple[Callable[[WebBench], None], ...] = ()
+PHASES: tuple[Callable[[WebBench], None], ...] = (webhook_phase,)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
