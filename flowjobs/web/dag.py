@@ -247,7 +247,10 @@ def render_svg(layout: DagLayout, link: Callable[[DagNode], str | None], selecte
     ``st-<Status>`` (``st-none`` for a step not reached yet)."""
     parts = [
         f'<svg class="dag" viewBox="0 0 {layout.width:g} {layout.height:g}" width="{layout.width:g}" '
-        f'height="{layout.height:g}" role="group" aria-label="Steps of the run">',
+        f'height="{layout.height:g}" role="group" aria-label="Steps of the run" '
+        # The page shrinks it to fit a narrow screen, but never below half size (text stays
+        # readable; a wider drawing scrolls in its box instead).
+        f'style="min-width: {layout.width / 2:g}px">',
         '<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" '
         'markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z"/></marker></defs>',
     ]

@@ -271,6 +271,10 @@ def test_open_a_step_follow_its_job_into_rq_and_come_back_by_the_search_box(ui: 
     handle = ui.client.trigger("ui-hello", data={"orderId": 7})
     ui.wait_run(handle.run_id, RunStatus.Succeeded)
     page.goto(ui.url(f"/flows/runs/{handle.run_id}"))
+    # Steps of the drawing are links: reachable and opened with the keyboard as with the mouse.
+    page.locator('svg.dag a[data-step="ship"]').focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("#panel-title")).to_contain_text("ship")
     page.locator('svg.dag a[data-step="fetch"]').click()
     panel = page.locator("#step-panel")
     expect(panel.locator("#panel-title")).to_contain_text("fetch")
