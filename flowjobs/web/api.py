@@ -50,7 +50,7 @@ from flowjobs.records import FlowRunRecord, FlowStepRecord, RunEvent, RunLineage
 from flowjobs.schedules.state import ScheduleState
 from flowjobs.settings import Settings
 from flowjobs.statuses import RunStatus
-from flowjobs.web import AppSettings, Client, run_ui_path
+from flowjobs.web import API_PREFIX, AppSettings, Client, run_ui_path
 
 log = structlog.get_logger("flowjobs.web.api")
 
@@ -337,7 +337,7 @@ async def trigger_flow(
     )
     if not handle.created:
         response.status_code = 200
-    response.headers["Location"] = f"{request.scope.get('root_path', '')}/flows/api/runs/{handle.run_id}"
+    response.headers["Location"] = f"{API_PREFIX}/runs/{handle.run_id}"
     return TriggerResult(
         run_id=handle.run_id,
         background_job_id=handle.background_job_id,
@@ -366,7 +366,8 @@ def list_runs(
     ``before``, or use ``skip``; ``X-Total-Count`` counts every run matching the filters."""
     flow_id: UUID | None = None
     if flow is not None:
-        flow_id = client.flows.get(flow).id if _as_uuid(flow) is None else _as_uuid(flow)
+        # A flow id is taken as is (the runs of a flow no longer loaded stay listable); a name is looked up.
+        flow_id = _as_uuid(flow) or client.flows.get(flow).id
     until_at, since_at = _utc(until), _utc(since)
     # `until` and a cursor are both upper bounds: a cursor run id pages inside [since, until).
     upper: str | datetime | None = before if before is not None else until_at
