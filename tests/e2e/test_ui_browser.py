@@ -8,6 +8,7 @@ import json
 import re
 import shutil
 import socket
+import subprocess
 import sys
 import urllib.error
 import urllib.request
@@ -24,13 +25,19 @@ from flowjobs.registry import FlowRegistry
 from tests.conftest import ROOT, Space, wait_until
 
 playwright_api = pytest.importorskip("playwright.sync_api")
-from playwright.sync_api import Browser, Page, expect  # noqa: E402
+from playwright.sync_api import Browser, Page, ViewportSize, expect  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-SIZES = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 390, "height": 844}}
+SIZES: dict[str, ViewportSize] = {
+    "desktop": {"width": 1280, "height": 800},
+    "phone": {"width": 390, "height": 844},
+}
 #: How long a run may take to show its end in the page: a worker subprocess, real RQ jobs.
 LIVE_TIMEOUT_MS = 30_000
+
+# Every expectation waits as long as a run may take (Playwright's default is 5 s).
+expect.set_options(timeout=LIVE_TIMEOUT_MS)
 
 pytestmark = [
     pytest.mark.slow,
@@ -127,9 +134,22 @@ class UI:
 
     def wait_run(self, run_id: object, *statuses: RunStatus) -> None:
         """Until the run (read through the Python API) is in one of ``statuses``."""
-        wait_until(
-            lambda: self.client.get_run(str(run_id)).status in statuses, timeout=30, what=f"run {statuses}"
-        )  # type: ignore[union-attr]
+
+        def reached() -> bool:
+            run = self.client.get_run(str(run_id))
+            return run is not None and run.status in statuses
+
+        wait_until(reached, timeout=30, what=f"run {run_id} to be {'/'.join(statuses)}")
+
+    def wait_parked(self, run_id: object, step_key: str) -> None:
+        """Until a WaitForSignal step is parked: Pending again after its first attempt ran."""
+
+        def parked() -> bool:
+            run = self.client.get_run_detail(str(run_id))
+            step = next((s for s in (run.steps if run else None) or [] if s.step_key == step_key), None)
+            return step is not None and step.status.value == "Pending" and step.attempt_count >= 2
+
+        wait_until(parked, timeout=30, what=f"{step_key} to park")
 
 
 def _start_ui(space: Space, tmp_path: Path, env: dict[str, str] | None = None) -> UI:
@@ -144,8 +164,6 @@ def _start_ui(space: Space, tmp_path: Path, env: dict[str, str] | None = None) -
     client.sync_schedules()
     space.start_worker("ui")
     port = _free_port()
-    import subprocess
-
     proc = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "--factory", "flowjobs.web.app:create_app",
          "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
@@ -221,7 +239,7 @@ def test_trigger_from_the_ui_and_watch_it_succeed_without_a_reload(ui: UI, page:
     card.get_by_role("button", name="Trigger run").click()
     expect(page).to_have_url(re.compile(r"/flows/runs/[0-9a-f-]{36}"))
     page.evaluate("window.__sameDocument = true")
-    expect(_run_badge(page)).to_have_text("Succeeded", timeout=LIVE_TIMEOUT_MS)
+    expect(_run_badge(page)).to_have_text("Succeeded")
     expect(page.locator("#live-status")).to_have_text("Live")
     assert page.evaluate("window.__sameDocument === true"), "the page was reloaded"
     expect(page.locator('svg.dag a[data-step="notify"]')).to_have_class(re.compile(r"st-Succeeded"))
@@ -298,13 +316,7 @@ def test_open_a_step_follow_its_job_into_rq_and_come_back_by_the_search_box(ui: 
 def test_cancel_a_parked_run(ui: UI, page: Page) -> None:
     handle = ui.client.trigger("ui-approval")
 
-    def parked() -> bool:
-        # A parked step is Pending again after its first attempt ran: attempt 2 waits for the signal.
-        run = ui.client.get_run_detail(handle.run_id)
-        step = next((s for s in (run.steps if run else None) or [] if s.step_key == "wait"), None)
-        return step is not None and step.status.value == "Pending" and step.attempt_count >= 2
-
-    wait_until(parked, timeout=30, what="the WaitForSignal step to park")
+    ui.wait_parked(handle.run_id, "wait")
     page.goto(ui.url(f"/flows/runs/{handle.run_id}"))
     expect(page.get_by_label("Signal", exact=True)).to_have_value("approved")
     page.once("dialog", lambda dialog: dialog.accept())
@@ -359,8 +371,8 @@ def test_auth_refuses_without_credentials_and_lets_people_log_in(
     for refused in ({}, {"http_credentials": {"username": "ada", "password": "nope"}}):
         context = browser.new_context(**refused)  # type: ignore[arg-type]
         for path in ("/flows/", "/flows/runs", "/flows/events", "/flows/static/flows.css", "/rq/"):
-            response = context.request.get(ui.url(path))
-            assert response.status == 401, (refused, path, response.status)
+            answer = context.request.get(ui.url(path))
+            assert answer.status == 401, (refused, path, answer.status)
         context.close()
 
     for credentials in (
@@ -375,6 +387,21 @@ def test_auth_refuses_without_credentials_and_lets_people_log_in(
         card.get_by_text("Trigger ui-hello…").click()
         card.get_by_role("button", name="Trigger run").click()
         # The event stream is behind the same auth: Live means it was let in.
-        expect(_run_badge(page)).to_have_text("Succeeded", timeout=LIVE_TIMEOUT_MS)
+        expect(_run_badge(page)).to_have_text("Succeeded")
         expect(page.locator("#live-status")).to_have_text("Live")
         context.close()
+
+
+def test_without_the_event_stream_pages_poll(ui: UI, page: Page) -> None:
+    handle = ui.client.trigger("ui-approval")
+    ui.wait_parked(handle.run_id, "wait")
+    # A proxy that buffers or drops server-sent events: the stream never opens.
+    page.route("**/flows/events*", lambda route: route.abort())
+    page.goto(ui.url(f"/flows/runs/{handle.run_id}"))
+    expect(page.locator("#live-status")).to_have_text("Polling")
+    page.evaluate("window.__sameDocument = true")
+    wait_until(
+        lambda: ui.client.signal(handle.run_id, "approved", {"by": "ada"}) == "resumed", what="a parked step"
+    )
+    expect(_run_badge(page)).to_have_text("Succeeded")
+    assert page.evaluate("window.__sameDocument === true"), "the page was reloaded"
