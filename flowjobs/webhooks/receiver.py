@@ -146,6 +146,7 @@ class WebhookReceiver:
 
     def _receive(self, target: WebhookTarget, headers: Mapping[str, str], body: bytes) -> RunHandle:
         flow, auth = target.flow, target.auth
+        # The HTTP route stops reading at the cap already; this holds for any other caller.
         if len(body) > self.max_body_bytes:
             raise WebhookRejected(
                 Reason.body_too_large, f"the body is larger than {self.max_body_bytes} bytes"
