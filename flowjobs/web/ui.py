@@ -26,6 +26,7 @@ from fastapi.templating import Jinja2Templates
 from redis.exceptions import RedisError
 from rq.job import Job
 
+from flowjobs.client import FlowClient
 from flowjobs.clock import utcnow
 from flowjobs.errors import FlowjobsError
 from flowjobs.manifest import FlowManifest, child_key, split_runtime_key
@@ -132,13 +133,12 @@ def _parse_json(raw: str, what: str) -> Any:
         raise ValueError(f"{what} is not valid JSON: {error}") from error
 
 
-def _run_or_none(client: Any, run_id: str) -> FlowRunRecord | None:
+def _run_or_none(client: FlowClient, run_id: str) -> FlowRunRecord | None:
     try:
         UUID(run_id)
     except ValueError:
         return None
-    run: FlowRunRecord | None = client.get_run_detail(run_id)
-    return run
+    return client.get_run_detail(run_id)
 
 
 # -- overview ------------------------------------------------------------------------------------
@@ -159,7 +159,7 @@ class Bucket:
         return self.succeeded + self.failed + self.other
 
 
-def throughput(client: Any, now: datetime) -> list[Bucket]:
+def throughput(client: FlowClient, now: datetime) -> list[Bucket]:
     """The last hour's runs per five minutes (by start), split Succeeded / Failed / other, read in
     one round-trip from the status indexes."""
     first = now - THROUGHPUT_BUCKET * THROUGHPUT_BUCKETS
@@ -201,7 +201,7 @@ def overview(request: Request, client: Client) -> HTMLResponse:
 # -- flows ---------------------------------------------------------------------------------------
 
 
-def _flows_context(client: Any) -> dict[str, Any]:
+def _flows_context(client: FlowClient) -> dict[str, Any]:
     schedules = client.list_schedules()
     flows = []
     for definition in sorted(client.flows.all(), key=lambda d: d.name):
@@ -340,7 +340,7 @@ def _attempt_times(steps: Iterable[FlowStepRecord]) -> list[AttemptTimes]:
     return times
 
 
-def _jobs_in_rq(client: Any, job_ids: Sequence[str]) -> set[str]:
+def _jobs_in_rq(client: FlowClient, job_ids: Sequence[str]) -> set[str]:
     """The jobs RQ still keeps (rq-dashboard can show them); the others expired from RQ but stay
     resolvable through the run (``/flows/jobs/<id>``)."""
     with client.redis.pipeline(transaction=False) as pipe:
@@ -502,7 +502,7 @@ def job_page(request: Request, client: Client, job_id: str) -> Response:
     return _job_or_not_found(request, client, job_id)
 
 
-def _job_or_not_found(request: Request, client: Any, job_id: str) -> Response:
+def _job_or_not_found(request: Request, client: FlowClient, job_id: str) -> Response:
     run = client.find_run_by_job(job_id) if job_id else None
     if run is None:
         detail = f"No run and no job with id {job_id!r}." if job_id else "Type a run id or a job id."
