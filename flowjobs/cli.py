@@ -25,6 +25,7 @@ from flowjobs.schedules.state import ScheduleState
 from flowjobs.settings import Settings, load_settings
 from flowjobs.statuses import RunStatus
 from flowjobs.urls import UI_PREFIX, run_ui_path, web_base_url
+from flowjobs.webhooks import shown_manifest
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -133,7 +134,8 @@ def flows_list(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def flows_show(ctx: click.Context, flow: str, as_json: bool) -> None:
     """Show one flow (by id or name)."""
-    definition = _client(ctx).flows.get(flow)
+    found = _client(ctx).flows.get(flow)
+    definition = found.model_copy(update={"manifest": shown_manifest(found.manifest)})  # secrets masked
     data = definition.model_dump(mode="json")
     if as_json:
         click.echo(json.dumps(data, indent=2))

@@ -384,3 +384,25 @@ def test_fuzzed_bodies_parse_or_are_refused(body: bytes) -> None:
         parse_json(body)
     except WebhookRejected as error:
         assert error.status in (400, 413)
+
+
+def test_a_shown_manifest_masks_literal_webhook_secrets_and_keeps_env_references() -> None:
+    from flowjobs.manifest import FlowManifest
+    from flowjobs.webhooks import shown_manifest
+
+    manifest = FlowManifest.model_validate(
+        {
+            "triggers": {
+                "hook": {"type": "Webhook", "inputs": {"webhookSlug": "s", "webhookSecret": "hunter2"}},
+                "rotating": {
+                    "type": "Webhook",
+                    "inputs": {"webhookSlug": "r", "webhookSecrets": ["env:NEW_SECRET", "old-literal"]},
+                },
+            },
+            "steps": {"a": {"type": "Noop"}},
+        }
+    )
+    shown = shown_manifest(manifest)
+    assert shown.triggers["hook"].inputs == {"webhookSlug": "s", "webhookSecret": "***"}
+    assert shown.triggers["rotating"].inputs["webhookSecrets"] == ["env:NEW_SECRET", "***"]
+    assert "hunter2" not in shown.model_dump_json() and "hunter2" in manifest.model_dump_json()

@@ -51,6 +51,7 @@ from flowjobs.schedules.state import ScheduleState
 from flowjobs.settings import Settings
 from flowjobs.statuses import RunStatus
 from flowjobs.web import API_PREFIX, AppSettings, Client, run_ui_path
+from flowjobs.webhooks import shown_manifest
 
 log = structlog.get_logger("flowjobs.web.api")
 
@@ -281,7 +282,7 @@ def _flow_view(client: FlowClient, definition: FlowDefinition) -> FlowView:
         name=definition.name,
         version=definition.version,
         is_enabled=client.store.flow_enabled(definition.id),
-        manifest=definition.manifest,
+        manifest=shown_manifest(definition.manifest),  # webhook secrets masked
     )
 
 

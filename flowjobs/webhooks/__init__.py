@@ -12,6 +12,7 @@ from flowjobs.webhooks.auth import (
     WebhookAuth,
     read_webhook_auth,
     redact_trigger_inputs,
+    shown_manifest,
     webhook_auth_problems,
 )
 from flowjobs.webhooks.rejections import Reason, WebhookRejected
@@ -26,6 +27,7 @@ __all__ = [
     "WebhookRejected",
     "read_webhook_auth",
     "redact_trigger_inputs",
+    "shown_manifest",
     "verify",
     "webhook_auth_problems",
 ]

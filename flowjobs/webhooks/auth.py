@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from flowjobs.manifest import FlowManifest
 from flowjobs.webhooks.schemes import Scheme
 
 #: The only value of ``webhookAuth``: deliveries need no secret.
@@ -150,3 +151,12 @@ def redact_trigger_inputs(inputs: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(shown.get("webhookSecrets"), list):
         shown["webhookSecrets"] = [mask(secret) for secret in shown["webhookSecrets"]]
     return shown
+
+
+def shown_manifest(manifest: FlowManifest) -> FlowManifest:
+    """A manifest fit to show: every trigger's inputs through ``redact_trigger_inputs``."""
+    triggers = {
+        key: trigger.model_copy(update={"inputs": redact_trigger_inputs(trigger.inputs)})
+        for key, trigger in manifest.triggers.items()
+    }
+    return manifest.model_copy(update={"triggers": triggers})
