@@ -22,14 +22,12 @@ Cleanup: every key under its prefix, RQ's keys of its jobs, and its queue's keys
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 
 from redis import Redis
 
@@ -37,10 +35,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run from a checkout: make ``flowjobs`` and ``bench`` importable
     sys.path.insert(0, str(ROOT))
 
-from bench.space import remove_space  # noqa: E402
+from bench.space import bench_redis, remove_space  # noqa: E402
 from flowjobs.client import FlowClient  # noqa: E402
 from flowjobs.clock import utcnow  # noqa: E402
-from flowjobs.embedded import EmbeddedRedis, redis_answers  # noqa: E402
 from flowjobs.engine import Engine  # noqa: E402
 from flowjobs.factory import engine_from_settings  # noqa: E402
 from flowjobs.handlers import HandlerRegistry  # noqa: E402
@@ -114,10 +111,6 @@ def measure(redis: Redis, url: str, runs: int) -> float:
         remove_space(redis, prefix=prefix, token=token, queue=queue)
 
 
-def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--runs", type=int, default=DEFAULT_RUNS,
@@ -130,13 +123,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-    server: EmbeddedRedis | None = None
-    if not redis_answers(url):
-        server = EmbeddedRedis().start()
-        url = server.url
-        print(f"note: no Redis at the configured URL; started an embedded server at {url}")
+    url, server = bench_redis()
     configure_logging("console", "warning")
     try:
         seconds = measure(Redis.from_url(url), url, args.runs)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import statistics
 import sys
@@ -36,7 +35,6 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from types import FrameType
 
 from redis import Redis
 from redis.client import Pipeline
@@ -45,9 +43,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run from a checkout: make ``flowjobs`` and ``bench`` importable
     sys.path.insert(0, str(ROOT))
 
-from bench.space import remove_space  # noqa: E402
+from bench.space import bench_redis, remove_space  # noqa: E402
 from flowjobs.clock import epoch_score, iso, utcnow  # noqa: E402
-from flowjobs.embedded import EmbeddedRedis, redis_answers  # noqa: E402
 from flowjobs.keys import Keys  # noqa: E402
 from flowjobs.runtime.base import step_job_id, trigger_job_id  # noqa: E402
 from flowjobs.runtime.rq import RQJobRunner, job_keys  # noqa: E402
@@ -152,10 +149,6 @@ def _chunks(job_ids: Sequence[str], size: int = 1000) -> list[list[str]]:
     return [[job_keys(j)[0] for j in job_ids[i : i + size]] for i in range(0, len(job_ids), size)]
 
 
-def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--runs", type=int, default=DEFAULT_RUNS, help="finished runs to seed and purge")
@@ -170,13 +163,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-    server: EmbeddedRedis | None = None
-    if not redis_answers(url):
-        server = EmbeddedRedis().start()
-        url = server.url
-        print(f"note: no Redis at the configured URL; started an embedded server at {url}")
+    url, server = bench_redis()
     try:
         seconds, batches = measure(Redis.from_url(url), args.runs, args.batch)
     except BenchError as error:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Iterable
+from types import FrameType
 
 from redis import Redis
 
+from flowjobs.embedded import EmbeddedRedis, ensure_redis
 from flowjobs.keys import Keys
 
 #: Keys RQ keeps per job (``rq:<kind>:<job id>``): its hash, its results stream, its executions.
@@ -38,3 +42,18 @@ def remove_space(redis: Redis, *, prefix: str, token: str, queue: str, job_ids: 
 
 def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def bench_redis() -> tuple[str, EmbeddedRedis | None]:
+    """Start-up shared by the benchmarks: SIGTERM ends them like Ctrl-C (their ``finally`` cleans
+    up), and the Redis at ``REDIS_URL`` (default local) is used, else an embedded server they must
+    stop."""
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    url, server = ensure_redis(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    if server is not None:
+        print(f"note: no Redis at the configured URL; started an embedded server at {url}")
+    return url, server
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt

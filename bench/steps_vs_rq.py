@@ -59,7 +59,6 @@ import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from redis import Redis
@@ -71,8 +70,8 @@ if str(ROOT) not in sys.path:  # run from a checkout: make ``flowjobs`` and ``be
 from rq import Queue  # noqa: E402
 from rq.serializers import JSONSerializer  # noqa: E402
 
+from bench.space import bench_redis  # noqa: E402
 from flowjobs.client import FlowClient  # noqa: E402
-from flowjobs.embedded import EmbeddedRedis, redis_answers  # noqa: E402
 from flowjobs.keys import Keys  # noqa: E402
 from flowjobs.manifest import FlowDefinition  # noqa: E402
 from flowjobs.processes import stop_processes  # noqa: E402
@@ -406,10 +405,6 @@ def _text(value: object) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value or "")
 
 
-def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--runs", type=int, default=60, help="flowjobs runs per drain (10 steps each)")
@@ -441,13 +436,7 @@ def noise_note(name: str, drain: Drain) -> Iterable[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-    server: EmbeddedRedis | None = None
-    if not redis_answers(url):
-        server = EmbeddedRedis().start()
-        url = server.url
-        print(f"note: no Redis at the configured URL; started an embedded server at {url}")
+    url, server = bench_redis()
     load_before = os.getloadavg()[0]
     bench = Bench(Redis.from_url(url), url, args.worker_class, duties=args.duties)
     steps = args.runs * STEPS_PER_RUN

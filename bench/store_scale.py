@@ -50,7 +50,6 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
-from types import FrameType
 from typing import Any
 from uuid import UUID
 
@@ -63,10 +62,9 @@ if str(ROOT) not in sys.path:  # run from a checkout: make ``flowjobs`` and ``be
 from rq import Queue  # noqa: E402
 from rq.serializers import JSONSerializer  # noqa: E402
 
-from bench.space import remove_space  # noqa: E402
+from bench.space import bench_redis, remove_space  # noqa: E402
 from flowjobs.client import FlowClient  # noqa: E402
 from flowjobs.clock import utcnow  # noqa: E402
-from flowjobs.embedded import EmbeddedRedis, redis_answers  # noqa: E402
 from flowjobs.factory import engine_from_settings  # noqa: E402
 from flowjobs.handlers import HandlerRegistry  # noqa: E402
 from flowjobs.jobs import install_engine  # noqa: E402
@@ -347,10 +345,6 @@ def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--max-runs", type=int, default=SIZES[-1],
@@ -397,13 +391,7 @@ def floors(args: argparse.Namespace, bench: Bench, history: dict[int, dict[str, 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-    server: EmbeddedRedis | None = None
-    if not redis_answers(url):
-        server = EmbeddedRedis().start()
-        url = server.url
-        print(f"note: no Redis at the configured URL; started an embedded server at {url}")
+    url, server = bench_redis()
     load_before = os.getloadavg()[0]
     configure_logging("console", "warning")
     bench = Bench(Redis.from_url(url), url)

@@ -48,8 +48,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run from a checkout: make ``flowjobs`` and ``bench`` importable
     sys.path.insert(0, str(ROOT))
 
+from bench.space import bench_redis  # noqa: E402
 from bench.store_scale import Bench, linear  # noqa: E402
-from flowjobs.embedded import EmbeddedRedis, redis_answers  # noqa: E402
 from flowjobs.logging import configure_logging  # noqa: E402
 from flowjobs.processes import stop_processes  # noqa: E402
 
@@ -236,19 +236,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-    server: EmbeddedRedis | None = None
-    if not redis_answers(url):
-        server = EmbeddedRedis().start()
-        url = server.url
-        print(f"note: no Redis at the configured URL; started an embedded server at {url}")
+    url, server = bench_redis()
     configure_logging("console", "warning")
     web = WebBench(Bench(Redis.from_url(url), url), url)
     try:
