@@ -4,4 +4,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
+# The browser tests drive Debian's Chromium (browsers are never downloaded).
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing Debian's chromium for the browser tests ..." >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "the browser tests need Chromium: sudo apt-get install -y chromium" >&2
+    exit 1
+  fi
+fi
 exec .venv/bin/python -m pytest "$@"
