@@ -369,10 +369,18 @@ class Bench:
         for n in range(samples + 1):
             start = time.perf_counter()
             last = self.chain_jobs(queue, f"{queue.name}-{n}", LATENCY_STEPS)[-1]
-            self.wait_status(f"rq:job:{last}", "status", lambda status: status in (b"finished", b"failed"))
+            # Only "finished" ends a chain: RQ can show a status for a moment before the job's
+            # final one (seen here: "failed" read back as "started"), so a failure is judged from
+            # RQ's failed registry.
+            self.wait_status(
+                f"rq:job:{last}",
+                "status",
+                lambda status: status == b"finished" or bool(self.redis.zcard(f"rq:failed:{queue.name}")),
+            )
             seconds.append(time.perf_counter() - start)
-            if self.redis.hget(f"rq:job:{last}", "status") != b"finished":
-                raise BenchError(f"latency chain {queue.name}-{n} failed")
+            if self.redis.zcard(f"rq:failed:{queue.name}"):
+                report = self.failed_report(f"rq:failed:{queue.name}")
+                raise BenchError(f"latency chain {queue.name}-{n} failed\n{report}")
         self.stop_workers()
         return seconds[1:]
 
