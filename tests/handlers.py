@@ -10,6 +10,7 @@ import re
 import signal
 import threading
 import time
+from collections.abc import Callable
 from functools import cache
 from typing import Any
 
@@ -24,9 +25,16 @@ def _redis() -> Redis:
 
 
 def _wait_for(key: str, timeout: float) -> bool:
+    """True once ``key`` exists in Redis, False after ``timeout`` seconds."""
+    return _poll(lambda: bool(_redis().exists(key)), timeout)
+
+
+def _poll(condition: Callable[[], bool], timeout: float) -> bool:
+    """True once ``condition`` holds, False after ``timeout`` seconds (handlers wait on other
+    processes: no event to block on)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if _redis().exists(key):
+        if condition():
             return True
         time.sleep(0.01)
     return False
@@ -196,7 +204,4 @@ def read_trigger(ctx: StepContext, inputs: dict[str, Any]) -> Any:
 def await_cancel(ctx: StepContext, inputs: dict[str, Any]) -> dict[str, Any]:
     """Marks ``inputs.started``, then waits (up to ``inputs.timeout`` s) for the run's cancel request."""
     _redis().set(inputs["started"], "1", ex=60)
-    deadline = time.monotonic() + float(inputs.get("timeout", 30))
-    while not ctx.cancel_requested and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return {"saw_cancel": ctx.cancel_requested}
+    return {"saw_cancel": _poll(lambda: ctx.cancel_requested, float(inputs.get("timeout", 30)))}
