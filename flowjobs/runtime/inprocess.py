@@ -18,13 +18,11 @@ from flowjobs.runtime.base import JobCall, JobFailed, JobState, RecurringJobInfo
 from flowjobs.runtime.current import running_job
 from flowjobs.schedules.cron import plan_fire
 from flowjobs.schedules.state import (
-    ScheduleKind,
     ScheduleState,
-    call_json,
-    check_recurring_id,
     declare,
     fired,
     recurring_info,
+    recurring_job,
 )
 
 
@@ -113,14 +111,7 @@ class InProcessRunner:
         self, recurring_id: str, call: JobCall, cron: str, *, time_zone: str | None = None
     ) -> None:
         """Keep a recurring job in memory; ``fire_due_recurring`` fires it (same rules as the duty)."""
-        declared = ScheduleState(
-            job_id=check_recurring_id(recurring_id),
-            kind=ScheduleKind.job,
-            cron=cron,
-            time_zone=time_zone,
-            updated_at=utcnow(),
-            call_json=call_json(call),
-        )
+        declared = recurring_job(recurring_id, call, cron, time_zone, utcnow())
         self._recurring[recurring_id] = declare(self._recurring.get(recurring_id), declared, utcnow())
 
     def remove_recurring(self, recurring_id: str) -> bool:

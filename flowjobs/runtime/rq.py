@@ -22,11 +22,10 @@ from flowjobs.runtime.base import JobCall, JobState, RecurringJobInfo, StoredJob
 from flowjobs.schedules.recurring import fire_recurring_job
 from flowjobs.schedules.state import (
     ScheduleKind,
-    ScheduleState,
-    call_json,
     check_recurring_id,
     declare,
     recurring_info,
+    recurring_job,
 )
 from flowjobs.schedules.store import ScheduleStore
 
@@ -197,14 +196,7 @@ class RQJobRunner:
         self, recurring_id: str, call: JobCall, cron: str, *, time_zone: str | None = None
     ) -> None:
         """Create or replace a recurring job (its pause flag and cron override are kept)."""
-        declared = ScheduleState(
-            job_id=check_recurring_id(recurring_id),
-            kind=ScheduleKind.job,
-            cron=cron,
-            time_zone=time_zone,
-            updated_at=utcnow(),
-            call_json=call_json(call),
-        )
+        declared = recurring_job(recurring_id, call, cron, time_zone, utcnow())
         self.schedules.change(recurring_id, lambda current: declare(current, declared, utcnow()))
 
     def remove_recurring(self, recurring_id: str) -> bool:

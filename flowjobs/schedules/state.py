@@ -291,3 +291,18 @@ def recurring_info(state: ScheduleState) -> RecurringJobInfo:
         last_job_id=state.last_job_id,
         paused=state.is_paused,
     )
+
+
+def recurring_job(
+    recurring_id: str, call: JobCall, cron: str, time_zone: str | None, now: datetime
+) -> ScheduleState:
+    """The declared state of an application's recurring job (``JobRunner.add_or_update_recurring``):
+    ``declare`` merges it with the stored one."""
+    return ScheduleState(
+        job_id=check_recurring_id(recurring_id),
+        kind=ScheduleKind.job,
+        cron=cron,
+        time_zone=time_zone,
+        updated_at=now,
+        call_json=call_json(call),
+    )
