@@ -87,8 +87,15 @@ def test_up_serves_runs_flows_and_stops_everything(
             what="flowjobs up to serve with a worker",
         )
         assert isinstance(health, httpx.Response) and health.json()["redis"] is True
-        children = _descendants(proc.pid)
-        assert len(children) >= 2, "a worker (and its RQ scheduler), and the embedded server if any"
+        # RQ registers the worker before it forks its scheduler: wait for both (and the embedded
+        # server, if any) rather than reading /proc once.
+        expected = 3 if where == "embedded" else 2
+        children = wait_until(
+            lambda: len(found := _descendants(proc.pid)) >= expected and found,
+            timeout=30,
+            what="a worker and its RQ scheduler (and the embedded server, if any) below `up`",
+        )
+        assert isinstance(children, set)
 
         triggered = http.post(f"/flows/api/flows/{HELLO}/trigger", json={"name": "up"})
         assert triggered.status_code == 202, triggered.text
