@@ -41,6 +41,16 @@ _STATES = {
     JobStatus.CANCELED: JobState.Deleted,
 }
 
+# KEYS: job hashes. Reply: each one's ``status`` (nil when the job is gone), in order. One command
+# instead of one HGET per job: a pass over thousands of jobs costs the client far less.
+_STATUSES_LUA = """
+local statuses = {}
+for i, key in ipairs(KEYS) do
+  statuses[i] = redis.call('HGET', key, 'status')
+end
+return statuses
+"""
+
 DEFAULT_KEEP_SECONDS = 86400
 """How long RQ keeps a finished job's hash and result stream by default (one day)."""
 
@@ -68,6 +78,7 @@ class RQJobRunner:
         #: by the schedules duty of every worker, once per tick.
         self.schedules = ScheduleStore(redis, Keys(key_prefix))
         self.queue = Queue(queue_name, connection=redis, serializer=JSONSerializer)
+        self._statuses = redis.register_script(_STATUSES_LUA)
         self.keep_seconds = keep_seconds
         self.default_timeout_seconds = default_timeout_seconds
 
@@ -182,12 +193,9 @@ class RQJobRunner:
         return self.states([job_id])[job_id]
 
     def states(self, job_ids: Iterable[str]) -> dict[str, JobState]:
-        """States of many jobs in one round-trip (one ``HGET status`` per job, pipelined)."""
+        """States of many jobs in one round-trip."""
         ids = list(job_ids)
-        with self.redis.pipeline(transaction=False) as pipe:
-            for job_id in ids:
-                pipe.hget(Job.key_for(job_id), "status")
-            statuses = pipe.execute()
+        statuses = self._statuses(keys=[Job.key_for(job_id) for job_id in ids]) if ids else []
         return {
             job_id: _state(raw.decode() if raw else None) for job_id, raw in zip(ids, statuses, strict=True)
         }

@@ -10,6 +10,9 @@ from flowjobs.statuses import RunStatus
 from flowjobs.store.base import StoreBase
 from flowjobs.store.codec import text
 
+_RUN_ID = "\x00run-id\x00"
+"""Stands for a run id in a key template (no run id or prefix holds a NUL)."""
+
 
 class RecoveryQueries(StoreBase):
     """What ``flowjobs.recovery`` looks for: work that something should have moved by now."""
@@ -30,7 +33,11 @@ class RecoveryQueries(StoreBase):
 
     def idle_runs(self, started_before: datetime, batch: int = 500) -> list[tuple[str, RunStatus]]:
         """Active runs started before ``started_before`` with nothing in flight: Pending ones, and
-        Running ones whose steps are all final (or expanded ForEach steps). Two round-trips per batch."""
+        Running ones whose steps are all final (or expanded ForEach steps). One round-trip per batch."""
+        # Each key as the text around the run id: the script spells the keys of a batch itself,
+        # which costs far less than sending three keys per run.
+        named = {"run_key": self.keys.run, "steps_key": self.keys.run_steps, "loops_key": self.keys.loops}
+        templates = {name: list(key(_RUN_ID).partition(_RUN_ID)[::2]) for name, key in named.items()}
         found: list[tuple[str, RunStatus]] = []
         for status in (RunStatus.Pending, RunStatus.Running):
             ids = [
@@ -40,14 +47,5 @@ class RecoveryQueries(StoreBase):
                 )
             ]
             for start in range(0, len(ids), batch):
-                runs = [
-                    {
-                        "run_id": run_id,
-                        "run_key": self.keys.run(run_id),
-                        "steps_key": self.keys.run_steps(run_id),
-                        "loops_key": self.keys.loops(run_id),
-                    }
-                    for run_id in ids[start : start + batch]
-                ]
-                found.extend(self.scripts.idle_runs({"runs": runs}))
+                found.extend(self.scripts.idle_runs({**templates, "run_ids": ids[start : start + batch]}))
         return found

@@ -432,32 +432,19 @@ class RunWrites(StoreBase):
         return from_hash(self.redis.hgetall(self.keys.step(run_id, step_key)))
 
     def step_fields_many(
-        self, pairs: Sequence[tuple[str, str]], fields: Sequence[str] = ()
+        self, pairs: Sequence[tuple[str, str]], fields: Sequence[str]
     ) -> list[dict[str, str]]:
-        """``step_fields`` of each (run id, step key), in order, in one pipelined round-trip (for
-        recovery passes over many steps); only ``fields`` (those present) unless it is empty."""
+        """``fields`` (those present) of each (run id, step key)'s hash, in order, in one round-trip
+        (for recovery passes over many steps)."""
         return self._hashes_many([self.keys.step(run_id, step_key) for run_id, step_key in pairs], fields)
 
-    def run_fields_many(self, run_ids: Sequence[str], fields: Sequence[str] = ()) -> list[dict[str, str]]:
-        """``run_fields`` of each run, in order, in one pipelined round-trip (for recovery passes
-        over many runs); only ``fields`` (those present) unless it is empty."""
+    def run_fields_many(self, run_ids: Sequence[str], fields: Sequence[str]) -> list[dict[str, str]]:
+        """``fields`` (those present) of each run's hash, in order, in one round-trip (for recovery
+        passes over many runs)."""
         return self._hashes_many([self.keys.run(run_id) for run_id in run_ids], fields)
 
     def _hashes_many(self, keys: Sequence[str], fields: Sequence[str]) -> list[dict[str, str]]:
-        """HGETALL (or HMGET of ``fields``) of each key, pipelined: independent reads, no transaction."""
-        with self.redis.pipeline(transaction=False) as pipe:
-            for key in keys:
-                if fields:
-                    pipe.hmget(key, fields)
-                else:
-                    pipe.hgetall(key)
-            replies = pipe.execute()
-        if not fields:
-            return [from_hash(raw) for raw in replies]
-        return [
-            {name: text(value) for name, value in zip(fields, values, strict=True) if value is not None}
-            for values in replies
-        ]
+        return self.scripts.read_hashes(keys, fields) if keys else []
 
 
 def scope_arg(scope: StateScope | None) -> dict[str, Any] | None:

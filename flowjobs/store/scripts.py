@@ -46,6 +46,7 @@ SCRIPT_NAMES = (
     "cancel_run",
     "retry_step",
     "note_event",
+    "read_hashes",
 )
 
 
@@ -137,6 +138,10 @@ class Scripts:
     def idle_runs(self, args: Mapping[str, Any]) -> list[tuple[str, RunStatus]]:
         """``idle_runs.lua``."""
         return decode_idle_runs(self._call("idle_runs", args))
+
+    def read_hashes(self, keys: Sequence[str], fields: Sequence[str]) -> list[dict[str, str]]:
+        """``read_hashes.lua``: per key, the ``fields`` it has."""
+        return decode_read_hashes(self._call("read_hashes", {"keys": keys, "fields": fields}), fields)
 
 
 def decode_start_run(reply: Any) -> tuple[RunStatus, RunSnapshot] | None:
@@ -266,6 +271,14 @@ def decode_run_detail(reply: Any) -> StoredRun | None:
 def decode_idle_runs(reply: Any) -> list[tuple[str, RunStatus]]:
     """``{run_id, status, ...}`` flat."""
     return [(text(reply[i]), RunStatus(text(reply[i + 1]))) for i in range(0, len(reply), 2)]
+
+
+def decode_read_hashes(reply: Any, fields: Sequence[str]) -> list[dict[str, str]]:
+    """Per key, ``{value of each field}`` in ``fields`` order (nil where absent)."""
+    return [
+        {name: text(value) for name, value in zip(fields, values, strict=True) if value is not None}
+        for values in reply
+    ]
 
 
 def _refused(reply: Any) -> Refused:

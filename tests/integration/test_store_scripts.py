@@ -357,3 +357,30 @@ def test_idle_runs_are_pending_runs_and_running_runs_with_nothing_in_flight(spac
     assert sorted(idle) == sorted([(pending, RunStatus.Pending), (quiet, RunStatus.Running)])
     assert busy not in {run_id for run_id, _ in idle}
     assert store.idle_runs(utcnow() - LATER) == []
+
+
+def test_idle_runs_reads_every_batch(space: Space) -> None:
+    runs = [_pending_run(space) for _ in range(5)]
+    idle = _store(space).idle_runs(utcnow() + timedelta(seconds=1), batch=2)
+    assert sorted(idle) == sorted((run_id, RunStatus.Pending) for run_id in runs)
+
+
+# -- read_hashes -------------------------------------------------------------------------------
+
+
+def test_read_hashes_returns_the_fields_each_record_has_in_order(space: Space) -> None:
+    store = _store(space)
+    busy = _running_run(space, "a")
+    pending = _pending_run(space)
+    fields = ("status", "job_id", "no_such_field")
+    assert store.step_fields_many([(busy, "a"), (busy, "b"), (NO_RUN, "a")], fields) == [
+        {"status": "Pending", "job_id": "job-a-1"},
+        {},
+        {},
+    ]
+    assert store.run_fields_many([pending, busy, NO_RUN], ("status",)) == [
+        {"status": "Pending"},
+        {"status": "Running"},
+        {},
+    ]
+    assert store.run_fields_many([], ("status",)) == []
