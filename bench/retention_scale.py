@@ -13,7 +13,7 @@ What it measures, on its own key prefix ``fjretain<random>:`` and queue ``fjreta
   per-flow, per-status and per-flow-per-status indexes, 5 jobs in the reverse index, and an RQ
   job hash (``rq:job:<id>``) for each of those jobs. 10 % are Failed, the rest Succeeded.
 * **Purge.** ``RunStore.purge_finished`` with a cutoff of 7 days ago and the RQ runner's job keys,
-  ``--batch`` runs per deleting script call (default 200, the duty's size). Printed:
+  ``--batch`` runs per deleting script call (default the duty's size, ``DEFAULT_BATCH``). Printed:
   ``purge_runs_per_second`` (seeded runs / wall time of the whole purge, reads included),
   ``purge_max_batch_ms`` (the longest single deleting call, round-trip included: how long Redis
   is blocked at most), ``purge_mean_batch_ms`` and ``purge_batches``. Floor: the longest batch
@@ -50,10 +50,10 @@ from flowjobs.runtime.base import step_job_id, trigger_job_id  # noqa: E402
 from flowjobs.runtime.rq import RQJobRunner, job_keys  # noqa: E402
 from flowjobs.statuses import RunStatus  # noqa: E402
 from flowjobs.store.codec import text  # noqa: E402
+from flowjobs.store.retention import DEFAULT_BATCH  # noqa: E402
 from flowjobs.store.run_store import RunStore  # noqa: E402
 
 DEFAULT_RUNS = 100_000
-DEFAULT_BATCH = 200
 #: The floor: milliseconds the longest deleting call may take.
 FLOOR_MAX_BATCH_MS = 50.0
 SEED_CHUNK = 1_000

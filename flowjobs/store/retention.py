@@ -27,8 +27,9 @@ from flowjobs.statuses import RunStatus
 from flowjobs.store.base import StoreBase
 from flowjobs.store.codec import text
 
-#: Runs per page of candidates and per deleting script call (a few ms of Redis time each).
-DEFAULT_BATCH = 200
+#: Runs per page of candidates and per deleting script call: each call blocks Redis for its
+#: duration, ~0.06 ms a 3-step run on a quick machine, ~0.18 ms on a slow one (a few ms a call).
+DEFAULT_BATCH = 50
 TERMINAL = tuple(status for status in RunStatus if status.is_terminal)
 _RUN_FIELDS = ("status", "completed_at", "flow_id", "trigger_key", "idempotency_key", "background_job_id")
 #: Step hash fields that say which attempts (and so which job ids) the step had.
