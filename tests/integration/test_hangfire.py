@@ -20,6 +20,7 @@ from flowjobs.runtime.base import JobState
 from flowjobs.runtime.inprocess import InProcessRunner
 from flowjobs.schedules.cron import latest_tick
 from flowjobs.schedules.firing import ScheduleFirer
+from flowjobs.web.rq_dashboard import create_rq_dashboard
 from tests.conftest import Space
 from tests.integration import app_jobs
 
@@ -51,14 +52,10 @@ def queue(space: Space) -> Iterator[Queue]:
 
 
 @pytest.fixture
-def dashboard(space: Space, monkeypatch: pytest.MonkeyPatch) -> Iterator[FlaskClient]:
-    """rq-dashboard's Flask app in this process, on the test's Redis, reading JSON payloads."""
-    monkeypatch.setenv("RQ_DASHBOARD_REDIS_URL", space.settings.redis_url)
-    monkeypatch.setenv("RQ_DASHBOARD_JSON_SERIALIZER", "true")
-    monkeypatch.setenv("RQ_DASHBOARD_URL_PREFIX", "")
-    from rq_dashboard.app import create_app
-
-    yield create_app().test_client()
+def dashboard(space: Space) -> FlaskClient:
+    """rq-dashboard as ``flowjobs web`` mounts it at ``/rq`` (JSON serializer, its 0.9 defects
+    replaced), in this process on the test's Redis."""
+    return create_rq_dashboard(space.settings).test_client()
 
 
 def result(space: Space, job_id: str) -> Any:
@@ -82,13 +79,22 @@ def test_enqueue_runs_a_function_by_path_with_json_arguments(
     assert job_id in {job["id"] for job in listed["jobs"]}
 
 
-def test_continue_job_with_waits_for_the_parent(space: Space, jobs: BackgroundJob, queue: Queue) -> None:
+def test_continue_job_with_waits_for_the_parent(
+    space: Space, jobs: BackgroundJob, queue: Queue, dashboard: FlaskClient
+) -> None:
     parent = jobs.enqueue(app_jobs.add, 1, 2)
     child = jobs.continue_job_with(parent, app_jobs.add, 10, 20)
     assert jobs.state(child) is JobState.Awaiting
     assert child in queue.deferred_job_registry.get_job_ids()
+    shown = dashboard.get(f"/0/data/job/{child}.json")
+    assert shown.status_code == 200, shown.text
+    assert shown.get_json()["depends_on"] == [parent]
+    assert shown.get_json()["depends_on_status"] == ["active"]
+    listed = dashboard.get(f"/0/data/jobs/{space.settings.queue}/deferred/10/asc/1.json").get_json()
+    assert child in {job["id"] for job in listed["jobs"]}
     space.drain()
     assert jobs.state(child) is JobState.Succeeded and result(space, child) == 30
+    assert dashboard.get(f"/0/data/job/{child}.json").get_json()["status"] == "finished"
 
     failing = jobs.enqueue(app_jobs.boom, "no")
     after = jobs.continue_job_with(failing, app_jobs.add, 1, 1)
