@@ -1,8 +1,8 @@
 """Benchmark: the HTTP API over real HTTP with a large run history — p50/p99 of the run list and of
 a run's detail.
 
-Run as ``python bench/web_bench.py [--max-runs N] [--samples N] [--floor-ms MS]``; prints one
-``name=value`` line per figure, then a summary, and exits 1 when a floor fails (naming it).
+Run as ``python bench/web_bench.py [--max-runs N] [--samples N] [--floor-ms MS] [--webhook-floor R]``;
+prints one ``name=value`` line per figure, then a summary, and exits 1 when a floor fails (naming it).
 
 What it measures, on its own key prefix ``fjscale<random>:`` and queue (``bench.store_scale``'s
 ``Bench``, whose seeding it reuses):
@@ -16,10 +16,11 @@ What it measures, on its own key prefix ``fjscale<random>:`` and queue (``bench.
   ``X-Total-Count``) and ``GET /flows/api/runs/{id}`` (the real run: 5 steps and their attempts)
   over one keep-alive HTTP connection, after a warm-up; p50 and p99 in milliseconds.
 
-Floor: list and detail p50 ≤ ``--floor-ms`` (20 ms) at the largest size.
+Then (``PHASES``, each given the running ``WebBench``) webhook → run created throughput against
+``FlowClient.trigger`` called directly (``webhook_phase``), printed as ``webhook_ratio``.
 
-More phases (the webhook receiver's throughput against a direct trigger, for one) go in
-``PHASES``: each gets the running ``WebBench`` after the history phase.
+Floors: list and detail p50 ≤ ``--floor-ms`` (20 ms) at the largest size; ``webhook_ratio`` ≥
+``--webhook-floor`` (0.5).
 
 Cleanup: every key under its prefix and RQ's keys of its jobs (``Bench.cleanup``); the web process
 is stopped. It never flushes.
@@ -28,6 +29,8 @@ is stopped. It never flushes.
 from __future__ import annotations
 
 import argparse
+import http.client
+import itertools
 import json
 import os
 import signal
@@ -38,6 +41,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,6 +59,10 @@ from flowjobs.processes import stop_processes  # noqa: E402
 
 SIZES = (10_000, 100_000)
 FLOOR_MS = 20.0
+#: The floor: webhook deliveries stored per second against direct ``FlowClient.trigger`` calls.
+WEBHOOK_FLOOR = 0.5
+WEBHOOK_SAMPLES = 600
+WEBHOOK_SENDERS = 4
 API = "/flows/api"
 
 
@@ -87,6 +95,7 @@ class WebBench:
     run_id: str = ""
     process: subprocess.Popen[bytes] | None = None
     base: str = ""
+    address: tuple[str, int] = ("127.0.0.1", 0)
     http: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=30))
 
     def start_web(self) -> None:
@@ -107,6 +116,7 @@ class WebBench:
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
+        self.address = ("127.0.0.1", port)
         self.base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
         while True:
@@ -174,11 +184,16 @@ WEBHOOK_FLOW = {
 
 
 def webhook_phase(web: WebBench) -> None:
-    """Signed webhook deliveries against direct triggers of the same flow: runs stored per second
-    and p50/p99, sequential over one keep-alive connection (the history phase's method). Every
-    delivery is a fresh body signed GitHub-style, so each pays the HMAC, the replay memory's SET
-    and the run's MULTI; the rate limit is off (it would measure itself). A second ``flowjobs web``
-    serves a flows folder holding the bench flow; no worker runs the runs (ingress only)."""
+    """Webhook → run created against ``FlowClient.trigger`` called directly, in runs stored per
+    second: ``direct_per_second`` is ``WEBHOOK_SAMPLES`` triggers of the bench flow in this process,
+    one after another (an application calling the library); ``webhook_per_second`` is as many
+    GitHub-signed deliveries from ``WEBHOOK_SENDERS`` concurrent senders, each on its own keep-alive
+    connection (stdlib ``http.client``: the senders' own CPU stays small on a shared machine);
+    ``webhook_ratio`` is the second over the first. Every delivery is a fresh body, so each pays the
+    HMAC, the replay memory's SET and the run's MULTI; the rate limit is off (it would measure
+    itself). Also p50/p99 of one delivery at a time over httpx. A second ``flowjobs web`` serves a
+    flows folder holding the bench flow; no worker runs the runs (ingress only)."""
+    from flowjobs.manifest import FlowDefinition
     from flowjobs.webhooks.schemes import Scheme, sign
 
     with tempfile.TemporaryDirectory() as flows_dir:
@@ -191,30 +206,56 @@ def webhook_phase(web: WebBench) -> None:
         finally:
             os.environ.clear()
             os.environ.update(saved)
-        counter = iter(range(10**9))
+        web.bench.flows.add(FlowDefinition.model_validate(WEBHOOK_FLOW))
+        counter = itertools.count()
+        path = f"{API}/webhook/bench"
+
+        def signed() -> tuple[bytes, dict[str, str]]:
+            body = json.dumps({"orderId": next(counter)}).encode()
+            signature = sign(Scheme.github, WEBHOOK_SECRET.encode(), body)
+            return body, {"X-Hub-Signature-256": signature, "Content-Type": "application/json"}
 
         def deliver() -> None:
-            body = json.dumps({"orderId": next(counter)}).encode()
-            headers = {"X-Hub-Signature-256": sign(Scheme.github, WEBHOOK_SECRET.encode(), body)}
-            reply = hooks.http.post(f"{hooks.base}{API}/webhook/bench", content=body, headers=headers)
+            body, headers = signed()
+            reply = hooks.http.post(f"{hooks.base}{path}", content=body, headers=headers)
             if reply.status_code != 202:
                 raise RuntimeError(f"webhook: {reply.status_code} {reply.text[:200]}")
 
-        def trigger() -> None:
-            body = json.dumps({"orderId": next(counter)}).encode()
-            reply = hooks.http.post(f"{hooks.base}{API}/flows/webhook-bench/trigger", content=body)
-            if reply.status_code != 202:
-                raise RuntimeError(f"trigger: {reply.status_code} {reply.text[:200]}")
+        def sender(count: int) -> None:
+            connection = http.client.HTTPConnection(*hooks.address)
+            try:
+                for _ in range(count):
+                    body, headers = signed()
+                    connection.request("POST", path, body=body, headers=headers)
+                    reply = connection.getresponse()
+                    text = reply.read()
+                    if reply.status != 202:
+                        raise RuntimeError(f"webhook: {reply.status} {text[:200]!r}")
+            finally:
+                connection.close()
+
+        def direct() -> None:
+            for _ in range(WEBHOOK_SAMPLES):
+                web.bench.client.trigger(WEBHOOK_FLOW["name"], data={"orderId": next(counter)})
+
+        def concurrent() -> None:
+            with ThreadPoolExecutor(WEBHOOK_SENDERS) as pool:
+                share = WEBHOOK_SAMPLES // WEBHOOK_SENDERS
+                for done in [pool.submit(sender, share) for _ in range(WEBHOOK_SENDERS)]:
+                    done.result()
 
         try:
-            for name, call in (("webhook", deliver), ("trigger", trigger)):
-                samples = 500
+            p50, p99 = percentiles_ms(deliver, 200)
+            web.bench.report("webhook_p50_ms", p50)
+            web.bench.report("webhook_p99_ms", p99)
+            rates = {}
+            for name, batch in (("direct", direct), ("webhook", concurrent)):
+                batch()  # warm-up: connections, caches, the thread pool
                 start = time.perf_counter()
-                p50, p99 = percentiles_ms(call, samples)
-                per_second = (samples + 5) / (time.perf_counter() - start)
-                web.bench.report(f"{name}_per_second", per_second, ".0f")
-                web.bench.report(f"{name}_p50_ms", p50)
-                web.bench.report(f"{name}_p99_ms", p99)
+                batch()
+                rates[name] = WEBHOOK_SAMPLES / (time.perf_counter() - start)
+                web.bench.report(f"{name}_per_second", rates[name], ".0f")
+            web.bench.report("webhook_ratio", rates["webhook"] / rates["direct"])
         finally:
             hooks.stop()
 
@@ -230,6 +271,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--samples", type=int, default=200, help="timed requests per figure")
     parser.add_argument("--floor-ms", type=float, default=FLOOR_MS,
                         help="p50 floor of list and detail at the largest size")
+    parser.add_argument("--webhook-floor", type=float, default=WEBHOOK_FLOOR,
+                        help="floor of webhook deliveries per second over direct triggers per second")
     args = parser.parse_args(argv)
     if args.max_runs < 10 or args.samples < 10:
         parser.error("--max-runs and --samples must be at least 10")
@@ -256,6 +299,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name in ("list", "detail")
         if history[largest][name][0] > args.floor_ms
     ]
+    webhook_ratio = float(web.bench.figures["webhook_ratio"])
+    if webhook_ratio < args.webhook_floor:
+        failed.append(
+            f"webhook deliveries per second {webhook_ratio:.3f}x direct triggers < {args.webhook_floor:g}x"
+        )
     figures = ", ".join(
         f"{name} p50 {p50:.2f} ms p99 {p99:.2f} ms" for name, (p50, p99) in history[largest].items()
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
@@ -184,12 +184,16 @@ class FlowClient:
         *,
         idempotency_key: str | None = None,
         source_run_id: UUID | str | None = None,
+        admit: Callable[[], None] | None = None,
     ) -> RunHandle:
         """Start a run: store it as Pending and enqueue its trigger job, in one transaction.
 
         A repeated idempotency key (argument or ``Idempotency-Key`` header; per flow and
         trigger key) returns the first run's handle and writes nothing. ``InvalidTriggerData``
         (``DataTooLarge`` past ``max_data_depth``/``max_data_bytes``) also writes nothing.
+        ``admit``, when given, runs once the data is valid and the flow enabled, just before the
+        run is written: an exception from it refuses the trigger (the webhook receiver's rate
+        limit and replay memory, which must not count deliveries to a disabled flow).
         """
         definition = self.flows.get(flow)
         if trigger_key not in definition.manifest.triggers:
@@ -213,6 +217,8 @@ class FlowClient:
         manifest_hash = self.store.save_flow(definition)
         if not self.store.flow_enabled(definition.id):
             raise FlowDisabled(f"flow {definition.name!r} is disabled")
+        if admit is not None:
+            admit()
         run_id = uuid4()
         run = FlowRunRecord(
             id=run_id,

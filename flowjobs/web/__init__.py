@@ -27,13 +27,17 @@ __all__ = [
 ]
 
 
-def get_client(request: Request) -> FlowClient:
+# The dependencies are ``async def`` because they do no I/O: FastAPI runs a plain ``def``
+# dependency in its thread pool, a thread hand-off per dependency per request.
+
+
+async def get_client(request: Request) -> FlowClient:
     """FastAPI dependency: the app's ``FlowClient``."""
     client: FlowClient = request.app.state.client
     return client
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     """FastAPI dependency: the app's ``Settings``."""
     settings: Settings = request.app.state.settings
     return settings

@@ -91,7 +91,7 @@ _JSON_BODY: dict[str, Any] = {
 }
 
 
-def _job_url_template(response: Response, settings: AppSettings) -> None:
+async def _job_url_template(response: Response, settings: AppSettings) -> None:
     """Every API response says where a job's rq-dashboard page is."""
     response.headers[JOB_URL_TEMPLATE_HEADER] = settings.job_url("{jobId}")
 

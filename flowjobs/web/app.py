@@ -66,10 +66,12 @@ def create_app(settings: Settings | None = None, client: FlowClient | None = Non
     app.state.settings = settings
     app.state.client = client
     install_error_handlers(app)
-    app.include_router(api_router, prefix=API_PREFIX)
+    # Webhooks first: routes are matched in order, and a delivery should not be tried against
+    # every API route before its own (the API's routes cannot match a webhook path anyway).
     webhooks = _optional_router("flowjobs.web.webhooks")
     if webhooks is not None:
         app.include_router(webhooks)
+    app.include_router(api_router, prefix=API_PREFIX)
     ui = _optional_router("flowjobs.web.ui")
     if ui is not None:
         if STATIC_DIR.is_dir():

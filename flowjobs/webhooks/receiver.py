@@ -176,22 +176,29 @@ class WebhookReceiver:
                     "webhook.previous_secret_used", flow_id=str(flow.id), trigger_key=target.trigger_key
                 )
         data = parse_json(body)
-        if not self.client.store.flow_enabled(flow.id):
-            raise WebhookRejected(Reason.flow_disabled, f"flow {flow.name!r} is disabled")
-        retry_after = self.guards.take_token(flow.id)
-        if retry_after is not None:
-            raise WebhookRejected(
-                Reason.rate_limited, f"too many deliveries to flow {flow.name!r}", retry_after=retry_after
-            )
         nonce = verified.nonce if verified is not None else None
-        if nonce is not None and not self.guards.first_delivery(flow.id, target.trigger_key, nonce):
-            raise WebhookRejected(Reason.replayed, "this delivery was already received")
-        return self._trigger(target, headers, data)
 
-    def _trigger(self, target: WebhookTarget, headers: Mapping[str, str], data: Any) -> RunHandle:
+        def admit() -> None:
+            # After the trigger's own checks (valid data, flow enabled), before the run is written:
+            # a delivery to a disabled flow spends no rate token and is not remembered as seen.
+            retry_after = self.guards.take_token(flow.id)
+            if retry_after is not None:
+                raise WebhookRejected(
+                    Reason.rate_limited, f"too many deliveries to flow {flow.name!r}", retry_after=retry_after
+                )
+            if nonce is not None and not self.guards.first_delivery(flow.id, target.trigger_key, nonce):
+                raise WebhookRejected(Reason.replayed, "this delivery was already received")
+
+        return self._trigger(target, headers, data, admit)
+
+    def _trigger(
+        self, target: WebhookTarget, headers: Mapping[str, str], data: Any, admit: Callable[[], None]
+    ) -> RunHandle:
         try:
-            return self.client.trigger(target.flow.id, target.trigger_key, data, captured_headers(headers))
-        except FlowDisabled as error:  # disabled between the check and the trigger
+            return self.client.trigger(
+                target.flow.id, target.trigger_key, data, captured_headers(headers), admit=admit
+            )
+        except FlowDisabled as error:
             raise WebhookRejected(Reason.flow_disabled, str(error)) from error
         except DataTooLarge as error:
             raise WebhookRejected(Reason.body_too_large, str(error)) from error

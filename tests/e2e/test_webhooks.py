@@ -239,6 +239,23 @@ def test_a_disabled_flow_refuses_deliveries_with_403(space: Space, serve: Serve)
     assert post(http, "hook", **headers).status_code == 202
 
 
+def test_deliveries_to_a_disabled_flow_spend_no_rate_token(space: Space, serve: Serve) -> None:
+    flows = registry(hooked("hook", webhookScheme="github", webhookSecret=NEW))
+    http = serve(flows, webhook_rate_per_second=0.001, webhook_rate_burst=1)
+
+    def deliver(n: int) -> httpx.Response:
+        body = b'{"n": %d}' % n
+        return post(http, "hook", body, **headers_for(Scheme.github, NEW, body))
+
+    space.client(flows).set_flow_enabled("hook", False)
+    refused = [deliver(n) for n in range(3)]
+    assert [(r.status_code, r.json()["reason"]) for r in refused] == [(403, "flow_disabled")] * 3
+    space.client(flows).set_flow_enabled("hook", True)
+    assert deliver(3).status_code == 202  # the one token of the burst is still there
+    limited = deliver(4)
+    assert (limited.status_code, limited.json()["reason"]) == (429, "rate_limited")
+
+
 def test_an_unauthenticated_caller_learns_nothing_about_the_flow(space: Space, serve: Serve) -> None:
     flows = registry(hooked("hook", webhookSecret=NEW))
     http = serve(flows)
