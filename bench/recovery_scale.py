@@ -12,8 +12,9 @@ What it measures, on its own key prefix ``fjrecov<random>:`` and queue ``fjrecov
 * **Pass.** One ``flowjobs.recovery.recover`` pass with ``grace_seconds=0`` (so every run and
   dispatched step counts as a candidate: N Pending runs whose trigger job is looked up, N
   dispatched steps whose job is looked up), after one untimed warm-up pass (which loads the
-  Lua scripts into Redis and the code into the CPU's caches). Printed: its wall time as
-  ``recovery_pass_seconds_<N>``, and ``recovery_runs_per_second`` (2N runs looked at per second).
+  Lua scripts into Redis and the code into the CPU's caches), the quickest of three. Printed:
+  its wall time as ``recovery_pass_seconds_<N>``, and ``recovery_runs_per_second`` (2N runs
+  looked at per second).
   Floor: the pass within 0.5 s per 5,000 Pending runs (``--runs`` scales it).
 
 Cleanup: every key under its prefix, RQ's keys of its jobs, and its queue's keys. It never flushes.
@@ -50,6 +51,8 @@ from flowjobs.settings import Settings  # noqa: E402
 DEFAULT_RUNS = 5_000
 #: The floor: seconds a pass may take per 5,000 Pending runs (and as many dispatched steps).
 FLOOR_SECONDS_PER_5000 = 0.5
+#: Timed passes; the quickest counts.
+PASSES = 3
 
 
 class BenchError(RuntimeError):
@@ -106,7 +109,9 @@ def measure(redis: Redis, url: str, runs: int) -> float:
         print(f"recovery_pending_runs={pending_runs}")
         print(f"recovery_dispatched_steps={dispatched}")
         timed_pass(engine)  # warm-up
-        return timed_pass(engine)
+        # Best of three: the pass repairs nothing, so each one does the same work, and a shared
+        # machine's noise only ever adds time to it.
+        return min(timed_pass(engine) for _ in range(PASSES))
     finally:
         remove_space(redis, prefix=prefix, token=token, queue=queue)
 
