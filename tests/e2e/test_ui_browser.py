@@ -309,6 +309,34 @@ def test_open_a_step_follow_its_job_into_rq_and_come_back_by_the_search_box(ui: 
     expect(page.locator("#run-id")).to_have_text(str(handle.run_id))
 
 
+def test_htmx_evaluates_no_script_from_a_response(ui: UI, page: Page) -> None:
+    """The bundled htmx has eval paths (``<script>`` in swapped HTML, ``hx-on``/``js:`` values);
+    the pages switch them off in their ``htmx-config`` meta, so HTML that reaches a swap — a run's
+    output shown in a panel, say — can never run code."""
+    page.goto(ui.url("/flows/"))
+    config = page.evaluate("() => [htmx.config.allowEval, htmx.config.allowScriptTags]")
+    assert config == [False, False]
+    page.evaluate(
+        """() => {
+            const target = document.createElement('div');
+            target.id = 'swap-probe';
+            document.body.appendChild(target);
+            htmx.swap(target, '<p>swapped</p><script>window.__probeRan = true</script>',
+                      {swapStyle: 'innerHTML', swapDelay: 0, settleDelay: 0});
+            const button = document.createElement('button');
+            button.id = 'on-probe';
+            button.setAttribute('hx-on:click', 'window.__probeRan = true');
+            document.body.appendChild(button);
+            htmx.process(button);
+        }"""
+    )
+    expect(page.locator("#swap-probe p")).to_have_text("swapped")
+    page.locator("#on-probe").click()
+    ran = page.evaluate("() => window.__probeRan === true")
+    kept_script = page.evaluate("() => document.querySelector('#swap-probe script') !== null")
+    assert (ran, kept_script) == (False, False)
+
+
 def test_cancel_a_parked_run(ui: UI, page: Page) -> None:
     handle = ui.client.trigger("ui-approval")
 
