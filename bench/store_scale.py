@@ -206,7 +206,7 @@ class Bench:
                 flow_version=target.flow_version,
                 manifest_hash=target.manifest_hash,
             )
-            store.create_run(record, lambda pipe: None)
+            store.create_run(store.new_run(record))
 
     def history(self, max_runs: int, samples: int) -> dict[int, dict[str, float]]:
         """List and detail p50 at each history size; also the bytes of the real run."""

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
 import structlog
 from redis import Redis
-from redis.client import Pipeline
 
 from flowjobs.clock import iso, utcnow
 from flowjobs.control import retry_failed_step
@@ -25,6 +25,7 @@ from flowjobs.errors import (
     SignalAlreadyDelivered,
     SignalBusy,
     SignalNotFound,
+    TriggerNotAdmitted,
     TriggerNotFound,
 )
 from flowjobs.expressions import is_expression
@@ -41,7 +42,7 @@ from flowjobs.limits import (
 from flowjobs.manifest import FlowDefinition
 from flowjobs.records import EventType, FlowRunRecord, RunLineage
 from flowjobs.registry import FlowRegistry
-from flowjobs.runtime.base import JobRunner, trigger_job_id
+from flowjobs.runtime.base import JobCall, JobRunner, trigger_job_id
 from flowjobs.runtime.rq import DEFAULT_KEEP_SECONDS, RQJobRunner
 from flowjobs.schedules.recurring import fire_recurring_job
 from flowjobs.schedules.state import (
@@ -59,8 +60,9 @@ from flowjobs.schedules.store import ScheduleStore
 from flowjobs.schedules.sync import SyncReport, cron_trigger_data, sync_flow_schedules
 from flowjobs.settings import Settings, load_settings
 from flowjobs.statuses import RunStatus
+from flowjobs.store.async_runs import AsyncRunWrites
 from flowjobs.store.run_store import RunStore
-from flowjobs.store.transitions import Delivered, Refusal, Refused, SignalResume
+from flowjobs.store.transitions import Admission, Created, Delivered, NewRun, Refusal, Refused, SignalResume
 
 SENSITIVE_HEADERS = frozenset(
     {"authorization", "cookie", "set-cookie", "x-webhook-key", "proxy-authorization"}
@@ -70,6 +72,18 @@ IDEMPOTENCY_HEADER = "idempotency-key"
 log = structlog.get_logger("flowjobs.client")
 #: Deliveries tried while steps keep parking on the signal between the read and the write.
 _SIGNAL_TRIES = 10
+
+
+@dataclass(frozen=True)
+class PreparedTrigger:
+    """A checked trigger and the run it writes (``FlowClient.prepare_trigger``)."""
+
+    definition: FlowDefinition
+    manifest_hash: str
+    new: NewRun
+    enqueue_after: JobCall | None
+    """The trigger job, for a runner whose jobs are not in the store's Redis (enqueued once the
+    run is written); None when its enqueue is part of the run's script."""
 
 
 class RunHandle:
@@ -184,17 +198,42 @@ class FlowClient:
         *,
         idempotency_key: str | None = None,
         source_run_id: UUID | str | None = None,
-        admit: Callable[[], None] | None = None,
+        admission: Admission | None = None,
     ) -> RunHandle:
-        """Start a run: store it as Pending and enqueue its trigger job, in one transaction.
+        """Start a run: store it as Pending and enqueue its trigger job, in one script.
 
         A repeated idempotency key (argument or ``Idempotency-Key`` header; per flow and
         trigger key) returns the first run's handle and writes nothing. ``InvalidTriggerData``
-        (``DataTooLarge`` past ``max_data_depth``/``max_data_bytes``) also writes nothing.
-        ``admit``, when given, runs once the data is valid and the flow enabled, just before the
-        run is written: an exception from it refuses the trigger (the webhook receiver's rate
-        limit and replay memory, which must not count deliveries to a disabled flow).
+        (``DataTooLarge`` past ``max_data_depth``/``max_data_bytes``) also writes nothing, as do
+        ``FlowDisabled`` and ``TriggerNotAdmitted`` (``admission``: a rate limit's token bucket
+        and a key that must be new, checked after the flow's enabled flag, as the webhook
+        receiver uses them).
         """
+        return self.commit_trigger(
+            self.prepare_trigger(
+                flow,
+                trigger_key,
+                data,
+                headers,
+                idempotency_key=idempotency_key,
+                source_run_id=source_run_id,
+                admission=admission,
+            )
+        )
+
+    def prepare_trigger(
+        self,
+        flow: UUID | str,
+        trigger_key: str = "manual",
+        data: Any = None,
+        headers: Mapping[str, str] | None = None,
+        *,
+        idempotency_key: str | None = None,
+        source_run_id: UUID | str | None = None,
+        admission: Admission | None = None,
+    ) -> PreparedTrigger:
+        """``trigger``'s checks and the run it would write, without I/O: commit it with
+        ``commit_trigger`` or, on an event loop, ``commit_trigger_async``."""
         definition = self.flows.get(flow)
         if trigger_key not in definition.manifest.triggers:
             known = ", ".join(sorted(definition.manifest.triggers)) or "none"
@@ -214,11 +253,7 @@ class FlowClient:
             idempotency_key = next(
                 (v for k, v in kept_headers.items() if k.lower() == IDEMPOTENCY_HEADER), None
             )
-        manifest_hash = self.store.save_flow(definition)
-        if not self.store.flow_enabled(definition.id):
-            raise FlowDisabled(f"flow {definition.name!r} is disabled")
-        if admit is not None:
-            admit()
+        manifest_hash = definition.manifest.content_hash()
         run_id = uuid4()
         run = FlowRunRecord(
             id=run_id,
@@ -237,12 +272,40 @@ class FlowClient:
             timeout_at=timeout_at,
         )
         call = trigger_call(str(run_id), str(definition.id), definition.name)
+        commands = self.runner.enqueue_commands([call])
+        new = self.store.new_run(
+            run,
+            setup=self.store.flow_commands(definition, manifest_hash),
+            enqueue=commands[0] if commands is not None else (),
+            admission=admission,
+        )
+        return PreparedTrigger(definition, manifest_hash, new, None if commands is not None else call)
 
-        def enqueue(pipe: Pipeline) -> None:
-            self.runner.enqueue(call, pipeline=pipe)
+    def commit_trigger(self, prepared: PreparedTrigger) -> RunHandle:
+        """Write a prepared run (one script call); see ``trigger``."""
+        return self._committed(prepared, self.store.create_run(prepared.new))
 
-        stored_id = self.store.create_run(run, enqueue, idempotency_key=idempotency_key)
-        return RunHandle(self, stored_id, trigger_job_id(stored_id), created=stored_id == run_id)
+    async def commit_trigger_async(self, prepared: PreparedTrigger, runs: AsyncRunWrites) -> RunHandle:
+        """``commit_trigger`` through ``runs``, an asyncio client of this client's Redis."""
+        return self._committed(prepared, await runs.create_run(prepared.new))
+
+    def _committed(self, prepared: PreparedTrigger, answer: Created | Refused) -> RunHandle:
+        definition = prepared.definition
+        self.store.note_flow_saved(definition, prepared.manifest_hash)
+        if isinstance(answer, Refused):
+            if answer.reason is Refusal.disabled:
+                raise FlowDisabled(f"flow {definition.name!r} is disabled")
+            if answer.reason is Refusal.rate_limited:
+                raise TriggerNotAdmitted(
+                    answer.reason.value,
+                    f"too many runs of flow {definition.name!r}",
+                    retry_after_ms=int(answer.detail),
+                )
+            raise TriggerNotAdmitted(answer.reason.value, "this trigger was already received")
+        if answer.created and prepared.enqueue_after is not None:
+            self.runner.enqueue(prepared.enqueue_after)
+        run_id = UUID(answer.run_id)
+        return RunHandle(self, run_id, trigger_job_id(run_id), created=answer.created)
 
     def _deadline(self, data: Any, now: datetime) -> datetime | None:
         """The run's ``timeoutAt``: ``runTimeoutSeconds`` of the trigger data when present (a bad

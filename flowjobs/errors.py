@@ -41,6 +41,16 @@ class FlowDisabled(FlowjobsError):
     """The flow is disabled; it cannot be triggered."""
 
 
+class TriggerNotAdmitted(FlowjobsError):
+    """A trigger's ``Admission`` refused it and nothing was written: ``reason`` is ``rate_limited``
+    (``retry_after_ms`` until a token is back) or ``replayed`` (its ``once_key`` was set)."""
+
+    def __init__(self, reason: str, message: str, *, retry_after_ms: int | None = None) -> None:
+        self.reason = reason
+        self.retry_after_ms = retry_after_ms
+        super().__init__(message)
+
+
 class InvalidTriggerData(FlowjobsError):
     """Trigger data or headers are not JSON (or not a JSON object where one is required)."""
 

@@ -5,11 +5,14 @@ Every state transition is one Lua script (``flowjobs/lua``) that checks the expe
 status, so no run is closed twice and no attempt's outcome is recorded twice.
 """
 
+from flowjobs.store.async_runs import AsyncRunWrites
 from flowjobs.store.run_store import RunStore
 from flowjobs.store.transitions import (
+    Admission,
     AppliedPlan,
     Claim,
     Continuation,
+    Created,
     Delivered,
     NextAttempt,
     Park,
@@ -21,12 +24,16 @@ from flowjobs.store.transitions import (
     StepDispatch,
     StepSkip,
     StepView,
+    TokenBucket,
 )
 
 __all__ = [
+    "Admission",
     "AppliedPlan",
+    "AsyncRunWrites",
     "Claim",
     "Continuation",
+    "Created",
     "Delivered",
     "NextAttempt",
     "Park",
@@ -39,4 +46,5 @@ __all__ = [
     "StepDispatch",
     "StepSkip",
     "StepView",
+    "TokenBucket",
 ]

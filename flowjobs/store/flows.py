@@ -15,29 +15,43 @@ class FlowRecords(StoreBase):
     def save_flow(self, definition: FlowDefinition) -> str:
         """Store the flow record and pin its manifest under its content hash; returns the hash."""
         manifest_hash = definition.manifest.content_hash()
+        commands = self.flow_commands(definition, manifest_hash)
+        if commands:
+            with self.redis.pipeline() as pipe:
+                for command in commands:
+                    pipe.execute_command(*command)  # type: ignore[no-untyped-call]
+                pipe.execute()
+            self.note_flow_saved(definition, manifest_hash)
+        return manifest_hash
+
+    def flow_commands(self, definition: FlowDefinition, manifest_hash: str) -> list[list[bytes]]:
+        """The commands that save the flow record and pin its manifest; none when this process
+        saved that version already (a trigger sends them inside ``create_run.lua``)."""
         if (definition.id, manifest_hash) in self._saved_flows:
-            return manifest_hash
-        now = iso(utcnow())
-        key = self.keys.flow(definition.id)
-        with self.redis.pipeline() as pipe:
-            pipe.set(self.keys.manifest(manifest_hash), definition.manifest.canonical_json(), nx=True)
-            pipe.hset(
-                key,
-                mapping={
-                    "id": str(definition.id),
-                    "name": definition.name,
-                    "version": definition.version,
-                    "manifest_hash": manifest_hash,
-                    "updated_at": now,
-                },
-            )
-            pipe.hsetnx(key, "created_at", now)
-            pipe.hsetnx(key, "is_enabled", "1")
-            pipe.sadd(self.keys.flows(), str(definition.id))
-            pipe.execute()
+            return []
+        now = iso(utcnow()).encode()
+        key = self.keys.flow(definition.id).encode()
+        flow_id = str(definition.id).encode()
+        fields = {
+            b"id": flow_id,
+            b"name": definition.name.encode(),
+            b"version": definition.version.encode(),
+            b"manifest_hash": manifest_hash.encode(),
+            b"updated_at": now,
+        }
+        manifest = definition.manifest.canonical_json().encode()
+        return [
+            [b"SET", self.keys.manifest(manifest_hash).encode(), manifest, b"NX"],
+            [b"HSET", key, *(part for pair in fields.items() for part in pair)],
+            [b"HSETNX", key, b"created_at", now],
+            [b"HSETNX", key, b"is_enabled", b"1"],
+            [b"SADD", self.keys.flows().encode(), flow_id],
+        ]
+
+    def note_flow_saved(self, definition: FlowDefinition, manifest_hash: str) -> None:
+        """Remember that this version of the flow is saved (its commands are not sent again)."""
         self._saved_flows.add((definition.id, manifest_hash))
         self._manifests[manifest_hash] = definition.manifest
-        return manifest_hash
 
     def flow_enabled(self, flow_id: UUID | str) -> bool:
         """False only when the flow was explicitly disabled."""

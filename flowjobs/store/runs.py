@@ -8,13 +8,10 @@ twice and no attempt's outcome is recorded twice.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
-
-from redis.client import Pipeline
-from redis.exceptions import WatchError
 
 from flowjobs.clock import epoch_ms, epoch_score, iso, utcnow
 from flowjobs.keys import step_member
@@ -23,10 +20,13 @@ from flowjobs.statuses import RunStatus, StepStatus
 from flowjobs.store.base import StoreBase
 from flowjobs.store.codec import command_slices, encode_run, from_hash, text
 from flowjobs.store.transitions import (
+    Admission,
     AppliedPlan,
     Cancelled,
     Claim,
     Continuation,
+    Created,
+    NewRun,
     NextAttempt,
     Park,
     Refused,
@@ -41,53 +41,62 @@ FLOW_DISABLED_REASON = "The flow was disabled before the run started."
 class RunWrites(StoreBase):
     """The run lifecycle and step transitions."""
 
-    def create_run(
+    def new_run(
         self,
         run: FlowRunRecord,
-        enqueue: Callable[[Pipeline], None],
         *,
-        idempotency_key: str | None = None,
-    ) -> UUID:
-        """Write the Pending run and enqueue its trigger job in one MULTI/EXEC.
+        setup: Sequence[Sequence[bytes]] = (),
+        enqueue: Sequence[Sequence[bytes]] = (),
+        admission: Admission | None = None,
+    ) -> NewRun:
+        """The Pending run ready for ``create_run``: ``setup`` commands run first (the flow record,
+        ``FlowRecords.flow_commands``), ``enqueue`` commands (RQ's enqueue of its trigger job) run
+        with the run's own writes. An idempotency key of the run already used (per flow and trigger
+        key) writes nothing but ``setup`` and answers the first run's id."""
+        run_id = str(run.id)
+        score = str(epoch_score(run.started_at)).encode()
+        member = run_id.encode()
+        fields = {**encode_run(run), "started_score": score.decode()}
+        writes: list[Sequence[bytes]] = [
+            [b"HSET", self.keys.run(run_id).encode(), *(v.encode() for pair in fields.items() for v in pair)]
+        ]
+        indexes = [
+            self.keys.runs(),
+            self.keys.flow_runs(run.flow_id),
+            self.keys.status_runs(run.status.value),
+            self.keys.flow_status_runs(run.flow_id, run.status.value),
+        ]
+        if run.source_run_id is not None:
+            indexes.append(self.keys.derived_runs(run.source_run_id))
+        writes += [[b"ZADD", key.encode(), score, member] for key in indexes]
+        if run.background_job_id:
+            writes.append([b"HSET", self.keys.jobs().encode(), run.background_job_id.encode(), member])
+        if run.timeout_at is not None:
+            due = str(epoch_ms(run.timeout_at)).encode()
+            writes.append([b"ZADD", self.keys.deadlines().encode(), due, member])
+        writes += enqueue
+        argv: list[bytes] = []
+        args: dict[str, Any] = {
+            "run_id": run_id,
+            "flow_key": self.keys.flow(run.flow_id),
+            "setup": command_slices(argv, setup),
+            "writes": command_slices(argv, writes),
+        }
+        if run.idempotency_key:
+            key = self.keys.idempotency(run.flow_id, run.trigger_key or "", run.idempotency_key)
+            args["idempotency"] = {"key": key, "seconds": self.retention_seconds}
+        if admission is not None and admission.bucket is not None:
+            bucket = admission.bucket
+            args["bucket"] = {"key": bucket.key, "rate": bucket.per_second, "burst": bucket.burst}
+        if admission is not None and admission.once_key is not None:
+            args["once"] = {"key": admission.once_key, "seconds": admission.once_seconds}
+        return NewRun(run_id, args, argv)
 
-        With an idempotency key already used (per flow and trigger key), writes nothing and
-        returns the existing run's id.
-        """
-        idem = (
-            self.keys.idempotency(run.flow_id, run.trigger_key or "", idempotency_key)
-            if idempotency_key
-            else None
-        )
-        score = epoch_score(run.started_at)
-        with self.redis.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    if idem is not None:
-                        pipe.watch(idem)  # type: ignore[no-untyped-call]
-                        existing = pipe.get(idem)
-                        if existing is not None:
-                            return UUID(text(existing))
-                    # Explicit MULTI: RQ's enqueue joins a transaction only if one is already open.
-                    pipe.multi()
-                    if idem is not None:
-                        pipe.set(idem, str(run.id), ex=self.retention_seconds)
-                    fields = {**encode_run(run), "started_score": str(score)}
-                    pipe.hset(self.keys.run(run.id), mapping=fields)  # type: ignore[arg-type]
-                    pipe.zadd(self.keys.runs(), {str(run.id): score})
-                    pipe.zadd(self.keys.flow_runs(run.flow_id), {str(run.id): score})
-                    if run.source_run_id is not None:
-                        pipe.zadd(self.keys.derived_runs(run.source_run_id), {str(run.id): score})
-                    pipe.zadd(self.keys.status_runs(run.status.value), {str(run.id): score})
-                    pipe.zadd(self.keys.flow_status_runs(run.flow_id, run.status.value), {str(run.id): score})
-                    if run.background_job_id:
-                        pipe.hset(self.keys.jobs(), run.background_job_id, str(run.id))
-                    if run.timeout_at is not None:
-                        pipe.zadd(self.keys.deadlines(), {str(run.id): epoch_ms(run.timeout_at)})
-                    enqueue(pipe)
-                    pipe.execute()
-                    return run.id
-                except WatchError:
-                    continue
+    def create_run(self, new: NewRun) -> Created | Refused:
+        """Write a run built by ``new_run`` (``create_run.lua``): refused when its flow is disabled
+        (``disabled``) or its admission fails (``rate_limited``, ``replayed``); nothing but its
+        setup is written then."""
+        return self.scripts.create_run(new)
 
     def start_run(self, run_id: UUID | str) -> tuple[RunStatus, RunSnapshot] | None:
         """Move a Pending run to Running (once), or to Cancelled if its flow was disabled since it

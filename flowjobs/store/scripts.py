@@ -23,7 +23,9 @@ from flowjobs.store.transitions import (
     AppliedPlan,
     Cancelled,
     Claim,
+    Created,
     Delivered,
+    NewRun,
     Refusal,
     Refused,
     RunSnapshot,
@@ -47,6 +49,7 @@ SCRIPT_NAMES = (
     "retry_step",
     "note_event",
     "read_hashes",
+    "create_run",
 )
 
 
@@ -75,7 +78,11 @@ class Scripts:
         self._registered = {name: redis.register_script(script_source(name)) for name in SCRIPT_NAMES}
 
     def _call(self, name: str, args: Mapping[str, Any], argv: Sequence[bytes] = ()) -> Any:
-        return self._registered[name](args=[json.dumps(args), *argv])
+        return self._registered[name](args=script_argv(args, argv))
+
+    def create_run(self, new: NewRun) -> Created | Refused:
+        """``create_run.lua``."""
+        return decode_create_run(self._call("create_run", new.args, new.argv), new.run_id)
 
     def start_run(self, args: Mapping[str, Any]) -> tuple[RunStatus, RunSnapshot] | None:
         """``start_run.lua``."""
@@ -142,6 +149,21 @@ class Scripts:
     def read_hashes(self, keys: Sequence[str], fields: Sequence[str]) -> list[dict[str, str]]:
         """``read_hashes.lua``: per key, the ``fields`` it has."""
         return decode_read_hashes(self._call("read_hashes", {"keys": keys, "fields": fields}), fields)
+
+
+def script_argv(args: Mapping[str, Any], argv: Sequence[bytes] = ()) -> list[Any]:
+    """A script's ARGV: its JSON document, then its binary arguments."""
+    return [json.dumps(args), *argv]
+
+
+def decode_create_run(reply: Any, run_id: str) -> Created | Refused:
+    """``{'created'}``, ``{'existing', first run id}`` or a refusal."""
+    head = text(reply[0])
+    if head == "created":
+        return Created(run_id, created=True)
+    if head == "existing":
+        return Created(text(reply[1]), created=False)
+    return _refused(reply)
 
 
 def decode_start_run(reply: Any) -> tuple[RunStatus, RunSnapshot] | None:

@@ -157,6 +157,12 @@ class Refusal(StrEnum):
     not_failed = "not_failed"
     """A step retry of a step that is not Failed at the attempt the caller saw (detail
     ``<status>#<attempt>``)."""
+    disabled = "disabled"
+    """A new run of a disabled flow."""
+    rate_limited = "rate_limited"
+    """A new run whose admission bucket had no token (detail: milliseconds until one is back)."""
+    replayed = "replayed"
+    """A new run whose admission ``once_key`` was already set (a delivery received before)."""
 
 
 @dataclass(frozen=True)
@@ -174,6 +180,44 @@ class Refused:
 
     reason: Refusal
     detail: str = ""
+
+
+@dataclass(frozen=True)
+class TokenBucket:
+    """A token bucket in Redis: ``burst`` takes at once, then ``per_second`` on average."""
+
+    key: str
+    per_second: float
+    burst: int
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What a new run must pass besides its flow being enabled, checked (in this order) by the
+    script that writes it: a token from ``bucket``, and ``once_key`` not set yet (it is then kept
+    for ``once_seconds``). The webhook receiver's rate limit and replay memory."""
+
+    bucket: TokenBucket | None = None
+    once_key: str | None = None
+    once_seconds: int = 0
+
+
+@dataclass(frozen=True)
+class NewRun:
+    """A run ready to be written by ``create_run.lua``: the script's JSON document and binary ARGV,
+    built without I/O so the same run can be written over a blocking or an asyncio connection."""
+
+    run_id: str
+    args: Mapping[str, object]
+    argv: Sequence[bytes]
+
+
+@dataclass(frozen=True)
+class Created:
+    """A run written (``created``), or the first run of its idempotency key (nothing written)."""
+
+    run_id: str
+    created: bool
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,8 @@ The webhook and UI modules are optional parts: each is included when it is insta
 from __future__ import annotations
 
 import importlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import structlog
@@ -47,6 +49,15 @@ def _optional_router(module: str) -> APIRouter | None:
     return router
 
 
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Release what the app opened while serving: the webhook receiver's asyncio Redis pool."""
+    yield
+    receiver = getattr(app.state, "webhook_receiver", None)  # set by the webhooks part, if installed
+    if receiver is not None:
+        await receiver.aclose()
+
+
 def create_app(settings: Settings | None = None, client: FlowClient | None = None) -> FastAPI:
     """The web app for ``settings`` (default: loaded from the environment and config file), reading
     and writing through ``client`` (default: one built from the settings, flows from
@@ -57,6 +68,7 @@ def create_app(settings: Settings | None = None, client: FlowClient | None = Non
     settings = settings or load_settings()
     client = client or FlowClient.from_settings(settings)
     app = FastAPI(
+        lifespan=_lifespan,
         title="flowjobs",
         summary="DAG flows with a full run history on RQ and Redis",
         openapi_url=f"{API_PREFIX}/openapi.json",

@@ -2,9 +2,10 @@
 
 Outside the web auth (``flowjobs.web.auth``): each trigger authenticates its own deliveries (a
 shared key or an HMAC scheme, ``flowjobs.webhooks``). This module is the HTTP edge only: it reads
-the body up to the cap, hands the delivery to ``WebhookReceiver`` in a worker thread (Redis calls
-block) and writes its answer: 202 with the run, 200 for an idempotency key seen before, or the
-refusal's status with ``{detail, error, reason}`` (and ``Retry-After`` for 429).
+the body up to the cap, hands the delivery to ``WebhookReceiver`` (which writes the run over an
+asyncio connection, on the event loop) and writes its answer: 202 with the run, 200 for an
+idempotency key seen before, or the refusal's status with ``{detail, error, reason}`` (and
+``Retry-After`` for 429).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from typing import Any
 from uuid import UUID
 
 from fastapi import APIRouter, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
@@ -98,7 +98,7 @@ async def receive_webhook(slug_or_flow_id: str, request: Request) -> JSONRespons
     try:
         target = find_target(receiver.client, slug_or_flow_id)
         body = await _read_capped(request, receiver.max_body_bytes)
-        handle = await run_in_threadpool(receiver.receive, target, _headers(request), body)
+        handle = await receiver.receive(target, _headers(request), body)
     except WebhookRejected as rejected:
         refused = WebhookRefused(detail=rejected.message, error="WebhookRejected", reason=rejected.reason)
         retry = {"Retry-After": str(rejected.retry_after)} if rejected.retry_after is not None else None

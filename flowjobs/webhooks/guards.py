@@ -1,17 +1,15 @@
 """The Redis side of webhook ingress: each flow's token bucket and the memory of signed deliveries
-already received. Both are shared by every web process, so limits hold across replicas."""
+already received, as the ``Admission`` of a delivery's run. Both live in Redis and are checked by
+the script that writes the run, so limits hold across web processes and a refused delivery writes
+nothing."""
 
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import dataclass
 from uuid import UUID
 
-from redis import Redis
-
 from flowjobs.keys import Keys
-from flowjobs.store.scripts import script_source
+from flowjobs.store.transitions import Admission, TokenBucket
 
 
 @dataclass(frozen=True)
@@ -27,34 +25,26 @@ class RateLimit:
         return self.per_second > 0
 
 
+@dataclass(frozen=True)
 class WebhookGuards:
-    """Rate limit and replay memory over one Redis, under one key prefix."""
+    """Rate limit and replay memory under one key prefix."""
 
-    def __init__(self, redis: Redis, keys: Keys, *, rate: RateLimit, replay_window_seconds: int) -> None:
-        self.redis = redis
-        self.keys = keys
-        self.rate = rate
-        self.replay_window_seconds = replay_window_seconds
-        self._take = redis.register_script(script_source("webhook_rate"))
+    keys: Keys
+    rate: RateLimit
+    replay_window_seconds: int
 
-    def take_token(self, flow_id: UUID) -> int | None:
-        """Take one token from the flow's bucket: None when taken, else the whole seconds until one
-        is back (``Retry-After``; at least 1)."""
-        if not self.rate.enabled:
-            return None
-        args = {
-            "bucket_key": self.keys.webhook_bucket(flow_id),
-            "rate": self.rate.per_second,
-            "burst": self.rate.burst,
-        }
-        allowed, wait_ms = self._take(args=[json.dumps(args)])
-        return None if allowed else max(1, math.ceil(int(wait_ms) / 1000))
-
-    def first_delivery(self, flow_id: UUID, trigger_key: str, nonce: str) -> bool:
-        """Remember a signed delivery; False when it was already received within the window.
-
-        Kept for twice the window: a timestamp may be up to a window ahead of this clock and still
-        accepted, so the delivery must be remembered until its timestamp is a window old.
-        """
-        key = self.keys.webhook_seen(flow_id, trigger_key, nonce)
-        return bool(self.redis.set(key, b"1", nx=True, ex=2 * self.replay_window_seconds))
+    def admission(self, flow_id: UUID, trigger_key: str, nonce: str | None) -> Admission:
+        """What a delivery's run must pass: a token from the flow's bucket (when limited), and for a
+        signed delivery (``nonce``: the SHA-256, hex, of the bytes signed) not having been received
+        before. Remembered for twice the window: a timestamp may be up to a window ahead of this
+        clock and still accepted, so the delivery must be kept until its timestamp is a window old."""
+        bucket = (
+            TokenBucket(self.keys.webhook_bucket(flow_id), self.rate.per_second, self.rate.burst)
+            if self.rate.enabled
+            else None
+        )
+        return Admission(
+            bucket=bucket,
+            once_key=self.keys.webhook_seen(flow_id, trigger_key, nonce) if nonce is not None else None,
+            once_seconds=2 * self.replay_window_seconds,
+        )

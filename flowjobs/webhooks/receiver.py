@@ -19,19 +19,30 @@ The order, and why:
 from __future__ import annotations
 
 import json
+import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
 import structlog
+from redis.asyncio import Redis as AsyncRedis
 
-from flowjobs.client import FlowClient, RunHandle
-from flowjobs.errors import DataTooLarge, FlowDisabled, FlowNotFound, InvalidTriggerData, TriggerNotFound
+from flowjobs.client import FlowClient, PreparedTrigger, RunHandle
+from flowjobs.errors import (
+    DataTooLarge,
+    FlowDisabled,
+    FlowNotFound,
+    InvalidTriggerData,
+    TriggerNotAdmitted,
+    TriggerNotFound,
+)
 from flowjobs.keys import Keys
 from flowjobs.manifest import FlowDefinition, TriggerType
 from flowjobs.settings import Settings
+from flowjobs.store.async_runs import AsyncRunWrites
 from flowjobs.webhooks.auth import SecretUnavailable, WebhookAuth, read_webhook_auth
 from flowjobs.webhooks.guards import RateLimit, WebhookGuards
 from flowjobs.webhooks.rejections import Reason, WebhookRejected
@@ -103,12 +114,13 @@ def captured_headers(headers: Mapping[str, str]) -> dict[str, str]:
 
 
 class WebhookReceiver:
-    """Runs deliveries through the checks into ``FlowClient.trigger``."""
+    """Runs deliveries through the checks into a run, written on the caller's event loop."""
 
     def __init__(
         self,
         client: FlowClient,
         guards: WebhookGuards,
+        runs: AsyncRunWrites,
         *,
         max_body_bytes: int,
         environ: Mapping[str, str] | None = None,
@@ -116,35 +128,43 @@ class WebhookReceiver:
     ) -> None:
         self.client = client
         self.guards = guards
+        self.runs = runs
         self.max_body_bytes = max_body_bytes
         self.environ = environ
         self.clock = clock
 
     @classmethod
     def from_settings(cls, client: FlowClient, settings: Settings) -> WebhookReceiver:
-        """A receiver with the settings' limits, over the client's Redis and key prefix."""
+        """A receiver with the settings' limits, writing to the settings' Redis (the client's) through
+        an asyncio connection pool of its own (``aclose`` releases it)."""
         guards = WebhookGuards(
-            client.redis,
             Keys(settings.key_prefix),
-            rate=RateLimit(settings.webhook_rate_per_second, settings.webhook_rate_burst),
-            replay_window_seconds=settings.webhook_replay_window_seconds,
+            RateLimit(settings.webhook_rate_per_second, settings.webhook_rate_burst),
+            settings.webhook_replay_window_seconds,
         )
-        return cls(client, guards, max_body_bytes=settings.webhook_max_body_bytes)
+        runs = AsyncRunWrites(AsyncRedis.from_url(settings.redis_url))
+        return cls(client, guards, runs, max_body_bytes=settings.webhook_max_body_bytes)
 
-    def receive(self, target: WebhookTarget, headers: Mapping[str, str], body: bytes) -> RunHandle:
+    async def aclose(self) -> None:
+        """Close the receiver's Redis connections."""
+        await self.runs.redis.aclose()
+
+    async def receive(self, target: WebhookTarget, headers: Mapping[str, str], body: bytes) -> RunHandle:
         """Check one delivery (``headers`` keyed in lower case) and trigger its run;
         ``WebhookRejected`` says why not. Logged either way, without secrets or the body."""
         flow = target.flow
         bound = log.bind(flow_id=str(flow.id), trigger_key=target.trigger_key, bytes=len(body))
         try:
-            handle = self._receive(target, headers, body)
+            with _refusals(flow.name):
+                prepared = self._prepare(target, headers, body)
+                handle = await self.client.commit_trigger_async(prepared, self.runs)
         except WebhookRejected as rejected:
             bound.info("webhook.rejected", reason=rejected.reason.value, status=rejected.status)
             raise
         bound.info("webhook.accepted", run_id=str(handle.run_id), created=handle.created)
         return handle
 
-    def _receive(self, target: WebhookTarget, headers: Mapping[str, str], body: bytes) -> RunHandle:
+    def _prepare(self, target: WebhookTarget, headers: Mapping[str, str], body: bytes) -> PreparedTrigger:
         flow, auth = target.flow, target.auth
         # The HTTP route stops reading at the cap already; this holds for any other caller.
         if len(body) > self.max_body_bytes:
@@ -177,32 +197,31 @@ class WebhookReceiver:
                 )
         data = parse_json(body)
         nonce = verified.nonce if verified is not None else None
+        return self.client.prepare_trigger(
+            flow.id,
+            target.trigger_key,
+            data,
+            captured_headers(headers),
+            admission=self.guards.admission(flow.id, target.trigger_key, nonce),
+        )
 
-        def admit() -> None:
-            # After the trigger's own checks (valid data, flow enabled), before the run is written:
-            # a delivery to a disabled flow spends no rate token and is not remembered as seen.
-            retry_after = self.guards.take_token(flow.id)
-            if retry_after is not None:
-                raise WebhookRejected(
-                    Reason.rate_limited, f"too many deliveries to flow {flow.name!r}", retry_after=retry_after
-                )
-            if nonce is not None and not self.guards.first_delivery(flow.id, target.trigger_key, nonce):
-                raise WebhookRejected(Reason.replayed, "this delivery was already received")
 
-        return self._trigger(target, headers, data, admit)
-
-    def _trigger(
-        self, target: WebhookTarget, headers: Mapping[str, str], data: Any, admit: Callable[[], None]
-    ) -> RunHandle:
-        try:
-            return self.client.trigger(
-                target.flow.id, target.trigger_key, data, captured_headers(headers), admit=admit
-            )
-        except FlowDisabled as error:
-            raise WebhookRejected(Reason.flow_disabled, str(error)) from error
-        except DataTooLarge as error:
-            raise WebhookRejected(Reason.body_too_large, str(error)) from error
-        except InvalidTriggerData as error:
-            raise WebhookRejected(Reason.invalid_json, str(error)) from error
-        except (FlowNotFound, TriggerNotFound) as error:  # the flow was replaced meanwhile
-            raise WebhookRejected(Reason.not_found, str(error)) from error
+@contextmanager
+def _refusals(flow_name: str) -> Iterator[None]:
+    """The trigger's errors as the refusals a sender is told."""
+    try:
+        yield
+    except FlowDisabled as error:
+        raise WebhookRejected(Reason.flow_disabled, str(error)) from error
+    except TriggerNotAdmitted as error:
+        if error.retry_after_ms is not None:
+            retry_after = max(1, math.ceil(error.retry_after_ms / 1000))
+            message = f"too many deliveries to flow {flow_name!r}"
+            raise WebhookRejected(Reason.rate_limited, message, retry_after=retry_after) from error
+        raise WebhookRejected(Reason.replayed, "this delivery was already received") from error
+    except DataTooLarge as error:
+        raise WebhookRejected(Reason.body_too_large, str(error)) from error
+    except InvalidTriggerData as error:
+        raise WebhookRejected(Reason.invalid_json, str(error)) from error
+    except (FlowNotFound, TriggerNotFound) as error:  # the flow was replaced meanwhile
+        raise WebhookRejected(Reason.not_found, str(error)) from error

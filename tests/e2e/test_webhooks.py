@@ -382,3 +382,25 @@ def test_a_body_shorter_than_its_declared_length_is_no_server_error(space: Space
         answer = sock.recv(4096)
     assert not answer.startswith(b"HTTP/1.1 5")
     assert post(http, "hook", **{"X-Webhook-Key": NEW}).status_code == 202
+
+
+def test_a_delivery_waiting_on_redis_holds_up_no_other_request(space: Space, serve: Serve) -> None:
+    """Runs are written on the event loop without blocking it: while a delivery waits on a Redis
+    that accepted its connection and never answers, the health check is served; once that Redis
+    goes away, the delivery answers 503 and nothing is left half-written."""
+    flows = registry(hooked("stalled", webhookScheme="github", webhookSecret=NEW))
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        silent.settimeout(30)
+        http = serve(flows, redis_url=f"redis://127.0.0.1:{silent.getsockname()[1]}/0")
+        with ThreadPoolExecutor(1) as pool, httpx.Client(base_url=http.base_url, timeout=30) as other:
+            waiting = pool.submit(post, http, "stalled", BODY, **headers_for(Scheme.github, NEW))
+            connection, _ = silent.accept()  # the delivery's write is now waiting on "Redis"
+            assert other.get("/flows/api/health").status_code in (200, 503)
+            assert not waiting.done()
+            connection.close()
+            silent.close()
+            reply = waiting.result(timeout=60)
+    assert (reply.status_code, reply.json()["detail"]) == (503, "Redis unavailable")
+    assert runs_of(space, flows, "stalled") == 0
