@@ -191,8 +191,9 @@ def webhook_phase(web: WebBench) -> None:
     connection (stdlib ``http.client``: the senders' own CPU stays small on a shared machine);
     ``webhook_ratio`` is the second over the first. Every delivery is a fresh body, so each pays the
     HMAC and the replay memory (in the script that writes the run, as a direct trigger writes its
-    own); the rate limit is off (it would measure itself). Also p50/p99 of one delivery at a time over httpx. A second ``flowjobs web`` serves a
-    flows folder holding the bench flow; no worker runs the runs (ingress only)."""
+    own); the rate limit is off (it would measure itself). Also p50/p99 of one delivery at a time
+    over httpx. A second ``flowjobs web`` serves a flows folder holding the bench flow; no worker
+    runs the runs (ingress only)."""
     from flowjobs.manifest import FlowDefinition
     from flowjobs.webhooks.schemes import Scheme, sign
 
