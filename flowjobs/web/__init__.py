@@ -7,12 +7,14 @@ so every part of the web process reads and writes through the same Python API as
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from redis.asyncio import Redis as AsyncRedis
 
 from flowjobs.client import FlowClient
 from flowjobs.settings import Settings
+from flowjobs.store.async_runs import AsyncRunWrites
 from flowjobs.urls import API_PREFIX, RQ_PREFIX, UI_PREFIX, run_ui_path
 
 __all__ = [
@@ -20,7 +22,10 @@ __all__ = [
     "RQ_PREFIX",
     "UI_PREFIX",
     "AppSettings",
+    "AsyncRuns",
     "Client",
+    "app_runs",
+    "get_async_runs",
     "get_client",
     "get_settings",
     "run_ui_path",
@@ -43,7 +48,24 @@ async def get_settings(request: Request) -> Settings:
     return settings
 
 
+def app_runs(state: Any) -> AsyncRunWrites:
+    """The app's asyncio writer of new runs (``app.state``): one connection pool to the settings'
+    Redis, opened on first use on the serving loop and closed when the app shuts down."""
+    runs: AsyncRunWrites | None = getattr(state, "async_runs", None)
+    if runs is None:
+        runs = AsyncRunWrites(AsyncRedis.from_url(state.settings.redis_url))
+        state.async_runs = runs
+    return runs
+
+
+async def get_async_runs(request: Request) -> AsyncRunWrites:
+    """FastAPI dependency: ``app_runs`` of the request's app."""
+    return app_runs(request.app.state)
+
+
 Client = Annotated[FlowClient, Depends(get_client)]
 """Route parameter type: ``def route(client: Client)``."""
 AppSettings = Annotated[Settings, Depends(get_settings)]
 """Route parameter type: ``def route(settings: AppSettings)``."""
+AsyncRuns = Annotated[AsyncRunWrites, Depends(get_async_runs)]
+"""Route parameter type: ``async def route(runs: AsyncRuns)`` (``FlowClient.commit_trigger_async``)."""

@@ -50,7 +50,7 @@ from flowjobs.records import FlowRunRecord, FlowStepRecord, RunEvent, RunLineage
 from flowjobs.schedules.state import ScheduleState
 from flowjobs.settings import Settings
 from flowjobs.statuses import RunStatus
-from flowjobs.web import API_PREFIX, AppSettings, Client, run_ui_path
+from flowjobs.web import API_PREFIX, AppSettings, AsyncRuns, Client, run_ui_path
 from flowjobs.webhooks import shown_manifest
 
 log = structlog.get_logger("flowjobs.web.api")
@@ -326,6 +326,7 @@ async def trigger_flow(
     response: Response,
     client: Client,
     settings: AppSettings,
+    runs: AsyncRuns,
     trigger: Annotated[str, Query(description="Trigger key of the flow.")] = "manual",
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> TriggerResult:
@@ -333,9 +334,8 @@ async def trigger_flow(
     (sensitive ones dropped). A repeated ``Idempotency-Key`` returns the first run (200)."""
     data = await _json_body(request, settings)
     headers = dict(request.headers)
-    handle = await run_in_threadpool(
-        client.trigger, flow, trigger, data, headers, idempotency_key=idempotency_key
-    )
+    prepared = client.prepare_trigger(flow, trigger, data, headers, idempotency_key=idempotency_key)
+    handle = await client.commit_trigger_async(prepared, runs)
     if not handle.created:
         response.status_code = 200
     response.headers["Location"] = f"{API_PREFIX}/runs/{handle.run_id}"

@@ -26,6 +26,7 @@ from fastapi.staticfiles import StaticFiles
 
 from flowjobs.client import FlowClient
 from flowjobs.settings import Settings, load_settings
+from flowjobs.store.async_runs import AsyncRunWrites
 from flowjobs.web import API_PREFIX, RQ_PREFIX, UI_PREFIX
 from flowjobs.web.auth import install_auth
 from flowjobs.web.rq_dashboard import create_rq_dashboard
@@ -51,11 +52,11 @@ def _optional_router(module: str) -> APIRouter | None:
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Release what the app opened while serving: the webhook receiver's asyncio Redis pool."""
+    """Release what the app opened while serving: the asyncio Redis pool of ``app_runs``."""
     yield
-    receiver = getattr(app.state, "webhook_receiver", None)  # set by the webhooks part, if installed
-    if receiver is not None:
-        await receiver.aclose()
+    runs: AsyncRunWrites | None = getattr(app.state, "async_runs", None)
+    if runs is not None:
+        await runs.redis.aclose()
 
 
 def create_app(settings: Settings | None = None, client: FlowClient | None = None) -> FastAPI:

@@ -28,7 +28,6 @@ from typing import Any
 from uuid import UUID
 
 import structlog
-from redis.asyncio import Redis as AsyncRedis
 
 from flowjobs.client import FlowClient, PreparedTrigger, RunHandle
 from flowjobs.errors import (
@@ -134,20 +133,15 @@ class WebhookReceiver:
         self.clock = clock
 
     @classmethod
-    def from_settings(cls, client: FlowClient, settings: Settings) -> WebhookReceiver:
-        """A receiver with the settings' limits, writing to the settings' Redis (the client's) through
-        an asyncio connection pool of its own (``aclose`` releases it)."""
+    def from_settings(cls, client: FlowClient, settings: Settings, runs: AsyncRunWrites) -> WebhookReceiver:
+        """A receiver with the settings' limits, writing runs through ``runs`` (an asyncio client of
+        the client's Redis)."""
         guards = WebhookGuards(
             Keys(settings.key_prefix),
             RateLimit(settings.webhook_rate_per_second, settings.webhook_rate_burst),
             settings.webhook_replay_window_seconds,
         )
-        runs = AsyncRunWrites(AsyncRedis.from_url(settings.redis_url))
         return cls(client, guards, runs, max_body_bytes=settings.webhook_max_body_bytes)
-
-    async def aclose(self) -> None:
-        """Close the receiver's Redis connections."""
-        await self.runs.redis.aclose()
 
     async def receive(self, target: WebhookTarget, headers: Mapping[str, str], body: bytes) -> RunHandle:
         """Check one delivery (``headers`` keyed in lower case) and trigger its run;
