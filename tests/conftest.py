@@ -12,10 +12,12 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import hypothesis
 import pytest
 from redis import Redis
+from redis.client import Pipeline
 
 import tests.handlers  # noqa: F401  (registers the test handlers on the default registry)
 from flowjobs.client import FlowClient
@@ -49,6 +51,26 @@ def wait_until(condition: Callable[[], object], timeout: float = 30.0, what: str
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.02)
+
+
+@pytest.fixture
+def round_trips(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every round-trip to Redis from now on, in order: a command's name, or ``pipeline``."""
+    trips: list[str] = []
+    real_command: Callable[..., Any] = Redis.execute_command
+    real_execute = Pipeline.execute
+
+    def command(self: Redis, *args: Any, **options: Any) -> Any:
+        trips.append(str(args[0]))
+        return real_command(self, *args, **options)
+
+    def execute(self: Pipeline, raise_on_error: bool = True) -> Any:
+        trips.append("pipeline")
+        return real_execute(self, raise_on_error)
+
+    monkeypatch.setattr(Redis, "execute_command", command)
+    monkeypatch.setattr(Pipeline, "execute", execute)
+    return trips
 
 
 @pytest.fixture(scope="session")

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
 from uuid import UUID
 
 import pytest
-from redis import Redis
-from redis.client import Pipeline
 
 from flowjobs import FlowDefinition, RunStatus, StepStatus
 from tests.conftest import Space, wait_until
@@ -60,27 +56,15 @@ def test_flow_and_status_filters_read_an_index_that_follows_every_status_move(sp
 
 
 def test_list_runs_takes_the_same_round_trips_however_many_runs_the_index_skips(
-    space: Space, monkeypatch: pytest.MonkeyPatch
+    space: Space, round_trips: list[str]
 ) -> None:
     rare, common = flow("rare", {"a": {"type": "Noop"}}), flow("common", {"a": {"type": "Noop"}})
     client = space.client(registry(rare, common))
     first = client.trigger("rare").run_id
     for _ in range(120):  # more than two pages of Pending runs of another flow after `first`
         client.trigger("common")
-    trips: list[str] = []
-    real_command: Callable[..., Any] = Redis.execute_command
-    real_execute = Pipeline.execute
-
-    def command(self: Redis, *args: Any, **options: Any) -> Any:
-        trips.append(str(args[0]))
-        return real_command(self, *args, **options)
-
-    def execute(self: Pipeline, raise_on_error: bool = True) -> Any:
-        trips.append("pipeline")
-        return real_execute(self, raise_on_error)
-
-    monkeypatch.setattr(Redis, "execute_command", command)
-    monkeypatch.setattr(Pipeline, "execute", execute)
+    trips = round_trips
+    trips.clear()
     runs = client.list_runs(flow_id=rare.id, status=RunStatus.Pending, limit=50)
     assert [r.id for r in runs] == [first]
     assert len(trips) == 2, trips  # the page of ids, then its hashes

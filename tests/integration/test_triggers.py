@@ -5,13 +5,9 @@ prepared run commits over a blocking or an asyncio connection. Real Redis, real 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import Any
 
 import pytest
-from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
-from redis.client import Pipeline
 
 from flowjobs import RunStatus
 from flowjobs.client import FlowClient, RunHandle
@@ -33,28 +29,12 @@ def _written(space: Space) -> tuple[set[bytes], int]:
     return keys, space.redis.llen(f"rq:queue:{space.settings.queue}")
 
 
-def test_a_trigger_is_one_round_trip_once_its_flow_is_saved(
-    space: Space, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_trigger_is_one_round_trip_once_its_flow_is_saved(space: Space, round_trips: list[str]) -> None:
     client = _client(space)
     client.trigger("gated")
-    trips: list[str] = []
-    real_command: Callable[..., Any] = Redis.execute_command
-    real_execute = Pipeline.execute
-
-    def command(self: Redis, *args: Any, **options: Any) -> Any:
-        trips.append(str(args[0]))
-        return real_command(self, *args, **options)
-
-    def execute(self: Pipeline, raise_on_error: bool = True) -> Any:
-        trips.append("pipeline")
-        return real_execute(self, raise_on_error)
-
-    monkeypatch.setattr(Redis, "execute_command", command)
-    monkeypatch.setattr(Pipeline, "execute", execute)
+    round_trips.clear()
     handle = client.trigger("gated", data={"n": 1})
-    assert trips == ["EVALSHA"]
-    monkeypatch.undo()
+    assert round_trips == ["EVALSHA"]
     job = space.redis.hgetall(f"rq:job:{handle.background_job_id}")
     assert job[b"status"] == b"queued"
     assert handle.background_job_id.encode() in space.redis.lrange(f"rq:queue:{space.settings.queue}", 0, -1)
