@@ -190,6 +190,10 @@ class TokenBucket:
     per_second: float
     burst: int
 
+    def __post_init__(self) -> None:
+        if not (self.per_second > 0 and self.burst >= 1):
+            raise ValueError(f"a token bucket needs per_second > 0 and burst >= 1, not {self}")
+
 
 @dataclass(frozen=True)
 class Admission:
@@ -200,6 +204,10 @@ class Admission:
     bucket: TokenBucket | None = None
     once_key: str | None = None
     once_seconds: int = 0
+
+    def __post_init__(self) -> None:
+        if self.once_key is not None and self.once_seconds < 1:
+            raise ValueError(f"once_key needs once_seconds >= 1, not {self.once_seconds}")
 
 
 @dataclass(frozen=True)

@@ -110,3 +110,12 @@ def test_a_run_committed_on_an_event_loop_is_the_run_a_blocking_commit_writes(sp
     assert records[0]["trigger_headers"] == {"X-Source": "test"}
     space.drain()
     assert on_loop.record().status is RunStatus.Succeeded
+
+
+def test_an_admission_that_redis_would_refuse_is_refused_when_built() -> None:
+    with pytest.raises(ValueError, match="per_second > 0"):
+        TokenBucket("bucket", per_second=0, burst=1)
+    with pytest.raises(ValueError, match="burst >= 1"):
+        TokenBucket("bucket", per_second=1, burst=0)
+    with pytest.raises(ValueError, match="once_seconds >= 1"):
+        Admission(once_key="seen")
