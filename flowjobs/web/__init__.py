@@ -7,10 +7,11 @@ so every part of the web process reads and writes through the same Python API as
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, Request
 from redis.asyncio import Redis as AsyncRedis
+from starlette.datastructures import State
 
 from flowjobs.client import FlowClient
 from flowjobs.settings import Settings
@@ -48,7 +49,7 @@ async def get_settings(request: Request) -> Settings:
     return settings
 
 
-def app_runs(state: Any) -> AsyncRunWrites:
+def app_runs(state: State) -> AsyncRunWrites:
     """The app's asyncio writer of new runs (``app.state``): one connection pool to the settings'
     Redis, opened on first use on the serving loop and closed when the app shuts down."""
     runs: AsyncRunWrites | None = getattr(state, "async_runs", None)
