@@ -70,11 +70,28 @@ router = APIRouter(prefix=UI_PREFIX, route_class=_UIRoute, include_in_schema=Fal
 # -- helpers -------------------------------------------------------------------------------------
 
 
+#: Every page's Content-Security-Policy. Scripts only from this origin's files, never ``eval``:
+#: the vendored htmx has eval paths (its ``allowEval``/``allowScriptTags`` defaults are on; the
+#: pages' ``htmx-config`` meta turns them off), and this makes the browser refuse them whatever
+#: that config says. Inline ``style`` attributes stay allowed: the DAG and the timeline use them.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+
+
 def page(request: Request, name: str, context: dict[str, Any], status_code: int = 200) -> HTMLResponse:
-    """Render a page with what every page shows (the notice of the action just done, nav state)."""
+    """Render a page with what every page shows (the notice of the action just done, nav state),
+    under ``CONTENT_SECURITY_POLICY``."""
     notice = request.query_params.get("notice")
     base = {"notice": notice, "notice_kind": request.query_params.get("kind", "ok"), "active": ""}
-    return templates.TemplateResponse(request, name, {**base, **context}, status_code=status_code)
+    return templates.TemplateResponse(
+        request,
+        name,
+        {**base, **context},
+        status_code=status_code,
+        headers={"Content-Security-Policy": CONTENT_SECURITY_POLICY},
+    )
 
 
 def back(path: str, notice: str | None = None, kind: str = "ok", **params: str) -> RedirectResponse:

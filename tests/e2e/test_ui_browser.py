@@ -337,6 +337,42 @@ def test_htmx_evaluates_no_script_from_a_response(ui: UI, page: Page) -> None:
     assert (ran, kept_script) == (False, False)
 
 
+def test_pages_forbid_eval_and_inline_scripts(ui: UI, page: Page) -> None:
+    """Below the htmx config, the pages' Content-Security-Policy: with htmx's ``allowEval`` and
+    ``allowScriptTags`` switched back on, the browser itself still refuses the swapped ``<script>``
+    and the ``hx-on`` handler (each a CSP violation), while the UI's own files keep working."""
+    response = page.goto(ui.url("/flows/"))
+    assert response is not None
+    policy = response.headers["content-security-policy"]
+    assert "script-src 'self';" in policy and "unsafe-eval" not in policy
+    page.evaluate(
+        """() => {
+            window.__violations = [];
+            document.addEventListener('securitypolicyviolation',
+                                      (event) => window.__violations.push(event.effectiveDirective));
+            htmx.config.allowEval = true;
+            htmx.config.allowScriptTags = true;
+            const target = document.createElement('div');
+            target.id = 'csp-probe';
+            document.body.appendChild(target);
+            htmx.swap(target, '<p>swapped</p><script>window.__probeRan = true</script>',
+                      {swapStyle: 'innerHTML', swapDelay: 0, settleDelay: 0});
+            const button = document.createElement('button');
+            button.id = 'csp-on-probe';
+            button.setAttribute('hx-on:click', 'window.__probeRan = true');
+            document.body.appendChild(button);
+            htmx.process(button);
+        }"""
+    )
+    expect(page.locator("#csp-probe p")).to_have_text("swapped")
+    page.locator("#csp-on-probe").click()
+    page.wait_for_function("() => window.__violations.length >= 2")
+    ran = page.evaluate("() => window.__probeRan === true")
+    directives = set(page.evaluate("() => window.__violations"))
+    assert ran is False
+    assert directives <= {"script-src", "script-src-elem"} and directives
+
+
 def test_cancel_a_parked_run(ui: UI, page: Page) -> None:
     handle = ui.client.trigger("ui-approval")
 
