@@ -564,7 +564,7 @@ async def _event_stream(redis_url: str, channel: str, run_id: str) -> AsyncItera
                 continue
             yield f"event: run\ndata: {data}\n\n"
     finally:
-        await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+        await pubsub.aclose()
         await connection.aclose()
 
 
