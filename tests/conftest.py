@@ -32,6 +32,8 @@ from flowjobs.registry import FlowRegistry
 from flowjobs.settings import Settings
 from flowjobs.worker import build_worker
 
+pytest_plugins = ["tests.browser"]
+
 ROOT = Path(__file__).resolve().parent.parent
 SESSION = uuid.uuid4().hex[:8]
 

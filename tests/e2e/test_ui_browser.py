@@ -6,41 +6,29 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import socket
 import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from playwright.sync_api import Browser, Page, ViewportSize, expect, sync_playwright
+from playwright.sync_api import Browser, Page, ViewportSize, expect
 
 from flowjobs import RunStatus
 from flowjobs.client import FlowClient
 from flowjobs.registry import FlowRegistry
+from tests.browser import DESKTOP
 from tests.conftest import ROOT, Space, wait_until
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-SIZES: dict[str, ViewportSize] = {
-    "desktop": {"width": 1280, "height": 800},
-    "phone": {"width": 390, "height": 844},
-}
-#: How long a run may take to show its end in the page: a worker subprocess, real RQ jobs.
-LIVE_TIMEOUT_MS = 30_000
+SIZES: dict[str, ViewportSize] = {"desktop": DESKTOP, "phone": {"width": 390, "height": 844}}
 
-# Every expectation waits as long as a run may take (Playwright's default is 5 s).
-expect.set_options(timeout=LIVE_TIMEOUT_MS)
-
-# Never skipped: a browser test that did not run proves nothing. `.ci/run` installs Debian's
-# Chromium when it is missing; elsewhere, `apt-get install -y chromium`.
 pytestmark = pytest.mark.slow
-assert Path(CHROMIUM).exists(), f"Chromium is needed at {CHROMIUM}: apt-get install -y chromium"
 
 
 def _free_port() -> int:
@@ -174,26 +162,9 @@ def _start_ui(space: Space, tmp_path: Path, env: dict[str, str] | None = None) -
     return UI(base, client, space)
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield browser
-        browser.close()
-
-
 @pytest.fixture
 def ui(space: Space, tmp_path: Path) -> UI:
     return _start_ui(space, tmp_path)
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport=SIZES["desktop"])
-    context.set_default_timeout(LIVE_TIMEOUT_MS)
-    page = context.new_page()
-    yield page
-    context.close()
 
 
 def _shoot(
