@@ -525,7 +525,7 @@ def _print_schedule(client: FlowClient, state: ScheduleState, as_json: bool) -> 
 
 def _schedule_line(summary: dict[str, Any]) -> str:
     states = (("paused", summary["paused"]), ("flow disabled", not summary["flowEnabled"]))
-    flags = [name for name, on in states if on]
+    flags = [name for name, on in states if on] + ([f"error: {summary['error']}"] if summary["error"] else [])
     override = " (override)" if summary["cronOverride"] else ""
     return (
         f"{summary['jobId']}  {summary['cron']!r}{override} {summary['timeZoneId']}  "

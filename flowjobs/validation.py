@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from uuid import UUID
 
-from croniter import croniter
-
+from flowjobs.clock import utcnow
+from flowjobs.errors import InvalidCron
 from flowjobs.expressions import expression_problems, is_expression, referenced_steps
 from flowjobs.limits import RunSeconds, number_problem
 from flowjobs.manifest import FOR_EACH, WAIT_FOR_SIGNAL, FlowDefinition, StepMetadata, TriggerType
-from flowjobs.schedules.cron import known_zone
+from flowjobs.schedules.cron import check_cron, known_zone
 from flowjobs.webhooks.auth import webhook_auth_problems
 
 
@@ -118,12 +118,14 @@ def _trigger_problems(definition: FlowDefinition, taken: Mapping[str, UUID]) -> 
     problems: list[str] = []
     for key, trigger in definition.manifest.triggers.items():
         if trigger.type is TriggerType.Cron:
-            cron = trigger.inputs.get("cronExpression")
-            if not isinstance(cron, str) or not croniter.is_valid(cron):
-                problems.append(f"trigger {key!r}: cronExpression {cron!r} does not parse")
             zone = trigger.inputs.get("timeZone")
-            if zone is not None and not (isinstance(zone, str) and known_zone(zone)):
+            known = zone is None or (isinstance(zone, str) and known_zone(zone))
+            if not known:
                 problems.append(f"trigger {key!r}: timeZone {zone!r} is not a known IANA time zone")
+            try:  # parses, and fires within the horizon (in UTC when the zone is unknown)
+                check_cron(trigger.inputs.get("cronExpression"), zone if known else None, utcnow())
+            except InvalidCron as error:
+                problems.append(f"trigger {key!r}: {error}")
         elif trigger.type is TriggerType.Webhook:
             slug = trigger.inputs.get("webhookSlug")
             if slug is not None and not (isinstance(slug, str) and slug.strip()):

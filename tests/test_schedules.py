@@ -8,10 +8,11 @@ from uuid import uuid4
 import pytest
 
 from flowjobs.errors import InvalidCron
-from flowjobs.schedules.cron import latest_tick, next_fire, plan_fire
+from flowjobs.schedules.cron import HORIZON_YEARS, check_cron, latest_tick, next_fire, plan_fire
 from flowjobs.schedules.state import (
     ScheduleKind,
     ScheduleState,
+    broken,
     check_recurring_id,
     declare,
     fired,
@@ -140,3 +141,46 @@ def test_fired_records_the_tick_and_the_next_fire_time() -> None:
         T0 + timedelta(minutes=5),
     )
     assert ScheduleState.from_fields({k.encode(): v.encode() for k, v in after.to_fields().items()}) == after
+
+
+@pytest.mark.parametrize("cron", ["0 0 30 2 *", "30 2 31 4 *", "0 0 31 2,4,6,9,11 *", "0 0 1 1 * 0 2020"])
+def test_an_expression_with_no_tick_within_the_horizon_never_fires(cron: str) -> None:
+    with pytest.raises(InvalidCron, match=f"never fires: no tick in the {HORIZON_YEARS} years after"):
+        check_cron(cron, "Europe/Berlin", T0)
+    with pytest.raises(InvalidCron, match="never fires"):
+        next_fire(cron, T0)
+    with pytest.raises(InvalidCron, match="never fires"):
+        declare(None, schedule(cron), T0)
+    with pytest.raises(InvalidCron, match="never fires"):
+        override_cron(pause(declare(None, schedule(), T0), T0), cron, T0)
+
+
+def test_leap_day_expressions_are_valid_even_across_2100_which_has_none() -> None:
+    late_2096 = datetime(2096, 3, 1, tzinfo=UTC)
+    assert check_cron("0 0 29 2 *", "Pacific/Kiritimati", late_2096) == "0 0 29 2 *"
+    assert next_fire("0 0 29 2 *", late_2096) == datetime(2104, 2, 29, tzinfo=UTC)
+    assert latest_tick("0 0 29 2 *", datetime(2104, 2, 28, tzinfo=UTC)) == datetime(2096, 2, 29, tzinfo=UTC)
+    # A year in the horizon is fine; one past it is not.
+    assert next_fire("0 0 1 1 * 0 2031", T0) == datetime(2031, 1, 1, tzinfo=UTC)
+    with pytest.raises(InvalidCron):
+        check_cron("0 0 1 1 * 0 2033", None, T0)
+
+
+def test_a_broken_schedule_is_out_of_the_due_index_until_planned_again() -> None:
+    state = broken(declare(None, schedule(), T0), "no tick")
+    assert (state.error, state.next_fire_at, state.summary()["error"]) == ("no tick", None, "no tick")
+    # A restart re-declaring it unchanged keeps the mark; a new expression in the flow file clears it.
+    assert declare(state, schedule(), T0) is state
+    moved = declare(state, schedule("0 * * * *"), T0)
+    assert (moved.error, moved.next_fire_at) == (None, T0 + timedelta(hours=1))
+    # Resume of a marked schedule plans it again, or refuses while it still has no tick.
+    assert resume(state, T0).next_fire_at == T0 + timedelta(minutes=5)
+    assert resume(state, T0).error is None
+    # What an older release stored (an override with no tick), then marked by the duty.
+    stuck = broken(state.model_copy(update={"cron_override": "0 0 30 2 *"}), "x")
+    with pytest.raises(InvalidCron):
+        resume(stuck, T0)
+    cleared = override_cron(stuck, None, T0)
+    assert (cleared.error, cleared.next_fire_at) == (None, T0 + timedelta(minutes=5))
+    paused_fixed = override_cron(pause(stuck, T0), "0 * * * *", T0)
+    assert (paused_fixed.error, paused_fixed.next_fire_at) == (None, None)

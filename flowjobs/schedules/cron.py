@@ -5,6 +5,10 @@ Every instant is a timezone-aware UTC datetime. A schedule's expression is read 
 daylight-saving changes: a wall time skipped in spring fires at the first instant after the gap
 (02:30 on a 02:00→03:00 night fires at 03:00), a wall time repeated in autumn fires at both
 occurrences. Five fields are minute precision; a sixth field is seconds (``* * * * * */10``).
+
+An expression must fire within ``HORIZON_YEARS`` of any instant it is asked about: one that parses
+but names a date no calendar has (``0 0 30 2 *``, ``30 2 31 4 *``) or only years past is
+``InvalidCron``, refused when it comes in and reported by the duty for one stored before.
 """
 
 from __future__ import annotations
@@ -13,9 +17,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterError, croniter
 
 from flowjobs.errors import InvalidCron
+
+#: How far from an instant an expression's next (or previous) tick may be: the longest gap between
+#: two leap days (2096-02-29 to 2104-02-29), so ``0 0 29 2 *`` always passes.
+HORIZON_YEARS = 8
 
 
 def zone(time_zone: str | None) -> ZoneInfo:
@@ -35,25 +43,40 @@ def known_zone(time_zone: str) -> bool:
     return True
 
 
-def check_cron(expression: object, time_zone: str | None = None) -> str:
-    """``expression`` if croniter reads it (and the zone exists); else ``InvalidCron``."""
+def check_cron(expression: object, time_zone: str | None, now: datetime) -> str:
+    """``expression`` if croniter reads it, the zone exists and it fires within ``HORIZON_YEARS``
+    after ``now``; else ``InvalidCron``."""
     if not isinstance(expression, str) or not croniter.is_valid(expression):
-        raise InvalidCron(f"cron expression {expression!r} does not parse")
-    zone(time_zone)
+        raise InvalidCron(f"cronExpression {expression!r} does not parse")
+    next_fire(expression, now, time_zone)
     return expression
 
 
 def next_fire(expression: str, after: datetime, time_zone: str | None = None) -> datetime:
-    """The first tick strictly after ``after``, in UTC."""
-    moment: datetime = croniter(expression, after.astimezone(zone(time_zone))).get_next(datetime)
-    return moment.astimezone(UTC)
+    """The first tick strictly after ``after``, in UTC; ``InvalidCron`` if none is within
+    ``HORIZON_YEARS``."""
+    return _tick(expression, after, time_zone, backwards=False)
 
 
 def latest_tick(expression: str, at: datetime, time_zone: str | None = None) -> datetime:
-    """The last tick at or before ``at``, in UTC."""
+    """The last tick at or before ``at``, in UTC; ``InvalidCron`` if none is within
+    ``HORIZON_YEARS``."""
     # croniter works in whole seconds and its get_prev is strict: start just after ``at``'s second.
-    start = at.replace(microsecond=0) + timedelta(seconds=1)
-    moment: datetime = croniter(expression, start.astimezone(zone(time_zone))).get_prev(datetime)
+    return _tick(expression, at.replace(microsecond=0) + timedelta(seconds=1), time_zone, backwards=True)
+
+
+def _tick(expression: str, start: datetime, time_zone: str | None, *, backwards: bool) -> datetime:
+    """croniter's next (or previous) tick from ``start``, searched ``HORIZON_YEARS`` far."""
+    local = start.astimezone(zone(time_zone))
+    try:
+        found = croniter(expression, local, max_years_between_matches=HORIZON_YEARS)
+        moment: datetime = found.get_prev(datetime) if backwards else found.get_next(datetime)
+    except CroniterError as error:
+        side = "before" if backwards else "after"
+        raise InvalidCron(
+            f"cronExpression {expression!r} never fires: no tick in the {HORIZON_YEARS} years {side} "
+            f"{local:%Y-%m-%d %H:%M:%S %Z} (a day its months do not have, such as 30 February?)"
+        ) from error
     return moment.astimezone(UTC)
 
 

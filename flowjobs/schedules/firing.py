@@ -7,6 +7,10 @@ identity is the run's idempotency key, or the recurring job's tick claim, so a s
 firing the same tick gets the first run back and writes nothing), and moves the schedule to its
 next fire time only if no one moved it meanwhile (``WATCH``). RQ's own ``CronScheduler`` has no
 lock and double-fires when two run; it is not used.
+
+A schedule that cannot be planned (an expression with no tick, stored before such expressions were
+refused) is marked with the reason (``error``), logged and taken out of the due index; the others
+fire in the same pass.
 """
 
 from __future__ import annotations
@@ -14,16 +18,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import TypeGuard
 
 import structlog
 
 from flowjobs.client import FlowClient
 from flowjobs.clock import iso, utcnow
-from flowjobs.errors import FlowDisabled, FlowjobsError, FlowNotFound
+from flowjobs.errors import FlowDisabled, FlowjobsError, FlowNotFound, InvalidCron
 from flowjobs.recovery import REDIS_DOWN
 from flowjobs.registry import FLOW_FILE_SUFFIXES, FlowRegistry
 from flowjobs.schedules.cron import FirePlan, plan_fire
-from flowjobs.schedules.state import Fired, ScheduleKind, ScheduleState, fired
+from flowjobs.schedules.state import Fired, ScheduleKind, ScheduleState, broken, fired
 from flowjobs.schedules.sync import SyncReport
 from flowjobs.settings import Settings
 
@@ -115,10 +120,14 @@ class ScheduleFirer:
         if state is None or state.is_paused or state.next_fire_at is None or state.next_fire_at > now:
             return 0
         due = state.next_fire_at
-        plan = plan_fire(state.effective_cron, state.time_zone, due, now, self.grace_seconds)
         with structlog.contextvars.bound_contextvars(
             schedule_id=schedule_id, flow_id=str(state.flow_id) if state.flow_id else None
         ):
+            try:
+                plan = plan_fire(state.effective_cron, state.time_zone, due, now, self.grace_seconds)
+            except Exception as error:  # pure arithmetic on the stored state: it fails alike next pass
+                self._break(state, due, error)
+                return 0
             if plan.skipped:
                 log.warning(
                     "schedule.missed_ticks",
@@ -164,6 +173,22 @@ class ScheduleFirer:
             )
         return outcome
 
+    def _break(self, state: ScheduleState, due: datetime, error: Exception) -> None:
+        """Mark a schedule that cannot be planned, unless it changed since this pass read it."""
+        reason = str(error) or repr(error)
+        log.error(
+            "schedule.broken",
+            cron=state.effective_cron,
+            time_zone=state.time_zone,
+            error=reason,
+            exc_info=not isinstance(error, InvalidCron),  # an expression's fault needs no traceback
+        )
+
+        def mark(current: ScheduleState | None) -> ScheduleState | None:
+            return broken(current, reason) if _still_due(current, due) else current
+
+        self.store.change(state.job_id, mark)
+
     def _advance(
         self, state: ScheduleState, due: datetime, plan: FirePlan, now: datetime, outcome: Fired | None
     ) -> None:
@@ -171,7 +196,7 @@ class ScheduleFirer:
         new expression) changed its due time since this pass read it."""
 
         def advance(current: ScheduleState | None) -> ScheduleState | None:
-            if current is None or current.is_paused or current.next_fire_at != due:
+            if not _still_due(current, due):
                 return current
             return fired(
                 current,
@@ -183,3 +208,7 @@ class ScheduleFirer:
 
         self.store.change(state.job_id, advance)
 
+
+def _still_due(current: ScheduleState | None, due: datetime) -> TypeGuard[ScheduleState]:
+    """Whether no other process, pause, resume or new expression changed the schedule's due time."""
+    return current is not None and not current.is_paused and current.next_fire_at == due

@@ -101,6 +101,9 @@ class ScheduleState(BaseModel):
     """The flow's Cron trigger key."""
     call_json: str | None = None
     """A recurring job's call (function path, JSON arguments, description), as JSON."""
+    error: str | None = None
+    """Why the duty could not plan the schedule (an expression with no tick): it fires no more until
+    a resume, an override or a new expression in its flow file plans it again; None while it fires."""
 
     @property
     def effective_cron(self) -> str:
@@ -156,6 +159,7 @@ class ScheduleState(BaseModel):
             "lastJobId": self.last_job_id,
             "lastRunId": str(self.last_run_id) if self.last_run_id else None,
             "updatedAt": iso(self.updated_at),
+            "error": self.error,
         }
 
 
@@ -181,14 +185,9 @@ def declare(current: ScheduleState | None, declared: ScheduleState, now: datetim
     """A schedule (re)declared by a flow file or ``add_or_update``: the declaration replaces the old
     one, the pause flag, override and history are kept, and the next fire time is recomputed only
     when the expression in effect or the zone changed (so a restart never loses a missed tick)."""
-    check_cron(declared.cron, declared.time_zone)
+    check_cron(declared.cron, declared.time_zone, now)
     if current is None:
-        return declared.model_copy(
-            update={
-                "updated_at": now,
-                "next_fire_at": next_fire(declared.effective_cron, now, declared.time_zone),
-            }
-        )
+        return _planned(declared.model_copy(update={"updated_at": now}), now)
     kept = declared.model_copy(
         update={
             "is_paused": current.is_paused,
@@ -199,18 +198,16 @@ def declare(current: ScheduleState | None, declared: ScheduleState, now: datetim
             "last_run_id": current.last_run_id,
             "next_fire_at": current.next_fire_at,
             "updated_at": current.updated_at,
+            "error": current.error,
         }
     )
     if kept == current:
         return current
     moved = (kept.effective_cron, kept.time_zone) != (current.effective_cron, current.time_zone)
-    if kept.is_paused:
-        owed = None  # resume computes it
-    elif moved or current.next_fire_at is None:
-        owed = next_fire(kept.effective_cron, now, kept.time_zone)
-    else:
-        owed = current.next_fire_at
-    return kept.model_copy(update={"updated_at": now, "next_fire_at": owed})
+    if kept.is_paused or not (moved or current.next_fire_at is None):
+        # Paused: resume computes it; else the owed tick stays owed.
+        return kept.model_copy(update={"updated_at": now})
+    return _planned(kept.model_copy(update={"updated_at": now}), now)
 
 
 def pause(current: ScheduleState, now: datetime) -> ScheduleState:
@@ -221,31 +218,33 @@ def pause(current: ScheduleState, now: datetime) -> ScheduleState:
 
 
 def resume(current: ScheduleState, now: datetime) -> ScheduleState:
-    """Fire again from the next tick after ``now``."""
-    if not current.is_paused:
+    """Fire again from the next tick after ``now``; a schedule the duty marked (``error``) is
+    planned again: ``InvalidCron`` while its expression still has no tick."""
+    if not current.is_paused and current.error is None:
         return current
-    return current.model_copy(
-        update={
-            "is_paused": False,
-            "next_fire_at": next_fire(current.effective_cron, now, current.time_zone),
-            "updated_at": now,
-        }
-    )
+    return _planned(current.model_copy(update={"is_paused": False, "updated_at": now}), now)
 
 
 def override_cron(current: ScheduleState, expression: str | None, now: datetime) -> ScheduleState:
-    """Set (or, with None, clear) the runtime override; the expression is checked before anything
-    is stored (the reference stores a bad override first and then fails)."""
-    if expression is not None:
-        check_cron(expression, current.time_zone)
+    """Set (or, with None, clear) the runtime override; the expression then in effect is checked
+    before anything is stored, paused or not (the reference stores a bad override first and then
+    fails)."""
     changed = current.model_copy(update={"cron_override": expression, "updated_at": now})
-    return changed.model_copy(
-        update={
-            "next_fire_at": None
-            if changed.is_paused
-            else next_fire(changed.effective_cron, now, changed.time_zone)
-        }
-    )
+    check_cron(changed.effective_cron, changed.time_zone, now)
+    return _planned(changed, now)
+
+
+def broken(current: ScheduleState, reason: str) -> ScheduleState:
+    """A schedule the duty cannot plan: marked with ``reason`` and out of the due index (every pass
+    would fail alike) until a resume, an override or a new expression plans it again."""
+    return current.model_copy(update={"error": reason, "next_fire_at": None})
+
+
+def _planned(state: ScheduleState, now: datetime) -> ScheduleState:
+    """``state`` with its next tick after ``now`` (None while paused) and no ``error``;
+    ``InvalidCron`` if its expression has no tick."""
+    owed = None if state.is_paused else next_fire(state.effective_cron, now, state.time_zone)
+    return state.model_copy(update={"next_fire_at": owed, "error": None})
 
 
 def fired(

@@ -11,7 +11,7 @@ import pytest
 
 from flowjobs.client import FlowClient
 from flowjobs.clock import iso, utcnow
-from flowjobs.errors import FlowDisabled
+from flowjobs.errors import FlowDisabled, InvalidCron
 from flowjobs.registry import FlowRegistry
 from flowjobs.schedules.cron import latest_tick
 from flowjobs.schedules.firing import ScheduleFirer
@@ -21,12 +21,14 @@ from tests.conftest import Space, wait_until
 FLOW_ID = "6f1c2a9e-0000-4000-8000-0000000c0001"
 
 
-def write_flow(folder: Path, cron: str | None, *, name: str = "ticker", extra_inputs: str = "") -> Path:
+def write_flow(
+    folder: Path, cron: str | None, *, name: str = "ticker", extra_inputs: str = "", flow_id: str = FLOW_ID
+) -> Path:
     """One flow file with a Cron trigger ``tick`` (none with ``cron=None``) and a no-op step."""
     trigger = f'  tick: {{type: Cron, inputs: {{cronExpression: "{cron}"{extra_inputs}}}}}\n' if cron else ""
     path = folder / f"{name}.yaml"
     path.write_text(
-        f"id: {FLOW_ID}\nname: {name}\nversion: '1'\ntriggers:\n  manual: {{type: Manual}}\n{trigger}"
+        f"id: {flow_id}\nname: {name}\nversion: '1'\ntriggers:\n  manual: {{type: Manual}}\n{trigger}"
         "steps:\n  a: {type: Noop}\n"
     )
     return path
@@ -205,3 +207,32 @@ def test_unknown_flow_in_this_process_leaves_the_tick_to_another(space: Space, f
     assert client.schedules.require(SCHEDULE).next_fire_at == due
     assert ScheduleFirer(client, grace_seconds=600).fire_due() == 1
 
+
+def test_a_schedule_that_cannot_be_planned_is_marked_the_others_fire_and_an_override_repairs_it(
+    space: Space, flows_dir: Path
+) -> None:
+    other_id = "6f1c2a9e-0000-4000-8000-0000000c0002"
+    write_flow(flows_dir, "*/5 * * * *")
+    write_flow(flows_dir, "*/5 * * * *", name="other", flow_id=other_id)
+    client = client_for(space, flows_dir)
+    client.sync_schedules()
+    other = flow_schedule_id(other_id, "tick")
+    due = latest_tick("*/5 * * * *", utcnow())  # both owe a tick now
+    for schedule_id in (SCHEDULE, other):
+        client.schedules.change(schedule_id, lambda s: s and s.model_copy(update={"next_fire_at": due}))
+    # An override with no tick, as a release before the check stored it.
+    space.redis.hset(space.keys.schedule(SCHEDULE), "cron_override", "30 2 31 4 *")
+
+    firer = ScheduleFirer(client, grace_seconds=600)
+    assert firer.fire_due() == 1
+    marked = client.schedules.require(SCHEDULE)
+    assert marked.error and "never fires" in marked.error and marked.next_fire_at is None
+    assert len(client.list_runs(flow_id=other_id)) == 1 and client.list_runs(flow_id=FLOW_ID) == []
+    assert SCHEDULE not in client.schedules.due(utcnow()), "a marked schedule is not retried every pass"
+
+    with pytest.raises(InvalidCron, match="never fires"):
+        client.resume_schedule(SCHEDULE)
+    assert client.schedules.require(SCHEDULE) == marked
+    repaired = client.set_schedule_cron(SCHEDULE, None)
+    assert repaired.error is None and repaired.next_fire_at is not None
+    assert SCHEDULE in client.schedules.due(repaired.next_fire_at), "back in the due index"
