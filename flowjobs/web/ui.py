@@ -84,8 +84,7 @@ class _UIRoute(APIRoute):
                 error_id = uuid4().hex[:12]
                 log.exception("web.ui.error", error_id=error_id, path=request.url.path)
                 detail = f"The server failed to show this page. Error id: {error_id} (in the server's log)."
-                context = {"title": "Something went wrong", "detail": detail, "error_id": error_id}
-                return page(request, "error.html", context, 500)
+                return page(request, "error.html", {"title": "Something went wrong", "detail": detail}, 500)
 
         return guarded
 
