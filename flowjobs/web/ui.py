@@ -3,37 +3,47 @@ server-sent events from the engine's pub/sub channel.
 
 Pages: overview, flows, runs, a run (DAG, timeline, step panel, actions), schedules, search.
 Every action is a plain HTML form POST answered by a redirect (303) to the page that shows its
-result, so the UI works without JavaScript; htmx only refreshes the live parts of a page when an
-event arrives (``static/flows.js``), and falls back to polling when the stream is silent.
+result, with a notice code (``?done=``, one of ``NOTICES``), so the UI works without JavaScript;
+a refused action shows its page again at once, with the error and a 4xx status. htmx only
+refreshes the live parts of a page when an event arrives (``static/flows.js``), and falls back to
+polling when the stream is silent or Redis is unreachable.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import redis.asyncio
+import redis.exceptions
+import structlog
 from fastapi import APIRouter, Form, Query, Request, Response
-from fastapi.responses import HTMLResponse, RedirectResponse, StreamingResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, StreamingResponse
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
-from redis.exceptions import RedisError
 from rq.job import Job
+from starlette.exceptions import HTTPException
 
 from flowjobs.client import FlowClient
 from flowjobs.clock import utcnow
 from flowjobs.errors import FlowjobsError
+from flowjobs.limits import check_json_limits
 from flowjobs.manifest import FlowManifest, child_key, split_runtime_key
 from flowjobs.records import FlowRunRecord, FlowStepRecord
 from flowjobs.statuses import RunStatus, StepStatus
+from flowjobs.store.codec import decode_event
 from flowjobs.web import RQ_PREFIX, UI_PREFIX, AppSettings, Client, run_ui_path
+from flowjobs.web.api import _status_of as error_status
 from flowjobs.web.dag import AttemptTimes, DagNode, layout_dag, render_svg, timeline
+
+log = structlog.get_logger("flowjobs.web.ui")
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 PAGE_SIZE = 25
@@ -43,12 +53,20 @@ THROUGHPUT_BUCKET = timedelta(minutes=5)
 #: A comment line on the event stream this often, so proxies keep it open and a closed tab is
 #: noticed (the write fails).
 SSE_PING_SECONDS = 15.0
+#: The event stream's own Redis connection gives up connecting after this long (a 503), rather
+#: than holding the request for the system's TCP timeout when Redis does not answer at all.
+SSE_CONNECT_SECONDS = 5.0
+
+#: What means Redis cannot be reached (503, the page heals when it is back); any other error,
+#: from Redis (WRONGTYPE, a script error) or not, is a fault to look into (500 with an error id).
+UNREACHABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 
 templates = Jinja2Templates(directory=TEMPLATES_DIR)
 
 
 class _UIRoute(APIRoute):
-    """Pages answer a lost Redis with a deliberate error page (503), not a traceback."""
+    """Pages answer errors with a deliberate error page, never a traceback: 503 while Redis is
+    unreachable, else 500 with an error id that the log's ``web.ui.error`` entry carries too."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
@@ -56,10 +74,17 @@ class _UIRoute(APIRoute):
         async def guarded(request: Request) -> Response:
             try:
                 return await handler(request)
-            except RedisError as error:
-                return page(
-                    request, "error.html", {"title": "Redis is unreachable", "detail": str(error)}, 503
-                )
+            except (HTTPException, RequestValidationError):
+                raise  # answered by the app's handlers (a bad query parameter is a 422)
+            except UNREACHABLE as error:
+                log.warning("web.ui.redis_unreachable", path=request.url.path, error=repr(error))
+                detail = "The page cannot be shown until Redis answers again."
+                return page(request, "error.html", {"title": "Redis is unreachable", "detail": detail}, 503)
+            except Exception:
+                error_id = uuid4().hex[:12]
+                log.exception("web.ui.error", error_id=error_id, path=request.url.path)
+                detail = f"The server failed to show this page. Error id: {error_id} (in the server's log)."
+                return page(request, "error.html", {"title": "Something went wrong", "detail": detail}, 500)
 
         return guarded
 
@@ -80,11 +105,54 @@ CONTENT_SECURITY_POLICY = (
 )
 
 
-def page(request: Request, name: str, context: dict[str, Any], status_code: int = 200) -> HTMLResponse:
-    """Render a page with what every page shows (the notice of the action just done, nav state),
-    under ``CONTENT_SECURITY_POLICY``."""
-    notice = request.query_params.get("notice")
-    base = {"notice": notice, "notice_kind": request.query_params.get("kind", "ok"), "active": ""}
+@dataclass(frozen=True)
+class Notice:
+    """What a page says about the action just done: ``ok`` (a status) or ``error`` (an alert)."""
+
+    text: str
+    kind: str = "ok"
+
+
+#: The notices a redirect may ask for, by code (``?done=<code>``). A page fills the ``{fields}``
+#: only with values it checked itself (a step of the run, a flow it lists…) and shows nothing
+#: else: a link can never make the UI say words of its author's choosing.
+NOTICES: dict[str, str] = {
+    "triggered": "Run triggered",
+    "schedule-fired": "Run triggered by its schedule",
+    "cancel-requested": "Cancel requested",
+    "rerun": "Re-run of {source}",
+    "retried": "Retry of {step} queued",
+    "signal-resumed": "Signal {signal} delivered: a waiting step resumed",
+    "signal-kept": "Signal {signal} delivered: kept until a step waits for it",
+    "enabled": "{flow} enabled",
+    "disabled": "{flow} disabled",
+    "paused": "Schedule {schedule}: pause done",
+    "resumed": "Schedule {schedule}: resume done",
+    "fired": "Schedule {schedule}: trigger done",
+}
+
+
+def _notice(request: Request, checked: Mapping[str, str]) -> Notice | None:
+    template = NOTICES.get(request.query_params.get("done", ""))
+    if template is None:
+        return None
+    try:
+        return Notice(template.format_map(checked))
+    except KeyError:  # a value the page could not vouch for: say nothing rather than guess
+        return None
+
+
+def page(
+    request: Request,
+    name: str,
+    context: dict[str, Any],
+    status_code: int = 200,
+    checked: Mapping[str, str] | None = None,
+) -> HTMLResponse:
+    """Render a page with what every page shows (nav state; the notice of the action just done:
+    ``context["notice"]``, or the ``NOTICES`` entry of ``?done=`` filled from ``checked``), under
+    ``CONTENT_SECURITY_POLICY``."""
+    base = {"notice": _notice(request, checked or {}), "active": ""}
     return templates.TemplateResponse(
         request,
         name,
@@ -94,10 +162,30 @@ def page(request: Request, name: str, context: dict[str, Any], status_code: int 
     )
 
 
-def back(path: str, notice: str | None = None, kind: str = "ok", **params: str) -> RedirectResponse:
-    """303 to ``path`` with a notice the page shows once (and any other query parameters)."""
-    query = {**params, **({"notice": notice, "kind": kind} if notice else {})}
-    return RedirectResponse(f"{path}?{urlencode(query)}" if query else path, status_code=303)
+def back(path: str, done: str, **params: str) -> RedirectResponse:
+    """303 to ``path`` with the ``NOTICES`` code the page shows (and any other query parameters)."""
+    assert done in NOTICES, done
+    return RedirectResponse(f"{path}?{urlencode({**params, 'done': done})}", status_code=303)
+
+
+def refused(error: ValueError | FlowjobsError) -> tuple[Notice, int]:
+    """The notice and HTTP status of a refused action: the engine's refusal as the API answers
+    it, 400 for a form's text that is not JSON (``ValueError``)."""
+    return Notice(str(error), "error"), error_status(error) if isinstance(error, FlowjobsError) else 400
+
+
+def not_found(request: Request, title: str, detail: str) -> HTMLResponse:
+    """The 404 page."""
+    return page(request, "error.html", {"title": title, "detail": detail}, 404)
+
+
+def parse_run_id(raw: str) -> UUID | None:
+    """A run id from a URL (None: not a UUID, so no run); checked before any Redis call, so text
+    from a URL never becomes part of a key name."""
+    try:
+        return UUID(raw)
+    except ValueError:
+        return None
 
 
 def rq_job_path(job_id: str) -> str:
@@ -140,22 +228,26 @@ templates.env.globals.update(
 )
 
 
-def _parse_json(raw: str, what: str) -> Any:
-    """The form's JSON text (empty: None); ``ValueError`` saying what is wrong."""
+def _parse_json(client: FlowClient, raw: str, what: str) -> Any:
+    """The form's JSON text (empty: None), within the client's depth and size limits;
+    ``ValueError`` or ``DataTooLarge`` saying what is wrong."""
     if not raw.strip():
         return None
     try:
-        return json.loads(raw)
-    except ValueError as error:
+        value = json.loads(raw)
+    except RecursionError as error:  # the parser recurses once per nesting level
+        raise ValueError(
+            f"{what} is nested too deeply; the limit is {client.max_data_depth} levels"
+        ) from error
+    except ValueError as error:  # a JSON syntax error, or an integer of over 4,300 digits
         raise ValueError(f"{what} is not valid JSON: {error}") from error
+    check_json_limits(value, max_depth=client.max_data_depth, max_bytes=client.max_data_bytes, what=what)
+    return value
 
 
 def _run_or_none(client: FlowClient, run_id: str) -> FlowRunRecord | None:
-    try:
-        UUID(run_id)
-    except ValueError:
-        return None
-    return client.get_run_detail(run_id)
+    parsed = parse_run_id(run_id)
+    return client.get_run_detail(parsed) if parsed is not None else None
 
 
 # -- overview ------------------------------------------------------------------------------------
@@ -234,9 +326,17 @@ def _flows_context(client: FlowClient) -> dict[str, Any]:
 
 
 @router.get("/flows", response_class=HTMLResponse)
-def flows_page(request: Request, client: Client) -> HTMLResponse:
+def flows_page(request: Request, client: Client, flow: Annotated[str, Query()] = "") -> HTMLResponse:
     """Every registered flow: triggers, schedules, enabled state, last run, trigger form."""
-    return page(request, "flows.html", _flows_context(client))
+    return _flows_page(request, client, flow)
+
+
+def _flows_page(
+    request: Request, client: FlowClient, flow: str = "", status_code: int = 200, **context: Any
+) -> HTMLResponse:
+    names = {str(d.id): d.name for d in client.flows.all()}
+    checked = {"flow": names[flow]} if flow in names else {}
+    return page(request, "flows.html", {**_flows_context(client), **context}, status_code, checked)
 
 
 @router.post("/flows/{flow_id}/trigger", response_model=None)
@@ -250,26 +350,27 @@ def trigger_flow(
     """Trigger a flow with the form's JSON body and open the new run (the form again, with the
     error and the text kept, when it is refused)."""
     try:
-        handle = client.trigger(flow_id, trigger_key, _parse_json(body, "The body"))
+        handle = client.trigger(flow_id, trigger_key, _parse_json(client, body, "The body"))
     except (ValueError, FlowjobsError) as error:
-        context = {
-            **_flows_context(client),
-            "form_error": {"flow": flow_id, "message": str(error), "body": body},
-        }
-        return page(request, "flows.html", context, 400)
-    return back(run_ui_path(handle.run_id), "Run triggered")
+        notice, status = refused(error)
+        form_error = {"flow": flow_id, "message": notice.text, "body": body}
+        return _flows_page(
+            request, client, status_code=status, form_error=form_error, page_url=f"{UI_PREFIX}/flows"
+        )
+    return back(run_ui_path(handle.run_id), "triggered")
 
 
 @router.post("/flows/{flow_id}/{action}", response_model=None)
-def enable_flow(client: Client, flow_id: str, action: str) -> Response:
+def enable_flow(request: Request, client: Client, flow_id: str, action: str) -> Response:
     """Enable or disable a flow (persisted; a disabled flow refuses triggers and its schedules)."""
     if action not in ("enable", "disable"):
-        return back(f"{UI_PREFIX}/flows", f"Unknown action {action!r}", "error")
+        return not_found(request, "No such action", "Flows can be enabled or disabled.")
     try:
         definition = client.set_flow_enabled(flow_id, action == "enable")
     except FlowjobsError as error:
-        return back(f"{UI_PREFIX}/flows", str(error), "error")
-    return back(f"{UI_PREFIX}/flows", f"{definition.name} {action}d")
+        notice, status = refused(error)
+        return _flows_page(request, client, status_code=status, notice=notice, page_url=f"{UI_PREFIX}/flows")
+    return back(f"{UI_PREFIX}/flows", f"{action}d", flow=str(definition.id))
 
 
 # -- runs ----------------------------------------------------------------------------------------
@@ -374,14 +475,31 @@ def run_page(
     run_id: str,
     step: Annotated[str, Query()] = "",
     job: Annotated[str, Query()] = "",
+    signal: Annotated[str, Query()] = "",
 ) -> HTMLResponse:
     """A run: header and actions, the DAG of its pinned manifest, the attempts timeline, the step
     panel of the chosen step (``?step=``, or the step of ``?job=``), lineage and events."""
+    return _run_page(request, client, run_id, step=step, job=job, signal=signal)
+
+
+def _run_page(
+    request: Request,
+    client: FlowClient,
+    run_id: str,
+    *,
+    step: str = "",
+    job: str = "",
+    signal: str = "",
+    status_code: int = 200,
+    **context: Any,
+) -> HTMLResponse:
+    """The run page (404 page for an id that is not a UUID or not a run). ``step``, ``job`` and
+    ``signal`` as their query parameters; ``context`` adds to the template's (a refused action's
+    ``notice``), answered with ``status_code``."""
     run = _run_or_none(client, run_id)
     if run is None:
-        return page(
-            request, "error.html", {"title": "Run not found", "detail": f"No run with id {run_id}."}, 404
-        )
+        parsed = parse_run_id(run_id)
+        return not_found(request, "Run not found", f"No run with id {parsed}." if parsed else "No such run.")
     steps = run.steps or []
     if job and not step:
         step = next((s.step_key for s in steps for a in [s, *(s.attempts or [])] if a.job_id == job), "")
@@ -401,6 +519,13 @@ def run_page(
     job_ids = sorted(set(filter(None, job_ids)))
     lineage = client.lineage(run.id)
     signals = sorted(n for n in (manifest.signal_names() if manifest else set()) if not n.startswith("@"))
+    panel = _step_panel(run, manifest, selected) if selected else None
+    # What the notice of ``?done=`` may name: only what this run holds.
+    checked = {
+        "source": str(run.source_run_id) if run.source_run_id else None,
+        "step": panel.key if panel is not None and panel.step is not None else None,
+        "signal": signal if signal in signals else None,
+    }
     return page(
         request,
         "run.html",
@@ -409,7 +534,7 @@ def run_page(
             "run": run,
             "steps": steps,
             "dag_svg": dag_svg,
-            "panel": _step_panel(run, manifest, selected) if selected else None,
+            "panel": panel,
             "timeline": timeline(run.started_at, run.completed_at, _attempt_times(steps), utcnow()),
             "done": sum(1 for s in steps if s.status.is_final),
             "failed_steps": [s for s in steps if s.status is StepStatus.Failed],
@@ -417,7 +542,10 @@ def run_page(
             "lineage": lineage,
             "signals": signals,
             "events": client.store.events(run.id)[-50:],
+            **context,
         },
+        status_code,
+        {name: value for name, value in checked.items() if value is not None},
     )
 
 
@@ -427,78 +555,134 @@ def _dag_key(step_key: str) -> str:
     return f"{loop}.{child}" if child is not None else step_key
 
 
-@router.post("/runs/{run_id}/cancel", response_model=None)
-def cancel_run(client: Client, run_id: str, reason: Annotated[str, Form()] = "") -> Response:
-    """Cancel an active run."""
+def _run_action(
+    request: Request,
+    client: FlowClient,
+    run_id: str,
+    action: Callable[[UUID], Response],
+    step: str = "",
+    **context: Any,
+) -> Response:
+    """A run action's answer: the 404 page for an id that is not a UUID (before any Redis call),
+    the action's redirect, or the run page again with the engine's refusal (its HTTP status)."""
+    parsed = parse_run_id(run_id)
+    if parsed is None:
+        return not_found(request, "Run not found", "No such run.")
     try:
-        client.cancel(run_id, reason or "cancelled from the flows UI")
-    except FlowjobsError as error:
-        return back(run_ui_path(run_id), str(error), "error")
-    return back(run_ui_path(run_id), "Cancel requested")
+        return action(parsed)
+    except (ValueError, FlowjobsError) as error:
+        notice, status = refused(error)
+        return _run_page(
+            request,
+            client,
+            str(parsed),
+            step=step,
+            status_code=status,
+            notice=notice,
+            page_url=run_ui_path(parsed) + (f"?{urlencode({'step': step})}" if step else ""),
+            **context,
+        )
+
+
+@router.post("/runs/{run_id}/cancel", response_model=None)
+def cancel_run(
+    request: Request, client: Client, run_id: str, reason: Annotated[str, Form()] = ""
+) -> Response:
+    """Cancel an active run."""
+
+    def cancel(run: UUID) -> Response:
+        client.cancel(run, reason or "cancelled from the flows UI")
+        return back(run_ui_path(run), "cancel-requested")
+
+    return _run_action(request, client, run_id, cancel)
 
 
 @router.post("/runs/{run_id}/rerun", response_model=None)
-def rerun(client: Client, run_id: str) -> Response:
+def rerun(request: Request, client: Client, run_id: str) -> Response:
     """Re-run with the same data and headers, and open the new run (its lineage links back)."""
-    try:
-        handle = client.rerun(run_id)
-    except FlowjobsError as error:
-        return back(run_ui_path(run_id), str(error), "error")
-    return back(run_ui_path(handle.run_id), f"Re-run of {run_id}")
+    return _run_action(
+        request, client, run_id, lambda run: back(run_ui_path(client.rerun(run).run_id), "rerun")
+    )
 
 
 @router.post("/runs/{run_id}/steps/{step_key}/retry", response_model=None)
 def retry_step(
-    client: Client, run_id: str, step_key: str, clear_cancel: Annotated[bool, Form()] = False
+    request: Request,
+    client: Client,
+    run_id: str,
+    step_key: str,
+    clear_cancel: Annotated[bool, Form()] = False,
 ) -> Response:
     """A new attempt of a Failed step."""
-    try:
-        client.retry_step(run_id, step_key, clear_cancel=clear_cancel)
-    except FlowjobsError as error:
-        return back(run_ui_path(run_id), str(error), "error", step=step_key)
-    return back(run_ui_path(run_id), f"Retry of {step_key} queued", step=step_key)
+
+    def retry(run: UUID) -> Response:
+        client.retry_step(run, step_key, clear_cancel=clear_cancel)
+        return back(run_ui_path(run), "retried", step=step_key)
+
+    return _run_action(request, client, run_id, retry, step=step_key)
 
 
 @router.post("/runs/{run_id}/signal", response_model=None)
 def send_signal(
-    client: Client, run_id: str, name: Annotated[str, Form()], payload: Annotated[str, Form()] = ""
+    request: Request,
+    client: Client,
+    run_id: str,
+    name: Annotated[str, Form()],
+    payload: Annotated[str, Form()] = "",
 ) -> Response:
-    """Deliver a signal to the run's WaitForSignal steps."""
-    try:
-        outcome = client.signal(run_id, name.strip(), _parse_json(payload, "The payload"))
-    except (ValueError, FlowjobsError) as error:
-        return back(run_ui_path(run_id), str(error), "error")
-    said = "a waiting step resumed" if outcome == "resumed" else "kept until a step waits for it"
-    return back(run_ui_path(run_id), f"Signal {name} delivered: {said}")
+    """Deliver a signal to the run's WaitForSignal steps (the form again, with the error and the
+    payload kept, when it is refused)."""
+
+    def deliver(run: UUID) -> Response:
+        outcome = client.signal(run, name.strip(), _parse_json(client, payload, "The payload"))
+        done = "signal-resumed" if outcome == "resumed" else "signal-kept"
+        return back(run_ui_path(run), done, signal=name.strip())
+
+    return _run_action(request, client, run_id, deliver, signal_form={"name": name, "payload": payload})
 
 
 # -- schedules -----------------------------------------------------------------------------------
 
 
 @router.get("/schedules", response_class=HTMLResponse)
-def schedules_page(request: Request, client: Client) -> HTMLResponse:
+def schedules_page(request: Request, client: Client, schedule: Annotated[str, Query()] = "") -> HTMLResponse:
     """Flows' Cron triggers and recurring jobs: next and last fire, pause, resume, trigger now."""
-    return page(request, "schedules.html", {"active": "schedules", "schedules": client.list_schedules()})
+    return _schedules_page(request, client, schedule)
+
+
+def _schedules_page(
+    request: Request, client: FlowClient, schedule: str = "", status_code: int = 200, **context: Any
+) -> HTMLResponse:
+    schedules = client.list_schedules()
+    checked = {"schedule": schedule} if any(s.job_id == schedule for s in schedules) else {}
+    context = {"active": "schedules", "schedules": schedules, **context}
+    return page(request, "schedules.html", context, status_code, checked)
+
+
+#: The notice code of each schedule action.
+SCHEDULE_ACTIONS = {"pause": "paused", "resume": "resumed", "trigger": "fired"}
 
 
 @router.post("/schedules/{schedule_id}/{action}", response_model=None)
-def schedule_action(client: Client, schedule_id: str, action: str) -> Response:
+def schedule_action(request: Request, client: Client, schedule_id: str, action: str) -> Response:
     """Pause, resume or fire a schedule now (a fired flow schedule links its new run)."""
-    target = f"{UI_PREFIX}/schedules"
+    if action not in SCHEDULE_ACTIONS:
+        return not_found(request, "No such action", "Schedules can be paused, resumed or triggered.")
     try:
         if action == "pause":
             client.pause_schedule(schedule_id)
         elif action == "resume":
             client.resume_schedule(schedule_id)
-        elif action == "trigger":
+        else:
             fired = client.trigger_schedule(schedule_id)
             if fired.run_id is not None:
-                return back(run_ui_path(fired.run_id), f"Schedule {schedule_id} fired")
-        else:
-            return back(target, f"Unknown action {action!r}", "error")
+                return back(run_ui_path(fired.run_id), "schedule-fired")
     except FlowjobsError as error:
-        return back(target, str(error), "error")
-    return back(target, f"Schedule {schedule_id}: {action} done")
+        notice, status = refused(error)
+        return _schedules_page(
+            request, client, status_code=status, notice=notice, page_url=f"{UI_PREFIX}/schedules"
+        )
+    return back(f"{UI_PREFIX}/schedules", SCHEDULE_ACTIONS[action], schedule=schedule_id)
 
 
 # -- search and job links ------------------------------------------------------------------------
@@ -508,8 +692,9 @@ def schedule_action(client: Client, schedule_id: str, action: str) -> Response:
 def search(request: Request, client: Client, q: Annotated[str, Query()] = "") -> Response:
     """A run id or an RQ job id (trigger job or any attempt's) opens its run."""
     wanted = q.strip()
-    if wanted and _run_or_none(client, wanted) is not None:
-        return RedirectResponse(run_ui_path(wanted), status_code=303)
+    run = _run_or_none(client, wanted) if wanted else None
+    if run is not None:
+        return RedirectResponse(run_ui_path(run.id), status_code=303)
     return _job_or_not_found(request, client, wanted)
 
 
@@ -531,41 +716,84 @@ def _job_or_not_found(request: Request, client: FlowClient, job_id: str) -> Resp
 
 
 @router.get("/events", response_model=None)
-async def events(
-    settings: AppSettings, client: Client, run: Annotated[str, Query()] = ""
-) -> StreamingResponse:
+async def events(settings: AppSettings, client: Client, run: Annotated[str, Query()] = "") -> Response:
     """Server-sent events: one ``run`` event per run event the engine publishes (only the given
-    run's with ``?run=``), ``<run_id>|<seq>|<ms>|<type>|<step key>[|<message>]``; a comment every
-    ``SSE_PING_SECONDS``. Pages refresh their live parts on each one."""
-    channel = client.store.keys.events_channel()
+    run's with ``?run=<run id>``), its data one line of JSON (``sse_run_event``); ``ready`` once
+    subscribed; a comment every ``SSE_PING_SECONDS``. Pages refresh their live parts on each one.
+
+    The subscription is made before the response starts, so an unreachable Redis is a plain 503
+    (pages then poll) rather than a stream that breaks once begun; 404 for a ``run`` that is not
+    a run id."""
+    wanted = parse_run_id(run) if run else None
+    if run and wanted is None:
+        return PlainTextResponse("No such run.", status_code=404)
+    # An asyncio connection of its own: a subscribed connection can do nothing else, and waiting
+    # on it must not hold a worker thread.
+    connection = redis.asyncio.Redis.from_url(settings.redis_url, socket_connect_timeout=SSE_CONNECT_SECONDS)
+    pubsub = connection.pubsub(ignore_subscribe_messages=True)
+    try:
+        await pubsub.subscribe(client.store.keys.events_channel())
+    except BaseException as error:
+        await _close(pubsub, connection)
+        if not isinstance(error, UNREACHABLE):
+            raise
+        log.warning("web.ui.redis_unreachable", path="/events", error=repr(error))
+        return PlainTextResponse("Redis unavailable.", status_code=503, headers={"Retry-After": "5"})
     return StreamingResponse(
-        _event_stream(settings.redis_url, channel, run),
+        _event_stream(pubsub, connection, wanted),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
 
 
-async def _event_stream(redis_url: str, channel: str, run_id: str) -> AsyncIterator[str]:
-    # An asyncio connection of its own: a subscribed connection can do nothing else, and waiting
-    # on it must not hold a worker thread.
-    connection = redis.asyncio.Redis.from_url(redis_url)
-    pubsub = connection.pubsub(ignore_subscribe_messages=True)
+def sse_run_event(published: bytes | str, wanted: UUID | None = None) -> str | None:
+    """The server-sent event of one message of the engine's events channel
+    (``<run_id>|<sequence>|<epoch ms>|<type>|<step key>[|<message>]``, ``common.lua``), or None
+    for one of another run than ``wanted`` or one that does not decode. Its data is one line of
+    JSON, ``{"runId", "seq", "type", "stepKey", "message"}``: JSON escapes every line break, so
+    no text of a run (a handler's error message) can add fields or events to the stream."""
+    text = published.decode(errors="replace") if isinstance(published, bytes) else published
+    run_id, _, entry = text.partition("|")
     try:
-        await pubsub.subscribe(channel)
+        event = decode_event(run_id, entry)
+    except ValueError:
+        return None
+    if wanted is not None and event.run_id != wanted:
+        return None
+    data = {
+        "runId": str(event.run_id),
+        "seq": event.sequence,
+        "type": event.type.value,
+        "stepKey": event.step_key,
+        "message": event.message,
+    }
+    return f"event: run\ndata: {json.dumps(data)}\n\n"
+
+
+async def _event_stream(
+    pubsub: redis.asyncio.client.PubSub, connection: redis.asyncio.Redis, wanted: UUID | None
+) -> AsyncIterator[str]:
+    try:
         # The page was rendered before this subscription: tell it to refresh once, for what it missed.
-        yield "retry: 3000\nevent: ready\ndata: \n\n"
+        yield "retry: 3000\nevent: ready\ndata: {}\n\n"
         while True:
             message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=SSE_PING_SECONDS)
             if message is None:
                 yield ": ping\n\n"
                 continue
-            data = message["data"].decode() if isinstance(message["data"], bytes) else str(message["data"])
-            if run_id and not data.startswith(f"{run_id}|"):
-                continue
-            yield f"event: run\ndata: {data}\n\n"
+            event = sse_run_event(message["data"], wanted)
+            if event is not None:
+                yield event
+    except UNREACHABLE as error:
+        # Redis went away: end the stream; the page's reconnect gets the 503 and polls.
+        log.warning("web.ui.redis_unreachable", path="/events", error=repr(error))
     finally:
-        await pubsub.aclose()
-        await connection.aclose()
+        await _close(pubsub, connection)
+
+
+async def _close(pubsub: redis.asyncio.client.PubSub, connection: redis.asyncio.Redis) -> None:
+    await pubsub.aclose()
+    await connection.aclose()
 
 
 def step_status_class(status: StepStatus | RunStatus | None) -> str:

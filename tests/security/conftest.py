@@ -67,17 +67,20 @@ StartWeb = Callable[..., Web]
 
 @pytest.fixture
 def start_web(space: Space, tmp_path: Path) -> StartWeb:
-    """``start_web(flows, env=None, worker=True, health_headers=None)``: write ``flows`` (name →
-    flow-file body; a fresh ``id`` unless it has one) to a folder, start a ``flowjobs worker``
-    (unless ``worker=False``) and ``flowjobs web --port P`` with this space's settings plus
-    ``env``; returns once ``/flows/api/health`` answers (sent with ``health_headers``, for a Host
-    or auth the process requires)."""
+    """``start_web(flows, env=None, worker=True, health_headers=None, health_status=200,
+    output=None)``: write ``flows`` (name → flow-file body; a fresh ``id`` unless it has one) to a
+    folder, start a ``flowjobs worker`` (unless ``worker=False``) and ``flowjobs web --port P``
+    with this space's settings plus ``env`` (its stdout and stderr to the file ``output`` if
+    given); returns once ``/flows/api/health`` answers ``health_status`` (sent with
+    ``health_headers``, for a Host or auth the process requires)."""
 
     def start(
         flows: dict[str, dict[str, Any]],
         env: dict[str, str] | None = None,
         worker: bool = True,
         health_headers: dict[str, str] | None = None,
+        health_status: int = 200,
+        output: Path | None = None,
     ) -> Web:
         flows_dir = tmp_path / "flows"
         flows_dir.mkdir(exist_ok=True)
@@ -91,19 +94,24 @@ def start_web(space: Space, tmp_path: Path) -> StartWeb:
         if worker:
             space.start_worker("web")
         port = free_port()
+        log = output.open("ab") if output is not None else None
         process = subprocess.Popen(
             [sys.executable, "-m", "flowjobs", "web", "--host", "127.0.0.1", "--port", str(port)],
             env={**space.env(), **(env or {})},
             cwd=ROOT,
             stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
             start_new_session=True,
         )
+        if log is not None:
+            log.close()  # the process holds its own copy
         space.processes.append(process)
         base = f"http://127.0.0.1:{port}"
 
         def healthy() -> bool:
             assert process.poll() is None, f"flowjobs web exited with {process.returncode}"
-            return http_status(f"{base}/flows/api/health", health_headers) == 200
+            return http_status(f"{base}/flows/api/health", health_headers) == health_status
 
         wait_until(healthy, timeout=30, what="flowjobs web")
         return Web(base, client, space, process)

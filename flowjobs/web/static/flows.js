@@ -2,6 +2,10 @@
 // refreshes the elements marked `data-live` (re-fetching the page and swapping them with htmx)
 // when the server-sent event stream says a run changed, and polls every 5 s instead when the
 // stream is down. Everything else works without JavaScript.
+//
+// Each `run` event's data is one line of JSON, {"runId", "seq", "type", "stepKey", "message"}
+// (flowjobs/web/ui.py, sse_run_event); the page of a run (body data-run) reacts to that run's
+// events only, compared exactly, and ignores data that is not such an object.
 (function () {
   "use strict";
   const POLL_MS = 5000;
@@ -56,7 +60,20 @@
     if (pollTimer) { clearInterval(pollTimer); pollTimer = null; }
   }
 
+  // True for an event of the run this page follows (any run on pages that follow none).
+  function concernsThisPage(raw) {
+    let data;
+    try { data = JSON.parse(raw); } catch (error) { return false; }
+    if (data === null || typeof data !== "object" || typeof data.runId !== "string") { return false; }
+    const pageRun = document.body.dataset.run;
+    return !pageRun || data.runId === pageRun;
+  }
+
   function connect() {
+    // A page answering a form's POST (a refused action) shows its own address, so a reload or a
+    // refresh fetches the page, never the action again.
+    const own = document.body.dataset.url;
+    if (own) { window.history.replaceState(null, "", own); }
     const url = document.body.dataset.events;
     if (!url || !window.EventSource || !document.querySelector("[data-live]")) {
       setState("off", document.querySelector("[data-live]") ? "Polling" : "");
@@ -66,7 +83,10 @@
     const source = new EventSource(url);
     let failures = 0;
     source.addEventListener("ready", () => { failures = 0; stopPolling(); setState("live", "Live"); refresh(); });
-    source.addEventListener("run", () => { failures = 0; refresh(); });
+    source.addEventListener("run", (event) => {
+      failures = 0;
+      if (concernsThisPage(event.data)) { refresh(); }
+    });
     source.onerror = () => {
       failures += 1;
       // EventSource reconnects by itself; meanwhile (and for good after 3 failures) poll.
