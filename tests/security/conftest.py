@@ -67,17 +67,18 @@ StartWeb = Callable[..., Web]
 
 @pytest.fixture
 def start_web(space: Space, tmp_path: Path) -> StartWeb:
-    """``start_web(flows, env=None, worker=True, health_headers=None)``: write ``flows`` (name →
-    flow-file body; a fresh ``id`` unless it has one) to a folder, start a ``flowjobs worker``
-    (unless ``worker=False``) and ``flowjobs web --port P`` with this space's settings plus
-    ``env``; returns once ``/flows/api/health`` answers (sent with ``health_headers``, for a Host
-    or auth the process requires)."""
+    """``start_web(flows, env=None, worker=True, health_headers=None, wait_for=200)``: write
+    ``flows`` (name → flow-file body; a fresh ``id`` unless it has one) to a folder, start a
+    ``flowjobs worker`` (unless ``worker=False``) and ``flowjobs web --port P`` with this space's
+    settings plus ``env``; returns once ``/flows/api/health`` answers ``wait_for`` (sent with
+    ``health_headers``, for a Host or auth the process requires; 503 for a Redis that is down)."""
 
     def start(
         flows: dict[str, dict[str, Any]],
         env: dict[str, str] | None = None,
         worker: bool = True,
         health_headers: dict[str, str] | None = None,
+        wait_for: int = 200,
     ) -> Web:
         flows_dir = tmp_path / "flows"
         flows_dir.mkdir(exist_ok=True)
@@ -103,7 +104,7 @@ def start_web(space: Space, tmp_path: Path) -> StartWeb:
 
         def healthy() -> bool:
             assert process.poll() is None, f"flowjobs web exited with {process.returncode}"
-            return http_status(f"{base}/flows/api/health", health_headers) == 200
+            return http_status(f"{base}/flows/api/health", health_headers) == wait_for
 
         wait_until(healthy, timeout=30, what="flowjobs web")
         return Web(base, client, space, process)
