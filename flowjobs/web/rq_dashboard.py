@@ -1,5 +1,17 @@
 """rq-dashboard 0.9, mounted at ``/rq`` of the web process, reading the same Redis with RQ's JSON
-serializer (flowjobs' jobs are JSON; nobody has to remember ``--json``).
+serializer (flowjobs' jobs are JSON; nobody has to remember ``--json``), made safe to open on jobs
+whose data anyone wrote (a webhook sender's payload reaches step outputs, errors and meta).
+
+- Every value renders as text: rq-dashboard's browser templates print job data with underscore's
+  unescaped ``<%= %>`` into ``innerHTML``; its templates are served here rewritten
+  (``EscapingLoader``) so that every ``<%=`` is the escaping ``<%-``.
+- Every response carries a Content-Security-Policy (``content_security_policy``): scripts only
+  from this origin plus the page's one inline script (a per-response nonce), no framing.
+- State changes only by POST: every route that accepts POST (requeue, requeue all, delete, empty,
+  compact) answers GET and the rest with 405, so a link or an ``<img>`` changes nothing.
+- A job RQ no longer holds answers 404 with a link to the flows UI's ``/flows/jobs/<id>`` (which
+  finds its run for as long as the run is kept); unreachable Redis 503; anything else 500 with an
+  error id that is also logged.
 
 rq-dashboard 0.9's two requeue routes (``/job/<id>/requeue`` and ``/requeue/<queue>``) call RQ's
 ``requeue_job`` without the serializer: RQ then re-saves the job's meta with pickle and the job
@@ -13,17 +25,116 @@ chains) answers 500. It is replaced here too.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import re
+import secrets
+import uuid
+from collections.abc import Callable
+from functools import wraps
 from typing import Any
+from urllib.parse import quote
 
-from flask import Flask, current_app, jsonify
+import structlog
+from flask import Flask, Response, abort, current_app, g, jsonify, request
+from jinja2 import BaseLoader, Environment
+from markupsafe import Markup
 from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from rq.serializers import JSONSerializer
+from werkzeug.exceptions import HTTPException
 
 from flowjobs.settings import Settings
+from flowjobs.urls import RQ_PREFIX, UI_PREFIX
+
+log = structlog.get_logger("flowjobs.web")
+
+#: Edits of rq-dashboard 0.9's templates beyond ``<%=`` → ``<%-`` (template, text, replacement).
+#: Each must apply: ``EscapingLoader`` refuses a template where one no longer matches (a new
+#: rq-dashboard), rather than serving it unreviewed.
+TEMPLATE_EDITS: tuple[tuple[str, str, str], ...] = (
+    # Already escaped by jQuery for ``<%=``; with ``<%-`` it would be escaped twice (shown as
+    # ``&lt;``), so the plain value is printed, escaped once.
+    ("rq_dashboard/jobs.html", "<%= $('<div/>').text(d.description).html() %>", "<%- d.description %>"),
+    ("rq_dashboard/jobs.html", "<%= $('<div/>').text(d.exc_info).html() %>", "<%- d.exc_info %>"),
+    # The queue name comes from the URL; this template is JavaScript, which Jinja does not
+    # autoescape: a quote in the name would end the string literal.
+    ("rq_dashboard/scripts/jobs.js", "'{{ queue.name }}'", "{{ queue.name|tojson }}"),
+    # The page's one inline script (configuration and the page's code) runs under the CSP nonce.
+    (
+        "rq_dashboard/base.html",
+        '<script type="text/javascript">\n',
+        '<script type="text/javascript" nonce="{{ csp_nonce }}">\n',
+    ),
+)
+
+_STYLE_ATTRIBUTE = re.compile(r'\sstyle="([^"]*)"')
+
+
+def rewrite_template(name: str, source: str) -> str:
+    """rq-dashboard's template ``name`` with ``TEMPLATE_EDITS`` applied and every underscore
+    ``<%=`` (prints unescaped) turned into ``<%-`` (prints HTML-escaped)."""
+    for template, text, replacement in TEMPLATE_EDITS:
+        if template == name:
+            if text not in source:
+                raise RuntimeError(f"rq-dashboard's {name} changed: review flowjobs.web.rq_dashboard")
+            source = source.replace(text, replacement)
+    return source.replace("<%=", "<%-")
+
+
+class EscapingLoader(BaseLoader):
+    """The Flask app's template loader with rq-dashboard's templates through ``rewrite_template``."""
+
+    def __init__(self, inner: BaseLoader) -> None:
+        self.inner = inner
+
+    def get_source(self, environment: Environment, template: str) -> tuple[str, str | None, Any]:
+        source, filename, uptodate = self.inner.get_source(environment, template)
+        if template.startswith("rq_dashboard/"):
+            source = rewrite_template(template, source)
+        return source, filename, uptodate
+
+    def list_templates(self) -> list[str]:
+        return self.inner.list_templates()
+
+
+def content_security_policy(app: Flask) -> str:
+    """The CSP of every ``/rq`` response, ``{nonce}`` to fill per response.
+
+    rq-dashboard's pages need: its files from this origin; one inline script per page (allowed by
+    the nonce); ``'unsafe-eval'``, because underscore's ``_.template`` compiles the pages' row
+    templates with ``new Function`` (those templates are this app's own, and print escaped);
+    the ``style`` attributes of its templates (allowed one by one by hash, ``'unsafe-hashes'``);
+    bootstrap's SVG icons as ``data:`` images; its JSON from this origin. Nothing else."""
+    loader = app.jinja_env.loader
+    assert loader is not None
+    styles = {
+        value
+        for name in loader.list_templates()
+        if name.startswith("rq_dashboard/")
+        for value in _STYLE_ATTRIBUTE.findall(loader.get_source(app.jinja_env, name)[0])
+    }
+    hashes = " ".join(
+        sorted(f"'sha256-{base64.b64encode(hashlib.sha256(v.encode()).digest()).decode()}'" for v in styles)
+    )
+    return (
+        "default-src 'none'; script-src 'self' 'nonce-{nonce}' 'unsafe-eval'; "
+        f"style-src 'self' 'unsafe-hashes' {hashes}; img-src 'self' data:; connect-src 'self'; "
+        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
+
+
+def _nonce() -> str:
+    """This response's CSP nonce (made on first use)."""
+    if "csp_nonce" not in g:
+        g.csp_nonce = secrets.token_urlsafe(18)
+    nonce: str = g.csp_nonce
+    return nonce
 
 
 def _redis() -> Redis:
@@ -48,7 +159,7 @@ def requeue_job_view(job_id: str) -> Any:
 
 
 def requeue_all(queue_name: str) -> Any:
-    """``/requeue/<queue>``: requeue every failed job of a queue, with the JSON serializer."""
+    """``POST /requeue/<queue>``: requeue every failed job of a queue, with the JSON serializer."""
     failed = Queue(queue_name, connection=_redis(), serializer=JSONSerializer).failed_job_registry
     job_ids = failed.get_job_ids(cleanup=False)
     count = sum(_requeue(job_id) for job_id in job_ids)
@@ -86,10 +197,80 @@ def job_info(instance_number: int, job_id: str) -> dict[str, Any]:
     return info
 
 
+def _checking_redis(view: Callable[..., Any]) -> Callable[..., Any]:
+    """``view`` after a ping: rq-dashboard's queues page answers an unreachable Redis itself, with
+    a 200 "Connection Error" page; the ping lets it be the 503 every other page answers."""
+
+    @wraps(view)
+    def checked(**kwargs: Any) -> Any:
+        _redis().ping()
+        return view(**kwargs)
+
+    return checked
+
+
+def _refuse_what_is_not_allowed() -> None:
+    """Before any view: a route that changes state (every route that takes POST does) takes
+    nothing but POST, so no link, image or redirect changes anything (405); an rq-dashboard
+    instance number beyond the configured Redis URLs is a 404 (rq-dashboard raises on it)."""
+    rule = request.url_rule
+    if rule is not None and "POST" in (rule.methods or ()) and request.method != "POST":
+        abort(405, valid_methods=["POST"])
+    instance = (request.view_args or {}).get("instance_number")
+    if instance is not None and instance >= len(current_app.config["RQ_DASHBOARD_REDIS_URL"]):
+        abort(404)
+
+
+def _secure_headers(response: Response) -> Response:
+    """After every response: its CSP, no framing, no type sniffing."""
+    response.headers["Content-Security-Policy"] = current_app.config["FLOWJOBS_CSP"].format(nonce=_nonce())
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+def _flows_job_path(job_id: str) -> str:
+    """The flows UI's page of a job id (which leads to its run), from this mount's own path."""
+    base = request.script_root.removesuffix(RQ_PREFIX)
+    return f"{base}{UI_PREFIX}/jobs/{quote(job_id, safe='')}"
+
+
+def _error_answer(status: int, title: str, detail: str, link: str | None = None) -> Response:
+    """An error as rq-dashboard's caller reads it: JSON for its ``.json`` routes, a page else."""
+    if request.path.endswith(".json"):
+        response = jsonify(status="ERROR", error=title, detail=detail, **({"link": link} if link else {}))
+    else:
+        body = Markup("<!DOCTYPE html><title>{0}</title><h1>{0}</h1><p>{1}</p>").format(title, detail)
+        if link:
+            body += Markup('<p><a href="{0}">{0}</a></p>').format(link)
+        response = Response(body, mimetype="text/html")
+    response.status_code = status
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _on_error(error: Exception) -> Response | HTTPException:
+    """Every error of a view as a deliberate answer, never a traceback: a job RQ no longer holds
+    404 (with a link to the run it belonged to), Redis unreachable 503, anything else 500 with an
+    error id, logged with it."""
+    if isinstance(error, HTTPException):
+        return error
+    if isinstance(error, NoSuchJobError):
+        job_id = str((request.view_args or {}).get("job_id", ""))
+        detail = f"RQ no longer holds job {job_id}. Its run keeps what it did:"
+        return _error_answer(404, "No such job", detail, _flows_job_path(job_id))
+    if isinstance(error, RedisConnectionError | RedisTimeoutError):
+        log.warning("web.redis_unavailable", path=request.path, error=repr(error))
+        return _error_answer(503, "Redis is unreachable", "Try again when Redis is back.")
+    error_id = uuid.uuid4().hex
+    log.error("web.rq_dashboard_error", error_id=error_id, path=request.path, exc_info=error)
+    return _error_answer(500, "Internal error", f"Error id {error_id} (in the web process's log).")
+
+
 def create_rq_dashboard(settings: Settings) -> Flask:
-    """rq-dashboard's Flask app for ``settings.redis_url``, with the JSON serializer and the requeue
-    routes replaced; its URLs are built from the mount point (WSGI ``SCRIPT_NAME``), so it is
-    created without a prefix of its own."""
+    """rq-dashboard's Flask app for ``settings.redis_url``, with the JSON serializer, the requeue
+    routes replaced and the safety measures of this module; its URLs are built from the mount
+    point (WSGI ``SCRIPT_NAME``), so it is created without a prefix of its own."""
     from rq_dashboard import web
     from rq_dashboard.cli import make_flask_app
 
@@ -104,4 +285,16 @@ def create_rq_dashboard(settings: Settings) -> Flask:
     app.view_functions["rq_dashboard.requeue_job_view"] = requeue_job_view
     app.view_functions["rq_dashboard.requeue_all"] = requeue_all
     app.view_functions["rq_dashboard.job_info"] = web.jsonify(job_info)
+    overview = "rq_dashboard.queues_overview"
+    app.view_functions[overview] = _checking_redis(app.view_functions[overview])
+
+    inner = app.jinja_env.loader
+    assert inner is not None
+    app.jinja_env.loader = EscapingLoader(inner)
+    # Computed now, so a template edit that no longer applies stops the process at start.
+    app.config["FLOWJOBS_CSP"] = content_security_policy(app)
+    app.context_processor(lambda: {"csp_nonce": _nonce()})
+    app.before_request(_refuse_what_is_not_allowed)
+    app.after_request(_secure_headers)
+    app.register_error_handler(Exception, _on_error)
     return app
