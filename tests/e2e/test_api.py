@@ -167,7 +167,7 @@ def test_flow_routes_and_trigger_errors(space: Space, api: Any) -> None:
     assert http.post(f"{API}/flows/shop/trigger", json={"runTimeoutSeconds": -1}).status_code == 422
     large = http.post(f"{API}/flows/shop/trigger", json={"blob": "x" * 5000})
     assert large.status_code == 413 and large.json()["error"] == "DataTooLarge"
-    huge = http.post(f"{API}/flows/shop/trigger", content=b"[" + b"0," * 10_000 + b"0]")
+    huge = http.post(f"{API}/flows/shop/trigger", content=b"[" + b"0," * 10_000 + b"0]", headers=JSON_TYPE)
     assert huge.status_code == 413
     deep: Any = 1
     for _ in range(20):
