@@ -3,6 +3,7 @@ the real uvicorn server) with a worker, for this test's corner of Redis and flow
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import sys
@@ -67,17 +68,18 @@ StartWeb = Callable[..., Web]
 
 @pytest.fixture
 def start_web(space: Space, tmp_path: Path) -> StartWeb:
-    """``start_web(flows, env=None, worker=True, health_headers=None)``: write ``flows`` (name →
-    flow-file body; a fresh ``id`` unless it has one) to a folder, start a ``flowjobs worker``
-    (unless ``worker=False``) and ``flowjobs web --port P`` with this space's settings plus
-    ``env``; returns once ``/flows/api/health`` answers (sent with ``health_headers``, for a Host
-    or auth the process requires)."""
+    """``start_web(flows, env=None, worker=True, health_headers=None, log_file=None)``: write
+    ``flows`` (name → flow-file body; a fresh ``id`` unless it has one) to a folder, start a
+    ``flowjobs worker`` (unless ``worker=False``) and ``flowjobs web --port P`` with this space's
+    settings plus ``env``; returns once ``/flows/api/health`` answers (sent with ``health_headers``,
+    for a Host or auth the process requires). ``log_file`` receives the web process's log (stderr)."""
 
     def start(
         flows: dict[str, dict[str, Any]],
         env: dict[str, str] | None = None,
         worker: bool = True,
         health_headers: dict[str, str] | None = None,
+        log_file: Path | None = None,
     ) -> Web:
         flows_dir = tmp_path / "flows"
         flows_dir.mkdir(exist_ok=True)
@@ -91,13 +93,16 @@ def start_web(space: Space, tmp_path: Path) -> StartWeb:
         if worker:
             space.start_worker("web")
         port = free_port()
-        process = subprocess.Popen(
-            [sys.executable, "-m", "flowjobs", "web", "--host", "127.0.0.1", "--port", str(port)],
-            env={**space.env(), **(env or {})},
-            cwd=ROOT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        with contextlib.ExitStack() as files:
+            stderr = files.enter_context(log_file.open("ab")) if log_file is not None else None
+            process = subprocess.Popen(
+                [sys.executable, "-m", "flowjobs", "web", "--host", "127.0.0.1", "--port", str(port)],
+                env={**space.env(), **(env or {})},
+                cwd=ROOT,
+                stdin=subprocess.DEVNULL,
+                stderr=stderr,
+                start_new_session=True,
+            )
         space.processes.append(process)
         base = f"http://127.0.0.1:{port}"
 
