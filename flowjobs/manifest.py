@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import unicodedata
 from enum import StrEnum
 from typing import Annotated, Any
 from uuid import UUID
@@ -230,6 +231,26 @@ def _graph(steps: dict[str, StepMetadata]) -> dict[str, dict[str, frozenset[Step
         key: {dep: frozenset(cond.statuses) for dep, cond in step.run_after.items()}
         for key, step in steps.items()
     }
+
+
+#: What a step key may hold besides Unicode letters, combining marks and digits. ``.`` is not one:
+#: it separates the parts of a ForEach child's runtime key (``<loop>.<index>.<child>``); quotes,
+#: spaces, controls and ``:`` are not either, as keys travel into Redis key names, job ids, URLs
+#: and headers.
+STEP_KEY_PUNCTUATION = "_-"
+
+
+def step_key_problem(key: str) -> str | None:
+    """Why ``key`` cannot name a step (None when it can): it must be non-empty and hold only
+    Unicode letters, marks and digits, ``_`` and ``-``."""
+    if not key:
+        return "the step key is empty"
+    bad = [c for c in key if c not in STEP_KEY_PUNCTUATION and unicodedata.category(c)[0] not in "LMN"]
+    if not bad:
+        return None
+    found = ", ".join(repr(c) for c in dict.fromkeys(bad))
+    why = "; '.' separates the parts of ForEach children's keys <loop>.<index>.<child>" if "." in bad else ""
+    return f"a step key holds only letters, digits, '_' and '-' (found {found}{why})"
 
 
 def child_key(loop_key: str, index: int, child: str) -> str:

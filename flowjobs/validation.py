@@ -9,7 +9,14 @@ from flowjobs.clock import utcnow
 from flowjobs.errors import InvalidCron
 from flowjobs.expressions import expression_problems, is_expression, referenced_steps
 from flowjobs.limits import RunSeconds, number_problem
-from flowjobs.manifest import FOR_EACH, WAIT_FOR_SIGNAL, FlowDefinition, StepMetadata, TriggerType
+from flowjobs.manifest import (
+    FOR_EACH,
+    WAIT_FOR_SIGNAL,
+    FlowDefinition,
+    StepMetadata,
+    TriggerType,
+    step_key_problem,
+)
 from flowjobs.schedules.cron import check_cron, known_zone
 from flowjobs.webhooks.auth import webhook_auth_problems
 
@@ -54,10 +61,8 @@ def _step_problems(
     nested: bool,
 ) -> list[str]:
     problems: list[str] = []
-    if not key.strip():
-        problems.append("the step key is empty")
-    if "." in key:
-        problems.append("a step key must not contain '.' (ForEach children are keyed <loop>.<index>.<child>)")
+    if (key_problem := step_key_problem(key)) is not None:
+        problems.append(key_problem)
     if not step.type.strip():
         problems.append("type is empty")
     for dep in step.run_after:

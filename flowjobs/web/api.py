@@ -8,25 +8,37 @@ errors are flowjobs' typed errors, mapped to statuses once, in ``install_error_h
 Links to rq-dashboard travel in headers, not in the records: every response carries
 ``X-Job-Url-Template`` (``<rq-dashboard>/view/job/{jobId}``), and a single run's response has a
 ``Link`` per job of it (``rel="job"``) and to its page in the flows UI (``rel="run"``).
+
+Every error answer is JSON ``{detail, error}`` (plus ``errorId`` on a 500, the id of its log
+record), and every status a route can answer is in its OpenAPI ``responses``. A request body must
+be declared JSON (415 otherwise), and run ids are parsed as UUIDs before anything reads Redis.
 """
 
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Mapping
 from datetime import UTC, datetime, time
 from enum import StrEnum
+from http import HTTPStatus
 from typing import Annotated, Any
-from urllib.parse import urlencode
-from uuid import UUID
+from urllib.parse import quote, urlencode
+from uuid import UUID, uuid4
 
 import structlog
-from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue, Worker
+from starlette.exceptions import HTTPException
 
 from flowjobs.client import FlowClient
 from flowjobs.errors import (
@@ -82,6 +94,11 @@ ERROR_STATUS: dict[type[FlowjobsError], int] = {
 }
 #: Any other typed error is bad input (invalid trigger data, signal payload, cron expression…).
 BAD_INPUT_STATUS = 422
+#: Redis errors that mean Redis cannot be reached (503); any other (WRONGTYPE, a script error) is a
+#: fault of flowjobs or of the data (500 with an error id).
+REDIS_UNREACHABLE = (RedisConnectionError, RedisTimeoutError)
+#: Methods whose requests carry no body flowjobs reads (no Content-Type rule for them).
+BODYLESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 _JSON_BODY: dict[str, Any] = {
     "requestBody": {
@@ -91,18 +108,99 @@ _JSON_BODY: dict[str, Any] = {
 }
 
 
+class ApiModel(BaseModel):
+    """Result shapes of the action routes: camelCase in JSON, like the records."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+
+class Unauthorized(ApiModel):
+    """The answer of a request without valid credentials."""
+
+    detail: str
+
+
+class ApiError(ApiModel):
+    """Every error answer: what went wrong, its kind (a flowjobs error class such as ``RunNotFound``,
+    or ``InvalidJson``, ``UnsupportedMediaType``, ``ValidationError``, ``RedisUnavailable``,
+    ``InternalError``…) and, on a 500, the id of the log record with its traceback."""
+
+    detail: str
+    error: str
+    error_id: str | None = None
+
+
+#: What each error status of the API means (OpenAPI ``responses``).
+ERROR_MEANING = {
+    400: "The body is not JSON, or holds a number too large to read",
+    401: "No valid credentials (when FLOWJOBS_WEB_TOKEN or FLOWJOBS_WEB_USER is set)",
+    404: "No such flow, trigger, run (a run id that is not a UUID included), step, schedule or signal",
+    409: "The flow's or the run's state does not allow it",
+    413: "The body or its data is over FLOWJOBS_MAX_DATA_BYTES or FLOWJOBS_MAX_DATA_DEPTH",
+    415: "A body whose Content-Type is not application/json (or application/*+json)",
+    422: "Invalid parameters or data",
+    500: "Internal error: errorId names the log record with the traceback",
+    503: "Redis cannot be reached",
+}
+
+
+def _answers(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries for these error statuses."""
+    return {
+        status: {"model": Unauthorized if status == 401 else ApiError, "description": ERROR_MEANING[status]}
+        for status in statuses
+    }
+
+
+#: The errors of a route that changes state: unknown target, state conflict, a body not declared
+#: JSON, bad input.
+_ACTION = (404, 409, 415, 422)
+
+
 async def _job_url_template(response: Response, settings: AppSettings) -> None:
     """Every API response says where a job's rq-dashboard page is."""
     response.headers[JOB_URL_TEMPLATE_HEADER] = settings.job_url("{jobId}")
 
 
-router = APIRouter(dependencies=[Depends(_job_url_template)])
+def _is_json_media(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
 
 
-class ApiModel(BaseModel):
-    """Result shapes of the action routes: camelCase in JSON, like the records."""
+async def _json_bodies_only(request: Request) -> None:
+    """415 for a request body not declared JSON: a cross-site page can send ``text/plain`` or a form
+    without a CORS preflight, never ``application/json``. A request without a body (``curl -X
+    POST``) needs no Content-Type."""
+    if request.method in BODYLESS_METHODS:
+        return
+    length = request.headers.get("content-length")
+    has_body = "transfer-encoding" in request.headers or (length is not None and length.strip("0 ") != "")
+    content_type = request.headers.get("content-type", "")
+    if has_body and not _is_json_media(content_type):
+        raise _Refused(415, "UnsupportedMediaType", f"a body must be application/json, not {content_type!r}")
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+router = APIRouter(
+    dependencies=[Depends(_job_url_template), Depends(_json_bodies_only)], responses=_answers(401, 500, 503)
+)
+
+#: How much of a refused run id an answer repeats.
+SHOWN_ID_CHARS = 64
+
+
+async def _parsed_run_id(
+    run_id: Annotated[str, Path(description="A run id (a UUID).", json_schema_extra={"format": "uuid"})],
+) -> UUID:
+    """The path's run id as a UUID; 404 for anything else, before any Redis call (a run id is
+    part of Redis key names: ``<id>:step:x`` would address a step's hash)."""
+    try:
+        return UUID(run_id)
+    except ValueError:
+        raise RunNotFound(f"no run with id {run_id[:SHOWN_ID_CHARS]!r} (not a UUID)") from None
+
+
+RunId = Annotated[UUID, Depends(_parsed_run_id)]
+"""Route parameter type of a path's ``{run_id}``: a UUID, 404 ``RunNotFound`` otherwise."""
 
 
 class FlowView(ApiModel):
@@ -230,21 +328,39 @@ def _utc(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=UTC)
 
 
-def _require_run(client: FlowClient, run_id: str) -> FlowRunRecord:
-    run = client.get_run(run_id)
+def _require_run(client: FlowClient, run_id: UUID) -> FlowRunRecord:
+    run = client.get_run(str(run_id))
     if run is None:
         raise RunNotFound(f"no run with id {run_id}")
     return run
 
 
+#: Characters a link target keeps as they are: RFC 3986's reserved ones and ``%`` (the target is a
+#: URL already); anything else (spaces, quotes, ``<>``, controls, non-ASCII) is percent-encoded.
+_URI_KEEP = "!#$%&'()*+,/:;=?@[]~"
+#: A title sent as a quoted-string: printable ASCII without ``"`` and ``\``; any other goes as
+#: RFC 8187's ``title*=UTF-8''…``.
+_QUOTABLE_TITLE = re.compile(r"[ !#-\[\]-~]*")
+
+
+def _link(target: str, rel: str, title: str | None = None) -> str:
+    """One RFC 8288 link-value, whatever characters the target and title hold."""
+    value = f'<{quote(target, safe=_URI_KEEP)}>; rel="{rel}"'
+    if title is None:
+        return value
+    if _QUOTABLE_TITLE.fullmatch(title):
+        return f'{value}; title="{title}"'
+    return f"{value}; title*=UTF-8''{quote(title, safe='')}"
+
+
 def _link_run(response: Response, settings: Settings, run: FlowRunRecord) -> None:
     """``Link`` headers: the run's page in the flows UI and the rq-dashboard page of each of its jobs."""
-    links = [f'<{run_ui_path(run.id)}>; rel="run"']
+    links = [_link(run_ui_path(run.id), "run")]
     if run.background_job_id:
-        links.append(f'<{settings.job_url(run.background_job_id)}>; rel="job"; title="trigger"')
+        links.append(_link(settings.job_url(run.background_job_id), "job", "trigger"))
     for step in run.steps or []:
         if step.job_id:
-            links.append(f'<{settings.job_url(step.job_id)}>; rel="job"; title="step {step.step_key}"')
+            links.append(_link(settings.job_url(step.job_id), "job", f"step {step.step_key}"))
     response.headers["Link"] = ", ".join(links)
 
 
@@ -263,8 +379,8 @@ async def _json_body(request: Request, settings: Settings) -> Any:
         return None
     try:
         return json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise _BadJson(f"request body is not JSON: {error}") from error
+    except ValueError as error:  # not JSON, not UTF-8, or an integer over Python's 4,300 digits
+        raise _Refused(400, "InvalidJson", f"request body is not JSON: {error}") from error
     except RecursionError as error:  # the parser recurses once per nesting level
         depth = settings.max_data_depth
         raise DataTooLarge(
@@ -272,8 +388,14 @@ async def _json_body(request: Request, settings: Settings) -> Any:
         ) from error
 
 
-class _BadJson(Exception):
-    """An unparsable request body (400, as the reference's ``Invalid JSON payload``)."""
+class _Refused(Exception):
+    """A request the API refuses before acting: an unparsable body (400 ``InvalidJson``, as the
+    reference's ``Invalid JSON payload``), a body not declared JSON (415)."""
+
+    def __init__(self, status: int, error: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.error = error
 
 
 def _flow_view(client: FlowClient, definition: FlowDefinition) -> FlowView:
@@ -295,19 +417,19 @@ def list_flows(client: Client) -> list[FlowView]:
     return [_flow_view(client, definition) for definition in client.flows.all()]
 
 
-@router.get("/flows/{flow}", tags=["flows"])
+@router.get("/flows/{flow}", tags=["flows"], responses=_answers(404, 422))
 def get_flow(flow: str, client: Client) -> FlowView:
     """One flow, by id or name."""
     return _flow_view(client, client.flows.get(flow))
 
 
-@router.post("/flows/{flow}/enable", tags=["flows"])
+@router.post("/flows/{flow}/enable", tags=["flows"], responses=_answers(404, 415))
 def enable_flow(flow: str, client: Client) -> FlowView:
     """Enable a flow: it can be triggered and its Cron schedules fire (persisted)."""
     return _flow_view(client, client.set_flow_enabled(flow, True))
 
 
-@router.post("/flows/{flow}/disable", tags=["flows"])
+@router.post("/flows/{flow}/disable", tags=["flows"], responses=_answers(404, 415))
 def disable_flow(flow: str, client: Client) -> FlowView:
     """Disable a flow: every trigger is refused (409) and its Cron schedules do not fire."""
     return _flow_view(client, client.set_flow_enabled(flow, False))
@@ -317,7 +439,10 @@ def disable_flow(flow: str, client: Client) -> FlowView:
     "/flows/{flow}/trigger",
     tags=["flows"],
     status_code=202,
-    responses={200: {"model": TriggerResult, "description": "An earlier run had that idempotency key"}},
+    responses={
+        200: {"model": TriggerResult, "description": "An earlier run had that idempotency key"},
+        **_answers(400, 404, 409, 413, 415, 422),
+    },
     openapi_extra=_JSON_BODY,
 )
 async def trigger_flow(
@@ -350,7 +475,7 @@ async def trigger_flow(
 # -- runs --------------------------------------------------------------------------------------
 
 
-@router.get("/runs", tags=["runs"])
+@router.get("/runs", tags=["runs"], responses=_answers(404, 422))
 def list_runs(
     request: Request,
     response: Response,
@@ -359,7 +484,7 @@ def list_runs(
     status: RunStatus | None = None,
     since: Annotated[datetime | None, Query(description="Runs started at or after (UTC if naive).")] = None,
     until: Annotated[datetime | None, Query(description="Runs started before (UTC if naive).")] = None,
-    before: Annotated[str | None, Query(description="Cursor: runs older than this run id.")] = None,
+    before: Annotated[UUID | None, Query(description="Cursor: runs older than this run id.")] = None,
     skip: Annotated[int, Query(ge=0, le=MAX_SKIP, description="Offset paging (cursors are cheaper).")] = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
 ) -> list[FlowRunRecord]:
@@ -371,7 +496,7 @@ def list_runs(
         flow_id = _as_uuid(flow) or client.flows.get(flow).id
     until_at, since_at = _utc(until), _utc(since)
     # `until` and a cursor are both upper bounds: a cursor run id pages inside [since, until).
-    upper: str | datetime | None = before if before is not None else until_at
+    upper: UUID | datetime | None = before if before is not None else until_at
     runs = client.list_runs(
         flow_id=flow_id, status=status, limit=limit, before=upper, since=since_at, skip=skip
     )
@@ -395,7 +520,7 @@ def _as_uuid(text: str) -> UUID | None:
         return None
 
 
-@router.get("/runs/active", tags=["runs"])
+@router.get("/runs/active", tags=["runs"], responses=_answers(422))
 def active_runs(client: Client, limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100) -> list[FlowRunRecord]:
     """Pending and Running runs, newest first."""
     runs = client.list_runs(status=RunStatus.Running, limit=limit)
@@ -434,35 +559,35 @@ def run_stats(client: Client) -> RunStats:
     )
 
 
-@router.get("/runs/{run_id}", tags=["runs"])
-def get_run(run_id: str, response: Response, client: Client, settings: AppSettings) -> FlowRunRecord:
+@router.get("/runs/{run_id}", tags=["runs"], responses=_answers(404, 422))
+def get_run(run_id: RunId, response: Response, client: Client, settings: AppSettings) -> FlowRunRecord:
     """The run with its steps and every attempt of each."""
-    run = client.get_run_detail(run_id)
+    run = client.get_run_detail(str(run_id))
     if run is None:
         raise RunNotFound(f"no run with id {run_id}")
     _link_run(response, settings, run)
     return run
 
 
-@router.get("/runs/{run_id}/steps", tags=["runs"])
-def run_steps(run_id: str, client: Client) -> list[FlowStepRecord]:
+@router.get("/runs/{run_id}/steps", tags=["runs"], responses=_answers(404, 422))
+def run_steps(run_id: RunId, client: Client) -> list[FlowStepRecord]:
     """The run's steps (with their attempts), in the order they started."""
-    run = client.get_run_detail(run_id)
+    run = client.get_run_detail(str(run_id))
     if run is None:
         raise RunNotFound(f"no run with id {run_id}")
     return run.steps or []
 
 
-@router.get("/runs/{run_id}/events", tags=["runs"])
+@router.get("/runs/{run_id}/events", tags=["runs"], responses=_answers(404, 422))
 def run_events(
-    run_id: str,
+    run_id: RunId,
     client: Client,
     skip: Annotated[int, Query(ge=0)] = 0,
     take: Annotated[int, Query(ge=1, le=10_000)] = 200,
 ) -> list[RunEvent]:
     """The run's event history, oldest first (its last ``FLOWJOBS_MAX_RUN_EVENTS`` events)."""
     _require_run(client, run_id)
-    return client.store.events(run_id)[skip : skip + take]
+    return client.store.events(str(run_id))[skip : skip + take]
 
 
 class CancelRequest(ApiModel):
@@ -471,11 +596,11 @@ class CancelRequest(ApiModel):
     reason: str | None = None
 
 
-@router.post("/runs/{run_id}/cancel", tags=["control"])
-def cancel_run(run_id: str, client: Client, body: CancelRequest | None = None) -> CancelResult:
+@router.post("/runs/{run_id}/cancel", tags=["control"], responses=_answers(400, *_ACTION))
+def cancel_run(run_id: RunId, client: Client, body: CancelRequest | None = None) -> CancelResult:
     """Cancel an active run (409 for a finished one): queued and parked steps are skipped, running
     ones finish, then it closes as Cancelled."""
-    run = client.cancel(run_id, body.reason if body else None)
+    run = client.cancel(str(run_id), body.reason if body else None)
     closed = run.status is RunStatus.Cancelled
     return CancelResult(
         success=True,
@@ -486,64 +611,71 @@ def cancel_run(run_id: str, client: Client, body: CancelRequest | None = None) -
     )
 
 
-@router.post("/runs/{run_id}/rerun", tags=["control"], status_code=202)
-def rerun(run_id: str, client: Client) -> RerunResult:
+@router.post("/runs/{run_id}/rerun", tags=["control"], status_code=202, responses=_answers(413, *_ACTION))
+def rerun(run_id: RunId, client: Client) -> RerunResult:
     """A new run of the same flow with the run's data and headers (``sourceRunId`` set)."""
-    handle = client.rerun(run_id)
+    handle = client.rerun(str(run_id))
     return RerunResult(
         run_id=handle.run_id,
-        source_run_id=UUID(run_id),
+        source_run_id=run_id,
         background_job_id=handle.background_job_id,
         message=f"re-run of {run_id} triggered",
     )
 
 
-@router.get("/runs/{run_id}/lineage", tags=["runs"])
-def lineage(run_id: str, client: Client) -> RunLineage:
+@router.get("/runs/{run_id}/lineage", tags=["runs"], responses=_answers(404, 422))
+def lineage(run_id: RunId, client: Client) -> RunLineage:
     """The runs this run was re-run from (nearest first) and the runs re-run from it."""
-    return client.lineage(run_id)
+    return client.lineage(str(run_id))
 
 
-@router.post("/runs/{run_id}/steps/{step_key}/retry", tags=["control"], status_code=202)
+@router.post(
+    "/runs/{run_id}/steps/{step_key}/retry", tags=["control"], status_code=202, responses=_answers(*_ACTION)
+)
 def retry_step(
-    run_id: str,
+    run_id: RunId,
     step_key: str,
     client: Client,
     clear_cancel: Annotated[bool, Query(alias="clearCancel")] = False,
 ) -> RetryResult:
     """Queue a new attempt of a Failed step (409 if it is not Failed, or the run's cancel was
     requested and ``clearCancel`` is not set)."""
-    client.retry_step(run_id, step_key, clear_cancel=clear_cancel)
-    fields = client.store.step_fields(run_id, step_key)
+    client.retry_step(str(run_id), step_key, clear_cancel=clear_cancel)
+    fields = client.store.step_fields(str(run_id), step_key)
     attempt = int(fields.get("attempt", "0"))
     return RetryResult(
         success=True,
         message=f"attempt {attempt} of step {step_key} queued",
-        run_id=UUID(run_id),
+        run_id=run_id,
         step_key=step_key,
         attempt=attempt,
         job_id=fields.get("job_id"),
     )
 
 
-@router.post("/runs/{run_id}/signals/{signal_name}", tags=["control"], openapi_extra=_JSON_BODY)
+@router.post(
+    "/runs/{run_id}/signals/{signal_name}",
+    tags=["control"],
+    openapi_extra=_JSON_BODY,
+    responses=_answers(400, 413, *_ACTION),
+)
 async def signal(
-    run_id: str, signal_name: str, request: Request, client: Client, settings: AppSettings
+    run_id: RunId, signal_name: str, request: Request, client: Client, settings: AppSettings
 ) -> SignalResult:
     """Deliver a signal (the JSON body is its payload and the step's output): 404 if no step of the
     run waits for it, 409 if it was delivered before."""
     payload = await _json_body(request, settings)
-    delivery = await run_in_threadpool(client.signal, run_id, signal_name, payload)
+    delivery = await run_in_threadpool(client.signal, str(run_id), signal_name, payload)
     return SignalResult(
         delivered=True,
-        run_id=UUID(run_id),
+        run_id=run_id,
         signal=signal_name,
         delivery=delivery,
         delivered_at=datetime.now(UTC),
     )
 
 
-@router.get("/jobs/{job_id}/run", tags=["runs"])
+@router.get("/jobs/{job_id}/run", tags=["runs"], responses=_answers(404, 422))
 def run_of_job(job_id: str, response: Response, client: Client, settings: AppSettings) -> FlowRunRecord:
     """The run an RQ job (trigger or step attempt) belongs to, for as long as the run is kept."""
     run = client.find_run_by_job(job_id)
@@ -567,7 +699,9 @@ def list_schedules(client: Client) -> list[dict[str, Any]]:
     return _summaries(client, client.list_schedules())
 
 
-@router.post("/schedules/{schedule_id}/trigger", tags=["schedules"], status_code=202)
+@router.post(
+    "/schedules/{schedule_id}/trigger", tags=["schedules"], status_code=202, responses=_answers(*_ACTION)
+)
 def trigger_schedule(schedule_id: str, client: Client) -> ScheduleFired:
     """Fire a schedule once now, paused or not (409 for a disabled flow's)."""
     fired = client.trigger_schedule(schedule_id)
@@ -576,19 +710,19 @@ def trigger_schedule(schedule_id: str, client: Client) -> ScheduleFired:
     )
 
 
-@router.post("/schedules/{schedule_id}/pause", tags=["schedules"])
+@router.post("/schedules/{schedule_id}/pause", tags=["schedules"], responses=_answers(*_ACTION))
 def pause_schedule(schedule_id: str, client: Client) -> dict[str, Any]:
     """Stop a schedule firing (persisted; missed ticks are not caught up)."""
     return _summaries(client, [client.pause_schedule(schedule_id)])[0]
 
 
-@router.post("/schedules/{schedule_id}/resume", tags=["schedules"])
+@router.post("/schedules/{schedule_id}/resume", tags=["schedules"], responses=_answers(*_ACTION))
 def resume_schedule(schedule_id: str, client: Client) -> dict[str, Any]:
     """Fire again from the next tick."""
     return _summaries(client, [client.resume_schedule(schedule_id)])[0]
 
 
-@router.put("/schedules/{schedule_id}/cron", tags=["schedules"])
+@router.put("/schedules/{schedule_id}/cron", tags=["schedules"], responses=_answers(400, *_ACTION))
 def set_schedule_cron(schedule_id: str, change: CronChange, client: Client) -> dict[str, Any]:
     """Override the schedule's cron expression at runtime (null: clear the override); an invalid
     expression stores nothing (422)."""
@@ -610,6 +744,8 @@ def health(response: Response, client: Client, settings: AppSettings) -> Health:
         queue = Queue(settings.queue, connection=client.redis)
         workers = Worker.count(connection=client.redis, queue=queue)
     except (RedisError, OSError) as error:
+        # The error names Redis' host and port: for the log, not for this open route's answer.
+        log.warning("web.health_redis_unavailable", error=repr(error))
         response.status_code = 503
         return Health(
             status=HealthStatus.down,
@@ -618,7 +754,7 @@ def health(response: Response, client: Client, settings: AppSettings) -> Health:
             duties_active=False,
             duty_lag_seconds=None,
             flows=len(client.flows),
-            detail=f"Redis unavailable: {error}",
+            detail="Redis unavailable",
         )
     problems = []
     if workers == 0:
@@ -662,25 +798,78 @@ def _status_of(error: FlowjobsError) -> int:
     return BAD_INPUT_STATUS
 
 
+def _error(status: int, error: str, detail: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": detail, "error": error}, status_code=status, headers=headers)
+
+
+def _in_api(request: Request) -> bool:
+    return request.url.path.startswith(f"{request.scope.get('root_path', '')}{API_PREFIX}/")
+
+
 async def _flowjobs_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, FlowjobsError)
-    status = _status_of(error)
-    return JSONResponse({"detail": str(error), "error": type(error).__name__}, status_code=status)
+    return _error(_status_of(error), type(error).__name__, str(error))
 
 
-async def _bad_json(request: Request, error: Exception) -> JSONResponse:
-    return JSONResponse({"detail": str(error), "error": "InvalidJson"}, status_code=400)
+async def _refused(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, _Refused)
+    return _error(error.status, error.error, str(error))
 
 
-async def _redis_down(request: Request, error: Exception) -> JSONResponse:
+async def _invalid_request(request: Request, error: Exception) -> Response:
+    """422 ``{detail, error: ValidationError}`` under the API (the inputs are not echoed: a 5,000
+    character run id stays in the request); FastAPI's own answer elsewhere."""
+    assert isinstance(error, RequestValidationError)
+    if not _in_api(request):
+        return await request_validation_exception_handler(request, error)
+    detail = "; ".join(
+        f"{'.'.join(str(part) for part in problem['loc'])}: {problem['msg']}" for problem in error.errors()
+    )
+    return _error(422, "ValidationError", detail)
+
+
+async def _http_error(request: Request, error: Exception) -> Response:
+    """Starlette's and FastAPI's own refusals (unknown path, method not allowed, an unreadable body)
+    as ``{detail, error}`` under the API."""
+    assert isinstance(error, HTTPException)
+    if not _in_api(request):
+        return await http_exception_handler(request, error)
+    reason = HTTPStatus(error.status_code).phrase.title().replace(" ", "").replace("-", "")
+    return _error(error.status_code, reason, str(error.detail), error.headers)
+
+
+async def _redis_error(request: Request, error: Exception) -> JSONResponse:
+    """503 when Redis cannot be reached; any other Redis error is an internal error."""
+    if not isinstance(error, REDIS_UNREACHABLE):
+        return await _internal_error(request, error)
     log.warning("web.redis_unavailable", path=request.url.path, error=repr(error))
-    return JSONResponse({"detail": "Redis unavailable", "error": "RedisError"}, status_code=503)
+    return _error(503, "RedisUnavailable", "Redis unavailable")
+
+
+async def _internal_error(request: Request, error: Exception) -> JSONResponse:
+    """JSON 500 for anything unexpected, with the id of the log record holding its traceback."""
+    error_id = uuid4().hex
+    log.error(
+        "web.internal_error", error_id=error_id, method=request.method, path=request.url.path, exc_info=error
+    )
+    return JSONResponse(
+        {
+            "detail": f"internal error; the server log has it as {error_id}",
+            "error": "InternalError",
+            "errorId": error_id,
+        },
+        status_code=500,
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """flowjobs' typed errors as JSON ``{detail, error}``: 404 unknown flow/run/step/schedule/signal,
-    409 an action the state does not allow, 413 too large, 422 other bad input, 400 unparsable
-    JSON, 503 Redis unreachable."""
+    """Errors as JSON ``{detail, error}``: flowjobs' typed errors (404 unknown flow/run/step/schedule/
+    signal, 409 an action the state does not allow, 413 too large, 422 other bad input), 400
+    unparsable JSON, 415 a body not declared JSON, 422 invalid parameters, 503 Redis unreachable,
+    and 500 with an ``errorId`` (logged with the traceback) for any other error, Redis' included."""
     app.add_exception_handler(FlowjobsError, _flowjobs_error)
-    app.add_exception_handler(_BadJson, _bad_json)
-    app.add_exception_handler(RedisError, _redis_down)
+    app.add_exception_handler(_Refused, _refused)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(RedisError, _redis_error)
+    app.add_exception_handler(Exception, _internal_error)

@@ -2,7 +2,8 @@
 
 Layout (one process, ``flowjobs web``):
 
-- ``/flows/api/...``: the HTTP API (``flowjobs.web.api.router``), OpenAPI at ``/flows/api/openapi.json``;
+- ``/flows/api/...``: the HTTP API (``flowjobs.web.api.router``), OpenAPI at ``/flows/api/openapi.json``
+  (no docs page);
 - ``/flows/api/webhook/...``: webhook triggers (``flowjobs.web.webhooks.router``);
 - ``/flows/...``: the flows UI (``flowjobs.web.ui.router``), its files under ``/flows/static``
   (``flowjobs/web/static``);
@@ -73,7 +74,9 @@ def create_app(settings: Settings | None = None, client: FlowClient | None = Non
         title="flowjobs",
         summary="DAG flows with a full run history on RQ and Redis",
         openapi_url=f"{API_PREFIX}/openapi.json",
-        docs_url=f"{API_PREFIX}/docs",
+        # No docs page: FastAPI's loads Swagger UI from a CDN (no SRI, and the CSP forbids it);
+        # the OpenAPI document is enough for any viewer.
+        docs_url=None,
         redoc_url=None,
     )
     app.state.settings = settings

@@ -1,9 +1,11 @@
 """The HTTP API on a real uvicorn server, real Redis and real workers: every route's happy path and
-its 404/409/413/422, auth, the rq-dashboard mount, and a schemathesis pass over the OpenAPI schema."""
+its 404/409/413/422, auth, the rq-dashboard mount, and a schemathesis pass over the OpenAPI schema
+(``SCHEMATHESIS_MAX_EXAMPLES`` examples per operation and generation mode; .ci/run raises it)."""
 
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -22,7 +24,11 @@ from pydantic import SecretStr
 from rq.job import Job
 from rq.serializers import JSONSerializer
 from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import response_schema_conformance
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from flowjobs.client import FlowClient
 from flowjobs.manifest import FlowDefinition
@@ -167,7 +173,7 @@ def test_flow_routes_and_trigger_errors(space: Space, api: Any) -> None:
     assert http.post(f"{API}/flows/shop/trigger", json={"runTimeoutSeconds": -1}).status_code == 422
     large = http.post(f"{API}/flows/shop/trigger", json={"blob": "x" * 5000})
     assert large.status_code == 413 and large.json()["error"] == "DataTooLarge"
-    huge = http.post(f"{API}/flows/shop/trigger", content=b"[" + b"0," * 10_000 + b"0]")
+    huge = http.post(f"{API}/flows/shop/trigger", content=b"[" + b"0," * 10_000 + b"0]", headers=JSON_TYPE)
     assert huge.status_code == 413
     deep: Any = 1
     for _ in range(20):
@@ -440,34 +446,49 @@ def test_rq_dashboard_mount_shows_jobs_and_its_requeue_keeps_the_meta_json(space
 
 # -- schemathesis ----------------------------------------------------------------------------
 
-#: Examples per operation: enough to reach every route's parameters, few enough to stay fast.
-EXAMPLES_PER_OPERATION = 4
+#: Examples per operation and generation mode: enough to reach every route's parameters, few enough
+#: to keep the suite fast (.ci/run runs this test again with more).
+EXAMPLES_PER_OPERATION = int(os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "4"))
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 
 
 def test_openapi_schema_no_server_error(space: Space) -> None:
-    """Every operation of the OpenAPI schema, with generated parameters and bodies: no 500, and
-    every documented response matches its schema. (Driven by hand instead of schemathesis' pytest
-    plugin, whose fixture loader does not run on this pytest.)"""
+    """Every operation of the OpenAPI schema, with generated parameters and bodies, valid and
+    invalid: no 5xx, every status answered is documented, and every documented response matches
+    its media type and schema. (Driven by hand instead of schemathesis' pytest plugin, whose
+    fixture loader does not run on this pytest.)"""
     client = space.client(registry(_ticking()))
     client.sync_schedules()
     client.trigger("ticking", data={"n": 1})
     schema = schemathesis.openapi.from_asgi(f"{API}/openapi.json", create_app(space.settings, client))
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) >= 20
-    called: set[str] = set()
-
+    positive, negative = schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE
+    called: dict[schemathesis.GenerationMode, set[str]] = {positive: set(), negative: set()}
     for operation in operations:
+        for mode, seen in called.items():
+            try:
+                _exercise(operation, mode, seen)
+            except hypothesis.errors.Unsatisfiable:
+                # An operation without parameters or body has no invalid request to generate.
+                assert mode is negative, operation.label
+    assert len(called[positive]) == len(operations)
+    assert len(called[negative]) >= len(operations) // 2
 
-        @hypothesis.settings(
-            max_examples=EXAMPLES_PER_OPERATION,
-            suppress_health_check=list(hypothesis.HealthCheck),
-            phases=[hypothesis.Phase.explicit, hypothesis.Phase.generate],
-            database=None,
-        )
-        @hypothesis.given(case=operation.as_strategy())
-        def exercise(case: schemathesis.Case) -> None:
-            case.call_and_validate(checks=[not_a_server_error, response_schema_conformance])
-            called.add(f"{case.method} {case.path}")
 
-        exercise()
-    assert len(called) == len(operations)
+def _exercise(operation: Any, mode: schemathesis.GenerationMode, seen: set[str]) -> None:
+    """Send an operation's generated requests of one mode, checking each answer (``CHECKS``)."""
+
+    @hypothesis.settings(
+        max_examples=EXAMPLES_PER_OPERATION,
+        suppress_health_check=list(hypothesis.HealthCheck),
+        phases=[hypothesis.Phase.explicit, hypothesis.Phase.generate],
+        database=None,
+        deadline=None,
+    )
+    @hypothesis.given(case=operation.as_strategy(mode))
+    def exercise(case: schemathesis.Case) -> None:
+        case.call_and_validate(checks=CHECKS)
+        seen.add(f"{case.method} {case.path}")
+
+    exercise()
