@@ -563,11 +563,15 @@ class FlowClient:
 
 
 def parse_run_id(run_id: UUID | str) -> UUID:
-    """A run id as the UUID it must be, before it names any key; ``RunNotFound`` otherwise (a text
-    like ``<uuid>:step:wait`` would address another key of the run)."""
+    """A run id as the UUID it must be, before it names any key: its canonical text only (lower-case
+    hex in 8-4-4-4-12 groups, as flowjobs writes it), so one run has one spelling. ``RunNotFound``
+    otherwise: a text like ``<uuid>:step:wait`` would address another key of the run."""
     if isinstance(run_id, UUID):
         return run_id
     try:
-        return UUID(run_id)
+        parsed = UUID(run_id)
     except (TypeError, ValueError, AttributeError):
-        raise RunNotFound(f"no run with id {shown(run_id)}: a run id is a UUID") from None
+        parsed = None
+    if parsed is None or str(parsed) != run_id:
+        raise RunNotFound(f"no run with id {shown(run_id)}: a run id is a UUID")
+    return parsed

@@ -29,6 +29,7 @@ def bad_ids(run_id: UUID) -> dict[str, str]:
         "braces": "{}",
         "long": "7" * 100_000,
         "not-utf8": "\udcff",  # how Python decodes the byte 0xff of a command line
+        "braced": f"{{{run_id}}}",  # a UUID, but not as flowjobs writes it
     }
 
 
@@ -75,11 +76,13 @@ def test_every_client_method_refuses_a_bad_run_id_before_any_redis_call(
     assert snapshot(space) == before
 
 
-def test_a_run_id_in_another_uuid_form_names_the_same_run(space: Space) -> None:
+def test_a_run_id_has_one_spelling(space: Space) -> None:
     client, run_id = parked(space)
-    for form in (str(run_id).upper(), f"{{{run_id}}}", run_id.hex, f"urn:uuid:{run_id}"):
-        run = client.get_run(form)
-        assert run is not None and run.id == run_id
+    for form in (str(run_id).upper(), f"{{{run_id}}}", run_id.hex, f"urn:uuid:{run_id}", f" {run_id}"):
+        with pytest.raises(RunNotFound):
+            client.get_run(form)
+    run = client.get_run(str(run_id))
+    assert run is not None and run.id == run_id
 
 
 @pytest.mark.parametrize(
