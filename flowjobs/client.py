@@ -63,11 +63,13 @@ from flowjobs.statuses import RunStatus
 from flowjobs.store.async_runs import AsyncRunWrites
 from flowjobs.store.run_store import RunStore
 from flowjobs.store.transitions import Admission, Created, Delivered, NewRun, Refusal, Refused, SignalResume
-
-SENSITIVE_HEADERS = frozenset(
-    {"authorization", "cookie", "set-cookie", "x-webhook-key", "proxy-authorization"}
+from flowjobs.trigger_headers import (
+    DEFAULT_HEADER_LIMITS,
+    IDEMPOTENCY_HEADER,
+    HeaderLimits,
+    shown,
+    trigger_headers,
 )
-IDEMPOTENCY_HEADER = "idempotency-key"
 
 log = structlog.get_logger("flowjobs.client")
 #: Deliveries tried while steps keep parking on the signal between the read and the write.
@@ -148,6 +150,7 @@ class FlowClient:
         max_data_depth: int = DEFAULT_MAX_DATA_DEPTH,
         max_data_bytes: int = DEFAULT_MAX_DATA_BYTES,
         rq_job_ttl_seconds: int = DEFAULT_KEEP_SECONDS,
+        header_limits: HeaderLimits = DEFAULT_HEADER_LIMITS,
     ) -> None:
         self.redis = redis
         self.flows = flows if flows is not None else FlowRegistry()
@@ -161,6 +164,7 @@ class FlowClient:
         self.run_timeout_seconds = run_timeout_seconds
         self.max_data_depth = max_data_depth
         self.max_data_bytes = max_data_bytes
+        self.header_limits = header_limits
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None, flows: FlowRegistry | None = None) -> FlowClient:
@@ -187,6 +191,7 @@ class FlowClient:
             max_data_depth=settings.max_data_depth,
             max_data_bytes=settings.max_data_bytes,
             rq_job_ttl_seconds=settings.rq_job_ttl_seconds,
+            header_limits=settings.trigger_header_limits,
         )
 
     def trigger(
@@ -204,10 +209,12 @@ class FlowClient:
 
         A repeated idempotency key (argument or ``Idempotency-Key`` header; per flow and
         trigger key) returns the first run's handle and writes nothing. ``InvalidTriggerData``
-        (``DataTooLarge`` past ``max_data_depth``/``max_data_bytes``) also writes nothing, as do
+        (``DataTooLarge`` past ``max_data_depth``/``max_data_bytes``, ``TriggerHeadersTooLarge``
+        past ``header_limits``, ``InvalidIdempotencyKey``) also writes nothing, as do
         ``FlowDisabled`` and ``TriggerNotAdmitted`` (``admission``: a rate limit's token bucket
         and a key that must be new, checked after the flow's enabled flag, as the webhook
-        receiver uses them).
+        receiver uses them). The run keeps ``headers`` less credentials (``Authorization``,
+        ``Cookie``…); ``flowjobs.trigger_headers`` has the rules.
         """
         return self.commit_trigger(
             self.prepare_trigger(
@@ -246,13 +253,9 @@ class FlowClient:
             )
         except (TypeError, ValueError) as error:
             raise InvalidTriggerData(f"trigger data is not JSON-serialisable: {error}") from error
+        kept = trigger_headers(headers, idempotency_key, self.header_limits)
         now = utcnow()
         timeout_at = self._deadline(data, now)
-        kept_headers = clean_headers(headers)
-        if idempotency_key is None:
-            idempotency_key = next(
-                (v for k, v in kept_headers.items() if k.lower() == IDEMPOTENCY_HEADER), None
-            )
         manifest_hash = definition.manifest.content_hash()
         run_id = uuid4()
         run = FlowRunRecord(
@@ -262,13 +265,13 @@ class FlowClient:
             status=RunStatus.Pending,
             trigger_key=trigger_key,
             trigger_data_json=data_json,
-            trigger_headers=kept_headers,
+            trigger_headers=kept.headers,
             background_job_id=trigger_job_id(run_id),
             started_at=now,
-            source_run_id=UUID(str(source_run_id)) if source_run_id else None,
+            source_run_id=parse_run_id(source_run_id) if source_run_id else None,
             flow_version=definition.version,
             manifest_hash=manifest_hash,
-            idempotency_key=idempotency_key,
+            idempotency_key=kept.idempotency_key,
             timeout_at=timeout_at,
         )
         call = trigger_call(str(run_id), str(definition.id), definition.name)
@@ -320,12 +323,13 @@ class FlowClient:
         return now + timedelta(seconds=seconds) if seconds else None
 
     def get_run(self, run_id: UUID | str) -> FlowRunRecord | None:
-        """The run record (``steps`` is None), or None."""
-        return self.store.get_run(run_id)
+        """The run record (``steps`` is None), or None; ``RunNotFound`` for an id that is not a UUID."""
+        return self.store.get_run(parse_run_id(run_id))
 
     def get_run_detail(self, run_id: UUID | str) -> FlowRunRecord | None:
-        """The run with every step and its attempts (one Redis round-trip), or None."""
-        return self.store.get_run_detail(run_id)
+        """The run with every step and its attempts (one Redis round-trip), or None; ``RunNotFound``
+        for an id that is not a UUID."""
+        return self.store.get_run_detail(parse_run_id(run_id))
 
     def list_runs(
         self,
@@ -338,7 +342,9 @@ class FlowClient:
         skip: int = 0,
     ) -> list[FlowRunRecord]:
         """Runs newest first; pass the last run's id as ``before`` for the next page (or ``skip``
-        runs); ``since`` keeps the runs started at or after it."""
+        runs; ``RunNotFound`` if it is not a UUID); ``since`` keeps the runs started at or after it."""
+        if before is not None and not isinstance(before, datetime):
+            before = parse_run_id(before)
         return self.store.list_runs(
             flow_id=flow_id, status=status, limit=limit, before=before, since=since, skip=skip
         )
@@ -352,8 +358,9 @@ class FlowClient:
         yet. ``SignalNotFound``: no such active run, or no WaitForSignal step of it waits for that
         name (a name given by an expression is known once a step has parked on it; until then a
         run whose flow has such a step keeps the signal); ``SignalAlreadyDelivered``: the name was
-        signalled before.
+        signalled before; ``RunNotFound``: the id is not a UUID.
         """
+        run_id = parse_run_id(run_id)
         try:
             payload_json = json.dumps(payload, allow_nan=False)
         except (TypeError, ValueError) as error:
@@ -476,6 +483,7 @@ class FlowClient:
 
         ``RunNotFound``; ``RunNotActive`` for a finished run (nothing is changed).
         """
+        run_id = parse_run_id(run_id)
         answer = self.store.cancel_run(run_id, reason or "cancelled on request")
         if isinstance(answer, Refused):
             if answer.reason is Refusal.not_active:
@@ -543,22 +551,27 @@ class FlowClient:
         step or part of one; ``RunCancelled``: the run's cancel was requested — pass
         ``clear_cancel=True`` to clear it and retry; ``RunNotFound``, ``StepNotFound``.
         """
+        run_id = parse_run_id(run_id)
         retry_failed_step(self.store, self.runner, run_id, step_key, clear_cancel=clear_cancel)
-        return RunHandle(self, UUID(str(run_id)), trigger_job_id(run_id))
+        return RunHandle(self, run_id, trigger_job_id(run_id))
 
     def _run(self, run_id: UUID | str) -> FlowRunRecord:
-        run = self.store.get_run(run_id)
+        run = self.store.get_run(parse_run_id(run_id))
         if run is None:
             raise RunNotFound(f"no run with id {run_id}")
         return run
 
 
-def clean_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
-    """Headers to keep on the run: sensitive ones dropped; ``InvalidTriggerData`` if not str → str."""
-    if headers is None:
-        return {}
-    if not isinstance(headers, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
-    ):
-        raise InvalidTriggerData("trigger headers must map strings to strings")
-    return {k: v for k, v in headers.items() if k.lower() not in SENSITIVE_HEADERS}
+def parse_run_id(run_id: UUID | str) -> UUID:
+    """A run id as the UUID it must be, before it names any key: its canonical text only (lower-case
+    hex in 8-4-4-4-12 groups, as flowjobs writes it), so one run has one spelling. ``RunNotFound``
+    otherwise: a text like ``<uuid>:step:wait`` would address another key of the run."""
+    if isinstance(run_id, UUID):
+        return run_id
+    try:
+        parsed = UUID(run_id)
+    except (TypeError, ValueError, AttributeError):
+        parsed = None
+    if parsed is None or str(parsed) != run_id:
+        raise RunNotFound(f"no run with id {shown(run_id)}: a run id is a UUID")
+    return parsed

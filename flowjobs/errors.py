@@ -56,7 +56,7 @@ class InvalidTriggerData(FlowjobsError):
 
 
 class RunNotFound(FlowjobsError):
-    """No run has that id."""
+    """No run has that id (or the id is not a run id: a UUID)."""
 
 
 class HandlerNotFound(FlowjobsError):
@@ -93,6 +93,16 @@ class DataTooLarge(InvalidTriggerData):
         self.limit = limit
         self.actual = actual
         super().__init__(message)
+
+
+class TriggerHeadersTooLarge(DataTooLarge):
+    """The headers a trigger would store are too many, one is too long, or all are too large
+    (``FLOWJOBS_MAX_TRIGGER_HEADERS``, ``…_HEADER_BYTES``, ``…_HEADERS_BYTES``); nothing was written."""
+
+
+class InvalidIdempotencyKey(InvalidTriggerData):
+    """An idempotency key is empty, longer than 255 characters, or holds control characters or
+    leading or trailing spaces; nothing was written."""
 
 
 class HandlerImportError(FlowjobsError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from uuid import UUID
 
@@ -140,8 +141,11 @@ class Keys:
         return f"{self.prefix}schedule:{schedule_id}:tick:{tick_ms}"
 
     def idempotency(self, flow_id: UUID | str, trigger_key: str, key: str) -> str:
-        """String: run id of the run triggered with that idempotency key (per flow and trigger key)."""
-        return f"{self.prefix}idem:{flow_id}:{trigger_key}:{key}"
+        """String: run id of the run triggered with that idempotency key (per flow and trigger key).
+        The key is named by its SHA-256 (hex), whatever its length and characters: a caller's text
+        never becomes part of a key name (the run hash keeps the key itself)."""
+        digest = hashlib.sha256(key.encode(errors="surrogatepass")).hexdigest()
+        return f"{self.prefix}idem:{flow_id}:{trigger_key}:{digest}"
 
     def webhook_bucket(self, flow_id: UUID | str) -> str:
         """Hash with a TTL: one flow's webhook token bucket (``tokens``: a float, ``at_ms``: Redis

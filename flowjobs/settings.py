@@ -32,6 +32,13 @@ from flowjobs.limits import (
     ProcessSeconds,
     RunSeconds,
 )
+from flowjobs.trigger_headers import (
+    DEFAULT_MAX_TRIGGER_HEADER_BYTES,
+    DEFAULT_MAX_TRIGGER_HEADERS,
+    DEFAULT_MAX_TRIGGER_HEADERS_BYTES,
+    MAX_TRIGGER_HEADERS_BYTES,
+    HeaderLimits,
+)
 
 CONFIG_FILE_ENV = "FLOWJOBS_CONFIG"
 DEFAULT_CONFIG_FILE = "config/flowjobs.toml"
@@ -93,6 +100,17 @@ class Settings(BaseSettings):
     by every web process; 0: no limit); beyond it, 429 with ``Retry-After``."""
     webhook_rate_burst: Annotated[int, Bounded(1, 1_000_000)] = 20
     """Webhook deliveries a flow accepts at once before the rate applies (the bucket's size)."""
+    max_trigger_headers: Annotated[int, Bounded(1, 10_000)] = DEFAULT_MAX_TRIGGER_HEADERS
+    """How many request headers a run stores (credentials are never stored); a trigger with more is
+    refused (API 413, webhook 431) and nothing is written."""
+    max_trigger_header_bytes: Annotated[int, Bounded(1, MAX_TRIGGER_HEADERS_BYTES)] = (
+        DEFAULT_MAX_TRIGGER_HEADER_BYTES
+    )
+    """Largest value of a request header a run stores, in bytes; a longer one refuses the trigger."""
+    max_trigger_headers_bytes: Annotated[int, Bounded(1, MAX_TRIGGER_HEADERS_BYTES)] = (
+        DEFAULT_MAX_TRIGGER_HEADERS_BYTES
+    )
+    """Largest size of all the request headers a run stores (names and values), in bytes."""
     log_format: Literal["console", "json"] = "console"
     """Log rendering: pretty for people, JSON for log pipelines."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -139,6 +157,13 @@ class Settings(BaseSettings):
     def retention_seconds(self) -> int:
         """``retention_days`` in seconds."""
         return int(self.retention_days * 86400)
+
+    @property
+    def trigger_header_limits(self) -> HeaderLimits:
+        """The three ``max_trigger_header*`` settings together."""
+        return HeaderLimits(
+            self.max_trigger_headers, self.max_trigger_header_bytes, self.max_trigger_headers_bytes
+        )
 
     @property
     def handler_module_names(self) -> list[str]:

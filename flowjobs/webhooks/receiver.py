@@ -7,7 +7,8 @@ The order, and why:
 3. the signature or key, 401 — before anything else reads the body, so an unauthenticated caller
    learns nothing about the flow (not even whether it is enabled) and costs one HMAC; then the
    signed timestamp's skew, 409 (a stale delivery stays stale, whatever comes next);
-4. JSON, 400;
+4. JSON, 400; the headers to store within their bounds, 431, and the ``Idempotency-Key``, 422
+   (``flowjobs.trigger_headers``; nothing of the request is written before);
 5. the flow enabled, 403 (``FlowDisabled``'s message): a refusal the sender can act on, and
    before the replay memory, so a delivery refused while the flow was disabled can be re-sent;
 6. the flow's token bucket, 429 with ``Retry-After`` — also before the replay memory, so a
@@ -34,7 +35,9 @@ from flowjobs.errors import (
     DataTooLarge,
     FlowDisabled,
     FlowNotFound,
+    InvalidIdempotencyKey,
     InvalidTriggerData,
+    TriggerHeadersTooLarge,
     TriggerNotAdmitted,
     TriggerNotFound,
 )
@@ -213,8 +216,12 @@ def _refusals(flow_name: str) -> Iterator[None]:
             message = f"too many deliveries to flow {flow_name!r}"
             raise WebhookRejected(Reason.rate_limited, message, retry_after=retry_after) from error
         raise WebhookRejected(Reason.replayed, "this delivery was already received") from error
+    except TriggerHeadersTooLarge as error:
+        raise WebhookRejected(Reason.headers_too_large, str(error)) from error
     except DataTooLarge as error:
         raise WebhookRejected(Reason.body_too_large, str(error)) from error
+    except InvalidIdempotencyKey as error:
+        raise WebhookRejected(Reason.invalid_idempotency_key, str(error)) from error
     except InvalidTriggerData as error:
         raise WebhookRejected(Reason.invalid_json, str(error)) from error
     except (FlowNotFound, TriggerNotFound) as error:  # the flow was replaced meanwhile

@@ -16,6 +16,11 @@ class Reason(StrEnum):
     body_too_large = "body_too_large"
     #: The body is not JSON.
     invalid_json = "invalid_json"
+    #: The headers to store are too many or too large (``FLOWJOBS_MAX_TRIGGER_HEADERS``,
+    #: ``…_HEADER_BYTES``, ``…_HEADERS_BYTES``).
+    headers_too_large = "headers_too_large"
+    #: The ``Idempotency-Key`` header is longer than 255 characters, or holds control characters.
+    invalid_idempotency_key = "invalid_idempotency_key"
     #: The scheme's signature (or key) header is absent.
     missing_signature = "missing_signature"
     #: The signature header does not have the scheme's shape (prefix, encoding, length).
@@ -47,6 +52,8 @@ _STATUS = {
     Reason.not_found: 404,
     Reason.body_too_large: 413,
     Reason.invalid_json: 400,
+    Reason.headers_too_large: 431,
+    Reason.invalid_idempotency_key: 422,
     Reason.missing_signature: 401,
     Reason.malformed_signature: 401,
     Reason.missing_timestamp: 401,
