@@ -24,7 +24,7 @@ from enum import StrEnum
 from http import HTTPStatus
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import structlog
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, Response
@@ -34,13 +34,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue, Worker
 from starlette.exceptions import HTTPException
 
-from flowjobs.client import FlowClient
+from flowjobs.client import FlowClient, parse_run_id
 from flowjobs.errors import (
     DataTooLarge,
     FlowDisabled,
@@ -63,6 +61,7 @@ from flowjobs.schedules.state import ScheduleState
 from flowjobs.settings import Settings
 from flowjobs.statuses import RunStatus
 from flowjobs.web import API_PREFIX, AppSettings, AsyncRuns, Client, run_ui_path
+from flowjobs.web.failures import REDIS_UNREACHABLE, log_fault
 from flowjobs.webhooks import shown_manifest
 
 log = structlog.get_logger("flowjobs.web.api")
@@ -94,9 +93,6 @@ ERROR_STATUS: dict[type[FlowjobsError], int] = {
 }
 #: Any other typed error is bad input (invalid trigger data, signal payload, cron expression…).
 BAD_INPUT_STATUS = 422
-#: Redis errors that mean Redis cannot be reached (503); any other (WRONGTYPE, a script error) is a
-#: fault of flowjobs or of the data (500 with an error id).
-REDIS_UNREACHABLE = (RedisConnectionError, RedisTimeoutError)
 #: Methods whose requests carry no body flowjobs reads (no Content-Type rule for them).
 BODYLESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -184,19 +180,12 @@ router = APIRouter(
     dependencies=[Depends(_job_url_template), Depends(_json_bodies_only)], responses=_answers(401, 500, 503)
 )
 
-#: How much of a refused run id an answer repeats.
-SHOWN_ID_CHARS = 64
-
-
 async def _parsed_run_id(
     run_id: Annotated[str, Path(description="A run id (a UUID).", json_schema_extra={"format": "uuid"})],
 ) -> UUID:
     """The path's run id as a UUID; 404 for anything else, before any Redis call (a run id is
     part of Redis key names: ``<id>:step:x`` would address a step's hash)."""
-    try:
-        return UUID(run_id)
-    except ValueError:
-        raise RunNotFound(f"no run with id {run_id[:SHOWN_ID_CHARS]!r} (not a UUID)") from None
+    return parse_run_id(run_id)
 
 
 RunId = Annotated[UUID, Depends(_parsed_run_id)]
@@ -848,10 +837,7 @@ async def _redis_error(request: Request, error: Exception) -> JSONResponse:
 
 async def _internal_error(request: Request, error: Exception) -> JSONResponse:
     """JSON 500 for anything unexpected, with the id of the log record holding its traceback."""
-    error_id = uuid4().hex
-    log.error(
-        "web.internal_error", error_id=error_id, method=request.method, path=request.url.path, exc_info=error
-    )
+    error_id = log_fault("web.internal_error", error, method=request.method, path=request.url.path)
     return JSONResponse(
         {
             "detail": f"internal error; the server log has it as {error_id}",

@@ -30,7 +30,6 @@ import hashlib
 import json
 import re
 import secrets
-import uuid
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
@@ -41,8 +40,6 @@ from flask import Flask, Response, abort, current_app, g, jsonify, request
 from jinja2 import BaseLoader, Environment
 from markupsafe import Markup
 from redis import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
@@ -51,6 +48,7 @@ from werkzeug.exceptions import HTTPException
 
 from flowjobs.settings import Settings
 from flowjobs.urls import RQ_PREFIX, UI_PREFIX
+from flowjobs.web.failures import REDIS_UNREACHABLE, log_fault
 
 log = structlog.get_logger("flowjobs.web")
 
@@ -259,11 +257,10 @@ def _on_error(error: Exception) -> Response | HTTPException:
         job_id = str((request.view_args or {}).get("job_id", ""))
         detail = f"RQ no longer holds job {job_id}. Its run keeps what it did:"
         return _error_answer(404, "No such job", detail, _flows_job_path(job_id))
-    if isinstance(error, RedisConnectionError | RedisTimeoutError):
+    if isinstance(error, REDIS_UNREACHABLE):
         log.warning("web.redis_unavailable", path=request.path, error=repr(error))
         return _error_answer(503, "Redis is unreachable", "Try again when Redis is back.")
-    error_id = uuid.uuid4().hex
-    log.error("web.rq_dashboard_error", error_id=error_id, path=request.path, exc_info=error)
+    error_id = log_fault("web.rq_dashboard_error", error, path=request.path)
     return _error_answer(500, "Internal error", f"Error id {error_id} (in the web process's log).")
 
 

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import redis.asyncio
 import redis.exceptions
@@ -32,8 +32,9 @@ from rq.job import Job
 from starlette.exceptions import HTTPException
 
 from flowjobs.client import FlowClient
+from flowjobs.client import parse_run_id as client_parse_run_id
 from flowjobs.clock import utcnow
-from flowjobs.errors import FlowjobsError
+from flowjobs.errors import FlowjobsError, RunNotFound
 from flowjobs.limits import check_json_limits
 from flowjobs.manifest import FlowManifest, child_key, split_runtime_key
 from flowjobs.records import FlowRunRecord, FlowStepRecord
@@ -42,6 +43,7 @@ from flowjobs.store.codec import decode_event
 from flowjobs.web import RQ_PREFIX, UI_PREFIX, AppSettings, Client, run_ui_path
 from flowjobs.web.api import _status_of as error_status
 from flowjobs.web.dag import AttemptTimes, DagNode, layout_dag, render_svg, timeline
+from flowjobs.web.failures import REDIS_UNREACHABLE, log_fault
 
 log = structlog.get_logger("flowjobs.web.ui")
 
@@ -57,9 +59,6 @@ SSE_PING_SECONDS = 15.0
 #: than holding the request for the system's TCP timeout when Redis does not answer at all.
 SSE_CONNECT_SECONDS = 5.0
 
-#: What means Redis cannot be reached (503, the page heals when it is back); any other error,
-#: from Redis (WRONGTYPE, a script error) or not, is a fault to look into (500 with an error id).
-UNREACHABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 
 templates = Jinja2Templates(directory=TEMPLATES_DIR)
 
@@ -76,13 +75,12 @@ class _UIRoute(APIRoute):
                 return await handler(request)
             except (HTTPException, RequestValidationError):
                 raise  # answered by the app's handlers (a bad query parameter is a 422)
-            except UNREACHABLE as error:
+            except REDIS_UNREACHABLE as error:
                 log.warning("web.ui.redis_unreachable", path=request.url.path, error=repr(error))
                 detail = "The page cannot be shown until Redis answers again."
                 return page(request, "error.html", {"title": "Redis is unreachable", "detail": detail}, 503)
-            except Exception:
-                error_id = uuid4().hex[:12]
-                log.exception("web.ui.error", error_id=error_id, path=request.url.path)
+            except Exception as error:
+                error_id = log_fault("web.ui.error", error, path=request.url.path)
                 detail = f"The server failed to show this page. Error id: {error_id} (in the server's log)."
                 return page(request, "error.html", {"title": "Something went wrong", "detail": detail}, 500)
 
@@ -180,11 +178,11 @@ def not_found(request: Request, title: str, detail: str) -> HTMLResponse:
 
 
 def parse_run_id(raw: str) -> UUID | None:
-    """A run id from a URL (None: not a UUID, so no run); checked before any Redis call, so text
-    from a URL never becomes part of a key name."""
+    """A run id from a URL (None: not a run id, so no run; ``flowjobs.client.parse_run_id``),
+    checked before any Redis call, so text from a URL never becomes part of a key name."""
     try:
-        return UUID(raw)
-    except ValueError:
+        return client_parse_run_id(raw)
+    except RunNotFound:
         return None
 
 
@@ -735,7 +733,7 @@ async def events(settings: AppSettings, client: Client, run: Annotated[str, Quer
         await pubsub.subscribe(client.store.keys.events_channel())
     except BaseException as error:
         await _close(pubsub, connection)
-        if not isinstance(error, UNREACHABLE):
+        if not isinstance(error, REDIS_UNREACHABLE):
             raise
         log.warning("web.ui.redis_unreachable", path="/events", error=repr(error))
         return PlainTextResponse("Redis unavailable.", status_code=503, headers={"Retry-After": "5"})
@@ -784,7 +782,7 @@ async def _event_stream(
             event = sse_run_event(message["data"], wanted)
             if event is not None:
                 yield event
-    except UNREACHABLE as error:
+    except REDIS_UNREACHABLE as error:
         # Redis went away: end the stream; the page's reconnect gets the 503 and polls.
         log.warning("web.ui.redis_unreachable", path="/events", error=repr(error))
     finally:

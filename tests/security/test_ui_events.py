@@ -224,7 +224,7 @@ def test_a_redis_error_that_is_not_an_outage_is_a_500_with_an_error_id(
     assert answer.status_code == 500
     assert answer.headers["content-type"].startswith("text/html")
     error_id = answer.text.split("Error id: ", 1)[1].split(" ", 1)[0]
-    assert len(error_id) == 12 and "WRONGTYPE" not in answer.text
+    assert len(error_id) == 32 and "WRONGTYPE" not in answer.text
 
     def logged() -> bool:
         return any("web.ui.error" in line and error_id in line for line in log.read_text().splitlines())
