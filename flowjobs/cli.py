@@ -493,7 +493,7 @@ def flows_disable(ctx: click.Context, flow: str, as_json: bool) -> None:
 
 
 def _set_enabled(ctx: click.Context, flow: str, enabled: bool, as_json: bool) -> None:
-    definition = _schedule_client(ctx).set_flow_enabled(flow, enabled)
+    definition = _client(ctx).set_flow_enabled(flow, enabled)
     if as_json:
         click.echo(json.dumps({**_flow_summary(definition), "enabled": enabled}, indent=2))
     else:
@@ -503,15 +503,6 @@ def _set_enabled(ctx: click.Context, flow: str, enabled: bool, as_json: bool) ->
 @cli.group(cls=_Group)
 def schedules() -> None:
     """Cron schedules of flows (``flow-<flowId>-<triggerKey>``) and applications' recurring jobs."""
-
-
-def _schedule_client(ctx: click.Context) -> FlowClient:
-    """A client whose flow schedules were synced with FLOWJOBS_FLOWS_DIR (removing none while a
-    file of it is invalid: its flow's schedules must stay)."""
-    client = _client(ctx)
-    if _settings(ctx).flows_dir.is_dir():
-        client.sync_schedules(prune=not client.flows.invalid_files)
-    return client
 
 
 def _print_schedule(client: FlowClient, state: ScheduleState, as_json: bool) -> None:
@@ -539,7 +530,7 @@ def _schedule_line(summary: dict[str, Any]) -> str:
 @click.pass_context
 def schedules_list(ctx: click.Context, as_json: bool) -> None:
     """List every schedule: cron in effect, zone, next and last fire, paused, flow disabled."""
-    client = _schedule_client(ctx)
+    client = _client(ctx)
     states = client.list_schedules()
     enabled = {s.flow_id: client.store.flow_enabled(str(s.flow_id)) for s in states if s.flow_id}
     summaries = [s.summary(flow_enabled=not s.flow_id or enabled[s.flow_id]) for s in states]
@@ -556,7 +547,7 @@ def schedules_list(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def schedules_pause(ctx: click.Context, schedule_id: str, as_json: bool) -> None:
     """Stop SCHEDULE_ID firing (persisted; missed ticks are not caught up on resume)."""
-    client = _schedule_client(ctx)
+    client = _client(ctx)
     _print_schedule(client, client.pause_schedule(schedule_id), as_json)
 
 
@@ -566,7 +557,7 @@ def schedules_pause(ctx: click.Context, schedule_id: str, as_json: bool) -> None
 @click.pass_context
 def schedules_resume(ctx: click.Context, schedule_id: str, as_json: bool) -> None:
     """Fire SCHEDULE_ID again from its next tick."""
-    client = _schedule_client(ctx)
+    client = _client(ctx)
     _print_schedule(client, client.resume_schedule(schedule_id), as_json)
 
 
@@ -582,7 +573,7 @@ def schedules_set_cron(
     """Override SCHEDULE_ID's cron EXPRESSION at runtime (persisted; wins over the flow file)."""
     if clear == (expression is not None):
         raise click.UsageError("give either EXPRESSION or --clear")
-    client = _schedule_client(ctx)
+    client = _client(ctx)
     _print_schedule(client, client.set_schedule_cron(schedule_id, None if clear else expression), as_json)
 
 
@@ -592,13 +583,42 @@ def schedules_set_cron(
 @click.pass_context
 def schedules_trigger(ctx: click.Context, schedule_id: str, as_json: bool) -> None:
     """Fire SCHEDULE_ID once now (paused or not), keeping its schedule."""
-    fired = _schedule_client(ctx).trigger_schedule(schedule_id)
+    fired = _client(ctx).trigger_schedule(schedule_id)
     data = {"jobId": fired.job_id, "runId": str(fired.run_id) if fired.run_id else None}
     if as_json:
         click.echo(json.dumps(data, indent=2))
     else:
         run = f" run {fired.run_id}" if fired.run_id else ""
         click.echo(f"fired {schedule_id}: job {fired.job_id}{run}")
+
+
+@schedules.command("prune")
+@click.option("--dry-run", is_flag=True, help="Remove nothing; list the schedules that would be removed.")
+@json_option
+@click.pass_context
+def schedules_prune(ctx: click.Context, dry_run: bool, as_json: bool) -> None:
+    """Remove the flow schedules whose flow or Cron trigger FLOWJOBS_FLOWS_DIR lacks.
+
+    The only command that removes flow schedules (workers and the other commands never do): run it
+    once every process has the release whose folder this is. Refused for a missing folder or one
+    with an invalid file (that file's flow may be one whose schedules must stay).
+    """
+    folder = _settings(ctx).flows_dir
+    if not folder.is_dir():
+        click.echo(f"error: FLOWJOBS_FLOWS_DIR {folder} is not a folder: nothing to compare with", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    client = _client(ctx)
+    if client.flows.invalid_files:
+        names = ", ".join(str(path) for path in client.flows.invalid_files)
+        click.echo(f"error: invalid flow file(s) {names}: fix them first; nothing removed", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    removed = client.prune_schedules(dry_run=dry_run)
+    if as_json:
+        click.echo(json.dumps({"removed": removed, "dryRun": dry_run}))
+        return
+    for schedule_id in removed:
+        click.echo(f"{'would remove' if dry_run else 'removed'} {schedule_id}")
+    click.echo(f"{len(removed)} schedule(s) {'would be removed' if dry_run else 'removed'}")
 
 
 # -- processes -----------------------------------------------------------------------------------
@@ -658,9 +678,7 @@ def demo(ctx: click.Context, flow: str, data_json: str, timeout: float) -> None:
         click.echo("")
         click.echo("where to look:")
         click.echo(f"  flowjobs runs show {run.id}        (REDIS_URL={url})")
-        click.echo(
-            f"  flowjobs up   (REDIS_URL={url}) then {settings.job_url(run.background_job_id or '')}"
-        )
+        click.echo(f"  flowjobs up   (REDIS_URL={url}) then {settings.job_url(run.background_job_id or '')}")
         if server:
             click.echo("  (the embedded server stops with this demo; set REDIS_URL to keep the history)")
         if run.status is not RunStatus.Succeeded:

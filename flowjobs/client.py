@@ -57,7 +57,7 @@ from flowjobs.schedules.state import (
     tick_idempotency_key,
 )
 from flowjobs.schedules.store import ScheduleStore
-from flowjobs.schedules.sync import SyncReport, cron_trigger_data, sync_flow_schedules
+from flowjobs.schedules.sync import SyncReport, cron_trigger_data, prune_flow_schedules, sync_flow_schedules
 from flowjobs.settings import Settings, load_settings
 from flowjobs.statuses import RunStatus
 from flowjobs.store.async_runs import AsyncRunWrites
@@ -424,10 +424,15 @@ class FlowClient:
         log.info("flow.enabled" if enabled else "flow.disabled", flow_id=str(definition.id))
         return definition
 
-    def sync_schedules(self, *, prune: bool = True) -> SyncReport:
-        """Make the stored schedules match this client's flows' Cron triggers (``prune``: remove the
-        flow schedules whose flow or trigger is not in ``flows``)."""
-        return sync_flow_schedules(self.schedules, self.flows, utcnow(), prune=prune)
+    def sync_schedules(self) -> SyncReport:
+        """Declare this client's flows' Cron triggers as schedules: add new ones, update changed
+        expressions and zones; remove none (other processes may have other flows)."""
+        return sync_flow_schedules(self.schedules, self.flows, utcnow())
+
+    def prune_schedules(self, *, dry_run: bool = False) -> list[str]:
+        """Remove the flow schedules whose flow or Cron trigger is not in this client's flows (with
+        ``dry_run``, only list them): run it once every process has the flows this client has."""
+        return prune_flow_schedules(self.schedules, self.flows, utcnow(), dry_run=dry_run)
 
     def list_schedules(self) -> list[ScheduleState]:
         """Every schedule: flows' Cron triggers and applications' recurring jobs, by id."""

@@ -1,10 +1,15 @@
 """Duties: the periodic work every worker process does besides jobs (Hangfire's server model).
 
-Recovery of expired leases, lost jobs and idle runs, the run-deadline sweep, and retention. Each duty is
-guarded by a Redis lock with a TTL of its period (``SET NX PX``), so however many processes run
-the duties, each duty runs about once per period. A worker runs them on a background thread (in
-the parent process of a forking worker, never in a work-horse); ``flowjobs scheduler`` runs the
-same duties in the foreground without taking jobs, and is optional.
+Recovery of expired leases, lost jobs and idle runs, the run-deadline sweep, and retention. Each of
+these is guarded by a Redis lock with a TTL of its period, so however many processes run the duties,
+each runs about once per period. The lock moves between processes: a process that held it for the
+last period leaves the next one to a process that found it held and is waiting for it, and takes
+it again only when no other process is waiting (alone, it runs the duty every period). The
+schedules duty has no lock: every process fires the schedules of the flows it has (each tick once
+across processes by its identity), so a process without a flow never keeps another from firing it.
+A worker runs the duties on a background thread (in the parent process of a forking worker, never
+in a work-horse); ``flowjobs scheduler`` runs the same duties in the foreground without taking
+jobs, and is optional.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from enum import IntEnum
 
 import structlog
 from redis import Redis
@@ -36,6 +42,46 @@ RETENTION_PERIOD_SECONDS = 3600.0
 #: Longest wait between passes while Redis is unreachable.
 MAX_BACKOFF_SECONDS = 30.0
 
+#: Takes the free duty locks of one process in one call. KEYS: per duty its lock and its waiting
+#: key; ARGV: the owner, then per duty the lock's TTL, ``1`` if this process took it last, and the
+#: waiting key's TTL (ms). Per duty, a ``Take``.
+TAKE_DUTIES = """
+local owner = ARGV[1]
+local result = {}
+for i = 1, #KEYS / 2 do
+  local lock, waiting = KEYS[2 * i - 1], KEYS[2 * i]
+  local ttl, took_last, wait_ttl = ARGV[3 * i - 1], ARGV[3 * i], ARGV[3 * i + 1]
+  local holder = redis.call('GET', lock)
+  local waiter = redis.call('GET', waiting)
+  if holder == owner then
+    result[i] = 0
+  elseif holder then
+    redis.call('SET', waiting, owner, 'PX', wait_ttl)
+    result[i] = 3
+  elseif took_last == '1' and waiter and waiter ~= owner then
+    result[i] = 2
+  else
+    redis.call('SET', lock, owner, 'PX', ttl)
+    if waiter == owner then redis.call('DEL', waiting) end
+    result[i] = 1
+  end
+end
+return result
+"""
+
+
+class Take(IntEnum):
+    """What ``TAKE_DUTIES`` did with one duty's lock."""
+
+    held_here = 0
+    """This process holds it (its period is not over)."""
+    taken = 1
+    """This process took it: it runs the duty now."""
+    left = 2
+    """Free, but this process took it last and another is waiting for it: left to that one."""
+    held_elsewhere = 3
+    """Another process holds it; this one now waits for it."""
+
 
 def next_backoff(previous: float) -> float:
     """The wait after ``previous`` (0: the first failure): 1 s, doubling up to 30 s."""
@@ -50,7 +96,8 @@ class Duty:
     period_seconds: float
     run: Callable[[], int]
     locked: bool = True
-    """Guarded by a Redis lock (once per period across processes); False: every process runs it."""
+    """Guarded by a Redis lock (once per period across processes); False: every process runs it
+    every pass."""
 
 
 class Duties:
@@ -63,6 +110,9 @@ class Duties:
         self.owner = owner
         # Ticking at half the shortest period, a duty whose lock expired is picked up within that.
         self.tick_seconds = max(min((d.period_seconds for d in self.duties), default=1.0) / 2, 0.05)
+        self._take = redis.register_script(TAKE_DUTIES)
+        #: The locked duties this process took last (no other process took them since, as it saw).
+        self._took_last: set[str] = set()
 
     def run_due(self, *, force: bool = False) -> dict[str, int]:
         """One pass: run every duty whose lock this process takes (all of them with ``force``).
@@ -83,18 +133,24 @@ class Duties:
 
     def _acquire(self) -> list[Duty]:
         """The duties due in this process: the unlocked ones, and those whose lock it took now
-        (all locks in one round-trip)."""
+        (all locks in one script call)."""
         locked = [d for d in self.duties if d.locked]
-        with self.redis.pipeline(transaction=False) as pipe:
-            for duty in locked:
-                pipe.set(
-                    self.keys.duty_lock(duty.name),
-                    self.owner,
-                    nx=True,
-                    px=max(int(duty.period_seconds * 1000), 1),
-                )
-            taken = pipe.execute()
-        mine = {duty.name for duty, ok in zip(locked, taken, strict=True) if ok}
+        keys: list[str] = []
+        args: list[str | int] = [self.owner]
+        for duty in locked:
+            lock = self.keys.duty_lock(duty.name)
+            # A waiting process refreshes its claim every pass: it lasts a period and two passes.
+            wait_ms = int((duty.period_seconds + 2 * self.tick_seconds) * 1000)
+            keys += [lock, f"{lock}:waiting"]
+            args += [max(int(duty.period_seconds * 1000), 1), int(duty.name in self._took_last), wait_ms]
+        outcomes = self._take(keys=keys, args=args) if locked else []
+        mine: set[str] = set()
+        for duty, outcome in zip(locked, outcomes, strict=True):
+            if outcome == Take.taken:
+                mine.add(duty.name)
+                self._took_last.add(duty.name)
+            elif outcome == Take.held_elsewhere:
+                self._took_last.discard(duty.name)
         return [d for d in self.duties if not d.locked or d.name in mine]
 
     def run_forever(self, stop: threading.Event) -> None:
@@ -152,7 +208,12 @@ def flow_duties(engine: Engine, settings: Settings, *, owner: str, extra: Sequen
         Duty("leases", period, lambda: recover_claims(engine, max_lost_attempts=settings.max_lost_attempts)),
         Duty("lost-jobs", period, lambda: recover_jobs(engine)),
         Duty("idle-runs", period, lambda: recover_runs(engine)),
-        Duty("schedules", settings.schedule_interval_seconds, ScheduleFirer.from_settings(settings).run),
+        Duty(
+            "schedules",
+            settings.schedule_interval_seconds,
+            ScheduleFirer.from_settings(settings).run,
+            locked=False,
+        ),
         Duty("retention", RETENTION_PERIOD_SECONDS, lambda: purge_expired(engine, settings)),
         *extra,
     ]

@@ -1,8 +1,10 @@
 """The schedules duty: every worker (and ``flowjobs scheduler``) fires due schedules, once per tick.
 
-A pass keeps the flow schedules in step with the flow files (re-read only when a file changed),
-then, for each schedule due now: plans the tick (``cron.plan_fire``: the latest due tick within
-the grace window, never a storm), fires it through ``FlowClient.fire_schedule`` (the tick's
+The duty has no lock: every process runs it and fires only the schedules whose flow and trigger
+its own flow files have, leaving the other ticks to the processes that have them. A pass declares
+the flow files' schedules (re-read only when a file changed; it removes none: that is ``schedules
+prune``), then, for each schedule due now: plans the tick (``cron.plan_fire``: the latest due tick
+within the grace window, never a storm), fires it through ``FlowClient.fire_schedule`` (the tick's
 identity is the run's idempotency key, or the recurring job's tick claim, so a second process
 firing the same tick gets the first run back and writes nothing), and moves the schedule to its
 next fire time only if no one moved it meanwhile (``WATCH``). RQ's own ``CronScheduler`` has no
@@ -24,7 +26,7 @@ import structlog
 
 from flowjobs.client import FlowClient
 from flowjobs.clock import iso, utcnow
-from flowjobs.errors import FlowDisabled, FlowjobsError, FlowNotFound, InvalidCron
+from flowjobs.errors import FlowDisabled, FlowjobsError, FlowNotFound, InvalidCron, TriggerNotFound
 from flowjobs.recovery import REDIS_DOWN
 from flowjobs.registry import FLOW_FILE_SUFFIXES, FlowRegistry
 from flowjobs.schedules.cron import FirePlan, plan_fire
@@ -81,12 +83,11 @@ class ScheduleFirer:
         return self.fire_due()
 
     def refresh(self) -> SyncReport | None:
-        """Reload the flow files and sync the flow schedules, if the files changed since the last
+        """Reload the flow files and declare their schedules, if the files changed since the last
         time (None: nothing to do).
 
-        Without the folder this process knows no flow and leaves flow schedules alone. A folder with
-        an invalid file adds and updates but removes nothing: the invalid file's flow may be one
-        whose schedules must stay.
+        Without the folder this process knows no flow and declares nothing. Nothing is ever removed
+        here: a flow this process lacks may be one other processes have (``schedules prune``).
         """
         if self.flows_dir is None:
             return None
@@ -96,7 +97,7 @@ class ScheduleFirer:
         registry = FlowRegistry()
         registry.load_dir(self.flows_dir, strict=False)
         self.client.flows = registry
-        report = self.client.sync_schedules(prune=not registry.invalid_files)
+        report = self.client.sync_schedules()
         self._fingerprint = fingerprint
         return report
 
@@ -139,9 +140,9 @@ class ScheduleFirer:
             if plan.tick is not None:
                 try:
                     outcome = self._fire(state, plan)
-                except FlowNotFound:
-                    # This process does not know the flow (no or other flow files): leave the tick
-                    # to a process that does.
+                except (FlowNotFound, TriggerNotFound):
+                    # This process's flow files lack the flow or its trigger (none, another folder,
+                    # another release): leave the tick to a process that has them.
                     log.debug("schedule.flow_unknown_here")
                     return 0
             self._advance(state, due, plan, now, outcome)
@@ -158,9 +159,9 @@ class ScheduleFirer:
         except FlowDisabled:
             log.info("schedule.skipped", reason="flow disabled", tick=iso(plan.tick))
             return None
-        except FlowNotFound:
+        except (FlowNotFound, TriggerNotFound):
             raise
-        except FlowjobsError as error:  # the flow refuses this trigger (removed trigger, bad data)
+        except FlowjobsError as error:  # the flow refuses this tick (bad trigger data)
             log.warning("schedule.refused", tick=iso(plan.tick), error=str(error))
             return None
         lag_ms = int((self.clock() - plan.tick).total_seconds() * 1000)

@@ -1,5 +1,11 @@
 """Schedules from the flow registry: each Cron trigger of each flow is a schedule
-``flow-<flowId>-<triggerKey>``; a schedule whose flow or trigger is gone is removed."""
+``flow-<flowId>-<triggerKey>``.
+
+Declaring (``sync_flow_schedules``) only adds and updates: the processes of one deployment may hold
+different flow files (a rolling deploy, a CLI run from another folder), so no process takes what
+its own registry lacks for gone. Removing the schedules a registry lacks (``prune_flow_schedules``)
+is an operator's act: ``flowjobs schedules prune``.
+"""
 
 from __future__ import annotations
 
@@ -27,10 +33,9 @@ class SyncReport:
 
     added: list[str] = field(default_factory=list)
     updated: list[str] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.added or self.updated or self.removed)
+        return bool(self.added or self.updated)
 
 
 def cron_trigger_data(trigger: TriggerMetadata) -> dict[str, Any]:
@@ -60,20 +65,16 @@ def flow_declarations(definitions: list[FlowDefinition], now: datetime) -> dict[
     return declared
 
 
-def sync_flow_schedules(
-    store: ScheduleStore, registry: FlowRegistry, now: datetime, *, prune: bool = True
-) -> SyncReport:
-    """Make the stored flow schedules match the registry's Cron triggers.
+def sync_flow_schedules(store: ScheduleStore, registry: FlowRegistry, now: datetime) -> SyncReport:
+    """Declare the registry's Cron triggers as schedules.
 
     A new trigger gets a schedule; a changed expression or zone in the flow file updates it (a
-    runtime override still wins, and the pause flag is kept); with ``prune``, a flow schedule
-    whose flow or trigger the registry no longer has is removed. Only changed schedules are
-    written. Application recurring jobs are never touched.
+    runtime override still wins, and the pause flag is kept). Nothing is removed; only changed
+    schedules are written; application recurring jobs are never touched.
     """
     report = SyncReport()
-    declared = flow_declarations(registry.all(), now)
     current = {state.job_id: state for state in store.all()}
-    for schedule_id, declaration in declared.items():
+    for schedule_id, declaration in flow_declarations(registry.all(), now).items():
         before = current.get(schedule_id)
         try:
             after = store.change(schedule_id, lambda state, d=declaration: declare(state, d, now))  # type: ignore[misc]
@@ -89,10 +90,21 @@ def sync_flow_schedules(
             report.added.append(schedule_id)
         elif after != before:
             report.updated.append(schedule_id)
-    if prune:
-        for schedule_id, state in current.items():
-            if state.kind is ScheduleKind.flow and schedule_id not in declared and store.remove(schedule_id):
-                report.removed.append(schedule_id)
     if report:
-        log.info("schedules.synced", added=report.added, updated=report.updated, removed=report.removed)
+        log.info("schedules.synced", added=report.added, updated=report.updated)
     return report
+
+
+def prune_flow_schedules(
+    store: ScheduleStore, registry: FlowRegistry, now: datetime, *, dry_run: bool = False
+) -> list[str]:
+    """Remove the flow schedules whose flow or Cron trigger the registry lacks (with ``dry_run``,
+    only name them); returns their ids. Application recurring jobs are never touched."""
+    declared = flow_declarations(registry.all(), now)
+    flow_schedules = (state.job_id for state in store.all() if state.kind is ScheduleKind.flow)
+    stale = [schedule_id for schedule_id in flow_schedules if schedule_id not in declared]
+    if dry_run:
+        return stale
+    removed = [schedule_id for schedule_id in stale if store.remove(schedule_id)]
+    log.info("schedules.pruned", removed=removed)
+    return removed

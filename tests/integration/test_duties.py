@@ -45,6 +45,32 @@ def test_each_duty_runs_once_per_period_however_many_processes_run_the_duties(sp
     assert processes[1].run_due(force=True) == {"a": 1, "b": 1}
 
 
+def test_a_duty_lock_goes_to_the_process_waiting_for_it_and_stays_with_a_lone_one(space: Space) -> None:
+    def process(name: str) -> Duties:
+        return Duties(space.redis, space.keys, [Duty("d", 0.2, lambda: 1)], owner=name)
+
+    a, b = process("a"), process("b")
+    lock = space.keys.duty_lock("d")
+
+    def period_over() -> bool:
+        return not space.redis.exists(lock)
+
+    assert a.run_due() == {"d": 1}
+    assert b.run_due() == {}  # held by a: b now waits for it
+    wait_until(period_over, timeout=5, what="a's period to end")
+    assert a.run_due() == {}, "a ran it last and b is waiting: a leaves it to b"
+    assert b.run_due() == {"d": 1}
+    wait_until(period_over, timeout=5, what="b's period to end")
+    assert b.run_due() == {"d": 1}, "nobody waits: b takes it again"
+
+    assert a.run_due() == {}  # a waits again, then is gone
+    wait_until(period_over, timeout=5, what="b's period to end")
+    assert b.run_due() == {}
+    # A waiting claim lasts a period and two passes: a gone waiter holds the duty up that long.
+    wait_until(lambda: b.run_due() == {"d": 1}, timeout=5, what="b to take it back from the gone waiter")
+    assert space.redis.get(lock) == b"b"
+
+
 @pytest.mark.slow
 def test_a_sigkilled_workers_step_is_redispatched_within_20s_by_workers_alone(space: Space) -> None:
     # Default lease and duty period (not the fixture's short ones), and no scheduler process.

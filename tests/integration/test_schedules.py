@@ -125,6 +125,7 @@ def test_pause_resume_and_cron_override_are_persisted_and_flow_files_drive_sched
     space: Space, flows_dir: Path
 ) -> None:
     path = write_flow(flows_dir, "0 3 * * *")
+    assert space.cli("scheduler", "--once").returncode == 0  # the duty declares the file's schedule
     listed = json.loads(space.cli("schedules", "list", "--json").stdout)
     assert [(s["jobId"], s["cron"], s["paused"]) for s in listed] == [(SCHEDULE, "0 3 * * *", False)]
 
@@ -139,6 +140,7 @@ def test_pause_resume_and_cron_override_are_persisted_and_flow_files_drive_sched
 
     # Editing the flow file updates the declared expression; the override and the pause stay.
     write_flow(flows_dir, "0 4 * * *")
+    assert space.cli("scheduler", "--once").returncode == 0
     listed = json.loads(space.cli("schedules", "list", "--json").stdout)
     assert (listed[0]["declaredCron"], listed[0]["cron"], listed[0]["paused"]) == (
         "0 4 * * *",
@@ -161,8 +163,11 @@ def test_pause_resume_and_cron_override_are_persisted_and_flow_files_drive_sched
     missing = space.cli("schedules", "pause", "flow-nope-tick")
     assert missing.returncode == 2 and "no schedule" in missing.stderr
 
-    # A removed trigger removes its schedule.
+    # A removed trigger's schedule stays until an operator prunes it.
     write_flow(flows_dir, None)
+    assert space.cli("scheduler", "--once").returncode == 0
+    assert [s["jobId"] for s in json.loads(space.cli("schedules", "list", "--json").stdout)] == [SCHEDULE]
+    assert space.cli("schedules", "prune").returncode == 0
     assert json.loads(space.cli("schedules", "list", "--json").stdout) == []
     path.unlink()
 
@@ -171,6 +176,7 @@ def test_a_disabled_flow_refuses_triggers_and_its_schedules_do_not_fire(
     space: Space, flows_dir: Path
 ) -> None:
     write_flow(flows_dir, "*/5 * * * *")
+    client_for(space, flows_dir).sync_schedules()
     result = space.cli("flows", "disable", "ticker", "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["enabled"] is False
