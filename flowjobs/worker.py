@@ -20,7 +20,7 @@ from rq.worker import BaseWorker
 from structlog import _output as structlog_output
 
 from flowjobs.duties import Duty, flow_duties, next_backoff
-from flowjobs.engine import Engine
+from flowjobs.engine import ColdShutdown, Engine
 from flowjobs.factory import engine_from_settings
 from flowjobs.handlers import HandlerRegistry
 from flowjobs.jobs import install_engine
@@ -134,6 +134,14 @@ class FlowWorkerBase(BaseWorker):
                 return 0
             scheduler.acquire_locks(auto_start=True)  # type: ignore[no-untyped-call]
             return int(scheduler._process is not before)
+
+    def request_force_stop(self, signum: int, frame: FrameType | None) -> None:
+        """RQ's cold shutdown, raised as ``ColdShutdown``: in a SimpleWorker it arrives inside the
+        running handler, where the engine takes a plain ``SystemExit`` for the handler's failure."""
+        try:
+            super().request_force_stop(signum, frame)
+        except SystemExit as stop:
+            raise ColdShutdown(stop.code) from None
 
     def teardown(self) -> None:
         """RQ's teardown (stops its scheduler), after which the duty thread no longer revives it."""
