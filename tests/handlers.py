@@ -221,9 +221,11 @@ def exit_handler(ctx: StepContext, inputs: dict[str, Any]) -> None:
 
 @handler("PendingFor")
 def pending_for(ctx: StepContext, inputs: dict[str, Any]) -> Any:
-    """Counts its calls under ``inputs.key``; asks to be run again after ``inputs.delay`` (any value,
-    as given) on its first attempt, succeeds on the next."""
+    """Counts its calls under ``inputs.key``; asks to be run again after ``inputs.delay`` (as given, or
+    through ``float()`` with ``inputs.as_float``: JSON has no NaN) on its first attempt, succeeds on
+    the next."""
     _redis().rpush(inputs["key"], ctx.attempt)
     if ctx.attempt == 1:
-        return StepResult.pending(inputs["delay"])
+        delay = inputs["delay"]
+        return StepResult.pending(float(delay) if inputs.get("as_float") else delay)
     return {"attempts": ctx.attempt}
