@@ -23,13 +23,18 @@ class FlowRegistry:
 
     def __init__(self, definitions: list[FlowDefinition] | None = None) -> None:
         self._by_id: dict[UUID, FlowDefinition] = {}
+        self._files: dict[UUID, Path] = {}
         self._invalid_files: dict[Path, list[str]] = {}
         for definition in definitions or []:
             self.add(definition)
 
     def add(self, definition: FlowDefinition) -> FlowDefinition:
         """Validate and register (or replace, by id) a flow; ``FlowValidationError`` lists every problem."""
-        problems = flow_problems(definition, webhook_slugs=self.webhook_slugs())
+        return self._add(definition, [])
+
+    def _add(self, definition: FlowDefinition, problems: list[str]) -> FlowDefinition:
+        """``add``, with the ``problems`` the caller already found."""
+        problems = [*flow_problems(definition, webhook_slugs=self.webhook_slugs()), *problems]
         clash = self._by_name(definition.name)
         if clash is not None and clash.id != definition.id:
             problems.append(f"flow name {definition.name!r} is already used by flow {clash.id}")
@@ -39,8 +44,21 @@ class FlowRegistry:
         return definition
 
     def add_file(self, path: str | Path) -> FlowDefinition:
-        """Load, validate and register one YAML or JSON flow file."""
-        return self.add(parse_flow_file(path))
+        """Load, validate and register one YAML or JSON flow file.
+
+        A file may replace the flow it registered before, never one of another file with the same
+        id (copied files keep the id): the later one is refused, as a clashing name is.
+        """
+        file = Path(path)
+        definition = parse_flow_file(file)
+        other = self._files.get(definition.id)
+        clash = []
+        if other is not None and other.resolve() != file.resolve():
+            first = self._by_id[definition.id].name
+            clash.append(f"flow id {definition.id} is already used by flow {first!r} ({other.name})")
+        self._add(definition, clash)
+        self._files[definition.id] = file
+        return definition
 
     def load_dir(self, path: str | Path, *, strict: bool = True) -> list[FlowDefinition]:
         """Register every ``*.yaml``, ``*.yml`` and ``*.json`` flow in a folder (sorted by file name).

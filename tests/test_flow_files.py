@@ -176,7 +176,9 @@ def bad_folder(tmp_path: Path) -> Path:
     write(
         tmp_path,
         "b-bad.yaml",
-        GOOD.replace("good-flow", "bad-flow").replace("{type: A}", "{type: A, run_after: [x]}"),
+        GOOD.replace("good-flow", "bad-flow")
+        .replace("{type: A}", "{type: A, run_after: [x]}")
+        .replace("11111111-1111-4111-8111-111111111111", "44444444-4444-4444-8444-444444444444"),
     )
     write(tmp_path, "c-broken.json", "{not json")
     return tmp_path

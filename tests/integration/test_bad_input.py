@@ -205,3 +205,23 @@ def test_from_settings_skips_a_bad_flow_file_and_triggers_the_good_ones(space: S
     assert [d.name for d in client.flows.all()] == ["good"]
     assert list(client.flows.invalid_files) == [tmp_path / "bad.yaml"]
     assert client.trigger("good").record().flow_name == "good"
+
+
+def test_two_flow_files_with_the_same_id_are_refused_and_the_first_stays_triggerable(
+    space: Space, tmp_path: Path
+) -> None:
+    body = "id: 2f0e9c1a-6b7d-4e8f-9a0b-1c2d3e4f5a6b\nname: {name}\nsteps:\n  a: {{type: Noop}}\n"
+    (tmp_path / "a-first.yaml").write_text(body.format(name="first"))
+    (tmp_path / "b-copy.yaml").write_text(body.format(name="copy"))
+    validated = space.cli("flows", "validate", str(tmp_path))
+    assert validated.returncode == 2, validated.stdout
+    assert (
+        "b-copy.yaml: flow id 2f0e9c1a-6b7d-4e8f-9a0b-1c2d3e4f5a6b is already used by flow 'first' "
+        "(a-first.yaml)" in validated.stderr
+    )
+    in_folder = {"FLOWJOBS_FLOWS_DIR": str(tmp_path)}
+    listed = space.cli("flows", "list", env=in_folder)
+    assert listed.returncode == 0 and "INVALID" in listed.stdout and "already used" in listed.stdout
+    triggered = space.cli("trigger", "first", env=in_folder)
+    assert triggered.returncode == 0, triggered.stderr
+    assert "b-copy.yaml skipped" in triggered.stderr
