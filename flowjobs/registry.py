@@ -16,6 +16,11 @@ from flowjobs.manifest import FlowDefinition, TriggerType
 from flowjobs.validation import flow_problems
 
 FLOW_FILE_SUFFIXES = (".yaml", ".yml", ".json")
+#: The largest flow file read, in bytes.
+MAX_FLOW_FILE_BYTES = 1024 * 1024
+#: The most YAML nodes a flow file may expand to, each alias counted as a copy of what it names
+#: (a few kilobytes of nested aliases otherwise expand to millions of values).
+MAX_FLOW_FILE_NODES = 100_000
 
 
 class FlowRegistry:
@@ -123,7 +128,16 @@ class FlowRegistry:
 
 
 class _FlowFileLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, refusing a key repeated in one mapping (PyYAML keeps the last)."""
+    """PyYAML's safe loader, refusing a key repeated in one mapping (PyYAML keeps the last), and a
+    document that expands to more than ``MAX_FLOW_FILE_NODES`` nodes or refers to itself."""
+
+    def get_single_node(self) -> yaml.Node | None:
+        node = super().get_single_node()
+        if node is not None and _expanded_size(node, MAX_FLOW_FILE_NODES) is None:
+            raise ValueError(
+                f"it expands to more than {MAX_FLOW_FILE_NODES} YAML nodes (aliases count as copies)"
+            )
+        return node
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, int] = {}
@@ -140,6 +154,42 @@ class _FlowFileLoader(yaml.SafeLoader):
             if isinstance(key, Hashable):
                 seen[key] = line
         return super().construct_mapping(node, deep=deep)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
+
+
+def _expanded_size(root: yaml.Node, limit: int) -> int | None:
+    """How many nodes the composed document is once every alias is expanded; None past ``limit``.
+
+    Iterative and memoised per node, so the cost is that of the composed (unexpanded) graph.
+    ``ValueError`` when an alias names a node it is inside of (PyYAML would build a cyclic value).
+    """
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()  # being sized: their children are above them on the stack
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_sized = stack.pop()
+        if id(node) in sizes:
+            continue
+        if children_sized:
+            open_nodes.discard(id(node))
+            size = 1 + sum(sizes[id(child)] for child in _children(node))
+            if size > limit:
+                return None
+            sizes[id(node)] = size
+            continue
+        if id(node) in open_nodes:
+            raise ValueError(f"line {node.start_mark.line + 1}: an alias refers to a node it is inside of")
+        open_nodes.add(id(node))
+        stack.append((node, True))
+        stack.extend((child, False) for child in _children(node) if id(child) not in sizes)
+    return sizes[id(root)]
 
 
 def _read_problem(error: Exception) -> str:
@@ -168,7 +218,11 @@ def parse_flow_file(path: str | Path) -> FlowDefinition:
     """
     file = Path(path)
     try:
-        text = file.read_text()
+        with file.open("rb") as stream:
+            raw = stream.read(MAX_FLOW_FILE_BYTES + 1)
+        if len(raw) > MAX_FLOW_FILE_BYTES:
+            raise ValueError(f"it is larger than {MAX_FLOW_FILE_BYTES} bytes")
+        text = raw.decode()
         if file.suffix.lower() == ".json":
             data = json.loads(text, object_pairs_hook=_unique_keys)
         else:

@@ -20,6 +20,7 @@ from flowjobs.errors import DataTooLarge
 from flowjobs.registry import FlowRegistry
 from tests.conftest import Space
 from tests.integration.flows import flow, registry
+from tests.test_flow_files import alias_bomb
 
 
 def _written(space: Space) -> list[bytes]:
@@ -225,3 +226,15 @@ def test_two_flow_files_with_the_same_id_are_refused_and_the_first_stays_trigger
     triggered = space.cli("trigger", "first", env=in_folder)
     assert triggered.returncode == 0, triggered.stderr
     assert "b-copy.yaml skipped" in triggered.stderr
+
+
+def test_flows_list_refuses_a_yaml_alias_bomb_naming_the_file(space: Space, tmp_path: Path) -> None:
+    (tmp_path / "bomb.yaml").write_text(alias_bomb(7))
+    (tmp_path / "good.yaml").write_text(
+        "id: 7a3e1a52-5a0e-4b8e-9f43-2d1c0b9e8f70\nname: good\nsteps:\n  a: {type: Noop}\n"
+    )
+    listed = space.cli("flows", "list", env={"FLOWJOBS_FLOWS_DIR": str(tmp_path)})
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.splitlines()[0].startswith("good ")
+    assert f"bomb.yaml                      INVALID ({tmp_path / 'bomb.yaml'})" in listed.stdout
+    assert "cannot read the file: it expands to more than 100000 YAML nodes" in listed.stdout
