@@ -238,3 +238,21 @@ def test_flows_list_refuses_a_yaml_alias_bomb_naming_the_file(space: Space, tmp_
     assert listed.stdout.splitlines()[0].startswith("good ")
     assert f"bomb.yaml                      INVALID ({tmp_path / 'bomb.yaml'})" in listed.stdout
     assert "cannot read the file: it expands to more than 100000 YAML nodes" in listed.stdout
+
+
+def test_a_run_failed_for_an_unreadable_stored_flow_shows_the_reason_in_its_events(space: Space) -> None:
+    client = space.client(registry(flow("pinned", {"a": {"type": "Noop"}})))
+    handle = client.trigger("pinned")
+    manifest_hash = handle.record().manifest_hash
+    assert manifest_hash is not None
+    space.redis.set(space.keys.manifest(manifest_hash), "{not json")  # damaged in Redis
+    space.start_worker("unreadable")
+    assert handle.wait(timeout=60).status is RunStatus.Failed
+    shown = space.cli("runs", "show", str(handle.run_id), "--events")
+    assert shown.returncode == 0, shown.stderr
+    completed = [line for line in shown.stdout.splitlines() if "run.completed" in line]
+    assert len(completed) == 1
+    assert completed[0].endswith(
+        f"Failed: Run cannot be planned: its pinned manifest {manifest_hash} is missing or unparsable "
+        "(1 validation error for FlowManifest"
+    ), shown.stdout
