@@ -202,6 +202,27 @@ def build_worker(
     return worker_class([queue], leases=leases, **options)
 
 
+def wait_for_redis(redis: Redis) -> None:
+    """Return once Redis answers, logging each failed try and backing off (1 s, doubling up to 30 s)
+    in between: a worker started before its Redis (a reboot, a deploy) waits for it."""
+    backoff = 0.0
+    while True:
+        try:
+            redis.ping()
+            return
+        except REDIS_DOWN as error:
+            backoff = next_backoff(backoff)
+            where = redis.connection_pool.connection_kwargs
+            log.warning(
+                "worker.waiting_for_redis",
+                host=where.get("host", where.get("path")),
+                port=where.get("port"),
+                error=repr(error),
+                retry_in_seconds=backoff,
+            )
+            time.sleep(backoff)
+
+
 def run_worker(
     settings: Settings,
     *,
@@ -218,6 +239,7 @@ def run_worker(
     """
     engine = engine_from_settings(settings, handlers=handlers)
     install_engine(engine)
+    wait_for_redis(engine.store.redis)  # RQ's worker reads from Redis as it is built
     worker = build_worker(engine.store.redis, settings.queue, simple=simple, name=name, leases=engine.leases)
     revive = Duty(
         "rq-scheduler", settings.recovery_interval_seconds, worker.revive_rq_scheduler, locked=False
