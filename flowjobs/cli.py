@@ -13,12 +13,14 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 import click
+from redis import ConnectionPool
 
 from flowjobs.client import FlowClient
-from flowjobs.errors import FlowjobsError, FlowValidationError
+from flowjobs.errors import FlowjobsError, FlowValidationError, InvalidSettings
 from flowjobs.logging import configure_logging
 from flowjobs.processes import stop_processes
 from flowjobs.records import FlowRunRecord
+from flowjobs.recovery import REDIS_DOWN
 from flowjobs.registry import FlowRegistry
 from flowjobs.runtime.base import JobState
 from flowjobs.schedules.state import ScheduleState
@@ -31,10 +33,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_BAD_INPUT = 2
 EXIT_RUN_NOT_SUCCEEDED = 3
+EXIT_REDIS_UNREACHABLE = 4
 
 
 class _Group(click.Group):
-    """Turns flowjobs' typed errors into one-line messages and exit code 2."""
+    """Turns flowjobs' typed errors into one-line messages and exit code 2, and an unreachable Redis
+    into one line and exit code 4."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -42,10 +46,19 @@ class _Group(click.Group):
         except FlowjobsError as error:
             click.echo(f"error: {error}", err=True)
             sys.exit(EXIT_BAD_INPUT)
+        except REDIS_DOWN as error:
+            click.echo(f"error: Redis is unreachable (REDIS_URL): {error}", err=True)
+            sys.exit(EXIT_REDIS_UNREACHABLE)
 
 
 def _settings(ctx: click.Context) -> Settings:
+    """The loaded settings, once ``REDIS_URL`` is known to parse (``InvalidSettings`` otherwise: a
+    URL redis-py refuses would surface as a traceback wherever a connection is first made)."""
     settings: Settings = ctx.obj
+    try:
+        ConnectionPool.from_url(settings.redis_url)  # parses only: connects on first use
+    except ValueError as error:
+        raise InvalidSettings(f"invalid settings: REDIS_URL: {error}") from error
     return settings
 
 

@@ -83,6 +83,11 @@ _MAX_REPLANS = 100
 NEVER = datetime(9999, 1, 1, tzinfo=UTC)
 
 
+class ColdShutdown(SystemExit):
+    """A worker's cold shutdown (a second Ctrl-C or SIGTERM), raised in the process running a
+    handler; unlike a ``SystemExit`` of the handler's own, it ends the process."""
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What one attempt came to, ready to be recorded."""
@@ -314,12 +319,17 @@ class Engine:
                 returned = registered.fn(context, inputs)
         except JobTimeoutException:
             return timed_out
-        except Exception as error:
+        except (Exception, SystemExit, KeyboardInterrupt) as error:
+            # A handler's own ``sys.exit()`` or ``KeyboardInterrupt`` is its failure, not the
+            # process's: left to propagate, it ends the work-horse (or a SimpleWorker) and the step
+            # is taken for lost. A worker's cold shutdown is the process's, and goes on.
+            if isinstance(error, ColdShutdown):
+                raise
             log.warning("step.handler_raised", error=repr(error))
             return Outcome(
                 StepStatus.Failed,
                 input_json,
-                error=f"{type(error).__name__}: {error}",
+                error=f"{type(error).__name__}: {error}" if str(error) else type(error).__name__,
                 traceback=traceback.format_exc(),
             )
         if step.timeout_seconds is not None and time.monotonic() - started > step.timeout_seconds:

@@ -19,12 +19,13 @@ def import_handler_modules(settings: Settings) -> None:
     """Import every module of ``FLOWJOBS_HANDLER_MODULES`` so their ``@handler`` decorators register.
 
     ``HandlerImportError`` names the module that cannot be imported and why: a missing module, or
-    any exception its code raises while importing (a worker without its handlers must not start).
+    any exception its code raises while importing, or its `sys.exit()` (a worker without its handlers
+    must not start).
     """
     for name in settings.handler_module_names:
         try:
             importlib.import_module(name)
-        except Exception as error:  # the module's own code can raise anything
+        except (Exception, SystemExit) as error:  # the module's own code can raise anything, or exit
             raise HandlerImportError(name, error) from error
 
 

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from flowjobs.context import StepContext
 from flowjobs.errors import HandlerNotFound
+from flowjobs.limits import Delay, number_problem
 from flowjobs.statuses import StepStatus
 
 HandlerFn = Callable[[StepContext, Any], Any]
@@ -27,7 +28,16 @@ class StepResult:
     error: str | None = None
     """Failure reason."""
     delay_seconds: float = 0.0
-    """For Pending: when to run the step again."""
+    """For Pending: when to run the step again (0 to 7 days)."""
+
+    def __post_init__(self) -> None:
+        # Checked where the handler builds it, so the attempt fails with this reason (and the
+        # handler's own line in the traceback) instead of looping on a negative delay, scheduling
+        # centuries ahead, or breaking the engine on NaN, infinity or a string.
+        if self.status is StepStatus.Pending:
+            problem = number_problem(self.delay_seconds, Delay)
+            if problem is not None:
+                raise ValueError(f"StepResult.pending: delay_seconds {problem}, not {self.delay_seconds!r}")
 
     @classmethod
     def succeeded(cls, output: Any = None) -> StepResult:

@@ -16,6 +16,11 @@ from flowjobs.manifest import FlowDefinition, TriggerType
 from flowjobs.validation import flow_problems
 
 FLOW_FILE_SUFFIXES = (".yaml", ".yml", ".json")
+#: The largest flow file read, in bytes.
+MAX_FLOW_FILE_BYTES = 1024 * 1024
+#: The most YAML nodes a flow file may expand to, each alias counted as a copy of what it names
+#: (a few kilobytes of nested aliases otherwise expand to millions of values).
+MAX_FLOW_FILE_NODES = 100_000
 
 
 class FlowRegistry:
@@ -23,13 +28,18 @@ class FlowRegistry:
 
     def __init__(self, definitions: list[FlowDefinition] | None = None) -> None:
         self._by_id: dict[UUID, FlowDefinition] = {}
+        self._files: dict[UUID, Path] = {}
         self._invalid_files: dict[Path, list[str]] = {}
         for definition in definitions or []:
             self.add(definition)
 
     def add(self, definition: FlowDefinition) -> FlowDefinition:
         """Validate and register (or replace, by id) a flow; ``FlowValidationError`` lists every problem."""
-        problems = flow_problems(definition, webhook_slugs=self.webhook_slugs())
+        return self._add(definition, [])
+
+    def _add(self, definition: FlowDefinition, problems: list[str]) -> FlowDefinition:
+        """``add``, with the ``problems`` the caller already found."""
+        problems = [*flow_problems(definition, webhook_slugs=self.webhook_slugs()), *problems]
         clash = self._by_name(definition.name)
         if clash is not None and clash.id != definition.id:
             problems.append(f"flow name {definition.name!r} is already used by flow {clash.id}")
@@ -39,8 +49,21 @@ class FlowRegistry:
         return definition
 
     def add_file(self, path: str | Path) -> FlowDefinition:
-        """Load, validate and register one YAML or JSON flow file."""
-        return self.add(parse_flow_file(path))
+        """Load, validate and register one YAML or JSON flow file.
+
+        A file may replace the flow it registered before, never one of another file with the same
+        id (copied files keep the id): the later one is refused, as a clashing name is.
+        """
+        file = Path(path)
+        definition = parse_flow_file(file)
+        other = self._files.get(definition.id)
+        clash = []
+        if other is not None and other.resolve() != file.resolve():
+            first = self._by_id[definition.id].name
+            clash.append(f"flow id {definition.id} is already used by flow {first!r} ({other.name})")
+        self._add(definition, clash)
+        self._files[definition.id] = file
+        return definition
 
     def load_dir(self, path: str | Path, *, strict: bool = True) -> list[FlowDefinition]:
         """Register every ``*.yaml``, ``*.yml`` and ``*.json`` flow in a folder (sorted by file name).
@@ -105,7 +128,16 @@ class FlowRegistry:
 
 
 class _FlowFileLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, refusing a key repeated in one mapping (PyYAML keeps the last)."""
+    """PyYAML's safe loader, refusing a key repeated in one mapping (PyYAML keeps the last), and a
+    document that expands to more than ``MAX_FLOW_FILE_NODES`` nodes or refers to itself."""
+
+    def get_single_node(self) -> yaml.Node | None:
+        node = super().get_single_node()
+        if node is not None and _expanded_size(node, MAX_FLOW_FILE_NODES) is None:
+            raise ValueError(
+                f"it expands to more than {MAX_FLOW_FILE_NODES} YAML nodes (aliases count as copies)"
+            )
+        return node
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, int] = {}
@@ -122,6 +154,42 @@ class _FlowFileLoader(yaml.SafeLoader):
             if isinstance(key, Hashable):
                 seen[key] = line
         return super().construct_mapping(node, deep=deep)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
+
+
+def _expanded_size(root: yaml.Node, limit: int) -> int | None:
+    """How many nodes the composed document is once every alias is expanded; None past ``limit``.
+
+    Iterative and memoised per node, so the cost is that of the composed (unexpanded) graph.
+    ``ValueError`` when an alias names a node it is inside of (PyYAML would build a cyclic value).
+    """
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()  # being sized: their children are above them on the stack
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_sized = stack.pop()
+        if id(node) in sizes:
+            continue
+        if children_sized:
+            open_nodes.discard(id(node))
+            size = 1 + sum(sizes[id(child)] for child in _children(node))
+            if size > limit:
+                return None
+            sizes[id(node)] = size
+            continue
+        if id(node) in open_nodes:
+            raise ValueError(f"line {node.start_mark.line + 1}: an alias refers to a node it is inside of")
+        open_nodes.add(id(node))
+        stack.append((node, True))
+        stack.extend((child, False) for child in _children(node) if id(child) not in sizes)
+    return sizes[id(root)]
 
 
 def _read_problem(error: Exception) -> str:
@@ -150,7 +218,11 @@ def parse_flow_file(path: str | Path) -> FlowDefinition:
     """
     file = Path(path)
     try:
-        text = file.read_text()
+        with file.open("rb") as stream:
+            raw = stream.read(MAX_FLOW_FILE_BYTES + 1)
+        if len(raw) > MAX_FLOW_FILE_BYTES:
+            raise ValueError(f"it is larger than {MAX_FLOW_FILE_BYTES} bytes")
+        text = raw.decode()
         if file.suffix.lower() == ".json":
             data = json.loads(text, object_pairs_hook=_unique_keys)
         else:

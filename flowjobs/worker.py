@@ -20,7 +20,7 @@ from rq.worker import BaseWorker
 from structlog import _output as structlog_output
 
 from flowjobs.duties import Duty, flow_duties, next_backoff
-from flowjobs.engine import Engine
+from flowjobs.engine import ColdShutdown, Engine
 from flowjobs.factory import engine_from_settings
 from flowjobs.handlers import HandlerRegistry
 from flowjobs.jobs import install_engine
@@ -135,6 +135,14 @@ class FlowWorkerBase(BaseWorker):
             scheduler.acquire_locks(auto_start=True)  # type: ignore[no-untyped-call]
             return int(scheduler._process is not before)
 
+    def request_force_stop(self, signum: int, frame: FrameType | None) -> None:
+        """RQ's cold shutdown, raised as ``ColdShutdown``: in a SimpleWorker it arrives inside the
+        running handler, where the engine takes a plain ``SystemExit`` for the handler's failure."""
+        try:
+            super().request_force_stop(signum, frame)
+        except SystemExit as stop:
+            raise ColdShutdown(stop.code) from None
+
     def teardown(self) -> None:
         """RQ's teardown (stops its scheduler), after which the duty thread no longer revives it."""
         with self._scheduler_lock:
@@ -194,6 +202,27 @@ def build_worker(
     return worker_class([queue], leases=leases, **options)
 
 
+def wait_for_redis(redis: Redis) -> None:
+    """Return once Redis answers, logging each failed try and backing off (1 s, doubling up to 30 s)
+    in between: a worker started before its Redis (a reboot, a deploy) waits for it."""
+    backoff = 0.0
+    while True:
+        try:
+            redis.ping()
+            return
+        except REDIS_DOWN as error:
+            backoff = next_backoff(backoff)
+            where = redis.connection_pool.connection_kwargs
+            log.warning(
+                "worker.waiting_for_redis",
+                host=where.get("host", where.get("path")),
+                port=where.get("port"),
+                error=repr(error),
+                retry_in_seconds=backoff,
+            )
+            time.sleep(backoff)
+
+
 def run_worker(
     settings: Settings,
     *,
@@ -210,6 +239,7 @@ def run_worker(
     """
     engine = engine_from_settings(settings, handlers=handlers)
     install_engine(engine)
+    wait_for_redis(engine.store.redis)  # RQ's worker reads from Redis as it is built
     worker = build_worker(engine.store.redis, settings.queue, simple=simple, name=name, leases=engine.leases)
     revive = Duty(
         "rq-scheduler", settings.recovery_interval_seconds, worker.revive_rq_scheduler, locked=False

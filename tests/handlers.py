@@ -205,3 +205,27 @@ def await_cancel(ctx: StepContext, inputs: dict[str, Any]) -> dict[str, Any]:
     """Marks ``inputs.started``, then waits (up to ``inputs.timeout`` s) for the run's cancel request."""
     _redis().set(inputs["started"], "1", ex=60)
     return {"saw_cancel": _poll(lambda: ctx.cancel_requested, float(inputs.get("timeout", 30)))}
+
+
+@handler("Exit")
+def exit_handler(ctx: StepContext, inputs: dict[str, Any]) -> None:
+    """Counts its calls under ``inputs.key``, then raises ``SystemExit`` (with ``inputs.code`` if
+    given) or, with ``inputs.interrupt``, ``KeyboardInterrupt``."""
+    _redis().rpush(inputs["key"], ctx.attempt)
+    if inputs.get("interrupt"):
+        raise KeyboardInterrupt
+    if "code" in inputs:
+        raise SystemExit(inputs["code"])
+    raise SystemExit
+
+
+@handler("PendingFor")
+def pending_for(ctx: StepContext, inputs: dict[str, Any]) -> Any:
+    """Counts its calls under ``inputs.key``; asks to be run again after ``inputs.delay`` (as given, or
+    through ``float()`` with ``inputs.as_float``: JSON has no NaN) on its first attempt, succeeds on
+    the next."""
+    _redis().rpush(inputs["key"], ctx.attempt)
+    if ctx.attempt == 1:
+        delay = inputs["delay"]
+        return StepResult.pending(float(delay) if inputs.get("as_float") else delay)
+    return {"attempts": ctx.attempt}

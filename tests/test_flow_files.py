@@ -168,6 +168,42 @@ def test_a_wait_for_signal_timeout_must_be_finite_and_bounded(tmp_path: Path) ->
     ]
 
 
+# ---------------------------------------------------------------- size bounds
+
+
+def alias_bomb(levels: int) -> str:
+    """A flow whose step input expands to 10**levels strings through nested aliases (< 1 KB)."""
+    lines = ["id: 11111111-1111-4111-8111-111111111111", "name: bomb", "steps:", "  a:", "    type: A"]
+    lines += ["    inputs:", "      x0: &x0 [lol]"]
+    for level in range(1, levels + 1):
+        lines.append(f"      x{level}: &x{level} [{', '.join([f'*x{level - 1}'] * 10)}]")
+    return "\n".join(lines) + "\n"
+
+
+def test_a_yaml_alias_bomb_is_refused_before_it_expands(tmp_path: Path) -> None:
+    bomb = write(tmp_path, "bomb.yaml", alias_bomb(7))
+    assert bomb.stat().st_size < 1024
+    assert problems_of(bomb) == [
+        "cannot read the file: it expands to more than 100000 YAML nodes (aliases count as copies)"
+    ]
+
+
+def test_a_few_aliases_and_merges_are_fine(tmp_path: Path) -> None:
+    inputs = parse_flow_file(write(tmp_path, "small.yaml", alias_bomb(3))).manifest.steps["a"].inputs
+    assert len(inputs["x3"]) == 10 and inputs["x3"][9][9] == [["lol"]] * 10
+
+
+def test_a_recursive_alias_is_refused(tmp_path: Path) -> None:
+    loop = write(tmp_path, "loop.yaml", GOOD + "x: &x [*x]\n")
+    assert problems_of(loop) == ["cannot read the file: line 6: an alias refers to a node it is inside of"]
+
+
+def test_a_flow_file_over_a_megabyte_is_refused(tmp_path: Path) -> None:
+    big = tmp_path / "big.yaml"
+    big.write_text(GOOD + "# " + "x" * 1024 * 1024 + "\n")
+    assert problems_of(big) == ["cannot read the file: it is larger than 1048576 bytes"]
+
+
 # ---------------------------------------------------------------- folders with a bad file
 
 
@@ -176,7 +212,9 @@ def bad_folder(tmp_path: Path) -> Path:
     write(
         tmp_path,
         "b-bad.yaml",
-        GOOD.replace("good-flow", "bad-flow").replace("{type: A}", "{type: A, run_after: [x]}"),
+        GOOD.replace("good-flow", "bad-flow")
+        .replace("{type: A}", "{type: A, run_after: [x]}")
+        .replace("11111111-1111-4111-8111-111111111111", "44444444-4444-4444-8444-444444444444"),
     )
     write(tmp_path, "c-broken.json", "{not json")
     return tmp_path

@@ -182,6 +182,20 @@ def test_add_file_registers_one_file(tmp_path: Path) -> None:
     assert flow.manifest.dependency_graph() == {"a": {}, "b": {"a": frozenset({"Succeeded"})}}
 
 
+def test_a_second_file_with_the_same_id_is_refused_and_the_first_kept(tmp_path: Path) -> None:
+    (tmp_path / "a-first.yaml").write_text(GOOD_YAML)
+    (tmp_path / "b-copy.yaml").write_text(GOOD_YAML.replace("good-flow", "copied-flow"))
+    registry = FlowRegistry()
+    with pytest.raises(FlowValidationError) as info:
+        registry.load_dir(tmp_path)
+    assert info.value.problems == [
+        "b-copy.yaml: flow id 11111111-1111-4111-8111-111111111111 is already used by flow "
+        "'good-flow' (a-first.yaml)"
+    ]
+    assert [flow.name for flow in registry.all()] == ["good-flow"]
+    assert registry.add_file(tmp_path / "a-first.yaml").name == "good-flow"  # a file may replace its own
+
+
 def test_parse_flow_file_of_broken_yaml(tmp_path: Path) -> None:
     path = tmp_path / "broken.yaml"
     path.write_text("name: [unclosed\n  steps: {")

@@ -159,12 +159,13 @@ local function advance_loops(a)
   return changed
 end
 
-local function close_run(a, status)
-  -- Running/Pending -> a terminal status, once: the caller checked the run is still active.
+local function close_run(a, status, reason)
+  -- Running/Pending -> a terminal status, once: the caller checked the run is still active. A
+  -- reason (a run closed from outside its steps) follows the status in the event's message.
   move_run_status(a, status)
   redis.call('HSET', a.run_key, 'completed_at', a.now)
   redis.call('ZREM', a.deadlines_key, a.run_id)
-  push_event(a, 'run.completed', nil, status)
+  push_event(a, 'run.completed', nil, reason and (status .. ': ' .. reason) or status)
 end
 
 local function skip_waiting(a, reason)

@@ -20,6 +20,7 @@ from flowjobs.errors import DataTooLarge
 from flowjobs.registry import FlowRegistry
 from tests.conftest import Space
 from tests.integration.flows import flow, registry
+from tests.test_flow_files import alias_bomb
 
 
 def _written(space: Space) -> list[bytes]:
@@ -205,3 +206,53 @@ def test_from_settings_skips_a_bad_flow_file_and_triggers_the_good_ones(space: S
     assert [d.name for d in client.flows.all()] == ["good"]
     assert list(client.flows.invalid_files) == [tmp_path / "bad.yaml"]
     assert client.trigger("good").record().flow_name == "good"
+
+
+def test_two_flow_files_with_the_same_id_are_refused_and_the_first_stays_triggerable(
+    space: Space, tmp_path: Path
+) -> None:
+    body = "id: 2f0e9c1a-6b7d-4e8f-9a0b-1c2d3e4f5a6b\nname: {name}\nsteps:\n  a: {{type: Noop}}\n"
+    (tmp_path / "a-first.yaml").write_text(body.format(name="first"))
+    (tmp_path / "b-copy.yaml").write_text(body.format(name="copy"))
+    validated = space.cli("flows", "validate", str(tmp_path))
+    assert validated.returncode == 2, validated.stdout
+    assert (
+        "b-copy.yaml: flow id 2f0e9c1a-6b7d-4e8f-9a0b-1c2d3e4f5a6b is already used by flow 'first' "
+        "(a-first.yaml)" in validated.stderr
+    )
+    in_folder = {"FLOWJOBS_FLOWS_DIR": str(tmp_path)}
+    listed = space.cli("flows", "list", env=in_folder)
+    assert listed.returncode == 0 and "INVALID" in listed.stdout and "already used" in listed.stdout
+    triggered = space.cli("trigger", "first", env=in_folder)
+    assert triggered.returncode == 0, triggered.stderr
+    assert "b-copy.yaml skipped" in triggered.stderr
+
+
+def test_flows_list_refuses_a_yaml_alias_bomb_naming_the_file(space: Space, tmp_path: Path) -> None:
+    (tmp_path / "bomb.yaml").write_text(alias_bomb(7))
+    (tmp_path / "good.yaml").write_text(
+        "id: 7a3e1a52-5a0e-4b8e-9f43-2d1c0b9e8f70\nname: good\nsteps:\n  a: {type: Noop}\n"
+    )
+    listed = space.cli("flows", "list", env={"FLOWJOBS_FLOWS_DIR": str(tmp_path)})
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.splitlines()[0].startswith("good ")
+    assert f"bomb.yaml                      INVALID ({tmp_path / 'bomb.yaml'})" in listed.stdout
+    assert "cannot read the file: it expands to more than 100000 YAML nodes" in listed.stdout
+
+
+def test_a_run_failed_for_an_unreadable_stored_flow_shows_the_reason_in_its_events(space: Space) -> None:
+    client = space.client(registry(flow("pinned", {"a": {"type": "Noop"}})))
+    handle = client.trigger("pinned")
+    manifest_hash = handle.record().manifest_hash
+    assert manifest_hash is not None
+    space.redis.set(space.keys.manifest(manifest_hash), "{not json")  # damaged in Redis
+    space.start_worker("unreadable")
+    assert handle.wait(timeout=60).status is RunStatus.Failed
+    shown = space.cli("runs", "show", str(handle.run_id), "--events")
+    assert shown.returncode == 0, shown.stderr
+    completed = [line for line in shown.stdout.splitlines() if "run.completed" in line]
+    assert len(completed) == 1
+    assert completed[0].endswith(
+        f"Failed: Run cannot be planned: its pinned manifest {manifest_hash} is missing or unparsable "
+        "(1 validation error for FlowManifest"
+    ), shown.stdout

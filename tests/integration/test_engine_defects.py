@@ -161,3 +161,29 @@ def test_claims_carry_trigger_data_only_to_steps_that_reference_it(space: Space)
     outputs = {s.step_key: json.loads(s.output_json or "null") for s in run.steps or []}
     assert outputs["uses"]["inputs"] == {"id": 7}
     assert outputs["reads"] == {"data": big}, "a handler still reads the trigger data, on demand"
+
+
+BAD_DELAYS: dict[str, tuple[dict[str, Any], str]] = {
+    "negative": ({"delay": -5}, "-5"),
+    "centuries": ({"delay": 1e10}, "10000000000.0"),
+    "nan": ({"delay": "nan", "as_float": True}, "nan"),
+    "infinite": ({"delay": "inf", "as_float": True}, "inf"),
+    "text": ({"delay": "soon"}, "'soon'"),
+}
+
+
+def test_a_pending_delay_out_of_bounds_fails_the_attempt_with_the_reason(space: Space) -> None:
+    steps = {
+        name: {"type": "PendingFor", "inputs": {**inputs, "key": f"{space.token}:{name}"}}
+        for name, (inputs, _) in BAD_DELAYS.items()
+    }
+    steps["fine"] = {"type": "PendingFor", "inputs": {"delay": 0, "key": f"{space.token}:fine"}}
+    by_key = _steps(_run(space, steps))
+    for name, (_, shown) in BAD_DELAYS.items():
+        step = by_key[name]
+        assert step.status is StepStatus.Failed and step.attempt_count == 1, (name, step)
+        message = step.error_message or ""
+        assert message.startswith("ValueError: StepResult.pending: delay_seconds must be"), message
+        assert message.endswith(f", not {shown}"), message
+        assert space.redis.lrange(f"{space.token}:{name}", 0, -1) == [b"1"], name
+    assert by_key["fine"].status is StepStatus.Succeeded and by_key["fine"].attempt_count == 2

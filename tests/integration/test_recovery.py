@@ -206,7 +206,9 @@ def test_a_run_whose_manifest_is_corrupted_does_not_stop_recovery_of_the_others(
     space.drain()
     assert healthy.wait(timeout=5).status is RunStatus.Succeeded
     failed = [e for e in store.events(corrupted.run_id) if e.type.value == "run.completed"]
-    assert [e.message for e in failed] == ["Failed"]
+    assert [e.message.split(" (")[0] for e in failed if e.message] == [
+        f"Failed: Run cannot be planned: its pinned manifest {bad_hash} is missing or unparsable"
+    ]
 
 
 @pytest.mark.slow
