@@ -14,7 +14,7 @@ from tests.conftest import Space
 from tests.integration.flows import flow, registry
 
 #: Step keys that the event encoding must carry as they are (``|`` separates fields, ``%`` escapes).
-ODD_KEY = "odd|key%7C"
+ODD_KEY = "発送_key-7"  # letters of any script, digits, _ and - (the step-key rule)
 
 
 def _linear(name: str, steps: int) -> dict[str, Any]:
