@@ -4,13 +4,20 @@ for lost; one left there by a dead worker is recovered within a lease and a few 
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from rq import Queue, SimpleWorker
 from rq.serializers import JSONSerializer
 
 from flowjobs import RunStatus, StepStatus
 from flowjobs.client import FlowClient, RunHandle
+from flowjobs.clock import utcnow
+from flowjobs.engine import Engine
+from flowjobs.jobs import install_engine
+from flowjobs.recovery import recover
 from flowjobs.runtime.base import step_job_id
-from tests.conftest import Space
+from flowjobs.worker import FlowWorkerBase, build_worker
+from tests.conftest import Space, wait_until
 from tests.integration.flows import flow, registry
 
 #: How long a test waits for a run that a dead worker left behind: far below RQ's own clean-up of
@@ -46,30 +53,88 @@ def _executions(space: Space, key: str) -> list[str]:
     return [entry.decode() for entry in space.redis.lrange(key, 0, -1)]
 
 
-def test_a_backlog_behind_one_worker_runs_each_step_once_with_no_retry(space: Space) -> None:
-    """800 runs behind one worker once gave 53 steps a second execution ("retry requested"): a step
-    job dequeued but not yet claimed was re-queued as lost, and the refused copy taken for a requeue."""
-    key = f"{space.token}:executions"
-    client = space.client(registry(flow("backlog", {"a": {"type": "Record", "inputs": {"key": key}}})))
-    runs = 240
-    # Every run is Running with its step queued before the worker starts: the queue holds a backlog
-    # of several seconds (several leases), so each step is overdue long before a worker takes it.
-    handles = [_dispatched(space, client, "backlog") for _ in range(runs)]
-    space.start_worker("only")
-    space.start("scheduler")  # the duties, every 0.5 s, beside the worker's own
+def _flaky(space: Space, name: str) -> tuple[FlowClient, str]:
+    """A flow whose one step ``a`` fails its first attempt and counts its executions under the key."""
+    key = f"{space.token}:calls"
+    steps = {"a": {"type": "Flaky", "inputs": {"key": key, "succeed_on": 2}}}
+    return space.client(registry(flow(name, steps))), key
 
-    assert {h.wait(timeout=240, poll_interval=0.2).status for h in handles} == {RunStatus.Succeeded}
-    executions = _executions(space, key)
-    assert sorted(entry.rsplit(":", 1)[0] for entry in executions) == sorted(
-        f"{h.run_id}:a" for h in handles
-    ), "each step's handler ran exactly once"
-    store = space.engine().store
-    for handle in handles:
-        events = store.events(handle.run_id)
-        assert not [e for e in events if e.type.value == "step.retried"], events
-        detail = client.get_run_detail(handle.run_id)
-        assert detail is not None
-        assert [s.attempt_count for s in detail.steps or []] == [1]
+
+def _worker(space: Space, name: str) -> FlowWorkerBase:
+    """A real RQ worker of this space in the test process, registered as RQ registers its workers."""
+    worker = build_worker(space.redis, space.settings.queue, simple=True, name=f"{space.token}-{name}")
+    worker.register_birth()
+    return worker
+
+
+def _overdue(space: Space, engine: Engine) -> None:
+    """Wait until the dispatched step is older than the lease: recovery's grace is over."""
+    lease = timedelta(seconds=space.settings.claim_lease_seconds)
+    wait_until(
+        lambda: engine.store.overdue_pending(utcnow() - lease), timeout=10, what="the step to be overdue"
+    )
+
+
+def _no_retry(space: Space, client: FlowClient, handle: RunHandle, key: str) -> None:
+    """The step's handler ran once, its failure stands: no attempt 2, no "retry requested"."""
+    assert handle.wait(timeout=10).status is RunStatus.Failed
+    assert space.redis.get(key) == b"1", "the handler ran exactly once"
+    events = space.engine().store.events(handle.run_id)
+    assert not [e for e in events if e.type.value == "step.retried"], events
+    detail = client.get_run_detail(handle.run_id)
+    assert detail is not None
+    assert [(s.status, s.attempt_count) for s in detail.steps or []] == [(StepStatus.Failed, 1)]
+
+
+def test_a_step_job_a_live_worker_started_but_has_not_claimed_is_not_taken_for_lost(space: Space) -> None:
+    """800 runs behind one worker once gave 53 steps a second execution ("retry requested"): a step
+    job dequeued but not yet claimed was queued again as lost, and the refused copy taken for a
+    requeue by hand. Here a live worker holds the job at that point while recovery passes run."""
+    client, key = _flaky(space, "held")
+    handle = _dispatched(space, client, "held")
+    engine = space.engine()
+    worker = _worker(space, "live")
+    taken = worker.dequeue_job_and_maintain_ttl(timeout=1)
+    assert taken is not None
+    job, queue = taken
+    worker.prepare_execution(job)  # RQ's started registry, in the worker's name
+    _overdue(space, engine)
+    for _ in range(3):
+        worker.heartbeat()  # alive, about to claim
+        assert recover(engine) == 0
+    assert _queue(space).get_job_ids() == [], "no second copy of the job was queued"
+
+    install_engine(engine)
+    try:
+        worker.perform_job(job, queue)  # claims attempt 1, which fails
+        space.drain()
+    finally:
+        install_engine(None)
+    _no_retry(space, client, handle, key)
+
+
+def test_a_second_copy_of_an_attempts_job_is_refused_without_a_retry(space: Space) -> None:
+    """Recovery cannot tell a worker frozen past its bounds from a dead one: the copy it then
+    queues, refused once the original ran, must not read as rq-dashboard's Requeue."""
+    client, key = _flaky(space, "copied")
+    handle = _dispatched(space, client, "copied")
+    engine = space.engine()
+    frozen = _worker(space, "frozen")
+    taken = frozen.dequeue_job_and_maintain_ttl(timeout=1)
+    assert taken is not None
+    job, queue = taken
+    _overdue(space, engine)
+    # Recovery takes the job for lost once it stayed dequeued past DEQUEUED_SECONDS.
+    wait_until(lambda: recover(engine) == 1, timeout=10, what="recovery to queue a copy")
+    assert _queue(space).get_job_ids() == [job.id]
+
+    install_engine(engine)
+    try:
+        frozen.execute_job(job, queue)  # the frozen worker wakes up: attempt 1 is claimed and fails
+        space.drain()  # the copy: refused
+    finally:
+        install_engine(None)
+    _no_retry(space, client, handle, key)
 
 
 def test_a_trigger_job_taken_by_a_worker_that_died_is_recovered(space: Space) -> None:
