@@ -97,7 +97,9 @@ def test_a_step_job_a_live_worker_started_but_has_not_claimed_is_not_taken_for_l
     taken = worker.dequeue_job_and_maintain_ttl(timeout=1)
     assert taken is not None
     job, queue = taken
-    worker.prepare_execution(job)  # RQ's started registry, in the worker's name
+    # RQ's started registry in the worker's name, the job `started`: its job function comes next.
+    worker.prepare_execution(job)
+    worker.prepare_job_execution(job, remove_from_intermediate_queue=True)
     _overdue(space, engine)
     for _ in range(3):
         worker.heartbeat()  # alive, about to claim
