@@ -85,8 +85,9 @@ def recover(
 
     - a run past its deadline is ended as TimedOut, its queued and parked steps skipped;
     - a claimed step whose lease expired gets a new attempt, within the lost-attempt limit;
-    - a dispatched step whose RQ job is gone, or ended without claiming it, is queued again;
-    - a Pending run whose trigger job is gone gets its trigger job again;
+    - a dispatched step whose RQ job is gone, ended without claiming it, or is held by a dead worker
+      (RQ's intermediate list or started registry) is queued again;
+    - a Pending run whose trigger job is gone, or is held by a dead worker, gets its trigger job again;
     - a Running run with nothing in flight is re-planned (which closes it when all is final).
 
     ``grace_seconds`` (default: the claim lease) is how old dispatched work must be before it
@@ -124,7 +125,8 @@ def recover_claims(
 def recover_jobs(
     engine: Engine, *, grace_seconds: float | None = None, batch_size: int = RECOVERY_BATCH
 ) -> int:
-    """Queue again the dispatched steps whose RQ job is gone (or ended without claiming them)."""
+    """Queue again the dispatched steps whose RQ job is gone, ended without claiming them, or is
+    held by a dead worker; a job in the queue or held by a live worker is left alone."""
     grace = _grace(engine, grace_seconds)
     overdue = engine.store.overdue_pending(utcnow() - grace)
     read = partial(_read_step_jobs, engine)
