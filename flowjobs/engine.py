@@ -18,12 +18,13 @@ from functools import partial
 from typing import Any
 from uuid import UUID
 
+import rq
 import structlog
 from pydantic import BaseModel, ValidationError
 from rq.timeouts import JobTimeoutException
 
 from flowjobs.backoff import retry_delay
-from flowjobs.clock import utcnow
+from flowjobs.clock import epoch_ms, utcnow
 from flowjobs.context import StepContext
 from flowjobs.control import retry_failed_step
 from flowjobs.deadline import step_deadline
@@ -205,7 +206,7 @@ class Engine:
             )
             if isinstance(claim, Refused):
                 log.info("step.claim_refused", reason=claim.reason.value, detail=claim.detail)
-                return self._refused_claim(run_id, step_key, attempt, claim)
+                return self._refused_claim(run_id, step_key, attempt, job_id, claim)
             structlog.contextvars.bind_contextvars(flow_id=claim.run.get("flow_id"))
             log.debug("step.started", step_type=step.type)
             current = Attempt(run_id, step_key, step, attempt, job_id, claim)
@@ -219,12 +220,19 @@ class Engine:
                 reason = f"flowjobs could not run the step: {type(error).__name__}: {error}"
                 return self._record(current, Outcome(StepStatus.Failed, error=reason))
 
-    def _refused_claim(self, run_id: str, step_key: str, attempt: int, refused: Refused) -> StepReport:
+    def _refused_claim(
+        self, run_id: str, step_key: str, attempt: int, job_id: str | None, refused: Refused
+    ) -> StepReport:
         """A job whose attempt is not the step's current one. When it is the job of the step's latest
-        attempt, which failed, it was requeued by hand (rq-dashboard's Requeue): that asks for a
-        retry, done as ``FlowClient.retry_step`` does. Any other such job is refused, saying why."""
+        attempt, which failed, and was queued again after that (rq-dashboard's Requeue), it asks for
+        a retry, done as ``FlowClient.retry_step`` does. Any other such job is refused, saying why:
+        among them a second copy of the attempt's job that recovery queued before the attempt ran."""
         fields = self.store.step_fields(run_id, step_key)
-        if fields.get("status") == StepStatus.Failed and fields.get("attempt") == str(attempt):
+        if (
+            fields.get("status") == StepStatus.Failed
+            and fields.get("attempt") == str(attempt)
+            and _queued_after(job_id, fields.get("completed_at"))
+        ):
             try:
                 retried = retry_failed_step(self.store, self.runner, run_id, step_key, attempt=attempt)
             except FlowjobsError as error:
@@ -742,3 +750,16 @@ def _scope(manifest: FlowManifest, step_key: str) -> StateScope:
         return StateScope(top)
     children = tuple(child_key(loop_key, index, name) for name in manifest.steps[loop_key].steps)
     return StateScope(top + children, loop_key, index)
+
+
+def _queued_after(job_id: str | None, completed_ms: str | None) -> bool:
+    """Whether the RQ job running now (``job_id``) was queued at or after ``completed_ms`` (epoch ms).
+
+    RQ stamps ``enqueued_at`` at every enqueue, a requeue included; recovery queues a copy of an
+    attempt's job only while the attempt is still unclaimed (``recovery._requeue``), so before it
+    ends. False when this is not an RQ job or either time is unknown: never retry on a guess.
+    """
+    job = rq.get_current_job()
+    if job is None or job.id != job_id or job.enqueued_at is None or not completed_ms:
+        return False
+    return epoch_ms(job.enqueued_at) >= int(completed_ms)

@@ -20,6 +20,7 @@ from functools import partial
 from typing import TypeVar
 
 import structlog
+from redis.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -27,7 +28,8 @@ from flowjobs.clock import utcnow
 from flowjobs.engine import Engine
 from flowjobs.jobs import trigger_call
 from flowjobs.manifest import FlowManifest
-from flowjobs.runtime.base import JobState
+from flowjobs.runtime.base import JobCall, JobState
+from flowjobs.runtime.rq import RQJobRunner, TakenJob
 from flowjobs.statuses import RunStatus, StepStatus
 from flowjobs.store.transitions import RunSnapshot
 
@@ -41,6 +43,10 @@ DEFAULT_MAX_LOST_ATTEMPTS = 1
 #: Candidates a pass looks up per round-trip (their hashes, then their jobs' states).
 RECOVERY_BATCH = 500
 _WAITING = (JobState.Enqueued, JobState.Scheduled)
+#: How long a worker may hold a job it dequeued before starting it (RQ's next two round-trips),
+#: at most the grace: a job held longer was taken by a worker that died. A live worker that was
+#: only slower costs a second copy of the job, which is harmless: one claims, the other is refused.
+DEQUEUED_SECONDS = 1.0
 
 #: The step fields recovery reads (its batches read no others: a step hash holds outputs too).
 STEP_FIELDS = ("status", "attempt", "job_id", "lost_attempts")
@@ -64,6 +70,8 @@ class Found:
     job_state: JobState | None = None
     """State of the job the fields name (a dispatched step's ``job_id``, a Pending run's
     ``background_job_id``); None when they name none or the pass does not check jobs."""
+    taken: TakenJob | None = None
+    """The worker that took that job off the queue and has not finished it (RQ), if one did."""
 
 
 def recover(
@@ -77,8 +85,9 @@ def recover(
 
     - a run past its deadline is ended as TimedOut, its queued and parked steps skipped;
     - a claimed step whose lease expired gets a new attempt, within the lost-attempt limit;
-    - a dispatched step whose RQ job is gone, or ended without claiming it, is queued again;
-    - a Pending run whose trigger job is gone gets its trigger job again;
+    - a dispatched step whose RQ job is gone, ended without claiming it, or is held by a dead worker
+      (RQ's intermediate list or started registry) is queued again;
+    - a Pending run whose trigger job is gone, or is held by a dead worker, gets its trigger job again;
     - a Running run with nothing in flight is re-planned (which closes it when all is final).
 
     ``grace_seconds`` (default: the claim lease) is how old dispatched work must be before it
@@ -116,20 +125,23 @@ def recover_claims(
 def recover_jobs(
     engine: Engine, *, grace_seconds: float | None = None, batch_size: int = RECOVERY_BATCH
 ) -> int:
-    """Queue again the dispatched steps whose RQ job is gone (or ended without claiming them)."""
-    overdue = engine.store.overdue_pending(utcnow() - _grace(engine, grace_seconds))
+    """Queue again the dispatched steps whose RQ job is gone, ended without claiming them, or is
+    held by a dead worker; a job in the queue or held by a live worker is left alone."""
+    grace = _grace(engine, grace_seconds)
+    overdue = engine.store.overdue_pending(utcnow() - grace)
     read = partial(_read_step_jobs, engine)
-    return _repair_in_batches(engine, overdue, read, partial(_lost_job, engine), batch_size)
+    return _repair_in_batches(engine, overdue, read, partial(_lost_job, engine, grace), batch_size)
 
 
 def recover_runs(
     engine: Engine, *, grace_seconds: float | None = None, batch_size: int = RECOVERY_BATCH
 ) -> int:
     """Restart Pending runs whose trigger job is gone; re-plan Running runs with nothing in flight."""
-    idle = engine.store.idle_runs(utcnow() - _grace(engine, grace_seconds))
+    grace = _grace(engine, grace_seconds)
+    idle = engine.store.idle_runs(utcnow() - grace)
     pending = [run_id for run_id, status in idle if status is RunStatus.Pending]
     read = partial(_read_trigger_jobs, engine)
-    fixed = _repair_in_batches(engine, pending, read, partial(_lost_trigger, engine), batch_size)
+    fixed = _repair_in_batches(engine, pending, read, partial(_lost_trigger, engine, grace), batch_size)
     for run_id, status in idle:
         if status is not RunStatus.Pending:
             # Nothing to look up first: every such run is a repair (and reads its own snapshot).
@@ -204,7 +216,15 @@ def _with_job_states(
 ) -> list[Found]:
     """Each record with the state of the job it names, all looked up with one ``states`` call."""
     job_ids = [job_of(fields) for fields in records]
-    states = engine.runner.states([job_id for job_id in job_ids if job_id is not None])
+    named = [job_id for job_id in job_ids if job_id is not None]
+    runner = engine.runner
+    if isinstance(runner, RQJobRunner):
+        where = runner.whereabouts(named)
+        return [
+            Found(fields, where[job_id].state, where[job_id].taken) if job_id is not None else Found(fields)
+            for fields, job_id in zip(records, job_ids, strict=True)
+        ]
+    states = runner.states(named)
     return [
         Found(fields, states[job_id] if job_id is not None else None)
         for fields, job_id in zip(records, job_ids, strict=True)
@@ -336,27 +356,68 @@ def _expired_claim(
     return 1
 
 
-def _lost_job(engine: Engine, step: tuple[str, str], found: Found) -> int:
-    """Queue a dispatched step's job again when its job is no longer waiting to run."""
+def _lost_job(engine: Engine, grace: timedelta, step: tuple[str, str], found: Found) -> int:
+    """Queue a dispatched step's job again when its job is neither waiting to run nor held by a
+    live worker, as long as the step is still dispatched with that job."""
     run_id, step_key = step
     job_id = _dispatched_job(found.fields)
-    if job_id is None or found.job_state in _WAITING:
+    if job_id is None or _waiting(found, grace):
         return 0
-    log.warning("step.job_lost", run_id=run_id, step_key=step_key, job_id=job_id)
     run_fields = engine.store.run_fields(run_id)
     _manifest(engine, run_id, run_fields)
-    engine.runner.enqueue(engine.step_call(run_id, run_fields, step_key, int(found.fields["attempt"])))
-    return 1
-
-
-def _lost_trigger(engine: Engine, run_id: str, found: Found) -> int:
-    """Queue a Pending run's trigger job again when it is no longer waiting to run."""
-    job_id = _trigger_job(found.fields)
-    if job_id is None or found.job_state in _WAITING:
+    attempt = found.fields["attempt"]
+    call = engine.step_call(run_id, run_fields, step_key, int(attempt))
+    expected = {"status": StepStatus.Pending.value, "attempt": attempt, "job_id": job_id}
+    if not _requeue(engine, engine.store.keys.step(run_id, step_key), expected, call, found.taken):
         return 0
-    log.warning("run.trigger_job_lost", run_id=run_id, job_id=job_id)
-    engine.runner.enqueue(trigger_call(run_id, found.fields["flow_id"], found.fields.get("flow_name")))
+    log.warning("step.job_lost", run_id=run_id, step_key=step_key, job_id=job_id, taken=_taker(found))
     return 1
+
+
+def _lost_trigger(engine: Engine, grace: timedelta, run_id: str, found: Found) -> int:
+    """Queue a Pending run's trigger job again when it is neither waiting to run nor held by a live
+    worker, as long as the run is still Pending."""
+    job_id = _trigger_job(found.fields)
+    if job_id is None or _waiting(found, grace):
+        return 0
+    call = trigger_call(run_id, found.fields["flow_id"], found.fields.get("flow_name"))
+    expected = {"status": RunStatus.Pending.value, "background_job_id": job_id}
+    if not _requeue(engine, engine.store.keys.run(run_id), expected, call, found.taken):
+        return 0
+    log.warning("run.trigger_job_lost", run_id=run_id, job_id=job_id, taken=_taker(found))
+    return 1
+
+
+def _waiting(found: Found, grace: timedelta) -> bool:
+    """Whether the job is waiting to run, or held by a worker that is alive: a started job's worker
+    beat within the grace; a dequeued one was first seen so less than ``DEQUEUED_SECONDS`` ago."""
+    taken = found.taken
+    if taken is None:
+        return found.job_state in _WAITING
+    held_for = min(grace, timedelta(seconds=DEQUEUED_SECONDS)) if taken.worker is None else grace
+    return taken.since is not None and utcnow() - taken.since < held_for
+
+
+def _requeue(
+    engine: Engine, key: str, expected: dict[str, str], call: JobCall, taken: TakenJob | None
+) -> bool:
+    """Queue the job again, and forget the dead worker that took it, while the record ``key`` still
+    holds ``expected``: a copy queued after its attempt ended would pass for a requeue by hand."""
+    runner = engine.runner
+
+    def write(pipe: Pipeline) -> None:
+        if taken is not None and isinstance(runner, RQJobRunner):
+            runner.release(call.job_id, taken, pipe)
+        runner.enqueue(call, pipeline=pipe)
+
+    return engine.store.write_if_unchanged(key, expected, write)
+
+
+def _taker(found: Found) -> str | None:
+    """The worker that took the job, for the logs ("dequeued" when RQ records none)."""
+    if found.taken is None:
+        return None
+    return found.taken.worker or "dequeued"
 
 
 def _replan(engine: Engine, run_id: str) -> int:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from redis import Redis
 from redis.client import Pipeline
@@ -15,6 +16,8 @@ from rq.executions import ExecutionRegistry
 from rq.job import Job, JobStatus
 from rq.results import Result
 from rq.serializers import JSONSerializer
+from rq.utils import utcparse
+from rq.worker import BaseWorker
 
 from flowjobs.clock import utcnow
 from flowjobs.keys import Keys
@@ -51,8 +54,69 @@ end
 return statuses
 """
 
+# KEYS: the queue's intermediate list, its started registry. ARGV: now (epoch seconds), RQ's
+# job, execution and worker key prefixes, then job ids. Reply per job: its hash's ``status`` (false when
+# the job is gone), then false, or {'started', worker or false, the worker's last heartbeat or
+# false, the job's started-registry entries...} when a worker started it, or {'dequeued', first
+# seen} when a worker moved it off the queue without starting it. RQ keeps both structures as
+# short as its workers are few; the first sighting of a dequeued job is RQ's own ``first_seen``
+# key (its maintenance uses it the same way, a minute later).
+_WHEREABOUTS_LUA = """
+local dequeued = {}
+for _, id in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do dequeued[id] = true end
+local started = {}
+for _, entry in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  local id = string.match(entry, '^(.*):[^:]*$')
+  if id then
+    started[id] = started[id] or {}
+    table.insert(started[id], entry)
+  end
+end
+local replies = {}
+for i = 5, #ARGV do
+  local id = ARGV[i]
+  local taken = false
+  if started[id] then
+    local worker = redis.call('HGET', ARGV[3] .. started[id][1], 'worker_name')
+    local beat = worker and redis.call('HGET', ARGV[4] .. worker, 'last_heartbeat')
+    taken = {'started', worker or false, beat or false, unpack(started[id])}
+  elseif dequeued[id] then
+    local seen = KEYS[1] .. ':first_seen:' .. id
+    redis.call('SET', seen, ARGV[1], 'NX', 'EX', 86400)
+    taken = {'dequeued', redis.call('GET', seen)}
+  end
+  replies[i - 4] = {redis.call('HGET', ARGV[2] .. id, 'status') or false, taken}
+end
+return replies
+"""
+
 DEFAULT_KEEP_SECONDS = 86400
 """How long RQ keeps a finished job's hash and result stream by default (one day)."""
+
+_EXECUTION_PREFIX = "rq:execution:"
+"""How ``rq.executions.Execution.key`` spells an execution's hash, before ``<job id>:<execution id>``."""
+
+
+@dataclass(frozen=True)
+class TakenJob:
+    """A job a worker moved off the queue and has not finished: in RQ's intermediate list (dequeued,
+    not started yet) or in its started registry."""
+
+    worker: str | None
+    """The RQ worker that started it; None while it is only dequeued (RQ records no taker then)."""
+    since: datetime | None
+    """A started job: its worker's last heartbeat (None once the worker's key is gone). A dequeued
+    job: when it was first seen dequeued."""
+    entries: tuple[str, ...] = ()
+    """Its entries in the started registry (``<job id>:<execution id>``)."""
+
+
+@dataclass(frozen=True)
+class Whereabouts:
+    """A job's state, and the worker that took it, if one did."""
+
+    state: JobState
+    taken: TakenJob | None
 
 
 class RQJobRunner:
@@ -79,6 +143,7 @@ class RQJobRunner:
         self.schedules = ScheduleStore(redis, Keys(key_prefix))
         self.queue = Queue(queue_name, connection=redis, serializer=JSONSerializer)
         self._statuses = redis.register_script(_STATUSES_LUA)
+        self._whereabouts = redis.register_script(_WHEREABOUTS_LUA)
         self.keep_seconds = keep_seconds
         self.default_timeout_seconds = default_timeout_seconds
 
@@ -200,6 +265,42 @@ class RQJobRunner:
             job_id: _state(raw.decode() if raw else None) for job_id, raw in zip(ids, statuses, strict=True)
         }
 
+    def whereabouts(self, job_ids: Iterable[str]) -> dict[str, Whereabouts]:
+        """States of many jobs, with whether a worker took each off the queue, in one round-trip.
+
+        RQ says ``queued`` from the enqueue until a worker starts the job, also after its dequeue
+        moved it to the intermediate list; a job said to be queued that no worker took is taken to
+        be in the queue's list (not checked: finding it there costs a scan of the list per job).
+        """
+        ids = list(job_ids)
+        if not ids:
+            return {}
+        queue = self.queue
+        replies = self._whereabouts(
+            keys=[queue.intermediate_queue_key, queue.started_job_registry.key],
+            args=[
+                utcnow().timestamp(),
+                Job.redis_job_namespace_prefix,
+                _EXECUTION_PREFIX,
+                BaseWorker.redis_worker_namespace_prefix,
+                *ids,
+            ],
+        )
+        return {
+            job_id: Whereabouts(_state(status.decode() if status else None), _taken(taken))
+            for job_id, (status, taken) in zip(ids, replies, strict=True)
+        }
+
+    def release(self, job_id: str, taken: TakenJob, pipeline: Pipeline) -> None:
+        """Forget that a worker took the job (a dead one: its intermediate-list and started-registry
+        entries), as part of the caller's MULTI/EXEC; RQ's maintenance would otherwise fail the job
+        later as stuck or abandoned, whatever became of it meanwhile."""
+        queue = self.queue
+        pipeline.lrem(queue.intermediate_queue_key, 0, job_id)
+        pipeline.delete(queue.intermediate_queue.get_first_seen_key(job_id))
+        if taken.entries:
+            pipeline.zrem(queue.started_job_registry.key, *taken.entries)
+
     def add_or_update_recurring(
         self, recurring_id: str, call: JobCall, cron: str, *, time_zone: str | None = None
     ) -> None:
@@ -232,6 +333,18 @@ def job_keys(job_id: str) -> list[str]:
         f"{Job.redis_job_namespace_prefix}:{job_id}:dependencies",
         ExecutionRegistry.key_template.format(job_id),
     ]
+
+
+def _taken(reply: list[bytes | None] | None) -> TakenJob | None:
+    """A ``_WHEREABOUTS_LUA`` reply's taker, decoded."""
+    if not reply:
+        return None
+    kind, *rest = (item.decode() if item else None for item in reply)
+    if kind == "started":
+        worker, beat, *entries = rest
+        return TakenJob(worker, utcparse(beat) if beat else None, tuple(e for e in entries if e))
+    (seen,) = rest
+    return TakenJob(None, datetime.fromtimestamp(float(seen), UTC) if seen else None)
 
 
 def _state(status: str | None) -> JobState:

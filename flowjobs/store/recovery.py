@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from datetime import datetime
+
+from redis.client import Pipeline
+from redis.exceptions import WatchError
 
 from flowjobs.clock import epoch_ms, epoch_score
 from flowjobs.keys import split_step_member
@@ -49,3 +53,21 @@ class RecoveryQueries(StoreBase):
             for start in range(0, len(ids), batch):
                 found.extend(self.scripts.idle_runs({**templates, "run_ids": ids[start : start + batch]}))
         return found
+
+    def write_if_unchanged(
+        self, key: str, expected: Mapping[str, str], write: Callable[[Pipeline], None]
+    ) -> bool:
+        """Run ``write`` on a MULTI/EXEC that applies only while the hash ``key`` still holds the
+        ``expected`` fields (WATCH); False when it no longer does, or changed meanwhile."""
+        with self.redis.pipeline(transaction=True) as pipe:
+            try:
+                pipe.watch(key)  # type: ignore[no-untyped-call]
+                current = [text(v) if v is not None else None for v in pipe.hmget(key, list(expected))]
+                if current != list(expected.values()):
+                    return False
+                pipe.multi()
+                write(pipe)
+                pipe.execute()
+            except WatchError:
+                return False
+        return True
