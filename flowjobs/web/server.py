@@ -67,11 +67,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._in_head = False
         self._head_bytes = self._url_bytes = self._header_bytes = self._header_count = 0
+        self._refusal: _Refused | None = None
 
     def data_received(self, data: bytes) -> None:
         # uvicorn's own, plus the refusals: a parser callback's exception reaches here wrapped in
         # HttpParserCallbackError, which uvicorn would answer with a bare 400.
-        if self.parser is None or self.transport.is_closing():
+        if self.parser is None or self.transport.is_closing() or self._refusal is not None:
             return
         self._unset_keepalive_if_required()
         if self._in_head:
@@ -125,19 +126,34 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.send_400_response(message)
 
     def _refuse(self, refused: _Refused) -> None:
-        """Answer ``refused`` (JSON ``detail``/``error``, as the app's errors) and close, unless a
-        previous pipelined response is still being written (then only close)."""
+        """Read no more of this connection; answer ``refused`` now, or once the responses to the
+        requests before it (pipelined) are written."""
         self.logger.warning("Request refused: %s.", refused.reason)
-        if self.cycle is None or self.cycle.response_complete:
-            body = json.dumps({"detail": refused.reason, "error": "RequestHeadTooLarge"}).encode()
-            head = [
-                STATUS_LINE[refused.status],
-                *(name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers),
-                b"content-type: application/json\r\n",
-                b"content-length: " + str(len(body)).encode() + b"\r\n",
-                b"connection: close\r\n\r\n",
-            ]
-            self.transport.write(b"".join(head) + body)
+        self._refusal = refused
+        self.flow.pause_reading()
+        if (self.cycle is None or self.cycle.response_complete) and not self.pipeline:
+            self._answer_refusal(refused)
+
+    def on_response_complete(self) -> None:
+        if self._refusal is not None and not self.pipeline:
+            self.server_state.total_requests += 1
+            self._answer_refusal(self._refusal)
+            return
+        super().on_response_complete()
+
+    def _answer_refusal(self, refused: _Refused) -> None:
+        """Write ``refused`` (JSON ``detail``/``error``, as the app's errors) and close."""
+        if self.transport.is_closing():
+            return
+        body = json.dumps({"detail": refused.reason, "error": "RequestHeadTooLarge"}).encode()
+        head = [
+            STATUS_LINE[refused.status],
+            *(name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers),
+            b"content-type: application/json\r\n",
+            b"content-length: " + str(len(body)).encode() + b"\r\n",
+            b"connection: close\r\n\r\n",
+        ]
+        self.transport.write(b"".join(head) + body)
         self.transport.close()
 
 

@@ -67,17 +67,18 @@ StartWeb = Callable[..., Web]
 
 @pytest.fixture
 def start_web(space: Space, tmp_path: Path) -> StartWeb:
-    """``start_web(flows, env=None, worker=True, health_headers=None)``: write ``flows`` (name →
-    flow-file body; a fresh ``id`` unless it has one) to a folder, start a ``flowjobs worker``
-    (unless ``worker=False``) and ``flowjobs web --port P`` with this space's settings plus
-    ``env``; returns once ``/flows/api/health`` answers (sent with ``health_headers``, for a Host
-    or auth the process requires)."""
+    """``start_web(flows, env=None, worker=True, health_headers=None, host="127.0.0.1")``: write
+    ``flows`` (name → flow-file body; a fresh ``id`` unless it has one) to a folder, start a
+    ``flowjobs worker`` (unless ``worker=False``) and ``flowjobs web --host HOST --port P`` with this
+    space's settings plus ``env``; returns once ``/flows/api/health`` answers on 127.0.0.1 (sent with
+    ``health_headers``, for a Host or auth the process requires)."""
 
     def start(
         flows: dict[str, dict[str, Any]],
         env: dict[str, str] | None = None,
         worker: bool = True,
         health_headers: dict[str, str] | None = None,
+        host: str = "127.0.0.1",
     ) -> Web:
         flows_dir = tmp_path / "flows"
         flows_dir.mkdir(exist_ok=True)
@@ -92,7 +93,7 @@ def start_web(space: Space, tmp_path: Path) -> StartWeb:
             space.start_worker("web")
         port = free_port()
         process = subprocess.Popen(
-            [sys.executable, "-m", "flowjobs", "web", "--host", "127.0.0.1", "--port", str(port)],
+            [sys.executable, "-m", "flowjobs", "web", "--host", host, "--port", str(port)],
             env={**space.env(), **(env or {})},
             cwd=ROOT,
             stdin=subprocess.DEVNULL,
