@@ -1,7 +1,9 @@
 """Web auth (SPEC §9): a Bearer token (``FLOWJOBS_WEB_TOKEN``) and/or HTTP Basic
 (``FLOWJOBS_WEB_USER`` / ``FLOWJOBS_WEB_PASSWORD``) in front of every route of the web process —
 the API, the flows UI and rq-dashboard — except the health check and the webhook route (which
-has its own verification). Nothing configured: the process is open and says so at start.
+has its own verification). Nothing configured: the process is open and says so at start; blank
+values are refused when the settings load, and ``flowjobs.web.guard.check_exposure`` refuses an
+open process on an address other machines reach unless ``FLOWJOBS_WEB_OPEN`` says so.
 
 An ASGI middleware, not a FastAPI dependency, so the mounted rq-dashboard (WSGI) and static
 files are covered too.

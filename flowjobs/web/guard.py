@@ -162,13 +162,9 @@ class GuardMiddleware:
         host = hosts[0] if len(hosts) == 1 else None
         name = host_name(host) if host is not None else None
         if self.hosts != ("*",) and (name is None or not host_matches(name, self.hosts)):
-            return Refusal(
-                400,
-                "HostNotAllowed",
-                f"Host {host!r} is not served here (FLOWJOBS_WEB_ALLOWED_HOSTS: {', '.join(self.hosts)})"
-                if len(hosts) <= 1
-                else "several Host headers",
-            )
+            served = ", ".join(self.hosts)
+            detail = f"Host {host!r} is not served here (served: {served}; FLOWJOBS_WEB_ALLOWED_HOSTS)"
+            return Refusal(400, "HostNotAllowed", detail if len(hosts) <= 1 else "several Host headers")
         path: str = scope["path"]
         if path.startswith(WEBHOOK_PREFIX):
             return None
