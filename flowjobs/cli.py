@@ -704,30 +704,29 @@ def demo(ctx: click.Context, flow: str, data_json: str, timeout: float) -> None:
 
 def _web_settings(settings: Settings, host: str | None, port: int | None) -> Settings:
     """The settings with ``--host``/``--port`` applied; job links point at this process's own
-    rq-dashboard unless FLOWJOBS_RQ_DASHBOARD_URL was set."""
+    rq-dashboard unless FLOWJOBS_RQ_DASHBOARD_URL was set. Refuses (exit 2, one line) a
+    non-loopback address with no auth unless FLOWJOBS_WEB_OPEN says so, before anything starts."""
+    from flowjobs.web.guard import check_exposure
+
     host, port = host or settings.web_host, port if port is not None else settings.web_port
     update: dict[str, Any] = {"web_host": host, "web_port": port}
     if "rq_dashboard_url" not in settings.model_fields_set:
         update["rq_dashboard_url"] = f"http://{host}:{port}/rq/0"
-    return settings.model_copy(update=update)
+    settings = settings.model_copy(update=update)
+    check_exposure(settings)
+    return settings
 
 
 def _serve(settings: Settings) -> None:
-    """Serve the web app with uvicorn in this process until SIGINT or SIGTERM."""
-    import uvicorn
-
+    """Serve the web app with uvicorn in this process until SIGINT or SIGTERM (request heads
+    bounded: ``flowjobs.web.server``)."""
     from flowjobs.web.app import create_app
+    from flowjobs.web.server import serve
 
     app = create_app(settings)
     base = f"http://{settings.web_host}:{settings.web_port}"
     click.echo(f"flows UI: {base}{UI_PREFIX}/   API: {base}/flows/api   rq-dashboard: {base}/rq/", err=True)
-    uvicorn.run(
-        app,
-        host=settings.web_host,
-        port=settings.web_port,
-        log_level=settings.log_level,
-        access_log=settings.log_level == "debug",
-    )
+    serve(app, settings)
 
 
 @cli.command()

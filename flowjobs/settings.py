@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -42,6 +45,37 @@ from flowjobs.trigger_headers import (
 
 CONFIG_FILE_ENV = "FLOWJOBS_CONFIG"
 DEFAULT_CONFIG_FILE = "config/flowjobs.toml"
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def split_list(value: str) -> list[str]:
+    """The items of a comma-separated setting, stripped, blank ones dropped."""
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        return isinstance(ipaddress.ip_address(text), ipaddress.IPv6Address)
+    except ValueError:
+        return False
+
+
+def normal_origin(text: str) -> str | None:
+    """``text`` as a lower-case ``scheme://host[:port]`` origin (HTTP or HTTPS; the scheme's
+    default port dropped, as browsers serialize it), or None when it is not one (``null``, a path,
+    user info, a bad port)."""
+    try:
+        parts = urlsplit(text.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    scheme, host = parts.scheme.lower(), parts.hostname
+    if scheme not in _DEFAULT_PORTS or not host or parts.username is not None or parts.password is not None:
+        return None
+    if parts.path or parts.query or parts.fragment or text.strip().endswith(("?", "#")):
+        return None
+    host = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{host}" + (f":{port}" if port is not None and port != _DEFAULT_PORTS[scheme] else "")
 
 
 class Settings(BaseSettings):
@@ -129,6 +163,24 @@ class Settings(BaseSettings):
     """HTTP Basic user name the web process requires (with ``web_password``)."""
     web_password: SecretStr | None = None
     """HTTP Basic password the web process requires (with ``web_user``)."""
+    web_open: bool = False
+    """Serve a non-loopback address with no auth (``FLOWJOBS_WEB_OPEN=true``): without it, ``flowjobs
+    web`` and ``flowjobs up`` refuse to start on such an address unless a credential is set."""
+    web_allowed_hosts: str | None = None
+    """Comma-separated host names the web process serves (``Host`` header, port aside; ``*`` any,
+    ``*.example.com`` a domain's subdomains); others get 400. Unset: the loopback names when bound
+    to a loopback address, that address plus them when bound to another, any host when bound to a
+    wildcard (0.0.0.0, ::), where auth is then mandatory."""
+    web_allowed_origins: str = ""
+    """Comma-separated origins (``https://ops.example.com``) besides the request's own host whose
+    pages may send state-changing requests (POST, PUT, PATCH, DELETE) to the web process."""
+    web_max_header_bytes: Annotated[int, Bounded(1024, 1024 * 1024)] = 16 * 1024
+    """Largest total of request header lines the server reads (``name: value`` and line end of
+    each), in bytes; beyond it, 431 before the app runs."""
+    web_max_headers: Annotated[int, Bounded(10, 1000)] = 100
+    """Most request headers the server reads; beyond it, 431 before the app runs."""
+    web_max_url_bytes: Annotated[int, Bounded(256, 1024 * 1024)] = 8 * 1024
+    """Longest request target (path and query) the server reads, in bytes; beyond it, 414."""
 
     @field_validator("handler_modules")
     @classmethod
@@ -136,6 +188,39 @@ class Settings(BaseSettings):
         for name in filter(None, (part.strip() for part in value.split(","))):
             if not all(part.isidentifier() for part in name.split(".")):
                 raise ValueError(f"{name!r} is not a module name")
+        return value
+
+    @field_validator("web_token", "web_user", "web_password")
+    @classmethod
+    def _credential_not_blank(cls, value: SecretStr | str | None) -> SecretStr | str | None:
+        # An unset shell variable (``FLOWJOBS_WEB_PASSWORD=``) must not turn auth off.
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if text is not None and not text.strip():
+            raise PydanticCustomError("blank", "is empty or blank: set a value, or unset it")
+        return value
+
+    @field_validator("web_allowed_hosts")
+    @classmethod
+    def _hosts_listed(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if not split_list(value):
+            raise PydanticCustomError("blank", "lists no host: unset it for the default, or list hosts")
+        for host in split_list(value):
+            if "/" in host or (":" in host and not _is_ipv6(host.strip("[]"))):
+                raise PydanticCustomError(
+                    "host", "'{host}' is not a host name (no scheme, no port)", {"host": host}
+                )
+        return value
+
+    @field_validator("web_allowed_origins")
+    @classmethod
+    def _origins_are_origins(cls, value: str) -> str:
+        for origin in split_list(value):
+            if normal_origin(origin) is None:
+                raise PydanticCustomError(
+                    "origin", "'{origin}' is not an origin (scheme://host[:port])", {"origin": origin}
+                )
         return value
 
     @model_validator(mode="after")
@@ -189,11 +274,14 @@ class Settings(BaseSettings):
 
 
 def load_settings(**overrides: object) -> Settings:
-    """Settings from the environment and the config file; ``InvalidSettings`` names every bad setting."""
+    """Settings from the environment and the config file; ``InvalidSettings`` names every bad setting
+    (one line for one, a list for several)."""
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as error:
         lines = [f"{_env_name(item['loc'])}: {item['msg']}" for item in error.errors()]
+        if len(lines) == 1:
+            raise InvalidSettings(f"invalid setting {lines[0]}") from error
         raise InvalidSettings("invalid settings:\n" + "\n".join(f"  - {line}" for line in lines)) from error
 
 

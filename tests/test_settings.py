@@ -70,7 +70,7 @@ def test_numbers_must_be_finite_and_bounded(
     monkeypatch.setenv(name, value)
     with pytest.raises(InvalidSettings) as error:
         load_settings()
-    assert str(error.value) == f"invalid settings:\n  - {name}: must be {limit}"
+    assert str(error.value) == f"invalid setting {name}: must be {limit}"
 
 
 def test_a_bad_number_in_the_file_is_refused_too(config: Path) -> None:
@@ -94,3 +94,52 @@ def test_run_events_kept_default_and_can_be_set(config: Path, monkeypatch: pytes
     assert load_settings().max_run_events == 1000
     monkeypatch.setenv("FLOWJOBS_MAX_RUN_EVENTS", "50")
     assert load_settings().max_run_events == 50
+
+
+@pytest.mark.parametrize(
+    ("env", "name"),
+    [
+        ({"FLOWJOBS_WEB_USER": "admin", "FLOWJOBS_WEB_PASSWORD": ""}, "FLOWJOBS_WEB_PASSWORD"),
+        ({"FLOWJOBS_WEB_USER": " ", "FLOWJOBS_WEB_PASSWORD": "pw"}, "FLOWJOBS_WEB_USER"),
+        ({"FLOWJOBS_WEB_TOKEN": "\t"}, "FLOWJOBS_WEB_TOKEN"),
+        ({"FLOWJOBS_WEB_ALLOWED_HOSTS": " , "}, "FLOWJOBS_WEB_ALLOWED_HOSTS"),
+    ],
+)
+def test_blank_web_credentials_and_hosts_are_refused_in_one_line(
+    config: Path, monkeypatch: pytest.MonkeyPatch, env: dict[str, str], name: str
+) -> None:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(InvalidSettings) as error:
+        load_settings()
+    assert str(error.value).startswith(f"invalid setting {name}: ") and "\n" not in str(error.value)
+
+
+def test_web_guard_settings_default_and_are_checked(config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = load_settings()
+    assert (settings.web_max_header_bytes, settings.web_max_headers, settings.web_max_url_bytes) == (
+        16384,
+        100,
+        8192,
+    )
+    assert settings.web_allowed_hosts is None and settings.web_allowed_origins == "" and not settings.web_open
+    monkeypatch.setenv("FLOWJOBS_WEB_ALLOWED_HOSTS", "flows.example, [::1], *.ops.example")
+    monkeypatch.setenv("FLOWJOBS_WEB_ALLOWED_ORIGINS", "https://ops.example, http://127.0.0.1:9000")
+    assert load_settings().web_allowed_hosts == "flows.example, [::1], *.ops.example"
+    for name, value, problem in [
+        ("FLOWJOBS_WEB_ALLOWED_HOSTS", "flows.example:8000", "'flows.example:8000' is not a host name"),
+        ("FLOWJOBS_WEB_ALLOWED_HOSTS", "https://flows.example", "'https://flows.example' is not a host name"),
+        ("FLOWJOBS_WEB_ALLOWED_ORIGINS", "ops.example", "'ops.example' is not an origin"),
+        ("FLOWJOBS_WEB_ALLOWED_ORIGINS", "null", "'null' is not an origin"),
+        (
+            "FLOWJOBS_WEB_ALLOWED_ORIGINS",
+            "https://ops.example/app",
+            "'https://ops.example/app' is not an origin",
+        ),
+        ("FLOWJOBS_WEB_MAX_HEADERS", "5", "must be an integer >= 10 and <= 1000"),
+    ]:
+        with monkeypatch.context() as patch:
+            patch.setenv(name, value)
+            with pytest.raises(InvalidSettings, match=f"^invalid setting {name}: ") as error:
+                load_settings()
+            assert problem in str(error.value)

@@ -10,7 +10,8 @@ Layout (one process, ``flowjobs web``):
 - ``/rq/...``: rq-dashboard (``flowjobs.web.rq_dashboard``).
 
 The webhook and UI modules are optional parts: each is included when it is installed (it exposes
-``router: APIRouter``), so the API runs without them. Auth (``flowjobs.web.auth``) wraps it all.
+``router: APIRouter``), so the API runs without them. Auth (``flowjobs.web.auth``) wraps it all,
+and the front door (``flowjobs.web.guard``: hosts, cross-site requests, security headers) wraps that.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from flowjobs.settings import Settings, load_settings
 from flowjobs.store.async_runs import AsyncRunWrites
 from flowjobs.web import API_PREFIX, RQ_PREFIX, UI_PREFIX
 from flowjobs.web.auth import install_auth
+from flowjobs.web.guard import install_guard
 from flowjobs.web.rq_dashboard import create_rq_dashboard
 
 log = structlog.get_logger("flowjobs.web")
@@ -95,4 +97,5 @@ def create_app(settings: Settings | None = None, client: FlowClient | None = Non
         app.include_router(ui)
     app.mount(RQ_PREFIX, WSGIMiddleware(create_rq_dashboard(settings)), name="rq-dashboard")  # type: ignore[arg-type]
     install_auth(app, settings)
+    install_guard(app, settings)  # after auth: outermost, so its refusals and headers cover auth's 401
     return app

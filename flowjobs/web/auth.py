@@ -1,7 +1,9 @@
 """Web auth (SPEC §9): a Bearer token (``FLOWJOBS_WEB_TOKEN``) and/or HTTP Basic
 (``FLOWJOBS_WEB_USER`` / ``FLOWJOBS_WEB_PASSWORD``) in front of every route of the web process —
 the API, the flows UI and rq-dashboard — except the health check and the webhook route (which
-has its own verification). Nothing configured: the process is open and says so at start.
+has its own verification). Nothing configured: the process is open and says so at start; blank
+values are refused when the settings load, and ``flowjobs.web.guard.check_exposure`` refuses an
+open process on an address other machines reach unless ``FLOWJOBS_WEB_OPEN`` says so.
 
 An ASGI middleware, not a FastAPI dependency, so the mounted rq-dashboard (WSGI) and static
 files are covered too.
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 import json
 
@@ -23,24 +26,29 @@ from flowjobs.web import API_PREFIX
 
 log = structlog.get_logger("flowjobs.web.auth")
 
+#: The webhook receiver's routes (senders are servers; each delivery is signed or keyed per flow).
+WEBHOOK_PREFIX = f"{API_PREFIX}/webhook/"
 #: Paths served without auth: the health check (load balancers, ``flowjobs up``'s wait) and the
-#: webhook receiver (signed or keyed per flow instead).
+#: webhook receiver.
 OPEN_PATHS = frozenset({f"{API_PREFIX}/health"})
-OPEN_PREFIXES = (f"{API_PREFIX}/webhook/",)
+OPEN_PREFIXES = (WEBHOOK_PREFIX,)
 REALM = "flowjobs"
 
 
 def _same(given: str, expected: str) -> bool:
-    """Constant-time comparison (on bytes: ``compare_digest`` refuses non-ASCII str)."""
-    return hmac.compare_digest(given.encode(), expected.encode())
+    """Constant-time comparison of SHA-256 digests: ``compare_digest`` on the strings themselves
+    returns early on a length mismatch, which tells the secret's length."""
+    given_digest = hashlib.sha256(given.encode()).digest()
+    return hmac.compare_digest(given_digest, hashlib.sha256(expected.encode()).digest())
 
 
 class Credentials:
-    """What a request may present: a token, a user and password, or both."""
+    """What a request may present: a token, a user and password, or both (``Settings`` refuses
+    blank ones, so a value given is a credential required)."""
 
     def __init__(self, token: str | None, user: str | None, password: str | None) -> None:
-        self.token = token or None
-        self.basic = (user, password) if user and password else None
+        self.token = token
+        self.basic = (user, password) if user is not None and password is not None else None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Credentials:

@@ -423,8 +423,9 @@ def test_rq_dashboard_mount_shows_jobs_and_its_requeue_keeps_the_meta_json(space
     assert data["status"] == "failed"
     assert json.loads(data["metadata"])["run_url"] == f"/flows/runs/{run_id}"
 
-    # rq-dashboard's own Requeue button, as its page posts it.
-    requeued = http.post(f"/rq/job/{ship_job}/requeue")
+    # rq-dashboard's own Requeue button, as its page posts it (a browser sends the page's Origin).
+    page_origin = {"Origin": str(http.base_url).rstrip("/")}
+    requeued = http.post(f"/rq/job/{ship_job}/requeue", headers=page_origin)
     assert requeued.status_code == 200 and requeued.json()["status"] == "OK"
     job = Job.fetch(ship_job, connection=space.redis, serializer=JSONSerializer)
     assert job.meta["run_url"] == f"/flows/runs/{run_id}"
@@ -437,11 +438,11 @@ def test_rq_dashboard_mount_shows_jobs_and_its_requeue_keeps_the_meta_json(space
     space.redis.delete(f"{space.token}:flaky")
     space.drain()
     assert _run(http, second)["status"] == "Failed"
-    everything = http.post(f"/rq/requeue/{space.settings.queue}")
+    everything = http.post(f"/rq/requeue/{space.settings.queue}", headers=page_origin)
     assert everything.json() == {"status": "OK", "count": 1}
     space.drain()
     assert _run(http, second)["status"] == "Succeeded"
-    assert http.post("/rq/job/nope/requeue").json()["status"] == "ERROR"
+    assert http.post("/rq/job/nope/requeue", headers=page_origin).json()["status"] == "ERROR"
 
 
 # -- schemathesis ----------------------------------------------------------------------------
@@ -460,7 +461,9 @@ def test_openapi_schema_no_server_error(space: Space) -> None:
     client = space.client(registry(_ticking()))
     client.sync_schedules()
     client.trigger("ticking", data={"n": 1})
-    schema = schemathesis.openapi.from_asgi(f"{API}/openapi.json", create_app(space.settings, client))
+    # Starlette's test client (schemathesis' ASGI transport) sends ``Host: testserver``.
+    settings = space.settings.model_copy(update={"web_allowed_hosts": "testserver"})
+    schema = schemathesis.openapi.from_asgi(f"{API}/openapi.json", create_app(settings, client))
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) >= 20
     positive, negative = schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE

@@ -68,11 +68,11 @@ StartWeb = Callable[..., Web]
 @pytest.fixture
 def start_web(space: Space, tmp_path: Path) -> StartWeb:
     """``start_web(flows, env=None, worker=True, health_headers=None, health_status=200,
-    output=None)``: write ``flows`` (name → flow-file body; a fresh ``id`` unless it has one) to a
-    folder, start a ``flowjobs worker`` (unless ``worker=False``) and ``flowjobs web --port P``
-    with this space's settings plus ``env`` (its stdout and stderr to the file ``output`` if
-    given); returns once ``/flows/api/health`` answers ``health_status`` (sent with
-    ``health_headers``, for a Host or auth the process requires)."""
+    output=None, host="127.0.0.1")``: write ``flows`` (name → flow-file body; a fresh ``id`` unless
+    it has one) to a folder, start a ``flowjobs worker`` (unless ``worker=False``) and ``flowjobs
+    web --host HOST --port P`` with this space's settings plus ``env`` (its stdout and stderr to
+    the file ``output`` if given); returns once ``/flows/api/health`` answers ``health_status`` on
+    127.0.0.1 (sent with ``health_headers``, for a Host or auth the process requires)."""
 
     def start(
         flows: dict[str, dict[str, Any]],
@@ -81,6 +81,7 @@ def start_web(space: Space, tmp_path: Path) -> StartWeb:
         health_headers: dict[str, str] | None = None,
         health_status: int = 200,
         output: Path | None = None,
+        host: str = "127.0.0.1",
     ) -> Web:
         flows_dir = tmp_path / "flows"
         flows_dir.mkdir(exist_ok=True)
@@ -96,7 +97,7 @@ def start_web(space: Space, tmp_path: Path) -> StartWeb:
         port = free_port()
         log = output.open("ab") if output is not None else None
         process = subprocess.Popen(
-            [sys.executable, "-m", "flowjobs", "web", "--host", "127.0.0.1", "--port", str(port)],
+            [sys.executable, "-m", "flowjobs", "web", "--host", host, "--port", str(port)],
             env={**space.env(), **(env or {})},
             cwd=ROOT,
             stdin=subprocess.DEVNULL,
