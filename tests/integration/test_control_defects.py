@@ -32,14 +32,15 @@ def test_a_run_retried_before_its_deadline_keeps_that_deadline(space: Space) -> 
         "a": {"type": "Flaky", "inputs": {"key": f"{space.token}:flaky", "succeed_on": 2}},
         "b": {"type": "Block", "inputs": block, "run_after": ["a"]},
     }
-    client = space.client(registry(flow("deadline", steps)))
-    handle = client.trigger("deadline", data={"runTimeoutSeconds": 6})
-    space.drain()
-    failed = handle.record()
+    client = space.client(registry(flow("deadline", steps), flow("warm", {"a": {"type": "Noop"}})))
+    space.start_worker("w")
+    # Once the worker runs, the retry comes well before the deadline.
+    assert client.trigger("warm").wait(timeout=60).status is RunStatus.Succeeded
+    handle = client.trigger("deadline", data={"runTimeoutSeconds": 8})
+    failed = handle.wait(timeout=30)
     assert failed.status is RunStatus.Failed and failed.timeout_at is not None
 
     client.retry_step(handle.run_id, "a")
-    space.start_worker("w")
     try:
         # b blocks (until released, at most 300 s): only the run's deadline ends the run.
         run = handle.wait(timeout=90)
