@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from redis import ConnectionPool
 
 from flowjobs.client import FlowClient
 from flowjobs.errors import FlowjobsError, FlowValidationError, InvalidSettings
+from flowjobs.limits import MAX_RETENTION_DAYS
 from flowjobs.logging import configure_logging
 from flowjobs.processes import stop_processes
 from flowjobs.records import FlowRunRecord
@@ -313,13 +315,22 @@ def runs_show(ctx: click.Context, run_id: str, as_json: bool, events: bool) -> N
         )
 
 
+def _not_nan(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    """click's ranges let NaN through (every comparison with it is false)."""
+    if math.isnan(value):
+        raise click.BadParameter("nan is not a number of days")
+    return value
+
+
 @runs.command("purge")
 @click.option(
     "--older-than",
     "days",
-    type=click.FloatRange(min=0, min_open=True),
+    # Bounded as FLOWJOBS_RETENTION_DAYS is: a larger age would overflow the cutoff's date.
+    type=click.FloatRange(min=0, max=MAX_RETENTION_DAYS, min_open=True),
+    callback=_not_nan,
     required=True,
-    help="Delete runs that finished more than DAYS days ago.",
+    help=f"Delete runs that finished more than DAYS days ago (at most {MAX_RETENTION_DAYS}).",
 )
 @click.option("--dry-run", is_flag=True, help="Delete nothing; count the runs that would be deleted.")
 @json_option

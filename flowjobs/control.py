@@ -3,8 +3,12 @@ retries its step the same way ``FlowClient.retry_step`` does)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
 from uuid import UUID
 
+from flowjobs.clock import epoch_ms, iso, utcnow
 from flowjobs.errors import RunCancelled, RunNotFound, StepNotFound, StepNotRetryable
 from flowjobs.jobs import step_call
 from flowjobs.manifest import FOR_EACH
@@ -25,7 +29,8 @@ def retry_failed_step(
 ) -> int:
     """Queue a new attempt of a Failed top-level step as its own job (one script: the failed attempt
     archived, Skipped descendants reset, a closed run reopened, the job enqueued); returns its
-    number. With ``attempt``, only if the step is Failed at exactly that attempt.
+    number. With ``attempt``, only if the step is Failed at exactly that attempt. A reopened run
+    gets a deadline again if it had one (``reopened_deadline``).
 
     ``StepNotRetryable``, ``RunCancelled``, ``RunNotFound``, ``StepNotFound`` as for
     ``FlowClient.retry_step``.
@@ -63,6 +68,7 @@ def retry_failed_step(
         commands=commands[0] if commands is not None else (),
         reset=manifest.descendants(step_key),
         clear_cancel=clear_cancel,
+        deadline=reopened_deadline(run_fields, utcnow()),
     )
     if isinstance(answer, Refused):
         if answer.reason is Refusal.cancelled:
@@ -79,3 +85,21 @@ def retry_failed_step(
     if commands is None:
         runner.enqueue(call)
     return answer
+
+
+def reopened_deadline(run_fields: Mapping[str, str], now: datetime) -> dict[str, Any] | None:
+    """The deadline of a run a retry reopens (``retry_step.lua``'s ``deadline``), None without one.
+
+    Closing a run takes it off the deadline index, so the retry puts it back: the run's own
+    ``timeout_at`` while that is still ahead (a retry never extends a run's time), else a fresh
+    window as long as the run's (its ``runTimeoutSeconds``), counted from ``now``. The window's start
+    is kept as ``deadline_from`` so later reopenings measure the same length.
+    """
+    if "timeout_at" not in run_fields:
+        return None
+    due = datetime.fromisoformat(run_fields["timeout_at"])
+    if due > now:
+        return {"due_ms": epoch_ms(due)}
+    began = datetime.fromisoformat(run_fields.get("deadline_from", run_fields["started_at"]))
+    fresh = now + (due - began)
+    return {"due_ms": epoch_ms(fresh), "timeout_at": iso(fresh), "deadline_from": iso(now)}

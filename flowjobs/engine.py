@@ -471,10 +471,14 @@ class Engine:
     ) -> bool:
         """Queue the job of a next attempt that ``complete`` recorded, to run when it is due.
 
-        False, and nothing queued, when the run closed meanwhile (``complete`` made the step final
-        instead). A step parked with no timeout (due ``NEVER``) gets no job: only its signal resumes it.
+        False, and nothing queued, when the run closed or its cancel was requested meanwhile
+        (``complete`` made the step final instead); a run still Running is then cancelled and its
+        continuation closes it once its last step is final. A step parked with no timeout (due
+        ``NEVER``) gets no job: only its signal resumes it.
         """
         if recorded.statuses.get(step_key, StepStatus.Pending).is_final:
+            if recorded.run.get("status") == RunStatus.Running:
+                self.continue_run(run_id, recorded)
             return False
         if next_attempt.due != NEVER:
             call = self.step_call(run_id, recorded.run, step_key, next_attempt.attempt)

@@ -66,6 +66,7 @@ class Keys:
             self.loops(run_id),
             self.loop_items(run_id),
             self.signals(run_id),
+            self.derived_runs(run_id),
         ]
 
     def events_channel(self) -> str:

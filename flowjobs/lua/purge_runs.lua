@@ -4,12 +4,15 @@
 -- ARGV[1] (JSON): terminal (run statuses a run may be purged in), jobs_key, leases_key,
 --   pending_key, registries (sorted sets that can list a job id), and runs [{id, run_key,
 --   status and completed_at (as read before: a run re-opened or closed again since is left
---   alone), keys (keys to unlink), indexes (sorted sets listing the run id: those of its status),
+--   alone), keys (keys to unlink), job_keys (its jobs' keys, to unlink), indexes (sorted sets
+--   listing the run id: those of its status, its source's re-run index),
 --   members (`<run_id>:<step_key>` of the leases and pending sets), job_ids, idempotency (key or
 --   null: deleted only while it names this run)}].
 -- Reply: the ids of the runs deleted. A run that is not in the terminal status read before (a
 -- retried step re-opened it) or whose completed_at changed is skipped: active runs are never
--- deleted.
+-- deleted. So is a run with a job a worker still runs (a job hash whose status is RQ's `started`:
+-- a step that outlived its run's deadline or cancel), as RQ would write the job's keys again when
+-- it ends; a later purge takes the run once its jobs ended.
 local a = cjson.decode(ARGV[1])
 local CHUNK = 500  -- unpack() stays far below Lua's C stack limit
 
@@ -20,11 +23,20 @@ end
 local terminal = {}
 for _, status in ipairs(a.terminal) do terminal[status] = true end
 
+local function job_started(keys)
+  -- pcall: a job owns keys of other types (results stream, registries) that HGET refuses.
+  for _, key in ipairs(keys) do
+    if redis.pcall('HGET', key, 'status') == 'started' then return true end
+  end
+  return false
+end
+
 local purged = {}
 for _, r in ipairs(a.runs) do
   local run = redis.call('HMGET', r.run_key, 'status', 'completed_at')
-  if run[1] == r.status and terminal[run[1]] and run[2] == r.completed_at then
+  if run[1] == r.status and terminal[run[1]] and run[2] == r.completed_at and not job_started(r.job_keys) then
     each_chunk(r.keys, function(...) redis.call('UNLINK', ...) end)
+    each_chunk(r.job_keys, function(...) redis.call('UNLINK', ...) end)
     for _, index in ipairs(r.indexes) do redis.call('ZREM', index, r.id) end
     each_chunk(r.members, function(...)
       redis.call('ZREM', a.leases_key, ...)

@@ -1,8 +1,13 @@
 -- FlowClient.retry_step: a new attempt of a Failed step, queued as its own job in this script. The
 -- failed attempt is archived, the step's Skipped descendants are reset (to be planned again) and
--- a closed run returns to Running; the run then closes again, once, as its steps decide.
+-- a closed run returns to Running; the run then closes again, once, as its steps decide. The
+-- retried step's count of attempts lost with their worker starts again (complete.lua): an
+-- operator's retry is a fresh start for the lost-attempt limit.
 -- ARGV[1] (JSON): the step fields (common.lua), and jobs_key, job_id (the new attempt's),
---   clear_cancel (bool), reset [{step_key, hash_key}] (descendants to reset if Skipped).
+--   clear_cancel (bool), reset [{step_key, hash_key}] (descendants to reset if Skipped),
+--   deadline (null for a run without one): {due_ms, and when the run's deadline has passed
+--   timeout_at and deadline_from (the fresh window, flowjobs/control.py)}, applied only if the
+--   run reopens (close_run took it off the deadline index).
 -- ARGV[2..]: the new job's enqueue commands, as the slice `commands`.
 -- Reply: {'retried', new attempt} | {'no_run'} | {'cancelled'} (cancel requested, clear_cancel
 --   false) | {'not_failed', '<status>#<attempt>'} (not Failed, or not at the attempt the caller saw).
@@ -32,7 +37,8 @@ for _, r in ipairs(a.reset or {}) do
   end
 end
 local n = a.attempt + 1
-redis.call('HDEL', a.hash_key, 'started_at', 'completed_at', 'output_json', 'error_message', 'no_input')
+redis.call('HDEL', a.hash_key, 'started_at', 'completed_at', 'output_json', 'error_message', 'no_input',
+  'lost_attempts')
 redis.call('HSET', a.hash_key, 'status', 'Pending', 'attempt', n, 'job_id', a.job_id, 'dispatched_at', a.now_ms)
 redis.call('HSET', a.steps_key, a.step_key, 'Pending')
 redis.call('HSET', a.jobs_key, a.job_id, a.run_id)
@@ -40,6 +46,11 @@ redis.call('ZADD', a.pending_key, a.now_ms, a.member)
 run_commands(a.commands)
 if status ~= 'Running' then
   if status ~= 'Pending' then redis.call('HDEL', a.run_key, 'completed_at', 'timed_out_at') end
+  local deadline = ok(a.deadline)
+  if deadline then
+    redis.call('ZADD', a.deadlines_key, deadline.due_ms, a.run_id)
+    hset_present(a.run_key, {{'timeout_at', deadline.timeout_at}, {'deadline_from', deadline.deadline_from}})
+  end
   move_run_status(a, 'Running')
 end
 bump_version(a)

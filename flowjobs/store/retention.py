@@ -6,7 +6,9 @@ cutoff can qualify, and each is kept unless its ``completed_at`` is at or before
 Each batch is read in three pipelined round-trips (run fields, step keys, step attempt fields:
 the job ids come from them) and deleted by one script (``flowjobs/lua/purge_runs.lua``) that
 checks, atomically with the deletes, that the run is still terminal and closed at the time read,
-so an active run — or one a retried step re-opened meanwhile — is never deleted.
+so an active run — or one a retried step re-opened meanwhile — is never deleted. A closed run whose
+job still runs on a worker (a step that outlived its run's deadline or cancel) is kept for a later
+purge: deleted now, its job's keys would be written again by RQ when the job ends.
 """
 
 from __future__ import annotations
@@ -31,7 +33,15 @@ from flowjobs.store.codec import text
 #: duration, ~0.06 ms a 3-step run on a quick machine, ~0.18 ms on a slow one (a few ms a call).
 DEFAULT_BATCH = 50
 TERMINAL = tuple(status for status in RunStatus if status.is_terminal)
-_RUN_FIELDS = ("status", "completed_at", "flow_id", "trigger_key", "idempotency_key", "background_job_id")
+_RUN_FIELDS = (
+    "status",
+    "completed_at",
+    "flow_id",
+    "trigger_key",
+    "idempotency_key",
+    "background_job_id",
+    "source_run_id",
+)
 #: Step hash fields that say which attempts (and so which job ids) the step had.
 _STEP_FIELDS = ("attempt", "attempt_count", "job_id")
 
@@ -80,9 +90,10 @@ class Retention(StoreBase):
         batch_size: int = DEFAULT_BATCH,
     ) -> PurgeResult:
         """Delete every run that finished at or before ``before`` — its hash, steps, attempts,
-        events, loops, signals, index entries, reverse-index entries and idempotency key, and
-        its jobs' keys in the job system (``jobs``) — ``batch_size`` runs per script call.
-        With ``dry_run``, delete nothing and count the runs that qualify."""
+        events, loops, signals, re-run index, index entries (its source's re-run index too),
+        reverse-index entries and idempotency key, and its jobs' keys in the job system
+        (``jobs``) — ``batch_size`` runs per script call. A run with a job still started is kept.
+        With ``dry_run``, delete nothing and count the runs that qualify by age."""
         result = PurgeResult()
         cutoff_score = epoch_score(before)
         script = self.redis.register_script(purge_source())
@@ -166,7 +177,9 @@ class Retention(StoreBase):
                     "keys": [
                         *keys.run_owned(c.run_id),
                         *(keys.step(c.run_id, step_key) for step_key in steps),
-                        *(key for job_id in sorted(job_ids) for key in (jobs.keys(job_id) if jobs else ())),
+                    ],
+                    "job_keys": [
+                        key for job_id in sorted(job_ids) for key in (jobs.keys(job_id) if jobs else ())
                     ],
                     "status": c.fields["status"],
                     "indexes": [
@@ -175,6 +188,7 @@ class Retention(StoreBase):
                         keys.flow_runs(flow_id),
                         keys.status_runs(c.fields["status"]),
                         keys.flow_status_runs(flow_id, c.fields["status"]),
+                        *([keys.derived_runs(source)] if (source := c.fields.get("source_run_id")) else []),
                     ],
                     "members": [step_member(c.run_id, step_key) for step_key in steps],
                     "job_ids": sorted(job_ids),

@@ -8,7 +8,7 @@ twice and no attempt's outcome is recorded twice.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -37,6 +37,7 @@ from flowjobs.store.transitions import (
 
 #: Why a run whose flow was disabled before its trigger job ran was cancelled.
 FLOW_DISABLED_REASON = "The flow was disabled before the run started."
+
 
 class RunWrites(StoreBase):
     """The run lifecycle and step transitions."""
@@ -354,10 +355,12 @@ class RunWrites(StoreBase):
         commands: Sequence[Sequence[bytes]],
         reset: Sequence[str],
         clear_cancel: bool = False,
+        deadline: Mapping[str, Any] | None = None,
     ) -> int | Refused:
         """Queue a new attempt of a step that is Failed at ``attempt`` (with its job's enqueue
         ``commands``, in the same script), reset its Skipped descendants ``reset``, and reopen a
-        closed run. Returns the new attempt number."""
+        closed run, with ``deadline`` if it has one (``retry_step.lua``). Returns the new attempt
+        number."""
         argv: list[bytes] = []
         args = self._step_args(run_id, step_key, attempt)
         args.update(
@@ -366,6 +369,7 @@ class RunWrites(StoreBase):
                 "job_id": job_id,
                 "now_ms": epoch_ms(utcnow()),
                 "clear_cancel": clear_cancel,
+                "deadline": deadline,
                 "reset": [{"step_key": key, "hash_key": self.keys.step(run_id, key)} for key in reset],
                 "commands": command_slices(argv, commands),
             }
