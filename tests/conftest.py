@@ -5,9 +5,12 @@ the keys a test created."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -53,6 +56,36 @@ def wait_until(condition: Callable[[], object], timeout: float = 30.0, what: str
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.02)
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback address now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def http_status(url: str, headers: dict[str, str] | None = None) -> int:
+    """The status of a GET (0 when nothing answers)."""
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=5) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as error:
+        return error.code
+    except OSError:
+        return 0
+
+
+def wait_parked(client: FlowClient, run_id: object, step_key: str) -> None:
+    """Until a WaitForSignal step of the run is parked: Pending again after its first attempt ran."""
+
+    def parked() -> bool:
+        run = client.get_run_detail(str(run_id))
+        step = next((s for s in (run.steps if run else None) or [] if s.step_key == step_key), None)
+        return step is not None and step.status.value == "Pending" and step.attempt_count >= 2
+
+    wait_until(parked, timeout=30, what=f"{step_key} to park")
 
 
 @pytest.fixture

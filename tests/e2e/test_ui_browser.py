@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,29 +20,12 @@ from flowjobs import RunStatus
 from flowjobs.client import FlowClient
 from flowjobs.registry import FlowRegistry
 from tests.browser import DESKTOP
-from tests.conftest import ROOT, Space, wait_until
+from tests.conftest import ROOT, Space, free_port, http_status, wait_parked, wait_until
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 SIZES: dict[str, ViewportSize] = {"desktop": DESKTOP, "phone": {"width": 390, "height": 844}}
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _status(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as error:
-        return error.code
-    except OSError:
-        return 0
 
 
 def _flows(token: str) -> dict[str, dict[str, Any]]:
@@ -127,13 +107,7 @@ class UI:
 
     def wait_parked(self, run_id: object, step_key: str) -> None:
         """Until a WaitForSignal step is parked: Pending again after its first attempt ran."""
-
-        def parked() -> bool:
-            run = self.client.get_run_detail(str(run_id))
-            step = next((s for s in (run.steps if run else None) or [] if s.step_key == step_key), None)
-            return step is not None and step.status.value == "Pending" and step.attempt_count >= 2
-
-        wait_until(parked, timeout=30, what=f"{step_key} to park")
+        wait_parked(self.client, run_id, step_key)
 
 
 def _start_ui(space: Space, tmp_path: Path, env: dict[str, str] | None = None) -> UI:
@@ -147,7 +121,7 @@ def _start_ui(space: Space, tmp_path: Path, env: dict[str, str] | None = None) -
     client = space.client(registry)
     client.sync_schedules()
     space.start_worker("ui")
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "--factory", "flowjobs.web.app:create_app",
          "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
@@ -158,7 +132,7 @@ def _start_ui(space: Space, tmp_path: Path, env: dict[str, str] | None = None) -
     )  # fmt: skip
     space.processes.append(proc)
     base = f"http://127.0.0.1:{port}"
-    wait_until(lambda: _status(f"{base}/flows/api/health") == 200, timeout=30, what="the web process")
+    wait_until(lambda: http_status(f"{base}/flows/api/health") == 200, timeout=30, what="the web process")
     return UI(base, client, space)
 
 

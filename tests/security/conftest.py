@@ -3,11 +3,8 @@ the real uvicorn server) with a worker, for this test's corner of Redis and flow
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,28 +17,9 @@ import yaml
 
 from flowjobs.client import FlowClient
 from flowjobs.registry import FlowRegistry
-from tests.conftest import ROOT, Space, wait_until
+from tests.conftest import ROOT, Space, free_port, http_status, wait_parked, wait_until
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    """A TCP port free on the loopback address now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def http_status(url: str, headers: dict[str, str] | None = None) -> int:
-    """The status of a GET (0 when nothing answers)."""
-    try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=5) as answer:
-            return int(answer.status)
-    except urllib.error.HTTPError as error:
-        return error.code
-    except OSError:
-        return 0
 
 
 @dataclass
@@ -56,6 +34,12 @@ class Web:
     def url(self, path: str) -> str:
         """Absolute URL of a path of the web process."""
         return f"{self.base}{path}"
+
+    def parked(self, flow: str, step_key: str = "wait") -> str:
+        """A new run of ``flow`` once its WaitForSignal step ``step_key`` is parked; its id."""
+        handle = self.client.trigger(flow)
+        wait_parked(self.client, handle.run_id, step_key)
+        return str(handle.run_id)
 
     def http(self, **options: Any) -> httpx.Client:
         """An HTTP client for it (no Origin header: as curl and scripts send)."""

@@ -9,8 +9,8 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import Space, wait_until
-from tests.security.conftest import StartWeb, Web, free_port
+from tests.conftest import Space, free_port, wait_until
+from tests.security.conftest import StartWeb, Web
 
 API = "/flows/api"
 JSON = {"content-type": "application/json"}

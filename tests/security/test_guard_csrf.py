@@ -18,7 +18,8 @@ from rq import Queue
 from rq.serializers import JSONSerializer
 
 from flowjobs import RunStatus
-from tests.security.conftest import StartWeb, Web, free_port
+from tests.conftest import free_port
+from tests.security.conftest import StartWeb, Web
 
 pytestmark = pytest.mark.slow
 

@@ -17,8 +17,8 @@ from rq.results import Result
 from rq.serializers import JSONSerializer
 
 from flowjobs import RunStatus
-from tests.conftest import Space, wait_until
-from tests.security.conftest import StartWeb, Web, free_port
+from tests.conftest import Space, free_port, wait_until
+from tests.security.conftest import StartWeb, Web
 
 pytestmark = pytest.mark.slow
 

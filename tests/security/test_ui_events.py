@@ -13,8 +13,8 @@ from playwright.sync_api import Browser, Page, expect
 
 from flowjobs import RunStatus
 from tests.browser import DESKTOP
-from tests.conftest import wait_until
-from tests.security.conftest import StartWeb, Web, free_port
+from tests.conftest import free_port, wait_until
+from tests.security.conftest import StartWeb, Web
 
 FLOWS: dict[str, dict[str, Any]] = {
     "sse-boom": {"steps": {"a": {"type": "Boom", "inputs": {"message": "@triggerBody()?.message"}}}},
@@ -52,18 +52,6 @@ def forged(other_run: str) -> str:
     )
 
 
-def parked(web: Web) -> str:
-    """A run of ``sse-wait`` parked on its signal (it publishes nothing until signalled)."""
-    handle = web.client.trigger("sse-wait")
-
-    def waiting() -> bool:
-        run = web.client.get_run_detail(handle.run_id)
-        step = next((s for s in (run.steps if run else None) or [] if s.step_key == "wait"), None)
-        return step is not None and step.status.value == "Pending" and step.attempt_count >= 2
-
-    wait_until(waiting, timeout=30, what="the wait step to park")
-    return str(handle.run_id)
-
 
 def failed_with_forgery(web: Web, other_run: str) -> str:
     handle = web.client.trigger("sse-boom", data={"message": forged(other_run)})
@@ -97,7 +85,7 @@ def run_event(block: list[str]) -> dict[str, Any]:
 
 def test_each_event_is_one_data_line_of_json_whatever_the_message(start_web: StartWeb) -> None:
     web = start_web(FLOWS)
-    other = parked(web)
+    other = web.parked("sse-wait")
     with httpx.Client(base_url=web.base, timeout=30) as http:
         with (
             http.stream("GET", "/flows/events") as everything,
@@ -150,7 +138,7 @@ def _run_events(page: Page) -> list[dict[str, Any]]:
 
 def test_a_forged_event_in_a_message_moves_no_other_page(start_web: StartWeb, browser: Browser) -> None:
     web = start_web(FLOWS)
-    other = parked(web)
+    other = web.parked("sse-wait")
     context = browser.new_context(viewport=DESKTOP)
     context.add_init_script(RECORD_EVENTS)
     overview, other_page = context.new_page(), context.new_page()

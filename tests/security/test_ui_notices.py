@@ -9,8 +9,7 @@ from urllib.parse import unquote
 
 from playwright.sync_api import Page, expect
 
-from tests.conftest import wait_until
-from tests.security.conftest import StartWeb, Web
+from tests.security.conftest import StartWeb
 
 PHISHING = "Your session expired, log in at https://evil.example"
 FLOWS: dict[str, dict[str, Any]] = {
@@ -23,21 +22,10 @@ FLOWS: dict[str, dict[str, Any]] = {
 }
 
 
-def parked(web: Web) -> str:
-    handle = web.client.trigger("note-wait")
-
-    def waiting() -> bool:
-        run = web.client.get_run_detail(handle.run_id)
-        step = next((s for s in (run.steps if run else None) or [] if s.step_key == "wait"), None)
-        return step is not None and step.status.value == "Pending" and step.attempt_count >= 2
-
-    wait_until(waiting, timeout=30, what="the wait step to park")
-    return str(handle.run_id)
-
 
 def test_a_link_cannot_make_a_page_say_anything(start_web: StartWeb, page: Page) -> None:
     web = start_web(FLOWS)
-    run_id = parked(web)
+    run_id = web.parked("note-wait")
     links = [
         {"notice": PHISHING, "kind": "error"},
         {"notice": PHISHING},
@@ -72,7 +60,7 @@ def test_a_refused_action_shows_its_error_without_putting_it_in_the_url(
     start_web: StartWeb, page: Page
 ) -> None:
     web = start_web(FLOWS)
-    run_id = parked(web)
+    run_id = web.parked("note-wait")
     page.goto(web.url(f"/flows/runs/{run_id}"))
     expect(page.locator("#live-status")).to_have_text("Live")
     # Delivered meanwhile from elsewhere: the page's form now sends it a second time.
