@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import json
 
-from flowjobs import RunStatus
+from flowjobs import FlowClient, FlowRegistry, RunStatus, hangfire
+from flowjobs.factory import engine_from_settings
+from flowjobs.handlers import default_handlers
+from flowjobs.runtime.rq import RQJobRunner
+from flowjobs.schedules.firing import ScheduleFirer
 from tests.conftest import Space, wait_until
 from tests.integration.flows import flow, registry
 
@@ -32,3 +36,24 @@ def test_a_step_retried_from_the_cli_keeps_the_job_timeout_setting(space: Space)
     attempt = json.loads(retried.stdout)
     assert attempt["attempt"] == 2
     assert _rq_timeout(space, attempt["jobId"]) == 600
+
+
+def test_every_entry_point_reads_the_same_settings(space: Space) -> None:
+    settings = space.settings.model_copy(
+        update={"job_timeout_seconds": 600, "rq_job_ttl_seconds": 3600, "claim_lease_seconds": 7}
+    )
+    engine = engine_from_settings(settings, handlers=default_handlers)
+    runners = [
+        engine.runner,
+        FlowClient.from_settings(settings, FlowRegistry()).runner,
+        ScheduleFirer.from_settings(settings).client.runner,
+        hangfire.runner_from_settings(settings),
+    ]
+    for runner in runners:
+        assert isinstance(runner, RQJobRunner)
+        assert (runner.queue.name, runner.default_timeout_seconds, runner.keep_seconds) == (
+            settings.queue,
+            600,
+            3600,
+        )
+    assert engine.lease_seconds == 7
