@@ -45,13 +45,14 @@ if str(ROOT) not in sys.path:  # run from a checkout: make ``flowjobs`` and ``be
 
 from bench.space import bench_redis, remove_space  # noqa: E402
 from flowjobs.clock import epoch_score, iso, utcnow  # noqa: E402
+from flowjobs.factory import runner_from_settings, store_from_settings  # noqa: E402
 from flowjobs.keys import Keys  # noqa: E402
 from flowjobs.runtime.base import step_job_id, trigger_job_id  # noqa: E402
-from flowjobs.runtime.rq import RQJobRunner, job_keys  # noqa: E402
+from flowjobs.runtime.rq import job_keys  # noqa: E402
+from flowjobs.settings import Settings  # noqa: E402
 from flowjobs.statuses import RunStatus  # noqa: E402
 from flowjobs.store.codec import text  # noqa: E402
 from flowjobs.store.retention import DEFAULT_BATCH  # noqa: E402
-from flowjobs.store.run_store import RunStore  # noqa: E402
 
 DEFAULT_RUNS = 100_000
 #: The floor: milliseconds the longest deleting call may take.
@@ -123,8 +124,9 @@ def measure(redis: Redis, runs: int, batch: int) -> tuple[float, list[float]]:
     token = f"fjretain{uuid.uuid4().hex[:10]}"
     prefix, queue = f"{token}:", f"{token}-q"
     keys = Keys(prefix)
-    store = RunStore(redis, keys)
-    jobs = RQJobRunner(redis, queue).stored_jobs()
+    settings = Settings(key_prefix=prefix, queue=queue)
+    store = store_from_settings(settings, redis)
+    jobs = runner_from_settings(settings, redis).stored_jobs()
     try:
         start = time.perf_counter()
         seed(redis, keys, runs)

@@ -32,9 +32,6 @@ from flowjobs.expressions import is_expression
 from flowjobs.jobs import step_call, trigger_call
 from flowjobs.keys import Keys
 from flowjobs.limits import (
-    DEFAULT_MAX_DATA_BYTES,
-    DEFAULT_MAX_DATA_DEPTH,
-    DEFAULT_MAX_RUN_EVENTS,
     RunSeconds,
     check_json_limits,
     number_problem,
@@ -43,7 +40,7 @@ from flowjobs.manifest import FlowDefinition
 from flowjobs.records import EventType, FlowRunRecord, RunLineage
 from flowjobs.registry import FlowRegistry
 from flowjobs.runtime.base import JobCall, JobRunner, trigger_job_id
-from flowjobs.runtime.rq import DEFAULT_KEEP_SECONDS, RQJobRunner
+from flowjobs.runtime.rq import RQJobRunner
 from flowjobs.schedules.recurring import fire_recurring_job
 from flowjobs.schedules.state import (
     SCHEDULE_HEADER,
@@ -58,13 +55,12 @@ from flowjobs.schedules.state import (
 )
 from flowjobs.schedules.store import ScheduleStore
 from flowjobs.schedules.sync import SyncReport, cron_trigger_data, prune_flow_schedules, sync_flow_schedules
-from flowjobs.settings import Settings, load_settings
+from flowjobs.settings import Settings
 from flowjobs.statuses import RunStatus
 from flowjobs.store.async_runs import AsyncRunWrites
 from flowjobs.store.run_store import RunStore
 from flowjobs.store.transitions import Admission, Created, Delivered, NewRun, Refusal, Refused, SignalResume
 from flowjobs.trigger_headers import (
-    DEFAULT_HEADER_LIMITS,
     IDEMPOTENCY_HEADER,
     HeaderLimits,
     shown,
@@ -72,6 +68,9 @@ from flowjobs.trigger_headers import (
 )
 
 log = structlog.get_logger("flowjobs.client")
+#: Every setting's default, read from neither the environment nor the config file: what a client
+#: built without settings uses.
+_DEFAULTS = Settings.model_construct()
 #: Deliveries tried while steps keep parking on the signal between the read and the write.
 _SIGNAL_TRIES = 10
 
@@ -140,25 +139,32 @@ class FlowClient:
         self,
         redis: Redis,
         flows: FlowRegistry | None = None,
-        queue_name: str = "flowjobs",
+        queue_name: str = _DEFAULTS.queue,
         *,
-        key_prefix: str = "flowjobs:",
+        key_prefix: str = _DEFAULTS.key_prefix,
         runner: JobRunner | None = None,
-        retention_seconds: int = 14 * 86400,
-        max_run_events: int = DEFAULT_MAX_RUN_EVENTS,
-        run_timeout_seconds: float | None = None,
-        max_data_depth: int = DEFAULT_MAX_DATA_DEPTH,
-        max_data_bytes: int = DEFAULT_MAX_DATA_BYTES,
-        rq_job_ttl_seconds: int = DEFAULT_KEEP_SECONDS,
-        header_limits: HeaderLimits = DEFAULT_HEADER_LIMITS,
+        retention_seconds: int = _DEFAULTS.retention_seconds,
+        max_run_events: int = _DEFAULTS.max_run_events,
+        run_timeout_seconds: float | None = _DEFAULTS.run_timeout_seconds,
+        max_data_depth: int = _DEFAULTS.max_data_depth,
+        max_data_bytes: int = _DEFAULTS.max_data_bytes,
+        rq_job_ttl_seconds: int = _DEFAULTS.rq_job_ttl_seconds,
+        header_limits: HeaderLimits = _DEFAULTS.trigger_header_limits,
+        job_timeout_seconds: int = _DEFAULTS.job_timeout_seconds,
     ) -> None:
+        """A client of one Redis; each value defaults to its setting's default (``from_settings``
+        reads them all from the settings). Without a runner, jobs go to RQ's ``queue_name``."""
         self.redis = redis
         self.flows = flows if flows is not None else FlowRegistry()
         self.store = RunStore(
             redis, Keys(key_prefix), retention_seconds=retention_seconds, max_run_events=max_run_events
         )
         self.runner = runner or RQJobRunner(
-            redis, queue_name, keep_seconds=min(rq_job_ttl_seconds, retention_seconds), key_prefix=key_prefix
+            redis,
+            queue_name,
+            keep_seconds=min(rq_job_ttl_seconds, retention_seconds),
+            default_timeout_seconds=job_timeout_seconds,
+            key_prefix=key_prefix,
         )
         self.schedules = ScheduleStore(redis, Keys(key_prefix))
         self.run_timeout_seconds = run_timeout_seconds
@@ -173,26 +179,9 @@ class FlowClient:
         A bad file of that folder does not stop the others: it is kept, with its problems, in
         ``flows.invalid_files`` (and logged as a warning).
         """
-        settings = settings or load_settings()
-        if flows is None:
-            flows = FlowRegistry()
-            if settings.flows_dir.is_dir():
-                flows.load_dir(settings.flows_dir, strict=False)
-                for path, problems in flows.invalid_files.items():
-                    log.warning("flows.invalid_file", file=str(path), problems=problems)
-        return cls(
-            Redis.from_url(settings.redis_url),
-            flows,
-            settings.queue,
-            key_prefix=settings.key_prefix,
-            retention_seconds=settings.retention_seconds,
-            max_run_events=settings.max_run_events,
-            run_timeout_seconds=settings.run_timeout_seconds,
-            max_data_depth=settings.max_data_depth,
-            max_data_bytes=settings.max_data_bytes,
-            rq_job_ttl_seconds=settings.rq_job_ttl_seconds,
-            header_limits=settings.trigger_header_limits,
-        )
+        from flowjobs.factory import client_from_settings  # the composition root builds clients
+
+        return client_from_settings(settings, flows)
 
     def trigger(
         self,

@@ -38,7 +38,7 @@ from flowjobs.expressions import (
 from flowjobs.handlers import HandlerRegistry, StepResult
 from flowjobs.jobs import step_call
 from flowjobs.leases import LeaseKeeper
-from flowjobs.limits import DEFAULT_MAX_DATA_BYTES, DEFAULT_MAX_DATA_DEPTH, check_json_limits
+from flowjobs.limits import check_json_limits
 from flowjobs.manifest import (
     FOR_EACH,
     WAIT_FOR_SIGNAL,
@@ -135,10 +135,10 @@ class Engine:
         runner: JobRunner,
         handlers: HandlerRegistry,
         *,
-        lease_seconds: float = 30.0,
+        lease_seconds: float,
         worker_name: str | None = None,
-        max_data_depth: int = DEFAULT_MAX_DATA_DEPTH,
-        max_data_bytes: int = DEFAULT_MAX_DATA_BYTES,
+        max_data_depth: int,
+        max_data_bytes: int,
     ) -> None:
         self.store = store
         self.runner = runner

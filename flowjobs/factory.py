@@ -1,18 +1,34 @@
-"""Builds the engine a worker process runs from settings: Redis, store, runner and handler modules."""
+"""The composition root: every entry point builds its collaborators from ``Settings`` here.
+
+The worker's engine, the client of the command line, the web process and the schedules duty, the
+Hangfire runner, the webhook receiver and ``FlowTestHost`` all come from these functions, so they
+read the same settings the same way (arq's ``create_worker``/``create_pool`` are the model). The
+defaults live in ``Settings`` only; the constructors below take every value explicitly.
+"""
 
 from __future__ import annotations
 
 import importlib
 
+import structlog
 from redis import Redis
 
+from flowjobs.client import FlowClient
 from flowjobs.engine import Engine
 from flowjobs.errors import HandlerImportError
 from flowjobs.handlers import HandlerRegistry, default_handlers
 from flowjobs.keys import Keys
+from flowjobs.registry import FlowRegistry
+from flowjobs.runtime.base import JobRunner
 from flowjobs.runtime.rq import RQJobRunner
+from flowjobs.schedules.firing import ScheduleFirer
 from flowjobs.settings import Settings, load_settings
+from flowjobs.store.async_runs import AsyncRunWrites
 from flowjobs.store.run_store import RunStore
+from flowjobs.webhooks.guards import RateLimit, WebhookGuards
+from flowjobs.webhooks.receiver import WebhookReceiver
+
+log = structlog.get_logger("flowjobs.factory")
 
 
 def import_handler_modules(settings: Settings) -> None:
@@ -29,36 +45,114 @@ def import_handler_modules(settings: Settings) -> None:
             raise HandlerImportError(name, error) from error
 
 
-def engine_from_settings(
-    settings: Settings | None = None,
-    *,
-    redis: Redis | None = None,
-    handlers: HandlerRegistry | None = None,
-) -> Engine:
-    """An engine on RQ for these settings, with the handler modules imported."""
-    settings = settings or load_settings()
-    if handlers is None:
-        import_handler_modules(settings)
-        handlers = default_handlers
-    redis = redis or Redis.from_url(settings.redis_url)
-    store = RunStore(
+def connect(settings: Settings) -> Redis:
+    """A connection to ``REDIS_URL``."""
+    return Redis.from_url(settings.redis_url)
+
+
+def flows_from_settings(settings: Settings) -> FlowRegistry:
+    """The flows of ``FLOWJOBS_FLOWS_DIR`` (none without the folder). A bad file does not stop the
+    others: it is kept, with its problems, in ``flows.invalid_files`` (and logged as a warning)."""
+    flows = FlowRegistry()
+    if settings.flows_dir.is_dir():
+        flows.load_dir(settings.flows_dir, strict=False)
+        for path, problems in flows.invalid_files.items():
+            log.warning("flows.invalid_file", file=str(path), problems=problems)
+    return flows
+
+
+def store_from_settings(settings: Settings, redis: Redis) -> RunStore:
+    """The run store under ``FLOWJOBS_KEY_PREFIX``, with the retention and event bounds."""
+    return RunStore(
         redis,
         Keys(settings.key_prefix),
         retention_seconds=settings.retention_seconds,
         max_run_events=settings.max_run_events,
     )
-    runner = RQJobRunner(
+
+
+def runner_from_settings(settings: Settings, redis: Redis) -> RQJobRunner:
+    """The RQ runner of ``FLOWJOBS_QUEUE``: its default job timeout, how long it keeps finished
+    jobs, and where its recurring jobs live."""
+    return RQJobRunner(
         redis,
         settings.queue,
         keep_seconds=settings.rq_job_ttl_seconds,
         default_timeout_seconds=settings.job_timeout_seconds,
         key_prefix=settings.key_prefix,
     )
+
+
+def engine_from_settings(
+    settings: Settings | None = None,
+    *,
+    redis: Redis | None = None,
+    handlers: HandlerRegistry | None = None,
+    runner: JobRunner | None = None,
+    worker_name: str | None = None,
+) -> Engine:
+    """An engine for these settings (on RQ unless given a runner), with the handler modules
+    imported unless given its handlers."""
+    settings = settings or load_settings()
+    if handlers is None:
+        import_handler_modules(settings)
+        handlers = default_handlers
+    redis = redis or connect(settings)
     return Engine(
-        store,
-        runner,
+        store_from_settings(settings, redis),
+        runner or runner_from_settings(settings, redis),
         handlers,
         lease_seconds=settings.claim_lease_seconds,
+        worker_name=worker_name,
         max_data_depth=settings.max_data_depth,
         max_data_bytes=settings.max_data_bytes,
     )
+
+
+def client_from_settings(
+    settings: Settings | None = None,
+    flows: FlowRegistry | None = None,
+    *,
+    redis: Redis | None = None,
+    runner: JobRunner | None = None,
+) -> FlowClient:
+    """A client for these settings (on RQ unless given a runner); flows from
+    ``FLOWJOBS_FLOWS_DIR`` unless given."""
+    settings = settings or load_settings()
+    redis = redis or connect(settings)
+    return FlowClient(
+        redis,
+        flows if flows is not None else flows_from_settings(settings),
+        settings.queue,
+        key_prefix=settings.key_prefix,
+        runner=runner or runner_from_settings(settings, redis),
+        retention_seconds=settings.retention_seconds,
+        max_run_events=settings.max_run_events,
+        run_timeout_seconds=settings.run_timeout_seconds,
+        max_data_depth=settings.max_data_depth,
+        max_data_bytes=settings.max_data_bytes,
+        rq_job_ttl_seconds=settings.rq_job_ttl_seconds,
+        header_limits=settings.trigger_header_limits,
+        job_timeout_seconds=settings.job_timeout_seconds,
+    )
+
+
+def firer_from_settings(settings: Settings) -> ScheduleFirer:
+    """The schedules duty's firer: flows from ``FLOWJOBS_FLOWS_DIR`` (synced on its first pass and
+    whenever a file changes), ``FLOWJOBS_SCHEDULE_GRACE_SECONDS``."""
+    return ScheduleFirer(
+        client_from_settings(settings, FlowRegistry()),
+        grace_seconds=settings.schedule_grace_seconds,
+        flows_dir=settings.flows_dir,
+    )
+
+
+def receiver_from_settings(client: FlowClient, settings: Settings, runs: AsyncRunWrites) -> WebhookReceiver:
+    """A webhook receiver with the settings' limits, writing runs through ``runs`` (an asyncio
+    client of the client's Redis)."""
+    guards = WebhookGuards(
+        Keys(settings.key_prefix),
+        RateLimit(settings.webhook_rate_per_second, settings.webhook_rate_burst),
+        settings.webhook_replay_window_seconds,
+    )
+    return WebhookReceiver(client, guards, runs, max_body_bytes=settings.webhook_max_body_bytes)

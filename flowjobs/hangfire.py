@@ -18,6 +18,7 @@ from typing import Any
 
 from redis import Redis
 
+from flowjobs import factory
 from flowjobs.clock import utcnow
 from flowjobs.errors import InvalidJobCall
 from flowjobs.runtime.base import JobCall, JobRunner, JobState, RecurringJobInfo
@@ -78,13 +79,7 @@ def _runner(runner: JobRunner | None) -> JobRunner:
 def runner_from_settings(settings: Settings | None = None, redis: Redis | None = None) -> RQJobRunner:
     """The RQ runner of ``REDIS_URL``, ``FLOWJOBS_QUEUE`` and ``FLOWJOBS_KEY_PREFIX``."""
     settings = settings or load_settings()
-    return RQJobRunner(
-        redis or Redis.from_url(settings.redis_url),
-        settings.queue,
-        keep_seconds=settings.rq_job_ttl_seconds,
-        default_timeout_seconds=settings.job_timeout_seconds,
-        key_prefix=settings.key_prefix,
-    )
+    return factory.runner_from_settings(settings, redis or factory.connect(settings))
 
 
 class BackgroundJob:

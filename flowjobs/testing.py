@@ -9,16 +9,15 @@ from uuid import UUID
 
 from redis import Redis
 
-from flowjobs.client import FlowClient
-from flowjobs.engine import Engine
 from flowjobs.errors import RunNotFound
+from flowjobs.factory import client_from_settings, engine_from_settings
 from flowjobs.handlers import HandlerRegistry, default_handlers
 from flowjobs.jobs import install_engine
 from flowjobs.keys import Keys
 from flowjobs.records import FlowRunRecord
 from flowjobs.registry import FlowRegistry
 from flowjobs.runtime.inprocess import InProcessRunner
-from flowjobs.store.run_store import RunStore
+from flowjobs.settings import Settings
 
 
 class FlowTestHost:
@@ -39,11 +38,14 @@ class FlowTestHost:
         self.redis = redis
         self.keys = Keys(key_prefix or f"flowjobs-test:{uuid.uuid4().hex[:8]}:")
         self.runner = InProcessRunner()
-        self.client = FlowClient(redis, flows, key_prefix=self.keys.prefix, runner=self.runner)
-        self.engine = Engine(
-            RunStore(redis, self.keys),
-            self.runner,
-            handlers or default_handlers,
+        # Every other setting at its default: a host reads neither the environment nor a config file.
+        settings = Settings.model_construct(key_prefix=self.keys.prefix)
+        self.client = client_from_settings(settings, flows, redis=redis, runner=self.runner)
+        self.engine = engine_from_settings(
+            settings,
+            redis=redis,
+            handlers=handlers or default_handlers,
+            runner=self.runner,
             worker_name="flow-test-host",
         )
 

@@ -26,12 +26,13 @@ import tests.handlers  # noqa: F401  (registers the test handlers on the default
 from flowjobs.client import FlowClient
 from flowjobs.embedded import EmbeddedRedis, redis_answers
 from flowjobs.engine import Engine
-from flowjobs.factory import engine_from_settings
+from flowjobs.factory import client_from_settings, engine_from_settings, runner_from_settings
 from flowjobs.handlers import default_handlers
 from flowjobs.jobs import install_engine
 from flowjobs.keys import Keys
 from flowjobs.processes import stop_processes
 from flowjobs.registry import FlowRegistry
+from flowjobs.runtime.rq import RQJobRunner
 from flowjobs.settings import Settings
 from flowjobs.worker import build_worker
 
@@ -139,7 +140,11 @@ class Space:
         return Keys(self.settings.key_prefix)
 
     def client(self, flows: FlowRegistry) -> FlowClient:
-        return FlowClient(self.redis, flows, self.settings.queue, key_prefix=self.settings.key_prefix)
+        return client_from_settings(self.settings, flows, redis=self.redis)
+
+    def runner(self, **settings: Any) -> RQJobRunner:
+        """The RQ runner of this space's settings (with ``settings`` instead of some)."""
+        return runner_from_settings(self.settings.model_copy(update=settings), self.redis)
 
     def engine(self) -> Engine:
         return engine_from_settings(self.settings, redis=self.redis, handlers=default_handlers)
@@ -154,6 +159,7 @@ class Space:
             "FLOWJOBS_HANDLER_MODULES": s.handler_modules,
             "FLOWJOBS_CLAIM_LEASE_SECONDS": str(s.claim_lease_seconds),
             "FLOWJOBS_RECOVERY_INTERVAL_SECONDS": str(s.recovery_interval_seconds),
+            "FLOWJOBS_JOB_TIMEOUT_SECONDS": str(s.job_timeout_seconds),
             "FLOWJOBS_FLOWS_DIR": str(s.flows_dir),
             "FLOWJOBS_LOG_LEVEL": "warning",
             "PYTHONPATH": str(ROOT),

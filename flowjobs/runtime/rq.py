@@ -90,9 +90,6 @@ end
 return replies
 """
 
-DEFAULT_KEEP_SECONDS = 86400
-"""How long RQ keeps a finished job's hash and result stream by default (one day)."""
-
 _EXECUTION_PREFIX = "rq:execution:"
 """How ``rq.executions.Execution.key`` spells an execution's hash, before ``<job id>:<execution id>``."""
 
@@ -131,11 +128,11 @@ class RQJobRunner:
     def __init__(
         self,
         redis: Redis,
-        queue_name: str = "flowjobs",
+        queue_name: str,
         *,
-        keep_seconds: int = DEFAULT_KEEP_SECONDS,
-        default_timeout_seconds: int = 180,
-        key_prefix: str = "flowjobs:",
+        keep_seconds: int,
+        default_timeout_seconds: int,
+        key_prefix: str,
     ) -> None:
         self.redis = redis
         #: Recurring jobs live beside flowjobs' schedules (``FLOWJOBS_KEY_PREFIX``) and are fired

@@ -59,8 +59,9 @@ class ScheduleFirer:
     def from_settings(cls, settings: Settings) -> ScheduleFirer:
         """A firer for these settings: flows from ``FLOWJOBS_FLOWS_DIR`` (synced on the first pass
         and whenever a file changes), ``FLOWJOBS_SCHEDULE_GRACE_SECONDS``."""
-        client = FlowClient.from_settings(settings, flows=FlowRegistry())
-        return cls(client, grace_seconds=settings.schedule_grace_seconds, flows_dir=settings.flows_dir)
+        from flowjobs.factory import firer_from_settings  # the composition root builds firers
+
+        return firer_from_settings(settings)
 
     def __init__(
         self,

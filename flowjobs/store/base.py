@@ -9,7 +9,6 @@ from redis import Redis
 
 from flowjobs.clock import epoch_ms, iso, utcnow
 from flowjobs.keys import Keys
-from flowjobs.limits import DEFAULT_MAX_RUN_EVENTS
 from flowjobs.manifest import FlowManifest
 from flowjobs.statuses import RunStatus
 from flowjobs.store.codec import from_hash
@@ -24,8 +23,8 @@ class StoreBase:
         redis: Redis,
         keys: Keys | None = None,
         *,
-        retention_seconds: int = 14 * 86400,
-        max_run_events: int = DEFAULT_MAX_RUN_EVENTS,
+        retention_seconds: int,
+        max_run_events: int,
     ) -> None:
         self.redis = redis
         self.keys = keys or Keys()

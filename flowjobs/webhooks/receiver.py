@@ -41,12 +41,11 @@ from flowjobs.errors import (
     TriggerNotAdmitted,
     TriggerNotFound,
 )
-from flowjobs.keys import Keys
 from flowjobs.manifest import FlowDefinition, TriggerType
 from flowjobs.settings import Settings
 from flowjobs.store.async_runs import AsyncRunWrites
 from flowjobs.webhooks.auth import SecretUnavailable, WebhookAuth, read_webhook_auth
-from flowjobs.webhooks.guards import RateLimit, WebhookGuards
+from flowjobs.webhooks.guards import WebhookGuards
 from flowjobs.webhooks.rejections import Reason, WebhookRejected
 from flowjobs.webhooks.schemes import SIGNATURE_HEADERS, verify
 
@@ -139,12 +138,9 @@ class WebhookReceiver:
     def from_settings(cls, client: FlowClient, settings: Settings, runs: AsyncRunWrites) -> WebhookReceiver:
         """A receiver with the settings' limits, writing runs through ``runs`` (an asyncio client of
         the client's Redis)."""
-        guards = WebhookGuards(
-            Keys(settings.key_prefix),
-            RateLimit(settings.webhook_rate_per_second, settings.webhook_rate_burst),
-            settings.webhook_replay_window_seconds,
-        )
-        return cls(client, guards, runs, max_body_bytes=settings.webhook_max_body_bytes)
+        from flowjobs.factory import receiver_from_settings  # the composition root builds receivers
+
+        return receiver_from_settings(client, settings, runs)
 
     async def receive(self, target: WebhookTarget, headers: Mapping[str, str], body: bytes) -> RunHandle:
         """Check one delivery (``headers`` keyed in lower case) and trigger its run;

@@ -16,7 +16,6 @@ from flowjobs.keys import step_member
 from flowjobs.planner import SKIP_REASON
 from flowjobs.recovery import TIMED_OUT_REASON
 from flowjobs.runtime.base import JobState, step_job_id
-from flowjobs.runtime.rq import RQJobRunner
 from tests.conftest import Space, wait_until
 from tests.integration.flows import flow, registry
 
@@ -181,7 +180,7 @@ def test_zero_backoff_retries_run_in_process_and_delayed_ones_wait_for_rq_schedu
     assert waiting.error_message == "ConnectionError: flaky failure on attempt 1"
     assert [(a.attempt, a.status) for a in waiting.attempts or []] == [(1, StepStatus.Failed)]
     assert int(space.redis.get(later_calls) or 0) == 1
-    runner = RQJobRunner(space.redis, space.settings.queue)
+    runner = space.runner()
     assert runner.state(waiting.job_id or "") is JobState.Scheduled
 
 

@@ -11,7 +11,6 @@ from flowjobs import FlowClient, RunStatus
 from flowjobs.errors import InvalidSettings
 from flowjobs.records import FlowRunRecord
 from flowjobs.runtime.base import JobCall, JobState
-from flowjobs.runtime.rq import RQJobRunner
 from flowjobs.settings import load_settings
 from tests.conftest import Space
 from tests.integration.flows import flow, registry
@@ -66,7 +65,7 @@ def test_a_finished_runs_rq_keys_expire_within_the_setting_and_its_job_ids_stay_
 
 
 def test_a_job_that_fails_in_rq_expires_after_the_same_window(space: Space) -> None:
-    runner = RQJobRunner(space.redis, space.settings.queue, keep_seconds=TTL)
+    runner = space.runner(rq_job_ttl_seconds=TTL)
     job_id = runner.enqueue(
         JobCall(func="tests.handlers.no_such_function", args=(), job_id=f"{space.token}-x", description="x")
     )

@@ -8,7 +8,6 @@ from rq.job import Job
 
 from flowjobs.runtime.base import JobCall, JobState
 from flowjobs.runtime.inprocess import InProcessRunner
-from flowjobs.runtime.rq import RQJobRunner
 from tests.conftest import Space
 
 
@@ -26,7 +25,7 @@ def _call(
 
 
 def test_rq_runner_states_follow_the_job(space: Space) -> None:
-    runner = RQJobRunner(space.redis, space.settings.queue, keep_seconds=3600)
+    runner = space.runner(rq_job_ttl_seconds=3600)
     job_ids: list[str] = []
     now = runner.enqueue(_call(space, "now"))
     later = runner.schedule(_call(space, "later"), timedelta(hours=1))
@@ -54,7 +53,7 @@ def test_rq_runner_states_follow_the_job(space: Space) -> None:
 
 
 def test_rq_job_timeouts_round_up_to_whole_seconds_on_every_path(space: Space) -> None:
-    runner = RQJobRunner(space.redis, space.settings.queue, keep_seconds=3600, default_timeout_seconds=7)
+    runner = space.runner(rq_job_ttl_seconds=3600, job_timeout_seconds=7)
     job_ids = [
         runner.enqueue(_call(space, "half", timeout_seconds=2.5)),
         runner.schedule(_call(space, "short", timeout_seconds=0.4), timedelta(hours=1)),
@@ -70,7 +69,7 @@ def test_rq_job_timeouts_round_up_to_whole_seconds_on_every_path(space: Space) -
 
 
 def test_states_reads_many_jobs_in_one_round_trip(space: Space) -> None:
-    runner = RQJobRunner(space.redis, space.settings.queue, keep_seconds=3600)
+    runner = space.runner(rq_job_ttl_seconds=3600)
     queued = runner.enqueue(_call(space, "queued"))
     later = runner.schedule(_call(space, "later"), timedelta(hours=1))
     try:

@@ -215,7 +215,13 @@ def test_delivery_and_resume_job_are_written_together(space: Space) -> None:
         registry(definition),
         space.settings.queue,
         key_prefix=space.settings.key_prefix,
-        runner=_EnqueueFails(space.redis, space.settings.queue),
+        runner=_EnqueueFails(
+            space.redis,
+            space.settings.queue,
+            keep_seconds=space.settings.rq_job_ttl_seconds,
+            default_timeout_seconds=space.settings.job_timeout_seconds,
+            key_prefix=space.settings.key_prefix,
+        ),
     )
     # Before delivery and resume were one script, the resume enqueue could fail after the signal
     # was recorded, leaving the step parked forever.

@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 from flowjobs.clock import utcnow
+from flowjobs.factory import store_from_settings
 from flowjobs.planner import LoopProgress
 from flowjobs.statuses import RunStatus, StepStatus
 from flowjobs.store import (
@@ -38,7 +39,7 @@ LATER = timedelta(seconds=30)
 
 
 def _store(space: Space) -> RunStore:
-    return RunStore(space.redis, space.keys)
+    return store_from_settings(space.settings, space.redis)
 
 
 def _pending_run(space: Space) -> str:
