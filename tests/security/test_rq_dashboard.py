@@ -242,7 +242,8 @@ def test_rq_answers_503_while_redis_is_unreachable(start_web: StartWeb) -> None:
     web = start_web({}, env=down, worker=False, health_status=503)
     reads = ("/rq/", "/rq/0/view/jobs", "/rq/0/view/workers", "/rq/0/view/job/x")
     data = ("/rq/0/data/queues.json", "/rq/0/data/workers.json", "/rq/0/data/job/x.json")
-    with web.http() as http:
+    # The dashboard's own pages send their Origin (the web process refuses /rq POSTs without one).
+    with web.http(headers={"Origin": web.base}) as http:
         for path in (*reads, *data):
             answer = http.get(path)
             assert answer.status_code == 503, (path, answer.status_code)
