@@ -28,7 +28,6 @@ from flowjobs.errors import (
     TriggerNotAdmitted,
     TriggerNotFound,
 )
-from flowjobs.expressions import is_expression
 from flowjobs.jobs import step_call, trigger_call
 from flowjobs.keys import Keys
 from flowjobs.limits import (
@@ -344,10 +343,10 @@ class FlowClient:
 
         Delivery and the resume jobs are written in one script, so no failure between them can
         leave a step waiting. Returns ``"resumed"``, or ``"kept"`` when no step has parked on it
-        yet. ``SignalNotFound``: no such active run, or no WaitForSignal step of it waits for that
-        name (a name given by an expression is known once a step has parked on it; until then a
-        run whose flow has such a step keeps the signal); ``SignalAlreadyDelivered``: the name was
-        signalled before; ``RunNotFound``: the id is not a UUID.
+        yet. ``SignalNotFound``: no such active run, or no step of it can consume that name: not a
+        literal ``signalName`` of the flow, no step parked on it, and no step named by an expression
+        left to park (until each has parked or ended, the run keeps the signal);
+        ``SignalAlreadyDelivered``: the name was signalled before; ``RunNotFound``: the id is not a UUID.
         """
         run_id = parse_run_id(run_id)
         try:
@@ -357,8 +356,9 @@ class FlowClient:
         run_fields = self.store.run_fields(run_id)
         if "manifest_hash" not in run_fields:
             raise SignalNotFound(f"no run with id {run_id}")
-        names = self.store.load_manifest(run_fields["manifest_hash"]).signal_names()
-        declared = signal_name in names or any(is_expression(name) for name in names)
+        manifest = self.store.load_manifest(run_fields["manifest_hash"])
+        declared = signal_name in manifest.signal_names()
+        open_waits = manifest.expression_signal_waits()
         answer: Delivered | Refused = Refused(Refusal.changed)
         for _ in range(_SIGNAL_TRIES):
             waiters = self.store.signal_waiters(run_id, signal_name)
@@ -369,7 +369,7 @@ class FlowClient:
                 for i, (key, call) in enumerate(calls.items())
             }
             answer = self.store.deliver_signal(
-                run_id, signal_name, payload_json, declared=declared, resumes=resumes
+                run_id, signal_name, payload_json, declared=declared, resumes=resumes, open_waits=open_waits
             )
             if not (isinstance(answer, Refused) and answer.reason is Refusal.changed):
                 break

@@ -523,11 +523,16 @@ class Engine:
         """WaitForSignal: park as Pending (no worker held) until the signal or the timeout resumes it."""
         run_id, step_key = attempt.run_id, attempt.step_key
         inputs = resolve_inputs(attempt.step.inputs, scope)
-        name = str(inputs.get("signalName"))
+        name = inputs.get("signalName")
+        input_json = json.dumps(inputs)
+        if not isinstance(name, str) or not name.strip():
+            # A missing field or an object would otherwise park the step under "None" or "{...}",
+            # a name no one means to signal: it would wait forever.
+            error = f"signalName resolved to {json.dumps(name)}; a signal name must be a non-empty string."
+            return self._record(attempt, Outcome(StepStatus.Failed, input_json, error=error))
         timeout = inputs.get("timeoutSeconds")
         started = attempt.claim.first_started_at or utcnow()
         expires = started + timedelta(seconds=float(timeout)) if timeout else None
-        input_json = json.dumps(inputs)
         if expires is not None and utcnow() >= expires:
             record = self.store.signal_record(run_id, name) or {}
             outcome = (

@@ -12,6 +12,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from flowjobs.expressions.inputs import is_expression
 from flowjobs.limits import MAX_BACKOFF_FACTOR, MAX_CONCURRENCY, AttemptCount, Bounded, Delay, StepSeconds
 from flowjobs.statuses import StepStatus
 
@@ -175,12 +176,23 @@ class FlowManifest(_Model):
         return name
 
     def signal_names(self) -> set[str]:
-        """Signal names its WaitForSignal steps (ForEach children included) wait for."""
+        """Signal names its WaitForSignal steps (ForEach children included) wait for, as written:
+        an expression name stays an expression."""
         steps = [
             *self.steps.values(),
             *(child for step in self.steps.values() for child in step.steps.values()),
         ]
-        return {str(step.inputs.get("signalName")) for step in steps if step.kind == WAIT_FOR_SIGNAL}
+        return {_signal_name(step) for step in steps if step.kind == WAIT_FOR_SIGNAL}
+
+    def expression_signal_waits(self) -> dict[str, list[str]]:
+        """The steps whose signal name is known only once they run: ``{key: []}`` for a WaitForSignal
+        step named by an expression, ``{key: [child, ...]}`` for a ForEach with such children."""
+        waits: dict[str, list[str]] = {}
+        for key, step in self.steps.items():
+            children = [name for name, child in step.steps.items() if _named_by_expression(child)]
+            if children or _named_by_expression(step):
+                waits[key] = children
+        return waits
 
     def step(self, runtime_key: str) -> StepMetadata | None:
         """A step by runtime key: ``key``, or ``<loop>.<index>.<child>`` for a ForEach child."""
@@ -270,3 +282,13 @@ def loop_index(runtime_key: str) -> int | None:
     """The iteration index of a ForEach child's runtime key."""
     parts = runtime_key.split(".", 2)
     return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
+
+
+def _named_by_expression(step: StepMetadata) -> bool:
+    """A WaitForSignal step whose ``signalName`` is an expression."""
+    return step.kind == WAIT_FOR_SIGNAL and is_expression(_signal_name(step))
+
+
+def _signal_name(step: StepMetadata) -> str:
+    """A WaitForSignal step's ``signalName`` as written (validation makes it a non-empty string)."""
+    return str(step.inputs.get("signalName"))

@@ -15,6 +15,8 @@ from redis import Redis
 from rq import Queue, SimpleWorker, Worker
 from rq.exceptions import StopRequested
 from rq.job import Job
+from rq.scheduler import RQScheduler
+from rq.scripts import release_lock
 from rq.serializers import JSONSerializer
 from rq.worker import BaseWorker
 from structlog import _output as structlog_output
@@ -91,9 +93,22 @@ class FlowWorkerBase(BaseWorker):
             with suppress(*REDIS_DOWN):
                 self.pubsub.close()
         self.pubsub = self.pubsub_thread = None
+        self._release_scheduler_locks()
         # The next loop starts its own RQ scheduler and maintenance (see ``revive_rq_scheduler``).
         self.scheduler = self.last_cleaned_at = None
         self.connection.delete(self.key)
+
+    def _release_scheduler_locks(self) -> None:
+        """Release the queue locks the ended loop's RQ scheduler still holds.
+
+        Its process is stopped by then (RQ's teardown joins it), but one that died with Redis away
+        could not release them, and a restarted Redis keeps them (61 s TTL): the next loop's scheduler,
+        under a new name, would leave delayed attempts waiting that long. Token-checked: a lock another
+        worker's scheduler holds is left alone."""
+        if self.scheduler is None:
+            return
+        for queue_name in self.queue_names():
+            release_lock(self.connection, RQScheduler.get_locking_key(queue_name), self.scheduler.name)
 
     def maintain_heartbeats(self, job: Job) -> None:
         """RQ's heartbeats while a work-horse runs, plus the renewal of its job's claim lease.

@@ -1,14 +1,50 @@
 -- FlowClient.signal: deliver a signal to a run once and, in the same script, resume every step of
 -- the run parked on that name (one delivery resumes them all; a step that parks later consumes it).
 -- ARGV[1] (JSON): the run fields (common.lua), and signals_key, step_prefix, jobs_key, pending_key,
---   name, payload_json, declared (a literal signalName of the manifest, or one dynamic name may
---   match), expected = {step_key: {attempt, job_id, member, commands}}: the waiters the
---   caller read, each with its resume job's RQ enqueue commands. ARGV[2..]: those commands.
+--   loops_key, name, payload_json, declared (a literal signalName of the manifest), open_waits
+--   ({key, children}: the steps named by an expression, a ForEach with the names of such children),
+--   expected = {step_key: {attempt, job_id, member, commands}}: the waiters the caller read, each
+--   with its resume job's RQ enqueue commands. ARGV[2..]: those commands.
 -- Reply, checked in this order: {'no_run'} | {'already', delivered_at} | {'not_active', status}
 --   | {'changed'} (waiters moved since the caller read them: nothing written, read again)
---   | {'unknown'} (undeclared name nobody parked on) | {'resumed', step_key...}
+--   | {'unknown'} (undeclared name nobody parked on, and no step named by an expression left to
+--   park) | {'resumed', step_key...}
 --   | {'kept'} (delivered; no waiter to resume yet).
 local a = cjson.decode(ARGV[1])
+
+-- True while a step named by an expression may still park, on a name no one can know yet: it has
+-- neither ended nor parked (a parked step is a waiter of some signal with its current attempt).
+-- A ForEach's children count until it ends; before it expands (no count yet), the loop is open.
+local function may_park_later()
+  if #a.open_waits == 0 then return false end
+  local parked = {}
+  local records = redis.call('HGETALL', a.signals_key)
+  for i = 2, #records, 2 do
+    for key, w in pairs(cjson.decode(records[i]).waiters or {}) do parked[key] = tonumber(w.attempt) end
+  end
+  local function status(key)
+    local step = redis.call('HMGET', a.step_prefix .. key, 'status', 'attempt')
+    if step[1] == 'Succeeded' or step[1] == 'Failed' or step[1] == 'Skipped' then return 'ended' end
+    if step[1] == 'Pending' and parked[key] == tonumber(step[2]) then return 'parked' end
+    return 'open'
+  end
+  for _, w in ipairs(a.open_waits) do
+    local own = status(w.key)
+    if #w.children == 0 then
+      if own == 'open' then return true end
+    elseif own ~= 'ended' then
+      local count = tonumber(redis.call('HGET', a.loops_key, w.key))
+      if not count then return true end
+      for i = 0, count - 1 do
+        for _, child in ipairs(w.children) do
+          if status(w.key .. '.' .. i .. '.' .. child) == 'open' then return true end
+        end
+      end
+    end
+  end
+  return false
+end
+
 local status = redis.call('HGET', a.run_key, 'status')
 if not status then return {'no_run'} end
 local raw = redis.call('HGET', a.signals_key, a.name)
@@ -23,7 +59,7 @@ end
 for key, _ in pairs(a.expected) do
   if not waiters[key] then return {'changed'} end
 end
-if not record and not a.declared then return {'unknown'} end
+if not record and not a.declared and not may_park_later() then return {'unknown'} end
 record = record or {run_id = a.run_id, signal_name = a.name, created_at = a.now}
 record.delivered_at = a.now
 record.payload_json = a.payload_json

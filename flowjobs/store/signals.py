@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -24,10 +24,14 @@ class SignalRecords(StoreBase):
         *,
         declared: bool,
         resumes: Mapping[str, SignalResume],
+        open_waits: Mapping[str, Sequence[str]] | None = None,
     ) -> Delivered | Refused:
         """Deliver a signal once and, in the same script, resume every step parked on it.
 
         ``resumes`` are the waiters the caller read (``signal_waiters``), each with its resume job.
+        A name nobody parked on is kept if ``declared`` (a literal name of the flow) or while a step
+        named by an expression (``open_waits``: ``Manifest.expression_signal_waits``) has neither
+        parked nor ended.
         Returns the steps resumed (none: the signal is kept until a step parks on it), or a
         refusal: ``changed`` (the waiters moved since they were read: nothing written),
         ``no_run``, ``not_active``, ``unknown`` (no step of the run waits for that name),
@@ -40,6 +44,10 @@ class SignalRecords(StoreBase):
                 "name": name,
                 "payload_json": payload_json,
                 "declared": declared,
+                "open_waits": [
+                    {"key": key, "children": list(children)} for key, children in (open_waits or {}).items()
+                ],
+                "loops_key": self.keys.loops(run_id),
                 "signals_key": self.keys.signals(run_id),
                 "step_prefix": self.keys.step_prefix(run_id),
                 "jobs_key": self.keys.jobs(),

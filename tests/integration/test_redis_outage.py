@@ -74,15 +74,20 @@ def throwaway_redis(tmp_path: Path) -> Iterator[ThrowawayRedis]:
         server.kill()
 
 
+def _on(server: ThrowawayRedis, space: Space) -> Space:
+    """``space`` moved to the throw-away server (same token, queue and processes list)."""
+    return replace(
+        space,
+        redis=Redis.from_url(server.url),
+        settings=space.settings.model_copy(update={"redis_url": server.url}),
+        processes=space.processes,
+    )
+
+
 @pytest.mark.slow
 def test_worker_and_scheduler_ride_out_a_redis_restart(throwaway_redis: ThrowawayRedis, space: Space) -> None:
     # Requested before ``space``: the server outlives the processes the fixture stops.
-    outage = replace(
-        space,
-        redis=Redis.from_url(throwaway_redis.url),
-        settings=space.settings.model_copy(update={"redis_url": throwaway_redis.url}),
-        processes=space.processes,
-    )
+    outage = _on(throwaway_redis, space)
     definition = flow(
         "outage",
         {
@@ -115,3 +120,49 @@ def test_worker_and_scheduler_ride_out_a_redis_restart(throwaway_redis: Throwawa
     steps = {s.step_key: s for s in detail.steps or []}
     assert steps["slow"].status is StepStatus.Succeeded and steps["after"].status is StepStatus.Succeeded
     assert [p.poll() for p in processes] == [None, None], "a process exited"
+
+
+@pytest.mark.slow
+def test_a_retry_due_after_a_redis_restart_runs_within_seconds(
+    throwaway_redis: ThrowawayRedis, space: Space
+) -> None:
+    # A step that ends while Redis is away ends the worker's loop, and its RQ scheduler dies holding
+    # its lock, which the restarted Redis keeps for 61 s: the next loop's scheduler must not wait that
+    # lock out before it enqueues a retry due 1 s after a later step fails.
+    outage = _on(throwaway_redis, space)
+    definition = flow(
+        "retry-after-outage",
+        {
+            "slow": {"type": "Sleep", "inputs": {"seconds": OUTAGE_SECONDS / 2}},
+            "flaky": {
+                "type": "Flaky",
+                "inputs": {"key": f"{outage.token}:flaky", "succeed_on": 2},
+                "retry": {"max_attempts": 2, "backoff_seconds": 1},
+                "run_after": ["slow"],
+            },
+        },
+    )
+    client = outage.client(registry(definition))
+    worker = outage.start_worker("retrier")
+    store = outage.engine().store
+    handle = client.trigger("retry-after-outage")
+    run_id = str(handle.run_id)
+    wait_until(
+        lambda: store.step_fields(run_id, "slow").get("status") == "Running",
+        timeout=30,
+        what="the first step to be running when Redis goes away",
+    )
+
+    throwaway_redis.kill()
+    time.sleep(OUTAGE_SECONDS)  # the outage itself: the first step ends while Redis is away
+    throwaway_redis.start()
+
+    store = outage.engine().store  # fresh connections
+    wait_until(
+        lambda: store.step_fields(run_id, "flaky").get("status") == "Succeeded",
+        timeout=20,
+        what="the retry within seconds of Redis returning (not once the dead scheduler's lock expired)",
+    )
+    assert int(outage.redis.get(f"{outage.token}:flaky") or 0) == 2, "the retry did not run"
+    assert handle.wait(timeout=30).status is RunStatus.Succeeded
+    assert worker.poll() is None, "the worker exited"

@@ -194,6 +194,89 @@ def test_signal_name_from_an_expression_is_signalled_by_its_resolved_name(space:
     assert json.loads((run.steps or [])[0].output_json or "null") == "paid"
 
 
+DYNAMIC = {
+    "wait": {"type": "WaitForSignal", "inputs": {"signalName": "@triggerBody()?.sig"}},
+    "after": {"type": "Noop", "run_after": ["wait"]},
+}
+
+
+@pytest.mark.parametrize(
+    ("data", "shown"),
+    [({}, "null"), ({"sig": {"a": 1}}, '{"a": 1}'), ({"sig": ""}, '""'), ({"sig": 42}, "42")],
+)
+def test_an_expression_name_that_is_not_a_non_empty_string_fails_the_step(
+    space: Space, data: dict[str, object], shown: str
+) -> None:
+    client = space.client(registry(flow("dynamic", DYNAMIC)))
+    handle = client.trigger("dynamic", data=data)
+    space.drain()
+    run = client.get_run_detail(handle.run_id)
+    assert run is not None and run.status is RunStatus.Failed, "the step parked under a made-up name"
+    wait = next(s for s in run.steps or [] if s.step_key == "wait")
+    assert wait.status is StepStatus.Failed
+    assert wait.error_message == f"signalName resolved to {shown}; a signal name must be a non-empty string."
+    assert space.redis.hgetall(space.keys.signals(handle.run_id)) == {}, "a signal record was written"
+
+
+def test_a_name_no_step_can_consume_is_refused_once_every_expression_name_is_known(space: Space) -> None:
+    client = space.client(registry(flow("dynamic", DYNAMIC)))
+    handle = client.trigger("dynamic", data={"sig": "approve-42"})
+    # The step has not run: its name is not known yet, so any name is kept for it.
+    assert client.signal(handle.run_id, "maybe", {"early": True}) == "kept"
+    space.drain()
+    assert space.engine().store.signal_waiters(handle.run_id, "approve-42") == {"wait": 2}
+
+    typo = space.cli("runs", "signal", str(handle.run_id), "typo")
+    assert typo.returncode == 2 and "waits for signal 'typo'" in typo.stderr, (typo.stdout, typo.stderr)
+    with pytest.raises(SignalNotFound):
+        client.signal(handle.run_id, "approve-43")
+    assert space.engine().store.signal_record(handle.run_id, "typo") is None
+    assert space.engine().store.signal_record(handle.run_id, "approve-43") is None
+
+    sent = space.cli("runs", "signal", str(handle.run_id), "approve-42", "--data", '{"by": "cli"}')
+    assert sent.returncode == 0 and "resumed" in sent.stdout, sent.stderr
+    space.drain()
+    run = client.get_run_detail(handle.run_id)
+    assert run is not None and run.status is RunStatus.Succeeded
+
+
+def test_a_name_is_kept_while_a_foreach_may_still_park_under_an_expression_name(space: Space) -> None:
+    steps = {
+        "gate": {"type": "WaitForSignal", "inputs": {"signalName": "open"}},
+        "loop": {
+            "type": "ForEach",
+            "run_after": ["gate"],
+            "for_each": ["item-1", "item-2"],
+            "steps": {
+                "name": {"type": "Echo"},
+                "wait": {
+                    "type": "WaitForSignal",
+                    "run_after": ["name"],
+                    "inputs": {"signalName": "@steps('name').output.inputs.__loopItem"},
+                },
+            },
+        },
+    }
+    client = space.client(registry(flow("loop-names", steps)))
+    handle = client.trigger("loop-names")
+    space.drain()
+    # "gate" is parked, the loop's children have not run: their names are not known yet.
+    assert client.signal(handle.run_id, "item-2", "two") == "kept"
+    assert client.signal(handle.run_id, "open") == "resumed"
+    space.drain()
+    store = space.engine().store
+    assert store.signal_waiters(handle.run_id, "item-1") == {"loop.0.wait": 2}
+    # Every child parked or ended: a name none of them resolved to is refused, a literal one is known.
+    with pytest.raises(SignalNotFound):
+        client.signal(handle.run_id, "item-3")
+    assert client.signal(handle.run_id, "item-1", "one") == "resumed"
+    space.drain()
+    run = client.get_run_detail(handle.run_id)
+    assert run is not None and run.status is RunStatus.Succeeded
+    outputs = {s.step_key: json.loads(s.output_json or "null") for s in run.steps or []}
+    assert outputs["loop.0.wait"] == "one" and outputs["loop.1.wait"] == "two"
+
+
 class _EnqueueFails(RQJobRunner):
     """A runner whose direct enqueue always loses its connection (the script path still works)."""
 
