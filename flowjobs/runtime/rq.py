@@ -177,7 +177,9 @@ class RQJobRunner:
             failure_ttl=-1 if call.keep_failed else self.keep_seconds,  # RQ: -1 keeps it
             depends_on=depends_on,
             retry=retry,
-            on_failure=Callback(f"{__name__}.{no_retry_once_deleted.__name__}") if retry else None,
+            on_failure=Callback(f"{__name__}.{failed_after_delete.__name__}")
+            if retry or call.keep_failed
+            else None,
         )
 
     def enqueue(self, call: JobCall, *, pipeline: Pipeline | None = None) -> str:
@@ -381,11 +383,13 @@ class RQJobRunner:
         return [recurring_info(state) for state in self.schedules.all() if state.kind is ScheduleKind.job]
 
 
-def no_retry_once_deleted(job: Job, connection: Redis, *exc_info: object) -> None:
-    """RQ failure callback of jobs with automatic retries: a job deleted while it ran is not retried
-    (RQ decides from the job it holds, so the callback clears its retries before RQ looks)."""
+def failed_after_delete(job: Job, connection: Redis, *exc_info: object) -> None:
+    """RQ failure callback of application jobs: a job deleted while it ran is neither retried nor
+    kept as Failed, only for the window of ended jobs (RQ decides both from the job it holds, which
+    the callback changes before RQ looks)."""
     if connection.hexists(job.key, DELETED_FIELD):
         job.retries_left = 0
+        job.failure_ttl = job.result_ttl
 
 
 def job_keys(job_id: str) -> list[str]:

@@ -294,6 +294,7 @@ def test_a_job_deleted_while_processing_stays_deleted(
         wait_until(lambda: raw_status(job_id) == ended, 30, "the worker to end the job")  # noqa: B023
         assert jobs.state(job_id) is JobState.Deleted
         assert job_id not in queue.scheduled_job_registry.get_job_ids()  # a failure is not retried
+        assert 0 < space.redis.ttl(Job.key_for(job_id)) <= space.settings.rq_job_ttl_seconds
         assert jobs.state(child) is JobState.Deleted and result(space, child) is None
 
 
