@@ -144,3 +144,7 @@ class InvalidCron(FlowjobsError):
 class InvalidJobCall(FlowjobsError):
     """A background job cannot be sent as JSON: a lambda, a local function, an unimportable path, or
     arguments that are not JSON."""
+
+
+class JobNotFound(FlowjobsError):
+    """No background job has this id: it never existed, or the job system no longer keeps it."""

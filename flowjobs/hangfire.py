@@ -5,22 +5,29 @@ jobs fired once per tick by the schedules duty every worker runs. Jobs name thei
 dotted path and carry JSON arguments only (RQ's JSON serializer, never pickle): a lambda, a local
 function or an argument that is not JSON is refused when the job is created (``InvalidJobCall``),
 not when a worker fails to run it.
+
+As in Hangfire, a failed job is retried 10 times with Hangfire's back-off (``automatic_retry``
+changes that per job function), stays Failed until it is deleted or requeued, and the
+continuations of a deleted job are deleted with it.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
+import math
+import random
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from redis import Redis
 
 from flowjobs import factory
 from flowjobs.clock import utcnow
 from flowjobs.errors import InvalidJobCall
+from flowjobs.limits import MAX_STEP_SECONDS
 from flowjobs.runtime.base import JobCall, JobRunner, JobState, RecurringJobInfo
 from flowjobs.runtime.rq import RQJobRunner
 from flowjobs.settings import Settings, load_settings
@@ -28,10 +35,79 @@ from flowjobs.settings import Settings, load_settings
 #: What names a job function: its dotted path, or the module-level function itself.
 JobFunction = str | Callable[..., Any]
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULT_RETRY_ATTEMPTS = 10
+"""Retries of a failed job whose function sets none (Hangfire's ``AutomaticRetry`` default)."""
+
+MAX_RETRY_ATTEMPTS = 1000
+"""Most retries ``automatic_retry`` accepts (RQ keeps one delay per retry on the job)."""
+
+_RETRY_DELAYS = "__flowjobs_retry_delays__"
+_TIMEOUT = "__flowjobs_timeout_seconds__"
+
+
+def hangfire_delays(attempts: int) -> tuple[int, ...]:
+    """Hangfire's back-off for retry n (from 1): ``(n-1)^4 + 15 + random(0..29) * n`` seconds, so
+    15-44 s before the first retry and about 1.8 h before the tenth (drawn when the job is created)."""
+    return tuple(round((n - 1) ** 4 + 15 + random.randrange(30) * n) for n in range(1, attempts + 1))
+
+
+def _retry_delays(attempts: int, delays_in_seconds: Sequence[float] | None) -> tuple[int, ...]:
+    if isinstance(attempts, bool) or not isinstance(attempts, int) or not 0 <= attempts <= MAX_RETRY_ATTEMPTS:
+        raise InvalidJobCall(f"attempts must be an integer from 0 to {MAX_RETRY_ATTEMPTS}, not {attempts!r}")
+    if delays_in_seconds is None:
+        return hangfire_delays(attempts)
+    delays = list(delays_in_seconds)
+    if attempts and not delays:
+        raise InvalidJobCall("delays_in_seconds must not be empty")
+    for delay in delays:
+        if isinstance(delay, bool) or not isinstance(delay, int | float) or not 0 <= delay < math.inf:
+            raise InvalidJobCall(f"retry delays are seconds >= 0, not {delay!r}")
+    # Hangfire's rule: retry n waits delays[n-1], the last delay again for retries past the list.
+    return tuple(math.ceil(delays[min(n, len(delays) - 1)]) for n in range(attempts))
+
+
+def automatic_retry(
+    attempts: int = DEFAULT_RETRY_ATTEMPTS, delays_in_seconds: Sequence[float] | None = None
+) -> Callable[[F], F]:
+    """Hangfire's ``[AutomaticRetry(Attempts = …, DelaysInSeconds = …)]`` on a job function: retry
+    its failed jobs ``attempts`` times (0: never) after these delays (default: Hangfire's back-off),
+    then leave them Failed. Undecorated functions retry ``DEFAULT_RETRY_ATTEMPTS`` times."""
+    delays = _retry_delays(attempts, delays_in_seconds)
+
+    def mark(func: F) -> F:
+        setattr(func, _RETRY_DELAYS, delays)
+        return func
+
+    return mark
+
+
+def job_timeout(seconds: float) -> Callable[[F], F]:
+    """Let the jobs of this function run up to ``seconds`` (at most 7 days) before the worker stops
+    them as failed, instead of ``FLOWJOBS_JOB_TIMEOUT_SECONDS`` (Hangfire has no timeout)."""
+    if (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, int | float)
+        or not 0 < seconds <= MAX_STEP_SECONDS
+    ):
+        raise InvalidJobCall(f"job timeout must be seconds in (0, {MAX_STEP_SECONDS}], not {seconds!r}")
+
+    def mark(func: F) -> F:
+        setattr(func, _TIMEOUT, float(seconds))
+        return func
+
+    return mark
+
 
 def function_path(func: JobFunction) -> str:
     """The dotted path a worker imports the function by; ``InvalidJobCall`` unless it resolves back
     to a module-level function (a lambda, a nested function or a bound method does not)."""
+    return _resolve(func)[0]
+
+
+def _resolve(func: JobFunction) -> tuple[str, Callable[..., Any]]:
+    """``function_path`` and the function it names."""
     if isinstance(func, str):
         path = func
     else:
@@ -51,14 +127,16 @@ def function_path(func: JobFunction) -> str:
         raise InvalidJobCall(f"{path!r} does not name a callable a worker can import")
     if module_name == "__main__":
         raise InvalidJobCall(f"{path!r} lives in __main__, which a worker cannot import")
-    return path
+    return path, target
 
 
 def job_call(
     func: JobFunction, args: tuple[Any, ...], kwargs: dict[str, Any], *, job_id: str | None = None
 ) -> JobCall:
-    """An application job: checked function path, arguments checked as JSON (as RQ will send them)."""
-    path = function_path(func)
+    """An application job: checked function path, arguments checked as JSON (as RQ will send them),
+    the function's ``automatic_retry`` and ``job_timeout``; kept while Failed, as Hangfire keeps it."""
+    path, target = _resolve(func)
+    delays: tuple[int, ...] | None = getattr(target, _RETRY_DELAYS, None)
     try:
         json.dumps([list(args), kwargs], allow_nan=False)
     except (TypeError, ValueError) as error:
@@ -69,6 +147,9 @@ def job_call(
         kwargs=dict(kwargs),
         job_id=job_id or f"hf-{uuid.uuid4().hex}",
         description=f"{path}()",
+        timeout_seconds=getattr(target, _TIMEOUT, None),
+        retry_delays=hangfire_delays(DEFAULT_RETRY_ATTEMPTS) if delays is None else delays,
+        keep_failed=True,
     )
 
 
@@ -109,12 +190,14 @@ class BackgroundJob:
         return self.runner.schedule(job_call(func, args, kwargs), delay)
 
     def continue_job_with(self, parent_id: str, func: JobFunction, *args: Any, **kwargs: Any) -> str:
-        """Run it after job ``parent_id`` succeeds (Hangfire's ``ContinueJobWith``; a failed parent
-        leaves it awaiting, as RQ does)."""
+        """Run it after job ``parent_id`` succeeds (Hangfire's ``ContinueJobWith``): it awaits a
+        failed parent, is deleted with a deleted one, and ``JobNotFound`` is raised for an unknown
+        or expired parent id."""
         return self.runner.continue_with(parent_id, job_call(func, args, kwargs))
 
     def delete(self, job_id: str) -> bool:
-        """Delete a job; False if there is none."""
+        """Delete a job and the continuations awaiting it; False if there is none. A job being
+        processed runs to its end but stays Deleted (not retried, its continuations not run)."""
         return self.runner.delete(job_id)
 
     def requeue(self, job_id: str) -> bool:

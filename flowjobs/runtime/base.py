@@ -51,6 +51,12 @@ class JobCall:
     """Job timeout; the job system kills the job after it (None: the runner's default)."""
     kwargs: dict[str, Any] = field(default_factory=dict)
     """JSON-serialisable keyword arguments (application jobs of ``flowjobs.hangfire``)."""
+    retry_delays: tuple[int, ...] = ()
+    """Seconds before each automatic retry of a failed job, one per retry (application jobs of
+    ``flowjobs.hangfire``; a flow step retries by its own policy, never by the job system's)."""
+    keep_failed: bool = False
+    """Keep the job while it is Failed until it is deleted or requeued (Hangfire's rule for
+    application jobs), instead of the runner's window for finished jobs."""
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from typing import Any
 from redis.client import Pipeline
 
 from flowjobs.clock import utcnow
-from flowjobs.errors import ScheduleNotFound
+from flowjobs.errors import JobNotFound, ScheduleNotFound
 from flowjobs.runtime.base import JobCall, JobFailed, JobState, RecurringJobInfo, StoredJobs
 from flowjobs.runtime.current import running_job
 from flowjobs.schedules.cron import plan_fire
@@ -46,6 +46,7 @@ class InProcessRunner:
         self._states: dict[str, JobState] = {}
         self._calls: dict[str, JobCall] = {}
         self._recurring: dict[str, ScheduleState] = {}
+        self._retried: dict[str, int] = {}
 
     def enqueue(self, call: JobCall, *, pipeline: Pipeline | None = None) -> str:
         """Queue a job now (a pipeline is not needed: nothing runs until ``run_until_idle``)."""
@@ -65,7 +66,10 @@ class InProcessRunner:
         return self._push(call, delay.total_seconds(), state)
 
     def continue_with(self, parent_id: str, call: JobCall) -> str:
-        """Queue a job after everything queued so far (which includes its parent)."""
+        """Queue a job after everything queued so far (which includes its parent); ``JobNotFound``
+        for a parent this runner never saw."""
+        if parent_id not in self._states:
+            raise JobNotFound(f"cannot add a continuation: parent job {parent_id!r} does not exist")
         return self._push(call, 0.0, JobState.Awaiting)
 
     def _push(self, call: JobCall, delay: float, state: JobState) -> str:
@@ -169,6 +173,12 @@ class InProcessRunner:
                     ran += 1
                     continue
                 except Exception:
+                    retried = self._retried.get(call.job_id, 0)
+                    if retried < len(call.retry_delays):  # an automatic retry, as RQ's ``Retry``
+                        self._retried[call.job_id] = retried + 1
+                        self._push(call, call.retry_delays[retried], JobState.Scheduled)
+                        ran += 1
+                        continue
                     self._states[call.job_id] = JobState.Failed
                     raise
             self._states[call.job_id] = JobState.Succeeded

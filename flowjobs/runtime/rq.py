@@ -10,16 +10,18 @@ from datetime import UTC, datetime, timedelta
 
 from redis import Redis
 from redis.client import Pipeline
+from redis.exceptions import WatchError
 from rq import Queue
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.executions import ExecutionRegistry
-from rq.job import Job, JobStatus
+from rq.job import Callback, Job, JobStatus, Retry
 from rq.results import Result
 from rq.serializers import JSONSerializer
 from rq.utils import utcparse
 from rq.worker import BaseWorker
 
 from flowjobs.clock import utcnow
+from flowjobs.errors import JobNotFound
 from flowjobs.keys import Keys
 from flowjobs.runtime.base import JobCall, JobState, RecurringJobInfo, StoredJobs
 from flowjobs.schedules.recurring import fire_recurring_job
@@ -44,12 +46,21 @@ _STATES = {
     JobStatus.CANCELED: JobState.Deleted,
 }
 
-# KEYS: job hashes. Reply: each one's ``status`` (nil when the job is gone), in order. One command
-# instead of one HGET per job: a pass over thousands of jobs costs the client far less.
+DELETED_FIELD = "flowjobs_deleted"
+"""Field of an RQ job hash that marks a job deleted while a worker ran it (its value is the reason):
+RQ's worker writes the whole hash back when the job ends, but leaves fields it does not know."""
+
+CONTINUATION_NOT_MET = "Continuation condition was not met"
+"""Why a continuation is deleted with its parent (Hangfire's words)."""
+
+# KEYS: job hashes. ARGV: ``DELETED_FIELD``. Reply: each one's ``status`` (nil when the job is gone,
+# ``canceled`` when it is marked deleted), in order. One command instead of one HGET per job: a pass
+# over thousands of jobs costs the client far less.
 _STATUSES_LUA = """
 local statuses = {}
 for i, key in ipairs(KEYS) do
-  statuses[i] = redis.call('HGET', key, 'status')
+  local fields = redis.call('HMGET', key, 'status', ARGV[1])
+  statuses[i] = (fields[2] and 'canceled') or fields[1]
 end
 return statuses
 """
@@ -147,6 +158,9 @@ class RQJobRunner:
     def _job(self, call: JobCall, *, depends_on: str | None = None) -> Job:
         """The RQ job of a call: every job this runner queues is built here."""
         timeout = call.timeout_seconds or self.default_timeout_seconds
+        retry = (
+            Retry(max=len(call.retry_delays), interval=list(call.retry_delays)) if call.retry_delays else None
+        )
         return self.queue.create_job(
             call.func,
             args=list(call.args),
@@ -157,8 +171,12 @@ class RQJobRunner:
             # RQ takes whole seconds; rounding up never kills a handler before its declared timeout.
             timeout=math.ceil(timeout),
             result_ttl=self.keep_seconds,
-            failure_ttl=self.keep_seconds,
+            failure_ttl=-1 if call.keep_failed else self.keep_seconds,  # RQ: -1 keeps it
             depends_on=depends_on,
+            retry=retry,
+            on_failure=Callback(f"{__name__}.{failed_after_delete.__name__}")
+            if retry or call.keep_failed
+            else None,
         )
 
     def enqueue(self, call: JobCall, *, pipeline: Pipeline | None = None) -> str:
@@ -196,8 +214,15 @@ class RQJobRunner:
         return str(self.queue.schedule_job(self._job(call), utcnow() + delay, pipeline=pipeline).id)
 
     def continue_with(self, parent_id: str, call: JobCall) -> str:
-        """Queue a job that RQ runs after ``parent_id`` finishes."""
-        return str(self.queue.enqueue_job(self._job(call, depends_on=parent_id)).id)
+        """Queue a job that RQ runs after ``parent_id`` succeeds; ``JobNotFound`` if RQ has no such job
+        (RQ would run it at once). Deleted with the parent, or at once if the parent is deleted."""
+        if not self.redis.exists(Job.key_for(parent_id)):
+            raise JobNotFound(f"cannot add a continuation: parent job {parent_id!r} does not exist")
+        job_id = str(self.queue.enqueue_job(self._job(call, depends_on=parent_id)).id)
+        # Checked after the child is registered, so a parent deleted meanwhile is not missed.
+        if self.state(parent_id) is JobState.Deleted:
+            self._cancel_continuations([job_id])
+        return job_id
 
     def stored_jobs(self) -> StoredJobs:
         """RQ's keys of a job (``job_keys``) and the registries of this runner's queue. The queue's
@@ -221,12 +246,45 @@ class RQJobRunner:
             return None
 
     def delete(self, job_id: str) -> bool:
-        """Delete the job and take it off its queue or registry."""
+        """Delete the job and take it off its queue or registry; False if there is none.
+
+        A job a worker runs is marked instead (``DELETED_FIELD``): it runs to its end, as in Hangfire,
+        but stays Deleted and a failure of it is not retried. Its continuations, and theirs, are
+        cancelled with the reason ``CONTINUATION_NOT_MET`` (Hangfire deletes them likewise).
+        """
         job = self._fetch(job_id)
         if job is None:
             return False
-        job.delete()
+        continuations = job.dependent_ids  # read first: RQ's delete drops the set
+        with self.redis.pipeline() as pipe:
+            while True:
+                try:
+                    # Watched: a worker starting the job now would write back a hash deleted here.
+                    pipe.watch(job.key)  # type: ignore[no-untyped-call]
+                    started = pipe.hget(job.key, "status") == JobStatus.STARTED.encode()
+                    pipe.multi()
+                    if started:
+                        pipe.hset(job.key, DELETED_FIELD, "deleted while processing")
+                    else:
+                        job.delete(pipeline=pipe)
+                    pipe.execute()
+                    break
+                except WatchError:
+                    continue
+        self._cancel_continuations(continuations)
         return True
+
+    def _cancel_continuations(self, job_ids: list[str]) -> None:
+        """Cancel each of these jobs still waiting for its parent (into RQ's canceled registry, the
+        reason in its meta), then theirs."""
+        while job_ids:
+            job = self._fetch(job_ids.pop())
+            if job is None or job.get_status() != JobStatus.DEFERRED:
+                continue
+            job.meta["deleted_reason"] = CONTINUATION_NOT_MET
+            job.save_meta()  # type: ignore[no-untyped-call]
+            job.cancel()
+            job_ids.extend(job.dependent_ids)
 
     def cancel(self, job_id: str) -> bool:
         """Cancel a waiting job: off its queue or the scheduled registry, into RQ's canceled registry
@@ -244,6 +302,7 @@ class RQJobRunner:
         job = self._fetch(job_id)
         if job is None:
             return False
+        self.redis.hdel(job.key, DELETED_FIELD)  # requeued, it is no longer deleted (Hangfire's rule)
         try:
             job.requeue()
         except InvalidJobOperation:
@@ -257,7 +316,9 @@ class RQJobRunner:
     def states(self, job_ids: Iterable[str]) -> dict[str, JobState]:
         """States of many jobs in one round-trip."""
         ids = list(job_ids)
-        statuses = self._statuses(keys=[Job.key_for(job_id) for job_id in ids]) if ids else []
+        statuses = (
+            self._statuses(keys=[Job.key_for(job_id) for job_id in ids], args=[DELETED_FIELD]) if ids else []
+        )
         return {
             job_id: _state(raw.decode() if raw else None) for job_id, raw in zip(ids, statuses, strict=True)
         }
@@ -317,6 +378,15 @@ class RQJobRunner:
     def list_recurring(self) -> list[RecurringJobInfo]:
         """The application's recurring jobs, by id."""
         return [recurring_info(state) for state in self.schedules.all() if state.kind is ScheduleKind.job]
+
+
+def failed_after_delete(job: Job, connection: Redis, *exc_info: object) -> None:
+    """RQ failure callback of application jobs: a job deleted while it ran is neither retried nor
+    kept as Failed, only for the window of ended jobs (RQ decides both from the job it holds, which
+    the callback changes before RQ looks)."""
+    if connection.hexists(job.key, DELETED_FIELD):
+        job.retries_left = 0
+        job.failure_ttl = job.result_ttl
 
 
 def job_keys(job_id: str) -> list[str]:

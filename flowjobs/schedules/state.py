@@ -123,6 +123,8 @@ class ScheduleState(BaseModel):
             description=data["description"],
             meta=data.get("meta") or {},
             timeout_seconds=data.get("timeout_seconds"),
+            retry_delays=tuple(data.get("retry_delays") or ()),
+            keep_failed=bool(data.get("keep_failed")),
         )
 
     def to_fields(self) -> dict[str, str]:
@@ -173,6 +175,8 @@ def call_json(call: JobCall) -> str:
             "description": call.description,
             "meta": dict(call.meta),
             "timeout_seconds": call.timeout_seconds,
+            "retry_delays": list(call.retry_delays),
+            "keep_failed": call.keep_failed,
         },
         allow_nan=False,
     )

@@ -2,12 +2,56 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
+from flowjobs.hangfire import automatic_retry, job_timeout
+
 
 def add(a: int, b: int, *, times: int = 1) -> int:
     """A job with a JSON result."""
     return (a + b) * times
 
 
+@automatic_retry(attempts=0)
 def boom(message: str) -> None:
-    """A job that fails."""
+    """A job that fails, never retried."""
     raise RuntimeError(message)
+
+
+def unlucky(message: str) -> None:
+    """A job that fails, with the default automatic retries."""
+    raise RuntimeError(message)
+
+
+@automatic_retry(attempts=2, delays_in_seconds=[0])
+def flaky(counter: str, failures: int) -> int:
+    """Fails its first ``failures`` runs (counted in the file ``counter``), then returns the run number."""
+    path = Path(counter)
+    runs = int(path.read_text()) + 1 if path.exists() else 1
+    path.write_text(str(runs))
+    if runs <= failures:
+        raise RuntimeError(f"run {runs} fails")
+    return runs
+
+
+def wait_for(flag: str, fail: bool = False) -> str:
+    """Runs until the file ``flag`` exists (at most 60 s), then returns, or fails if ``fail``."""
+    deadline = time.monotonic() + 60
+    while not Path(flag).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if fail:
+        raise RuntimeError("failed after its flag")
+    return "done"
+
+
+@automatic_retry(attempts=0)
+@job_timeout(1)
+def sleepy(seconds: float) -> None:
+    """Sleeps past its one-second timeout."""
+    time.sleep(seconds)
+
+
+@job_timeout(3600)
+def long_job() -> None:
+    """A job allowed an hour."""

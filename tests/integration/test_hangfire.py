@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,15 +14,15 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from flowjobs.clock import utcnow
-from flowjobs.errors import InvalidCron, InvalidJobCall, ScheduleNotFound
-from flowjobs.hangfire import BackgroundJob, RecurringJob, runner_from_settings
+from flowjobs.errors import InvalidCron, InvalidJobCall, JobNotFound, ScheduleNotFound
+from flowjobs.hangfire import BackgroundJob, RecurringJob, automatic_retry, job_timeout, runner_from_settings
 from flowjobs.registry import FlowRegistry
 from flowjobs.runtime.base import JobState
 from flowjobs.runtime.inprocess import InProcessRunner
 from flowjobs.schedules.cron import latest_tick
 from flowjobs.schedules.firing import ScheduleFirer
 from flowjobs.web.rq_dashboard import create_rq_dashboard
-from tests.conftest import Space
+from tests.conftest import Space, wait_until
 from tests.integration import app_jobs
 
 
@@ -190,3 +191,132 @@ def test_the_in_process_runner_keeps_recurring_jobs_too() -> None:
     assert runner.state(job) is JobState.Enqueued
     assert runner.run_until_idle() == 2
     assert recurring.remove_if_exists("tick") and recurring.list() == []
+
+
+def retries(space: Space, job_id: str) -> tuple[int | None, list[int]]:
+    job = Job.fetch(job_id, connection=space.redis, serializer=JSONSerializer)
+    return job.retries_left, list(job.retry_intervals or [])
+
+
+def test_failed_jobs_are_retried_as_hangfire_retries_them(
+    space: Space, jobs: BackgroundJob, queue: Queue, tmp_path: Path
+) -> None:
+    # Undecorated: 10 retries with Hangfire's back-off; after the first failure it waits, Scheduled.
+    unlucky = jobs.enqueue(app_jobs.unlucky, "first")
+    space.drain()
+    assert jobs.state(unlucky) is JobState.Scheduled
+    left, delays = retries(space, unlucky)
+    assert left == 9 and len(delays) == 10
+    for n, delay in enumerate(delays, start=1):
+        assert (n - 1) ** 4 + 15 <= delay <= (n - 1) ** 4 + 15 + 29 * n
+    assert unlucky in queue.scheduled_job_registry.get_job_ids()
+
+    # @automatic_retry(attempts=2, delays_in_seconds=[0]): two retries, then Failed.
+    recovers = jobs.enqueue(app_jobs.flaky, str(tmp_path / "a"), 2)
+    gives_up = jobs.enqueue(app_jobs.flaky, str(tmp_path / "b"), 5)
+    space.drain()
+    assert jobs.state(recovers) is JobState.Succeeded and result(space, recovers) == 3
+    assert jobs.state(gives_up) is JobState.Failed and (tmp_path / "b").read_text() == "3"
+
+    never = jobs.enqueue(app_jobs.boom, "once")
+    space.drain()
+    assert jobs.state(never) is JobState.Failed and retries(space, never) == (None, [])
+    with pytest.raises(InvalidJobCall, match="attempts"):
+        automatic_retry(attempts=-1)
+    with pytest.raises(InvalidJobCall, match="delays"):
+        automatic_retry(attempts=1, delays_in_seconds=[float("nan")])
+
+
+def test_the_job_timeout_is_the_settings_default_or_the_functions_own(
+    space: Space, jobs: BackgroundJob, queue: Queue
+) -> None:
+    def timeout(job_id: str) -> Any:
+        return Job.fetch(job_id, connection=space.redis, serializer=JSONSerializer).timeout
+
+    assert timeout(jobs.enqueue(app_jobs.add, 1, 1)) == space.settings.job_timeout_seconds == 180
+    assert timeout(jobs.enqueue(app_jobs.long_job)) == 3600
+    stopped = jobs.enqueue(app_jobs.sleepy, 30)
+    space.drain()
+    assert jobs.state(stopped) is JobState.Failed
+    failed = Job.fetch(stopped, connection=space.redis, serializer=JSONSerializer)
+    assert "JobTimeoutException" in (failed.latest_result().exc_string or "")  # type: ignore[union-attr]
+    with pytest.raises(InvalidJobCall, match="timeout"):
+        job_timeout(0)
+
+
+def test_continuations_of_unknown_and_deleted_parents(
+    space: Space, jobs: BackgroundJob, queue: Queue
+) -> None:
+    with pytest.raises(JobNotFound, match="hf-missing"):
+        jobs.continue_job_with("hf-missing", app_jobs.add, 1, 1)
+    assert queue.get_job_ids() == [] and queue.deferred_job_registry.get_job_ids() == []
+
+    parent = jobs.schedule(app_jobs.add, timedelta(hours=1), 1, 2)
+    child = jobs.continue_job_with(parent, app_jobs.add, 3, 4)
+    grandchild = jobs.continue_job_with(child, app_jobs.add, 5, 6)
+    assert jobs.delete(parent)
+    for job_id in (child, grandchild):
+        assert jobs.state(job_id) is JobState.Deleted
+        job = Job.fetch(job_id, connection=space.redis, serializer=JSONSerializer)
+        assert job.meta["deleted_reason"] == "Continuation condition was not met"
+    # A continuation of a deleted continuation is deleted at once; of a deleted job, refused.
+    late = jobs.continue_job_with(child, app_jobs.add, 7, 8)
+    assert jobs.state(late) is JobState.Deleted
+    with pytest.raises(JobNotFound):
+        jobs.continue_job_with(parent, app_jobs.add, 1, 1)
+
+    failing = jobs.enqueue(app_jobs.boom, "no")
+    after = jobs.continue_job_with(failing, app_jobs.add, 1, 1)
+    space.drain()
+    assert jobs.state(after) is JobState.Awaiting
+    assert jobs.delete(failing) and jobs.state(after) is JobState.Deleted
+    space.drain()
+    assert all(result(space, job_id) is None for job_id in (child, grandchild, late, after))
+
+
+def test_a_job_deleted_while_processing_stays_deleted(
+    space: Space, jobs: BackgroundJob, queue: Queue, tmp_path: Path
+) -> None:
+    space.start_worker("hf", simple=True)
+
+    def raw_status(job_id: str) -> bytes | None:
+        status: bytes | None = space.redis.hget(Job.key_for(job_id), "status")
+        return status
+
+    for fail, ended in ((False, b"finished"), (True, b"failed")):
+        flag = tmp_path / f"flag-{fail}"
+        job_id = jobs.enqueue(app_jobs.wait_for, str(flag), fail)
+        child = jobs.continue_job_with(job_id, app_jobs.add, 1, 1)
+        wait_until(lambda: jobs.state(job_id) is JobState.Processing, 30, "the job to start")  # noqa: B023
+        assert jobs.delete(job_id) and jobs.state(job_id) is JobState.Deleted
+        assert jobs.state(child) is JobState.Deleted
+        flag.touch()
+        wait_until(lambda: raw_status(job_id) == ended, 30, "the worker to end the job")  # noqa: B023
+        assert jobs.state(job_id) is JobState.Deleted
+        assert job_id not in queue.scheduled_job_registry.get_job_ids()  # a failure is not retried
+        assert 0 < space.redis.ttl(Job.key_for(job_id)) <= space.settings.rq_job_ttl_seconds
+        assert jobs.state(child) is JobState.Deleted and result(space, child) is None
+
+
+def test_failed_jobs_are_kept_until_deleted_or_requeued(
+    space: Space, jobs: BackgroundJob, queue: Queue
+) -> None:
+    failed = jobs.enqueue(app_jobs.boom, "kept")
+    done = jobs.enqueue(app_jobs.add, 1, 1)
+    space.drain()
+    assert jobs.state(failed) is JobState.Failed
+    assert space.redis.ttl(Job.key_for(failed)) == -1  # no expiry
+    assert space.redis.zscore(queue.failed_job_registry.key, failed) == -1  # RQ: never cleaned up
+    assert failed in queue.failed_job_registry.get_job_ids()
+    assert 0 < space.redis.ttl(Job.key_for(done)) <= space.settings.rq_job_ttl_seconds
+    assert jobs.delete(failed) and not space.redis.exists(Job.key_for(failed))
+
+
+def test_the_in_process_runner_retries_and_refuses_unknown_parents() -> None:
+    runner = InProcessRunner()
+    jobs = BackgroundJob(runner)
+    with pytest.raises(JobNotFound):
+        jobs.continue_job_with("hf-missing", app_jobs.add, 1, 1)
+    unlucky = jobs.enqueue(app_jobs.unlucky, "again")
+    assert runner.run_until_idle(max_wait_seconds=0) == 1
+    assert jobs.state(unlucky) is JobState.Scheduled
