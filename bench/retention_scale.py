@@ -44,13 +44,13 @@ if str(ROOT) not in sys.path:  # run from a checkout: make ``flowjobs`` and ``be
     sys.path.insert(0, str(ROOT))
 
 from bench.space import bench_redis, remove_space  # noqa: E402
-from flowjobs.clock import epoch_score, iso, utcnow  # noqa: E402
+from flowjobs.core.clock import epoch_score, iso, utcnow  # noqa: E402
+from flowjobs.core.job_calls import step_job_id, trigger_job_id  # noqa: E402
+from flowjobs.core.keys import Keys  # noqa: E402
+from flowjobs.core.statuses import RunStatus  # noqa: E402
 from flowjobs.factory import runner_from_settings, store_from_settings  # noqa: E402
-from flowjobs.keys import Keys  # noqa: E402
-from flowjobs.runtime.base import step_job_id, trigger_job_id  # noqa: E402
 from flowjobs.runtime.rq import job_keys  # noqa: E402
 from flowjobs.settings import Settings  # noqa: E402
-from flowjobs.statuses import RunStatus  # noqa: E402
 from flowjobs.store.codec import text  # noqa: E402
 from flowjobs.store.retention import DEFAULT_BATCH  # noqa: E402
 

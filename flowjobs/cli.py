@@ -17,18 +17,18 @@ import click
 from redis import ConnectionPool
 
 from flowjobs.client import FlowClient
-from flowjobs.errors import FlowjobsError, FlowValidationError, InvalidSettings
-from flowjobs.limits import MAX_RETENTION_DAYS
-from flowjobs.logging import configure_logging
+from flowjobs.core.errors import FlowjobsError, FlowValidationError, InvalidSettings
+from flowjobs.core.job_calls import JobState
+from flowjobs.core.limits import MAX_RETENTION_DAYS
+from flowjobs.core.records import FlowRunRecord
+from flowjobs.core.registry import FlowRegistry
+from flowjobs.core.schedules import ScheduleState
+from flowjobs.core.statuses import RunStatus
+from flowjobs.core.urls import UI_PREFIX, run_ui_path, web_base_url
+from flowjobs.logs import configure_logging
 from flowjobs.processes import stop_processes
-from flowjobs.records import FlowRunRecord
-from flowjobs.recovery import REDIS_DOWN
-from flowjobs.registry import FlowRegistry
-from flowjobs.runtime.base import JobState
-from flowjobs.schedules.state import ScheduleState
 from flowjobs.settings import Settings, load_settings
-from flowjobs.statuses import RunStatus
-from flowjobs.urls import UI_PREFIX, run_ui_path, web_base_url
+from flowjobs.store.base import REDIS_DOWN
 from flowjobs.webhooks import shown_manifest
 
 F = TypeVar("F", bound=Callable[..., Any])

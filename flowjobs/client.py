@@ -13,9 +13,9 @@ from uuid import UUID, uuid4
 import structlog
 from redis import Redis
 
-from flowjobs.clock import iso, utcnow
 from flowjobs.control import retry_failed_step
-from flowjobs.errors import (
+from flowjobs.core.clock import iso, utcnow
+from flowjobs.core.errors import (
     FlowDisabled,
     InvalidSignalPayload,
     InvalidTriggerData,
@@ -28,43 +28,35 @@ from flowjobs.errors import (
     TriggerNotAdmitted,
     TriggerNotFound,
 )
-from flowjobs.jobs import step_call, trigger_call
-from flowjobs.keys import Keys
-from flowjobs.limits import (
-    RunSeconds,
-    check_json_limits,
-    number_problem,
-)
-from flowjobs.manifest import FlowDefinition
-from flowjobs.records import EventType, FlowRunRecord, RunLineage
-from flowjobs.registry import FlowRegistry
-from flowjobs.runtime.base import JobCall, JobRunner, trigger_job_id
-from flowjobs.runtime.rq import RQJobRunner
-from flowjobs.schedules.recurring import fire_recurring_job
-from flowjobs.schedules.state import (
+from flowjobs.core.job_calls import JobCall, step_call, trigger_call, trigger_job_id
+from flowjobs.core.keys import Keys
+from flowjobs.core.limits import RunSeconds, check_json_limits, number_problem
+from flowjobs.core.manifest import FlowDefinition
+from flowjobs.core.records import EventType, FlowRunRecord, RunLineage
+from flowjobs.core.registry import FlowRegistry
+from flowjobs.core.schedules import (
     SCHEDULE_HEADER,
     TICK_HEADER,
     Fired,
     ScheduleKind,
     ScheduleState,
+    SyncReport,
+    cron_trigger_data,
     override_cron,
     pause,
     resume,
     tick_idempotency_key,
 )
-from flowjobs.schedules.store import ScheduleStore
-from flowjobs.schedules.sync import SyncReport, cron_trigger_data, prune_flow_schedules, sync_flow_schedules
+from flowjobs.core.statuses import RunStatus
+from flowjobs.core.trigger_headers import IDEMPOTENCY_HEADER, HeaderLimits, shown, trigger_headers
+from flowjobs.runtime.base import JobRunner
+from flowjobs.runtime.recurring import fire_recurring_job
+from flowjobs.runtime.rq import RQJobRunner
 from flowjobs.settings import Settings
-from flowjobs.statuses import RunStatus
 from flowjobs.store.async_runs import AsyncRunWrites
 from flowjobs.store.run_store import RunStore
+from flowjobs.store.schedules import ScheduleStore, prune_flow_schedules, sync_flow_schedules
 from flowjobs.store.transitions import Admission, Created, Delivered, NewRun, Refusal, Refused, SignalResume
-from flowjobs.trigger_headers import (
-    IDEMPOTENCY_HEADER,
-    HeaderLimits,
-    shown,
-    trigger_headers,
-)
 
 log = structlog.get_logger("flowjobs.client")
 #: Every setting's default, read from neither the environment nor the config file: what a client

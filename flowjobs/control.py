@@ -8,12 +8,12 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from flowjobs.clock import epoch_ms, iso, utcnow
-from flowjobs.errors import RunCancelled, RunNotFound, StepNotFound, StepNotRetryable
-from flowjobs.jobs import step_call
-from flowjobs.manifest import FOR_EACH
+from flowjobs.core.clock import epoch_ms, iso, utcnow
+from flowjobs.core.errors import RunCancelled, RunNotFound, StepNotFound, StepNotRetryable
+from flowjobs.core.job_calls import step_call
+from flowjobs.core.manifest import FOR_EACH
+from flowjobs.core.statuses import StepStatus
 from flowjobs.runtime.base import JobRunner
-from flowjobs.statuses import StepStatus
 from flowjobs.store.run_store import RunStore
 from flowjobs.store.transitions import Refusal, Refused
 

@@ -23,17 +23,12 @@ from enum import IntEnum
 import structlog
 from redis import Redis
 
+from flowjobs.core.keys import Keys
 from flowjobs.engine import Engine
-from flowjobs.keys import Keys
-from flowjobs.recovery import (
-    REDIS_DOWN,
-    recover_claims,
-    recover_jobs,
-    recover_runs,
-    sweep_deadlines,
-)
-from flowjobs.schedules.firing import ScheduleFirer
+from flowjobs.factory import firer_from_settings
+from flowjobs.recovery import recover_claims, recover_jobs, recover_runs, sweep_deadlines
 from flowjobs.settings import Settings
+from flowjobs.store.base import REDIS_DOWN
 
 log = structlog.get_logger("flowjobs.duties")
 
@@ -211,7 +206,7 @@ def flow_duties(engine: Engine, settings: Settings, *, owner: str, extra: Sequen
         Duty(
             "schedules",
             settings.schedule_interval_seconds,
-            ScheduleFirer.from_settings(settings).run,
+            firer_from_settings(settings).run,
             locked=False,
         ),
         Duty("retention", RETENTION_PERIOD_SECONDS, lambda: purge_expired(engine, settings)),

@@ -23,23 +23,16 @@ import structlog
 from pydantic import BaseModel, ValidationError
 from rq.timeouts import JobTimeoutException
 
-from flowjobs.backoff import retry_delay
-from flowjobs.clock import epoch_ms, utcnow
-from flowjobs.context import StepContext
 from flowjobs.control import retry_failed_step
-from flowjobs.deadline import step_deadline
-from flowjobs.errors import DataTooLarge, ExpressionError, FlowjobsError, HandlerNotFound
-from flowjobs.expressions import (
-    ExpressionScope,
-    reads_trigger_body,
-    referenced_steps,
-    resolve_inputs,
-)
-from flowjobs.handlers import HandlerRegistry, StepResult
-from flowjobs.jobs import step_call
-from flowjobs.leases import LeaseKeeper
-from flowjobs.limits import check_json_limits
-from flowjobs.manifest import (
+from flowjobs.core.backoff import retry_delay
+from flowjobs.core.clock import epoch_ms, utcnow
+from flowjobs.core.context import StepContext
+from flowjobs.core.errors import DataTooLarge, ExpressionError, FlowjobsError, HandlerNotFound
+from flowjobs.core.expressions import ExpressionScope, reads_trigger_body, referenced_steps, resolve_inputs
+from flowjobs.core.handlers import HandlerRegistry, StepResult
+from flowjobs.core.job_calls import JobCall, step_call, step_job_id
+from flowjobs.core.limits import check_json_limits
+from flowjobs.core.manifest import (
     FOR_EACH,
     WAIT_FOR_SIGNAL,
     FlowManifest,
@@ -48,11 +41,13 @@ from flowjobs.manifest import (
     loop_index,
     split_runtime_key,
 )
-from flowjobs.outcomes import StepOutcome, StepReport
-from flowjobs.planner import LoopProgress, advance_loop, open_iterations, plan
-from flowjobs.polling import poll_verdict
-from flowjobs.runtime.base import JobCall, JobRunner, step_job_id
-from flowjobs.statuses import RunStatus, StepStatus
+from flowjobs.core.outcomes import StepOutcome, StepReport
+from flowjobs.core.planner import LoopProgress, advance_loop, open_iterations, plan
+from flowjobs.core.polling import poll_verdict
+from flowjobs.core.statuses import RunStatus, StepStatus
+from flowjobs.deadline import step_deadline
+from flowjobs.leases import LeaseKeeper
+from flowjobs.runtime.base import JobRunner
 from flowjobs.store.run_store import RunStore
 from flowjobs.store.transitions import (
     AppliedPlan,

@@ -14,11 +14,11 @@ import structlog
 from redis import Redis
 
 from flowjobs.client import FlowClient
+from flowjobs.core.errors import HandlerImportError
+from flowjobs.core.handlers import HandlerRegistry, default_handlers
+from flowjobs.core.keys import Keys
+from flowjobs.core.registry import FlowRegistry
 from flowjobs.engine import Engine
-from flowjobs.errors import HandlerImportError
-from flowjobs.handlers import HandlerRegistry, default_handlers
-from flowjobs.keys import Keys
-from flowjobs.registry import FlowRegistry
 from flowjobs.runtime.base import JobRunner
 from flowjobs.runtime.rq import RQJobRunner
 from flowjobs.schedules.firing import ScheduleFirer

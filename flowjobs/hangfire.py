@@ -25,10 +25,11 @@ from typing import Any, TypeVar
 from redis import Redis
 
 from flowjobs import factory
-from flowjobs.clock import utcnow
-from flowjobs.errors import InvalidJobCall
-from flowjobs.limits import MAX_STEP_SECONDS
-from flowjobs.runtime.base import JobCall, JobRunner, JobState, RecurringJobInfo
+from flowjobs.core.clock import utcnow
+from flowjobs.core.errors import InvalidJobCall
+from flowjobs.core.job_calls import JobCall, JobState, RecurringJobInfo
+from flowjobs.core.limits import MAX_STEP_SECONDS
+from flowjobs.runtime.base import JobRunner
 from flowjobs.runtime.rq import RQJobRunner
 from flowjobs.settings import Settings, load_settings
 

@@ -21,23 +21,19 @@ from typing import TypeVar
 
 import structlog
 from redis.client import Pipeline
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from flowjobs.clock import utcnow
+from flowjobs.core.clock import utcnow
+from flowjobs.core.job_calls import JobCall, JobState, trigger_call
+from flowjobs.core.manifest import FlowManifest
+from flowjobs.core.statuses import RunStatus, StepStatus
 from flowjobs.engine import Engine
-from flowjobs.jobs import trigger_call
-from flowjobs.manifest import FlowManifest
-from flowjobs.runtime.base import JobCall, JobState
 from flowjobs.runtime.rq import RQJobRunner, TakenJob
-from flowjobs.statuses import RunStatus, StepStatus
+from flowjobs.store.base import REDIS_DOWN
 from flowjobs.store.transitions import RunSnapshot
 
 log = structlog.get_logger("flowjobs.recovery")
 
 TIMED_OUT_REASON = "Run is TimedOut."
-#: Errors that mean Redis is unreachable: not a bad run, so they stop the pass (the duty backs off).
-REDIS_DOWN = (RedisConnectionError, RedisTimeoutError)
 #: Default of ``FLOWJOBS_MAX_LOST_ATTEMPTS``.
 DEFAULT_MAX_LOST_ATTEMPTS = 1
 #: Candidates a pass looks up per round-trip (their hashes, then their jobs' states).

@@ -7,10 +7,10 @@ from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
-from flowjobs.expressions import ExpressionScope, evaluate_condition, referenced_steps
-from flowjobs.expressions import StepView as ExpressionStepView
-from flowjobs.manifest import FlowManifest, child_key
-from flowjobs.planner import Admit
+from flowjobs.core.expressions import ExpressionScope, evaluate_condition, referenced_steps
+from flowjobs.core.expressions import StepView as ExpressionStepView
+from flowjobs.core.manifest import FlowManifest, child_key
+from flowjobs.core.planner import Admit
 from flowjobs.store.run_store import RunStore
 from flowjobs.store.transitions import StepView
 

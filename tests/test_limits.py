@@ -8,8 +8,8 @@ from typing import Annotated, Any
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from flowjobs.errors import DataTooLarge, InvalidTriggerData
-from flowjobs.limits import (
+from flowjobs.core.errors import DataTooLarge, InvalidTriggerData
+from flowjobs.core.limits import (
     AttemptCount,
     Bounded,
     RunSeconds,

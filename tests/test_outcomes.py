@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 
-from flowjobs.outcomes import StepOutcome
-from flowjobs.statuses import StepStatus
+from flowjobs.core.outcomes import StepOutcome
+from flowjobs.core.statuses import StepStatus
 from flowjobs.store import Refusal
 
 

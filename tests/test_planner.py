@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flowjobs.planner import SKIP_REASON, classify, plan
-from flowjobs.statuses import RunStatus, StepStatus
+from flowjobs.core.planner import SKIP_REASON, classify, plan
+from flowjobs.core.statuses import RunStatus, StepStatus
 
 S = StepStatus.Succeeded
 F = StepStatus.Failed

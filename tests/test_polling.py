@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from flowjobs.manifest import PollOptions
-from flowjobs.polling import PollVerdict, output_at, poll_verdict
+from flowjobs.core.manifest import PollOptions
+from flowjobs.core.polling import PollVerdict, output_at, poll_verdict
 
 OUTPUT = {
     "state": "done",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from flowjobs.errors import InvalidSettings
+from flowjobs.core.errors import InvalidSettings
 from flowjobs.settings import load_settings
 
 

@@ -12,18 +12,12 @@ from typing import Any
 
 from redis.client import Pipeline
 
-from flowjobs.clock import utcnow
-from flowjobs.errors import JobNotFound, ScheduleNotFound
-from flowjobs.runtime.base import JobCall, JobFailed, JobState, RecurringJobInfo, StoredJobs
+from flowjobs.core.clock import utcnow
+from flowjobs.core.cron import plan_fire
+from flowjobs.core.errors import JobNotFound, ScheduleNotFound
+from flowjobs.core.job_calls import JobCall, JobFailed, JobState, RecurringJobInfo, StoredJobs
+from flowjobs.core.schedules import ScheduleState, declare, fired, recurring_info, recurring_job
 from flowjobs.runtime.current import running_job
-from flowjobs.schedules.cron import plan_fire
-from flowjobs.schedules.state import (
-    ScheduleState,
-    declare,
-    fired,
-    recurring_info,
-    recurring_job,
-)
 
 
 def _resolve(path: str) -> Callable[..., Any]:

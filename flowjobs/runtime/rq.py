@@ -20,19 +20,13 @@ from rq.serializers import JSONSerializer
 from rq.utils import utcparse
 from rq.worker import BaseWorker
 
-from flowjobs.clock import utcnow
-from flowjobs.errors import JobNotFound
-from flowjobs.keys import Keys
-from flowjobs.runtime.base import JobCall, JobState, RecurringJobInfo, StoredJobs
-from flowjobs.schedules.recurring import fire_recurring_job
-from flowjobs.schedules.state import (
-    ScheduleKind,
-    check_recurring_id,
-    declare,
-    recurring_info,
-    recurring_job,
-)
-from flowjobs.schedules.store import ScheduleStore
+from flowjobs.core.clock import utcnow
+from flowjobs.core.errors import JobNotFound
+from flowjobs.core.job_calls import JobCall, JobState, RecurringJobInfo, StoredJobs
+from flowjobs.core.keys import Keys
+from flowjobs.core.schedules import ScheduleKind, check_recurring_id, declare, recurring_info, recurring_job
+from flowjobs.runtime.recurring import fire_recurring_job
+from flowjobs.store.schedules import ScheduleStore
 
 _STATES = {
     JobStatus.CREATED: JobState.Enqueued,

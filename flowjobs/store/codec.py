@@ -9,9 +9,9 @@ from typing import Any
 from urllib.parse import unquote
 from uuid import UUID
 
-from flowjobs.clock import from_epoch_ms
-from flowjobs.records import EventType, FlowRunRecord, FlowStepAttemptRecord, FlowStepRecord, RunEvent
-from flowjobs.statuses import StepStatus
+from flowjobs.core.clock import from_epoch_ms
+from flowjobs.core.records import EventType, FlowRunRecord, FlowStepAttemptRecord, FlowStepRecord, RunEvent
+from flowjobs.core.statuses import StepStatus
 from flowjobs.store.transitions import StepView
 
 #: Run fields stored as JSON text in the run hash (the others are scalars).

@@ -6,9 +6,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from uuid import UUID
 
-from flowjobs.clock import epoch_score
-from flowjobs.records import FlowRunRecord, FlowStepRecord, RunEvent
-from flowjobs.statuses import RunStatus
+from flowjobs.core.clock import epoch_score
+from flowjobs.core.records import FlowRunRecord, FlowStepRecord, RunEvent
+from flowjobs.core.statuses import RunStatus
 from flowjobs.store.base import StoreBase
 from flowjobs.store.codec import decode_event, decode_run, decode_step, from_hash, step_view, text
 from flowjobs.store.transitions import StepView

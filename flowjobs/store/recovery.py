@@ -8,9 +8,9 @@ from datetime import datetime
 from redis.client import Pipeline
 from redis.exceptions import WatchError
 
-from flowjobs.clock import epoch_ms, epoch_score
-from flowjobs.keys import split_step_member
-from flowjobs.statuses import RunStatus
+from flowjobs.core.clock import epoch_ms, epoch_score
+from flowjobs.core.keys import split_step_member
+from flowjobs.core.statuses import RunStatus
 from flowjobs.store.base import StoreBase
 from flowjobs.store.codec import text
 

@@ -13,10 +13,10 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from flowjobs.clock import epoch_ms, epoch_score, iso, utcnow
-from flowjobs.keys import step_member
-from flowjobs.records import EventType, FlowRunRecord
-from flowjobs.statuses import RunStatus, StepStatus
+from flowjobs.core.clock import epoch_ms, epoch_score, iso, utcnow
+from flowjobs.core.keys import step_member
+from flowjobs.core.records import EventType, FlowRunRecord
+from flowjobs.core.statuses import RunStatus, StepStatus
 from flowjobs.store.base import StoreBase
 from flowjobs.store.codec import command_slices, encode_run, from_hash, text
 from flowjobs.store.transitions import (

@@ -16,8 +16,8 @@ from typing import Any
 
 from redis import Redis
 
-from flowjobs.planner import LoopProgress
-from flowjobs.statuses import RunStatus, StepStatus
+from flowjobs.core.planner import LoopProgress
+from flowjobs.core.statuses import RunStatus, StepStatus
 from flowjobs.store.codec import from_pairs, moment, step_view, text
 from flowjobs.store.transitions import (
     AppliedPlan,

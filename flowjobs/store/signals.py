@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
-from flowjobs.keys import step_member
+from flowjobs.core.keys import step_member
 from flowjobs.store.base import StoreBase
 from flowjobs.store.codec import command_slices
 from flowjobs.store.transitions import Delivered, Refused, SignalResume

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
-from flowjobs.planner import LoopProgress
-from flowjobs.statuses import RunStatus, StepStatus
+from flowjobs.core.planner import LoopProgress
+from flowjobs.core.statuses import RunStatus, StepStatus
 
 
 @dataclass(frozen=True)

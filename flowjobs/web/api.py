@@ -39,7 +39,7 @@ from rq import Queue, Worker
 from starlette.exceptions import HTTPException
 
 from flowjobs.client import FlowClient, parse_run_id
-from flowjobs.errors import (
+from flowjobs.core.errors import (
     DataTooLarge,
     FlowDisabled,
     FlowjobsError,
@@ -55,12 +55,13 @@ from flowjobs.errors import (
     StepNotRetryable,
     TriggerNotFound,
 )
-from flowjobs.manifest import FlowDefinition, FlowManifest
-from flowjobs.records import FlowRunRecord, FlowStepRecord, RunEvent, RunLineage
-from flowjobs.schedules.state import ScheduleState
+from flowjobs.core.manifest import FlowDefinition, FlowManifest
+from flowjobs.core.records import FlowRunRecord, FlowStepRecord, RunEvent, RunLineage
+from flowjobs.core.schedules import ScheduleState
+from flowjobs.core.statuses import RunStatus
+from flowjobs.core.urls import API_PREFIX, run_ui_path
 from flowjobs.settings import Settings
-from flowjobs.statuses import RunStatus
-from flowjobs.web import API_PREFIX, AppSettings, AsyncRuns, Client, run_ui_path
+from flowjobs.web.deps import AppSettings, AsyncRuns, Client
 from flowjobs.web.failures import REDIS_UNREACHABLE, log_fault
 from flowjobs.webhooks import shown_manifest
 

@@ -21,8 +21,8 @@ import structlog
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from flowjobs.core.urls import API_PREFIX
 from flowjobs.settings import Settings
-from flowjobs.web import API_PREFIX
 
 log = structlog.get_logger("flowjobs.web.auth")
 

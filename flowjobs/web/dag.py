@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from html import escape
 
-from flowjobs.manifest import FOR_EACH, FlowManifest, StepMetadata, split_runtime_key
-from flowjobs.statuses import StepStatus
+from flowjobs.core.manifest import FOR_EACH, FlowManifest, StepMetadata, split_runtime_key
+from flowjobs.core.statuses import StepStatus
 
 NODE_WIDTH = 176
 NODE_HEIGHT = 54

@@ -33,16 +33,17 @@ from starlette.exceptions import HTTPException
 
 from flowjobs.client import FlowClient
 from flowjobs.client import parse_run_id as client_parse_run_id
-from flowjobs.clock import utcnow
-from flowjobs.errors import FlowjobsError, RunNotFound
-from flowjobs.limits import check_json_limits
-from flowjobs.manifest import FlowManifest, child_key, split_runtime_key
-from flowjobs.records import FlowRunRecord, FlowStepRecord
-from flowjobs.statuses import RunStatus, StepStatus
+from flowjobs.core.clock import utcnow
+from flowjobs.core.errors import FlowjobsError, RunNotFound
+from flowjobs.core.limits import check_json_limits
+from flowjobs.core.manifest import FlowManifest, child_key, split_runtime_key
+from flowjobs.core.records import FlowRunRecord, FlowStepRecord
+from flowjobs.core.statuses import RunStatus, StepStatus
+from flowjobs.core.urls import RQ_PREFIX, UI_PREFIX, run_ui_path
 from flowjobs.store.codec import decode_event
-from flowjobs.web import RQ_PREFIX, UI_PREFIX, AppSettings, Client, run_ui_path
 from flowjobs.web.api import _status_of as error_status
 from flowjobs.web.dag import AttemptTimes, DagNode, layout_dag, render_svg, timeline
+from flowjobs.web.deps import AppSettings, Client
 from flowjobs.web.failures import REDIS_UNREACHABLE, log_fault
 
 log = structlog.get_logger("flowjobs.web.ui")

@@ -8,15 +8,15 @@ one table of signature schemes and their verifier (both pure), ``guards`` holds 
 
 from __future__ import annotations
 
-from flowjobs.webhooks.auth import (
+from flowjobs.core.webhooks.auth import (
     WebhookAuth,
     read_webhook_auth,
     redact_trigger_inputs,
     shown_manifest,
     webhook_auth_problems,
 )
-from flowjobs.webhooks.rejections import Reason, WebhookRejected
-from flowjobs.webhooks.schemes import SIGNATURE_HEADERS, Scheme, Verified, verify
+from flowjobs.core.webhooks.rejections import Reason, WebhookRejected
+from flowjobs.core.webhooks.schemes import SIGNATURE_HEADERS, Scheme, Verified, verify
 
 __all__ = [
     "SIGNATURE_HEADERS",

@@ -31,7 +31,7 @@ from uuid import UUID
 import structlog
 
 from flowjobs.client import FlowClient, PreparedTrigger, RunHandle
-from flowjobs.errors import (
+from flowjobs.core.errors import (
     DataTooLarge,
     FlowDisabled,
     FlowNotFound,
@@ -41,13 +41,12 @@ from flowjobs.errors import (
     TriggerNotAdmitted,
     TriggerNotFound,
 )
-from flowjobs.manifest import FlowDefinition, TriggerType
-from flowjobs.settings import Settings
+from flowjobs.core.manifest import FlowDefinition, TriggerType
+from flowjobs.core.webhooks.auth import SecretUnavailable, WebhookAuth, read_webhook_auth
+from flowjobs.core.webhooks.rejections import Reason, WebhookRejected
+from flowjobs.core.webhooks.schemes import SIGNATURE_HEADERS, verify
 from flowjobs.store.async_runs import AsyncRunWrites
-from flowjobs.webhooks.auth import SecretUnavailable, WebhookAuth, read_webhook_auth
 from flowjobs.webhooks.guards import WebhookGuards
-from flowjobs.webhooks.rejections import Reason, WebhookRejected
-from flowjobs.webhooks.schemes import SIGNATURE_HEADERS, verify
 
 log = structlog.get_logger("flowjobs.webhooks")
 
@@ -133,14 +132,6 @@ class WebhookReceiver:
         self.max_body_bytes = max_body_bytes
         self.environ = environ
         self.clock = clock
-
-    @classmethod
-    def from_settings(cls, client: FlowClient, settings: Settings, runs: AsyncRunWrites) -> WebhookReceiver:
-        """A receiver with the settings' limits, writing runs through ``runs`` (an asyncio client of
-        the client's Redis)."""
-        from flowjobs.factory import receiver_from_settings  # the composition root builds receivers
-
-        return receiver_from_settings(client, settings, runs)
 
     async def receive(self, target: WebhookTarget, headers: Mapping[str, str], body: bytes) -> RunHandle:
         """Check one delivery (``headers`` keyed in lower case) and trigger its run;

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from flowjobs import FlowRunRecord, RunStatus, StepStatus
-from flowjobs.errors import RunCancelled, RunNotActive, RunNotFound, StepNotRetryable
-from flowjobs.runtime.base import JobState
+from flowjobs.core.errors import RunCancelled, RunNotActive, RunNotFound, StepNotRetryable
+from flowjobs.core.job_calls import JobState
 from tests.conftest import Space, wait_until
 from tests.integration.flows import flow, registry
 

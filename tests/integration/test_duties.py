@@ -11,7 +11,7 @@ from datetime import datetime
 import pytest
 
 from flowjobs import RunStatus, StepStatus
-from flowjobs.clock import utcnow
+from flowjobs.core.clock import utcnow
 from flowjobs.duties import Duties, Duty
 from flowjobs.settings import Settings
 from tests.conftest import Space, wait_until

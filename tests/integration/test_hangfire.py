@@ -13,13 +13,13 @@ from rq import Queue
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from flowjobs.clock import utcnow
-from flowjobs.errors import InvalidCron, InvalidJobCall, JobNotFound, ScheduleNotFound
+from flowjobs.core.clock import utcnow
+from flowjobs.core.cron import latest_tick
+from flowjobs.core.errors import InvalidCron, InvalidJobCall, JobNotFound, ScheduleNotFound
+from flowjobs.core.job_calls import JobState
+from flowjobs.core.registry import FlowRegistry
 from flowjobs.hangfire import BackgroundJob, RecurringJob, automatic_retry, job_timeout, runner_from_settings
-from flowjobs.registry import FlowRegistry
-from flowjobs.runtime.base import JobState
 from flowjobs.runtime.inprocess import InProcessRunner
-from flowjobs.schedules.cron import latest_tick
 from flowjobs.schedules.firing import ScheduleFirer
 from flowjobs.web.rq_dashboard import create_rq_dashboard
 from tests.conftest import Space, wait_until

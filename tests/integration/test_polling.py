@@ -8,7 +8,7 @@ from typing import Any
 from uuid import UUID
 
 from flowjobs import FlowDefinition, FlowStepRecord, RunStatus, StepStatus
-from flowjobs.runtime.base import step_job_id
+from flowjobs.core.job_calls import step_job_id
 from tests.conftest import Space, wait_until
 from tests.integration.flows import flow, registry
 

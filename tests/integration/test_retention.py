@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from flowjobs import FlowClient, RunStatus
-from flowjobs.clock import epoch_score, iso, utcnow
+from flowjobs.core.clock import epoch_score, iso, utcnow
 from flowjobs.duties import flow_duties
 from flowjobs.store.retention import Retention
 from tests.conftest import Space

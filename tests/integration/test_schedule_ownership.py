@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from flowjobs.clock import utcnow
-from flowjobs.schedules.cron import latest_tick
-from flowjobs.schedules.state import TICK_HEADER, flow_schedule_id
+from flowjobs.core.clock import utcnow
+from flowjobs.core.cron import latest_tick
+from flowjobs.core.schedules import TICK_HEADER, flow_schedule_id
 from tests.conftest import Space, wait_until
 from tests.integration.test_schedules import FLOW_ID, SCHEDULE, client_for, write_flow
 

@@ -10,9 +10,9 @@ from redis.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from flowjobs import FlowClient, RunStatus, SignalAlreadyDelivered, SignalNotFound, StepStatus
-from flowjobs.clock import utcnow
+from flowjobs.core.clock import utcnow
+from flowjobs.core.job_calls import JobCall
 from flowjobs.recovery import recover
-from flowjobs.runtime.base import JobCall
 from flowjobs.runtime.rq import RQJobRunner
 from flowjobs.store import Claim, NextAttempt, Park, RunSnapshot, Signalled
 from tests.conftest import Space, wait_until

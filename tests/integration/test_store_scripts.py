@@ -7,10 +7,10 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-from flowjobs.clock import utcnow
+from flowjobs.core.clock import utcnow
+from flowjobs.core.planner import LoopProgress
+from flowjobs.core.statuses import RunStatus, StepStatus
 from flowjobs.factory import store_from_settings
-from flowjobs.planner import LoopProgress
-from flowjobs.statuses import RunStatus, StepStatus
 from flowjobs.store import (
     AppliedPlan,
     Claim,

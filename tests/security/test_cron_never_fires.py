@@ -12,8 +12,8 @@ from typing import Any
 import yaml
 
 from flowjobs.client import FlowClient
-from flowjobs.registry import FlowRegistry
-from flowjobs.schedules.state import flow_schedule_id
+from flowjobs.core.registry import FlowRegistry
+from flowjobs.core.schedules import flow_schedule_id
 from tests.conftest import Space, wait_until
 from tests.security.conftest import StartWeb
 

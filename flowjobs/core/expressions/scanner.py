@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from flowjobs.errors import ExpressionError
+from flowjobs.core.errors import ExpressionError
 
 _SIMPLE_ESCAPES = {
     '"': '"',

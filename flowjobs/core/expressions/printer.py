@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from flowjobs.expressions.nodes import (
+from flowjobs.core.expressions.nodes import (
     And,
     Boolean,
     Comparison,

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 from pydantic import GetCoreSchemaHandler, TypeAdapter, ValidationError, ValidatorFunctionWrapHandler
 from pydantic_core import CoreSchema, PydanticCustomError, core_schema
 
-from flowjobs.errors import DataTooLarge
+from flowjobs.core.errors import DataTooLarge
 
 DAY_SECONDS = 86400
 

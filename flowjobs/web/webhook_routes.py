@@ -19,9 +19,11 @@ from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 from starlette.requests import ClientDisconnect
 
-from flowjobs.web import API_PREFIX, app_runs, run_ui_path
+from flowjobs.core.urls import API_PREFIX, run_ui_path
+from flowjobs.core.webhooks.rejections import Reason, WebhookRejected
+from flowjobs.factory import receiver_from_settings
+from flowjobs.web.deps import app_runs
 from flowjobs.webhooks.receiver import WebhookReceiver, find_target
-from flowjobs.webhooks.rejections import Reason, WebhookRejected
 
 router = APIRouter(prefix=API_PREFIX, tags=["webhooks"])
 
@@ -60,7 +62,7 @@ def app_receiver(request: Request) -> WebhookReceiver:
     state = request.app.state
     receiver: WebhookReceiver | None = getattr(state, "webhook_receiver", None)
     if receiver is None or receiver.client is not state.client:
-        receiver = WebhookReceiver.from_settings(state.client, state.settings, app_runs(state))
+        receiver = receiver_from_settings(state.client, state.settings, app_runs(state))
         state.webhook_receiver = receiver
     return receiver
 

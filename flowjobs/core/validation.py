@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from uuid import UUID
 
-from flowjobs.clock import utcnow
-from flowjobs.errors import InvalidCron
-from flowjobs.expressions import expression_problems, is_expression, referenced_steps
-from flowjobs.limits import RunSeconds, number_problem
-from flowjobs.manifest import (
+from flowjobs.core.clock import utcnow
+from flowjobs.core.cron import check_cron, known_zone
+from flowjobs.core.errors import InvalidCron
+from flowjobs.core.expressions import expression_problems, is_expression, referenced_steps
+from flowjobs.core.limits import RunSeconds, number_problem
+from flowjobs.core.manifest import (
     FOR_EACH,
     WAIT_FOR_SIGNAL,
     FlowDefinition,
@@ -17,8 +18,7 @@ from flowjobs.manifest import (
     TriggerType,
     step_key_problem,
 )
-from flowjobs.schedules.cron import check_cron, known_zone
-from flowjobs.webhooks.auth import webhook_auth_problems
+from flowjobs.core.webhooks.auth import webhook_auth_problems
 
 
 def flow_problems(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from flowjobs.errors import ExpressionError
-from flowjobs.expressions.nodes import (
+from flowjobs.core.errors import ExpressionError
+from flowjobs.core.expressions.nodes import (
     COMPARATORS,
     STEP_PARTS,
     And,
@@ -32,7 +32,7 @@ from flowjobs.expressions.nodes import (
     TriggerHeaders,
     ValueExpression,
 )
-from flowjobs.expressions.scanner import Scanner, Token
+from flowjobs.core.expressions.scanner import Scanner, Token
 
 # Bounds recursion in the parser, printer and evaluator; real conditions nest a few levels at most.
 MAX_NESTING = 100

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -18,11 +18,11 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict
 
-from flowjobs.clock import iso
-from flowjobs.errors import InvalidCron
-from flowjobs.runtime.base import JobCall, RecurringJobInfo
-from flowjobs.schedules.cron import FirePlan, check_cron, next_fire
-from flowjobs.store.codec import from_hash
+from flowjobs.core.clock import iso
+from flowjobs.core.cron import FirePlan, check_cron, next_fire
+from flowjobs.core.errors import InvalidCron
+from flowjobs.core.job_calls import JobCall, RecurringJobInfo
+from flowjobs.core.manifest import FlowDefinition, TriggerMetadata, TriggerType
 
 FLOW_SCHEDULE_PREFIX = "flow-"
 #: Headers of a run a schedule started: the schedule's id, and the tick's instant (``now`` for an
@@ -31,6 +31,9 @@ SCHEDULE_HEADER = "X-Flowjobs-Schedule"
 TICK_HEADER = "X-Flowjobs-Schedule-Tick"
 #: A recurring job's id becomes part of its fired jobs' ids, which RQ limits to these characters.
 _RECURRING_ID = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
+#: Inputs of a flow's Cron trigger: its expression and its zone (the others are the run's data).
+CRON_INPUT = "cronExpression"
+TIME_ZONE_INPUT = "timeZone"
 
 
 class ScheduleKind(StrEnum):
@@ -135,11 +138,11 @@ class ScheduleState(BaseModel):
         return fields
 
     @classmethod
-    def from_fields(cls, raw: Mapping[Any, Any]) -> ScheduleState | None:
-        """The state from its hash (as redis-py returns it); None for a missing hash."""
-        if not raw:
+    def from_fields(cls, fields: Mapping[str, str]) -> ScheduleState | None:
+        """The state from its hash fields (decoded to text); None for a missing hash."""
+        if not fields:
             return None
-        return cls.model_validate(from_hash(raw))
+        return cls.model_validate(fields)
 
     def summary(self, *, flow_enabled: bool = True) -> dict[str, Any]:
         """The listing's shape (the reference's ``/api/schedules`` entries, camelCase)."""
@@ -309,3 +312,44 @@ def recurring_job(
         updated_at=now,
         call_json=call_json(call),
     )
+
+
+# -- flow schedules from flow files ------------------------------------------------------------
+
+
+@dataclass
+class SyncReport:
+    """What one sync changed, by schedule id."""
+
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.updated)
+
+
+def cron_trigger_data(trigger: TriggerMetadata) -> dict[str, Any]:
+    """A Cron trigger's run data: its ``inputs`` without ``cronExpression``."""
+    return {key: value for key, value in trigger.inputs.items() if key != CRON_INPUT}
+
+
+def flow_declarations(definitions: list[FlowDefinition], now: datetime) -> dict[str, ScheduleState]:
+    """The schedule every Cron trigger of these flows declares, by id."""
+    declared: dict[str, ScheduleState] = {}
+    for definition in definitions:
+        for key, trigger in definition.manifest.triggers.items():
+            if trigger.type is not TriggerType.Cron:
+                continue
+            zone = trigger.inputs.get(TIME_ZONE_INPUT)
+            schedule_id = flow_schedule_id(definition.id, key)
+            declared[schedule_id] = ScheduleState(
+                job_id=schedule_id,
+                kind=ScheduleKind.flow,
+                cron=str(trigger.inputs.get(CRON_INPUT)),
+                time_zone=zone if isinstance(zone, str) else None,
+                updated_at=now,
+                flow_id=definition.id,
+                flow_name=definition.name,
+                trigger_key=key,
+            )
+    return declared

@@ -20,8 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from flowjobs.manifest import FlowManifest
-from flowjobs.webhooks.schemes import Scheme
+from flowjobs.core.manifest import FlowManifest
+from flowjobs.core.webhooks.schemes import Scheme
 
 #: The only value of ``webhookAuth``: deliveries need no secret.
 OPEN_AUTH = "none"

@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from flowjobs.errors import ExpressionError
-from flowjobs.expressions.nodes import (
+from flowjobs.core.errors import ExpressionError
+from flowjobs.core.expressions.nodes import (
     And,
     Boolean,
     Comparison,
@@ -24,9 +24,9 @@ from flowjobs.expressions.nodes import (
     String,
     TriggerBody,
 )
-from flowjobs.expressions.parser import parse_condition, parse_value
-from flowjobs.expressions.printer import format_condition_node, json_literal
-from flowjobs.expressions.scope import MISSING_STEP, ExpressionScope
+from flowjobs.core.expressions.parser import parse_condition, parse_value
+from flowjobs.core.expressions.printer import format_condition_node, json_literal
+from flowjobs.core.expressions.scope import MISSING_STEP, ExpressionScope
 
 _MAX_SHOWN = 80
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from flowjobs.errors import FlowjobsError
+from flowjobs.core.errors import FlowjobsError
 
 
 class Reason(StrEnum):

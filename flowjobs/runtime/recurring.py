@@ -9,10 +9,10 @@ from datetime import datetime
 
 from redis.client import Pipeline
 
-from flowjobs.clock import iso
+from flowjobs.core.clock import iso
+from flowjobs.core.schedules import Fired, ScheduleState
 from flowjobs.runtime.base import JobRunner
-from flowjobs.schedules.state import Fired, ScheduleState
-from flowjobs.schedules.store import ScheduleStore
+from flowjobs.store.schedules import ScheduleStore
 
 
 def fire_recurring_job(

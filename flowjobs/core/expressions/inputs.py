@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from flowjobs.errors import ExpressionError
-from flowjobs.expressions.evaluator import resolve_value
-from flowjobs.expressions.nodes import (
+from flowjobs.core.errors import ExpressionError
+from flowjobs.core.expressions.evaluator import resolve_value
+from flowjobs.core.expressions.nodes import (
     And,
     Comparison,
     ConditionNode,
@@ -17,8 +17,8 @@ from flowjobs.expressions.nodes import (
     StepRef,
     TriggerBody,
 )
-from flowjobs.expressions.parser import parse_condition, parse_value
-from flowjobs.expressions.scope import ExpressionScope
+from flowjobs.core.expressions.parser import parse_condition, parse_value
+from flowjobs.core.expressions.scope import ExpressionScope
 
 
 def is_expression(value: object) -> bool:

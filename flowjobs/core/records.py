@@ -9,7 +9,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
-from flowjobs.statuses import RunStatus, StepStatus
+from flowjobs.core.statuses import RunStatus, StepStatus
 
 
 class _Record(BaseModel):

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from flowjobs.manifest import child_key
-from flowjobs.statuses import RunStatus, StepStatus
+from flowjobs.core.manifest import child_key
+from flowjobs.core.statuses import RunStatus, StepStatus
 
 #: ``{step: {dependency: accepted final statuses}}``.
 StepGraph = Mapping[str, Mapping[str, frozenset[StepStatus]]]

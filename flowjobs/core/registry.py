@@ -11,9 +11,9 @@ from uuid import UUID
 import yaml
 from pydantic import ValidationError
 
-from flowjobs.errors import FlowNotFound, FlowValidationError
-from flowjobs.manifest import FlowDefinition, TriggerType
-from flowjobs.validation import flow_problems
+from flowjobs.core.errors import FlowNotFound, FlowValidationError
+from flowjobs.core.manifest import FlowDefinition, TriggerType
+from flowjobs.core.validation import flow_problems
 
 FLOW_FILE_SUFFIXES = (".yaml", ".yml", ".json")
 #: The largest flow file read, in bytes.

@@ -12,9 +12,16 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
-from flowjobs.expressions.inputs import is_expression
-from flowjobs.limits import MAX_BACKOFF_FACTOR, MAX_CONCURRENCY, AttemptCount, Bounded, Delay, StepSeconds
-from flowjobs.statuses import StepStatus
+from flowjobs.core.expressions.inputs import is_expression
+from flowjobs.core.limits import (
+    MAX_BACKOFF_FACTOR,
+    MAX_CONCURRENCY,
+    AttemptCount,
+    Bounded,
+    Delay,
+    StepSeconds,
+)
+from flowjobs.core.statuses import StepStatus
 
 
 class _Model(BaseModel):

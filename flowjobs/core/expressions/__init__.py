@@ -5,18 +5,18 @@ Pure functions over parsed, cached syntax trees; nothing here does I/O or calls 
 
 from __future__ import annotations
 
-from flowjobs.expressions.evaluator import ConditionOutcome, evaluate_condition, resolve_value
-from flowjobs.expressions.inputs import (
+from flowjobs.core.expressions.evaluator import ConditionOutcome, evaluate_condition, resolve_value
+from flowjobs.core.expressions.inputs import (
     expression_problems,
     is_expression,
     reads_trigger_body,
     referenced_steps,
     resolve_inputs,
 )
-from flowjobs.expressions.nodes import Condition, ValueExpression
-from flowjobs.expressions.parser import parse_condition, parse_value
-from flowjobs.expressions.printer import format_expression
-from flowjobs.expressions.scope import ExpressionScope, StepView
+from flowjobs.core.expressions.nodes import Condition, ValueExpression
+from flowjobs.core.expressions.parser import parse_condition, parse_value
+from flowjobs.core.expressions.printer import format_expression
+from flowjobs.core.expressions.scope import ExpressionScope, StepView
 
 __all__ = [
     "Condition",

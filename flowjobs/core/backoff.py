@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flowjobs.manifest import RetryPolicy
+from flowjobs.core.manifest import RetryPolicy
 
 
 def retry_delay(policy: RetryPolicy, failed_attempt: int) -> float | None:

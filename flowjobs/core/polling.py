@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from flowjobs.manifest import PollOptions
+from flowjobs.core.manifest import PollOptions
 
 _INDEX = re.compile(r"-?[0-9]+")
 

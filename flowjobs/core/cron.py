@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterError, croniter
 
-from flowjobs.errors import InvalidCron
+from flowjobs.core.errors import InvalidCron
 
 #: How far from an instant an expression's next (or previous) tick may be: the longest gap between
 #: two leap days (2096-02-29 to 2104-02-29), so ``0 0 29 2 *`` always passes.

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from flowjobs.errors import InvalidIdempotencyKey, InvalidTriggerData, TriggerHeadersTooLarge
+from flowjobs.core.errors import InvalidIdempotencyKey, InvalidTriggerData, TriggerHeadersTooLarge
 
 #: Headers never stored on a run: credentials (the webhook receiver also drops signatures).
 SENSITIVE_HEADERS = frozenset(

@@ -8,10 +8,10 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from flowjobs.context import StepContext
-from flowjobs.errors import HandlerNotFound
-from flowjobs.limits import Delay, number_problem
-from flowjobs.statuses import StepStatus
+from flowjobs.core.context import StepContext
+from flowjobs.core.errors import HandlerNotFound
+from flowjobs.core.limits import Delay, number_problem
+from flowjobs.core.statuses import StepStatus
 
 HandlerFn = Callable[[StepContext, Any], Any]
 F = TypeVar("F", bound=HandlerFn)

@@ -1,4 +1,5 @@
-"""Schedules in Redis: one hash per schedule, the due index, and tick claims.
+"""Schedules in Redis: one hash per schedule, the due index, tick claims, and the flow files' Cron
+triggers declared into them.
 
 Every change is one ``WATCH``/``MULTI`` round on the schedule's hash: read the state, apply a
 pure transition (``flowjobs.schedules.state``), write the hash and the due index together, or
@@ -10,15 +11,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
+import structlog
 from redis import Redis
 from redis.client import Pipeline
 from redis.exceptions import WatchError
 
-from flowjobs.clock import epoch_ms
-from flowjobs.errors import ScheduleNotFound
-from flowjobs.keys import Keys
-from flowjobs.schedules.state import ScheduleState
-from flowjobs.store.codec import text
+from flowjobs.core.clock import epoch_ms
+from flowjobs.core.errors import InvalidCron, ScheduleNotFound
+from flowjobs.core.keys import Keys
+from flowjobs.core.registry import FlowRegistry
+from flowjobs.core.schedules import ScheduleKind, ScheduleState, SyncReport, declare, flow_declarations
+from flowjobs.store.codec import from_hash, text
+
+log = structlog.get_logger("flowjobs.schedules")
 
 #: How long a recurring job's tick claim is kept: far longer than any grace window replays a tick.
 TICK_CLAIM_SECONDS = 7 * 86400
@@ -37,7 +42,7 @@ class ScheduleStore:
 
     def get(self, schedule_id: str) -> ScheduleState | None:
         """One schedule, or None."""
-        return ScheduleState.from_fields(self.redis.hgetall(self.keys.schedule(schedule_id)))
+        return ScheduleState.from_fields(from_hash(self.redis.hgetall(self.keys.schedule(schedule_id))))
 
     def require(self, schedule_id: str) -> ScheduleState:
         """One schedule; ``ScheduleNotFound`` if there is none."""
@@ -52,7 +57,7 @@ class ScheduleStore:
         with self.redis.pipeline(transaction=False) as pipe:
             for schedule_id in ids:
                 pipe.hgetall(self.keys.schedule(schedule_id))
-            found = [ScheduleState.from_fields(raw) for raw in pipe.execute()]
+            found = [ScheduleState.from_fields(from_hash(raw)) for raw in pipe.execute()]
         return [state for state in found if state is not None]
 
     def due(self, now: datetime, limit: int = 500) -> list[str]:
@@ -69,7 +74,7 @@ class ScheduleStore:
             while True:
                 try:
                     pipe.watch(key)  # type: ignore[no-untyped-call]
-                    current = ScheduleState.from_fields(pipe.hgetall(key))
+                    current = ScheduleState.from_fields(from_hash(pipe.hgetall(key)))
                     new = transition(current)
                     if new is current:
                         return current
@@ -143,3 +148,56 @@ class ScheduleStore:
         pipe.delete(self.keys.schedule(schedule_id))
         pipe.srem(self.keys.schedules(), schedule_id)
         pipe.zrem(self.keys.schedules_due(), schedule_id)
+
+
+# -- flow schedules from the flow registry --------------------------------------------------------
+# Each Cron trigger of each flow is a schedule ``flow-<flowId>-<triggerKey>``. Declaring
+# (``sync_flow_schedules``) only adds and updates: the processes of one deployment may hold different
+# flow files (a rolling deploy, a CLI run from another folder), so no process takes what its own
+# registry lacks for gone. Removing the schedules a registry lacks (``prune_flow_schedules``) is an
+# operator's act: ``flowjobs schedules prune``.
+
+
+def sync_flow_schedules(store: ScheduleStore, registry: FlowRegistry, now: datetime) -> SyncReport:
+    """Declare the registry's Cron triggers as schedules.
+
+    A new trigger gets a schedule; a changed expression or zone in the flow file updates it (a
+    runtime override still wins, and the pause flag is kept). Nothing is removed; only changed
+    schedules are written; application recurring jobs are never touched.
+    """
+    report = SyncReport()
+    current = {state.job_id: state for state in store.all()}
+    for schedule_id, declaration in flow_declarations(registry.all(), now).items():
+        before = current.get(schedule_id)
+        try:
+            after = store.change(schedule_id, lambda state, d=declaration: declare(state, d, now))  # type: ignore[misc]
+        except InvalidCron as error:
+            log.warning(
+                "schedule.invalid",
+                schedule_id=schedule_id,
+                flow_id=str(declaration.flow_id),
+                error=str(error),
+            )
+            continue
+        if before is None:
+            report.added.append(schedule_id)
+        elif after != before:
+            report.updated.append(schedule_id)
+    if report:
+        log.info("schedules.synced", added=report.added, updated=report.updated)
+    return report
+
+
+def prune_flow_schedules(
+    store: ScheduleStore, registry: FlowRegistry, now: datetime, *, dry_run: bool = False
+) -> list[str]:
+    """Remove the flow schedules whose flow or Cron trigger the registry lacks (with ``dry_run``,
+    only name them); returns their ids. Application recurring jobs are never touched."""
+    declared = flow_declarations(registry.all(), now)
+    flow_schedules = (state.job_id for state in store.all() if state.kind is ScheduleKind.flow)
+    stale = [schedule_id for schedule_id in flow_schedules if schedule_id not in declared]
+    if dry_run:
+        return stale
+    removed = [schedule_id for schedule_id in stale if store.remove(schedule_id)]
+    log.info("schedules.pruned", removed=removed)
+    return removed
