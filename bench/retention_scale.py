@@ -7,7 +7,7 @@ delete exactly the seeded runs.
 What it measures, on its own key prefix ``fjretain<random>:`` and queue ``fjretain<random>-q``:
 
 * **History.** N finished runs (default 100,000), written straight into Redis with pipelined
-  commands (key names from ``flowjobs.keys.Keys``, job ids from ``flowjobs.runtime``), each like a
+  commands (key names from ``flowjobs.core.keys.Keys``, job ids from ``flowjobs.core.job_calls``), each like a
   3-step run that ended 30 days ago: its run hash, steps hash, 3 step hashes (the last one on its
   2nd attempt, with its 1st archived in the attempts hash), 6 events, its entries in the runs,
   per-flow, per-status and per-flow-per-status indexes, 5 jobs in the reverse index, and an RQ

@@ -194,7 +194,7 @@ class FlowClient:
         ``FlowDisabled`` and ``TriggerNotAdmitted`` (``admission``: a rate limit's token bucket
         and a key that must be new, checked after the flow's enabled flag, as the webhook
         receiver uses them). The run keeps ``headers`` less credentials (``Authorization``,
-        ``Cookie``…); ``flowjobs.trigger_headers`` has the rules.
+        ``Cookie``…); ``flowjobs.core.trigger_headers`` has the rules.
         """
         return self.commit_trigger(
             self.prepare_trigger(
@@ -388,7 +388,7 @@ class FlowClient:
 
     def purge(self, older_than: timedelta, dry_run: bool = False) -> int:
         """Delete the runs that finished more than ``older_than`` ago, with every key of theirs
-        and their RQ jobs' hashes and results (retention, SPEC §5.9); active runs never. Returns
+        and their RQ jobs' hashes and results (``FLOWJOBS_RETENTION_DAYS``); active runs never. Returns
         how many were deleted, or with ``dry_run`` how many would be (nothing is deleted)."""
         return self.store.purge_older_than(older_than, jobs=self.runner.stored_jobs(), dry_run=dry_run).runs
 
@@ -448,13 +448,13 @@ class FlowClient:
         if state.kind is ScheduleKind.job:
             return fire_recurring_job(self.schedules, self.runner, state, tick)
         if state.flow_id is None or state.trigger_key is None:
-            raise ScheduleNotFound(f"schedule {state.job_id!r} names no flow trigger")
+            raise ScheduleNotFound(f"schedule {state.schedule_id!r} names no flow trigger")
         definition = self.flows.get(state.flow_id)
         trigger = definition.manifest.triggers.get(state.trigger_key)
         if trigger is None:
             raise TriggerNotFound(f"flow {definition.name!r} has no trigger {state.trigger_key!r}")
-        key = tick_idempotency_key(state.job_id, tick) if tick is not None else None
-        headers = {SCHEDULE_HEADER: state.job_id, TICK_HEADER: iso(tick) if tick is not None else "now"}
+        key = tick_idempotency_key(state.schedule_id, tick) if tick is not None else None
+        headers = {SCHEDULE_HEADER: state.schedule_id, TICK_HEADER: iso(tick) if tick is not None else "now"}
         handle = self.trigger(
             definition.id, state.trigger_key, cron_trigger_data(trigger), headers, idempotency_key=key
         )

@@ -1,5 +1,6 @@
-"""Control actions shared by the client and the engine (a failed job requeued from rq-dashboard
-retries its step the same way ``FlowClient.retry_step`` does)."""
+"""Retrying a Failed step as a new attempt: the one operation both ``FlowClient.retry_step`` and the
+engine perform (the engine when a step's failed job is requeued by hand, from rq-dashboard or
+``rq requeue``), so both go through the same checks and the same script."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from uuid import UUID
 from flowjobs.core.clock import epoch_ms, iso, utcnow
 from flowjobs.core.errors import RunCancelled, RunNotFound, StepNotFound, StepNotRetryable
 from flowjobs.core.job_calls import step_call
-from flowjobs.core.manifest import FOR_EACH
+from flowjobs.core.manifest import StepKind
 from flowjobs.core.statuses import StepStatus
 from flowjobs.runtime.base import JobRunner
 from flowjobs.store.run_store import RunStore
@@ -42,7 +43,7 @@ def retry_failed_step(
     step = manifest.step(step_key)
     if step is None:
         raise StepNotFound(f"run {run_id} has no step {step_key!r}")
-    if step.kind == FOR_EACH or step_key not in manifest.steps:
+    if step.kind is StepKind.for_each or step_key not in manifest.steps:
         raise StepNotRetryable(
             f"step {step_key!r} is a ForEach step or one of its iterations: these cannot be retried "
             "one by one; re-run the run instead"

@@ -362,7 +362,7 @@ def _lost_job(engine: Engine, grace: timedelta, step: tuple[str, str], found: Fo
     run_fields = engine.store.run_fields(run_id)
     _manifest(engine, run_id, run_fields)
     attempt = found.fields["attempt"]
-    call = engine.step_call(run_id, run_fields, step_key, int(attempt))
+    call = engine.attempt_call(run_id, run_fields, step_key, int(attempt))
     expected = {"status": StepStatus.Pending.value, "attempt": attempt, "job_id": job_id}
     if not _requeue(engine, engine.store.keys.step(run_id, step_key), expected, call, found.taken):
         return 0

@@ -79,7 +79,7 @@ def normal_origin(text: str) -> str | None:
 
 
 class Settings(BaseSettings):
-    """Every setting of flowjobs' processes (SPEC §10)."""
+    """Every setting of flowjobs' processes (each a row of the README's settings table)."""
 
     model_config = SettingsConfigDict(env_prefix="FLOWJOBS_", extra="ignore", populate_by_name=True)
 

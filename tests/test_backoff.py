@@ -1,4 +1,4 @@
-"""Pure tests of flowjobs.backoff.retry_delay (SPEC §5.5)."""
+"""Pure tests of flowjobs.core.backoff.retry_delay."""
 
 from __future__ import annotations
 

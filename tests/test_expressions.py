@@ -1,4 +1,4 @@
-"""Tests of flowjobs.expressions: value references, when conditions, parse errors and round trips."""
+"""Tests of flowjobs.core.expressions: value references, when conditions, parse errors and round trips."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Pure tests of flowjobs.limits: bounded numbers and the depth/size check of JSON values."""
+"""Pure tests of flowjobs.core.limits: bounded numbers and the depth/size check of JSON values."""
 
 from __future__ import annotations
 

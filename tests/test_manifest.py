@@ -1,4 +1,4 @@
-"""Pure tests of flowjobs.manifest: Python vs file definitions, aliases, shorthands and the graph."""
+"""Pure tests of flowjobs.core.manifest: Python vs file definitions, aliases, shorthands and the graph."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Pure tests of flowjobs.polling: output paths and poll decisions (SPEC §5.6); no Redis."""
+"""Pure tests of flowjobs.core.polling: output paths and poll decisions; no Redis."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Pure tests of flowjobs.registry: add, get, flow files and folders (no Redis)."""
+"""Pure tests of flowjobs.core.registry: add, get, flow files and folders (no Redis)."""
 
 from __future__ import annotations
 

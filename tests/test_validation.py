@@ -1,4 +1,4 @@
-"""Pure tests of registration-time validation (SPEC §3.5): every problem kind, all reported at once."""
+"""Pure tests of registration-time validation: every problem kind, all reported at once."""
 
 from __future__ import annotations
 

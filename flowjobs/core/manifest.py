@@ -103,8 +103,17 @@ class PollOptions(_Model):
     """Value the output at ``condition_path`` must equal."""
 
 
-FOR_EACH = "foreach"
-WAIT_FOR_SIGNAL = "waitforsignal"
+class StepKind(StrEnum):
+    """The built-in kinds of step, as ``type`` names them (case-insensitively); any other ``type``
+    names a handler."""
+
+    #: ``ForEach``: runs its ``steps`` once per item of ``for_each``.
+    for_each = "foreach"
+    #: ``WaitForSignal``: parks the step until a signal of its name is delivered to the run.
+    wait_for_signal = "waitforsignal"
+
+
+_BUILT_IN_KINDS = {kind.value: kind for kind in StepKind}
 
 
 class StepMetadata(_Model):
@@ -130,9 +139,10 @@ class StepMetadata(_Model):
     """ForEach: the steps of one iteration; their ``run_after`` names siblings."""
 
     @property
-    def kind(self) -> str:
-        """The type, case-folded: compare with ``FOR_EACH`` and ``WAIT_FOR_SIGNAL``."""
-        return self.type.strip().casefold()
+    def kind(self) -> StepKind | str:
+        """The built-in kind this step is (``StepKind``), else its handler type, case-folded."""
+        folded = self.type.strip().casefold()
+        return _BUILT_IN_KINDS.get(folded, folded)
 
     def dependency_graph(self) -> dict[str, dict[str, frozenset[StepStatus]]]:
         """ForEach: ``{child: {sibling: accepted statuses}}`` of one iteration."""
@@ -189,7 +199,7 @@ class FlowManifest(_Model):
             *self.steps.values(),
             *(child for step in self.steps.values() for child in step.steps.values()),
         ]
-        return {_signal_name(step) for step in steps if step.kind == WAIT_FOR_SIGNAL}
+        return {_signal_name(step) for step in steps if step.kind is StepKind.wait_for_signal}
 
     def expression_signal_waits(self) -> dict[str, list[str]]:
         """The steps whose signal name is known only once they run: ``{key: []}`` for a WaitForSignal
@@ -235,7 +245,8 @@ class FlowDefinition(_Model):
     @model_validator(mode="before")
     @classmethod
     def _manifest_keys_at_top_level(cls, value: Any) -> Any:
-        # Flow files put `triggers` and `steps` at top level (SPEC §3.4).
+        # Flow files put `triggers` and `steps` at top level, beside the flow's id and name, not
+        # under `manifest`: accept both shapes.
         if isinstance(value, dict) and "manifest" not in value and ("steps" in value or "triggers" in value):
             value = dict(value)
             manifest = {key: value.pop(key) for key in ("triggers", "steps") if key in value}
@@ -293,7 +304,7 @@ def loop_index(runtime_key: str) -> int | None:
 
 def _named_by_expression(step: StepMetadata) -> bool:
     """A WaitForSignal step whose ``signalName`` is an expression."""
-    return step.kind == WAIT_FOR_SIGNAL and is_expression(_signal_name(step))
+    return step.kind is StepKind.wait_for_signal and is_expression(_signal_name(step))
 
 
 def _signal_name(step: StepMetadata) -> str:

@@ -75,7 +75,8 @@ def _decide(deps: Mapping[str, frozenset[StepStatus]], known: Mapping[str, StepS
 
 
 def classify(graph: StepGraph, statuses: Mapping[str, StepStatus]) -> RunStatus:
-    """Terminal status of a run whose steps are all final (SPEC §5.4, leaves as defined below)."""
+    """Terminal status of a run whose steps are all final: Failed if a failure is unhandled, Skipped
+    if every leaf was skipped, else Succeeded (the README's rule; leaves as defined below)."""
     values = [statuses[key] for key in graph]
     failed = [key for key in graph if statuses[key] is StepStatus.Failed]
     if StepStatus.Succeeded not in values:

@@ -1,4 +1,4 @@
-"""Built-in polling of a step's output (SPEC §5.6): pure decisions, no I/O."""
+"""Built-in polling of a step's output : pure decisions, no I/O."""
 
 from __future__ import annotations
 

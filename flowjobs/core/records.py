@@ -1,4 +1,4 @@
-"""What a run is: the run record, step records, attempts and events (SPEC §3)."""
+"""What a run is: the run record, step records, attempts and events, as stored and as the API shows them."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ class _Record(BaseModel):
 
 
 class _StepFields(_Record):
-    """What a step record and an attempt record both say (SPEC §3.2, §3.3)."""
+    """What a step record and an attempt record both say."""
 
     run_id: UUID
     """The run."""

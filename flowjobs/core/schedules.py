@@ -1,6 +1,7 @@
-"""A schedule's state (SPEC §3.3) and its transitions, as pure functions of the state and the time.
+"""A schedule's state (a flow's Cron trigger or an application's recurring job) and its
+transitions, as pure functions of the state and the time; the schedules a flow file declares.
 
-The store applies each transition atomically (``flowjobs.schedules.store``); nothing here talks
+The store applies each transition atomically (``flowjobs.store.schedules``); nothing here talks
 to Redis, so the rules (what a pause, a resume, a cron override or a new flow file do to the
 next fire time) are tested on their own.
 """
@@ -16,7 +17,7 @@ from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from flowjobs.core.clock import iso
 from flowjobs.core.cron import FirePlan, check_cron, next_fire
@@ -70,10 +71,12 @@ def check_recurring_id(recurring_id: str) -> str:
 class ScheduleState(BaseModel):
     """One schedule: a flow's Cron trigger or an application's recurring job."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
 
-    job_id: str
-    """The recurring id: ``flow-<flowId>-<triggerKey>`` for a flow's Cron trigger."""
+    schedule_id: str = Field(alias="job_id")
+    """The schedule's id, Hangfire's recurring id: ``flow-<flowId>-<triggerKey>`` for a flow's Cron
+    trigger, the application's id for a recurring job. Stored as the hash field ``job_id`` (its
+    first name), so every version reads every stored schedule."""
     kind: ScheduleKind
     """Flow trigger or application job."""
     cron: str
@@ -116,13 +119,13 @@ class ScheduleState(BaseModel):
     def call(self) -> JobCall:
         """A recurring job's call (its ``job_id`` is replaced by each tick's)."""
         if self.call_json is None:
-            raise ValueError(f"schedule {self.job_id} is a flow trigger, not a recurring job")
+            raise ValueError(f"schedule {self.schedule_id} is a flow trigger, not a recurring job")
         data = json.loads(self.call_json)
         return JobCall(
             func=data["func"],
             args=tuple(data["args"]),
             kwargs=data.get("kwargs") or {},
-            job_id=self.job_id,
+            job_id=self.schedule_id,
             description=data["description"],
             meta=data.get("meta") or {},
             timeout_seconds=data.get("timeout_seconds"),
@@ -133,7 +136,7 @@ class ScheduleState(BaseModel):
     def to_fields(self) -> dict[str, str]:
         """The Redis hash fields (None fields left out; booleans as ``1``/``0``)."""
         fields: dict[str, str] = {}
-        for name, value in self.model_dump(mode="json", exclude_none=True).items():
+        for name, value in self.model_dump(mode="json", exclude_none=True, by_alias=True).items():
             fields[name] = ("1" if value else "0") if isinstance(value, bool) else str(value)
         return fields
 
@@ -147,7 +150,7 @@ class ScheduleState(BaseModel):
     def summary(self, *, flow_enabled: bool = True) -> dict[str, Any]:
         """The listing's shape (the reference's ``/api/schedules`` entries, camelCase)."""
         return {
-            "jobId": self.job_id,
+            "jobId": self.schedule_id,
             "kind": self.kind.value,
             "flowId": str(self.flow_id) if self.flow_id else None,
             "flowName": self.flow_name,
@@ -289,7 +292,7 @@ class Fired:
 def recurring_info(state: ScheduleState) -> RecurringJobInfo:
     """A schedule as ``JobRunner.list_recurring`` lists it."""
     return RecurringJobInfo(
-        id=state.job_id,
+        id=state.schedule_id,
         cron=state.effective_cron,
         time_zone=state.time_zone or "UTC",
         next_execution=None if state.is_paused else state.next_fire_at,
@@ -305,7 +308,7 @@ def recurring_job(
     """The declared state of an application's recurring job (``JobRunner.add_or_update_recurring``):
     ``declare`` merges it with the stored one."""
     return ScheduleState(
-        job_id=check_recurring_id(recurring_id),
+        schedule_id=check_recurring_id(recurring_id),
         kind=ScheduleKind.job,
         cron=cron,
         time_zone=time_zone,
@@ -343,7 +346,7 @@ def flow_declarations(definitions: list[FlowDefinition], now: datetime) -> dict[
             zone = trigger.inputs.get(TIME_ZONE_INPUT)
             schedule_id = flow_schedule_id(definition.id, key)
             declared[schedule_id] = ScheduleState(
-                job_id=schedule_id,
+                schedule_id=schedule_id,
                 kind=ScheduleKind.flow,
                 cron=str(trigger.inputs.get(CRON_INPUT)),
                 time_zone=zone if isinstance(zone, str) else None,

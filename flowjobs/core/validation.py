@@ -1,4 +1,4 @@
-"""Checks a flow definition must pass at registration (SPEC §3.5); pure, reports every problem."""
+"""Checks a flow definition must pass at registration; pure, reports every problem."""
 
 from __future__ import annotations
 
@@ -11,9 +11,8 @@ from flowjobs.core.errors import InvalidCron
 from flowjobs.core.expressions import expression_problems, is_expression, referenced_steps
 from flowjobs.core.limits import RunSeconds, number_problem
 from flowjobs.core.manifest import (
-    FOR_EACH,
-    WAIT_FOR_SIGNAL,
     FlowDefinition,
+    StepKind,
     StepMetadata,
     TriggerType,
     step_key_problem,
@@ -74,12 +73,12 @@ def _step_problems(
     for text in conditions:
         problems.extend(expression_problems({}, condition=text))
     refs = referenced_steps(step.inputs).union(*(referenced_steps(text) for text in conditions))
-    if step.kind == FOR_EACH:
+    if step.kind is StepKind.for_each:
         problems.extend(_for_each_problems(key, step, siblings, nested=nested))
         refs |= referenced_steps([step.for_each])
     elif step.steps or step.for_each is not None or step.concurrency_limit is not None:
         problems.append("steps, for_each and concurrency_limit belong to ForEach steps only")
-    if step.kind == WAIT_FOR_SIGNAL:
+    if step.kind is StepKind.wait_for_signal:
         problems.extend(_signal_problems(step))
     for ref in sorted(refs):
         if ref not in siblings and ref not in outer:

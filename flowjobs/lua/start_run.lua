@@ -1,5 +1,6 @@
 -- Trigger job: Pending -> Running, once; or, if the run's flow was disabled since the run was
--- triggered, Pending -> Cancelled (the trigger job re-checks the gate, SPEC §5.1).
+-- triggered, Pending -> Cancelled (the gate checked at trigger time is checked again here, since
+-- the flow can be disabled while the trigger job waits in the queue).
 -- ARGV[1] (JSON): the run fields (common.lua), and steps_key, loops_key, loop_items_key,
 --   flow_prefix (keys.flow_prefix), disabled_reason.
 -- Reply: {status before, state (common.lua) of the whole run after the move}, or false if there is

@@ -108,7 +108,9 @@ class InProcessRunner:
     def add_or_update_recurring(
         self, recurring_id: str, call: JobCall, cron: str, *, time_zone: str | None = None
     ) -> None:
-        """Keep a recurring job in memory; ``fire_due_recurring`` fires it (same rules as the duty)."""
+        """Keep a recurring job in memory; ``fire_due_recurring`` fires it. The schedule's rules are
+        the duty's (``flowjobs.core.schedules``), but the jobs differ from ``RQJobRunner``'s: no
+        ``recurring_id``/``tick`` meta, and an extra fire's id counts up instead of being random."""
         declared = recurring_job(recurring_id, call, cron, time_zone, utcnow())
         self._recurring[recurring_id] = declare(self._recurring.get(recurring_id), declared, utcnow())
 

@@ -27,18 +27,18 @@ def fire_recurring_job(
     if tick is None:
         call = dataclasses.replace(
             base,
-            job_id=f"{state.job_id}-now-{uuid.uuid4().hex[:12]}",
-            meta={**base.meta, "recurring_id": state.job_id, "tick": None},
+            job_id=f"{state.schedule_id}-now-{uuid.uuid4().hex[:12]}",
+            meta={**base.meta, "recurring_id": state.schedule_id, "tick": None},
         )
         return Fired(runner.enqueue(call), None, True)
     call = dataclasses.replace(
         base,
-        job_id=f"{state.job_id}-{int(tick.timestamp())}",
-        meta={**base.meta, "recurring_id": state.job_id, "tick": iso(tick)},
+        job_id=f"{state.schedule_id}-{int(tick.timestamp())}",
+        meta={**base.meta, "recurring_id": state.schedule_id, "tick": iso(tick)},
     )
 
     def enqueue(pipe: Pipeline) -> None:
         runner.enqueue(call, pipeline=pipe)
 
-    job_id, new = store.claim_tick(state.job_id, tick, call.job_id, enqueue)
+    job_id, new = store.claim_tick(state.schedule_id, tick, call.job_id, enqueue)
     return Fired(job_id, None, new)

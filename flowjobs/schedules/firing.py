@@ -179,7 +179,7 @@ class ScheduleFirer:
         def mark(current: ScheduleState | None) -> ScheduleState | None:
             return broken(current, reason) if _still_due(current, due) else current
 
-        self.store.change(state.job_id, mark)
+        self.store.change(state.schedule_id, mark)
 
     def _advance(
         self, state: ScheduleState, due: datetime, plan: FirePlan, now: datetime, outcome: Fired | None
@@ -198,7 +198,7 @@ class ScheduleFirer:
                 run_id=outcome.run_id if outcome else None,
             )
 
-        self.store.change(state.job_id, advance)
+        self.store.change(state.schedule_id, advance)
 
 
 def _still_due(current: ScheduleState | None, due: datetime) -> TypeGuard[ScheduleState]:

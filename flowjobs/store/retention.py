@@ -79,7 +79,7 @@ class _Candidate:
 
 
 class Retention(StoreBase):
-    """Deleting finished runs (SPEC §5.9 Retention)."""
+    """Deleting runs that finished longer ago than the retention, with every key of theirs."""
 
     def purge_finished(
         self,

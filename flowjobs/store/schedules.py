@@ -2,7 +2,7 @@
 triggers declared into them.
 
 Every change is one ``WATCH``/``MULTI`` round on the schedule's hash: read the state, apply a
-pure transition (``flowjobs.schedules.state``), write the hash and the due index together, or
+pure transition (``flowjobs.core.schedules``), write the hash and the due index together, or
 start over if another process changed the hash meanwhile. No change is ever half written.
 """
 
@@ -135,14 +135,14 @@ class ScheduleStore:
                     continue
 
     def _write(self, pipe: Pipeline, state: ScheduleState) -> None:
-        key = self.keys.schedule(state.job_id)
+        key = self.keys.schedule(state.schedule_id)
         pipe.delete(key)  # fields that became None must go
         pipe.hset(key, mapping=state.to_fields())  # type: ignore[arg-type]
-        pipe.sadd(self.keys.schedules(), state.job_id)
+        pipe.sadd(self.keys.schedules(), state.schedule_id)
         if state.is_paused or state.next_fire_at is None:
-            pipe.zrem(self.keys.schedules_due(), state.job_id)
+            pipe.zrem(self.keys.schedules_due(), state.schedule_id)
         else:
-            pipe.zadd(self.keys.schedules_due(), {state.job_id: epoch_ms(state.next_fire_at)})
+            pipe.zadd(self.keys.schedules_due(), {state.schedule_id: epoch_ms(state.next_fire_at)})
 
     def _delete(self, pipe: Pipeline, schedule_id: str) -> None:
         pipe.delete(self.keys.schedule(schedule_id))
@@ -166,7 +166,7 @@ def sync_flow_schedules(store: ScheduleStore, registry: FlowRegistry, now: datet
     schedules are written; application recurring jobs are never touched.
     """
     report = SyncReport()
-    current = {state.job_id: state for state in store.all()}
+    current = {state.schedule_id: state for state in store.all()}
     for schedule_id, declaration in flow_declarations(registry.all(), now).items():
         before = current.get(schedule_id)
         try:
@@ -194,7 +194,7 @@ def prune_flow_schedules(
     """Remove the flow schedules whose flow or Cron trigger the registry lacks (with ``dry_run``,
     only name them); returns their ids. Application recurring jobs are never touched."""
     declared = flow_declarations(registry.all(), now)
-    flow_schedules = (state.job_id for state in store.all() if state.kind is ScheduleKind.flow)
+    flow_schedules = (state.schedule_id for state in store.all() if state.kind is ScheduleKind.flow)
     stale = [schedule_id for schedule_id in flow_schedules if schedule_id not in declared]
     if dry_run:
         return stale

@@ -18,7 +18,7 @@ from redis import Redis
 
 from flowjobs.core.planner import LoopProgress
 from flowjobs.core.statuses import RunStatus, StepStatus
-from flowjobs.store.codec import from_pairs, moment, step_view, text
+from flowjobs.store.codec import from_pairs, moment, stored_step, text
 from flowjobs.store.transitions import (
     AppliedPlan,
     Cancelled,
@@ -198,7 +198,7 @@ def decode_claim(reply: Any, refs: Sequence[str], scope: StateScope | None) -> C
     snapshot = decode_state(state, scope)
     return Claim(
         run=snapshot.run,
-        refs={ref: step_view(values) for ref, values in zip(refs, views, strict=True)},
+        refs={ref: stored_step(values) for ref, values in zip(refs, views, strict=True)},
         first_started_at=moment(text(first_started)) if first_started else None,
         loop_item_json=text(loop_item) if loop_item else None,
         snapshot=snapshot,

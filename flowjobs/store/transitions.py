@@ -89,8 +89,9 @@ class AppliedPlan:
 
 
 @dataclass(frozen=True)
-class StepView:
-    """Status, output JSON and error of a step, as read for expressions."""
+class StoredStep:
+    """Status, output JSON and error of a step as the store holds them (``when.py`` turns them into
+    the expressions' ``StepView``)."""
 
     status: StepStatus | None
     output_json: str | None
@@ -127,7 +128,7 @@ class Claim:
     run: dict[str, str]
     snapshot: RunSnapshot
     """Step statuses, run fields and loops at claim time, to plan the continuation ahead."""
-    refs: dict[str, StepView] = field(default_factory=dict)
+    refs: dict[str, StoredStep] = field(default_factory=dict)
     first_started_at: datetime | None = None
     """When the step's first attempt was claimed (polling and signal timeouts count from it)."""
     loop_item_json: str | None = None

@@ -1,9 +1,10 @@
-"""The HTTP API under ``/flows/api`` (SPEC §8): the reference dashboard's routes, camelCase JSON.
+"""The HTTP API under ``/flows/api``: the routes of the reference system's dashboard, camelCase JSON.
 
-Runs, steps, events and lineage are the store's own records (``flowjobs.records``) — the API adds
-no second shape for them. Action routes answer small result objects (the reference's
-``{runId, message}``-style shapes, extended). Every route is a thin call of ``FlowClient``;
-errors are flowjobs' typed errors, mapped to statuses once, in ``install_error_handlers``.
+Runs, steps, events and lineage are the store's own records (``flowjobs.core.records``) — the API
+adds no second shape for them. Action routes answer small result objects (the reference's
+``{runId, message}``-style shapes, extended). Actions go through ``FlowClient``; some reads go
+past it, to ``client.store`` (counts, events, step fields) and to RQ itself (the worker count,
+job states); errors are flowjobs' typed errors, mapped to statuses once, in ``install_error_handlers``.
 
 Links to rq-dashboard travel in headers, not in the records: every response carries
 ``X-Job-Url-Template`` (``<rq-dashboard>/view/job/{jobId}``), and a single run's response has a

@@ -653,7 +653,7 @@ def _schedules_page(
     request: Request, client: FlowClient, schedule: str = "", status_code: int = 200, **context: Any
 ) -> HTMLResponse:
     schedules = client.list_schedules()
-    checked = {"schedule": schedule} if any(s.job_id == schedule for s in schedules) else {}
+    checked = {"schedule": schedule} if any(s.schedule_id == schedule for s in schedules) else {}
     context = {"active": "schedules", "schedules": schedules, **context}
     return page(request, "schedules.html", context, status_code, checked)
 

@@ -1,4 +1,4 @@
-"""``POST /flows/api/webhook/{slug_or_flow_id}``: a flow's Webhook trigger over HTTP (SPEC §9).
+"""``POST /flows/api/webhook/{slug_or_flow_id}``: a flow's Webhook trigger over HTTP.
 
 Outside the web auth (``flowjobs.web.auth``): each trigger authenticates its own deliveries (a
 shared key or an HMAC scheme, ``flowjobs.webhooks``). This module is the HTTP edge only: it reads

@@ -1,4 +1,5 @@
-"""One webhook delivery, from its target to a run: every check in order, then ``FlowClient.trigger``.
+"""One webhook delivery, from its target to a run: every check in order (``FlowClient.prepare_trigger``
+does the trigger's own checks, without I/O), then ``FlowClient.commit_trigger_async`` writes the run.
 
 The order, and why:
 
@@ -8,7 +9,7 @@ The order, and why:
    learns nothing about the flow (not even whether it is enabled) and costs one HMAC; then the
    signed timestamp's skew, 409 (a stale delivery stays stale, whatever comes next);
 4. JSON, 400; the headers to store within their bounds, 431, and the ``Idempotency-Key``, 422
-   (``flowjobs.trigger_headers``; nothing of the request is written before);
+   (``flowjobs.core.trigger_headers``; nothing of the request is written before);
 5. the flow enabled, 403 (``FlowDisabled``'s message): a refusal the sender can act on, and
    before the replay memory, so a delivery refused while the flow was disabled can be re-sent;
 6. the flow's token bucket, 429 with ``Retry-After`` — also before the replay memory, so a

@@ -17,7 +17,7 @@ from flowjobs.settings import Settings
 from tests.conftest import Space, wait_until
 from tests.integration.flows import flow, registry
 
-#: SPEC §5.9: with default settings, a SIGKILLed worker's step is re-dispatched within this.
+#: The README's bound: with default settings, a SIGKILLed worker's step is re-dispatched within this.
 REDISPATCH_BUDGET_SECONDS = 20.0
 
 

@@ -1,4 +1,4 @@
-"""Polling steps (SPEC §5.6) on real RQ workers: ``StepResult.pending`` and the built-in ``poll`` options."""
+"""Polling steps on real RQ workers: ``StepResult.pending`` and the built-in ``poll`` options."""
 
 from __future__ import annotations
 

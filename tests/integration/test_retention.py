@@ -1,4 +1,4 @@
-"""Retention (SPEC §5.9): finished runs older than the cutoff go with every key of theirs and their
+"""Retention: finished runs older than the cutoff go with every key of theirs and their
 RQ jobs' keys; younger runs and active runs stay, whatever their age."""
 
 from __future__ import annotations

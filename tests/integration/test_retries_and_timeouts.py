@@ -1,4 +1,4 @@
-"""Retries with backoff, per-step job timeouts and run deadlines (SPEC §5.5), on real RQ workers."""
+"""Retries with backoff, per-step job timeouts and run deadlines, on real RQ workers."""
 
 from __future__ import annotations
 

@@ -78,7 +78,7 @@ def test_only_schedules_prune_removes_schedules_and_only_those_its_folder_lacks(
     assert space.cli("scheduler", "--once").returncode == 0  # a worker's first pass declares them
     kept = flow_schedule_id(OTHER_ID, "tick")
     client = client_for(space, deployed)
-    assert {s.job_id for s in client.list_schedules()} == {SCHEDULE, kept}
+    assert {s.schedule_id for s in client.list_schedules()} == {SCHEDULE, kept}
 
     # The release drops ticker's trigger: the processes that have that release leave its tick (a
     # process of the release before may fire it) and remove nothing.
@@ -99,11 +99,11 @@ def test_only_schedules_prune_removes_schedules_and_only_those_its_folder_lacks(
     dry = space.cli("schedules", "prune", "--dry-run", "--json")
     assert dry.returncode == 0, dry.stderr
     assert json.loads(dry.stdout) == {"removed": [SCHEDULE], "dryRun": True}
-    assert {s.job_id for s in client.list_schedules()} == {SCHEDULE, kept}
+    assert {s.schedule_id for s in client.list_schedules()} == {SCHEDULE, kept}
 
     pruned = space.cli("schedules", "prune")
     assert pruned.returncode == 0 and SCHEDULE in pruned.stdout, pruned
-    assert {s.job_id for s in client.list_schedules()} == {kept}
+    assert {s.schedule_id for s in client.list_schedules()} == {kept}
     assert json.loads(space.cli("schedules", "prune", "--json").stdout) == {"removed": [], "dryRun": False}
 
 

@@ -1,4 +1,5 @@
-"""Recovery queries: expired leases, overdue dispatches and deadlines, idle runs."""
+"""What is overdue, for the recovery duties (``flowjobs.recovery``): expired leases, overdue
+dispatches and deadlines, idle runs; and the one guarded write those duties make."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ _RUN_ID = "\x00run-id\x00"
 """Stands for a run id in a key template (no run id or prefix holds a NUL)."""
 
 
-class RecoveryQueries(StoreBase):
+class OverdueQueries(StoreBase):
     """What ``flowjobs.recovery`` looks for: work that something should have moved by now."""
 
     def expired_leases(self, now: datetime) -> list[tuple[str, str]]:
