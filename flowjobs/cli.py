@@ -410,22 +410,16 @@ def runs_retry_step(
 ) -> None:
     """Queue a new attempt of a Failed step; its skipped descendants are planned again."""
     client = _client(ctx, load_flows=False)
-    client.retry_step(run_id, step_key, clear_cancel=clear_cancel)
-    fields = client.store.step_fields(run_id, step_key)
+    retried = client.retry_step(run_id, step_key, clear_cancel=clear_cancel)
     if as_json:
         click.echo(
             json.dumps(
-                {
-                    "runId": run_id,
-                    "stepKey": step_key,
-                    "attempt": int(fields["attempt"]),
-                    "jobId": fields["job_id"],
-                }
+                {"runId": run_id, "stepKey": step_key, "attempt": retried.attempt, "jobId": retried.job_id}
             )
         )
         return
     click.echo(
-        f"step {step_key} of run {run_id}: attempt {fields['attempt']} queued (job {fields['job_id']})"
+        f"step {step_key} of run {run_id}: attempt {retried.attempt} queued (job {retried.job_id})"
     )
 
 

@@ -28,7 +28,7 @@ from flowjobs.core.errors import (
     TriggerNotAdmitted,
     TriggerNotFound,
 )
-from flowjobs.core.job_calls import JobCall, step_call, trigger_call, trigger_job_id
+from flowjobs.core.job_calls import JobCall, step_call, step_job_id, trigger_call, trigger_job_id
 from flowjobs.core.keys import Keys
 from flowjobs.core.limits import RunSeconds, check_json_limits, number_problem
 from flowjobs.core.manifest import FlowDefinition
@@ -121,6 +121,20 @@ class RunHandle:
 
     def __repr__(self) -> str:
         return f"RunHandle(run_id={self.run_id}, background_job_id={self.background_job_id!r})"
+
+
+class RetriedStep(RunHandle):
+    """A run whose Failed step ``FlowClient.retry_step`` queued again: the run's handle, and the
+    attempt it queued (known when queued, so no caller re-reads the step while a worker may already
+    be running it)."""
+
+    def __init__(self, client: FlowClient, run_id: UUID, step_key: str, attempt: int) -> None:
+        super().__init__(client, run_id, trigger_job_id(run_id))
+        self.step_key = step_key
+        self.attempt = attempt
+        """The number of the attempt queued."""
+        self.job_id = step_job_id(run_id, step_key, attempt)
+        """The job of that attempt."""
 
 
 class FlowClient:
@@ -529,17 +543,18 @@ class FlowClient:
                     level.append(child_id)
         return RunLineage(run_id=run.id, ancestors=ancestors, descendants=descendants)
 
-    def retry_step(self, run_id: UUID | str, step_key: str, *, clear_cancel: bool = False) -> RunHandle:
+    def retry_step(self, run_id: UUID | str, step_key: str, *, clear_cancel: bool = False) -> RetriedStep:
         """Queue a new attempt of a Failed step as its own job: its Skipped descendants are reset and
         planned again, a closed run returns to Running and closes again, once, with its new status.
 
         ``StepNotRetryable``: the step is not Failed (another retry may have won), or is a ForEach
         step or part of one; ``RunCancelled``: the run's cancel was requested — pass
-        ``clear_cancel=True`` to clear it and retry; ``RunNotFound``, ``StepNotFound``.
+        ``clear_cancel=True`` to clear it and retry; ``RunNotFound``, ``StepNotFound``. The handle
+        it returns names the attempt queued (``attempt``, ``job_id``).
         """
         run_id = parse_run_id(run_id)
-        retry_failed_step(self.store, self.runner, run_id, step_key, clear_cancel=clear_cancel)
-        return RunHandle(self, run_id, trigger_job_id(run_id))
+        attempt = retry_failed_step(self.store, self.runner, run_id, step_key, clear_cancel=clear_cancel)
+        return RetriedStep(self, run_id, step_key, attempt)
 
     def _run(self, run_id: UUID | str) -> FlowRunRecord:
         run = self.store.get_run(parse_run_id(run_id))

@@ -61,6 +61,7 @@ from flowjobs.core.records import FlowRunRecord, FlowStepRecord, RunEvent, RunLi
 from flowjobs.core.schedules import ScheduleState
 from flowjobs.core.statuses import RunStatus
 from flowjobs.core.urls import API_PREFIX, run_ui_path
+from flowjobs.duties import HEARTBEAT_DUTY
 from flowjobs.settings import Settings
 from flowjobs.web.deps import AppSettings, AsyncRuns, Client
 from flowjobs.web.failures import REDIS_UNREACHABLE, log_fault
@@ -631,16 +632,14 @@ def retry_step(
 ) -> RetryResult:
     """Queue a new attempt of a Failed step (409 if it is not Failed, or the run's cancel was
     requested and ``clearCancel`` is not set)."""
-    client.retry_step(str(run_id), step_key, clear_cancel=clear_cancel)
-    fields = client.store.step_fields(str(run_id), step_key)
-    attempt = int(fields.get("attempt", "0"))
+    retried = client.retry_step(str(run_id), step_key, clear_cancel=clear_cancel)
     return RetryResult(
         success=True,
-        message=f"attempt {attempt} of step {step_key} queued",
+        message=f"attempt {retried.attempt} of step {step_key} queued",
         run_id=run_id,
         step_key=step_key,
-        attempt=attempt,
-        job_id=fields.get("job_id"),
+        attempt=retried.attempt,
+        job_id=retried.job_id,
     )
 
 
@@ -771,7 +770,7 @@ def _duty_lag(client: FlowClient, settings: Settings) -> tuple[float | None, boo
         pipe.time()
         for key in (keys.leases(), keys.deadlines(), keys.schedules_due()):
             pipe.zrange(key, 0, 0, withscores=True)
-        pipe.exists(keys.duty_lock("leases"))
+        pipe.exists(keys.duty_lock(HEARTBEAT_DUTY))
         server_time, *oldest, lock = pipe.execute()
     now_ms = server_time[0] * 1000 + server_time[1] // 1000
     overdue = [now_ms - int(rows[0][1]) for rows in oldest if rows and now_ms > int(rows[0][1])]

@@ -13,6 +13,7 @@ import pytest
 from flowjobs.core.clock import utcnow
 from flowjobs.core.cron import latest_tick
 from flowjobs.core.schedules import TICK_HEADER, flow_schedule_id
+from flowjobs.duties import HEARTBEAT_DUTY
 from tests.conftest import Space, wait_until
 from tests.integration.test_schedules import FLOW_ID, SCHEDULE, client_for, write_flow
 
@@ -112,7 +113,7 @@ def test_a_scheduler_without_the_flows_folder_leaves_cron_to_the_workers(
 ) -> None:
     start_with_flows(space, tmp_path / "nowhere", "scheduler")
     wait_until(
-        lambda: (space.redis.get(space.keys.duty_lock("leases")) or b"").startswith(b"scheduler:"),
+        lambda: (space.redis.get(space.keys.duty_lock(HEARTBEAT_DUTY)) or b"").startswith(b"scheduler:"),
         timeout=30,
         what="the scheduler without flows running the duties",
     )
@@ -128,7 +129,7 @@ def test_a_scheduler_without_the_flows_folder_leaves_cron_to_the_workers(
 def test_duty_locks_move_between_processes(space: Space, deployed: Path) -> None:
     for _ in range(2):
         space.start("scheduler")
-    lock = space.keys.duty_lock("leases")
+    lock = space.keys.duty_lock(HEARTBEAT_DUTY)
     takes: list[bytes] = []  # the owner of each take of the lock, as sampled
     last_ttl = 0
 
