@@ -164,14 +164,14 @@ class FlowClient:
         self.store = RunStore(
             redis, Keys(key_prefix), retention_seconds=retention_seconds, max_run_events=max_run_events
         )
+        self.schedules = ScheduleStore(redis, Keys(key_prefix))
         self.runner = runner or RQJobRunner(
             redis,
             queue_name,
             keep_seconds=min(rq_job_ttl_seconds, retention_seconds),
             default_timeout_seconds=job_timeout_seconds,
-            key_prefix=key_prefix,
+            schedules=self.schedules,
         )
-        self.schedules = ScheduleStore(redis, Keys(key_prefix))
         self.run_timeout_seconds = run_timeout_seconds
         self.max_data_depth = max_data_depth
         self.max_data_bytes = max_data_bytes

@@ -25,6 +25,7 @@ from flowjobs.schedules.firing import ScheduleFirer
 from flowjobs.settings import Settings, load_settings
 from flowjobs.store.async_runs import AsyncRunWrites
 from flowjobs.store.run_store import RunStore
+from flowjobs.store.schedules import ScheduleStore
 from flowjobs.webhooks.guards import RateLimit, WebhookGuards
 from flowjobs.webhooks.receiver import WebhookReceiver
 
@@ -79,7 +80,7 @@ def runner_from_settings(settings: Settings, redis: Redis) -> RQJobRunner:
         settings.queue,
         keep_seconds=settings.rq_job_ttl_seconds,
         default_timeout_seconds=settings.job_timeout_seconds,
-        key_prefix=settings.key_prefix,
+        schedules=ScheduleStore(redis, Keys(settings.key_prefix)),
     )
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from datetime import timedelta
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from redis.client import Pipeline
 
 from flowjobs.core.job_calls import JobCall, JobState, RecurringJobInfo, StoredJobs
+from flowjobs.core.schedules import ScheduleState
 
 
 class JobRunner(Protocol):
@@ -78,4 +79,35 @@ class JobRunner(Protocol):
 
     def list_recurring(self) -> list[RecurringJobInfo]:
         """Every recurring job of the application (flows' Cron triggers are not listed here)."""
+        ...
+
+
+class RecurringJobStore(Protocol):
+    """Where a runner whose jobs live in Redis keeps an application's recurring jobs: the schedule
+    store (``flowjobs.store.schedules.ScheduleStore``), handed to it by whoever builds the runner
+    (``flowjobs.factory``), so that the runtime never imports the store."""
+
+    def require(self, schedule_id: str) -> ScheduleState:
+        """One schedule; ``ScheduleNotFound`` if there is none."""
+        ...
+
+    def all(self) -> list[ScheduleState]:
+        """Every schedule, by id."""
+        ...
+
+    def change(
+        self, schedule_id: str, transition: Callable[[ScheduleState | None], ScheduleState | None]
+    ) -> ScheduleState | None:
+        """Apply ``transition`` atomically; returns the state after it (None: no schedule)."""
+        ...
+
+    def remove(self, schedule_id: str) -> bool:
+        """Delete a schedule; False if there was none."""
+        ...
+
+    def claim_tick(
+        self, schedule_id: str, tick: datetime, job_id: str, enqueue: Callable[[Pipeline], None]
+    ) -> tuple[str, bool]:
+        """Enqueue a tick's job once, in the same ``MULTI`` as the tick's claim; returns the job id
+        and whether this call enqueued it."""
         ...

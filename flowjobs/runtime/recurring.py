@@ -11,12 +11,11 @@ from redis.client import Pipeline
 
 from flowjobs.core.clock import iso
 from flowjobs.core.schedules import Fired, ScheduleState
-from flowjobs.runtime.base import JobRunner
-from flowjobs.store.schedules import ScheduleStore
+from flowjobs.runtime.base import JobRunner, RecurringJobStore
 
 
 def fire_recurring_job(
-    store: ScheduleStore, runner: JobRunner, state: ScheduleState, tick: datetime | None
+    store: RecurringJobStore, runner: JobRunner, state: ScheduleState, tick: datetime | None
 ) -> Fired:
     """Enqueue a recurring job for ``tick`` (None: an extra fire now, ``trigger``).
 

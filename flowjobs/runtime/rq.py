@@ -23,10 +23,9 @@ from rq.worker import BaseWorker
 from flowjobs.core.clock import utcnow
 from flowjobs.core.errors import JobNotFound
 from flowjobs.core.job_calls import JobCall, JobState, RecurringJobInfo, StoredJobs
-from flowjobs.core.keys import Keys
 from flowjobs.core.schedules import ScheduleKind, check_recurring_id, declare, recurring_info, recurring_job
+from flowjobs.runtime.base import RecurringJobStore
 from flowjobs.runtime.recurring import fire_recurring_job
-from flowjobs.store.schedules import ScheduleStore
 
 _STATES = {
     JobStatus.CREATED: JobState.Enqueued,
@@ -137,12 +136,12 @@ class RQJobRunner:
         *,
         keep_seconds: int,
         default_timeout_seconds: int,
-        key_prefix: str,
+        schedules: RecurringJobStore,
     ) -> None:
         self.redis = redis
         #: Recurring jobs live beside flowjobs' schedules (``FLOWJOBS_KEY_PREFIX``) and are fired
         #: by the schedules duty of every worker, once per tick.
-        self.schedules = ScheduleStore(redis, Keys(key_prefix))
+        self.schedules = schedules
         self.queue = Queue(queue_name, connection=redis, serializer=JSONSerializer)
         self._statuses = redis.register_script(_STATUSES_LUA)
         self._whereabouts = redis.register_script(_WHEREABOUTS_LUA)
