@@ -1,4 +1,5 @@
-"""The job functions RQ executes, and the job calls that name them.
+"""The job functions RQ executes, at the dotted paths every queued job names (the calls that name
+them are built in ``flowjobs.core.job_calls``), and the engine they run on.
 
 Jobs carry only ids (JSON): everything else is read from the store, so a job that runs twice,
 or late, finds the current state and acts on it (or is refused by the claim).
