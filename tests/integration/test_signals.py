@@ -15,6 +15,7 @@ from flowjobs.core.job_calls import JobCall
 from flowjobs.recovery import recover
 from flowjobs.runtime.rq import RQJobRunner
 from flowjobs.store import Claim, NextAttempt, Park, RunSnapshot, Signalled
+from flowjobs.store.schedules import ScheduleStore
 from tests.conftest import Space, wait_until
 from tests.integration.flows import flow, registry
 
@@ -303,7 +304,7 @@ def test_delivery_and_resume_job_are_written_together(space: Space) -> None:
             space.settings.queue,
             keep_seconds=space.settings.rq_job_ttl_seconds,
             default_timeout_seconds=space.settings.job_timeout_seconds,
-            key_prefix=space.settings.key_prefix,
+            schedules=ScheduleStore(space.redis, space.keys),
         ),
     )
     # Before delivery and resume were one script, the resume enqueue could fail after the signal
