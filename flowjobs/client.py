@@ -56,7 +56,17 @@ from flowjobs.settings import Settings
 from flowjobs.store.async_runs import AsyncRunWrites
 from flowjobs.store.run_store import RunStore
 from flowjobs.store.schedules import ScheduleStore, prune_flow_schedules, sync_flow_schedules
-from flowjobs.store.transitions import Admission, Created, Delivered, NewRun, Refusal, Refused, SignalResume
+from flowjobs.store.transitions import (
+    Admission,
+    AdmissionRefusal,
+    CancelRefusal,
+    Created,
+    Delivered,
+    NewRun,
+    Refused,
+    SignalRefusal,
+    SignalResume,
+)
 
 log = structlog.get_logger("flowjobs.client")
 #: Every setting's default, read from neither the environment nor the config file: what a client
@@ -286,13 +296,13 @@ class FlowClient:
         """``commit_trigger`` through ``runs``, an asyncio client of this client's Redis."""
         return self._committed(prepared, await runs.create_run(prepared.new))
 
-    def _committed(self, prepared: PreparedTrigger, answer: Created | Refused) -> RunHandle:
+    def _committed(self, prepared: PreparedTrigger, answer: Created | Refused[AdmissionRefusal]) -> RunHandle:
         definition = prepared.definition
         self.store.note_flow_saved(definition, prepared.manifest_hash)
         if isinstance(answer, Refused):
-            if answer.reason is Refusal.disabled:
+            if answer.reason is AdmissionRefusal.disabled:
                 raise FlowDisabled(f"flow {definition.name!r} is disabled")
-            if answer.reason is Refusal.rate_limited:
+            if answer.reason is AdmissionRefusal.rate_limited:
                 raise TriggerNotAdmitted(
                     answer.reason.value,
                     f"too many runs of flow {definition.name!r}",
@@ -365,7 +375,7 @@ class FlowClient:
         manifest = self.store.load_manifest(run_fields["manifest_hash"])
         declared = signal_name in manifest.signal_names()
         open_waits = manifest.expression_signal_waits()
-        answer: Delivered | Refused = Refused(Refusal.changed)
+        answer: Delivered | Refused[SignalRefusal] = Refused(SignalRefusal.changed)
         for _ in range(_SIGNAL_TRIES):
             waiters = self.store.signal_waiters(run_id, signal_name)
             calls = {key: step_call(str(run_id), run_fields, key, n) for key, n in waiters.items()}
@@ -377,16 +387,16 @@ class FlowClient:
             answer = self.store.deliver_signal(
                 run_id, signal_name, payload_json, declared=declared, resumes=resumes, open_waits=open_waits
             )
-            if not (isinstance(answer, Refused) and answer.reason is Refusal.changed):
+            if not (isinstance(answer, Refused) and answer.reason is SignalRefusal.changed):
                 break
         if isinstance(answer, Refused):
-            if answer.reason is Refusal.already:
+            if answer.reason is SignalRefusal.already:
                 raise SignalAlreadyDelivered(
                     f"signal {signal_name!r} was already delivered to run {run_id} at {answer.detail}"
                 )
-            if answer.reason is Refusal.not_active:
+            if answer.reason is SignalRefusal.not_active:
                 raise SignalNotFound(f"run {run_id} is {answer.detail}; it waits for no signal")
-            if answer.reason is Refusal.changed:
+            if answer.reason is SignalRefusal.changed:
                 raise SignalBusy(f"steps of run {run_id} kept parking on {signal_name!r}; signal again")
             raise SignalNotFound(f"no step of run {run_id} waits for signal {signal_name!r}")
         if not answer.resumed:
@@ -486,7 +496,7 @@ class FlowClient:
         run_id = parse_run_id(run_id)
         answer = self.store.cancel_run(run_id, reason or "cancelled on request")
         if isinstance(answer, Refused):
-            if answer.reason is Refusal.not_active:
+            if answer.reason is CancelRefusal.not_active:
                 raise RunNotActive(
                     f"run {run_id} is {answer.detail}; only a Pending or Running run can be cancelled"
                 )

@@ -53,11 +53,11 @@ from flowjobs.store.run_store import RunStore
 from flowjobs.store.transitions import (
     AppliedPlan,
     Claim,
+    ClaimRefusal,
     Continuation,
     LoopAdvance,
     NextAttempt,
     Park,
-    Refusal,
     Refused,
     RunSnapshot,
     Signalled,
@@ -217,7 +217,7 @@ class Engine:
                 return self._record(current, Outcome(StepStatus.Failed, error=reason))
 
     def _refused_claim(
-        self, run_id: str, step_key: str, attempt: int, job_id: str | None, refused: Refused
+        self, run_id: str, step_key: str, attempt: int, job_id: str | None, refused: Refused[ClaimRefusal]
     ) -> StepReport:
         """A job whose attempt is not the step's current one. When it is the job of the step's latest
         attempt, which failed, and was queued again after that (rq-dashboard's Requeue), it asks for
@@ -237,7 +237,7 @@ class Engine:
             return StepReport(StepOutcome.retried, error=f"Requeued failed attempt: attempt {retried} queued")
         why = (
             f"Refused: attempt {attempt} is not the step's current one (it is {refused.detail})"
-            if refused.reason is Refusal.stale
+            if refused.reason is ClaimRefusal.stale
             else f"Refused: the run is {refused.detail}"
         )
         return StepReport(StepOutcome(refused.reason.value), error=why)

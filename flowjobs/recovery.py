@@ -26,6 +26,7 @@ from flowjobs.core.clock import utcnow
 from flowjobs.core.job_calls import JobCall, JobState, trigger_call
 from flowjobs.core.manifest import FlowManifest
 from flowjobs.core.statuses import RunStatus, StepStatus
+from flowjobs.core.transitions import REASONS
 from flowjobs.engine import Engine
 from flowjobs.runtime.rq import RQJobRunner, TakenJob
 from flowjobs.store.base import REDIS_DOWN
@@ -33,7 +34,7 @@ from flowjobs.store.transitions import RunSnapshot
 
 log = structlog.get_logger("flowjobs.recovery")
 
-TIMED_OUT_REASON = "Run is TimedOut."
+TIMED_OUT_REASON = REASONS.closed(RunStatus.TimedOut)
 #: Default of ``FLOWJOBS_MAX_LOST_ATTEMPTS``.
 DEFAULT_MAX_LOST_ATTEMPTS = 1
 #: Candidates a pass looks up per round-trip (their hashes, then their jobs' states).

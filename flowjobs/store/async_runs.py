@@ -6,7 +6,7 @@ from __future__ import annotations
 from redis.asyncio import Redis
 
 from flowjobs.store.scripts import decode_create_run, script_argv, script_source
-from flowjobs.store.transitions import Created, NewRun, Refused
+from flowjobs.store.transitions import AdmissionRefusal, Created, NewRun, Refused
 
 
 class AsyncRunWrites:
@@ -16,6 +16,6 @@ class AsyncRunWrites:
         self.redis = redis
         self._create = redis.register_script(script_source("create_run"))
 
-    async def create_run(self, new: NewRun) -> Created | Refused:
+    async def create_run(self, new: NewRun) -> Created | Refused[AdmissionRefusal]:
         """``RunWrites.create_run``, awaited."""
         return decode_create_run(await self._create(args=script_argv(new.args, new.argv)), new.run_id)

@@ -8,7 +8,7 @@ reads replies by position; everything else gets the transition types.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib.resources import files
@@ -18,18 +18,25 @@ from redis import Redis
 
 from flowjobs.core.planner import LoopProgress
 from flowjobs.core.statuses import RunStatus, StepStatus
+from flowjobs.core.transitions import ACTIVE, FINAL, REASONS, RUN_RULES, STEP_RULES, Rule
 from flowjobs.store.codec import from_pairs, moment, stored_step, text
 from flowjobs.store.transitions import (
+    AdmissionRefusal,
     AppliedPlan,
     Cancelled,
+    CancelRefusal,
     Claim,
+    ClaimRefusal,
     Created,
     Delivered,
+    FenceRefusal,
     NewRun,
-    Refusal,
+    R,
     Refused,
+    RetryRefusal,
     RunSnapshot,
     Signalled,
+    SignalRefusal,
     StateScope,
 )
 
@@ -55,9 +62,65 @@ SCRIPT_NAMES = (
 
 @cache
 def script_source(name: str) -> str:
-    """A script's Lua, with the shared helpers of ``common.lua`` prepended."""
+    """A script's Lua, after the generated prelude (``lua_prelude``) and the shared helpers of
+    ``common.lua``."""
     lua = files("flowjobs") / "lua"
-    return (lua / "common.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
+    return lua_prelude() + (lua / "common.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
+
+
+@cache
+def lua_prelude() -> str:
+    """``flowjobs.core.transitions`` as Lua: ``FINAL`` (step statuses) and ``ACTIVE`` (run
+    statuses) as sets; ``RUN`` and ``STEP``, each rule by name as ``{from = set, to = set, target =
+    its one target status, run = set of run statuses}`` (a step without a record is ``''``, as
+    ``HGET ... or ''`` reads it; ``target`` and ``run`` only when the rule has them); ``REASON``,
+    with ``run_is`` as {text before the status, text after it}."""
+    before, after = REASONS.run_is.split("{status}")
+    reasons = {
+        "cancelled": _lua_string(REASONS.cancelled),
+        "flow_disabled": _lua_string(REASONS.flow_disabled),
+        "run_is": f"{{{_lua_string(before)}, {_lua_string(after)}}}",
+    }
+    return "\n".join(
+        [
+            "-- Generated from flowjobs/core/transitions.py by flowjobs/store/scripts.py (lua_prelude).",
+            f"local FINAL = {_lua_set(FINAL)}",
+            f"local ACTIVE = {_lua_set(ACTIVE)}",
+            f"local RUN = {_lua_rules(RUN_RULES)}",
+            f"local STEP = {_lua_rules(STEP_RULES)}",
+            f"local REASON = {_lua_table(reasons)}",
+            "",
+        ]
+    )
+
+
+def _lua_rules(rules: Mapping[str, Rule[Any]]) -> str:
+    def rule(r: Rule[Any]) -> str:
+        fields = {"from": _lua_set(r.source), "to": _lua_set(r.target)}
+        targets = [status for status in r.target if status is not None]
+        if len(r.target) == 1 and targets:
+            fields["target"] = _lua_string(targets[0].value)
+        if r.run is not None:
+            fields["run"] = _lua_set(r.run)
+        return _lua_table(fields)
+
+    return _lua_table({name: rule(r) for name, r in rules.items()}, sep=",\n  ", around="\n  ")
+
+
+def _lua_set(statuses: Iterable[StepStatus | RunStatus | None]) -> str:
+    names = sorted("" if status is None else status.value for status in statuses)
+    return "{" + ", ".join(f"[{_lua_string(name)}] = true" for name in names) + "}"
+
+
+def _lua_table(fields: Mapping[str, str], sep: str = ", ", around: str = "") -> str:
+    body = sep.join(f"{name} = {value}" for name, value in fields.items())
+    return "{" + around + body + around.rstrip(" ") + "}"
+
+
+def _lua_string(value: str) -> str:
+    if not value.isascii() or not value.isprintable():
+        raise ValueError(f"not a printable ASCII text for a Lua literal: {value!r}")
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 @dataclass(frozen=True)
@@ -80,7 +143,7 @@ class Scripts:
     def _call(self, name: str, args: Mapping[str, Any], argv: Sequence[bytes] = ()) -> Any:
         return self._registered[name](args=script_argv(args, argv))
 
-    def create_run(self, new: NewRun) -> Created | Refused:
+    def create_run(self, new: NewRun) -> Created | Refused[AdmissionRefusal]:
         """``create_run.lua``."""
         return decode_create_run(self._call("create_run", new.args, new.argv), new.run_id)
 
@@ -96,17 +159,19 @@ class Scripts:
 
     def claim(
         self, args: Mapping[str, Any], refs: Sequence[str], scope: StateScope | None
-    ) -> Claim | Refused:
+    ) -> Claim | Refused[ClaimRefusal]:
         """``claim.lua``; ``refs`` name the steps whose hash keys ``args["refs"]`` lists, in order."""
         return decode_claim(self._call("claim", args), refs, scope)
 
     def complete(
         self, args: Mapping[str, Any], argv: Sequence[bytes], scope: StateScope | None
-    ) -> RunSnapshot | Refused | Signalled:
+    ) -> RunSnapshot | Refused[FenceRefusal] | Signalled:
         """``complete.lua``."""
         return decode_complete(self._call("complete", args, argv), scope)
 
-    def expand_loop(self, args: Mapping[str, Any], scope: StateScope | None) -> RunSnapshot | Refused:
+    def expand_loop(
+        self, args: Mapping[str, Any], scope: StateScope | None
+    ) -> RunSnapshot | Refused[FenceRefusal]:
         """``expand_loop.lua``."""
         return decode_expand_loop(self._call("expand_loop", args), scope)
 
@@ -118,7 +183,9 @@ class Scripts:
         """``renew_many.lua``."""
         return decode_renew_many(self._call("renew_many", args))
 
-    def deliver_signal(self, args: Mapping[str, Any], argv: Sequence[bytes]) -> Delivered | Refused:
+    def deliver_signal(
+        self, args: Mapping[str, Any], argv: Sequence[bytes]
+    ) -> Delivered | Refused[SignalRefusal]:
         """``deliver_signal.lua``."""
         return decode_deliver_signal(self._call("deliver_signal", args, argv))
 
@@ -126,11 +193,11 @@ class Scripts:
         """``end_run.lua``."""
         return decode_end_run(self._call("end_run", args))
 
-    def cancel_run(self, args: Mapping[str, Any]) -> Cancelled | Refused:
+    def cancel_run(self, args: Mapping[str, Any]) -> Cancelled | Refused[CancelRefusal]:
         """``cancel_run.lua``."""
         return decode_cancel_run(self._call("cancel_run", args))
 
-    def retry_step(self, args: Mapping[str, Any], argv: Sequence[bytes]) -> int | Refused:
+    def retry_step(self, args: Mapping[str, Any], argv: Sequence[bytes]) -> int | Refused[RetryRefusal]:
         """``retry_step.lua``."""
         return decode_retry_step(self._call("retry_step", args, argv))
 
@@ -156,14 +223,14 @@ def script_argv(args: Mapping[str, Any], argv: Sequence[bytes] = ()) -> list[Any
     return [json.dumps(args), *argv]
 
 
-def decode_create_run(reply: Any, run_id: str) -> Created | Refused:
+def decode_create_run(reply: Any, run_id: str) -> Created | Refused[AdmissionRefusal]:
     """``{'created'}``, ``{'existing', first run id}`` or a refusal."""
     head = text(reply[0])
     if head == "created":
         return Created(run_id, created=True)
     if head == "existing":
         return Created(text(reply[1]), created=False)
-    return _refused(reply)
+    return _refused(reply, AdmissionRefusal)
 
 
 def decode_start_run(reply: Any) -> tuple[RunStatus, RunSnapshot] | None:
@@ -190,10 +257,12 @@ def decode_apply_plan(reply: Any, scope: StateScope | None) -> AppliedPlan | Run
     return decode_applied(body) if head == b"applied" else decode_state(body, scope)
 
 
-def decode_claim(reply: Any, refs: Sequence[str], scope: StateScope | None) -> Claim | Refused:
+def decode_claim(
+    reply: Any, refs: Sequence[str], scope: StateScope | None
+) -> Claim | Refused[ClaimRefusal]:
     """``{'ok', {ref views}, {first_started_at, loop item}, state}`` or a refusal."""
     if reply[0] != b"ok":
-        return _refused(reply)
+        return _refused(reply, ClaimRefusal)
     _, views, (first_started, loop_item), state = reply
     snapshot = decode_state(state, scope)
     return Claim(
@@ -205,22 +274,22 @@ def decode_claim(reply: Any, refs: Sequence[str], scope: StateScope | None) -> C
     )
 
 
-def decode_complete(reply: Any, scope: StateScope | None) -> RunSnapshot | Refused | Signalled:
+def decode_complete(reply: Any, scope: StateScope | None) -> RunSnapshot | Refused[FenceRefusal] | Signalled:
     """``{'ok', state, false}``, ``{'ok', false, applied}``, ``{'signalled', payload}`` or a refusal."""
     if reply[0] == b"signalled":
         return Signalled(text(reply[1]))
     if reply[0] != b"ok":
-        return _refused(reply)
+        return _refused(reply, FenceRefusal)
     _, state, applied = reply
     if applied:
         return RunSnapshot(statuses={}, run={}, scope=scope, applied=decode_applied(applied))
     return decode_state(state, scope)
 
 
-def decode_expand_loop(reply: Any, scope: StateScope | None) -> RunSnapshot | Refused:
+def decode_expand_loop(reply: Any, scope: StateScope | None) -> RunSnapshot | Refused[FenceRefusal]:
     """``{'ok', state}`` or a refusal."""
     if reply[0] != b"ok":
-        return _refused(reply)
+        return _refused(reply, FenceRefusal)
     return decode_state(reply[1], scope)
 
 
@@ -248,28 +317,28 @@ def decode_renew_many(reply: Any) -> list[bool]:
     return [bool(renewed) for renewed in reply]
 
 
-def decode_deliver_signal(reply: Any) -> Delivered | Refused:
+def decode_deliver_signal(reply: Any) -> Delivered | Refused[SignalRefusal]:
     """``{'resumed', step key...}``, ``{'kept'}`` or a refusal."""
     head = text(reply[0])
     if head == "resumed":
         return Delivered([text(key) for key in reply[1:]])
     if head == "kept":
         return Delivered([])
-    return _refused(reply)
+    return _refused(reply, SignalRefusal)
 
 
-def decode_cancel_run(reply: Any) -> Cancelled | Refused:
+def decode_cancel_run(reply: Any) -> Cancelled | Refused[CancelRefusal]:
     """``{'cancelled', closed now 1/0, {job ids}}`` or a refusal."""
     if reply[0] != b"cancelled":
-        return _refused(reply)
+        return _refused(reply, CancelRefusal)
     _, closed, job_ids = reply
     return Cancelled(closed=bool(closed), job_ids=[text(job_id) for job_id in job_ids if job_id])
 
 
-def decode_retry_step(reply: Any) -> int | Refused:
+def decode_retry_step(reply: Any) -> int | Refused[RetryRefusal]:
     """``{'retried', new attempt}`` → the attempt number, or a refusal."""
     if reply[0] != b"retried":
-        return _refused(reply)
+        return _refused(reply, RetryRefusal)
     return int(reply[1])
 
 
@@ -303,6 +372,6 @@ def decode_read_hashes(reply: Any, fields: Sequence[str]) -> list[dict[str, str]
     ]
 
 
-def _refused(reply: Any) -> Refused:
-    """``{reason[, detail]}``: the refusals every script shares."""
-    return Refused(Refusal(text(reply[0])), text(reply[1]) if len(reply) > 1 else "")
+def _refused(reply: Any, family: type[R]) -> Refused[R]:
+    """``{reason[, detail]}``, ``reason`` one of the script's own ``family`` (a ValueError otherwise)."""
+    return Refused(family(text(reply[0])), text(reply[1]) if len(reply) > 1 else "")
