@@ -300,7 +300,7 @@ def runs_show(ctx: click.Context, run_id: str, as_json: bool, events: bool) -> N
     if run is None:
         click.echo(f"error: no run with id {run_id}", err=True)
         sys.exit(EXIT_BAD_INPUT)
-    history = client.store.events(run.id) if events else []
+    history = client.queries.events(run.id) if events else []
     if as_json:
         data = run.model_dump(mode="json", by_alias=True)
         if events:
@@ -524,7 +524,7 @@ def schedules() -> None:
 
 
 def _print_schedule(client: FlowClient, state: ScheduleState, as_json: bool) -> None:
-    enabled = client.store.flow_enabled(str(state.flow_id)) if state.flow_id else True
+    enabled = client.queries.flow_enabled(str(state.flow_id)) if state.flow_id else True
     summary = state.summary(flow_enabled=enabled)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
@@ -550,7 +550,7 @@ def schedules_list(ctx: click.Context, as_json: bool) -> None:
     """List every schedule: cron in effect, zone, next and last fire, paused, flow disabled."""
     client = _client(ctx)
     states = client.list_schedules()
-    enabled = {s.flow_id: client.store.flow_enabled(str(s.flow_id)) for s in states if s.flow_id}
+    enabled = {s.flow_id: client.queries.flow_enabled(str(s.flow_id)) for s in states if s.flow_id}
     summaries = [s.summary(flow_enabled=not s.flow_id or enabled[s.flow_id]) for s in states]
     if as_json:
         click.echo(json.dumps(summaries, indent=2))

@@ -49,6 +49,7 @@ from flowjobs.core.schedules import (
 )
 from flowjobs.core.statuses import RunStatus
 from flowjobs.core.trigger_headers import IDEMPOTENCY_HEADER, HeaderLimits, shown, trigger_headers
+from flowjobs.queries import Queries
 from flowjobs.runtime.base import JobRunner
 from flowjobs.runtime.recurring import fire_recurring_job
 from flowjobs.runtime.rq import RQJobRunner
@@ -175,6 +176,8 @@ class FlowClient:
             redis, Keys(key_prefix), retention_seconds=retention_seconds, max_run_events=max_run_events
         )
         self.schedules = ScheduleStore(redis, Keys(key_prefix))
+        #: What the operator adapters (web API, flows UI, CLI) read.
+        self.queries = Queries(redis, self.store)
         self.runner = runner or RQJobRunner(
             redis,
             queue_name,

@@ -275,7 +275,7 @@ def throughput(client: FlowClient, now: datetime) -> list[Bucket]:
     statuses = list(RunStatus)
     buckets = []
     for start in starts:
-        counts = client.store.count_runs(statuses=statuses, since=start - THROUGHPUT_BUCKET, before=start)
+        counts = client.queries.count_runs(statuses=statuses, since=start - THROUGHPUT_BUCKET, before=start)
         by_status = {status: counts[(None, status)] for status in statuses}
         succeeded, failed = by_status[RunStatus.Succeeded], by_status[RunStatus.Failed]
         buckets.append(
@@ -287,7 +287,7 @@ def throughput(client: FlowClient, now: datetime) -> list[Bucket]:
 @router.get("/", response_class=HTMLResponse)
 def overview(request: Request, client: Client) -> HTMLResponse:
     """Counts by status, runs in progress, recent failures and the last hour's throughput."""
-    counts = client.store.count_runs(statuses=list(RunStatus))
+    counts = client.queries.count_runs(statuses=list(RunStatus))
     buckets = throughput(client, utcnow())
     return page(
         request,
@@ -316,7 +316,7 @@ def _flows_context(client: FlowClient) -> dict[str, Any]:
         flows.append(
             {
                 "definition": definition,
-                "enabled": client.store.flow_enabled(definition.id),
+                "enabled": client.queries.flow_enabled(definition.id),
                 "schedules": [s for s in schedules if s.flow_id == definition.id],
                 "last_run": next(iter(client.list_runs(flow_id=definition.id, limit=1)), None),
             }
@@ -502,7 +502,7 @@ def _run_page(
     steps = run.steps or []
     if job and not step:
         step = next((s.step_key for s in steps for a in [s, *(s.attempts or [])] if a.job_id == job), "")
-    manifest = client.store.load_manifest(run.manifest_hash) if run.manifest_hash else None
+    manifest = client.queries.manifest(run.manifest_hash) if run.manifest_hash else None
     statuses = {s.step_key: s.status for s in steps}
     selected = step or ""
     dag_svg = None
@@ -540,7 +540,7 @@ def _run_page(
             "in_rq": _jobs_in_rq(client, job_ids),
             "lineage": lineage,
             "signals": signals,
-            "events": client.store.events(run.id)[-50:],
+            "events": client.queries.events(run.id)[-50:],
             **context,
         },
         status_code,
@@ -731,7 +731,7 @@ async def events(settings: AppSettings, client: Client, run: Annotated[str, Quer
     connection = redis.asyncio.Redis.from_url(settings.redis_url, socket_connect_timeout=SSE_CONNECT_SECONDS)
     pubsub = connection.pubsub(ignore_subscribe_messages=True)
     try:
-        await pubsub.subscribe(client.store.keys.events_channel())
+        await pubsub.subscribe(client.queries.events_channel())
     except BaseException as error:
         await _close(pubsub, connection)
         if not isinstance(error, REDIS_UNREACHABLE):
