@@ -4,16 +4,9 @@ names and RQ's worker registry are not the adapters' API."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import datetime
-from uuid import UUID
-
 from redis import Redis
 from rq import Queue, Worker
 
-from flowjobs.core.manifest import FlowManifest
-from flowjobs.core.records import RunEvent
-from flowjobs.core.statuses import RunStatus
 from flowjobs.store.run_store import RunStore
 
 
@@ -23,29 +16,15 @@ class Queries:
     def __init__(self, redis: Redis, store: RunStore) -> None:
         self.redis = redis
         self.store = store
-
-    def flow_enabled(self, flow_id: UUID | str) -> bool:
-        """False only when the flow was explicitly disabled."""
-        return self.store.flow_enabled(flow_id)
-
-    def count_runs(
-        self,
-        *,
-        flow_ids: Sequence[UUID | str | None] = (None,),
-        statuses: Sequence[RunStatus | None] = (None,),
-        before: datetime | None = None,
-        since: datetime | None = None,
-    ) -> dict[tuple[str | None, RunStatus | None], int]:
-        """How many runs each (flow, status) pair has (None: any), started in ``[since, before)``."""
-        return self.store.count_runs(flow_ids=flow_ids, statuses=statuses, before=before, since=since)
-
-    def events(self, run_id: UUID | str) -> list[RunEvent]:
-        """The run's event history, oldest first (its last ``max_run_events`` events)."""
-        return self.store.events(run_id)
-
-    def manifest(self, manifest_hash: str) -> FlowManifest:
-        """The pinned manifest a run plans against."""
-        return self.store.load_manifest(manifest_hash)
+        # The store's own reads, under the names the adapters use (bound here, not re-declared).
+        #: ``flow_enabled(flow_id)``: False only when the flow was explicitly disabled.
+        self.flow_enabled = store.flow_enabled
+        #: ``count_runs(flow_ids=, statuses=, before=, since=)``: runs per (flow, status) pair.
+        self.count_runs = store.count_runs
+        #: ``events(run_id)``: the run's event history, oldest first.
+        self.events = store.events
+        #: ``manifest(manifest_hash)``: the pinned manifest a run plans against.
+        self.manifest = store.load_manifest
 
     def events_channel(self) -> str:
         """The pub/sub channel every run event is published on (``<run_id>|<event>``)."""
