@@ -121,45 +121,52 @@ def test_reasons() -> None:
     assert REASONS.cancelled == "Run was cancelled."
 
 
-def _lua_set(text: str) -> set[str]:
-    return set(re.findall(r"\['([^']*)'\] = true", text))
+def _lua_sets(prelude: str) -> dict[str, set[str]]:
+    """The prelude's ``local SET_<members> = {...}`` tables, by name."""
+    return {
+        name: set(re.findall(r"\['([^']*)'\] = true", body))
+        for name, body in re.findall(r"^local (SET_\w+) = (\{.*\})$", prelude, re.M)
+    }
 
 
 def _names(statuses: frozenset[Any]) -> set[str]:
     return {"" if status is None else status.value for status in statuses}
 
 
-def _lua_rules(prelude: str, table: str) -> dict[str, str]:
+def _lua_rules(prelude: str, table: str) -> dict[str, dict[str, str]]:
+    """``RUN`` or ``STEP``: each rule's fields as Lua text."""
     body = re.search(rf"^local {table} = \{{\n(.*?)\n\}}$", prelude, re.S | re.M)
     assert body is not None
-    return dict(re.findall(r"^  (\w+) = (\{.*\}),?$", body.group(1), re.M))
-
-
-def _lua_field(rule: str, field: str) -> str | None:
-    found = re.search(rf"{field} = (\{{[^{{}}]*\}}|'[^']*')", rule)
-    return found.group(1) if found else None
+    return {
+        name: dict(re.findall(r"(\w+) = ('[^']*'|\w+)", fields))
+        for name, fields in re.findall(r"^  (\w+) = \{(.*)\},?$", body.group(1), re.M)
+    }
 
 
 @pytest.mark.parametrize(("table", "rules"), [("RUN", RUN_RULES), ("STEP", STEP_RULES)])
 def test_the_lua_prelude_spells_every_rule(table: str, rules: Mapping[str, Rule[Any]]) -> None:
-    lua = _lua_rules(lua_prelude(), table)
+    prelude = lua_prelude()
+    sets, lua = _lua_sets(prelude), _lua_rules(prelude, table)
     assert set(lua) == set(rules)
     for name, rule in rules.items():
-        assert _lua_set(_lua_field(lua[name], "from") or "") == _names(rule.source), name
-        assert _lua_set(_lua_field(lua[name], "to") or "") == _names(rule.target), name
-        assert _lua_set(_lua_field(lua[name], "run") or "") == _names(rule.run or frozenset()), name
+        fields = lua[name]
+        assert sets[fields["from"]] == _names(rule.source), name
+        assert sets[fields["run"]] == _names(rule.run) if rule.run else "run" not in fields, name
         single = [status.value for status in rule.target if status is not None]
         expected = f"'{single[0]}'" if len(rule.target) == len(single) == 1 else None
-        assert _lua_field(lua[name], "target") == expected, name
+        assert fields.get("target") == expected, name
 
 
 def test_the_lua_prelude_spells_final_active_and_the_reasons() -> None:
     prelude = lua_prelude()
     assert prelude.startswith("-- Generated from flowjobs/core/transitions.py")
-    final = re.search(r"^local FINAL = (.*)$", prelude, re.M)
-    active = re.search(r"^local ACTIVE = (.*)$", prelude, re.M)
-    assert final and _lua_set(final.group(1)) == _names(FINAL)
-    assert active and _lua_set(active.group(1)) == _names(ACTIVE)
+    sets = _lua_sets(prelude)
+    # Each set is built once per call: no two set tables alike.
+    assert len({frozenset(members) for members in sets.values()}) == len(sets)
+    final = re.search(r"^local FINAL = (\w+)$", prelude, re.M)
+    active = re.search(r"^local ACTIVE = (\w+)$", prelude, re.M)
+    assert final and sets[final.group(1)] == _names(FINAL)
+    assert active and sets[active.group(1)] == _names(ACTIVE)
     assert (
         "local REASON = {cancelled = 'Run was cancelled.', "
         "flow_disabled = 'The flow was disabled before the run started.', run_is = {'Run is ', '.'}}"

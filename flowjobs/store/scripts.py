@@ -71,50 +71,52 @@ def script_source(name: str) -> str:
 @cache
 def lua_prelude() -> str:
     """``flowjobs.core.transitions`` as Lua: ``FINAL`` (step statuses) and ``ACTIVE`` (run
-    statuses) as sets; ``RUN`` and ``STEP``, each rule by name as ``{from = set, to = set, target =
-    its one target status, run = set of run statuses}`` (a step without a record is ``''``, as
-    ``HGET ... or ''`` reads it; ``target`` and ``run`` only when the rule has them); ``REASON``,
-    with ``run_is`` as {text before the status, text after it}."""
+    statuses) as sets; ``RUN`` and ``STEP``, each rule by name as ``{from = set, target = its one
+    target status, run = set of run statuses}`` (``target`` and ``run`` only when the rule has
+    them; a step without a record is ``''``, as ``HGET ... or ''`` reads it); ``REASON``, with
+    ``run_is`` as {text before the status, text after it}.
+
+    Every script call builds these tables afresh (Redis keeps no Lua state between calls), so the
+    prelude holds only what scripts read: each distinct set once (``SET_<members>``), and no rule's
+    set of targets.
+    """
+    sets: dict[frozenset[str], str] = {}
+
+    def lua_set(statuses: Iterable[StepStatus | RunStatus | None]) -> str:
+        names = frozenset("" if status is None else status.value for status in statuses)
+        return sets.setdefault(names, "SET_" + "_".join(sorted(name or "none" for name in names)))
+
+    def rules(table: Mapping[str, Rule[Any]]) -> str:
+        lines = []
+        for name, rule in table.items():
+            fields = {"from": lua_set(rule.source)}
+            targets = [status for status in rule.target if status is not None]
+            if len(rule.target) == 1 and targets:
+                fields["target"] = _lua_string(targets[0].value)
+            if rule.run is not None:
+                fields["run"] = lua_set(rule.run)
+            lines.append(f"  {name} = {{{', '.join(f'{key} = {value}' for key, value in fields.items())}}}")
+        return "{\n" + ",\n".join(lines) + "\n}"
+
     before, after = REASONS.run_is.split("{status}")
-    reasons = {
-        "cancelled": _lua_string(REASONS.cancelled),
-        "flow_disabled": _lua_string(REASONS.flow_disabled),
-        "run_is": f"{{{_lua_string(before)}, {_lua_string(after)}}}",
-    }
-    return "\n".join(
-        [
-            "-- Generated from flowjobs/core/transitions.py by flowjobs/store/scripts.py (lua_prelude).",
-            f"local FINAL = {_lua_set(FINAL)}",
-            f"local ACTIVE = {_lua_set(ACTIVE)}",
-            f"local RUN = {_lua_rules(RUN_RULES)}",
-            f"local STEP = {_lua_rules(STEP_RULES)}",
-            f"local REASON = {_lua_table(reasons)}",
-            "",
-        ]
+    reason = (
+        f"{{cancelled = {_lua_string(REASONS.cancelled)}, "
+        f"flow_disabled = {_lua_string(REASONS.flow_disabled)}, "
+        f"run_is = {{{_lua_string(before)}, {_lua_string(after)}}}}}"
     )
-
-
-def _lua_rules(rules: Mapping[str, Rule[Any]]) -> str:
-    def rule(r: Rule[Any]) -> str:
-        fields = {"from": _lua_set(r.source), "to": _lua_set(r.target)}
-        targets = [status for status in r.target if status is not None]
-        if len(r.target) == 1 and targets:
-            fields["target"] = _lua_string(targets[0].value)
-        if r.run is not None:
-            fields["run"] = _lua_set(r.run)
-        return _lua_table(fields)
-
-    return _lua_table({name: rule(r) for name, r in rules.items()}, sep=",\n  ", around="\n  ")
-
-
-def _lua_set(statuses: Iterable[StepStatus | RunStatus | None]) -> str:
-    names = sorted("" if status is None else status.value for status in statuses)
-    return "{" + ", ".join(f"[{_lua_string(name)}] = true" for name in names) + "}"
-
-
-def _lua_table(fields: Mapping[str, str], sep: str = ", ", around: str = "") -> str:
-    body = sep.join(f"{name} = {value}" for name, value in fields.items())
-    return "{" + around + body + around.rstrip(" ") + "}"
+    tables = [
+        f"local FINAL = {lua_set(FINAL)}",
+        f"local ACTIVE = {lua_set(ACTIVE)}",
+        f"local RUN = {rules(RUN_RULES)}",
+        f"local STEP = {rules(STEP_RULES)}",
+        f"local REASON = {reason}",
+    ]
+    set_lines = [
+        f"local {name} = {{{', '.join(f'[{_lua_string(member)}] = true' for member in sorted(members))}}}"
+        for members, name in sets.items()
+    ]
+    header = "-- Generated from flowjobs/core/transitions.py by flowjobs/store/scripts.py (lua_prelude)."
+    return "\n".join([header, *set_lines, *tables, ""])
 
 
 def _lua_string(value: str) -> str:
