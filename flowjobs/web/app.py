@@ -95,7 +95,7 @@ def create_app(settings: Settings | None = None, client: FlowClient | None = Non
         if STATIC_DIR.is_dir():
             app.mount(f"{UI_PREFIX}/static", StaticFiles(directory=STATIC_DIR), name="flows-static")
         app.include_router(ui)
-    app.mount(RQ_PREFIX, WSGIMiddleware(create_rq_dashboard(settings)), name="rq-dashboard")  # type: ignore[arg-type]
+    app.mount(RQ_PREFIX, WSGIMiddleware(create_rq_dashboard(settings, client.redis)), name="rq-dashboard")  # type: ignore[arg-type]
     install_auth(app, settings)
     install_guard(app, settings)  # after auth: outermost, so its refusals and headers cover auth's 401
     return app
