@@ -21,10 +21,14 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from flowjobs import RunStatus, StepStatus
+from flowjobs.clock import utcnow
 from flowjobs.embedded import server_binary
 from flowjobs.errors import ReplicasNotAcknowledged
 from flowjobs.factory import client_from_settings, connect, flows_from_settings
+from flowjobs.schedules.cron import latest_tick
+from flowjobs.schedules.firing import ScheduleFirer
 from tests.conftest import Space, free_port, wait_until
+from tests.integration.test_schedules import FLOW_ID, SCHEDULE, client_for, write_flow
 
 MASTER = "flowjobs-test"
 API = "/flows/api"
@@ -291,3 +295,24 @@ def test_a_trigger_too_few_replicas_acknowledge_is_refused_with_the_run_named(sp
     assert answer.returncode == 4
     lines = answer.stderr.strip().splitlines()
     assert len(lines) == 1 and "replica(s) required acknowledged it within 50 ms" in lines[0], answer.stderr
+
+
+def test_a_cron_tick_too_few_replicas_acknowledge_stays_due_and_fires_as_the_same_run(
+    space: Space, tmp_path: Path
+) -> None:
+    write_flow(tmp_path, "*/5 * * * *")
+    space.settings = space.settings.model_copy(update={"flows_dir": tmp_path})
+    plain = client_for(space, tmp_path)
+    plain.sync_schedules()
+    due = latest_tick("*/5 * * * *", utcnow())  # a tick owed now
+    plain.schedules.change(SCHEDULE, lambda s: s and s.model_copy(update={"next_fire_at": due}))
+    waiting = {"redis_wait_replicas": 100, "redis_wait_timeout_ms": 20}
+    space.settings = space.settings.model_copy(update=waiting)
+
+    assert ScheduleFirer(client_for(space, tmp_path), grace_seconds=600).fire_due() == 0
+    assert plain.schedules.require(SCHEDULE).next_fire_at == due, "the unacknowledged tick was dropped"
+    assert len(plain.list_runs(flow_id=FLOW_ID)) == 1, "the run is written on the primary"
+    # Once replicas acknowledge (here: none required), the next pass finds that run and moves on.
+    ScheduleFirer(plain, grace_seconds=600).fire_due()
+    assert plain.schedules.require(SCHEDULE).next_fire_at != due
+    assert len(plain.list_runs(flow_id=FLOW_ID)) == 1
