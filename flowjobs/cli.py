@@ -15,6 +15,7 @@ from uuid import UUID
 
 import click
 from redis import ConnectionPool
+from redis.sentinel import MasterNotFoundError
 
 from flowjobs.client import FlowClient
 from flowjobs.embedded import EmbeddedRedis, ensure_redis
@@ -52,8 +53,15 @@ class _Group(click.Group):
         except FlowjobsError as error:
             click.echo(f"error: {error}", err=True)
             sys.exit(EXIT_BAD_INPUT)
+        except MasterNotFoundError:
+            # redis-py's message is the repr of every Sentinel client: hundreds of characters.
+            master = getattr(ctx.obj, "redis_sentinel_master", None)
+            why = f"no Sentinel answered with a primary {master!r} that is up"
+            click.echo(f"error: Redis is unreachable (FLOWJOBS_REDIS_SENTINELS): {why}", err=True)
+            sys.exit(EXIT_REDIS_UNREACHABLE)
         except REDIS_DOWN as error:
-            click.echo(f"error: Redis is unreachable (REDIS_URL): {error}", err=True)
+            where = "FLOWJOBS_REDIS_SENTINELS" if getattr(ctx.obj, "redis_sentinels", None) else "REDIS_URL"
+            click.echo(f"error: Redis is unreachable ({where}): {error}", err=True)
             sys.exit(EXIT_REDIS_UNREACHABLE)
 
 

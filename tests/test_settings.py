@@ -12,6 +12,7 @@ from flowjobs.cli import cli
 from flowjobs.errors import InvalidSettings
 from flowjobs.factory import connect
 from flowjobs.settings import load_settings
+from tests.conftest import free_port
 
 
 @pytest.fixture
@@ -234,4 +235,17 @@ def test_a_bad_sentinel_is_one_line_from_the_cli(config: Path, monkeypatch: pyte
     assert answer.exit_code == 2
     assert answer.stderr.strip() == (
         "error: invalid setting FLOWJOBS_REDIS_SENTINELS: 's2' is not host:port ([address]:port for IPv6)"
+    )
+
+
+def test_sentinels_that_name_no_primary_are_one_line_and_exit_4(
+    config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FLOWJOBS_REDIS_SENTINELS", f"127.0.0.1:{free_port()}")  # nothing listens there
+    monkeypatch.setenv("FLOWJOBS_REDIS_SENTINEL_MASTER", "main")
+    answer = CliRunner().invoke(cli, ["runs", "list"])
+    assert answer.exit_code == 4
+    assert answer.stderr.strip() == (
+        "error: Redis is unreachable (FLOWJOBS_REDIS_SENTINELS): "
+        "no Sentinel answered with a primary 'main' that is up"
     )
