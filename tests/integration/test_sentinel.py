@@ -203,9 +203,12 @@ def _health(http: httpx.Client) -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("switch", ["kill", "failover-command"])
 def test_runs_in_flight_survive_a_sentinel_failover(
-    cluster: SentinelCluster, space: Space, tmp_path: Path
+    cluster: SentinelCluster, space: Space, tmp_path: Path, switch: str
 ) -> None:
+    """``kill``: the primary SIGKILLed (a crash). ``failover-command``: ``SENTINEL FAILOVER``, as
+    for maintenance: the old primary lives on, turns replica, and refuses writes (``READONLY``)."""
     # ``cluster`` is requested before ``space``: the servers outlive the processes the space stops.
     flows_dir = tmp_path / "flows"
     flows_dir.mkdir()
@@ -237,8 +240,11 @@ def test_runs_in_flight_survive_a_sentinel_failover(
         lock = f"rq:scheduler-lock:{sentinel.settings.queue}"
         scheduler_before = sentinel.redis.get(lock)
         killed_at = time.monotonic()
-        cluster.primary.kill()
-        # Sentinels call the primary down only after DOWN_AFTER_MS: until then nothing can answer.
+        if switch == "kill":
+            cluster.primary.kill()
+        else:
+            assert cluster.sentinels[0].client().sentinel_failover(MASTER)
+        # After a kill, Sentinels call the primary down only after DOWN_AFTER_MS: nothing answers till then.
         during = _health(http)
         during_at = time.monotonic() - killed_at
         promoted = wait_until(
@@ -264,20 +270,31 @@ def test_runs_in_flight_survive_a_sentinel_failover(
                 assert len(succeeded) == 1, f"step {key} of run {run_id}: {len(succeeded)} Succeeded attempts"
         assert [p.poll() for p in processes] == [None, None, None], "a flowjobs process exited"
         # The delayed attempts ran: a worker's RQ scheduler holds its lock on the new primary.
-        scheduler_after = sentinel.redis.get(lock)
-        assert scheduler_after is not None and scheduler_after != scheduler_before
-        # A trigger after the switch is acknowledged by... no replica: the old primary is gone.
-        with pytest.raises(ReplicasNotAcknowledged):
-            client.trigger("failover")
-        answer = http.post(f"{API}/flows/failover/trigger", json={})
-        assert answer.status_code == 503 and answer.json()["error"] == "ReplicasNotAcknowledged"
+        assert sentinel.redis.get(lock) is not None
+        if switch == "kill":
+            # A worker loop ended at the switch started a new RQ scheduler there.
+            assert sentinel.redis.get(lock) != scheduler_before
+            # No replica is left to acknowledge a trigger (the old primary is dead): refused, 503.
+            with pytest.raises(ReplicasNotAcknowledged):
+                client.trigger("failover")
+            answer = http.post(f"{API}/flows/failover/trigger", json={})
+            assert answer.status_code == 503 and answer.json()["error"] == "ReplicasNotAcknowledged"
+        else:
+            # The old primary follows the new one as its replica and acknowledges triggers again.
+            answer = wait_until(
+                lambda: http.post(f"{API}/flows/failover/trigger", json={}).status_code == 202,
+                timeout=30,
+                what="a trigger acknowledged by the demoted primary",
+            )
+            assert client.trigger("failover").created
     assert promoted
-    assert during == 503, f"health answered {during} {during_at:.2f}s after the kill"
     print(
-        f"sentinel failover (down-after {DOWN_AFTER_MS} ms): health 503 {during_at:.2f}s after the kill; "
-        f"replica promoted after {promoted_after:.1f}s; web 200 again after {healthy_after:.1f}s; "
+        f"sentinel {switch} (down-after {DOWN_AFTER_MS} ms): health {during} {during_at:.2f}s after the "
+        f"switch; replica promoted after {promoted_after:.1f}s; web 200 again after {healthy_after:.1f}s; "
         f"all {RUNS} runs ended after {ended_after:.1f}s"
     )
+    if switch == "kill":
+        assert during == 503, f"health answered {during} {during_at:.2f}s after the kill"
 
 
 def test_a_trigger_too_few_replicas_acknowledge_is_refused_with_the_run_named(space: Space) -> None:
