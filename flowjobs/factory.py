@@ -15,6 +15,7 @@ import structlog
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 from redis.asyncio.sentinel import Sentinel as AsyncSentinel
+from redis.asyncio.sentinel import SentinelConnectionPool as AsyncSentinelConnectionPool
 from redis.connection import SSLConnection, parse_url
 from redis.sentinel import Sentinel
 
@@ -103,6 +104,16 @@ def connect_async(settings: Settings, *, connect_timeout: float | None = None) -
         settings.redis_sentinel_master, **{**_primary_options(settings), **options}
     )
     return client
+
+
+async def close_async(client: AsyncRedis) -> None:
+    """Close a client of ``connect_async``: its connections and, through Sentinel, the ones it
+    opened to the Sentinels (they would otherwise stay open until garbage collection)."""
+    await client.aclose()
+    pool = client.connection_pool
+    if isinstance(pool, AsyncSentinelConnectionPool):
+        for sentinel in pool.sentinel_manager.sentinels:
+            await sentinel.aclose()
 
 
 def flows_from_settings(settings: Settings) -> FlowRegistry:

@@ -27,6 +27,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from flowjobs.client import FlowClient
+from flowjobs.factory import close_async
 from flowjobs.settings import Settings, load_settings
 from flowjobs.store.async_runs import AsyncRunWrites
 from flowjobs.web import API_PREFIX, RQ_PREFIX, UI_PREFIX
@@ -59,7 +60,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     yield
     runs: AsyncRunWrites | None = getattr(app.state, "async_runs", None)
     if runs is not None:
-        await runs.redis.aclose()
+        await close_async(runs.redis)
 
 
 def create_app(settings: Settings | None = None, client: FlowClient | None = None) -> FastAPI:

@@ -35,7 +35,7 @@ from flowjobs.client import FlowClient
 from flowjobs.client import parse_run_id as client_parse_run_id
 from flowjobs.clock import utcnow
 from flowjobs.errors import FlowjobsError, RunNotFound
-from flowjobs.factory import connect_async
+from flowjobs.factory import close_async, connect_async
 from flowjobs.limits import check_json_limits
 from flowjobs.manifest import FlowManifest, child_key, split_runtime_key
 from flowjobs.records import FlowRunRecord, FlowStepRecord
@@ -792,7 +792,7 @@ async def _event_stream(
 
 async def _close(pubsub: redis.asyncio.client.PubSub, connection: redis.asyncio.Redis) -> None:
     await pubsub.aclose()
-    await connection.aclose()
+    await close_async(connection)
 
 
 def step_status_class(status: StepStatus | RunStatus | None) -> str:
