@@ -26,7 +26,14 @@ import structlog
 
 from flowjobs.client import FlowClient
 from flowjobs.clock import iso, utcnow
-from flowjobs.errors import FlowDisabled, FlowjobsError, FlowNotFound, InvalidCron, TriggerNotFound
+from flowjobs.errors import (
+    FlowDisabled,
+    FlowjobsError,
+    FlowNotFound,
+    InvalidCron,
+    ReplicasNotAcknowledged,
+    TriggerNotFound,
+)
 from flowjobs.recovery import REDIS_DOWN
 from flowjobs.registry import FLOW_FILE_SUFFIXES, FlowRegistry
 from flowjobs.schedules.cron import FirePlan, plan_fire
@@ -111,6 +118,10 @@ class ScheduleFirer:
                 count += self.fire_one(schedule_id, now)
             except REDIS_DOWN:
                 raise
+            except ReplicasNotAcknowledged as error:
+                # The tick stays due: the next pass fires it again under the same idempotency key,
+                # which returns the same run, and waits for the replicas again.
+                log.warning("schedule.not_replicated", schedule_id=schedule_id, error=str(error))
             except Exception as error:
                 log.exception("schedule.failed", schedule_id=schedule_id, error=repr(error))
         return count
@@ -160,7 +171,7 @@ class ScheduleFirer:
         except FlowDisabled:
             log.info("schedule.skipped", reason="flow disabled", tick=iso(plan.tick))
             return None
-        except (FlowNotFound, TriggerNotFound):
+        except (FlowNotFound, TriggerNotFound, ReplicasNotAcknowledged):
             raise
         except FlowjobsError as error:  # the flow refuses this tick (bad trigger data)
             log.warning("schedule.refused", tick=iso(plan.tick), error=str(error))

@@ -12,6 +12,7 @@ from flowjobs.keys import Keys
 from flowjobs.manifest import FlowManifest
 from flowjobs.statuses import RunStatus
 from flowjobs.store.codec import from_hash
+from flowjobs.store.replicas import ReplicaWait
 from flowjobs.store.scripts import Scripts
 
 
@@ -25,8 +26,10 @@ class StoreBase:
         *,
         retention_seconds: int,
         max_run_events: int,
+        replica_wait: ReplicaWait | None = None,
     ) -> None:
         self.redis = redis
+        self.replica_wait = replica_wait
         self.keys = keys or Keys()
         self.retention_seconds = retention_seconds
         self.max_run_events = max_run_events

@@ -35,6 +35,7 @@ from flowjobs.client import FlowClient
 from flowjobs.client import parse_run_id as client_parse_run_id
 from flowjobs.clock import utcnow
 from flowjobs.errors import FlowjobsError, RunNotFound
+from flowjobs.factory import close_async, connect_async
 from flowjobs.limits import check_json_limits
 from flowjobs.manifest import FlowManifest, child_key, split_runtime_key
 from flowjobs.records import FlowRunRecord, FlowStepRecord
@@ -727,7 +728,7 @@ async def events(settings: AppSettings, client: Client, run: Annotated[str, Quer
         return PlainTextResponse("No such run.", status_code=404)
     # An asyncio connection of its own: a subscribed connection can do nothing else, and waiting
     # on it must not hold a worker thread.
-    connection = redis.asyncio.Redis.from_url(settings.redis_url, socket_connect_timeout=SSE_CONNECT_SECONDS)
+    connection = connect_async(settings, connect_timeout=SSE_CONNECT_SECONDS)
     pubsub = connection.pubsub(ignore_subscribe_messages=True)
     try:
         await pubsub.subscribe(client.store.keys.events_channel())
@@ -791,7 +792,7 @@ async def _event_stream(
 
 async def _close(pubsub: redis.asyncio.client.PubSub, connection: redis.asyncio.Redis) -> None:
     await pubsub.aclose()
-    await connection.aclose()
+    await close_async(connection)
 
 
 def step_status_class(status: StepStatus | RunStatus | None) -> str:
