@@ -96,8 +96,9 @@ class RunWrites(StoreBase):
     def create_run(self, new: NewRun) -> Created | Refused:
         """Write a run built by ``new_run`` (``create_run.lua``): refused when its flow is disabled
         (``disabled``) or its admission fails (``rate_limited``, ``replayed``); nothing but its
-        setup is written then."""
-        return self.scripts.create_run(new)
+        setup is written then. With ``replica_wait``, ``ReplicasNotAcknowledged`` when too few
+        replicas hold the new run in time."""
+        return self.scripts.create_run(new, self.replica_wait)
 
     def start_run(self, run_id: UUID | str) -> tuple[RunStatus, RunSnapshot] | None:
         """Move a Pending run to Running (once), or to Cancelled if its flow was disabled since it
