@@ -160,6 +160,8 @@ class Space:
             "FLOWJOBS_CLAIM_LEASE_SECONDS": str(s.claim_lease_seconds),
             "FLOWJOBS_RECOVERY_INTERVAL_SECONDS": str(s.recovery_interval_seconds),
             "FLOWJOBS_JOB_TIMEOUT_SECONDS": str(s.job_timeout_seconds),
+            "FLOWJOBS_MAX_LOST_ATTEMPTS": str(s.max_lost_attempts),
+            "FLOWJOBS_MAX_STEP_CRASHES": str(s.max_step_crashes),
             "FLOWJOBS_FLOWS_DIR": str(s.flows_dir),
             "FLOWJOBS_LOG_LEVEL": "warning",
             "PYTHONPATH": str(ROOT),
