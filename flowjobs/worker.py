@@ -59,6 +59,21 @@ class FlowWorkerBase(BaseWorker):
         self._scheduler_lock = threading.Lock()
         self._looping = False
 
+    def _set_connection(self, connection: Redis) -> Redis:
+        """RQ's raise of the pool's socket timeout above its blocking dequeue (405 s), applied to the
+        connections made before too.
+
+        redis-py 8 gives a connection of a pool that names no timeout 5 s, and RQ changes only the
+        pool's setting: a connection made earlier (``wait_for_redis``' ping, the engine's first
+        reads) kept 5 s, timed the dequeue out ("Redis connection timeout, quitting") and the work
+        loop restarted every few seconds without taking a job. Dropped here, they are made again
+        with RQ's timeout."""
+        connection = super()._set_connection(connection)
+        pool = connection.connection_pool
+        pool.disconnect()
+        pool.reset()
+        return connection
+
     def work(self, burst: bool = False, *args: Any, **kwargs: Any) -> bool:
         """RQ's work loop, entered again after a back-off whenever it ends for another reason than a
         stop request or a drained burst.

@@ -12,10 +12,12 @@ import time
 from typing import Any
 
 import pytest
+from redis import Redis
 
 from flowjobs import RunStatus, StepStatus
 from flowjobs.client import FlowClient, RunHandle
 from flowjobs.engine import COLD_SHUTDOWN_REASON
+from flowjobs.worker import build_worker
 from tests.conftest import Space, wait_until
 from tests.integration.flows import flow, registry
 
@@ -199,3 +201,19 @@ def test_a_step_cut_off_by_a_cold_shutdown_is_handed_over_not_lost(space: Space)
     assert fields["status"] == "Pending" and fields["attempt"] == "2", fields
     assert fields["error_message"] == f"Handed over: {COLD_SHUTDOWN_REASON}."
     assert "lost_attempts" not in fields and "crashed_attempts" not in fields
+
+
+def test_a_worker_dequeues_on_connections_with_rqs_socket_timeout(space: Space, redis_url: str) -> None:
+    # redis-py 8 gives a connection 5 s when its pool names no timeout; RQ raises only the pool's
+    # setting above its blocking dequeue (405 s). A connection made before the worker (as
+    # ``wait_for_redis`` pings) timed the dequeue out after 5 s idle: seen as a rescuer's work loop
+    # restarting ("Redis connection timeout, quitting...") instead of taking the lost step's job.
+    redis = Redis.from_url(redis_url)
+    redis.ping()
+    worker = build_worker(redis, space.settings.queue, name=f"{space.token}-timeouts")
+    connection = redis.connection_pool.get_connection()
+    try:
+        assert connection.socket_timeout is not None
+        assert connection.socket_timeout > worker.dequeue_timeout
+    finally:
+        redis.connection_pool.release(connection)
