@@ -113,17 +113,38 @@ class FlowWorkerBase(BaseWorker):
         """Undo what RQ's teardown may not have done with Redis away, so ``work()`` can register again:
         stop the pubsub thread, and drop this worker's key (RQ refuses a live duplicate name).
         Raises while Redis is unreachable."""
-        if self.pubsub_thread is not None:
-            self.pubsub_thread.stop()
-            self.pubsub_thread.join(timeout=1)
-        if self.pubsub is not None:
-            with suppress(*REDIS_DOWN):
-                self.pubsub.close()
+        self._stop_pubsub()
         self.pubsub = self.pubsub_thread = None
         self._release_scheduler_locks()
         # The next loop starts its own RQ scheduler and maintenance (see ``revive_rq_scheduler``).
         self.scheduler = self.last_cleaned_at = None
         self.connection.delete(self.key)
+
+    def unsubscribe(self) -> None:
+        """RQ's unsubscribe from its command channel (teardown), without its unbounded wait."""
+        if self.pubsub_thread is not None:
+            log.info("worker.unsubscribing", worker=self.name)
+        self._stop_pubsub()
+
+    def _stop_pubsub(self) -> None:
+        """Stop the pubsub thread, then close its connection.
+
+        redis-py 8's ``PubSubWorkerThread.stop()`` waits for the thread, and one that is no longer
+        subscribed sleeps up to RQ's ``sleep_time`` (60 s) waiting to be subscribed again: RQ's
+        order (unsubscribe, then stop) made the warm shutdown of an idle worker hang up to a
+        minute. The thread is told to stop first, without waiting, so the unsubscribe reply that
+        wakes it ends it."""
+        thread, pubsub = self.pubsub_thread, self.pubsub
+        if thread is not None:
+            thread.stop(timeout=0)
+        if pubsub is not None:
+            with suppress(*REDIS_DOWN):
+                pubsub.unsubscribe()  # type: ignore[no-untyped-call]
+        if thread is not None:
+            thread.join(timeout=1)
+        if pubsub is not None:
+            with suppress(*REDIS_DOWN):
+                pubsub.close()
 
     def _release_scheduler_locks(self) -> None:
         """Release the queue locks the ended loop's RQ scheduler still holds.

@@ -217,3 +217,24 @@ def test_a_worker_dequeues_on_connections_with_rqs_socket_timeout(space: Space, 
         assert connection.socket_timeout > worker.dequeue_timeout
     finally:
         redis.connection_pool.release(connection)
+
+
+def test_idle_workers_stop_promptly_on_sigterm(space: Space) -> None:
+    # redis-py 8's pubsub thread, once RQ unsubscribed it, waited up to RQ's 60 s to be subscribed
+    # again while RQ's teardown joined it without a bound: an idle worker's warm shutdown hung.
+    workers = {f"{space.token}-idle{n}": space.start_worker(f"idle{n}") for n in range(4)}
+
+    def idle() -> bool:
+        channels = [f"rq:pubsub:{name}" for name in workers]
+        subscribed = all(count == 1 for _, count in space.redis.pubsub_numsub(*channels))
+        # "idle" is written in RQ's loop, once its signal handlers are installed.
+        return subscribed and all(
+            space.redis.hget(f"rq:worker:{name}", "state") == b"idle" for name in workers
+        )
+
+    wait_until(idle, timeout=60, what="the workers to wait for jobs, listening for RQ's commands")
+    for worker in workers.values():
+        worker.send_signal(signal.SIGTERM)
+    for name, worker in workers.items():
+        # A deadline, not a measure: a hung teardown waits 60 s; a supervisor kills before that.
+        assert worker.wait(timeout=30) == 0, name
