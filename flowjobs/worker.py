@@ -66,11 +66,12 @@ class FlowWorkerBase(BaseWorker):
         redis-py 8 gives a connection of a pool that names no timeout 5 s, and RQ changes only the
         pool's setting: a connection made earlier (``wait_for_redis``' ping, the engine's first
         reads) kept 5 s, timed the dequeue out ("Redis connection timeout, quitting") and the work
-        loop restarted every few seconds without taking a job. Dropped here, they are made again
-        with RQ's timeout."""
+        loop restarted every few seconds without taking a job. The pool forgets them here and makes
+        new ones with RQ's timeout; one in use (a caller's pubsub) works on for its holder, and is
+        dropped when released."""
         connection = super()._set_connection(connection)
         pool = connection.connection_pool
-        pool.disconnect()
+        pool.disconnect(inuse_connections=False)
         pool.reset()
         return connection
 
