@@ -143,9 +143,13 @@ class Settings(BaseSettings):
     schedule_grace_seconds: Annotated[float, Bounded(0, MAX_RUN_SECONDS)] = 3600
     """How late a missed tick may still fire: after a downtime, a schedule fires once, for its
     latest missed tick, if that tick is at most this old; older missed ticks are skipped."""
-    max_lost_attempts: int = Field(default=1, ge=0, le=1000)
-    """How many attempts a step may lose with a dead worker and still be re-dispatched (at least
-    ``retry.max_attempts - 1`` for a step with ``retry``); then it fails instead."""
+    max_lost_attempts: int = Field(default=20, ge=0, le=1000)
+    """How many attempts a step may lose with its whole worker (a killed worker, a node loss) and
+    still be re-dispatched, with back-off (at least ``retry.max_attempts - 1`` for a step with
+    ``retry``); then it fails instead. Generous: a lost worker is rarely the step's doing."""
+    max_step_crashes: int = Field(default=3, ge=1, le=1000)
+    """How many times a step may crash its work-horse (the worker lives on) before it fails for
+    good, whatever its ``retry`` allows; within it the step's ``retry`` applies."""
     job_timeout_seconds: Annotated[int, Bounded(0, MAX_STEP_SECONDS, exclusive_minimum=True)] = 180
     """RQ job timeout of steps that set none."""
     max_data_depth: Annotated[int, Bounded(1, MAX_DATA_DEPTH)] = DEFAULT_MAX_DATA_DEPTH

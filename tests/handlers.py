@@ -195,7 +195,12 @@ def hold_gil(ctx: StepContext, inputs: dict[str, Any]) -> dict[str, Any]:
 
 @handler("KillHorse")
 def kill_horse(ctx: StepContext, inputs: dict[str, Any]) -> None:
-    """SIGKILLs the process running it (a poison step: a forking worker loses its work-horse)."""
+    """SIGKILLs the process running it (a poison step: a forking worker loses its work-horse), or
+    ends it with ``os._exit(inputs.exit_code)``; counts calls under ``inputs.key`` first."""
+    if "key" in inputs:
+        _redis().rpush(inputs["key"], ctx.attempt)
+    if "exit_code" in inputs:
+        os._exit(int(inputs["exit_code"]))
     os.kill(os.getpid(), signal.SIGKILL)
 
 

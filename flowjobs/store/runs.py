@@ -249,17 +249,19 @@ class RunWrites(StoreBase):
         error: str | None = None,
         next_attempt: NextAttempt | None = None,
         lease_expired_before: datetime | None = None,
+        crashed: bool = False,
         park: Park | None = None,
         then: Continuation | None = None,
         scope: StateScope | None = None,
     ) -> RunSnapshot | Refused | Signalled:
         """Record the attempt's outcome if it is still the current, running one.
 
-        With ``park`` (a WaitForSignal step), nothing is recorded if the signal already arrived:
-        its payload comes back as ``Signalled`` instead. With ``then``, a continuation planned
-        at ``then.version`` is applied in the same script if no plan-changing write happened
-        since (``RunSnapshot.applied``); otherwise the snapshot of ``scope`` (None: the whole run)
-        comes back, read right after the outcome.
+        ``lease_expired_before`` (recovery) counts the attempt in the step's ``lost_attempts``,
+        ``crashed`` in its ``crashed_attempts``. With ``park`` (a WaitForSignal step), nothing is
+        recorded if the signal already arrived: its payload comes back as ``Signalled`` instead.
+        With ``then``, a continuation planned at ``then.version`` is applied in the same script if
+        no plan-changing write happened since (``RunSnapshot.applied``); otherwise the snapshot of
+        ``scope`` (None: the whole run) comes back, read right after the outcome.
         """
         args = self._step_args(run_id, step_key, attempt)
         args.update(
@@ -282,6 +284,8 @@ class RunWrites(StoreBase):
             }
         if lease_expired_before is not None:
             args["lease_expired_before_ms"] = epoch_ms(lease_expired_before)
+        if crashed:
+            args["crashed"] = True
         if park is not None:
             args["park"] = {
                 "signals_key": self.keys.signals(run_id),
