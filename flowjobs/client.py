@@ -55,6 +55,7 @@ from flowjobs.runtime.recurring import fire_recurring_job
 from flowjobs.runtime.rq import RQJobRunner
 from flowjobs.settings import Settings
 from flowjobs.store.async_runs import AsyncRunWrites
+from flowjobs.store.replicas import ReplicaWait
 from flowjobs.store.run_store import RunStore
 from flowjobs.store.schedules import ScheduleStore, prune_flow_schedules, sync_flow_schedules
 from flowjobs.store.transitions import (
@@ -167,13 +168,20 @@ class FlowClient:
         rq_job_ttl_seconds: int = _DEFAULTS.rq_job_ttl_seconds,
         header_limits: HeaderLimits = _DEFAULTS.trigger_header_limits,
         job_timeout_seconds: int = _DEFAULTS.job_timeout_seconds,
+        replica_wait: ReplicaWait | None = None,
     ) -> None:
         """A client of one Redis; each value defaults to its setting's default (``from_settings``
-        reads them all from the settings). Without a runner, jobs go to RQ's ``queue_name``."""
+        reads them all from the settings). Without a runner, jobs go to RQ's ``queue_name``. With
+        ``replica_wait``, a trigger returns once that many replicas hold the new run, else raises
+        ``ReplicasNotAcknowledged``."""
         self.redis = redis
         self.flows = flows if flows is not None else FlowRegistry()
         self.store = RunStore(
-            redis, Keys(key_prefix), retention_seconds=retention_seconds, max_run_events=max_run_events
+            redis,
+            Keys(key_prefix),
+            retention_seconds=retention_seconds,
+            max_run_events=max_run_events,
+            replica_wait=replica_wait,
         )
         self.schedules = ScheduleStore(redis, Keys(key_prefix))
         #: What the operator adapters (web API, flows UI, CLI) read.

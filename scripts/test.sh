@@ -14,4 +14,14 @@ if ! command -v chromium >/dev/null 2>&1; then
     exit 1
   fi
 fi
+# The Redis outage and Sentinel failover tests start redis-server processes of their own.
+if ! command -v redis-server >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing Debian's redis-server for the outage and Sentinel tests ..." >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+  else
+    echo "the outage and Sentinel tests need redis-server: sudo apt-get install -y redis-server" >&2
+    exit 1
+  fi
+fi
 exec .venv/bin/python -m pytest "$@"

@@ -4,6 +4,7 @@
 -- ARGV[1] (JSON): the step fields (common.lua), and status (StepStatus), input_json, output_json,
 --   error (each null when absent), jobs_key; optional: next {attempt, job_id, due_ms, event,
 --   message}, lease_expired_before_ms (recovery: the lease must not have been renewed since),
+--   crashed (the attempt's work-horse died under it, the worker alive: counted in crashed_attempts),
 --   park {signals_key, name, expires_at} (WaitForSignal), plan (a continuation with its version),
 --   scope and loop_items_key (common.lua: the state read back when the plan is not applied).
 --   ARGV[2..]: the plan's job commands.
@@ -26,6 +27,8 @@ if a.lease_expired_before_ms then
   -- Recovery records an attempt lost with its worker: count them, to stop re-dispatching a poison step.
   redis.call('HINCRBY', a.hash_key, 'lost_attempts', 1)
 end
+-- A work-horse that died under its attempt is the step's doing: counted apart, against a small limit.
+if a.crashed then redis.call('HINCRBY', a.hash_key, 'crashed_attempts', 1) end
 local version = tonumber(redis.call('HGET', a.run_key, 'steps_version') or '0')
 local signal = nil
 if a.park then

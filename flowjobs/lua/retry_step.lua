@@ -1,8 +1,8 @@
 -- FlowClient.retry_step: a new attempt of a Failed step, queued as its own job in this script. The
 -- failed attempt is archived, the step's Skipped descendants are reset (to be planned again) and
 -- a closed run returns to Running; the run then closes again, once, as its steps decide. The
--- retried step's count of attempts lost with their worker starts again (complete.lua): an
--- operator's retry is a fresh start for the lost-attempt limit.
+-- retried step's counts of attempts lost with their worker and of work-horse crashes start again
+-- (complete.lua): an operator's retry is a fresh start for both limits.
 -- ARGV[1] (JSON): the step fields (common.lua), and jobs_key, job_id (the new attempt's),
 --   clear_cancel (bool), reset [{step_key, hash_key}] (descendants to reset if Skipped),
 --   deadline (null for a run without one): {due_ms, and when the run's deadline has passed
@@ -38,7 +38,7 @@ for _, r in ipairs(a.reset or {}) do
 end
 local n = a.attempt + 1
 redis.call('HDEL', a.hash_key, 'started_at', 'completed_at', 'output_json', 'error_message', 'no_input',
-  'lost_attempts')
+  'lost_attempts', 'crashed_attempts')
 redis.call('HSET', a.hash_key, 'status', 'Pending', 'attempt', n, 'job_id', a.job_id, 'dispatched_at', a.now_ms)
 redis.call('HSET', a.steps_key, a.step_key, 'Pending')
 redis.call('HSET', a.jobs_key, a.job_id, a.run_id)

@@ -99,8 +99,9 @@ class RunWrites(StoreBase):
     def create_run(self, new: NewRun) -> Created | Refused[AdmissionRefusal]:
         """Write a run built by ``new_run`` (``create_run.lua``): refused when its flow is disabled
         (``disabled``) or its admission fails (``rate_limited``, ``replayed``); nothing but its
-        setup is written then."""
-        return self.scripts.create_run(new)
+        setup is written then. With ``replica_wait``, ``ReplicasNotAcknowledged`` when too few
+        replicas hold the new run in time."""
+        return self.scripts.create_run(new, self.replica_wait)
 
     def start_run(self, run_id: UUID | str) -> tuple[RunStatus, RunSnapshot] | None:
         """Move a Pending run to Running (once), or to Cancelled if its flow was disabled since it
@@ -250,17 +251,19 @@ class RunWrites(StoreBase):
         error: str | None = None,
         next_attempt: NextAttempt | None = None,
         lease_expired_before: datetime | None = None,
+        crashed: bool = False,
         park: Park | None = None,
         then: Continuation | None = None,
         scope: StateScope | None = None,
     ) -> RunSnapshot | Refused[FenceRefusal] | Signalled:
         """Record the attempt's outcome if it is still the current, running one.
 
-        With ``park`` (a WaitForSignal step), nothing is recorded if the signal already arrived:
-        its payload comes back as ``Signalled`` instead. With ``then``, a continuation planned
-        at ``then.version`` is applied in the same script if no plan-changing write happened
-        since (``RunSnapshot.applied``); otherwise the snapshot of ``scope`` (None: the whole run)
-        comes back, read right after the outcome.
+        ``lease_expired_before`` (recovery) counts the attempt in the step's ``lost_attempts``,
+        ``crashed`` in its ``crashed_attempts``. With ``park`` (a WaitForSignal step), nothing is
+        recorded if the signal already arrived: its payload comes back as ``Signalled`` instead.
+        With ``then``, a continuation planned at ``then.version`` is applied in the same script if
+        no plan-changing write happened since (``RunSnapshot.applied``); otherwise the snapshot of
+        ``scope`` (None: the whole run) comes back, read right after the outcome.
         """
         args = self._step_args(run_id, step_key, attempt)
         args.update(
@@ -283,6 +286,8 @@ class RunWrites(StoreBase):
             }
         if lease_expired_before is not None:
             args["lease_expired_before_ms"] = epoch_ms(lease_expired_before)
+        if crashed:
+            args["crashed"] = True
         if park is not None:
             args["park"] = {
                 "signals_key": self.keys.signals(run_id),

@@ -20,6 +20,7 @@ from flowjobs.core.planner import LoopProgress
 from flowjobs.core.statuses import RunStatus, StepStatus
 from flowjobs.core.transitions import ACTIVE, FINAL, REASONS, RUN_RULES, STEP_RULES, Rule
 from flowjobs.store.codec import from_pairs, moment, stored_step, text
+from flowjobs.store.replicas import ReplicaWait
 from flowjobs.store.transitions import (
     AdmissionRefusal,
     AppliedPlan,
@@ -140,14 +141,21 @@ class Scripts:
     """The scripts registered on one Redis; each method runs one script and decodes its reply."""
 
     def __init__(self, redis: Redis) -> None:
+        self._redis = redis
         self._registered = {name: redis.register_script(script_source(name)) for name in SCRIPT_NAMES}
 
     def _call(self, name: str, args: Mapping[str, Any], argv: Sequence[bytes] = ()) -> Any:
         return self._registered[name](args=script_argv(args, argv))
 
-    def create_run(self, new: NewRun) -> Created | Refused[AdmissionRefusal]:
-        """``create_run.lua``."""
-        return decode_create_run(self._call("create_run", new.args, new.argv), new.run_id)
+    def create_run(self, new: NewRun, wait: ReplicaWait | None = None) -> Created | Refused[AdmissionRefusal]:
+        """``create_run.lua``; with ``wait``, then ``WAIT`` on the same connection (a pipeline)."""
+        if wait is None:
+            return decode_create_run(self._call("create_run", new.args, new.argv), new.run_id)
+        with self._redis.pipeline(transaction=False) as pipe:
+            self._registered["create_run"](args=script_argv(new.args, new.argv), client=pipe)
+            pipe.wait(wait.replicas, wait.timeout_ms)
+            reply, acknowledged = pipe.execute()
+        return wait.check(decode_create_run(reply, new.run_id), int(acknowledged))
 
     def start_run(self, args: Mapping[str, Any]) -> tuple[RunStatus, RunSnapshot] | None:
         """``start_run.lua``."""

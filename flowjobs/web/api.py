@@ -44,6 +44,7 @@ from flowjobs.core.errors import (
     FlowDisabled,
     FlowjobsError,
     FlowNotFound,
+    ReplicasNotAcknowledged,
     RunCancelled,
     RunNotActive,
     RunNotFound,
@@ -92,6 +93,7 @@ ERROR_STATUS: dict[type[FlowjobsError], int] = {
     SignalAlreadyDelivered: 409,
     SignalBusy: 409,
     DataTooLarge: 413,
+    ReplicasNotAcknowledged: 503,
 }
 #: Any other typed error is bad input (invalid trigger data, signal payload, cron expression…).
 BAD_INPUT_STATUS = 422

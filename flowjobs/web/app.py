@@ -26,6 +26,7 @@ from fastapi.staticfiles import StaticFiles
 
 from flowjobs.client import FlowClient
 from flowjobs.core.urls import API_PREFIX, RQ_PREFIX, UI_PREFIX
+from flowjobs.factory import close_async
 from flowjobs.settings import Settings, load_settings
 from flowjobs.store.async_runs import AsyncRunWrites
 from flowjobs.web import api, ui, webhook_routes
@@ -43,7 +44,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     yield
     runs: AsyncRunWrites | None = getattr(app.state, "async_runs", None)
     if runs is not None:
-        await runs.redis.aclose()
+        await close_async(runs.redis)
 
 
 def create_app(settings: Settings | None = None, client: FlowClient | None = None) -> FastAPI:
@@ -72,7 +73,7 @@ def create_app(settings: Settings | None = None, client: FlowClient | None = Non
     if STATIC_DIR.is_dir():
         app.mount(f"{UI_PREFIX}/static", StaticFiles(directory=STATIC_DIR), name="flows-static")
     app.include_router(ui.router)
-    app.mount(RQ_PREFIX, WSGIMiddleware(create_rq_dashboard(settings)), name="rq-dashboard")  # type: ignore[arg-type]
+    app.mount(RQ_PREFIX, WSGIMiddleware(create_rq_dashboard(settings, client.redis)), name="rq-dashboard")  # type: ignore[arg-type]
     install_auth(app, settings)
     install_guard(app, settings)  # after auth: outermost, so its refusals and headers cover auth's 401
     return app

@@ -40,6 +40,7 @@ from flowjobs.core.manifest import FlowManifest, child_key, split_runtime_key
 from flowjobs.core.records import FlowRunRecord, FlowStepRecord
 from flowjobs.core.statuses import RunStatus, StepStatus
 from flowjobs.core.urls import RQ_PREFIX, UI_PREFIX, run_ui_path
+from flowjobs.factory import close_async, connect_async
 from flowjobs.store.codec import decode_event
 from flowjobs.web.api import _status_of as error_status
 from flowjobs.web.dag import AttemptTimes, DagNode, layout_dag, render_svg, timeline
@@ -728,7 +729,7 @@ async def events(settings: AppSettings, client: Client, run: Annotated[str, Quer
         return PlainTextResponse("No such run.", status_code=404)
     # An asyncio connection of its own: a subscribed connection can do nothing else, and waiting
     # on it must not hold a worker thread.
-    connection = redis.asyncio.Redis.from_url(settings.redis_url, socket_connect_timeout=SSE_CONNECT_SECONDS)
+    connection = connect_async(settings, connect_timeout=SSE_CONNECT_SECONDS)
     pubsub = connection.pubsub(ignore_subscribe_messages=True)
     try:
         await pubsub.subscribe(client.queries.events_channel())
@@ -792,7 +793,7 @@ async def _event_stream(
 
 async def _close(pubsub: redis.asyncio.client.PubSub, connection: redis.asyncio.Redis) -> None:
     await pubsub.aclose()
-    await connection.aclose()
+    await close_async(connection)
 
 
 def step_status_class(status: StepStatus | RunStatus | None) -> str:
