@@ -48,12 +48,12 @@ if str(ROOT) not in sys.path:  # run from a checkout: make ``flowjobs`` and ``be
 from bench.space import bench_redis, remove_space  # noqa: E402
 from flowjobs import StepContext, handler  # noqa: E402
 from flowjobs.client import FlowClient, RunHandle  # noqa: E402
+from flowjobs.core.manifest import FlowDefinition  # noqa: E402
+from flowjobs.core.registry import FlowRegistry  # noqa: E402
+from flowjobs.core.statuses import RunStatus, StepStatus  # noqa: E402
 from flowjobs.factory import client_from_settings  # noqa: E402
-from flowjobs.manifest import FlowDefinition  # noqa: E402
 from flowjobs.processes import stop_processes  # noqa: E402
-from flowjobs.registry import FlowRegistry  # noqa: E402
 from flowjobs.settings import Settings  # noqa: E402
-from flowjobs.statuses import RunStatus, StepStatus  # noqa: E402
 
 WORKERS = 3
 STEPS = ("a", "b", "c", "d", "e")

@@ -12,10 +12,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 try:
-    import flowjobs.expressions as expressions
+    import flowjobs.core.expressions as expressions
 except ImportError:  # run from a checkout without the package installed
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    import flowjobs.expressions as expressions
+    import flowjobs.core.expressions as expressions
 
 INPUTS = {
     "orderId": "@triggerBody()?.orderId",

@@ -44,13 +44,13 @@ if str(ROOT) not in sys.path:  # run from a checkout: make ``flowjobs`` and ``be
 from bench.space import remove_space  # noqa: E402
 from bench.steps_vs_rq import STEPS_PER_RUN, linear_flow  # noqa: E402
 from flowjobs.client import FlowClient  # noqa: E402
+from flowjobs.core.handlers import HandlerRegistry  # noqa: E402
+from flowjobs.core.registry import FlowRegistry  # noqa: E402
+from flowjobs.core.statuses import RunStatus  # noqa: E402
 from flowjobs.factory import engine_from_settings  # noqa: E402
-from flowjobs.handlers import HandlerRegistry  # noqa: E402
 from flowjobs.jobs import install_engine  # noqa: E402
-from flowjobs.logging import configure_logging  # noqa: E402
-from flowjobs.registry import FlowRegistry  # noqa: E402
+from flowjobs.logs import configure_logging  # noqa: E402
 from flowjobs.settings import Settings  # noqa: E402
-from flowjobs.statuses import RunStatus  # noqa: E402
 from flowjobs.worker import build_worker  # noqa: E402
 
 

@@ -38,14 +38,14 @@ if str(ROOT) not in sys.path:  # run from a checkout: make ``flowjobs`` and ``be
 
 from bench.space import bench_redis, remove_space  # noqa: E402
 from flowjobs.client import FlowClient  # noqa: E402
-from flowjobs.clock import utcnow  # noqa: E402
+from flowjobs.core.clock import utcnow  # noqa: E402
+from flowjobs.core.handlers import HandlerRegistry  # noqa: E402
+from flowjobs.core.manifest import FlowDefinition  # noqa: E402
+from flowjobs.core.registry import FlowRegistry  # noqa: E402
 from flowjobs.engine import Engine  # noqa: E402
 from flowjobs.factory import engine_from_settings  # noqa: E402
-from flowjobs.handlers import HandlerRegistry  # noqa: E402
-from flowjobs.logging import configure_logging  # noqa: E402
-from flowjobs.manifest import FlowDefinition  # noqa: E402
+from flowjobs.logs import configure_logging  # noqa: E402
 from flowjobs.recovery import recover  # noqa: E402
-from flowjobs.registry import FlowRegistry  # noqa: E402
 from flowjobs.settings import Settings  # noqa: E402
 
 DEFAULT_RUNS = 5_000

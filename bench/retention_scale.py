@@ -7,7 +7,7 @@ delete exactly the seeded runs.
 What it measures, on its own key prefix ``fjretain<random>:`` and queue ``fjretain<random>-q``:
 
 * **History.** N finished runs (default 100,000), written straight into Redis with pipelined
-  commands (key names from ``flowjobs.keys.Keys``, job ids from ``flowjobs.runtime``), each like a
+  commands (key names from ``flowjobs.core.keys.Keys``, job ids from ``flowjobs.core.job_calls``), each like a
   3-step run that ended 30 days ago: its run hash, steps hash, 3 step hashes (the last one on its
   2nd attempt, with its 1st archived in the attempts hash), 6 events, its entries in the runs,
   per-flow, per-status and per-flow-per-status indexes, 5 jobs in the reverse index, and an RQ
@@ -44,13 +44,13 @@ if str(ROOT) not in sys.path:  # run from a checkout: make ``flowjobs`` and ``be
     sys.path.insert(0, str(ROOT))
 
 from bench.space import bench_redis, remove_space  # noqa: E402
-from flowjobs.clock import epoch_score, iso, utcnow  # noqa: E402
+from flowjobs.core.clock import epoch_score, iso, utcnow  # noqa: E402
+from flowjobs.core.job_calls import step_job_id, trigger_job_id  # noqa: E402
+from flowjobs.core.keys import Keys  # noqa: E402
+from flowjobs.core.statuses import RunStatus  # noqa: E402
 from flowjobs.factory import runner_from_settings, store_from_settings  # noqa: E402
-from flowjobs.keys import Keys  # noqa: E402
-from flowjobs.runtime.base import step_job_id, trigger_job_id  # noqa: E402
 from flowjobs.runtime.rq import job_keys  # noqa: E402
 from flowjobs.settings import Settings  # noqa: E402
-from flowjobs.statuses import RunStatus  # noqa: E402
 from flowjobs.store.codec import text  # noqa: E402
 from flowjobs.store.retention import DEFAULT_BATCH  # noqa: E402
 

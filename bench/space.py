@@ -9,8 +9,8 @@ from types import FrameType
 
 from redis import Redis
 
+from flowjobs.core.keys import Keys
 from flowjobs.embedded import EmbeddedRedis, ensure_redis
-from flowjobs.keys import Keys
 
 #: Keys RQ keeps per job (``rq:<kind>:<job id>``): its hash, its results stream, its executions.
 RQ_JOB_KEY_KINDS = ("job", "results", "executions")

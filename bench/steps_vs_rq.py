@@ -72,11 +72,11 @@ from rq.serializers import JSONSerializer  # noqa: E402
 
 from bench.space import bench_redis  # noqa: E402
 from flowjobs.client import FlowClient  # noqa: E402
-from flowjobs.keys import Keys  # noqa: E402
-from flowjobs.manifest import FlowDefinition  # noqa: E402
+from flowjobs.core.keys import Keys  # noqa: E402
+from flowjobs.core.manifest import FlowDefinition  # noqa: E402
+from flowjobs.core.registry import FlowRegistry  # noqa: E402
+from flowjobs.core.statuses import RunStatus  # noqa: E402
 from flowjobs.processes import stop_processes  # noqa: E402
-from flowjobs.registry import FlowRegistry  # noqa: E402
-from flowjobs.statuses import RunStatus  # noqa: E402
 
 NOOP_FUNC = "bench.steps_vs_rq.noop"
 STEPS_PER_RUN = 10
@@ -105,10 +105,10 @@ def worker_main(argv: Sequence[str]) -> int:
     RQ worker; ``fj``: flowjobs' worker class (JSON serializer, engine installed), ``rq``: RQ's own
     ``SimpleWorker``/``Worker`` with the default serializer (the ``depends_on`` chain peer)."""
     kind, queue, prefix, name, url, flavour = argv
+    from flowjobs.core.handlers import HandlerRegistry
     from flowjobs.factory import engine_from_settings
-    from flowjobs.handlers import HandlerRegistry
     from flowjobs.jobs import install_engine
-    from flowjobs.logging import configure_logging
+    from flowjobs.logs import configure_logging
     from flowjobs.settings import Settings
     from flowjobs.worker import build_worker
 

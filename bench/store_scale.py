@@ -65,18 +65,18 @@ from rq.serializers import JSONSerializer  # noqa: E402
 
 from bench.space import bench_redis, remove_space  # noqa: E402
 from flowjobs.client import FlowClient  # noqa: E402
-from flowjobs.clock import utcnow  # noqa: E402
+from flowjobs.core.clock import utcnow  # noqa: E402
+from flowjobs.core.handlers import HandlerRegistry  # noqa: E402
+from flowjobs.core.job_calls import trigger_job_id  # noqa: E402
+from flowjobs.core.keys import Keys  # noqa: E402
+from flowjobs.core.manifest import FlowDefinition  # noqa: E402
+from flowjobs.core.records import FlowRunRecord  # noqa: E402
+from flowjobs.core.registry import FlowRegistry  # noqa: E402
+from flowjobs.core.statuses import RunStatus  # noqa: E402
 from flowjobs.factory import engine_from_settings  # noqa: E402
-from flowjobs.handlers import HandlerRegistry  # noqa: E402
 from flowjobs.jobs import install_engine  # noqa: E402
-from flowjobs.keys import Keys  # noqa: E402
-from flowjobs.logging import configure_logging  # noqa: E402
-from flowjobs.manifest import FlowDefinition  # noqa: E402
-from flowjobs.records import FlowRunRecord  # noqa: E402
-from flowjobs.registry import FlowRegistry  # noqa: E402
-from flowjobs.runtime.base import trigger_job_id  # noqa: E402
+from flowjobs.logs import configure_logging  # noqa: E402
 from flowjobs.settings import Settings  # noqa: E402
-from flowjobs.statuses import RunStatus  # noqa: E402
 from flowjobs.worker import build_worker  # noqa: E402
 
 NOOP_FUNC = "bench.store_scale.noop"

@@ -54,7 +54,7 @@ if str(ROOT) not in sys.path:  # run from a checkout: make ``flowjobs`` and ``be
 
 from bench.space import bench_redis  # noqa: E402
 from bench.store_scale import Bench, linear  # noqa: E402
-from flowjobs.logging import configure_logging  # noqa: E402
+from flowjobs.logs import configure_logging  # noqa: E402
 from flowjobs.processes import stop_processes  # noqa: E402
 
 SIZES = (10_000, 100_000)
@@ -194,8 +194,8 @@ def webhook_phase(web: WebBench) -> None:
     own); the rate limit is off (it would measure itself). Also p50/p99 of one delivery at a time
     over httpx. A second ``flowjobs web`` serves a flows folder holding the bench flow; no worker
     runs the runs (ingress only)."""
-    from flowjobs.manifest import FlowDefinition
-    from flowjobs.webhooks.schemes import Scheme, sign
+    from flowjobs.core.manifest import FlowDefinition
+    from flowjobs.core.webhooks.schemes import Scheme, sign
 
     with tempfile.TemporaryDirectory() as flows_dir:
         (Path(flows_dir) / "webhook-bench.json").write_text(json.dumps(WEBHOOK_FLOW))

@@ -1,8 +1,8 @@
 """flowjobs: DAG flows with a full run history on the RQ workers and the Redis you already have."""
 
 from flowjobs.client import FlowClient, RunHandle
-from flowjobs.context import StepContext
-from flowjobs.errors import (
+from flowjobs.core.context import StepContext
+from flowjobs.core.errors import (
     ExpressionError,
     FlowDisabled,
     FlowjobsError,
@@ -16,8 +16,8 @@ from flowjobs.errors import (
     SignalNotFound,
     TriggerNotFound,
 )
-from flowjobs.handlers import HandlerRegistry, StepResult, default_handlers, handler
-from flowjobs.manifest import (
+from flowjobs.core.handlers import HandlerRegistry, StepResult, default_handlers, handler
+from flowjobs.core.manifest import (
     FlowDefinition,
     FlowManifest,
     RetryPolicy,
@@ -26,9 +26,9 @@ from flowjobs.manifest import (
     TriggerMetadata,
     TriggerType,
 )
-from flowjobs.records import FlowRunRecord, FlowStepAttemptRecord, FlowStepRecord, RunEvent
-from flowjobs.registry import FlowRegistry
-from flowjobs.statuses import RunStatus, StepStatus
+from flowjobs.core.records import FlowRunRecord, FlowStepAttemptRecord, FlowStepRecord, RunEvent
+from flowjobs.core.registry import FlowRegistry
+from flowjobs.core.statuses import RunStatus, StepStatus
 
 __all__ = [
     "ExpressionError",

@@ -18,19 +18,19 @@ from redis import ConnectionPool
 from redis.sentinel import MasterNotFoundError
 
 from flowjobs.client import FlowClient
+from flowjobs.core.errors import FlowjobsError, FlowValidationError, InvalidSettings, ReplicasNotAcknowledged
+from flowjobs.core.job_calls import JobState
+from flowjobs.core.limits import MAX_RETENTION_DAYS
+from flowjobs.core.records import FlowRunRecord
+from flowjobs.core.registry import FlowRegistry
+from flowjobs.core.schedules import ScheduleState
+from flowjobs.core.statuses import RunStatus
+from flowjobs.core.urls import UI_PREFIX, run_ui_path, web_base_url
 from flowjobs.embedded import EmbeddedRedis, ensure_redis
-from flowjobs.errors import FlowjobsError, FlowValidationError, InvalidSettings, ReplicasNotAcknowledged
-from flowjobs.limits import MAX_RETENTION_DAYS
-from flowjobs.logging import configure_logging
+from flowjobs.logs import configure_logging
 from flowjobs.processes import stop_processes
-from flowjobs.records import FlowRunRecord
-from flowjobs.recovery import REDIS_DOWN
-from flowjobs.registry import FlowRegistry
-from flowjobs.runtime.base import JobState
-from flowjobs.schedules.state import ScheduleState
 from flowjobs.settings import Settings, load_settings
-from flowjobs.statuses import RunStatus
-from flowjobs.urls import UI_PREFIX, run_ui_path, web_base_url
+from flowjobs.store.base import REDIS_DOWN
 from flowjobs.webhooks import shown_manifest
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -312,7 +312,7 @@ def runs_show(ctx: click.Context, run_id: str, as_json: bool, events: bool) -> N
     if run is None:
         click.echo(f"error: no run with id {run_id}", err=True)
         sys.exit(EXIT_BAD_INPUT)
-    history = client.store.events(run.id) if events else []
+    history = client.queries.events(run.id) if events else []
     if as_json:
         data = run.model_dump(mode="json", by_alias=True)
         if events:
@@ -422,22 +422,16 @@ def runs_retry_step(
 ) -> None:
     """Queue a new attempt of a Failed step; its skipped descendants are planned again."""
     client = _client(ctx, load_flows=False)
-    client.retry_step(run_id, step_key, clear_cancel=clear_cancel)
-    fields = client.store.step_fields(run_id, step_key)
+    retried = client.retry_step(run_id, step_key, clear_cancel=clear_cancel)
     if as_json:
         click.echo(
             json.dumps(
-                {
-                    "runId": run_id,
-                    "stepKey": step_key,
-                    "attempt": int(fields["attempt"]),
-                    "jobId": fields["job_id"],
-                }
+                {"runId": run_id, "stepKey": step_key, "attempt": retried.attempt, "jobId": retried.job_id}
             )
         )
         return
     click.echo(
-        f"step {step_key} of run {run_id}: attempt {fields['attempt']} queued (job {fields['job_id']})"
+        f"step {step_key} of run {run_id}: attempt {retried.attempt} queued (job {retried.job_id})"
     )
 
 
@@ -542,7 +536,7 @@ def schedules() -> None:
 
 
 def _print_schedule(client: FlowClient, state: ScheduleState, as_json: bool) -> None:
-    enabled = client.store.flow_enabled(str(state.flow_id)) if state.flow_id else True
+    enabled = client.queries.flow_enabled(str(state.flow_id)) if state.flow_id else True
     summary = state.summary(flow_enabled=enabled)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
@@ -568,7 +562,7 @@ def schedules_list(ctx: click.Context, as_json: bool) -> None:
     """List every schedule: cron in effect, zone, next and last fire, paused, flow disabled."""
     client = _client(ctx)
     states = client.list_schedules()
-    enabled = {s.flow_id: client.store.flow_enabled(str(s.flow_id)) for s in states if s.flow_id}
+    enabled = {s.flow_id: client.queries.flow_enabled(str(s.flow_id)) for s in states if s.flow_id}
     summaries = [s.summary(flow_enabled=not s.flow_id or enabled[s.flow_id]) for s in states]
     if as_json:
         click.echo(json.dumps(summaries, indent=2))

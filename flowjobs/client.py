@@ -13,9 +13,9 @@ from uuid import UUID, uuid4
 import structlog
 from redis import Redis
 
-from flowjobs.clock import iso, utcnow
 from flowjobs.control import retry_failed_step
-from flowjobs.errors import (
+from flowjobs.core.clock import iso, utcnow
+from flowjobs.core.errors import (
     FlowDisabled,
     InvalidSignalPayload,
     InvalidTriggerData,
@@ -28,43 +28,46 @@ from flowjobs.errors import (
     TriggerNotAdmitted,
     TriggerNotFound,
 )
-from flowjobs.jobs import step_call, trigger_call
-from flowjobs.keys import Keys
-from flowjobs.limits import (
-    RunSeconds,
-    check_json_limits,
-    number_problem,
-)
-from flowjobs.manifest import FlowDefinition
-from flowjobs.records import EventType, FlowRunRecord, RunLineage
-from flowjobs.registry import FlowRegistry
-from flowjobs.runtime.base import JobCall, JobRunner, trigger_job_id
-from flowjobs.runtime.rq import RQJobRunner
-from flowjobs.schedules.recurring import fire_recurring_job
-from flowjobs.schedules.state import (
+from flowjobs.core.job_calls import JobCall, step_call, step_job_id, trigger_call, trigger_job_id
+from flowjobs.core.keys import Keys
+from flowjobs.core.limits import RunSeconds, check_json_limits, number_problem
+from flowjobs.core.manifest import FlowDefinition
+from flowjobs.core.records import EventType, FlowRunRecord, RunLineage
+from flowjobs.core.registry import FlowRegistry
+from flowjobs.core.schedules import (
     SCHEDULE_HEADER,
     TICK_HEADER,
     Fired,
     ScheduleKind,
     ScheduleState,
+    SyncReport,
+    cron_trigger_data,
     override_cron,
     pause,
     resume,
     tick_idempotency_key,
 )
-from flowjobs.schedules.store import ScheduleStore
-from flowjobs.schedules.sync import SyncReport, cron_trigger_data, prune_flow_schedules, sync_flow_schedules
+from flowjobs.core.statuses import RunStatus
+from flowjobs.core.trigger_headers import IDEMPOTENCY_HEADER, HeaderLimits, shown, trigger_headers
+from flowjobs.queries import Queries
+from flowjobs.runtime.base import JobRunner
+from flowjobs.runtime.recurring import fire_recurring_job
+from flowjobs.runtime.rq import RQJobRunner
 from flowjobs.settings import Settings
-from flowjobs.statuses import RunStatus
 from flowjobs.store.async_runs import AsyncRunWrites
 from flowjobs.store.replicas import ReplicaWait
 from flowjobs.store.run_store import RunStore
-from flowjobs.store.transitions import Admission, Created, Delivered, NewRun, Refusal, Refused, SignalResume
-from flowjobs.trigger_headers import (
-    IDEMPOTENCY_HEADER,
-    HeaderLimits,
-    shown,
-    trigger_headers,
+from flowjobs.store.schedules import ScheduleStore, prune_flow_schedules, sync_flow_schedules
+from flowjobs.store.transitions import (
+    Admission,
+    AdmissionRefusal,
+    CancelRefusal,
+    Created,
+    Delivered,
+    NewRun,
+    Refused,
+    SignalRefusal,
+    SignalResume,
 )
 
 log = structlog.get_logger("flowjobs.client")
@@ -132,6 +135,20 @@ class RunHandle:
         return f"RunHandle(run_id={self.run_id}, background_job_id={self.background_job_id!r})"
 
 
+class RetriedStep(RunHandle):
+    """A run whose Failed step ``FlowClient.retry_step`` queued again: the run's handle, and the
+    attempt it queued (known when queued, so no caller re-reads the step while a worker may already
+    be running it)."""
+
+    def __init__(self, client: FlowClient, run_id: UUID, step_key: str, attempt: int) -> None:
+        super().__init__(client, run_id, trigger_job_id(run_id))
+        self.step_key = step_key
+        self.attempt = attempt
+        """The number of the attempt queued."""
+        self.job_id = step_job_id(run_id, step_key, attempt)
+        """The job of that attempt."""
+
+
 class FlowClient:
     """Triggers flows and reads run history from one Redis."""
 
@@ -166,14 +183,16 @@ class FlowClient:
             max_run_events=max_run_events,
             replica_wait=replica_wait,
         )
+        self.schedules = ScheduleStore(redis, Keys(key_prefix))
+        #: What the operator adapters (web API, flows UI, CLI) read.
+        self.queries = Queries(redis, self.store)
         self.runner = runner or RQJobRunner(
             redis,
             queue_name,
             keep_seconds=min(rq_job_ttl_seconds, retention_seconds),
             default_timeout_seconds=job_timeout_seconds,
-            key_prefix=key_prefix,
+            schedules=self.schedules,
         )
-        self.schedules = ScheduleStore(redis, Keys(key_prefix))
         self.run_timeout_seconds = run_timeout_seconds
         self.max_data_depth = max_data_depth
         self.max_data_bytes = max_data_bytes
@@ -210,7 +229,7 @@ class FlowClient:
         ``FlowDisabled`` and ``TriggerNotAdmitted`` (``admission``: a rate limit's token bucket
         and a key that must be new, checked after the flow's enabled flag, as the webhook
         receiver uses them). The run keeps ``headers`` less credentials (``Authorization``,
-        ``Cookie``…); ``flowjobs.trigger_headers`` has the rules.
+        ``Cookie``…); ``flowjobs.core.trigger_headers`` has the rules.
         """
         return self.commit_trigger(
             self.prepare_trigger(
@@ -288,13 +307,13 @@ class FlowClient:
         """``commit_trigger`` through ``runs``, an asyncio client of this client's Redis."""
         return self._committed(prepared, await runs.create_run(prepared.new))
 
-    def _committed(self, prepared: PreparedTrigger, answer: Created | Refused) -> RunHandle:
+    def _committed(self, prepared: PreparedTrigger, answer: Created | Refused[AdmissionRefusal]) -> RunHandle:
         definition = prepared.definition
         self.store.note_flow_saved(definition, prepared.manifest_hash)
         if isinstance(answer, Refused):
-            if answer.reason is Refusal.disabled:
+            if answer.reason is AdmissionRefusal.disabled:
                 raise FlowDisabled(f"flow {definition.name!r} is disabled")
-            if answer.reason is Refusal.rate_limited:
+            if answer.reason is AdmissionRefusal.rate_limited:
                 raise TriggerNotAdmitted(
                     answer.reason.value,
                     f"too many runs of flow {definition.name!r}",
@@ -367,7 +386,7 @@ class FlowClient:
         manifest = self.store.load_manifest(run_fields["manifest_hash"])
         declared = signal_name in manifest.signal_names()
         open_waits = manifest.expression_signal_waits()
-        answer: Delivered | Refused = Refused(Refusal.changed)
+        answer: Delivered | Refused[SignalRefusal] = Refused(SignalRefusal.changed)
         for _ in range(_SIGNAL_TRIES):
             waiters = self.store.signal_waiters(run_id, signal_name)
             calls = {key: step_call(str(run_id), run_fields, key, n) for key, n in waiters.items()}
@@ -379,16 +398,16 @@ class FlowClient:
             answer = self.store.deliver_signal(
                 run_id, signal_name, payload_json, declared=declared, resumes=resumes, open_waits=open_waits
             )
-            if not (isinstance(answer, Refused) and answer.reason is Refusal.changed):
+            if not (isinstance(answer, Refused) and answer.reason is SignalRefusal.changed):
                 break
         if isinstance(answer, Refused):
-            if answer.reason is Refusal.already:
+            if answer.reason is SignalRefusal.already:
                 raise SignalAlreadyDelivered(
                     f"signal {signal_name!r} was already delivered to run {run_id} at {answer.detail}"
                 )
-            if answer.reason is Refusal.not_active:
+            if answer.reason is SignalRefusal.not_active:
                 raise SignalNotFound(f"run {run_id} is {answer.detail}; it waits for no signal")
-            if answer.reason is Refusal.changed:
+            if answer.reason is SignalRefusal.changed:
                 raise SignalBusy(f"steps of run {run_id} kept parking on {signal_name!r}; signal again")
             raise SignalNotFound(f"no step of run {run_id} waits for signal {signal_name!r}")
         if not answer.resumed:
@@ -404,7 +423,7 @@ class FlowClient:
 
     def purge(self, older_than: timedelta, dry_run: bool = False) -> int:
         """Delete the runs that finished more than ``older_than`` ago, with every key of theirs
-        and their RQ jobs' hashes and results (retention, SPEC §5.9); active runs never. Returns
+        and their RQ jobs' hashes and results (``FLOWJOBS_RETENTION_DAYS``); active runs never. Returns
         how many were deleted, or with ``dry_run`` how many would be (nothing is deleted)."""
         return self.store.purge_older_than(older_than, jobs=self.runner.stored_jobs(), dry_run=dry_run).runs
 
@@ -464,13 +483,13 @@ class FlowClient:
         if state.kind is ScheduleKind.job:
             return fire_recurring_job(self.schedules, self.runner, state, tick)
         if state.flow_id is None or state.trigger_key is None:
-            raise ScheduleNotFound(f"schedule {state.job_id!r} names no flow trigger")
+            raise ScheduleNotFound(f"schedule {state.schedule_id!r} names no flow trigger")
         definition = self.flows.get(state.flow_id)
         trigger = definition.manifest.triggers.get(state.trigger_key)
         if trigger is None:
             raise TriggerNotFound(f"flow {definition.name!r} has no trigger {state.trigger_key!r}")
-        key = tick_idempotency_key(state.job_id, tick) if tick is not None else None
-        headers = {SCHEDULE_HEADER: state.job_id, TICK_HEADER: iso(tick) if tick is not None else "now"}
+        key = tick_idempotency_key(state.schedule_id, tick) if tick is not None else None
+        headers = {SCHEDULE_HEADER: state.schedule_id, TICK_HEADER: iso(tick) if tick is not None else "now"}
         handle = self.trigger(
             definition.id, state.trigger_key, cron_trigger_data(trigger), headers, idempotency_key=key
         )
@@ -488,7 +507,7 @@ class FlowClient:
         run_id = parse_run_id(run_id)
         answer = self.store.cancel_run(run_id, reason or "cancelled on request")
         if isinstance(answer, Refused):
-            if answer.reason is Refusal.not_active:
+            if answer.reason is CancelRefusal.not_active:
                 raise RunNotActive(
                     f"run {run_id} is {answer.detail}; only a Pending or Running run can be cancelled"
                 )
@@ -545,17 +564,18 @@ class FlowClient:
                     level.append(child_id)
         return RunLineage(run_id=run.id, ancestors=ancestors, descendants=descendants)
 
-    def retry_step(self, run_id: UUID | str, step_key: str, *, clear_cancel: bool = False) -> RunHandle:
+    def retry_step(self, run_id: UUID | str, step_key: str, *, clear_cancel: bool = False) -> RetriedStep:
         """Queue a new attempt of a Failed step as its own job: its Skipped descendants are reset and
         planned again, a closed run returns to Running and closes again, once, with its new status.
 
         ``StepNotRetryable``: the step is not Failed (another retry may have won), or is a ForEach
         step or part of one; ``RunCancelled``: the run's cancel was requested — pass
-        ``clear_cancel=True`` to clear it and retry; ``RunNotFound``, ``StepNotFound``.
+        ``clear_cancel=True`` to clear it and retry; ``RunNotFound``, ``StepNotFound``. The handle
+        it returns names the attempt queued (``attempt``, ``job_id``).
         """
         run_id = parse_run_id(run_id)
-        retry_failed_step(self.store, self.runner, run_id, step_key, clear_cancel=clear_cancel)
-        return RunHandle(self, run_id, trigger_job_id(run_id))
+        attempt = retry_failed_step(self.store, self.runner, run_id, step_key, clear_cancel=clear_cancel)
+        return RetriedStep(self, run_id, step_key, attempt)
 
     def _run(self, run_id: UUID | str) -> FlowRunRecord:
         run = self.store.get_run(parse_run_id(run_id))

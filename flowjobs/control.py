@@ -1,5 +1,6 @@
-"""Control actions shared by the client and the engine (a failed job requeued from rq-dashboard
-retries its step the same way ``FlowClient.retry_step`` does)."""
+"""Retrying a Failed step as a new attempt: the one operation both ``FlowClient.retry_step`` and the
+engine perform (the engine when a step's failed job is requeued by hand, from rq-dashboard or
+``rq requeue``), so both go through the same checks and the same script."""
 
 from __future__ import annotations
 
@@ -8,14 +9,14 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from flowjobs.clock import epoch_ms, iso, utcnow
-from flowjobs.errors import RunCancelled, RunNotFound, StepNotFound, StepNotRetryable
-from flowjobs.jobs import step_call
-from flowjobs.manifest import FOR_EACH
+from flowjobs.core.clock import epoch_ms, iso, utcnow
+from flowjobs.core.errors import RunCancelled, RunNotFound, StepNotFound, StepNotRetryable
+from flowjobs.core.job_calls import step_call
+from flowjobs.core.manifest import StepKind
+from flowjobs.core.transitions import STEP_RULES
 from flowjobs.runtime.base import JobRunner
-from flowjobs.statuses import StepStatus
 from flowjobs.store.run_store import RunStore
-from flowjobs.store.transitions import Refusal, Refused
+from flowjobs.store.transitions import Refused, RetryRefusal
 
 
 def retry_failed_step(
@@ -42,13 +43,13 @@ def retry_failed_step(
     step = manifest.step(step_key)
     if step is None:
         raise StepNotFound(f"run {run_id} has no step {step_key!r}")
-    if step.kind == FOR_EACH or step_key not in manifest.steps:
+    if step.kind is StepKind.for_each or step_key not in manifest.steps:
         raise StepNotRetryable(
             f"step {step_key!r} is a ForEach step or one of its iterations: these cannot be retried "
             "one by one; re-run the run instead"
         )
     fields = store.step_fields(run_id, step_key)
-    if fields.get("status") != StepStatus.Failed:
+    if fields.get("status") not in STEP_RULES["retry"].source:
         raise StepNotRetryable(
             f"step {step_key!r} of run {run_id} is {fields.get('status', 'not started')}; "
             "only a Failed step can be retried"
@@ -71,12 +72,12 @@ def retry_failed_step(
         deadline=reopened_deadline(run_fields, utcnow()),
     )
     if isinstance(answer, Refused):
-        if answer.reason is Refusal.cancelled:
+        if answer.reason is RetryRefusal.cancelled:
             raise RunCancelled(
                 f"run {run_id} was cancelled; retry with clear_cancel=True (--clear-cancel) to clear "
                 "the cancel and retry the step"
             )
-        if answer.reason is Refusal.not_failed:
+        if answer.reason is RetryRefusal.not_failed:
             raise StepNotRetryable(
                 f"step {step_key!r} of run {run_id} is no longer Failed at attempt {failed_attempt} "
                 f"(now {answer.detail}): another retry or re-run won"

@@ -18,22 +18,17 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from enum import IntEnum
+from enum import IntEnum, StrEnum
 
 import structlog
 from redis import Redis
 
+from flowjobs.core.keys import Keys
 from flowjobs.engine import Engine
-from flowjobs.keys import Keys
-from flowjobs.recovery import (
-    REDIS_DOWN,
-    recover_claims,
-    recover_jobs,
-    recover_runs,
-    sweep_deadlines,
-)
-from flowjobs.schedules.firing import ScheduleFirer
+from flowjobs.factory import firer_from_settings
+from flowjobs.recovery import recover_claims, recover_jobs, recover_runs, sweep_deadlines
 from flowjobs.settings import Settings
+from flowjobs.store.base import REDIS_DOWN
 
 log = structlog.get_logger("flowjobs.duties")
 
@@ -86,6 +81,29 @@ class Take(IntEnum):
 def next_backoff(previous: float) -> float:
     """The wait after ``previous`` (0: the first failure): 1 s, doubling up to 30 s."""
     return min(max(previous * 2, 1.0), MAX_BACKOFF_SECONDS)
+
+
+class FlowDuty(StrEnum):
+    """The duties of every flowjobs process (``flow_duties``), by the name their lock carries."""
+
+    #: Ends every run past its deadline as TimedOut (``recovery.sweep_deadlines``).
+    deadlines = "deadlines"
+    #: Attempts whose claim lease expired (a dead worker) get their next one (``recover_claims``).
+    leases = "leases"
+    #: Dispatched steps whose job is gone or held by a dead worker are queued again (``recover_jobs``).
+    lost_jobs = "lost-jobs"
+    #: Pending runs without a trigger job restart; Running runs with nothing in flight are planned
+    #: again (``recover_runs``).
+    idle_runs = "idle-runs"
+    #: Due schedules, fired (every process, unlocked).
+    schedules = "schedules"
+    #: Runs past the retention, deleted.
+    retention = "retention"
+
+
+#: The duty whose lock, while alive, says some process ran the duties within the last period
+#: (``GET /health``): locked, and run every ``recovery_interval_seconds``.
+HEARTBEAT_DUTY = FlowDuty.leases
 
 
 @dataclass(frozen=True)
@@ -204,17 +222,21 @@ def flow_duties(engine: Engine, settings: Settings, *, owner: str, extra: Sequen
     ``RETENTION_PERIOD_SECONDS``), plus ``extra``."""
     period = settings.recovery_interval_seconds
     duties = [
-        Duty("deadlines", period, lambda: sweep_deadlines(engine)),
-        Duty("leases", period, lambda: recover_claims(engine, max_lost_attempts=settings.max_lost_attempts)),
-        Duty("lost-jobs", period, lambda: recover_jobs(engine)),
-        Duty("idle-runs", period, lambda: recover_runs(engine)),
+        Duty(FlowDuty.deadlines, period, lambda: sweep_deadlines(engine)),
         Duty(
-            "schedules",
+            FlowDuty.leases,
+            period,
+            lambda: recover_claims(engine, max_lost_attempts=settings.max_lost_attempts),
+        ),
+        Duty(FlowDuty.lost_jobs, period, lambda: recover_jobs(engine)),
+        Duty(FlowDuty.idle_runs, period, lambda: recover_runs(engine)),
+        Duty(
+            FlowDuty.schedules,
             settings.schedule_interval_seconds,
-            ScheduleFirer.from_settings(settings).run,
+            firer_from_settings(settings).run,
             locked=False,
         ),
-        Duty("retention", RETENTION_PERIOD_SECONDS, lambda: purge_expired(engine, settings)),
+        Duty(FlowDuty.retention, RETENTION_PERIOD_SECONDS, lambda: purge_expired(engine, settings)),
         *extra,
     ]
     return Duties(engine.store.redis, engine.store.keys, duties, owner=owner)

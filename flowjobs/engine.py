@@ -1,7 +1,9 @@
 """Executes runs: starts them, runs step attempts (handlers and built-in kinds), plans continuations.
 
-Data flows one way: a job (from the runner) calls the engine; the engine records through the
-store, decides with the planner, and hands new jobs to the runner.
+A job function (``flowjobs.jobs``) calls the engine; the engine records through the store, decides
+with the core's planner, and hands new jobs to the runner. It sits above the store, the runner and
+the core, and below the application layer (client, recovery, duties), which calls it back only
+through those job functions and the duties: see docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -23,52 +25,46 @@ import structlog
 from pydantic import BaseModel, ValidationError
 from rq.timeouts import JobTimeoutException
 
-from flowjobs.backoff import retry_delay
-from flowjobs.clock import epoch_ms, utcnow
-from flowjobs.context import StepContext
 from flowjobs.control import retry_failed_step
-from flowjobs.deadline import step_deadline
-from flowjobs.errors import DataTooLarge, ExpressionError, FlowjobsError, HandlerNotFound
-from flowjobs.expressions import (
-    ExpressionScope,
-    reads_trigger_body,
-    referenced_steps,
-    resolve_inputs,
-)
-from flowjobs.handlers import HandlerRegistry, StepResult
-from flowjobs.jobs import step_call
-from flowjobs.leases import LeaseKeeper
-from flowjobs.limits import check_json_limits
-from flowjobs.manifest import (
-    FOR_EACH,
-    WAIT_FOR_SIGNAL,
+from flowjobs.core.backoff import retry_delay
+from flowjobs.core.clock import epoch_ms, utcnow
+from flowjobs.core.context import StepContext
+from flowjobs.core.errors import DataTooLarge, ExpressionError, FlowjobsError, HandlerNotFound
+from flowjobs.core.expressions import ExpressionScope, reads_trigger_body, referenced_steps, resolve_inputs
+from flowjobs.core.handlers import HandlerRegistry, StepResult
+from flowjobs.core.job_calls import JobCall, step_call, step_job_id
+from flowjobs.core.limits import check_json_limits
+from flowjobs.core.manifest import (
     FlowManifest,
+    StepKind,
     StepMetadata,
     child_key,
     loop_index,
     split_runtime_key,
 )
-from flowjobs.outcomes import StepOutcome, StepReport
-from flowjobs.planner import LoopProgress, advance_loop, open_iterations, plan
-from flowjobs.polling import poll_verdict
-from flowjobs.runtime.base import JobCall, JobRunner, step_job_id
-from flowjobs.statuses import RunStatus, StepStatus
+from flowjobs.core.outcomes import StepOutcome, StepReport
+from flowjobs.core.planner import LoopProgress, advance_loop, open_iterations, plan
+from flowjobs.core.polling import poll_verdict
+from flowjobs.core.statuses import RunStatus, StepStatus
+from flowjobs.deadline import step_deadline
+from flowjobs.leases import LeaseKeeper
+from flowjobs.runtime.base import JobRunner
 from flowjobs.store.run_store import RunStore
 from flowjobs.store.transitions import (
     AppliedPlan,
     Claim,
+    ClaimRefusal,
     Continuation,
     LoopAdvance,
     NextAttempt,
     Park,
-    Refusal,
     Refused,
     RunSnapshot,
     Signalled,
     StateScope,
     StepDispatch,
     StepSkip,
-    StepView,
+    StoredStep,
 )
 from flowjobs.when import WhenGate, expression_scope
 
@@ -230,7 +226,7 @@ class Engine:
                 return self._record(current, Outcome(StepStatus.Failed, error=reason))
 
     def _refused_claim(
-        self, run_id: str, step_key: str, attempt: int, job_id: str | None, refused: Refused
+        self, run_id: str, step_key: str, attempt: int, job_id: str | None, refused: Refused[ClaimRefusal]
     ) -> StepReport:
         """A job whose attempt is not the step's current one. When it is the job of the step's latest
         attempt, which failed, and was queued again after that (rq-dashboard's Requeue), it asks for
@@ -250,7 +246,7 @@ class Engine:
             return StepReport(StepOutcome.retried, error=f"Requeued failed attempt: attempt {retried} queued")
         why = (
             f"Refused: attempt {attempt} is not the step's current one (it is {refused.detail})"
-            if refused.reason is Refusal.stale
+            if refused.reason is ClaimRefusal.stale
             else f"Refused: the run is {refused.detail}"
         )
         return StepReport(StepOutcome(refused.reason.value), error=why)
@@ -263,9 +259,9 @@ class Engine:
             {name: claim.refs[key] for name, key in refs.items()},
             partial(self.store.trigger_data_json, attempt.run_id),
         )
-        if attempt.step.kind == FOR_EACH:
+        if attempt.step.kind is StepKind.for_each:
             return self._expand_loop(attempt, scope)
-        if attempt.step.kind == WAIT_FOR_SIGNAL:
+        if attempt.step.kind is StepKind.wait_for_signal:
             return self._wait_for_signal(attempt, scope)
         with self.leases.holding(attempt.run_id, attempt.step_key, attempt.number):
             outcome = self._run_handler(attempt, scope)
@@ -490,7 +486,7 @@ class Engine:
                 self.continue_run(run_id, recorded)
             return False
         if next_attempt.due != NEVER:
-            call = self.step_call(run_id, recorded.run, step_key, next_attempt.attempt)
+            call = self.attempt_call(run_id, recorded.run, step_key, next_attempt.attempt)
             self.runner.schedule(call, next_attempt.due - utcnow())
         return True
 
@@ -718,7 +714,7 @@ class Engine:
         so ``complete`` can apply it in the same round-trip (it checks the snapshot's version)."""
         manifest = self.store.load_manifest(seen.run["manifest_hash"])
         predicted = replace(seen, statuses={**seen.statuses, step_key: outcome.status})
-        own = StepView(outcome.status, outcome.output_json, outcome.error)
+        own = StoredStep(outcome.status, outcome.output_json, outcome.error)
         decisions = self._decide(run_id, manifest, predicted, {step_key: own})
         if decisions.finished_loops:
             return None
@@ -731,7 +727,7 @@ class Engine:
         state: RunSnapshot,
         decisions: _Decisions,
     ) -> tuple[Continuation, dict[str, JobCall]]:
-        calls = {d.step_key: self.step_call(run_id, state.run, d.step_key, 1) for d in decisions.dispatch}
+        calls = {d.step_key: self.attempt_call(run_id, state.run, d.step_key, 1) for d in decisions.dispatch}
         commands = self.runner.enqueue_commands(list(calls.values())) if calls else None
         continuation = Continuation(
             dispatch=decisions.dispatch,
@@ -764,7 +760,7 @@ class Engine:
         run_id: str,
         manifest: FlowManifest,
         state: RunSnapshot,
-        known: Mapping[str, StepView] | None = None,
+        known: Mapping[str, StoredStep] | None = None,
     ) -> _Decisions:
         """One planning pass; ``known`` are step views not recorded yet (the outcome being recorded)."""
         traces: dict[str, str] = {}
@@ -836,7 +832,9 @@ class Engine:
                 latest = done
         return latest
 
-    def step_call(self, run_id: str, run_fields: Mapping[str, str], step_key: str, attempt: int) -> JobCall:
+    def attempt_call(
+        self, run_id: str, run_fields: Mapping[str, str], step_key: str, attempt: int
+    ) -> JobCall:
         """The job of one attempt of one step of this run, with the step's timeout from the manifest
         the run is pinned to."""
         step = self.store.load_manifest(run_fields["manifest_hash"]).step(step_key)

@@ -20,11 +20,11 @@ from redis.connection import SSLConnection, parse_url
 from redis.sentinel import Sentinel
 
 from flowjobs.client import FlowClient
+from flowjobs.core.errors import HandlerImportError
+from flowjobs.core.handlers import HandlerRegistry, default_handlers
+from flowjobs.core.keys import Keys
+from flowjobs.core.registry import FlowRegistry
 from flowjobs.engine import Engine
-from flowjobs.errors import HandlerImportError
-from flowjobs.handlers import HandlerRegistry, default_handlers
-from flowjobs.keys import Keys
-from flowjobs.registry import FlowRegistry
 from flowjobs.runtime.base import JobRunner
 from flowjobs.runtime.rq import RQJobRunner
 from flowjobs.schedules.firing import ScheduleFirer
@@ -32,6 +32,7 @@ from flowjobs.settings import Settings, load_settings
 from flowjobs.store.async_runs import AsyncRunWrites
 from flowjobs.store.replicas import ReplicaWait
 from flowjobs.store.run_store import RunStore
+from flowjobs.store.schedules import ScheduleStore
 from flowjobs.webhooks.guards import RateLimit, WebhookGuards
 from flowjobs.webhooks.receiver import WebhookReceiver
 
@@ -145,7 +146,7 @@ def runner_from_settings(settings: Settings, redis: Redis) -> RQJobRunner:
         settings.queue,
         keep_seconds=settings.rq_job_ttl_seconds,
         default_timeout_seconds=settings.job_timeout_seconds,
-        key_prefix=settings.key_prefix,
+        schedules=ScheduleStore(redis, Keys(settings.key_prefix)),
     )
 
 

@@ -1,4 +1,5 @@
-"""The job functions RQ executes, and the job calls that name them.
+"""The job functions RQ executes, at the dotted paths every queued job names (the calls that name
+them are built in ``flowjobs.core.job_calls``), and the engine they run on.
 
 Jobs carry only ids (JSON): everything else is read from the store, so a job that runs twice,
 or late, finds the current state and acts on it (or is refused by the claim).
@@ -7,69 +8,21 @@ or late, finds the current state and acts on it (or is refused by the claim).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import rq
 
-from flowjobs.outcomes import StepOutcome
-from flowjobs.runtime.base import JobCall, JobFailed, step_job_id, trigger_job_id
+from flowjobs.core.job_calls import JobFailed
+from flowjobs.core.outcomes import StepOutcome
 from flowjobs.runtime.current import running_job_id
-from flowjobs.urls import run_ui_path
 
 if TYPE_CHECKING:
     from flowjobs.engine import Engine
 
-RUN_TRIGGER = "flowjobs.jobs.run_trigger"
-RUN_STEP = "flowjobs.jobs.run_step"
 #: Largest step output a step job returns as its RQ result (the run record keeps any size).
 MAX_RESULT_BYTES = 64 * 1024
 
 _engine: Engine | None = None
-
-
-def trigger_call(run_id: str, flow_id: str, flow_name: str | None) -> JobCall:
-    """The trigger job of a run."""
-    return JobCall(
-        func=RUN_TRIGGER,
-        args=(run_id,),
-        job_id=trigger_job_id(run_id),
-        description=f"flow={flow_name} run={run_id} trigger",
-        meta={
-            "flow_id": flow_id,
-            "run_id": run_id,
-            "step_key": None,
-            "attempt": None,
-            "run_url": run_ui_path(run_id),
-        },
-    )
-
-
-def step_call(
-    run_id: str,
-    run_fields: Mapping[str, str],
-    step_key: str,
-    attempt: int,
-    timeout_seconds: float | None = None,
-) -> JobCall:
-    """The job of one attempt of one step; it carries the run's pinned manifest hash, so the worker
-    needs no extra read to find the step."""
-    flow_id, flow_name = run_fields.get("flow_id"), run_fields.get("flow_name")
-    return JobCall(
-        func=RUN_STEP,
-        args=(run_id, step_key, attempt, run_fields.get("manifest_hash")),
-        job_id=step_job_id(run_id, step_key, attempt),
-        description=f"flow={flow_name} run={run_id} step={step_key} attempt={attempt}",
-        meta={
-            "flow_id": flow_id,
-            "run_id": run_id,
-            "step_key": step_key,
-            "attempt": attempt,
-            # rq-dashboard shows the meta: the way back from a job to its run's page.
-            "run_url": run_ui_path(run_id),
-        },
-        timeout_seconds=timeout_seconds,
-    )
 
 
 def install_engine(engine: Engine | None) -> None:

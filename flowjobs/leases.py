@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import structlog
 
-from flowjobs.clock import utcnow
+from flowjobs.core.clock import utcnow
 from flowjobs.store.run_store import RunStore
 
 log = structlog.get_logger("flowjobs.leases")

@@ -21,22 +21,19 @@ from typing import TypeVar
 
 import structlog
 from redis.client import Pipeline
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from flowjobs.clock import utcnow
+from flowjobs.core.clock import utcnow
+from flowjobs.core.job_calls import JobCall, JobState, trigger_call
+from flowjobs.core.manifest import FlowManifest
+from flowjobs.core.statuses import RunStatus, StepStatus
+from flowjobs.core.transitions import REASONS
 from flowjobs.engine import Engine
-from flowjobs.jobs import trigger_call
-from flowjobs.manifest import FlowManifest
-from flowjobs.runtime.base import JobCall, JobState
 from flowjobs.runtime.rq import RQJobRunner, TakenJob
-from flowjobs.statuses import RunStatus, StepStatus
+from flowjobs.store.base import REDIS_DOWN
 
 log = structlog.get_logger("flowjobs.recovery")
 
-TIMED_OUT_REASON = "Run is TimedOut."
-#: Errors that mean Redis is unreachable: not a bad run, so they stop the pass (the duty backs off).
-REDIS_DOWN = (RedisConnectionError, RedisTimeoutError)
+TIMED_OUT_REASON = REASONS.closed(RunStatus.TimedOut)
 #: Default of ``FLOWJOBS_MAX_LOST_ATTEMPTS``: a lost worker is rarely the step's doing (a deploy,
 #: an autoscaler, a node loss), and a step that crashes its work-horse is stopped by its own limit
 #: (``Engine.record_crash``). Sidekiq Pro's super_fetch calls a job recovered 3 times a poison pill;
@@ -368,7 +365,7 @@ def _lost_job(engine: Engine, grace: timedelta, step: tuple[str, str], found: Fo
     run_fields = engine.store.run_fields(run_id)
     _manifest(engine, run_id, run_fields)
     attempt = found.fields["attempt"]
-    call = engine.step_call(run_id, run_fields, step_key, int(attempt))
+    call = engine.attempt_call(run_id, run_fields, step_key, int(attempt))
     expected = {"status": StepStatus.Pending.value, "attempt": attempt, "job_id": job_id}
     if not _requeue(engine, engine.store.keys.step(run_id, step_key), expected, call, found.taken):
         return 0

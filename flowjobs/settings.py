@@ -17,8 +17,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from flowjobs.errors import InvalidSettings
-from flowjobs.limits import (
+from flowjobs.core.errors import InvalidSettings
+from flowjobs.core.limits import (
     DAY_SECONDS,
     DEFAULT_MAX_DATA_BYTES,
     DEFAULT_MAX_DATA_DEPTH,
@@ -35,7 +35,7 @@ from flowjobs.limits import (
     ProcessSeconds,
     RunSeconds,
 )
-from flowjobs.trigger_headers import (
+from flowjobs.core.trigger_headers import (
     DEFAULT_MAX_TRIGGER_HEADER_BYTES,
     DEFAULT_MAX_TRIGGER_HEADERS,
     DEFAULT_MAX_TRIGGER_HEADERS_BYTES,
@@ -97,7 +97,7 @@ def normal_origin(text: str) -> str | None:
 
 
 class Settings(BaseSettings):
-    """Every setting of flowjobs' processes (SPEC §10)."""
+    """Every setting of flowjobs' processes (each a row of the README's settings table)."""
 
     model_config = SettingsConfigDict(env_prefix="FLOWJOBS_", extra="ignore", populate_by_name=True)
 

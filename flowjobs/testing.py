@@ -9,13 +9,13 @@ from uuid import UUID
 
 from redis import Redis
 
-from flowjobs.errors import RunNotFound
+from flowjobs.core.errors import RunNotFound
+from flowjobs.core.handlers import HandlerRegistry, default_handlers
+from flowjobs.core.keys import Keys
+from flowjobs.core.records import FlowRunRecord
+from flowjobs.core.registry import FlowRegistry
 from flowjobs.factory import client_from_settings, engine_from_settings
-from flowjobs.handlers import HandlerRegistry, default_handlers
 from flowjobs.jobs import install_engine
-from flowjobs.keys import Keys
-from flowjobs.records import FlowRunRecord
-from flowjobs.registry import FlowRegistry
 from flowjobs.runtime.inprocess import InProcessRunner
 from flowjobs.settings import Settings
 

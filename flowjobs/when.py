@@ -7,12 +7,11 @@ from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
-from flowjobs.expressions import ExpressionScope, evaluate_condition, referenced_steps
-from flowjobs.expressions import StepView as ExpressionStepView
-from flowjobs.manifest import FlowManifest, child_key
-from flowjobs.planner import Admit
+from flowjobs.core.expressions import ExpressionScope, StepView, evaluate_condition, referenced_steps
+from flowjobs.core.manifest import FlowManifest, child_key
+from flowjobs.core.planner import Admit
 from flowjobs.store.run_store import RunStore
-from flowjobs.store.transitions import StepView
+from flowjobs.store.transitions import StoredStep
 
 
 class WhenGate:
@@ -25,14 +24,14 @@ class WhenGate:
         manifest: FlowManifest,
         run_fields: Mapping[str, str],
         traces: dict[str, str],
-        known: Mapping[str, StepView] | None = None,
+        known: Mapping[str, StoredStep] | None = None,
     ) -> None:
         self.store = store
         self.run_id = run_id
         self.manifest = manifest
         self.run_fields = run_fields
         self.traces = traces
-        self.views: dict[str, StepView] = dict(known or {})
+        self.views: dict[str, StoredStep] = dict(known or {})
 
     def admit(self, loop_key: str | None, index: int | None) -> Admit:
         """The admit callback for top-level steps (``loop_key`` None) or one ForEach iteration."""
@@ -66,7 +65,7 @@ class WhenGate:
 
 def expression_scope(
     run_fields: Mapping[str, str],
-    views: Mapping[str, StepView],
+    views: Mapping[str, StoredStep],
     read_trigger_data: Callable[[], str | None] | None = None,
 ) -> ExpressionScope:
     """What expressions of a run can see: its trigger data and headers, and some steps.
@@ -88,7 +87,7 @@ def expression_scope(
         trigger_loader=loader,
         trigger_headers=json.loads(run_fields.get("trigger_headers", "{}")),
         steps={
-            name: ExpressionStepView(
+            name: StepView(
                 status=view.status.value if view.status else None,
                 output=json.loads(view.output_json) if view.output_json else None,
                 error=view.error,

@@ -22,14 +22,14 @@ from rq.serializers import JSONSerializer
 from rq.worker import BaseWorker
 from structlog import _output as structlog_output
 
+from flowjobs.core.handlers import HandlerRegistry
 from flowjobs.duties import Duty, flow_duties, next_backoff
 from flowjobs.engine import COLD_SHUTDOWN_REASON, ColdShutdown, Engine
 from flowjobs.factory import engine_from_settings
-from flowjobs.handlers import HandlerRegistry
 from flowjobs.jobs import install_engine
 from flowjobs.leases import LeaseKeeper
-from flowjobs.recovery import REDIS_DOWN
 from flowjobs.settings import Settings
+from flowjobs.store.base import REDIS_DOWN
 
 log = structlog.get_logger("flowjobs.worker")
 

@@ -24,14 +24,14 @@ from redis.client import Pipeline
 
 import tests.handlers  # noqa: F401  (registers the test handlers on the default registry)
 from flowjobs.client import FlowClient
+from flowjobs.core.handlers import default_handlers
+from flowjobs.core.keys import Keys
+from flowjobs.core.registry import FlowRegistry
 from flowjobs.embedded import EmbeddedRedis, redis_answers
 from flowjobs.engine import Engine
 from flowjobs.factory import client_from_settings, engine_from_settings, runner_from_settings
-from flowjobs.handlers import default_handlers
 from flowjobs.jobs import install_engine
-from flowjobs.keys import Keys
 from flowjobs.processes import stop_processes
-from flowjobs.registry import FlowRegistry
 from flowjobs.runtime.rq import RQJobRunner
 from flowjobs.settings import Settings
 from flowjobs.worker import build_worker

@@ -1,11 +1,11 @@
-"""Pure tests of flowjobs.backoff.retry_delay (SPEC §5.5)."""
+"""Pure tests of flowjobs.core.backoff.retry_delay."""
 
 from __future__ import annotations
 
 import pytest
 
-from flowjobs.backoff import retry_delay
-from flowjobs.manifest import RetryPolicy
+from flowjobs.core.backoff import retry_delay
+from flowjobs.core.manifest import RetryPolicy
 
 POLICY = RetryPolicy(max_attempts=6, backoff_seconds=2, backoff_factor=3, max_backoff_seconds=100)
 

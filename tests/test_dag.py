@@ -5,8 +5,8 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime, timedelta
 
-from flowjobs.manifest import FlowManifest
-from flowjobs.statuses import StepStatus
+from flowjobs.core.manifest import FlowManifest
+from flowjobs.core.statuses import StepStatus
 from flowjobs.web.dag import AttemptTimes, DagNode, layout_dag, render_svg, timeline
 
 DIAMOND = FlowManifest.model_validate(

@@ -1,4 +1,4 @@
-"""Tests of flowjobs.expressions: value references, when conditions, parse errors and round trips."""
+"""Tests of flowjobs.core.expressions: value references, when conditions, parse errors and round trips."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flowjobs.errors import ExpressionError
-from flowjobs.expressions import (
+from flowjobs.core.errors import ExpressionError
+from flowjobs.core.expressions import (
     Condition,
     ConditionOutcome,
     ExpressionScope,
@@ -26,7 +26,7 @@ from flowjobs.expressions import (
     resolve_inputs,
     resolve_value,
 )
-from flowjobs.expressions.nodes import (
+from flowjobs.core.expressions.nodes import (
     COMPARATORS,
     And,
     Boolean,
@@ -47,7 +47,7 @@ from flowjobs.expressions.nodes import (
     TriggerBody,
     TriggerHeaders,
 )
-from flowjobs.expressions.scanner import is_path_name_char
+from flowjobs.core.expressions.scanner import is_path_name_char
 
 BODY: dict[str, Any] = {
     "order": {

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from flowjobs.errors import FlowNotFound, FlowValidationError
-from flowjobs.registry import FlowRegistry, parse_flow_file
+from flowjobs.core.errors import FlowNotFound, FlowValidationError
+from flowjobs.core.registry import FlowRegistry, parse_flow_file
 
 GOOD = textwrap.dedent(
     """\

@@ -1,4 +1,4 @@
-"""Pure tests of flowjobs.limits: bounded numbers and the depth/size check of JSON values."""
+"""Pure tests of flowjobs.core.limits: bounded numbers and the depth/size check of JSON values."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Annotated, Any
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from flowjobs.errors import DataTooLarge, InvalidTriggerData
-from flowjobs.limits import (
+from flowjobs.core.errors import DataTooLarge, InvalidTriggerData
+from flowjobs.core.limits import (
     AttemptCount,
     Bounded,
     RunSeconds,

@@ -1,4 +1,4 @@
-"""Pure tests of flowjobs.manifest: Python vs file definitions, aliases, shorthands and the graph."""
+"""Pure tests of flowjobs.core.manifest: Python vs file definitions, aliases, shorthands and the graph."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from flowjobs.manifest import (
+from flowjobs.core.manifest import (
     FlowDefinition,
     FlowManifest,
     RetryPolicy,
@@ -20,7 +20,7 @@ from flowjobs.manifest import (
     TriggerMetadata,
     TriggerType,
 )
-from flowjobs.statuses import StepStatus
+from flowjobs.core.statuses import StepStatus
 
 FLOW_ID = UUID("6f1c2a9e-0000-4000-8000-00000000abcd")
 

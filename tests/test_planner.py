@@ -1,4 +1,5 @@
-"""Pure tests of flowjobs.planner: readiness, skip propagation and the terminal classifier (SPEC §5.3-5.4)."""
+"""Pure tests of flowjobs.core.planner: readiness, skip propagation and the terminal classifier
+(the rules of the README's "How it works")."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flowjobs.planner import SKIP_REASON, classify, plan
-from flowjobs.statuses import RunStatus, StepStatus
+from flowjobs.core.planner import SKIP_REASON, classify, plan
+from flowjobs.core.statuses import RunStatus, StepStatus
 
 S = StepStatus.Succeeded
 F = StepStatus.Failed
@@ -202,7 +203,7 @@ def test_active_record_of_a_step_whose_dependency_failed_is_left_alone(status: S
     assert not result.finished
 
 
-# ---------------------------------------------------------------- terminal classifier (SPEC §5.4)
+# ---------------------------------------------------------------- terminal classifier
 
 ORDER: Graph = {"fetch": {}, "ship": {"fetch": OK}, "compensate": {"ship": ON_FAIL}}
 
@@ -287,7 +288,7 @@ def test_classify_table(graph: Graph, statuses: dict[str, StepStatus], expected:
 def reference_outcome(
     graph: Mapping[str, Mapping[str, frozenset[StepStatus]]], final: Mapping[str, StepStatus]
 ) -> RunStatus:
-    """SPEC §5.4, written out independently of flowjobs.planner."""
+    """The README's outcome rule, written out independently of flowjobs.core.planner."""
     succeeded = {k for k in graph if final[k] == StepStatus.Succeeded}
     failed = {k for k in graph if final[k] == StepStatus.Failed}
     if not succeeded:
@@ -386,7 +387,7 @@ def test_simulated_runs_respect_the_planner_contract(graph: Graph, data: st.Data
     assert ever_ready | ever_skipped == set(graph)
     assert not ever_ready & ever_skipped
     assert {k for k, s in statuses.items() if s is StepStatus.Skipped} == ever_skipped
-    # (d) the outcome follows SPEC §5.4.
+    # (d) the outcome follows the README's rule.
     expected = reference_outcome(graph, statuses)
     assert result.outcome is expected
     assert classify(graph, statuses) is expected

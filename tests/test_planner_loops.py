@@ -6,8 +6,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flowjobs.planner import SKIP_REASON, LoopProgress, advance_loop, open_iterations
-from flowjobs.statuses import RunStatus, StepStatus
+from flowjobs.core.planner import SKIP_REASON, LoopProgress, advance_loop, open_iterations
+from flowjobs.core.statuses import RunStatus, StepStatus
 
 S, F, R = StepStatus.Succeeded, StepStatus.Failed, StepStatus.Running
 OK = frozenset({S})

@@ -1,4 +1,4 @@
-"""Pure tests of flowjobs.polling: output paths and poll decisions (SPEC §5.6); no Redis."""
+"""Pure tests of flowjobs.core.polling: output paths and poll decisions; no Redis."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from flowjobs.manifest import PollOptions
-from flowjobs.polling import PollVerdict, output_at, poll_verdict
+from flowjobs.core.manifest import PollOptions
+from flowjobs.core.polling import PollVerdict, output_at, poll_verdict
 
 OUTPUT = {
     "state": "done",

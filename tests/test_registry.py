@@ -1,4 +1,4 @@
-"""Pure tests of flowjobs.registry: add, get, flow files and folders (no Redis)."""
+"""Pure tests of flowjobs.core.registry: add, get, flow files and folders (no Redis)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from uuid import UUID
 
 import pytest
 
-from flowjobs.errors import FlowNotFound, FlowValidationError
-from flowjobs.manifest import FlowDefinition, TriggerType
-from flowjobs.registry import FlowRegistry, parse_flow_file
+from flowjobs.core.errors import FlowNotFound, FlowValidationError
+from flowjobs.core.manifest import FlowDefinition, TriggerType
+from flowjobs.core.registry import FlowRegistry, parse_flow_file
 
 ROOT = Path(__file__).resolve().parent.parent
 FLOWS_DIR = ROOT / "config" / "flows"

@@ -7,9 +7,9 @@ from uuid import uuid4
 
 import pytest
 
-from flowjobs.errors import InvalidCron
-from flowjobs.schedules.cron import HORIZON_YEARS, check_cron, latest_tick, next_fire, plan_fire
-from flowjobs.schedules.state import (
+from flowjobs.core.cron import HORIZON_YEARS, check_cron, latest_tick, next_fire, plan_fire
+from flowjobs.core.errors import InvalidCron
+from flowjobs.core.schedules import (
     ScheduleKind,
     ScheduleState,
     broken,
@@ -27,7 +27,7 @@ SCHEDULE_ID = flow_schedule_id(uuid4(), "nightly")
 
 
 def schedule(cron: str = "*/5 * * * *", **extra: object) -> ScheduleState:
-    return ScheduleState(job_id=SCHEDULE_ID, kind=ScheduleKind.flow, cron=cron, updated_at=T0, **extra)
+    return ScheduleState(schedule_id=SCHEDULE_ID, kind=ScheduleKind.flow, cron=cron, updated_at=T0, **extra)
 
 
 def test_next_fire_is_strictly_after_and_latest_tick_is_at_or_before() -> None:
@@ -140,7 +140,16 @@ def test_fired_records_the_tick_and_the_next_fire_time() -> None:
         "fj-x-trigger",
         T0 + timedelta(minutes=5),
     )
-    assert ScheduleState.from_fields({k.encode(): v.encode() for k, v in after.to_fields().items()}) == after
+    assert ScheduleState.from_fields(after.to_fields()) == after
+
+
+def test_a_schedule_keeps_its_stored_field_name() -> None:
+    """Schedules stored before ``schedule_id`` had its name hold it in the hash field ``job_id``:
+    states are still written that way, so old and new processes read each other's."""
+    state = declare(None, schedule(), T0)
+    fields = state.to_fields()
+    assert fields["job_id"] == SCHEDULE_ID and "schedule_id" not in fields
+    assert ScheduleState.from_fields(fields) == state
 
 
 @pytest.mark.parametrize("cron", ["0 0 30 2 *", "30 2 31 4 *", "0 0 31 2,4,6,9,11 *", "0 0 1 1 * 0 2020"])

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from redis.sentinel import SentinelConnectionPool
 
 from flowjobs.cli import cli
-from flowjobs.errors import InvalidSettings
+from flowjobs.core.errors import InvalidSettings
 from flowjobs.factory import connect
 from flowjobs.settings import load_settings
 from tests.conftest import free_port

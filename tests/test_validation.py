@@ -1,4 +1,4 @@
-"""Pure tests of registration-time validation (SPEC §3.5): every problem kind, all reported at once."""
+"""Pure tests of registration-time validation: every problem kind, all reported at once."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from flowjobs.errors import FlowValidationError
-from flowjobs.manifest import FlowDefinition
-from flowjobs.registry import FlowRegistry
-from flowjobs.validation import find_cycle, flow_problems
+from flowjobs.core.errors import FlowValidationError
+from flowjobs.core.manifest import FlowDefinition
+from flowjobs.core.registry import FlowRegistry
+from flowjobs.core.validation import find_cycle, flow_problems
 
 
 def flow(

@@ -14,9 +14,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from flowjobs.errors import FlowValidationError
-from flowjobs.manifest import FlowDefinition
-from flowjobs.registry import FlowRegistry
+from flowjobs.core.errors import FlowValidationError
+from flowjobs.core.manifest import FlowDefinition
+from flowjobs.core.registry import FlowRegistry
+from flowjobs.core.webhooks.auth import SecretUnavailable
+from flowjobs.core.webhooks.schemes import SCHEMES, sign
 from flowjobs.webhooks import (
     SIGNATURE_HEADERS,
     Reason,
@@ -27,9 +29,7 @@ from flowjobs.webhooks import (
     redact_trigger_inputs,
     verify,
 )
-from flowjobs.webhooks.auth import SecretUnavailable
 from flowjobs.webhooks.receiver import captured_headers, parse_json
-from flowjobs.webhooks.schemes import SCHEMES, sign
 
 NOW = 1_750_000_000
 WINDOW = 300
@@ -387,7 +387,7 @@ def test_fuzzed_bodies_parse_or_are_refused(body: bytes) -> None:
 
 
 def test_a_shown_manifest_masks_literal_webhook_secrets_and_keeps_env_references() -> None:
-    from flowjobs.manifest import FlowManifest
+    from flowjobs.core.manifest import FlowManifest
     from flowjobs.webhooks import shown_manifest
 
     manifest = FlowManifest.model_validate(

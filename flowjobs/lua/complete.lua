@@ -20,7 +20,7 @@
 -- Step hash and attempt times are epoch ms.
 local a = cjson.decode(ARGV[1])
 local step = redis.call('HMGET', a.hash_key, 'status', 'attempt', 'lease_until_ms', 'started_at', 'job_id')
-local stale = fenced_out(step, 'Running', a.attempt)
+local stale = fenced_out(step, STEP.complete, a.attempt)
 if stale then return stale end
 if a.lease_expired_before_ms then
   if tonumber(step[3] or '0') >= a.lease_expired_before_ms then return {'stale', 'lease renewed'} end
@@ -40,13 +40,13 @@ end
 local n = a.next
 local run_status = redis.call('HGET', a.run_key, 'status')
 local cancelled = redis.call('HGET', a.run_key, 'cancel_requested') == '1'
-if n and (run_status ~= 'Running' or cancelled) then
+if n and (not STEP.requeue.run[run_status] or cancelled) then
   -- The run closed (deadline) or is being cancelled: no further attempt; a step that would wait
   -- is skipped.
   n = nil
   if a.status == 'Pending' then
     a.status = 'Skipped'
-    a.error = cancelled and CANCELLED_REASON or ('Run is ' .. tostring(run_status) .. '.')
+    a.error = cancelled and REASON.cancelled or (REASON.run_is[1] .. tostring(run_status) .. REASON.run_is[2])
   end
 end
 if signal and n then

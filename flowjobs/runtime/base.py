@@ -1,93 +1,15 @@
-"""The ``JobRunner`` protocol, the job calls the engine hands it, and flowjobs' job ids."""
+"""The ``JobRunner`` protocol: what the engine needs from a job system (RQ, or in-process)."""
 
 from __future__ import annotations
 
-import hashlib
-import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from enum import StrEnum
-from typing import Any, Protocol
-from uuid import UUID
+from typing import Protocol, runtime_checkable
 
 from redis.client import Pipeline
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
-
-
-class JobFailed(Exception):
-    """Raised by a job function to end its job as failed (RQ's failed registry, this message as the
-    job's exception info) after it recorded everything itself: the job system must not retry it."""
-
-
-class JobState(StrEnum):
-    """State of a background job, in Hangfire's names."""
-
-    Enqueued = "Enqueued"
-    Scheduled = "Scheduled"
-    Awaiting = "Awaiting"
-    Processing = "Processing"
-    Succeeded = "Succeeded"
-    Failed = "Failed"
-    Deleted = "Deleted"
-
-
-@dataclass(frozen=True)
-class JobCall:
-    """One background job: a function by dotted path with JSON arguments, and how to show it."""
-
-    func: str
-    """Dotted path of the job function (``flowjobs.jobs.run_step``)."""
-    args: tuple[Any, ...]
-    """JSON-serialisable positional arguments."""
-    job_id: str
-    """Job id, deterministic so a re-dispatch reuses it (``[A-Za-z0-9_-]+``)."""
-    description: str
-    """Readable line for rq-dashboard (``flow=<name> run=<id> step=<key>``)."""
-    meta: dict[str, Any] = field(default_factory=dict)
-    """Immutable cross-references: ``flow_id``, ``run_id``, ``step_key``, ``attempt``."""
-    timeout_seconds: float | None = None
-    """Job timeout; the job system kills the job after it (None: the runner's default)."""
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    """JSON-serialisable keyword arguments (application jobs of ``flowjobs.hangfire``)."""
-    retry_delays: tuple[int, ...] = ()
-    """Seconds before each automatic retry of a failed job, one per retry (application jobs of
-    ``flowjobs.hangfire``; a flow step retries by its own policy, never by the job system's)."""
-    keep_failed: bool = False
-    """Keep the job while it is Failed until it is deleted or requeued (Hangfire's rule for
-    application jobs), instead of the runner's window for finished jobs."""
-
-
-@dataclass(frozen=True)
-class RecurringJobInfo:
-    """One recurring job as ``JobRunner.list_recurring`` lists it (Hangfire's recurring-job list)."""
-
-    id: str
-    """The recurring id."""
-    cron: str
-    """The expression it fires on (a runtime override included)."""
-    time_zone: str
-    """IANA zone of the expression."""
-    next_execution: datetime | None
-    """Next tick (None while paused)."""
-    last_execution: datetime | None
-    """When the last tick fired."""
-    last_job_id: str | None
-    """Job the last tick enqueued."""
-    paused: bool = False
-    """Paused: it does not fire until resumed."""
-
-
-@dataclass(frozen=True)
-class StoredJobs:
-    """Where a job system keeps its jobs in the store's Redis, so that retention can delete a
-    finished run's jobs with it (``JobRunner.stored_jobs``)."""
-
-    keys: Callable[[str], list[str]]
-    """Every key one job owns (its hash, its results...), from its id."""
-    registries: tuple[str, ...]
-    """Sorted sets that can list a job id (finished, failed... registries of the runner's queue)."""
+from flowjobs.core.job_calls import JobCall, JobState, StoredJobs
+from flowjobs.core.schedules import ScheduleState
 
 
 class JobRunner(Protocol):
@@ -139,35 +61,42 @@ class JobRunner(Protocol):
         """The job system's keys in the store's Redis; None when its jobs are kept elsewhere."""
         ...
 
-    def add_or_update_recurring(
-        self, recurring_id: str, call: JobCall, cron: str, *, time_zone: str | None = None
-    ) -> None:
-        """Create or replace a recurring job firing ``call`` on ``cron`` (once per tick, whatever
-        the number of processes); a pause or cron override set at runtime is kept."""
+
+class RecurringJobStore(Protocol):
+    """Where an application's recurring jobs are kept (``flowjobs.runtime.recurring``): the
+    schedule store (``flowjobs.store.schedules.ScheduleStore``), handed in by whoever builds the
+    runner (``flowjobs.factory``) so that the runtime never imports the store, or
+    ``InProcessRunner``'s memory."""
+
+    def require(self, schedule_id: str) -> ScheduleState:
+        """One schedule; ``ScheduleNotFound`` if there is none."""
         ...
 
-    def remove_recurring(self, recurring_id: str) -> bool:
-        """Stop a recurring job's future ticks; False if there is none."""
+    def all(self) -> list[ScheduleState]:
+        """Every schedule, by id."""
         ...
 
-    def trigger_recurring(self, recurring_id: str) -> str:
-        """Fire a recurring job once now, keeping its schedule; returns the job id
-        (``ScheduleNotFound`` if there is none)."""
+    def change(
+        self, schedule_id: str, transition: Callable[[ScheduleState | None], ScheduleState | None]
+    ) -> ScheduleState | None:
+        """Apply ``transition`` atomically; returns the state after it (None: no schedule)."""
         ...
 
-    def list_recurring(self) -> list[RecurringJobInfo]:
-        """Every recurring job of the application (flows' Cron triggers are not listed here)."""
+    def remove(self, schedule_id: str) -> bool:
+        """Delete a schedule; False if there was none."""
+        ...
+
+    def claim_tick(
+        self, schedule_id: str, tick: datetime, job_id: str, enqueue: Callable[[Pipeline | None], None]
+    ) -> tuple[str, bool]:
+        """Enqueue a tick's job once, in the same ``MULTI`` as the tick's claim (a store without
+        Redis passes None); returns the job id and whether this call enqueued it."""
         ...
 
 
-def trigger_job_id(run_id: UUID | str) -> str:
-    """Id of a run's trigger job."""
-    return f"fj-{run_id}-trigger"
+@runtime_checkable
+class KeepsRecurringJobs(Protocol):
+    """A runner that knows where its application's recurring jobs are kept (``RQJobRunner``: the
+    schedule store; ``InProcessRunner``: its memory), so ``RecurringJob(runner)`` needs nothing else."""
 
-
-def step_job_id(run_id: UUID | str, step_key: str, attempt: int) -> str:
-    """Id of one attempt of one step; readable where the step key allows it."""
-    safe = _UNSAFE.sub("_", step_key)[:40]
-    if safe != step_key:
-        safe = f"{safe}_{hashlib.sha1(step_key.encode()).hexdigest()[:8]}"
-    return f"fj-{run_id}-s-{safe}-{attempt}"
+    schedules: RecurringJobStore

@@ -20,19 +20,10 @@ from rq.serializers import JSONSerializer
 from rq.utils import utcparse
 from rq.worker import BaseWorker
 
-from flowjobs.clock import utcnow
-from flowjobs.errors import JobNotFound
-from flowjobs.keys import Keys
-from flowjobs.runtime.base import JobCall, JobState, RecurringJobInfo, StoredJobs
-from flowjobs.schedules.recurring import fire_recurring_job
-from flowjobs.schedules.state import (
-    ScheduleKind,
-    check_recurring_id,
-    declare,
-    recurring_info,
-    recurring_job,
-)
-from flowjobs.schedules.store import ScheduleStore
+from flowjobs.core.clock import utcnow
+from flowjobs.core.errors import JobNotFound
+from flowjobs.core.job_calls import JobCall, JobState, StoredJobs
+from flowjobs.runtime.base import RecurringJobStore
 
 _STATES = {
     JobStatus.CREATED: JobState.Enqueued,
@@ -143,12 +134,12 @@ class RQJobRunner:
         *,
         keep_seconds: int,
         default_timeout_seconds: int,
-        key_prefix: str,
+        schedules: RecurringJobStore,
     ) -> None:
         self.redis = redis
         #: Recurring jobs live beside flowjobs' schedules (``FLOWJOBS_KEY_PREFIX``) and are fired
         #: by the schedules duty of every worker, once per tick.
-        self.schedules = ScheduleStore(redis, Keys(key_prefix))
+        self.schedules = schedules
         self.queue = Queue(queue_name, connection=redis, serializer=JSONSerializer)
         self._statuses = redis.register_script(_STATUSES_LUA)
         self._whereabouts = redis.register_script(_WHEREABOUTS_LUA)
@@ -358,26 +349,6 @@ class RQJobRunner:
         pipeline.delete(queue.intermediate_queue.get_first_seen_key(job_id))
         if taken.entries:
             pipeline.zrem(queue.started_job_registry.key, *taken.entries)
-
-    def add_or_update_recurring(
-        self, recurring_id: str, call: JobCall, cron: str, *, time_zone: str | None = None
-    ) -> None:
-        """Create or replace a recurring job (its pause flag and cron override are kept)."""
-        declared = recurring_job(recurring_id, call, cron, time_zone, utcnow())
-        self.schedules.change(recurring_id, lambda current: declare(current, declared, utcnow()))
-
-    def remove_recurring(self, recurring_id: str) -> bool:
-        """Delete a recurring job; its jobs already enqueued stay."""
-        return self.schedules.remove(check_recurring_id(recurring_id))
-
-    def trigger_recurring(self, recurring_id: str) -> str:
-        """Enqueue a recurring job once now (paused or not), keeping its schedule."""
-        state = self.schedules.require(check_recurring_id(recurring_id))
-        return fire_recurring_job(self.schedules, self, state, None).job_id
-
-    def list_recurring(self) -> list[RecurringJobInfo]:
-        """The application's recurring jobs, by id."""
-        return [recurring_info(state) for state in self.schedules.all() if state.kind is ScheduleKind.job]
 
 
 def failed_after_delete(job: Job, connection: Redis, *exc_info: object) -> None:

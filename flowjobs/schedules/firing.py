@@ -25,8 +25,9 @@ from typing import TypeGuard
 import structlog
 
 from flowjobs.client import FlowClient
-from flowjobs.clock import iso, utcnow
-from flowjobs.errors import (
+from flowjobs.core.clock import iso, utcnow
+from flowjobs.core.cron import FirePlan, plan_fire
+from flowjobs.core.errors import (
     FlowDisabled,
     FlowjobsError,
     FlowNotFound,
@@ -34,12 +35,9 @@ from flowjobs.errors import (
     ReplicasNotAcknowledged,
     TriggerNotFound,
 )
-from flowjobs.recovery import REDIS_DOWN
-from flowjobs.registry import FLOW_FILE_SUFFIXES, FlowRegistry
-from flowjobs.schedules.cron import FirePlan, plan_fire
-from flowjobs.schedules.state import Fired, ScheduleKind, ScheduleState, broken, fired
-from flowjobs.schedules.sync import SyncReport
-from flowjobs.settings import Settings
+from flowjobs.core.registry import FLOW_FILE_SUFFIXES, FlowRegistry
+from flowjobs.core.schedules import Fired, ScheduleKind, ScheduleState, SyncReport, broken, fired
+from flowjobs.store.base import REDIS_DOWN
 
 log = structlog.get_logger("flowjobs.schedules")
 
@@ -61,14 +59,6 @@ def flows_fingerprint(folder: Path) -> Fingerprint | None:
 
 class ScheduleFirer:
     """Fires due schedules through a ``FlowClient``; ``run`` is one pass of the duty."""
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> ScheduleFirer:
-        """A firer for these settings: flows from ``FLOWJOBS_FLOWS_DIR`` (synced on the first pass
-        and whenever a file changes), ``FLOWJOBS_SCHEDULE_GRACE_SECONDS``."""
-        from flowjobs.factory import firer_from_settings  # the composition root builds firers
-
-        return firer_from_settings(settings)
 
     def __init__(
         self,
@@ -200,7 +190,7 @@ class ScheduleFirer:
         def mark(current: ScheduleState | None) -> ScheduleState | None:
             return broken(current, reason) if _still_due(current, due) else current
 
-        self.store.change(state.job_id, mark)
+        self.store.change(state.schedule_id, mark)
 
     def _advance(
         self, state: ScheduleState, due: datetime, plan: FirePlan, now: datetime, outcome: Fired | None
@@ -219,7 +209,7 @@ class ScheduleFirer:
                 run_id=outcome.run_id if outcome else None,
             )
 
-        self.store.change(state.job_id, advance)
+        self.store.change(state.schedule_id, advance)
 
 
 def _still_due(current: ScheduleState | None, due: datetime) -> TypeGuard[ScheduleState]:

@@ -1,5 +1,9 @@
-"""The Redis run store, one module per noun: flows, runs (and step transitions), signals, history
-(the read model), recovery queries; the Lua scripts and their decoders; the record codec.
+"""The Redis store: one module per noun (flows, runs and their step transitions, signals, history,
+overdue work, retention, schedules), the Lua scripts with their typed reply decoders, the codec.
+
+``RunStore`` composes the run-record parts into one object (mixins over one ``StoreBase``: one
+Redis, one key prefix, shared caches), so its method names are what the engine, the client and the
+adapters call; ``ScheduleStore`` and ``AsyncRunWrites`` stand alone.
 
 Every state transition is one Lua script (``flowjobs/lua``) that checks the expected current
 status, so no run is closed twice and no attempt's outcome is recorded twice.
@@ -9,42 +13,54 @@ from flowjobs.store.async_runs import AsyncRunWrites
 from flowjobs.store.run_store import RunStore
 from flowjobs.store.transitions import (
     Admission,
+    AdmissionRefusal,
     AppliedPlan,
+    CancelRefusal,
     Claim,
+    ClaimRefusal,
     Continuation,
     Created,
     Delivered,
+    FenceRefusal,
     NextAttempt,
     Park,
     Refusal,
     Refused,
+    RetryRefusal,
     RunSnapshot,
     Signalled,
+    SignalRefusal,
     SignalResume,
     StepDispatch,
     StepSkip,
-    StepView,
+    StoredStep,
     TokenBucket,
 )
 
 __all__ = [
     "Admission",
+    "AdmissionRefusal",
     "AppliedPlan",
     "AsyncRunWrites",
+    "CancelRefusal",
     "Claim",
+    "ClaimRefusal",
     "Continuation",
     "Created",
     "Delivered",
+    "FenceRefusal",
     "NextAttempt",
     "Park",
     "Refusal",
     "Refused",
+    "RetryRefusal",
     "RunSnapshot",
     "RunStore",
+    "SignalRefusal",
     "SignalResume",
     "Signalled",
     "StepDispatch",
     "StepSkip",
-    "StepView",
+    "StoredStep",
     "TokenBucket",
 ]

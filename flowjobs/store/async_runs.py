@@ -7,7 +7,7 @@ from redis.asyncio import Redis
 
 from flowjobs.store.replicas import ReplicaWait
 from flowjobs.store.scripts import decode_create_run, script_argv, script_source
-from flowjobs.store.transitions import Created, NewRun, Refused
+from flowjobs.store.transitions import AdmissionRefusal, Created, NewRun, Refused
 
 
 class AsyncRunWrites:
@@ -18,7 +18,7 @@ class AsyncRunWrites:
         self.replica_wait = replica_wait
         self._create = redis.register_script(script_source("create_run"))
 
-    async def create_run(self, new: NewRun) -> Created | Refused:
+    async def create_run(self, new: NewRun) -> Created | Refused[AdmissionRefusal]:
         """``RunWrites.create_run``, awaited (with its ``WAIT`` when ``replica_wait`` is set)."""
         args = script_argv(new.args, new.argv)
         wait = self.replica_wait

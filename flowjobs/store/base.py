@@ -6,14 +6,20 @@ from typing import Any
 from uuid import UUID
 
 from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from flowjobs.clock import epoch_ms, iso, utcnow
-from flowjobs.keys import Keys
-from flowjobs.manifest import FlowManifest
-from flowjobs.statuses import RunStatus
+from flowjobs.core.clock import epoch_ms, iso, utcnow
+from flowjobs.core.keys import Keys
+from flowjobs.core.manifest import FlowManifest
+from flowjobs.core.statuses import RunStatus
 from flowjobs.store.codec import from_hash
 from flowjobs.store.replicas import ReplicaWait
 from flowjobs.store.scripts import Scripts
+
+#: Errors that mean Redis is unreachable: not a bad run or a bad record, so a duty's pass stops on
+#: them (and backs off) instead of marking anything failed.
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError)
 
 
 class StoreBase:

@@ -9,10 +9,10 @@ from typing import Any
 from urllib.parse import unquote
 from uuid import UUID
 
-from flowjobs.clock import from_epoch_ms
-from flowjobs.records import EventType, FlowRunRecord, FlowStepAttemptRecord, FlowStepRecord, RunEvent
-from flowjobs.statuses import StepStatus
-from flowjobs.store.transitions import StepView
+from flowjobs.core.clock import from_epoch_ms
+from flowjobs.core.records import EventType, FlowRunRecord, FlowStepAttemptRecord, FlowStepRecord, RunEvent
+from flowjobs.core.statuses import StepStatus
+from flowjobs.store.transitions import StoredStep
 
 #: Run fields stored as JSON text in the run hash (the others are scalars).
 _JSON_RUN_FIELDS = ("trigger_headers",)
@@ -105,10 +105,10 @@ def decode_event(run_id: UUID | str, raw: str) -> RunEvent:
     )
 
 
-def step_view(values: Sequence[Any]) -> StepView:
+def stored_step(values: Sequence[Any]) -> StoredStep:
     """A step's view from ``HMGET status output_json error_message``."""
     status, output_json, error = values
-    return StepView(
+    return StoredStep(
         status=StepStatus(text(status)) if status else None,
         output_json=text(output_json) if output_json else None,
         error=text(error) if error else None,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from flowjobs.clock import iso, utcnow
-from flowjobs.manifest import FlowDefinition, FlowManifest
+from flowjobs.core.clock import iso, utcnow
+from flowjobs.core.manifest import FlowDefinition, FlowManifest
 from flowjobs.store.base import StoreBase
 
 

@@ -6,12 +6,12 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from uuid import UUID
 
-from flowjobs.clock import epoch_score
-from flowjobs.records import FlowRunRecord, FlowStepRecord, RunEvent
-from flowjobs.statuses import RunStatus
+from flowjobs.core.clock import epoch_score
+from flowjobs.core.records import FlowRunRecord, FlowStepRecord, RunEvent
+from flowjobs.core.statuses import RunStatus
 from flowjobs.store.base import StoreBase
-from flowjobs.store.codec import decode_event, decode_run, decode_step, from_hash, step_view, text
-from flowjobs.store.transitions import StepView
+from flowjobs.store.codec import decode_event, decode_run, decode_step, from_hash, stored_step, text
+from flowjobs.store.transitions import StoredStep
 
 #: Sorts steps that never started nor completed last.
 _LATEST = datetime.max.replace(tzinfo=UTC)
@@ -135,13 +135,13 @@ class History(StoreBase):
         """The run's event history, oldest first: its last ``max_run_events`` events."""
         return [decode_event(run_id, text(raw)) for raw in self.redis.lrange(self.keys.events(run_id), 0, -1)]
 
-    def step_views(self, run_id: UUID | str, step_keys: Sequence[str]) -> dict[str, StepView]:
+    def step_views(self, run_id: UUID | str, step_keys: Sequence[str]) -> dict[str, StoredStep]:
         """Status, output and error of some steps, in one round-trip (for When clauses)."""
         with self.redis.pipeline(transaction=False) as pipe:
             for key in step_keys:
                 pipe.hmget(self.keys.step(run_id, key), "status", "output_json", "error_message")
             rows = pipe.execute()
-        return {key: step_view(row) for key, row in zip(step_keys, rows, strict=True)}
+        return {key: stored_step(row) for key, row in zip(step_keys, rows, strict=True)}
 
 
 def _started_order(step: FlowStepRecord) -> tuple[datetime, str]:

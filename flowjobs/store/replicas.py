@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flowjobs.errors import ReplicasNotAcknowledged
-from flowjobs.store.transitions import Created, Refused
+from flowjobs.core.errors import ReplicasNotAcknowledged
+from flowjobs.store.transitions import AdmissionRefusal, Created, Refused
 
 
 @dataclass(frozen=True)
@@ -16,7 +16,9 @@ class ReplicaWait:
     replicas: int
     timeout_ms: int
 
-    def check(self, answer: Created | Refused, acknowledged: int) -> Created | Refused:
+    def check(
+        self, answer: Created | Refused[AdmissionRefusal], acknowledged: int
+    ) -> Created | Refused[AdmissionRefusal]:
         """``answer``, or ``ReplicasNotAcknowledged`` for a run the caller would be told exists
         while fewer replicas than required hold it (a refusal wrote no run: nothing to lose)."""
         if isinstance(answer, Created) and acknowledged < self.replicas:

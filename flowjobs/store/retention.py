@@ -22,10 +22,10 @@ from functools import cache
 from importlib.resources import files
 from typing import Any
 
-from flowjobs.clock import epoch_score, utcnow
-from flowjobs.keys import step_member
-from flowjobs.runtime.base import StoredJobs, step_job_id, trigger_job_id
-from flowjobs.statuses import RunStatus
+from flowjobs.core.clock import epoch_score, utcnow
+from flowjobs.core.job_calls import StoredJobs, step_job_id, trigger_job_id
+from flowjobs.core.keys import step_member
+from flowjobs.core.statuses import RunStatus
 from flowjobs.store.base import StoreBase
 from flowjobs.store.codec import text
 
@@ -79,7 +79,7 @@ class _Candidate:
 
 
 class Retention(StoreBase):
-    """Deleting finished runs (SPEC §5.9 Retention)."""
+    """Deleting runs that finished longer ago than the retention, with every key of theirs."""
 
     def purge_finished(
         self,

@@ -13,30 +13,33 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from flowjobs.clock import epoch_ms, epoch_score, iso, utcnow
-from flowjobs.keys import step_member
-from flowjobs.records import EventType, FlowRunRecord
-from flowjobs.statuses import RunStatus, StepStatus
+from flowjobs.core.clock import epoch_ms, epoch_score, iso, utcnow
+from flowjobs.core.keys import step_member
+from flowjobs.core.records import EventType, FlowRunRecord
+from flowjobs.core.statuses import RunStatus, StepStatus
+from flowjobs.core.transitions import RUN_RULES
 from flowjobs.store.base import StoreBase
 from flowjobs.store.codec import command_slices, encode_run, from_hash, text
 from flowjobs.store.transitions import (
     Admission,
+    AdmissionRefusal,
     AppliedPlan,
     Cancelled,
+    CancelRefusal,
     Claim,
+    ClaimRefusal,
     Continuation,
     Created,
+    FenceRefusal,
     NewRun,
     NextAttempt,
     Park,
     Refused,
+    RetryRefusal,
     RunSnapshot,
     Signalled,
     StateScope,
 )
-
-#: Why a run whose flow was disabled before its trigger job ran was cancelled.
-FLOW_DISABLED_REASON = "The flow was disabled before the run started."
 
 
 class RunWrites(StoreBase):
@@ -93,7 +96,7 @@ class RunWrites(StoreBase):
             args["once"] = {"key": admission.once_key, "seconds": admission.once_seconds}
         return NewRun(run_id, args, argv)
 
-    def create_run(self, new: NewRun) -> Created | Refused:
+    def create_run(self, new: NewRun) -> Created | Refused[AdmissionRefusal]:
         """Write a run built by ``new_run`` (``create_run.lua``): refused when its flow is disabled
         (``disabled``) or its admission fails (``rate_limited``, ``replayed``); nothing but its
         setup is written then. With ``replica_wait``, ``ReplicasNotAcknowledged`` when too few
@@ -111,7 +114,6 @@ class RunWrites(StoreBase):
         args["loops_key"] = self.keys.loops(run_id)
         args["loop_items_key"] = self.keys.loop_items(run_id)
         args["flow_prefix"] = self.keys.flow_prefix()
-        args["disabled_reason"] = FLOW_DISABLED_REASON
         return self.scripts.start_run(args)
 
     def apply_plan(self, run_id: UUID | str, continuation: Continuation) -> AppliedPlan | RunSnapshot:
@@ -191,7 +193,7 @@ class RunWrites(StoreBase):
         loop_item_field: str | None = None,
         with_trigger: bool = True,
         scope: StateScope | None = None,
-    ) -> Claim | Refused:
+    ) -> Claim | Refused[ClaimRefusal]:
         """Claim the attempt for this worker with a lease; refused when it is not the current one.
 
         Reads, in the same script, the run's fields (without the trigger data unless
@@ -253,7 +255,7 @@ class RunWrites(StoreBase):
         park: Park | None = None,
         then: Continuation | None = None,
         scope: StateScope | None = None,
-    ) -> RunSnapshot | Refused | Signalled:
+    ) -> RunSnapshot | Refused[FenceRefusal] | Signalled:
         """Record the attempt's outcome if it is still the current, running one.
 
         ``lease_expired_before`` (recovery) counts the attempt in the step's ``lost_attempts``,
@@ -306,7 +308,7 @@ class RunWrites(StoreBase):
         items: Sequence[Any],
         input_json: str | None,
         scope: StateScope | None = None,
-    ) -> RunSnapshot | Refused:
+    ) -> RunSnapshot | Refused[FenceRefusal]:
         """Record a claimed ForEach step's items and release its lease; it stays Running meanwhile.
         Returns the snapshot of ``scope`` (None: the whole run) after."""
         args = self._step_args(run_id, step_key, attempt)
@@ -321,7 +323,10 @@ class RunWrites(StoreBase):
         return self.scripts.expand_loop(args, scope)
 
     def end_run(self, run_id: UUID | str, status: RunStatus, reason: str) -> RunStatus | None:
-        """Close an active run as ``status``, skipping its queued and parked steps with ``reason``."""
+        """Close an active run as ``status`` (a target of the ``abort`` rule), skipping its queued
+        and parked steps with ``reason``."""
+        if status not in RUN_RULES["abort"].target:
+            raise ValueError(f"a run is not ended as {status}")
         args = self._run_args(run_id)
         args.update(
             {
@@ -335,7 +340,7 @@ class RunWrites(StoreBase):
         )
         return self.scripts.end_run(args)
 
-    def cancel_run(self, run_id: UUID | str, reason: str) -> Cancelled | Refused:
+    def cancel_run(self, run_id: UUID | str, reason: str) -> Cancelled | Refused[CancelRefusal]:
         """Request cancellation: skip the run's queued and parked steps, and close it as Cancelled
         now if no step runs on a worker (else the last running step's continuation closes it)."""
         args = self._run_args(run_id)
@@ -361,7 +366,7 @@ class RunWrites(StoreBase):
         reset: Sequence[str],
         clear_cancel: bool = False,
         deadline: Mapping[str, Any] | None = None,
-    ) -> int | Refused:
+    ) -> int | Refused[RetryRefusal]:
         """Queue a new attempt of a step that is Failed at ``attempt`` (with its job's enqueue
         ``commands``, in the same script), reset its Skipped descendants ``reset``, and reopen a
         closed run, with ``deadline`` if it has one (``retry_step.lua``). Returns the new attempt

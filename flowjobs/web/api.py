@@ -1,8 +1,9 @@
-"""The HTTP API under ``/flows/api`` (SPEC §8): the reference dashboard's routes, camelCase JSON.
+"""The HTTP API under ``/flows/api``: the routes of the reference system's dashboard, camelCase JSON.
 
-Runs, steps, events and lineage are the store's own records (``flowjobs.records``) — the API adds
-no second shape for them. Action routes answer small result objects (the reference's
-``{runId, message}``-style shapes, extended). Every route is a thin call of ``FlowClient``;
+Runs, steps, events and lineage are the store's own records (``flowjobs.core.records``) — the API
+adds no second shape for them. Action routes answer small result objects (the reference's
+``{runId, message}``-style shapes, extended). Actions and reads go through ``FlowClient``, the
+operator's reads through its ``queries`` (counts, events, flow flags, the worker count, duty lag);
 errors are flowjobs' typed errors, mapped to statuses once, in ``install_error_handlers``.
 
 Links to rq-dashboard travel in headers, not in the records: every response carries
@@ -35,11 +36,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 from redis.exceptions import RedisError
-from rq import Queue, Worker
 from starlette.exceptions import HTTPException
 
 from flowjobs.client import FlowClient, parse_run_id
-from flowjobs.errors import (
+from flowjobs.core.errors import (
     DataTooLarge,
     FlowDisabled,
     FlowjobsError,
@@ -56,12 +56,14 @@ from flowjobs.errors import (
     StepNotRetryable,
     TriggerNotFound,
 )
-from flowjobs.manifest import FlowDefinition, FlowManifest
-from flowjobs.records import FlowRunRecord, FlowStepRecord, RunEvent, RunLineage
-from flowjobs.schedules.state import ScheduleState
+from flowjobs.core.manifest import FlowDefinition, FlowManifest
+from flowjobs.core.records import FlowRunRecord, FlowStepRecord, RunEvent, RunLineage
+from flowjobs.core.schedules import ScheduleState
+from flowjobs.core.statuses import RunStatus
+from flowjobs.core.urls import API_PREFIX, run_ui_path
+from flowjobs.duties import HEARTBEAT_DUTY
 from flowjobs.settings import Settings
-from flowjobs.statuses import RunStatus
-from flowjobs.web import API_PREFIX, AppSettings, AsyncRuns, Client, run_ui_path
+from flowjobs.web.deps import AppSettings, AsyncRuns, Client
 from flowjobs.web.failures import REDIS_UNREACHABLE, log_fault
 from flowjobs.webhooks import shown_manifest
 
@@ -394,7 +396,7 @@ def _flow_view(client: FlowClient, definition: FlowDefinition) -> FlowView:
         id=definition.id,
         name=definition.name,
         version=definition.version,
-        is_enabled=client.store.flow_enabled(definition.id),
+        is_enabled=client.queries.flow_enabled(definition.id),
         manifest=shown_manifest(definition.manifest),  # webhook secrets masked
     )
 
@@ -493,7 +495,7 @@ def list_runs(
     )
     if until_at is not None and before is not None:
         runs = [run for run in runs if run.started_at < until_at]
-    total = client.store.count_runs(flow_ids=[flow_id], statuses=[status], before=until_at, since=since_at)
+    total = client.queries.count_runs(flow_ids=[flow_id], statuses=[status], before=until_at, since=since_at)
     response.headers["X-Total-Count"] = str(total[(str(flow_id) if flow_id else None, status)])
     if len(runs) == limit:
         cursor = str(runs[-1].id)
@@ -525,9 +527,9 @@ def run_stats(client: Client) -> RunStats:
     """Counts per status, overall and per loaded flow, and the reference's overview counters."""
     flows = client.flows.all()
     statuses = list(RunStatus)
-    counts = client.store.count_runs(flow_ids=[None, *(d.id for d in flows)], statuses=statuses)
+    counts = client.queries.count_runs(flow_ids=[None, *(d.id for d in flows)], statuses=statuses)
     midnight = datetime.combine(datetime.now(UTC).date(), time(), tzinfo=UTC)
-    today = client.store.count_runs(statuses=[RunStatus.Succeeded, RunStatus.Failed], since=midnight)
+    today = client.queries.count_runs(statuses=[RunStatus.Succeeded, RunStatus.Failed], since=midnight)
 
     def per_status(flow_id: UUID | None) -> dict[RunStatus, int]:
         key = str(flow_id) if flow_id else None
@@ -578,7 +580,7 @@ def run_events(
 ) -> list[RunEvent]:
     """The run's event history, oldest first (its last ``FLOWJOBS_MAX_RUN_EVENTS`` events)."""
     _require_run(client, run_id)
-    return client.store.events(str(run_id))[skip : skip + take]
+    return client.queries.events(str(run_id))[skip : skip + take]
 
 
 class CancelRequest(ApiModel):
@@ -631,16 +633,14 @@ def retry_step(
 ) -> RetryResult:
     """Queue a new attempt of a Failed step (409 if it is not Failed, or the run's cancel was
     requested and ``clearCancel`` is not set)."""
-    client.retry_step(str(run_id), step_key, clear_cancel=clear_cancel)
-    fields = client.store.step_fields(str(run_id), step_key)
-    attempt = int(fields.get("attempt", "0"))
+    retried = client.retry_step(str(run_id), step_key, clear_cancel=clear_cancel)
     return RetryResult(
         success=True,
-        message=f"attempt {attempt} of step {step_key} queued",
+        message=f"attempt {retried.attempt} of step {step_key} queued",
         run_id=run_id,
         step_key=step_key,
-        attempt=attempt,
-        job_id=fields.get("job_id"),
+        attempt=retried.attempt,
+        job_id=retried.job_id,
     )
 
 
@@ -680,7 +680,7 @@ def run_of_job(job_id: str, response: Response, client: Client, settings: AppSet
 
 
 def _summaries(client: FlowClient, states: list[ScheduleState]) -> list[dict[str, Any]]:
-    enabled = {s.flow_id: client.store.flow_enabled(str(s.flow_id)) for s in states if s.flow_id}
+    enabled = {s.flow_id: client.queries.flow_enabled(str(s.flow_id)) for s in states if s.flow_id}
     return [s.summary(flow_enabled=not s.flow_id or enabled[s.flow_id]) for s in states]
 
 
@@ -731,9 +731,8 @@ def health(response: Response, client: Client, settings: AppSettings) -> Health:
     """Redis reachable, workers seen on the queue, duty lag (how overdue the oldest expired lease,
     run deadline or due schedule is: what the duties should have handled). Open without auth."""
     try:
-        duty_lag, duties_active = _duty_lag(client, settings)
-        queue = Queue(settings.queue, connection=client.redis)
-        workers = Worker.count(connection=client.redis, queue=queue)
+        duty_lag, duties_active = client.queries.duty_lag(HEARTBEAT_DUTY)
+        workers = client.queries.workers(settings.queue)
     except (RedisError, OSError) as error:
         # The error names Redis' host and port: for the log, not for this open route's answer.
         log.warning("web.health_redis_unavailable", error=repr(error))
@@ -761,22 +760,6 @@ def health(response: Response, client: Client, settings: AppSettings) -> Health:
         flows=len(client.flows),
         detail="; ".join(problems) or None,
     )
-
-
-def _duty_lag(client: FlowClient, settings: Settings) -> tuple[float | None, bool]:
-    """Seconds the oldest overdue duty item waits (None: nothing overdue), and whether any process
-    ran the duties within the last period (its duty lock is alive), in one round-trip."""
-    keys = client.store.keys
-    with client.redis.pipeline(transaction=False) as pipe:
-        pipe.time()
-        for key in (keys.leases(), keys.deadlines(), keys.schedules_due()):
-            pipe.zrange(key, 0, 0, withscores=True)
-        pipe.exists(keys.duty_lock("leases"))
-        server_time, *oldest, lock = pipe.execute()
-    now_ms = server_time[0] * 1000 + server_time[1] // 1000
-    overdue = [now_ms - int(rows[0][1]) for rows in oldest if rows and now_ms > int(rows[0][1])]
-    lag = max(overdue) / 1000 if overdue else None
-    return lag, bool(lock)
 
 
 # -- errors --------------------------------------------------------------------------------------

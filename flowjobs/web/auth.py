@@ -1,4 +1,4 @@
-"""Web auth (SPEC §9): a Bearer token (``FLOWJOBS_WEB_TOKEN``) and/or HTTP Basic
+"""Web auth: a Bearer token (``FLOWJOBS_WEB_TOKEN``) and/or HTTP Basic
 (``FLOWJOBS_WEB_USER`` / ``FLOWJOBS_WEB_PASSWORD``) in front of every route of the web process —
 the API, the flows UI and rq-dashboard — except the health check and the webhook route (which
 has its own verification). Nothing configured: the process is open and says so at start; blank
@@ -21,8 +21,8 @@ import structlog
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from flowjobs.core.urls import API_PREFIX
 from flowjobs.settings import Settings
-from flowjobs.web import API_PREFIX
 
 log = structlog.get_logger("flowjobs.web.auth")
 

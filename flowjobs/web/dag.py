@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from html import escape
 
-from flowjobs.manifest import FOR_EACH, FlowManifest, StepMetadata, split_runtime_key
-from flowjobs.statuses import StepStatus
+from flowjobs.core.manifest import FlowManifest, StepKind, StepMetadata, split_runtime_key
+from flowjobs.core.statuses import StepStatus
 
 NODE_WIDTH = 176
 NODE_HEIGHT = 54
@@ -170,7 +170,7 @@ def _layout_step(
     key: str, step: StepMetadata, statuses: Mapping[str, StepStatus], loop_key: str | None
 ) -> _Box:
     qualified = _qualified(key, loop_key)
-    if step.kind == FOR_EACH and step.steps and loop_key is None:
+    if step.kind is StepKind.for_each and step.steps and loop_key is None:
         inner = _layout_steps(step.steps, statuses, loop_key=key)
         width = max(inner.width + 2 * GROUP_PADDING, NODE_WIDTH)
         offset_x = (width - inner.width) / 2

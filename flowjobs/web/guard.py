@@ -28,9 +28,9 @@ import structlog
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from flowjobs.errors import InvalidSettings
+from flowjobs.core.errors import InvalidSettings
+from flowjobs.core.urls import API_PREFIX
 from flowjobs.settings import Settings, normal_origin, split_list
-from flowjobs.web import API_PREFIX
 from flowjobs.web.auth import WEBHOOK_PREFIX, Credentials
 
 log = structlog.get_logger("flowjobs.web.guard")

@@ -46,9 +46,9 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 from werkzeug.exceptions import HTTPException
 
+from flowjobs.core.urls import RQ_PREFIX, UI_PREFIX
 from flowjobs.factory import connect
 from flowjobs.settings import Settings
-from flowjobs.urls import RQ_PREFIX, UI_PREFIX
 from flowjobs.web.failures import REDIS_UNREACHABLE, log_fault
 
 log = structlog.get_logger("flowjobs.web")

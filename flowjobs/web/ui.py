@@ -33,17 +33,18 @@ from starlette.exceptions import HTTPException
 
 from flowjobs.client import FlowClient
 from flowjobs.client import parse_run_id as client_parse_run_id
-from flowjobs.clock import utcnow
-from flowjobs.errors import FlowjobsError, RunNotFound
+from flowjobs.core.clock import utcnow
+from flowjobs.core.errors import FlowjobsError, RunNotFound
+from flowjobs.core.limits import check_json_limits
+from flowjobs.core.manifest import FlowManifest, child_key, split_runtime_key
+from flowjobs.core.records import FlowRunRecord, FlowStepRecord
+from flowjobs.core.statuses import RunStatus, StepStatus
+from flowjobs.core.urls import RQ_PREFIX, UI_PREFIX, run_ui_path
 from flowjobs.factory import close_async, connect_async
-from flowjobs.limits import check_json_limits
-from flowjobs.manifest import FlowManifest, child_key, split_runtime_key
-from flowjobs.records import FlowRunRecord, FlowStepRecord
-from flowjobs.statuses import RunStatus, StepStatus
 from flowjobs.store.codec import decode_event
-from flowjobs.web import RQ_PREFIX, UI_PREFIX, AppSettings, Client, run_ui_path
 from flowjobs.web.api import _status_of as error_status
 from flowjobs.web.dag import AttemptTimes, DagNode, layout_dag, render_svg, timeline
+from flowjobs.web.deps import AppSettings, Client
 from flowjobs.web.failures import REDIS_UNREACHABLE, log_fault
 
 log = structlog.get_logger("flowjobs.web.ui")
@@ -275,7 +276,7 @@ def throughput(client: FlowClient, now: datetime) -> list[Bucket]:
     statuses = list(RunStatus)
     buckets = []
     for start in starts:
-        counts = client.store.count_runs(statuses=statuses, since=start - THROUGHPUT_BUCKET, before=start)
+        counts = client.queries.count_runs(statuses=statuses, since=start - THROUGHPUT_BUCKET, before=start)
         by_status = {status: counts[(None, status)] for status in statuses}
         succeeded, failed = by_status[RunStatus.Succeeded], by_status[RunStatus.Failed]
         buckets.append(
@@ -287,7 +288,7 @@ def throughput(client: FlowClient, now: datetime) -> list[Bucket]:
 @router.get("/", response_class=HTMLResponse)
 def overview(request: Request, client: Client) -> HTMLResponse:
     """Counts by status, runs in progress, recent failures and the last hour's throughput."""
-    counts = client.store.count_runs(statuses=list(RunStatus))
+    counts = client.queries.count_runs(statuses=list(RunStatus))
     buckets = throughput(client, utcnow())
     return page(
         request,
@@ -316,7 +317,7 @@ def _flows_context(client: FlowClient) -> dict[str, Any]:
         flows.append(
             {
                 "definition": definition,
-                "enabled": client.store.flow_enabled(definition.id),
+                "enabled": client.queries.flow_enabled(definition.id),
                 "schedules": [s for s in schedules if s.flow_id == definition.id],
                 "last_run": next(iter(client.list_runs(flow_id=definition.id, limit=1)), None),
             }
@@ -502,7 +503,7 @@ def _run_page(
     steps = run.steps or []
     if job and not step:
         step = next((s.step_key for s in steps for a in [s, *(s.attempts or [])] if a.job_id == job), "")
-    manifest = client.store.load_manifest(run.manifest_hash) if run.manifest_hash else None
+    manifest = client.queries.manifest(run.manifest_hash) if run.manifest_hash else None
     statuses = {s.step_key: s.status for s in steps}
     selected = step or ""
     dag_svg = None
@@ -540,7 +541,7 @@ def _run_page(
             "in_rq": _jobs_in_rq(client, job_ids),
             "lineage": lineage,
             "signals": signals,
-            "events": client.store.events(run.id)[-50:],
+            "events": client.queries.events(run.id)[-50:],
             **context,
         },
         status_code,
@@ -653,7 +654,7 @@ def _schedules_page(
     request: Request, client: FlowClient, schedule: str = "", status_code: int = 200, **context: Any
 ) -> HTMLResponse:
     schedules = client.list_schedules()
-    checked = {"schedule": schedule} if any(s.job_id == schedule for s in schedules) else {}
+    checked = {"schedule": schedule} if any(s.schedule_id == schedule for s in schedules) else {}
     context = {"active": "schedules", "schedules": schedules, **context}
     return page(request, "schedules.html", context, status_code, checked)
 
@@ -731,7 +732,7 @@ async def events(settings: AppSettings, client: Client, run: Annotated[str, Quer
     connection = connect_async(settings, connect_timeout=SSE_CONNECT_SECONDS)
     pubsub = connection.pubsub(ignore_subscribe_messages=True)
     try:
-        await pubsub.subscribe(client.store.keys.events_channel())
+        await pubsub.subscribe(client.queries.events_channel())
     except BaseException as error:
         await _close(pubsub, connection)
         if not isinstance(error, REDIS_UNREACHABLE):

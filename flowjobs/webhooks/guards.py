@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from uuid import UUID
 
-from flowjobs.keys import Keys
+from flowjobs.core.keys import Keys
 from flowjobs.store.transitions import Admission, TokenBucket
 
 

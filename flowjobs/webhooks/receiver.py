@@ -1,4 +1,5 @@
-"""One webhook delivery, from its target to a run: every check in order, then ``FlowClient.trigger``.
+"""One webhook delivery, from its target to a run: every check in order (``FlowClient.prepare_trigger``
+does the trigger's own checks, without I/O), then ``FlowClient.commit_trigger_async`` writes the run.
 
 The order, and why:
 
@@ -8,7 +9,7 @@ The order, and why:
    learns nothing about the flow (not even whether it is enabled) and costs one HMAC; then the
    signed timestamp's skew, 409 (a stale delivery stays stale, whatever comes next);
 4. JSON, 400; the headers to store within their bounds, 431, and the ``Idempotency-Key``, 422
-   (``flowjobs.trigger_headers``; nothing of the request is written before);
+   (``flowjobs.core.trigger_headers``; nothing of the request is written before);
 5. the flow enabled, 403 (``FlowDisabled``'s message): a refusal the sender can act on, and
    before the replay memory, so a delivery refused while the flow was disabled can be re-sent;
 6. the flow's token bucket, 429 with ``Retry-After`` — also before the replay memory, so a
@@ -31,7 +32,7 @@ from uuid import UUID
 import structlog
 
 from flowjobs.client import FlowClient, PreparedTrigger, RunHandle
-from flowjobs.errors import (
+from flowjobs.core.errors import (
     DataTooLarge,
     FlowDisabled,
     FlowNotFound,
@@ -41,13 +42,12 @@ from flowjobs.errors import (
     TriggerNotAdmitted,
     TriggerNotFound,
 )
-from flowjobs.manifest import FlowDefinition, TriggerType
-from flowjobs.settings import Settings
+from flowjobs.core.manifest import FlowDefinition, TriggerType
+from flowjobs.core.webhooks.auth import SecretUnavailable, WebhookAuth, read_webhook_auth
+from flowjobs.core.webhooks.rejections import Reason, WebhookRejected
+from flowjobs.core.webhooks.schemes import SIGNATURE_HEADERS, verify
 from flowjobs.store.async_runs import AsyncRunWrites
-from flowjobs.webhooks.auth import SecretUnavailable, WebhookAuth, read_webhook_auth
 from flowjobs.webhooks.guards import WebhookGuards
-from flowjobs.webhooks.rejections import Reason, WebhookRejected
-from flowjobs.webhooks.schemes import SIGNATURE_HEADERS, verify
 
 log = structlog.get_logger("flowjobs.webhooks")
 
@@ -133,14 +133,6 @@ class WebhookReceiver:
         self.max_body_bytes = max_body_bytes
         self.environ = environ
         self.clock = clock
-
-    @classmethod
-    def from_settings(cls, client: FlowClient, settings: Settings, runs: AsyncRunWrites) -> WebhookReceiver:
-        """A receiver with the settings' limits, writing runs through ``runs`` (an asyncio client of
-        the client's Redis)."""
-        from flowjobs.factory import receiver_from_settings  # the composition root builds receivers
-
-        return receiver_from_settings(client, settings, runs)
 
     async def receive(self, target: WebhookTarget, headers: Mapping[str, str], body: bytes) -> RunHandle:
         """Check one delivery (``headers`` keyed in lower case) and trigger its run;

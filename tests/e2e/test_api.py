@@ -31,8 +31,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from flowjobs.client import FlowClient
-from flowjobs.manifest import FlowDefinition
-from flowjobs.registry import FlowRegistry
+from flowjobs.core.manifest import FlowDefinition
+from flowjobs.core.registry import FlowRegistry
 from flowjobs.web.app import create_app
 from tests.conftest import Space, wait_until
 from tests.integration.flows import flow, registry

@@ -6,10 +6,9 @@ from __future__ import annotations
 import json
 
 from flowjobs import FlowClient, FlowRegistry, RunStatus, hangfire
-from flowjobs.factory import engine_from_settings
-from flowjobs.handlers import default_handlers
+from flowjobs.core.handlers import default_handlers
+from flowjobs.factory import engine_from_settings, firer_from_settings
 from flowjobs.runtime.rq import RQJobRunner
-from flowjobs.schedules.firing import ScheduleFirer
 from tests.conftest import Space, wait_until
 from tests.integration.flows import flow, registry
 
@@ -46,7 +45,7 @@ def test_every_entry_point_reads_the_same_settings(space: Space) -> None:
     runners = [
         engine.runner,
         FlowClient.from_settings(settings, FlowRegistry()).runner,
-        ScheduleFirer.from_settings(settings).client.runner,
+        firer_from_settings(settings).client.runner,
         hangfire.runner_from_settings(settings),
     ]
     for runner in runners:

@@ -18,7 +18,7 @@ from playwright.sync_api import Browser, Page, ViewportSize, expect
 
 from flowjobs import RunStatus
 from flowjobs.client import FlowClient
-from flowjobs.registry import FlowRegistry
+from flowjobs.core.registry import FlowRegistry
 from tests.browser import DESKTOP
 from tests.conftest import ROOT, Space, free_port, http_status, wait_parked, wait_until
 

@@ -20,9 +20,9 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from flowjobs import RunStatus
-from flowjobs.registry import FlowRegistry
+from flowjobs.core.registry import FlowRegistry
+from flowjobs.core.webhooks.schemes import SCHEMES, Scheme, sign
 from flowjobs.web.app import create_app
-from flowjobs.webhooks.schemes import SCHEMES, Scheme, sign
 from tests.conftest import Space, wait_until
 from tests.integration.flows import flow, registry
 

@@ -16,8 +16,8 @@ from flowjobs import (
     TriggerNotFound,
 )
 from flowjobs.client import FlowClient
-from flowjobs.errors import DataTooLarge
-from flowjobs.registry import FlowRegistry
+from flowjobs.core.errors import DataTooLarge
+from flowjobs.core.registry import FlowRegistry
 from tests.conftest import Space
 from tests.integration.flows import flow, registry
 from tests.test_flow_files import alias_bomb

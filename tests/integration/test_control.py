@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from flowjobs import FlowRunRecord, RunStatus, StepStatus
-from flowjobs.errors import RunCancelled, RunNotActive, RunNotFound, StepNotRetryable
-from flowjobs.runtime.base import JobState
+from flowjobs.core.errors import RunCancelled, RunNotActive, RunNotFound, StepNotRetryable
+from flowjobs.core.job_calls import JobState
 from tests.conftest import Space, wait_until
 from tests.integration.flows import flow, registry
 
@@ -100,7 +100,9 @@ def test_retry_of_a_failed_step_replans_its_skipped_descendants_and_closes_again
     assert first is not None and first.status is RunStatus.Failed and first.completed_at is not None
     assert _steps(first)["b"].status is StepStatus.Skipped
 
-    client.retry_step(handle.run_id, "a")
+    retried = client.retry_step(handle.run_id, "a")
+    assert (retried.run_id, retried.attempt) == (handle.run_id, 2)
+    assert retried.job_id == client.store.step_fields(str(handle.run_id), "a")["job_id"]
     reopened = client.get_run(handle.run_id)
     assert reopened is not None and reopened.status is RunStatus.Running and reopened.completed_at is None
     space.drain()

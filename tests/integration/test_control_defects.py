@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from flowjobs import FlowClient, RunStatus
-from flowjobs.clock import utcnow
-from flowjobs.runtime.base import JobState
+from flowjobs.core.clock import utcnow
+from flowjobs.core.job_calls import JobState
 from tests.conftest import Space, wait_until
 from tests.integration.flows import flow, registry
 from tests.integration.test_retention import _age, _job_ids, _rq_keys, _traces

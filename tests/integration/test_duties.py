@@ -11,13 +11,13 @@ from datetime import datetime
 import pytest
 
 from flowjobs import RunStatus, StepStatus
-from flowjobs.clock import utcnow
+from flowjobs.core.clock import utcnow
 from flowjobs.duties import Duties, Duty
 from flowjobs.settings import Settings
 from tests.conftest import Space, wait_until
 from tests.integration.flows import flow, registry
 
-#: SPEC §5.9: with default settings, a SIGKILLed worker's step is re-dispatched within this.
+#: The README's bound: with default settings, a SIGKILLed worker's step is re-dispatched within this.
 REDISPATCH_BUDGET_SECONDS = 20.0
 
 

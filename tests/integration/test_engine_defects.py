@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 from flowjobs import FlowRunRecord, RunStatus, StepStatus
-from flowjobs.clock import utcnow
+from flowjobs.core.clock import utcnow
 from flowjobs.store import Claim
 from tests.conftest import Space
 from tests.integration.flows import flow, registry

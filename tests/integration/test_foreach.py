@@ -6,8 +6,8 @@ import json
 from datetime import timedelta
 
 from flowjobs import RunStatus, StepStatus
-from flowjobs.clock import utcnow
-from flowjobs.planner import LoopProgress
+from flowjobs.core.clock import utcnow
+from flowjobs.core.planner import LoopProgress
 from flowjobs.recovery import recover
 from flowjobs.store.transitions import Claim, StateScope
 from tests.conftest import Space, wait_until

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -13,13 +14,13 @@ from rq import Queue
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from flowjobs.clock import utcnow
-from flowjobs.errors import InvalidCron, InvalidJobCall, JobNotFound, ScheduleNotFound
+from flowjobs.core.clock import utcnow
+from flowjobs.core.cron import latest_tick
+from flowjobs.core.errors import InvalidCron, InvalidJobCall, JobNotFound, ScheduleNotFound
+from flowjobs.core.job_calls import JobState
+from flowjobs.core.registry import FlowRegistry
 from flowjobs.hangfire import BackgroundJob, RecurringJob, automatic_retry, job_timeout, runner_from_settings
-from flowjobs.registry import FlowRegistry
-from flowjobs.runtime.base import JobState
 from flowjobs.runtime.inprocess import InProcessRunner
-from flowjobs.schedules.cron import latest_tick
 from flowjobs.schedules.firing import ScheduleFirer
 from flowjobs.web.rq_dashboard import create_rq_dashboard
 from tests.conftest import Space, wait_until
@@ -189,6 +190,11 @@ def test_the_in_process_runner_keeps_recurring_jobs_too() -> None:
     assert runner.fire_due_recurring(info.next_execution + timedelta(seconds=5)) == 0
     job = recurring.trigger("tick")
     assert runner.state(job) is JobState.Enqueued
+    # The same service as on RQ: the tick's and the extra fire's ids and meta are RQ's.
+    [after] = recurring.list()
+    assert after.last_job_id is not None and re.fullmatch(r"tick-\d+", after.last_job_id)
+    assert re.fullmatch(r"tick-now-[0-9a-f]{12}", job)
+    assert runner._calls[job].meta["recurring_id"] == "tick"
     assert runner.run_until_idle() == 2
     assert recurring.remove_if_exists("tick") and recurring.list() == []
 

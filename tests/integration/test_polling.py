@@ -1,4 +1,4 @@
-"""Polling steps (SPEC §5.6) on real RQ workers: ``StepResult.pending`` and the built-in ``poll`` options."""
+"""Polling steps on real RQ workers: ``StepResult.pending`` and the built-in ``poll`` options."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 from uuid import UUID
 
 from flowjobs import FlowDefinition, FlowStepRecord, RunStatus, StepStatus
-from flowjobs.runtime.base import step_job_id
+from flowjobs.core.job_calls import step_job_id
 from tests.conftest import Space, wait_until
 from tests.integration.flows import flow, registry
 

@@ -15,12 +15,12 @@ from structlog.testing import capture_logs
 
 from flowjobs import RunStatus, StepStatus
 from flowjobs.client import RunHandle
-from flowjobs.clock import utcnow
+from flowjobs.core.clock import utcnow
+from flowjobs.core.handlers import default_handlers
+from flowjobs.core.job_calls import JobState, step_job_id
 from flowjobs.engine import Engine
 from flowjobs.factory import engine_from_settings
-from flowjobs.handlers import default_handlers
 from flowjobs.recovery import recover
-from flowjobs.runtime.base import JobState, step_job_id
 from flowjobs.store import Claim, Refused
 from tests.conftest import Space, wait_until
 from tests.integration.flows import flow, registry

@@ -11,11 +11,11 @@ from rq.serializers import JSONSerializer
 
 from flowjobs import RunStatus, StepStatus
 from flowjobs.client import FlowClient, RunHandle
-from flowjobs.clock import utcnow
+from flowjobs.core.clock import utcnow
+from flowjobs.core.job_calls import step_job_id
 from flowjobs.engine import Engine
 from flowjobs.jobs import install_engine
 from flowjobs.recovery import recover
-from flowjobs.runtime.base import step_job_id
 from flowjobs.worker import FlowWorkerBase, build_worker
 from tests.conftest import Space, wait_until
 from tests.integration.flows import flow, registry

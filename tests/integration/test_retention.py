@@ -1,4 +1,4 @@
-"""Retention (SPEC §5.9): finished runs older than the cutoff go with every key of theirs and their
+"""Retention: finished runs older than the cutoff go with every key of theirs and their
 RQ jobs' keys; younger runs and active runs stay, whatever their age."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from flowjobs import FlowClient, RunStatus
-from flowjobs.clock import epoch_score, iso, utcnow
+from flowjobs.core.clock import epoch_score, iso, utcnow
 from flowjobs.duties import flow_duties
 from flowjobs.store.retention import Retention
 from tests.conftest import Space

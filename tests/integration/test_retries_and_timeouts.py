@@ -1,4 +1,4 @@
-"""Retries with backoff, per-step job timeouts and run deadlines (SPEC §5.5), on real RQ workers."""
+"""Retries with backoff, per-step job timeouts and run deadlines, on real RQ workers."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from flowjobs import FlowDefinition, FlowRunRecord, FlowStepRecord, RunStatus, StepStatus
-from flowjobs.keys import step_member
-from flowjobs.planner import SKIP_REASON
+from flowjobs.core.job_calls import JobState, step_job_id
+from flowjobs.core.keys import step_member
+from flowjobs.core.planner import SKIP_REASON
 from flowjobs.recovery import TIMED_OUT_REASON
-from flowjobs.runtime.base import JobState, step_job_id
 from tests.conftest import Space, wait_until
 from tests.integration.flows import flow, registry
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from flowjobs import FlowClient, RunStatus
-from flowjobs.errors import InvalidSettings
-from flowjobs.records import FlowRunRecord
-from flowjobs.runtime.base import JobCall, JobState
+from flowjobs.core.errors import InvalidSettings
+from flowjobs.core.job_calls import JobCall, JobState
+from flowjobs.core.records import FlowRunRecord
 from flowjobs.settings import load_settings
 from tests.conftest import Space
 from tests.integration.flows import flow, registry

@@ -9,7 +9,7 @@ from typing import Any
 from uuid import UUID
 
 from flowjobs import FlowRunRecord, FlowStepRecord, RunStatus, StepStatus
-from flowjobs.runtime.base import step_job_id
+from flowjobs.core.job_calls import step_job_id
 from tests.conftest import Space
 from tests.integration.flows import flow, registry
 

@@ -9,7 +9,7 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from flowjobs import RunStatus, StepStatus
-from flowjobs.planner import SKIP_REASON
+from flowjobs.core.planner import SKIP_REASON
 from tests.conftest import Space
 from tests.integration.flows import flow, registry
 

@@ -6,13 +6,13 @@ from datetime import timedelta
 
 from rq.job import Job
 
-from flowjobs.runtime.base import JobCall, JobState
+from flowjobs.core.job_calls import JobCall, JobState
 from flowjobs.runtime.inprocess import InProcessRunner
 from tests.conftest import Space
 
 
 def _call(
-    space: Space, name: str, func: str = "flowjobs.clock.utcnow", timeout_seconds: float | None = None
+    space: Space, name: str, func: str = "flowjobs.core.clock.utcnow", timeout_seconds: float | None = None
 ) -> JobCall:
     return JobCall(
         func=func,

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from flowjobs.clock import utcnow
-from flowjobs.schedules.cron import latest_tick
-from flowjobs.schedules.state import TICK_HEADER, flow_schedule_id
+from flowjobs.core.clock import utcnow
+from flowjobs.core.cron import latest_tick
+from flowjobs.core.schedules import TICK_HEADER, flow_schedule_id
+from flowjobs.duties import HEARTBEAT_DUTY
 from tests.conftest import Space, wait_until
 from tests.integration.test_schedules import FLOW_ID, SCHEDULE, client_for, write_flow
 
@@ -78,7 +79,7 @@ def test_only_schedules_prune_removes_schedules_and_only_those_its_folder_lacks(
     assert space.cli("scheduler", "--once").returncode == 0  # a worker's first pass declares them
     kept = flow_schedule_id(OTHER_ID, "tick")
     client = client_for(space, deployed)
-    assert {s.job_id for s in client.list_schedules()} == {SCHEDULE, kept}
+    assert {s.schedule_id for s in client.list_schedules()} == {SCHEDULE, kept}
 
     # The release drops ticker's trigger: the processes that have that release leave its tick (a
     # process of the release before may fire it) and remove nothing.
@@ -99,11 +100,11 @@ def test_only_schedules_prune_removes_schedules_and_only_those_its_folder_lacks(
     dry = space.cli("schedules", "prune", "--dry-run", "--json")
     assert dry.returncode == 0, dry.stderr
     assert json.loads(dry.stdout) == {"removed": [SCHEDULE], "dryRun": True}
-    assert {s.job_id for s in client.list_schedules()} == {SCHEDULE, kept}
+    assert {s.schedule_id for s in client.list_schedules()} == {SCHEDULE, kept}
 
     pruned = space.cli("schedules", "prune")
     assert pruned.returncode == 0 and SCHEDULE in pruned.stdout, pruned
-    assert {s.job_id for s in client.list_schedules()} == {kept}
+    assert {s.schedule_id for s in client.list_schedules()} == {kept}
     assert json.loads(space.cli("schedules", "prune", "--json").stdout) == {"removed": [], "dryRun": False}
 
 
@@ -112,7 +113,7 @@ def test_a_scheduler_without_the_flows_folder_leaves_cron_to_the_workers(
 ) -> None:
     start_with_flows(space, tmp_path / "nowhere", "scheduler")
     wait_until(
-        lambda: (space.redis.get(space.keys.duty_lock("leases")) or b"").startswith(b"scheduler:"),
+        lambda: (space.redis.get(space.keys.duty_lock(HEARTBEAT_DUTY)) or b"").startswith(b"scheduler:"),
         timeout=30,
         what="the scheduler without flows running the duties",
     )
@@ -128,7 +129,7 @@ def test_a_scheduler_without_the_flows_folder_leaves_cron_to_the_workers(
 def test_duty_locks_move_between_processes(space: Space, deployed: Path) -> None:
     for _ in range(2):
         space.start("scheduler")
-    lock = space.keys.duty_lock("leases")
+    lock = space.keys.duty_lock(HEARTBEAT_DUTY)
     takes: list[bytes] = []  # the owner of each take of the lock, as sampled
     last_ttl = 0
 

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 from flowjobs.client import FlowClient
-from flowjobs.clock import iso, utcnow
-from flowjobs.errors import FlowDisabled, InvalidCron
-from flowjobs.registry import FlowRegistry
-from flowjobs.schedules.cron import latest_tick
+from flowjobs.core.clock import iso, utcnow
+from flowjobs.core.cron import latest_tick
+from flowjobs.core.errors import FlowDisabled, InvalidCron
+from flowjobs.core.registry import FlowRegistry
+from flowjobs.core.schedules import SCHEDULE_HEADER, TICK_HEADER, flow_schedule_id
 from flowjobs.schedules.firing import ScheduleFirer
-from flowjobs.schedules.state import SCHEDULE_HEADER, TICK_HEADER, flow_schedule_id
 from tests.conftest import Space, wait_until
 
 FLOW_ID = "6f1c2a9e-0000-4000-8000-0000000c0001"

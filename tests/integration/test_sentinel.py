@@ -21,11 +21,11 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from flowjobs import RunStatus, StepStatus
-from flowjobs.clock import utcnow
+from flowjobs.core.clock import utcnow
+from flowjobs.core.cron import latest_tick
+from flowjobs.core.errors import ReplicasNotAcknowledged
 from flowjobs.embedded import server_binary
-from flowjobs.errors import ReplicasNotAcknowledged
 from flowjobs.factory import client_from_settings, connect, flows_from_settings
-from flowjobs.schedules.cron import latest_tick
 from flowjobs.schedules.firing import ScheduleFirer
 from tests.conftest import Space, free_port, wait_until
 from tests.integration.test_schedules import FLOW_ID, SCHEDULE, client_for, write_flow

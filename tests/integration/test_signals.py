@@ -10,11 +10,12 @@ from redis.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from flowjobs import FlowClient, RunStatus, SignalAlreadyDelivered, SignalNotFound, StepStatus
-from flowjobs.clock import utcnow
+from flowjobs.core.clock import utcnow
+from flowjobs.core.job_calls import JobCall
 from flowjobs.recovery import recover
-from flowjobs.runtime.base import JobCall
 from flowjobs.runtime.rq import RQJobRunner
 from flowjobs.store import Claim, NextAttempt, Park, RunSnapshot, Signalled
+from flowjobs.store.schedules import ScheduleStore
 from tests.conftest import Space, wait_until
 from tests.integration.flows import flow, registry
 
@@ -303,7 +304,7 @@ def test_delivery_and_resume_job_are_written_together(space: Space) -> None:
             space.settings.queue,
             keep_seconds=space.settings.rq_job_ttl_seconds,
             default_timeout_seconds=space.settings.job_timeout_seconds,
-            key_prefix=space.settings.key_prefix,
+            schedules=ScheduleStore(space.redis, space.keys),
         ),
     )
     # Before delivery and resume were one script, the resume enqueue could fail after the signal

@@ -11,7 +11,7 @@ from redis.asyncio import Redis as AsyncRedis
 
 from flowjobs import RunStatus
 from flowjobs.client import FlowClient, RunHandle
-from flowjobs.errors import FlowDisabled, TriggerNotAdmitted
+from flowjobs.core.errors import FlowDisabled, TriggerNotAdmitted
 from flowjobs.store import Admission, AsyncRunWrites, TokenBucket
 from tests.conftest import Space
 from tests.integration.flows import flow, registry

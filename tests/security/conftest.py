@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from flowjobs.client import FlowClient
-from flowjobs.registry import FlowRegistry
+from flowjobs.core.registry import FlowRegistry
 from tests.conftest import ROOT, Space, free_port, http_status, wait_parked, wait_until
 
 pytestmark = pytest.mark.slow

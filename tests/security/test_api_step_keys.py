@@ -11,8 +11,8 @@ from urllib.parse import unquote
 import pytest
 import yaml
 
-from flowjobs.errors import FlowValidationError
-from flowjobs.registry import FlowRegistry
+from flowjobs.core.errors import FlowValidationError
+from flowjobs.core.registry import FlowRegistry
 from tests.conftest import Space, wait_until
 from tests.security.conftest import StartWeb
 

@@ -11,7 +11,7 @@ from uuid import UUID
 import pytest
 
 from flowjobs.client import FlowClient
-from flowjobs.errors import RunNotFound
+from flowjobs.core.errors import RunNotFound
 from tests.conftest import Space, wait_until
 from tests.integration.flows import flow, registry
 from tests.security.conftest import StartWeb

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from flowjobs.client import FlowClient
-from flowjobs.errors import InvalidIdempotencyKey, InvalidTriggerData, TriggerHeadersTooLarge
-from flowjobs.trigger_headers import HeaderLimits
+from flowjobs.core.errors import InvalidIdempotencyKey, InvalidTriggerData, TriggerHeadersTooLarge
+from flowjobs.core.trigger_headers import HeaderLimits
 from tests.conftest import Space
 from tests.integration.flows import flow, registry
 

@@ -12,8 +12,8 @@ from typing import Any
 import yaml
 
 from flowjobs.client import FlowClient
-from flowjobs.registry import FlowRegistry
-from flowjobs.schedules.state import flow_schedule_id
+from flowjobs.core.registry import FlowRegistry
+from flowjobs.core.schedules import flow_schedule_id
 from tests.conftest import Space, wait_until
 from tests.security.conftest import StartWeb
 
@@ -59,17 +59,17 @@ def test_put_cron_refuses_a_cron_with_no_fire_with_422_on_active_and_paused_sche
     web = start_web({"sec-cron": cron_flow("*/5 * * * *")}, worker=False)
     web.client.sync_schedules()
     (state,) = web.client.list_schedules()
-    path = f"/flows/api/schedules/{state.job_id}"
+    path = f"/flows/api/schedules/{state.schedule_id}"
     with web.http() as http:
         for paused in (False, True):
             if paused:
                 assert http.post(f"{path}/pause").status_code == 200
-            before = web.client.schedules.require(state.job_id)
+            before = web.client.schedules.require(state.schedule_id)
             answer = http.put(f"{path}/cron", json={"cronExpression": NEVER})
             assert answer.status_code == 422, answer.text
             assert answer.json()["error"] == "InvalidCron"
             assert "never fires" in answer.json()["detail"]
-            assert web.client.schedules.require(state.job_id) == before  # nothing stored
+            assert web.client.schedules.require(state.schedule_id) == before  # nothing stored
         resumed = http.post(f"{path}/resume")
         assert resumed.status_code == 200, resumed.text
         assert resumed.json()["cron"] == "*/5 * * * *" and resumed.json()["nextExecution"]
@@ -79,17 +79,17 @@ def test_resume_of_a_schedule_with_a_stored_never_firing_override_answers_422(st
     web = start_web({"sec-cron": cron_flow("*/5 * * * *")}, worker=False)
     web.client.sync_schedules()
     (state,) = web.client.list_schedules()
-    path = f"/flows/api/schedules/{state.job_id}"
+    path = f"/flows/api/schedules/{state.schedule_id}"
     with web.http() as http:
         assert http.post(f"{path}/pause").status_code == 200
         # What an older release stored for a paused schedule's ``set-cron``.
-        web.space.redis.hset(web.space.keys.schedule(state.job_id), "cron_override", NEVER)
+        web.space.redis.hset(web.space.keys.schedule(state.schedule_id), "cron_override", NEVER)
         answer = http.post(f"{path}/resume")
         assert answer.status_code == 422, answer.text
         assert answer.json()["error"] == "InvalidCron"
-        assert web.client.schedules.require(state.job_id).is_paused
+        assert web.client.schedules.require(state.schedule_id).is_paused
         listed = {s["jobId"]: s for s in http.get("/flows/api/schedules").json()}
-        assert listed[state.job_id]["cronOverride"] == NEVER
+        assert listed[state.schedule_id]["cronOverride"] == NEVER
 
 
 def client_for(space: Space, folder: Path) -> FlowClient:

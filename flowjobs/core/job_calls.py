@@ -1,0 +1,154 @@
+"""Background job calls: what a job runner is asked to run (``JobCall``), the states it reports,
+and flowjobs' own calls (a run's trigger job, a step attempt's job) with their deterministic ids.
+
+Pure data: the runners in ``flowjobs.runtime`` execute these; ``flowjobs.jobs`` holds the functions
+the calls name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+from uuid import UUID
+
+from flowjobs.core.urls import run_ui_path
+
+RUN_TRIGGER = "flowjobs.jobs.run_trigger"
+RUN_STEP = "flowjobs.jobs.run_step"
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+
+class JobFailed(Exception):
+    """Raised by a job function to end its job as failed (RQ's failed registry, this message as the
+    job's exception info) after it recorded everything itself: the job system must not retry it."""
+
+
+class JobState(StrEnum):
+    """State of a background job, in Hangfire's names."""
+
+    Enqueued = "Enqueued"
+    Scheduled = "Scheduled"
+    Awaiting = "Awaiting"
+    Processing = "Processing"
+    Succeeded = "Succeeded"
+    Failed = "Failed"
+    Deleted = "Deleted"
+
+
+@dataclass(frozen=True)
+class JobCall:
+    """One background job: a function by dotted path with JSON arguments, and how to show it."""
+
+    func: str
+    """Dotted path of the job function (``flowjobs.jobs.run_step``)."""
+    args: tuple[Any, ...]
+    """JSON-serialisable positional arguments."""
+    job_id: str
+    """Job id, deterministic so a re-dispatch reuses it (``[A-Za-z0-9_-]+``)."""
+    description: str
+    """Readable line for rq-dashboard (``flow=<name> run=<id> step=<key>``)."""
+    meta: dict[str, Any] = field(default_factory=dict)
+    """Immutable cross-references: ``flow_id``, ``run_id``, ``step_key``, ``attempt``."""
+    timeout_seconds: float | None = None
+    """Job timeout; the job system kills the job after it (None: the runner's default)."""
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    """JSON-serialisable keyword arguments (application jobs of ``flowjobs.hangfire``)."""
+    retry_delays: tuple[int, ...] = ()
+    """Seconds before each automatic retry of a failed job, one per retry (application jobs of
+    ``flowjobs.hangfire``; a flow step retries by its own policy, never by the job system's)."""
+    keep_failed: bool = False
+    """Keep the job while it is Failed until it is deleted or requeued (Hangfire's rule for
+    application jobs), instead of the runner's window for finished jobs."""
+
+
+@dataclass(frozen=True)
+class RecurringJobInfo:
+    """One recurring job as ``RecurringJob.list`` lists it (Hangfire's recurring-job list)."""
+
+    id: str
+    """The recurring id."""
+    cron: str
+    """The expression it fires on (a runtime override included)."""
+    time_zone: str
+    """IANA zone of the expression."""
+    next_execution: datetime | None
+    """Next tick (None while paused)."""
+    last_execution: datetime | None
+    """When the last tick fired."""
+    last_job_id: str | None
+    """Job the last tick enqueued."""
+    paused: bool = False
+    """Paused: it does not fire until resumed."""
+
+
+@dataclass(frozen=True)
+class StoredJobs:
+    """Where a job system keeps its jobs in the store's Redis, so that retention can delete a
+    finished run's jobs with it (``JobRunner.stored_jobs``)."""
+
+    keys: Callable[[str], list[str]]
+    """Every key one job owns (its hash, its results...), from its id."""
+    registries: tuple[str, ...]
+    """Sorted sets that can list a job id (finished, failed... registries of the runner's queue)."""
+
+
+def trigger_job_id(run_id: UUID | str) -> str:
+    """Id of a run's trigger job."""
+    return f"fj-{run_id}-trigger"
+
+
+def step_job_id(run_id: UUID | str, step_key: str, attempt: int) -> str:
+    """Id of one attempt of one step; readable where the step key allows it."""
+    safe = _UNSAFE.sub("_", step_key)[:40]
+    if safe != step_key:
+        safe = f"{safe}_{hashlib.sha1(step_key.encode()).hexdigest()[:8]}"
+    return f"fj-{run_id}-s-{safe}-{attempt}"
+
+
+def trigger_call(run_id: str, flow_id: str, flow_name: str | None) -> JobCall:
+    """The trigger job of a run."""
+    return JobCall(
+        func=RUN_TRIGGER,
+        args=(run_id,),
+        job_id=trigger_job_id(run_id),
+        description=f"flow={flow_name} run={run_id} trigger",
+        meta={
+            "flow_id": flow_id,
+            "run_id": run_id,
+            "step_key": None,
+            "attempt": None,
+            "run_url": run_ui_path(run_id),
+        },
+    )
+
+
+def step_call(
+    run_id: str,
+    run_fields: Mapping[str, str],
+    step_key: str,
+    attempt: int,
+    timeout_seconds: float | None = None,
+) -> JobCall:
+    """The job of one attempt of one step; it carries the run's pinned manifest hash, so the worker
+    needs no extra read to find the step."""
+    flow_id, flow_name = run_fields.get("flow_id"), run_fields.get("flow_name")
+    return JobCall(
+        func=RUN_STEP,
+        args=(run_id, step_key, attempt, run_fields.get("manifest_hash")),
+        job_id=step_job_id(run_id, step_key, attempt),
+        description=f"flow={flow_name} run={run_id} step={step_key} attempt={attempt}",
+        meta={
+            "flow_id": flow_id,
+            "run_id": run_id,
+            "step_key": step_key,
+            "attempt": attempt,
+            # rq-dashboard shows the meta: the way back from a job to its run's page.
+            "run_url": run_ui_path(run_id),
+        },
+        timeout_seconds=timeout_seconds,
+    )

@@ -1,0 +1,1 @@
+"""Webhook signature schemes and trigger auth settings: pure parts of webhook ingress."""
