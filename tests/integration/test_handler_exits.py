@@ -70,12 +70,12 @@ def test_a_cold_shutdown_still_stops_a_simple_worker_inside_a_handler(space: Spa
     handle = client.trigger("slow")
     store = space.engine().store
     wait_until(
-        lambda: store.step_fields(str(handle.run_id), "nap").get("status") == "Running",
+        lambda: store.runs.step_fields(str(handle.run_id), "nap").get("status") == "Running",
         timeout=30,
         what="the step to run",
     )
     shut_down_cold(worker)  # the warm shutdown would wait for the step; the cold one cuts it off
-    fields = store.step_fields(str(handle.run_id), "nap")
+    fields = store.runs.step_fields(str(handle.run_id), "nap")
     # Not recorded as the handler's failure: handed over, its next attempt queued for another worker.
     assert fields["status"] == "Pending" and fields["attempt"] == "2", fields
     assert fields["error_message"] == f"Handed over: {COLD_SHUTDOWN_REASON}."
