@@ -28,6 +28,7 @@ from flowjobs.core.manifest import FlowManifest
 from flowjobs.core.statuses import RunStatus, StepStatus
 from flowjobs.core.transitions import REASONS
 from flowjobs.engine import Engine
+from flowjobs.runtime.base import enqueue_in
 from flowjobs.runtime.rq import RQJobRunner, TakenJob
 from flowjobs.store.base import REDIS_DOWN
 
@@ -407,7 +408,7 @@ def _requeue(
     def write(pipe: Pipeline) -> None:
         if taken is not None and isinstance(runner, RQJobRunner):
             runner.release(call.job_id, taken, pipe)
-        runner.enqueue(call, pipeline=pipe)
+        enqueue_in(runner, call, pipe)
 
     return engine.store.overdue.write_if_unchanged(key, expected, write)
 

@@ -6,7 +6,6 @@ import json
 from datetime import timedelta
 
 import pytest
-from redis.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from flowjobs import FlowClient, RunStatus, SignalAlreadyDelivered, SignalNotFound, StepStatus
@@ -283,10 +282,8 @@ def test_a_name_is_kept_while_a_foreach_may_still_park_under_an_expression_name(
 class _EnqueueFails(RQJobRunner):
     """A runner whose direct enqueue always loses its connection (the script path still works)."""
 
-    def enqueue(self, call: JobCall, *, pipeline: Pipeline | None = None) -> str:
-        if pipeline is None:
-            raise RedisConnectionError("connection lost")
-        return super().enqueue(call, pipeline=pipeline)
+    def enqueue(self, call: JobCall) -> str:
+        raise RedisConnectionError("connection lost")
 
 
 def test_delivery_and_resume_job_are_written_together(space: Space) -> None:
