@@ -55,6 +55,7 @@ from flowjobs.runtime.recurring import fire_recurring_job
 from flowjobs.runtime.rq import RQJobRunner
 from flowjobs.settings import Settings
 from flowjobs.store.async_runs import AsyncRunWrites
+from flowjobs.store.base import StoreContext
 from flowjobs.store.replicas import ReplicaWait
 from flowjobs.store.run_store import RunStore
 from flowjobs.store.schedules import ScheduleStore, prune_flow_schedules, sync_flow_schedules
@@ -177,11 +178,13 @@ class FlowClient:
         self.redis = redis
         self.flows = flows if flows is not None else FlowRegistry()
         self.store = RunStore(
-            redis,
-            Keys(key_prefix),
-            retention_seconds=retention_seconds,
-            max_run_events=max_run_events,
-            replica_wait=replica_wait,
+            StoreContext(
+                redis,
+                Keys(key_prefix),
+                retention_seconds=retention_seconds,
+                max_run_events=max_run_events,
+                replica_wait=replica_wait,
+            )
         )
         self.schedules = ScheduleStore(redis, Keys(key_prefix))
         #: What the operator adapters (web API, flows UI, CLI) read.

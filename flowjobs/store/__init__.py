@@ -10,6 +10,7 @@ status, so no run is closed twice and no attempt's outcome is recorded twice.
 """
 
 from flowjobs.store.async_runs import AsyncRunWrites
+from flowjobs.store.base import StoreContext
 from flowjobs.store.run_store import RunStore
 from flowjobs.store.transitions import (
     Admission,
@@ -61,6 +62,7 @@ __all__ = [
     "Signalled",
     "StepDispatch",
     "StepSkip",
+    "StoreContext",
     "StoredStep",
     "TokenBucket",
 ]

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from redis import Redis
-
-from flowjobs.core.keys import Keys
 from flowjobs.store.base import StoreContext
 from flowjobs.store.flows import FlowRecords
 from flowjobs.store.history import History
 from flowjobs.store.overdue import OverdueQueries
-from flowjobs.store.replicas import ReplicaWait
 from flowjobs.store.retention import Retention
 from flowjobs.store.runs import RunWrites
 from flowjobs.store.signals import SignalRecords
@@ -19,24 +15,10 @@ class RunStore:
     """All reads and writes of flowjobs' records in one Redis, under one key prefix: callers name
     the noun they mean (``store.runs.claim``, ``store.history.get_run``)."""
 
-    def __init__(
-        self,
-        redis: Redis,
-        keys: Keys | None = None,
-        *,
-        retention_seconds: int,
-        max_run_events: int,
-        replica_wait: ReplicaWait | None = None,
-    ) -> None:
-        self.context = StoreContext(
-            redis,
-            keys,
-            retention_seconds=retention_seconds,
-            max_run_events=max_run_events,
-            replica_wait=replica_wait,
-        )
-        self.redis = redis
-        self.keys = self.context.keys
+    def __init__(self, context: StoreContext) -> None:
+        self.context = context
+        self.redis = context.redis
+        self.keys = context.keys
         #: Flow records and the manifests runs are pinned to.
         self.flows = FlowRecords(self.context)
         #: The run lifecycle and step transitions.
