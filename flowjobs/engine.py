@@ -96,6 +96,8 @@ class Outcome:
     delay_seconds: float = 0.0
     traceback: str | None = None
     """The handler's traceback, when it raised."""
+    timed_out: bool = False
+    """The handler ran past the step's timeout (counted in the metrics)."""
 
 
 @dataclass(frozen=True)
@@ -315,7 +317,10 @@ class Engine:
         )
         limit = f"{step.timeout_seconds:g}s" if step.timeout_seconds else "the job timeout"
         timed_out = Outcome(
-            StepStatus.Failed, input_json, error=f"Step timed out: the handler ran longer than {limit}."
+            StepStatus.Failed,
+            input_json,
+            error=f"Step timed out: the handler ran longer than {limit}.",
+            timed_out=True,
         )
         started = time.monotonic()
         try:
@@ -418,6 +423,7 @@ class Engine:
             next_attempt=next_attempt,
             then=ahead[0] if ahead else None,
             scope=seen.scope,
+            timed_out=outcome.timed_out,
         )
         if not isinstance(completed, RunSnapshot):
             log.warning("step.completion_discarded", detail=str(completed))

@@ -166,6 +166,9 @@ class Settings(BaseSettings):
     web_open: bool = False
     """Serve a non-loopback address with no auth (``FLOWJOBS_WEB_OPEN=true``): without it, ``flowjobs
     web`` and ``flowjobs up`` refuse to start on such an address unless a credential is set."""
+    metrics_open: bool = False
+    """Serve ``/metrics`` without the web process's auth (``FLOWJOBS_METRICS_OPEN=true``), for a
+    Prometheus that sends no credential; the rest stays behind it."""
     web_allowed_hosts: str | None = None
     """Comma-separated host names the web process serves (``Host`` header, port aside; ``*`` any,
     ``*.example.com`` a domain's subdomains); others get 400. Unset: the loopback names when bound

@@ -12,6 +12,8 @@ API_PREFIX = "/flows/api"
 UI_PREFIX = "/flows"
 """The flows UI."""
 RQ_PREFIX = "/rq"
+METRICS_PATH = "/metrics"
+"""Prometheus metrics of the web process (``flowjobs.metrics``)."""
 """rq-dashboard, mounted by the web process."""
 
 

@@ -16,5 +16,6 @@ if before == 'Pending' and redis.call('HGET', a.flow_prefix .. flow_id, 'is_enab
 elseif before == 'Pending' then
   move_run_status(a, 'Running')
   push_event(a, 'run.started', nil, nil)
+  count_metric(a, 'runs_started', metric_flow(a))
 end
 return {before, read_state(a, nil, false)}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
+from flowjobs.core.metrics import metric_field
 from flowjobs.store.scripts import decode_create_run, script_argv, script_source
 from flowjobs.store.transitions import Created, NewRun, Refused
 
@@ -19,3 +20,7 @@ class AsyncRunWrites:
     async def create_run(self, new: NewRun) -> Created | Refused:
         """``RunWrites.create_run``, awaited."""
         return decode_create_run(await self._create(args=script_argv(new.args, new.argv)), new.run_id)
+
+    async def count_metric(self, key: str, family: str, *labels: str) -> None:
+        """``MetricRecords.count_metric`` on the metrics hash ``key``, awaited."""
+        await self.redis.hincrby(key, metric_field(family, *labels), 1)

@@ -91,6 +91,8 @@ class RunWrites(StoreBase):
             args["bucket"] = {"key": bucket.key, "rate": bucket.per_second, "burst": bucket.burst}
         if admission is not None and admission.once_key is not None:
             args["once"] = {"key": admission.once_key, "seconds": admission.once_seconds}
+        if admission is not None and admission.counted is not None:
+            args["count"] = {"key": self.keys.metrics(), "fields": dict(admission.counted)}
         return NewRun(run_id, args, argv)
 
     def create_run(self, new: NewRun) -> Created | Refused:
@@ -251,6 +253,7 @@ class RunWrites(StoreBase):
         park: Park | None = None,
         then: Continuation | None = None,
         scope: StateScope | None = None,
+        timed_out: bool = False,
     ) -> RunSnapshot | Refused | Signalled:
         """Record the attempt's outcome if it is still the current, running one.
 
@@ -258,7 +261,7 @@ class RunWrites(StoreBase):
         its payload comes back as ``Signalled`` instead. With ``then``, a continuation planned
         at ``then.version`` is applied in the same script if no plan-changing write happened
         since (``RunSnapshot.applied``); otherwise the snapshot of ``scope`` (None: the whole run)
-        comes back, read right after the outcome.
+        comes back, read right after the outcome. ``timed_out`` counts the attempt as a timeout.
         """
         args = self._step_args(run_id, step_key, attempt)
         args.update(
@@ -279,6 +282,8 @@ class RunWrites(StoreBase):
                 "event": next_attempt.event,
                 "message": next_attempt.message,
             }
+        if timed_out:
+            args["timed_out"] = True
         if lease_expired_before is not None:
             args["lease_expired_before_ms"] = epoch_ms(lease_expired_before)
         if park is not None:

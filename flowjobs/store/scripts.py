@@ -16,6 +16,7 @@ from typing import Any
 
 from redis import Redis
 
+from flowjobs.core.metrics import lua_prelude
 from flowjobs.core.planner import LoopProgress
 from flowjobs.core.statuses import RunStatus, StepStatus
 from flowjobs.store.codec import from_pairs, moment, stored_step, text
@@ -55,9 +56,11 @@ SCRIPT_NAMES = (
 
 @cache
 def script_source(name: str) -> str:
-    """A script's Lua, with the shared helpers of ``common.lua`` prepended."""
+    """A script's Lua, with the shared helpers of ``common.lua`` (and the metric constants they
+    use) prepended."""
     lua = files("flowjobs") / "lua"
-    return (lua / "common.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
+    common = lua_prelude() + (lua / "common.lua").read_text()
+    return common + "\n" + (lua / f"{name}.lua").read_text()
 
 
 @dataclass(frozen=True)
