@@ -14,4 +14,14 @@ if ! command -v chromium >/dev/null 2>&1; then
     exit 1
   fi
 fi
+# The metrics tests check /metrics with Debian's promtool (package prometheus).
+if ! command -v promtool >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing Debian's prometheus (promtool) for the metrics tests ..." >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  else
+    echo "the metrics tests need promtool: sudo apt-get install -y prometheus" >&2
+    exit 1
+  fi
+fi
 exec .venv/bin/python -m pytest "$@"
