@@ -646,12 +646,32 @@ def schedules_prune(ctx: click.Context, dry_run: bool, as_json: bool) -> None:
 @click.option("--simple", is_flag=True, help="SimpleWorker: run jobs in this process instead of forking.")
 @click.option("--burst", is_flag=True, help="Exit when the queue is empty.")
 @click.option("--name", default=None, help="RQ worker name (default: a random one).")
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Serve this worker's own Prometheus metrics on this port.",
+)
+@click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address of --metrics-port (0.0.0.0 for a Prometheus on another machine).",
+)
 @click.pass_context
-def worker(ctx: click.Context, simple: bool, burst: bool, name: str | None) -> None:
+def worker(
+    ctx: click.Context,
+    simple: bool,
+    burst: bool,
+    name: str | None,
+    metrics_port: int | None,
+    metrics_host: str,
+) -> None:
     """Run an RQ worker with flowjobs' engine and the handler modules loaded, and the duties."""
     from flowjobs.worker import run_worker
 
-    run_worker(_settings(ctx), simple=simple, burst=burst, name=name)
+    metrics = (metrics_host, metrics_port) if metrics_port is not None else None
+    run_worker(_settings(ctx), simple=simple, burst=burst, name=name, metrics=metrics)
 
 
 @cli.command()

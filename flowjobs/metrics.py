@@ -1,4 +1,5 @@
-"""Prometheus metrics: the cluster-wide figures kept in Redis, read by a custom collector.
+"""Prometheus metrics: the cluster-wide figures kept in Redis, read by a custom collector, and a
+worker's own figures (``serve_process_metrics``).
 
 ``FlowjobsCollector`` reads the counters and histograms the Lua scripts keep
 (``flowjobs/core/metrics.py``) in one round-trip, plus what RQ knows of the queue (depth, age of
@@ -8,11 +9,15 @@ same figures: the web process does at ``/metrics``.
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess, start_http_server, values
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from redis import Redis
@@ -21,6 +26,7 @@ from rq.job import Job
 
 from flowjobs.core.clock import utcnow
 from flowjobs.core.metrics import DURATION_BUCKETS, FAMILIES, Family, Series
+from flowjobs.instruments import Instruments, install_instruments
 from flowjobs.store.metrics import MetricRecords
 
 PREFIX = "flowjobs_"
@@ -118,3 +124,74 @@ def metrics_registry(store: MetricRecords, redis: Redis, queues: Sequence[str]) 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(FlowjobsCollector(store, redis, queues))
     return registry
+
+
+class ProcessInstruments(Instruments):
+    """A worker's own figures, as Prometheus metrics of this process and its work-horses."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        buckets = (*DURATION_BUCKETS, float("inf"))
+        self.steps = Counter(
+            "flowjobs_worker_steps_executed",
+            "Step attempts this worker executed, by outcome.",
+            ["flow", "outcome"],
+            registry=registry,
+        )
+        self.handler_seconds = Histogram(
+            "flowjobs_worker_handler_seconds",
+            "Time in step handlers on this worker.",
+            ["flow"],
+            buckets=buckets,
+            registry=registry,
+        )
+        self.renewals = Counter(
+            "flowjobs_worker_lease_renewals", "Claim leases this worker renewed.", registry=registry
+        )
+        self.losses = Counter(
+            "flowjobs_worker_lease_losses",
+            "Claim leases this worker found no longer held when renewing.",
+            registry=registry,
+        )
+        self.duty_runs = Counter(
+            "flowjobs_worker_duty_runs", "Duty passes this worker ran.", ["duty"], registry=registry
+        )
+        self.duty_failures = Counter(
+            "flowjobs_worker_duty_failures", "Duty passes that raised.", ["duty"], registry=registry
+        )
+
+    def step_executed(self, flow: str, outcome: str) -> None:
+        self.steps.labels(flow, outcome).inc()
+
+    def handler_ran(self, flow: str, seconds: float) -> None:
+        self.handler_seconds.labels(flow).observe(seconds)
+
+    def leases_renewed(self, renewed: int, lost: int) -> None:
+        self.renewals.inc(renewed)
+        self.losses.inc(lost)
+
+    def duty_ran(self, duty: str, *, failed: bool) -> None:
+        self.duty_runs.labels(duty).inc()
+        if failed:
+            self.duty_failures.labels(duty).inc()
+
+
+def serve_process_metrics(host: str, port: int) -> None:
+    """Serve this worker's own figures on ``host:port`` (``flowjobs worker --metrics-port``) and install
+    them as the process's instruments.
+
+    A forking worker executes steps in work-horses: prometheus-client's multiprocess mode keeps
+    each process's values in a file of a directory private to this worker, and every scrape sums
+    them. The horses, one at a time, share one file (named after the worker), so the directory
+    holds two files however many jobs ran; it is removed when the worker exits.
+    """
+    directory = tempfile.mkdtemp(prefix="flowjobs-metrics-")
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    worker_pid = os.getpid()
+    values.ValueClass = values.MultiProcessValue(  # type: ignore[no-untyped-call]
+        lambda: str(worker_pid) if os.getpid() == worker_pid else f"{worker_pid}-horse"
+    )
+    install_instruments(ProcessInstruments(registry=None))
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+    start_http_server(port, addr=host, registry=registry)

@@ -229,3 +229,40 @@ def _promtool_accepts(text: str) -> None:
         [promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60, check=False
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_a_worker_serves_its_own_figures_on_its_metrics_port(space: Space) -> None:
+    client = space.client(
+        registry(
+            flow("mx-ok", {"a": {"type": "Noop"}, "b": {"type": "Noop", "run_after": ["a"]}}),
+            flow("mx-fail", {"a": {"type": "Boom"}}),
+            # Longer than a third of the 2 s lease: the worker's parent renews it while the horse sleeps.
+            flow("mx-long", {"a": {"type": "Sleep", "inputs": {"seconds": 1.6}}}),
+        )
+    )
+    port = free_port()
+    space.start("worker", "--name", f"{space.token}-w", "--metrics-port", str(port))
+    handles = [
+        *(client.trigger("mx-ok") for _ in range(N)),
+        client.trigger("mx-fail"),
+        client.trigger("mx-long"),
+    ]
+    assert [h.wait(timeout=60).status for h in handles] == [RunStatus.Succeeded] * N + [
+        RunStatus.Failed,
+        RunStatus.Succeeded,
+    ]
+    response = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
+    samples: Samples = {}
+    for family in text_string_to_metric_families(response.text):
+        for s in family.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    # Counted in the forked work-horses, summed by the worker's endpoint.
+    assert _value(samples, "flowjobs_worker_steps_executed_total", flow="mx-ok", outcome="Succeeded") == 2 * N
+    assert _value(samples, "flowjobs_worker_steps_executed_total", flow="mx-fail", outcome="Failed") == 1
+    assert _value(samples, "flowjobs_worker_handler_seconds_count", flow="mx-ok") == 2 * N
+    assert _value(samples, "flowjobs_worker_handler_seconds_sum", flow="mx-long") >= 1.6
+    assert _value(samples, "flowjobs_worker_lease_renewals_total") >= 1
+    assert _value(samples, "flowjobs_worker_lease_losses_total") == 0
+    assert _value(samples, "flowjobs_worker_duty_runs_total", duty="deadlines") >= 1
+    assert _value(samples, "flowjobs_worker_duty_failures_total", duty="deadlines") == 0
+    _promtool_accepts(response.text)
