@@ -24,7 +24,7 @@ from flowjobs.core.records import FlowRunRecord
 from flowjobs.core.registry import FlowRegistry
 from flowjobs.core.schedules import ScheduleState
 from flowjobs.core.statuses import RunStatus
-from flowjobs.core.urls import UI_PREFIX, run_ui_path, web_base_url
+from flowjobs.core.urls import UI_PREFIX, rq_job_path, run_ui_path
 from flowjobs.logs import configure_logging
 from flowjobs.processes import stop_processes
 from flowjobs.settings import Settings, load_settings
@@ -455,16 +455,15 @@ def _print_run(ctx: click.Context, client: FlowClient, run: FlowRunRecord, as_js
     def link(job_id: str | None) -> str:
         if not job_id:
             return ""
-        return (
-            settings.job_url(job_id)
-            if kept.get(job_id, JobState.Deleted) is not JobState.Deleted
-            else "(gone from RQ)"
-        )
+        if kept.get(job_id, JobState.Deleted) is JobState.Deleted:
+            return "(gone from RQ)"
+        return settings.job_url(job_id) or ""
 
     click.echo(f"run {run.id}  {run.status.value}")
-    base = web_base_url(settings.rq_dashboard_url)
-    if base:
-        click.echo(f"  page            {base}{run_ui_path(run.id)}")
+    if settings.web_base_url:
+        click.echo(f"  page            {settings.web_base_url.rstrip('/')}{run_ui_path(run.id)}")
+    elif not settings.rq_dashboard_url:
+        click.echo(f"  links           unknown: set {WEB_BASE_URL_ENV} to the web process's address")
     click.echo(f"  flow            {run.flow_name} ({run.flow_id}) v{run.flow_version}")
     click.echo(f"  trigger         {run.trigger_key}  data={run.trigger_data_json}")
     click.echo(
@@ -716,7 +715,10 @@ def demo(ctx: click.Context, flow: str, data_json: str, timeout: float) -> None:
         click.echo("")
         click.echo("where to look:")
         click.echo(f"  flowjobs runs show {run.id}        (REDIS_URL={url})")
-        click.echo(f"  flowjobs up   (REDIS_URL={url}) then {settings.job_url(run.background_job_id or '')}")
+        # Where the `up` suggested here serves, with these same settings.
+        job_id = run.background_job_id or ""
+        served = f"http://{settings.web_host}:{settings.web_port}{rq_job_path(job_id)}"
+        click.echo(f"  flowjobs up   (REDIS_URL={url}) then {settings.job_url(job_id) or served}")
         if server:
             click.echo("  (the embedded server stops with this demo; set REDIS_URL to keep the history)")
         if run.status is not RunStatus.Succeeded:
@@ -728,15 +730,15 @@ def demo(ctx: click.Context, flow: str, data_json: str, timeout: float) -> None:
 
 
 def _web_settings(settings: Settings, host: str | None, port: int | None) -> Settings:
-    """The settings with ``--host``/``--port`` applied; job links point at this process's own
-    rq-dashboard unless FLOWJOBS_RQ_DASHBOARD_URL was set. Refuses (exit 2, one line) a
+    """The settings with ``--host``/``--port`` applied; links point at this address unless
+    FLOWJOBS_WEB_BASE_URL was set (a proxy's address, say). Refuses (exit 2, one line) a
     non-loopback address with no auth unless FLOWJOBS_WEB_OPEN says so, before anything starts."""
     from flowjobs.web.guard import check_exposure
 
     host, port = host or settings.web_host, port if port is not None else settings.web_port
     update: dict[str, Any] = {"web_host": host, "web_port": port}
-    if "rq_dashboard_url" not in settings.model_fields_set:
-        update["rq_dashboard_url"] = f"http://{host}:{port}/rq/0"
+    if settings.web_base_url is None:
+        update["web_base_url"] = f"http://{host}:{port}"
     settings = settings.model_copy(update=update)
     check_exposure(settings)
     return settings
@@ -761,6 +763,10 @@ def _serve(settings: Settings) -> None:
 def web(ctx: click.Context, host: str | None, port: int | None) -> None:
     """Serve the HTTP API (/flows/api), the flows UI (/flows/) and rq-dashboard (/rq/)."""
     _serve(_web_settings(_settings(ctx), host, port))
+
+
+#: The setting ``flowjobs web`` and ``up`` give the processes they start (links printed there).
+WEB_BASE_URL_ENV = "FLOWJOBS_WEB_BASE_URL"
 
 
 class _Terminated(Exception):
@@ -792,7 +798,7 @@ def up(ctx: click.Context, host: str | None, port: int | None) -> None:
         url, server = ensure_redis(settings.redis_url)
         click.echo(f"redis: {url}" + (" (embedded server, stops with `up`)" if server else ""), err=True)
         settings = settings.model_copy(update={"redis_url": url})
-        env = {**os.environ, "REDIS_URL": url, "FLOWJOBS_RQ_DASHBOARD_URL": settings.rq_dashboard_url}
+        env = {**os.environ, "REDIS_URL": url, WEB_BASE_URL_ENV: settings.web_base_url or ""}
         # Its own session: Ctrl-C reaches `up` only, which stops the worker warm (SIGTERM) itself.
         children.append(
             subprocess.Popen(
