@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
@@ -23,7 +21,7 @@ from flowjobs.core.registry import FlowRegistry
 from flowjobs.core.schedules import flow_schedule_id
 from flowjobs.schedules.firing import ScheduleFirer
 from flowjobs.web.app import create_app
-from tests.conftest import Space, free_port, wait_until
+from tests.conftest import Space, free_port, served, wait_until
 from tests.integration.flows import flow, registry
 
 TOKEN = "metrics-token"
@@ -64,19 +62,8 @@ def web(space: Space) -> Iterator[tuple[FlowClient, httpx.Client, Any]]:
     """A client of the flows, and the web app serving them (with a token) on a uvicorn server."""
     client = space.client(_flows(space))
     settings = space.settings.model_copy(update={"web_token": SecretStr(TOKEN)})
-    app = create_app(settings, client)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_until(lambda: server.started, timeout=30, what="uvicorn")
-    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
-    try:
+    with served(create_app(settings, client)) as http:
         yield client, http, settings
-    finally:
-        http.close()
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 def _scrape(http: httpx.Client) -> tuple[str, Samples]:
@@ -207,19 +194,9 @@ def test_schedule_lag_is_the_time_a_due_tick_waits(
 
 def test_metrics_open_setting_serves_metrics_without_credentials(space: Space) -> None:
     settings = space.settings.model_copy(update={"web_token": SecretStr(TOKEN), "metrics_open": True})
-    app = create_app(settings, space.client(_flows(space)))
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        wait_until(lambda: server.started, timeout=30, what="uvicorn")
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
-            assert http.get("/metrics").status_code == 200
-            assert http.get("/flows/api/flows").status_code == 401, "only /metrics is opened"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with served(create_app(settings, space.client(_flows(space)))) as http:
+        assert http.get("/metrics").status_code == 200
+        assert http.get("/flows/api/flows").status_code == 401, "only /metrics is opened"
 
 
 def _promtool_accepts(text: str) -> None:
