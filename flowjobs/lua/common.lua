@@ -190,10 +190,13 @@ end
 local function count_attempt(a, outcome, started_ms, retried)
   -- The end of one attempt (complete.lua): a.timed_out and a.lease_expired_before_ms say why.
   local flow = metric_flow(a)
-  count_metric(a, 'step_attempts', flow, a.step_key, outcome)
-  if retried then count_metric(a, 'step_retries', flow, a.step_key) end
-  if a.timed_out then count_metric(a, 'step_timeouts', flow, a.step_key) end
-  if a.lease_expired_before_ms then count_metric(a, 'lease_expiries', flow, a.step_key) end
+  -- A ForEach child's runtime key `<loop>.<index>.<child>` counts as `<loop>.<child>` (declared
+  -- keys hold no '.'), so the label is bounded by the flow's steps, never by its items.
+  local step = (a.step_key:gsub('%.%d+%.', '.'))
+  count_metric(a, 'step_attempts', flow, step, outcome)
+  if retried then count_metric(a, 'step_retries', flow, step) end
+  if a.timed_out then count_metric(a, 'step_timeouts', flow, step) end
+  if a.lease_expired_before_ms then count_metric(a, 'lease_expiries', flow, step) end
   started_ms = tonumber(started_ms or '')
   if started_ms then observe_metric(a, 'step_duration_seconds', math.max(0, a.now_ms - started_ms) / 1000, flow) end
 end

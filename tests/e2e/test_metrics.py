@@ -48,6 +48,10 @@ def _flows(space: Space) -> FlowRegistry:
         flow("mx-slow", {"a": {"type": "Sleep", "inputs": {"seconds": 30}, "timeout_seconds": 1}}),
         flow("mx-cron", {"a": {"type": "Noop"}}, triggers={"tick": CRON}),
         flow(
+            "mx-each",
+            {"each": {"type": "ForEach", "for_each": list(range(N)), "steps": {"child": {"type": "Noop"}}}},
+        ),
+        flow(
             "mx-hook",
             {"a": {"type": "Noop"}},
             triggers={
@@ -91,11 +95,11 @@ def test_counters_read_n_after_n_runs_and_promtool_accepts_the_output(
         *(client.trigger("mx-fail") for _ in range(N)),
         *(client.trigger("mx-retry") for _ in range(N)),
         client.trigger("mx-slow"),
+        client.trigger("mx-each"),
     ]
     statuses = [h.wait(timeout=60).status for h in handles]
-    assert statuses == [RunStatus.Succeeded] * N + [RunStatus.Failed] * N + [RunStatus.Succeeded] * N + [
-        RunStatus.Failed
-    ]
+    expected = [RunStatus.Succeeded] * N + [RunStatus.Failed] * N + [RunStatus.Succeeded] * N
+    assert statuses == [*expected, RunStatus.Failed, RunStatus.Succeeded]
     for _ in range(N):
         assert (
             http.post("/flows/api/webhook/mx-hook", headers={"X-Webhook-Key": "wrong"}, json={}).status_code
@@ -131,6 +135,14 @@ def test_counters_read_n_after_n_runs_and_promtool_accepts_the_output(
     assert _value(samples, "flowjobs_step_retries_total", flow="mx-fail", step="a") == 0
     assert _value(samples, "flowjobs_step_timeouts_total", flow="mx-slow", step="a") == 1
     assert _value(samples, "flowjobs_step_timeouts_total", flow="mx-fail", step="a") == 0
+    # ForEach children count under `<loop>.<child>`, never one series per item.
+    assert (
+        _value(
+            samples, "flowjobs_step_attempts_total", flow="mx-each", step="each.child", outcome="Succeeded"
+        )
+        == N
+    )
+    assert not [key for key in samples if ("step", "each.0.child") in key[1]]
     assert _value(samples, "flowjobs_webhook_deliveries_total", flow="mx-hook", outcome="401") == N
     assert _value(samples, "flowjobs_webhook_deliveries_total", flow="mx-hook", outcome="accepted") == 1
     assert _value(samples, "flowjobs_webhook_deliveries_total", flow="mx-hook", outcome="duplicate") == 1
