@@ -15,9 +15,10 @@ from uuid import UUID
 
 import click
 from redis import ConnectionPool
+from redis.sentinel import MasterNotFoundError
 
 from flowjobs.client import FlowClient
-from flowjobs.core.errors import FlowjobsError, FlowValidationError, InvalidSettings
+from flowjobs.core.errors import FlowjobsError, FlowValidationError, InvalidSettings, ReplicasNotAcknowledged
 from flowjobs.core.job_calls import JobState
 from flowjobs.core.limits import MAX_RETENTION_DAYS
 from flowjobs.core.records import FlowRunRecord
@@ -25,6 +26,7 @@ from flowjobs.core.registry import FlowRegistry
 from flowjobs.core.schedules import ScheduleState
 from flowjobs.core.statuses import RunStatus
 from flowjobs.core.urls import UI_PREFIX, rq_job_path, run_ui_path
+from flowjobs.embedded import EmbeddedRedis, ensure_redis
 from flowjobs.logs import configure_logging
 from flowjobs.processes import stop_processes
 from flowjobs.settings import Settings, load_settings
@@ -40,16 +42,26 @@ EXIT_REDIS_UNREACHABLE = 4
 
 class _Group(click.Group):
     """Turns flowjobs' typed errors into one-line messages and exit code 2, and an unreachable Redis
-    into one line and exit code 4."""
+    (or too few replicas acknowledging a trigger) into one line and exit code 4."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except ReplicasNotAcknowledged as error:
+            click.echo(f"error: {error}", err=True)
+            sys.exit(EXIT_REDIS_UNREACHABLE)
         except FlowjobsError as error:
             click.echo(f"error: {error}", err=True)
             sys.exit(EXIT_BAD_INPUT)
+        except MasterNotFoundError:
+            # redis-py's message is the repr of every Sentinel client: hundreds of characters.
+            master = getattr(ctx.obj, "redis_sentinel_master", None)
+            why = f"no Sentinel answered with a primary {master!r} that is up"
+            click.echo(f"error: Redis is unreachable (FLOWJOBS_REDIS_SENTINELS): {why}", err=True)
+            sys.exit(EXIT_REDIS_UNREACHABLE)
         except REDIS_DOWN as error:
-            click.echo(f"error: Redis is unreachable (REDIS_URL): {error}", err=True)
+            where = "FLOWJOBS_REDIS_SENTINELS" if getattr(ctx.obj, "redis_sentinels", None) else "REDIS_URL"
+            click.echo(f"error: Redis is unreachable ({where}): {error}", err=True)
             sys.exit(EXIT_REDIS_UNREACHABLE)
 
 
@@ -300,7 +312,7 @@ def runs_show(ctx: click.Context, run_id: str, as_json: bool, events: bool) -> N
     if run is None:
         click.echo(f"error: no run with id {run_id}", err=True)
         sys.exit(EXIT_BAD_INPUT)
-    history = client.store.events(run.id) if events else []
+    history = client.queries.events(run.id) if events else []
     if as_json:
         data = run.model_dump(mode="json", by_alias=True)
         if events:
@@ -523,7 +535,7 @@ def schedules() -> None:
 
 
 def _print_schedule(client: FlowClient, state: ScheduleState, as_json: bool) -> None:
-    enabled = client.store.flow_enabled(str(state.flow_id)) if state.flow_id else True
+    enabled = client.queries.flow_enabled(str(state.flow_id)) if state.flow_id else True
     summary = state.summary(flow_enabled=enabled)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
@@ -549,7 +561,7 @@ def schedules_list(ctx: click.Context, as_json: bool) -> None:
     """List every schedule: cron in effect, zone, next and last fire, paused, flow disabled."""
     client = _client(ctx)
     states = client.list_schedules()
-    enabled = {s.flow_id: client.store.flow_enabled(str(s.flow_id)) for s in states if s.flow_id}
+    enabled = {s.flow_id: client.queries.flow_enabled(str(s.flow_id)) for s in states if s.flow_id}
     summaries = [s.summary(flow_enabled=not s.flow_id or enabled[s.flow_id]) for s in states]
     if as_json:
         click.echo(json.dumps(summaries, indent=2))
@@ -692,12 +704,9 @@ def scheduler(ctx: click.Context, once: bool) -> None:
 @click.pass_context
 def demo(ctx: click.Context, flow: str, data_json: str, timeout: float) -> None:
     """Zero-setup run: use REDIS_URL or start an embedded server, start a worker, run a flow, print it."""
-    from flowjobs.embedded import ensure_redis
-
-    settings = _settings(ctx)
-    url, server = ensure_redis(settings.redis_url)
-    click.echo(f"redis: {url}" + (" (embedded server started for this demo)" if server else ""), err=True)
-    settings = settings.model_copy(update={"redis_url": url})
+    settings, server, where = _local_redis(_settings(ctx))
+    click.echo(f"redis: {where}" + (" (embedded server started for this demo)" if server else ""), err=True)
+    url = settings.redis_url
     ctx.obj = settings
     env = {**os.environ, "REDIS_URL": url}
     proc = subprocess.Popen([sys.executable, "-m", "flowjobs", "worker"], env=env, stdin=subprocess.DEVNULL)
@@ -727,6 +736,17 @@ def demo(ctx: click.Context, flow: str, data_json: str, timeout: float) -> None:
         stop_processes([proc], timeout=15)
         if server:
             server.stop()
+
+
+def _local_redis(settings: Settings) -> tuple[Settings, EmbeddedRedis | None, str]:
+    """``demo``'s and ``up``'s Redis: the settings with the URL to use, the embedded server started
+    for them (if any), and where that is in words. Through the Sentinels when they are set (never an
+    embedded server then: runs would go to it instead of the primary), else ``ensure_redis``."""
+    if settings.redis_sentinels:
+        where = f"primary {settings.redis_sentinel_master!r} of Sentinels {settings.redis_sentinels}"
+        return settings, None, where
+    url, server = ensure_redis(settings.redis_url)
+    return settings.model_copy(update={"redis_url": url}), server, url
 
 
 def _web_settings(settings: Settings, host: str | None, port: int | None) -> Settings:
@@ -782,8 +802,6 @@ def up(ctx: click.Context, host: str | None, port: int | None) -> None:
     worker (duties included) and the web process; Ctrl-C stops them all."""
     import signal
 
-    from flowjobs.embedded import ensure_redis
-
     settings = _web_settings(_settings(ctx), host, port)
     children: list[subprocess.Popen[bytes]] = []
     server = None
@@ -795,10 +813,9 @@ def up(ctx: click.Context, host: str | None, port: int | None) -> None:
     # either way the cleanup below runs (the default handler would skip it).
     previous = signal.signal(signal.SIGTERM, terminated)
     try:
-        url, server = ensure_redis(settings.redis_url)
-        click.echo(f"redis: {url}" + (" (embedded server, stops with `up`)" if server else ""), err=True)
-        settings = settings.model_copy(update={"redis_url": url})
-        env = {**os.environ, "REDIS_URL": url, WEB_BASE_URL_ENV: settings.web_base_url or ""}
+        settings, server, where = _local_redis(settings)
+        click.echo(f"redis: {where}" + (" (embedded server, stops with `up`)" if server else ""), err=True)
+        env = {**os.environ, "REDIS_URL": settings.redis_url, WEB_BASE_URL_ENV: settings.web_base_url or ""}
         # Its own session: Ctrl-C reaches `up` only, which stops the worker warm (SIGTERM) itself.
         children.append(
             subprocess.Popen(

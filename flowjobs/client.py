@@ -49,14 +49,26 @@ from flowjobs.core.schedules import (
 )
 from flowjobs.core.statuses import RunStatus
 from flowjobs.core.trigger_headers import IDEMPOTENCY_HEADER, HeaderLimits, shown, trigger_headers
+from flowjobs.queries import Queries
 from flowjobs.runtime.base import JobRunner
 from flowjobs.runtime.recurring import fire_recurring_job
 from flowjobs.runtime.rq import RQJobRunner
 from flowjobs.settings import Settings
 from flowjobs.store.async_runs import AsyncRunWrites
+from flowjobs.store.replicas import ReplicaWait
 from flowjobs.store.run_store import RunStore
 from flowjobs.store.schedules import ScheduleStore, prune_flow_schedules, sync_flow_schedules
-from flowjobs.store.transitions import Admission, Created, Delivered, NewRun, Refusal, Refused, SignalResume
+from flowjobs.store.transitions import (
+    Admission,
+    AdmissionRefusal,
+    CancelRefusal,
+    Created,
+    Delivered,
+    NewRun,
+    Refused,
+    SignalRefusal,
+    SignalResume,
+)
 
 log = structlog.get_logger("flowjobs.client")
 #: Every setting's default, read from neither the environment nor the config file: what a client
@@ -156,15 +168,24 @@ class FlowClient:
         rq_job_ttl_seconds: int = _DEFAULTS.rq_job_ttl_seconds,
         header_limits: HeaderLimits = _DEFAULTS.trigger_header_limits,
         job_timeout_seconds: int = _DEFAULTS.job_timeout_seconds,
+        replica_wait: ReplicaWait | None = None,
     ) -> None:
         """A client of one Redis; each value defaults to its setting's default (``from_settings``
-        reads them all from the settings). Without a runner, jobs go to RQ's ``queue_name``."""
+        reads them all from the settings). Without a runner, jobs go to RQ's ``queue_name``. With
+        ``replica_wait``, a trigger returns once that many replicas hold the new run, else raises
+        ``ReplicasNotAcknowledged``."""
         self.redis = redis
         self.flows = flows if flows is not None else FlowRegistry()
         self.store = RunStore(
-            redis, Keys(key_prefix), retention_seconds=retention_seconds, max_run_events=max_run_events
+            redis,
+            Keys(key_prefix),
+            retention_seconds=retention_seconds,
+            max_run_events=max_run_events,
+            replica_wait=replica_wait,
         )
         self.schedules = ScheduleStore(redis, Keys(key_prefix))
+        #: What the operator adapters (web API, flows UI, CLI) read.
+        self.queries = Queries(redis, self.store)
         self.runner = runner or RQJobRunner(
             redis,
             queue_name,
@@ -286,13 +307,13 @@ class FlowClient:
         """``commit_trigger`` through ``runs``, an asyncio client of this client's Redis."""
         return self._committed(prepared, await runs.create_run(prepared.new))
 
-    def _committed(self, prepared: PreparedTrigger, answer: Created | Refused) -> RunHandle:
+    def _committed(self, prepared: PreparedTrigger, answer: Created | Refused[AdmissionRefusal]) -> RunHandle:
         definition = prepared.definition
         self.store.note_flow_saved(definition, prepared.manifest_hash)
         if isinstance(answer, Refused):
-            if answer.reason is Refusal.disabled:
+            if answer.reason is AdmissionRefusal.disabled:
                 raise FlowDisabled(f"flow {definition.name!r} is disabled")
-            if answer.reason is Refusal.rate_limited:
+            if answer.reason is AdmissionRefusal.rate_limited:
                 raise TriggerNotAdmitted(
                     answer.reason.value,
                     f"too many runs of flow {definition.name!r}",
@@ -365,7 +386,7 @@ class FlowClient:
         manifest = self.store.load_manifest(run_fields["manifest_hash"])
         declared = signal_name in manifest.signal_names()
         open_waits = manifest.expression_signal_waits()
-        answer: Delivered | Refused = Refused(Refusal.changed)
+        answer: Delivered | Refused[SignalRefusal] = Refused(SignalRefusal.changed)
         for _ in range(_SIGNAL_TRIES):
             waiters = self.store.signal_waiters(run_id, signal_name)
             calls = {key: step_call(str(run_id), run_fields, key, n) for key, n in waiters.items()}
@@ -377,16 +398,16 @@ class FlowClient:
             answer = self.store.deliver_signal(
                 run_id, signal_name, payload_json, declared=declared, resumes=resumes, open_waits=open_waits
             )
-            if not (isinstance(answer, Refused) and answer.reason is Refusal.changed):
+            if not (isinstance(answer, Refused) and answer.reason is SignalRefusal.changed):
                 break
         if isinstance(answer, Refused):
-            if answer.reason is Refusal.already:
+            if answer.reason is SignalRefusal.already:
                 raise SignalAlreadyDelivered(
                     f"signal {signal_name!r} was already delivered to run {run_id} at {answer.detail}"
                 )
-            if answer.reason is Refusal.not_active:
+            if answer.reason is SignalRefusal.not_active:
                 raise SignalNotFound(f"run {run_id} is {answer.detail}; it waits for no signal")
-            if answer.reason is Refusal.changed:
+            if answer.reason is SignalRefusal.changed:
                 raise SignalBusy(f"steps of run {run_id} kept parking on {signal_name!r}; signal again")
             raise SignalNotFound(f"no step of run {run_id} waits for signal {signal_name!r}")
         if not answer.resumed:
@@ -486,7 +507,7 @@ class FlowClient:
         run_id = parse_run_id(run_id)
         answer = self.store.cancel_run(run_id, reason or "cancelled on request")
         if isinstance(answer, Refused):
-            if answer.reason is Refusal.not_active:
+            if answer.reason is CancelRefusal.not_active:
                 raise RunNotActive(
                     f"run {run_id} is {answer.detail}; only a Pending or Running run can be cancelled"
                 )

@@ -13,10 +13,10 @@ from flowjobs.core.clock import epoch_ms, iso, utcnow
 from flowjobs.core.errors import RunCancelled, RunNotFound, StepNotFound, StepNotRetryable
 from flowjobs.core.job_calls import step_call
 from flowjobs.core.manifest import StepKind
-from flowjobs.core.statuses import StepStatus
+from flowjobs.core.transitions import STEP_RULES
 from flowjobs.runtime.base import JobRunner
 from flowjobs.store.run_store import RunStore
-from flowjobs.store.transitions import Refusal, Refused
+from flowjobs.store.transitions import Refused, RetryRefusal
 
 
 def retry_failed_step(
@@ -49,7 +49,7 @@ def retry_failed_step(
             "one by one; re-run the run instead"
         )
     fields = store.step_fields(run_id, step_key)
-    if fields.get("status") != StepStatus.Failed:
+    if fields.get("status") not in STEP_RULES["retry"].source:
         raise StepNotRetryable(
             f"step {step_key!r} of run {run_id} is {fields.get('status', 'not started')}; "
             "only a Failed step can be retried"
@@ -72,12 +72,12 @@ def retry_failed_step(
         deadline=reopened_deadline(run_fields, utcnow()),
     )
     if isinstance(answer, Refused):
-        if answer.reason is Refusal.cancelled:
+        if answer.reason is RetryRefusal.cancelled:
             raise RunCancelled(
                 f"run {run_id} was cancelled; retry with clear_cancel=True (--clear-cancel) to clear "
                 "the cancel and retry the step"
             )
-        if answer.reason is Refusal.not_failed:
+        if answer.reason is RetryRefusal.not_failed:
             raise StepNotRetryable(
                 f"step {step_key!r} of run {run_id} is no longer Failed at attempt {failed_attempt} "
                 f"(now {answer.detail}): another retry or re-run won"

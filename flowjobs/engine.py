@@ -55,11 +55,11 @@ from flowjobs.store.run_store import RunStore
 from flowjobs.store.transitions import (
     AppliedPlan,
     Claim,
+    ClaimRefusal,
     Continuation,
     LoopAdvance,
     NextAttempt,
     Park,
-    Refusal,
     Refused,
     RunSnapshot,
     Signalled,
@@ -80,6 +80,10 @@ _MAX_REPLANS = 100
 
 #: Due time of a parked step that waits with no timeout (recovery never finds it overdue).
 NEVER = datetime(9999, 1, 1, tzinfo=UTC)
+
+
+#: Why an attempt cut off by its worker's cold shutdown was handed over.
+COLD_SHUTDOWN_REASON = "its worker was shut down cold (a second SIGTERM or Ctrl-C) during the attempt"
 
 
 class ColdShutdown(SystemExit):
@@ -228,6 +232,11 @@ class Engine:
             current = Attempt(run_id, step_key, step, attempt, job_id, claim)
             try:
                 return self._execute(current, refs)
+            except ColdShutdown:
+                # A --simple worker's cold shutdown cut the handler off: hand the attempt over now
+                # instead of leaving it to its lease (a forking worker's parent does the same).
+                self.hand_over(run_id, step_key, attempt, reason=COLD_SHUTDOWN_REASON)
+                raise
             except Exception as error:
                 # flowjobs' own code failed around the handler (a value too deep to decode, a bug):
                 # the attempt fails with the reason instead of staying Running until its lease
@@ -237,7 +246,7 @@ class Engine:
                 return self._record(current, Outcome(StepStatus.Failed, error=reason))
 
     def _refused_claim(
-        self, run_id: str, step_key: str, attempt: int, job_id: str | None, refused: Refused
+        self, run_id: str, step_key: str, attempt: int, job_id: str | None, refused: Refused[ClaimRefusal]
     ) -> StepReport:
         """A job whose attempt is not the step's current one. When it is the job of the step's latest
         attempt, which failed, and was queued again after that (rq-dashboard's Requeue), it asks for
@@ -257,7 +266,7 @@ class Engine:
             return StepReport(StepOutcome.retried, error=f"Requeued failed attempt: attempt {retried} queued")
         why = (
             f"Refused: attempt {attempt} is not the step's current one (it is {refused.detail})"
-            if refused.reason is Refusal.stale
+            if refused.reason is ClaimRefusal.stale
             else f"Refused: the run is {refused.detail}"
         )
         return StepReport(StepOutcome(refused.reason.value), error=why)
@@ -505,6 +514,102 @@ class Engine:
             call = self.attempt_call(run_id, recorded.run, step_key, next_attempt.attempt)
             self.runner.schedule(call, next_attempt.due - utcnow())
         return True
+
+    def end_attempt(
+        self,
+        run_id: str,
+        step_key: str,
+        attempt: int,
+        *,
+        error: str,
+        next_attempt: NextAttempt | None,
+        lease_expired_before: datetime | None = None,
+        crashed: bool = False,
+    ) -> RunSnapshot | None:
+        """Record an attempt that ended outside its handler (its worker lost, its work-horse crashed,
+        its worker shut down) as Failed with ``error``, then queue ``next_attempt`` or, without one,
+        plan what follows the failed step. None, and nothing done, when the attempt is no longer the
+        step's running one (fenced by its number, as every completion)."""
+        completed = self.store.complete(
+            run_id,
+            step_key,
+            attempt,
+            status=StepStatus.Failed,
+            error=error,
+            next_attempt=next_attempt,
+            lease_expired_before=lease_expired_before,
+            crashed=crashed,
+        )
+        if not isinstance(completed, RunSnapshot):
+            return None
+        if next_attempt is None:
+            log.warning("step.failed", run_id=run_id, step_key=step_key, attempt=attempt, error=error)
+            self.continue_run(run_id, completed)
+        else:
+            # Queues nothing if the run closed meanwhile: the step failed for good, no new attempt.
+            self.schedule_attempt(run_id, step_key, next_attempt, completed)
+        return completed
+
+    def record_crash(self, run_id: str, step_key: str, attempt: int, *, cause: str, max_crashes: int) -> bool:
+        """Fail a claimed attempt whose work-horse died under it while its worker lived (a segfault,
+        ``os._exit``, the OOM killer): the step's doing. The step's ``retry`` applies as for a
+        handler that raised, until the step crashed ``max_crashes`` times; then it fails for good.
+        False when the attempt had ended (or was never claimed) before its work-horse died."""
+        fields = self.store.step_fields(run_id, step_key)
+        if not _claimed(fields, attempt):
+            return False
+        manifest = self.manifest_of(run_id)
+        step = manifest.step(step_key) if manifest is not None else None
+        crashes = int(fields.get("crashed_attempts", "0")) + 1  # complete.lua counts this one
+        delay = retry_delay(step.retry, attempt) if step is not None and step.retry is not None else None
+        error = f"{cause} (crash {crashes} of at most {max_crashes})."
+        if crashes >= max_crashes:
+            delay = None
+            error = f"{cause}: the step crashed its work-horse {crashes} times; not retried."
+        next_attempt = (
+            self.next_attempt(
+                run_id,
+                step_key,
+                attempt,
+                due=utcnow() + timedelta(seconds=delay),
+                message=f"work-horse crashed; attempt {attempt + 1} in {delay:g}s",
+            )
+            if delay is not None
+            else None
+        )
+        log.warning(
+            "step.work_horse_crashed",
+            run_id=run_id,
+            step_key=step_key,
+            attempt=attempt,
+            job_id=fields.get("job_id"),
+            cause=cause,
+            crashes=crashes,
+        )
+        return (
+            self.end_attempt(run_id, step_key, attempt, error=error, next_attempt=next_attempt, crashed=True)
+            is not None
+        )
+
+    def hand_over(self, run_id: str, step_key: str, attempt: int, *, reason: str) -> bool:
+        """Release a claimed attempt its worker cut off while shutting down (not the step's doing,
+        nor a lost worker): recorded Failed with ``reason`` and the next attempt queued at once,
+        counted neither as lost nor as a crash. False when the attempt had ended already."""
+        fields = self.store.step_fields(run_id, step_key)
+        if not _claimed(fields, attempt):
+            return False
+        next_attempt = self.next_attempt(
+            run_id,
+            step_key,
+            attempt,
+            due=utcnow(),
+            message=f"attempt {attempt} handed over ({reason}); attempt {attempt + 1} dispatched",
+        )
+        log.warning(
+            "step.handed_over", run_id=run_id, step_key=step_key, attempt=attempt, job_id=fields.get("job_id")
+        )
+        error = f"Handed over: {reason}."
+        return self.end_attempt(run_id, step_key, attempt, error=error, next_attempt=next_attempt) is not None
 
     # -- built-in kinds ------------------------------------------------------------------------
 
@@ -782,6 +887,16 @@ def _scope(manifest: FlowManifest, step_key: str) -> StateScope:
         return StateScope(top)
     children = tuple(child_key(loop_key, index, name) for name in manifest.steps[loop_key].steps)
     return StateScope(top + children, loop_key, index)
+
+
+def _claimed(step_fields: Mapping[str, str], attempt: int) -> bool:
+    """Whether ``attempt`` is the step's running attempt and still holds its claim (a ForEach step
+    stays Running without one while its iterations run)."""
+    return (
+        step_fields.get("status") == StepStatus.Running
+        and step_fields.get("attempt") == str(attempt)
+        and "lease_until_ms" in step_fields
+    )
 
 
 def _queued_after(job_id: str | None, completed_ms: str | None) -> bool:

@@ -9,9 +9,15 @@ defaults live in ``Settings`` only; the constructors below take every value expl
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 import structlog
 from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
+from redis.asyncio.sentinel import Sentinel as AsyncSentinel
+from redis.asyncio.sentinel import SentinelConnectionPool as AsyncSentinelConnectionPool
+from redis.connection import SSLConnection, parse_url
+from redis.sentinel import Sentinel
 
 from flowjobs.client import FlowClient
 from flowjobs.core.errors import HandlerImportError
@@ -24,6 +30,7 @@ from flowjobs.runtime.rq import RQJobRunner
 from flowjobs.schedules.firing import ScheduleFirer
 from flowjobs.settings import Settings, load_settings
 from flowjobs.store.async_runs import AsyncRunWrites
+from flowjobs.store.replicas import ReplicaWait
 from flowjobs.store.run_store import RunStore
 from flowjobs.store.schedules import ScheduleStore
 from flowjobs.webhooks.guards import RateLimit, WebhookGuards
@@ -46,9 +53,68 @@ def import_handler_modules(settings: Settings) -> None:
             raise HandlerImportError(name, error) from error
 
 
+#: How long a Sentinel may take to connect or answer before the next one is asked for the primary.
+SENTINEL_SOCKET_SECONDS = 1.0
+
+
+def _primary_options(settings: Settings) -> dict[str, Any]:
+    """The options of a connection to the Sentinels' primary: those of ``REDIS_URL`` (database,
+    user name, password, query options, TLS for ``rediss://``) less its address."""
+    options: dict[str, Any] = parse_url(settings.redis_url)  # type: ignore[no-untyped-call]
+    for address in ("host", "port", "path"):
+        options.pop(address, None)
+    if options.pop("connection_class", None) is SSLConnection:
+        options["ssl"] = True  # the Sentinel pool picks its own TLS connection class from it
+    return options
+
+
 def connect(settings: Settings) -> Redis:
-    """A connection to ``REDIS_URL``."""
-    return Redis.from_url(settings.redis_url)
+    """A client of the settings' Redis: ``REDIS_URL``, or with ``FLOWJOBS_REDIS_SENTINELS`` the
+    primary the Sentinels name, asked again whenever a connection to it fails (a failover is
+    followed without a restart: the commands in flight at the switch fail with ``ConnectionError``).
+    Every sync client of every process comes from here."""
+    if not settings.redis_sentinels:
+        return Redis.from_url(settings.redis_url)
+    assert settings.redis_sentinel_master is not None  # the settings require both together
+    sentinel = Sentinel(
+        settings.sentinel_addresses,
+        sentinel_kwargs={
+            "socket_timeout": SENTINEL_SOCKET_SECONDS,
+            "socket_connect_timeout": SENTINEL_SOCKET_SECONDS,
+        },
+    )
+    client: Redis = sentinel.master_for(settings.redis_sentinel_master, **_primary_options(settings))
+    return client
+
+
+def connect_async(settings: Settings, *, connect_timeout: float | None = None) -> AsyncRedis:
+    """``connect``'s asyncio twin (the web process's event loop), ``connect_timeout`` seconds at
+    most to open a connection when given."""
+    options: dict[str, Any] = {} if connect_timeout is None else {"socket_connect_timeout": connect_timeout}
+    if not settings.redis_sentinels:
+        return AsyncRedis.from_url(settings.redis_url, **options)
+    assert settings.redis_sentinel_master is not None  # the settings require both together
+    sentinel = AsyncSentinel(
+        settings.sentinel_addresses,
+        sentinel_kwargs={
+            "socket_timeout": SENTINEL_SOCKET_SECONDS,
+            "socket_connect_timeout": SENTINEL_SOCKET_SECONDS,
+        },
+    )
+    client: AsyncRedis = sentinel.master_for(
+        settings.redis_sentinel_master, **{**_primary_options(settings), **options}
+    )
+    return client
+
+
+async def close_async(client: AsyncRedis) -> None:
+    """Close a client of ``connect_async``: its connections and, through Sentinel, the ones it
+    opened to the Sentinels (they would otherwise stay open until garbage collection)."""
+    await client.aclose()
+    pool = client.connection_pool
+    if isinstance(pool, AsyncSentinelConnectionPool):
+        for sentinel in pool.sentinel_manager.sentinels:
+            await sentinel.aclose()
 
 
 def flows_from_settings(settings: Settings) -> FlowRegistry:
@@ -135,7 +201,20 @@ def client_from_settings(
         rq_job_ttl_seconds=settings.rq_job_ttl_seconds,
         header_limits=settings.trigger_header_limits,
         job_timeout_seconds=settings.job_timeout_seconds,
+        replica_wait=replica_wait_from_settings(settings),
     )
+
+
+def replica_wait_from_settings(settings: Settings) -> ReplicaWait | None:
+    """``FLOWJOBS_REDIS_WAIT_REPLICAS`` and ``FLOWJOBS_REDIS_WAIT_TIMEOUT_MS`` (None when off)."""
+    if not settings.redis_wait_replicas:
+        return None
+    return ReplicaWait(settings.redis_wait_replicas, settings.redis_wait_timeout_ms)
+
+
+def async_runs_from_settings(settings: Settings) -> AsyncRunWrites:
+    """The web process's asyncio writer of new runs: ``connect_async`` and the replica wait."""
+    return AsyncRunWrites(connect_async(settings), replica_wait_from_settings(settings))
 
 
 def firer_from_settings(settings: Settings) -> ScheduleFirer:

@@ -31,7 +31,8 @@ from flowjobs.core.clock import utcnow
 from flowjobs.core.errors import InvalidJobCall
 from flowjobs.core.job_calls import JobCall, JobState, RecurringJobInfo
 from flowjobs.core.limits import MAX_STEP_SECONDS
-from flowjobs.runtime.base import JobRunner
+from flowjobs.runtime.base import JobRunner, KeepsRecurringJobs
+from flowjobs.runtime.recurring import RecurringJobs
 from flowjobs.runtime.rq import RQJobRunner
 from flowjobs.settings import Settings, load_settings
 
@@ -260,6 +261,9 @@ class RecurringJob:
 
     def __init__(self, runner: JobRunner | None = None) -> None:
         self.runner = _runner(runner)
+        if not isinstance(self.runner, KeepsRecurringJobs):
+            raise TypeError(f"{type(self.runner).__name__} keeps no recurring jobs (no `schedules`)")
+        self.jobs = RecurringJobs(self.runner.schedules, self.runner)
 
     @on_class_too
     def add_or_update(
@@ -275,21 +279,19 @@ class RecurringJob:
         """Create or replace ``recurring_id`` (``[A-Za-z0-9_-]``): ``func(*args, **kwargs)`` on
         ``cron`` (read in ``time_zone``, UTC by default). A pause or cron override set with
         ``flowjobs schedules`` is kept."""
-        self.runner.add_or_update_recurring(
-            recurring_id, job_call(func, args, kwargs), cron, time_zone=time_zone
-        )
+        self.jobs.add_or_update(recurring_id, job_call(func, args, kwargs), cron, time_zone=time_zone)
 
     @on_class_too
     def remove_if_exists(self, recurring_id: str) -> bool:
         """Remove it (jobs it already enqueued stay); False if there was none."""
-        return self.runner.remove_recurring(recurring_id)
+        return self.jobs.remove(recurring_id)
 
     @on_class_too
     def trigger(self, recurring_id: str) -> str:
         """Enqueue it once now, keeping its schedule; returns the job id."""
-        return self.runner.trigger_recurring(recurring_id)
+        return self.jobs.trigger(recurring_id)
 
     @on_class_too
     def list(self) -> list[RecurringJobInfo]:
         """Every recurring job: cron, zone, next and last execution, last job id, paused."""
-        return self.runner.list_recurring()
+        return self.jobs.list()

@@ -26,16 +26,21 @@ from flowjobs.core.clock import utcnow
 from flowjobs.core.job_calls import JobCall, JobState, trigger_call
 from flowjobs.core.manifest import FlowManifest
 from flowjobs.core.statuses import RunStatus, StepStatus
+from flowjobs.core.transitions import REASONS
 from flowjobs.engine import Engine
 from flowjobs.runtime.rq import RQJobRunner, TakenJob
 from flowjobs.store.base import REDIS_DOWN
-from flowjobs.store.transitions import RunSnapshot
 
 log = structlog.get_logger("flowjobs.recovery")
 
-TIMED_OUT_REASON = "Run is TimedOut."
-#: Default of ``FLOWJOBS_MAX_LOST_ATTEMPTS``.
-DEFAULT_MAX_LOST_ATTEMPTS = 1
+TIMED_OUT_REASON = REASONS.closed(RunStatus.TimedOut)
+#: Default of ``FLOWJOBS_MAX_LOST_ATTEMPTS``: a lost worker is rarely the step's doing (a deploy,
+#: an autoscaler, a node loss), and a step that crashes its work-horse is stopped by its own limit
+#: (``Engine.record_crash``). Sidekiq Pro's super_fetch calls a job recovered 3 times a poison pill;
+#: Hangfire requeues without limit.
+DEFAULT_MAX_LOST_ATTEMPTS = 20
+#: Back-off of a re-dispatched lost attempt: none after the first loss, then 1 s doubling to this.
+MAX_LOST_BACKOFF_SECONDS = 30.0
 #: Candidates a pass looks up per round-trip (their hashes, then their jobs' states).
 RECOVERY_BATCH = 500
 _WAITING = (JobState.Enqueued, JobState.Scheduled)
@@ -296,8 +301,9 @@ def _time_out(engine: Engine, run_id: str) -> int:
 def _expired_claim(
     engine: Engine, now: datetime, max_lost_attempts: int, step: tuple[str, str], found: Found
 ) -> int:
-    """Record the attempt as lost (Failed, "Claim lease expired") and re-dispatch the step while it
-    has lost at most ``max(max_lost_attempts, retry.max_attempts - 1)`` attempts; fail it after.
+    """Record the attempt as lost (Failed, "Claim lease expired") and re-dispatch the step, with
+    back-off (``lost_backoff``), while it has lost at most ``max(max_lost_attempts,
+    retry.max_attempts - 1)`` attempts; fail it after.
 
     ``found`` was read with its batch, before the repairs ahead of it: ``complete`` is fenced by
     the attempt and refuses when the lease was renewed meanwhile, so a stale read repairs nothing."""
@@ -322,34 +328,31 @@ def _expired_claim(
     lost = int(fields.get("lost_attempts", "0")) + 1  # complete.lua counts this one
     next_attempt = None
     if lost <= limit:
+        delay = lost_backoff(lost)
         next_attempt = engine.next_attempt(
             run_id,
             step_key,
             attempt,
-            due=now,
-            message=f"claim lease of attempt {attempt} expired; attempt {attempt + 1} dispatched",
+            due=now + timedelta(seconds=delay),
+            message=f"claim lease of attempt {attempt} expired; attempt {attempt + 1} in {delay:g}s",
         )
     else:
         error = f"Claim lease expired: worker lost {lost} times; not re-dispatched."
-    completed = store.complete(
-        run_id,
-        step_key,
-        attempt,
-        status=StepStatus.Failed,
-        error=error,
-        next_attempt=next_attempt,
-        lease_expired_before=now,
-    )
-    if not isinstance(completed, RunSnapshot):
+    if (
+        engine.end_attempt(
+            run_id, step_key, attempt, error=error, next_attempt=next_attempt, lease_expired_before=now
+        )
+        is None
+    ):
         return 0
     log.warning("step.lease_expired", run_id=run_id, step_key=step_key, attempt=attempt, lost=lost)
-    if next_attempt is None:
-        log.warning("step.failed", run_id=run_id, step_key=step_key, error=error)
-        engine.continue_run(run_id, completed)  # the step is final: plan what follows, close the run
-    else:
-        # Queues nothing if the run closed meanwhile: the step failed for good, no new attempt.
-        engine.schedule_attempt(run_id, step_key, next_attempt, completed)
     return 1
+
+
+def lost_backoff(lost: int) -> float:
+    """Seconds before re-dispatching a step that lost ``lost`` attempts with its worker: none the
+    first time (a worker killed once, as in a deploy), then 1 s doubling up to 30 s."""
+    return 0.0 if lost <= 1 else min(2.0 ** (lost - 2), MAX_LOST_BACKOFF_SECONDS)
 
 
 def _lost_job(engine: Engine, grace: timedelta, step: tuple[str, str], found: Found) -> int:

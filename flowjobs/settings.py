@@ -47,11 +47,29 @@ from flowjobs.core.urls import rq_job_path
 CONFIG_FILE_ENV = "FLOWJOBS_CONFIG"
 DEFAULT_CONFIG_FILE = "config/flowjobs.toml"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+#: Bounds of ``FLOWJOBS_REDIS_WAIT_REPLICAS`` and ``FLOWJOBS_REDIS_WAIT_TIMEOUT_MS`` (a minute at most:
+#: a trigger's caller waits that long, and ``WAIT 0`` would block it for ever).
+MAX_WAIT_REPLICAS = 100
+MAX_WAIT_TIMEOUT_MS = 60_000
 
 
 def split_list(value: str) -> list[str]:
     """The items of a comma-separated setting, stripped, blank ones dropped."""
     return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def host_port(text: str) -> tuple[str, int]:
+    """``host:port`` (``[v6 address]:port`` for IPv6) as a pair; ``ValueError`` saying why not."""
+    host, colon, port = text.strip().rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        if not _is_ipv6(host[1:-1]):
+            raise ValueError(f"'{text}' is not host:port ({host} is not an IPv6 address)")
+        host = host[1:-1]
+    elif not colon or not host or ":" in host or "/" in host or " " in host:
+        raise ValueError(f"'{text}' is not host:port ([address]:port for IPv6)")
+    if not port.isdigit() or not 0 < int(port) <= 65535:
+        raise ValueError(f"'{text}' is not host:port (the port must be 1 to 65535)")
+    return host, int(port)
 
 
 def _is_ipv6(text: str) -> bool:
@@ -85,7 +103,18 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FLOWJOBS_", extra="ignore", populate_by_name=True)
 
     redis_url: str = Field(default="redis://127.0.0.1:6379/0", validation_alias="REDIS_URL")
-    """Redis that holds the queues and the run records."""
+    """Redis that holds the queues and the run records (with Sentinel: only its database number,
+    user name, password and ``rediss://`` scheme are used)."""
+    redis_sentinels: str | None = None
+    """Comma-separated ``host:port`` of Redis Sentinels (``[::1]:26379`` for IPv6): when set, with
+    ``redis_sentinel_master``, every process asks them for the primary and follows a failover."""
+    redis_sentinel_master: str | None = None
+    """Name of the primary the Sentinels monitor (their ``sentinel monitor <name> ...``)."""
+    redis_wait_replicas: Annotated[int, Bounded(0, MAX_WAIT_REPLICAS)] = 0
+    """Replicas that must acknowledge a new run before a trigger returns (Redis ``WAIT``; 0: off)."""
+    redis_wait_timeout_ms: Annotated[int, Bounded(1, MAX_WAIT_TIMEOUT_MS)] = 1000
+    """How long a trigger waits for those replicas, in milliseconds; fewer in time:
+    ``ReplicasNotAcknowledged`` (HTTP 503)."""
     queue: str = Field(default="flowjobs", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     """RQ queue flowjobs' jobs go to."""
     key_prefix: str = Field(default="flowjobs:", min_length=1)
@@ -115,9 +144,13 @@ class Settings(BaseSettings):
     schedule_grace_seconds: Annotated[float, Bounded(0, MAX_RUN_SECONDS)] = 3600
     """How late a missed tick may still fire: after a downtime, a schedule fires once, for its
     latest missed tick, if that tick is at most this old; older missed ticks are skipped."""
-    max_lost_attempts: int = Field(default=1, ge=0, le=1000)
-    """How many attempts a step may lose with a dead worker and still be re-dispatched (at least
-    ``retry.max_attempts - 1`` for a step with ``retry``); then it fails instead."""
+    max_lost_attempts: int = Field(default=20, ge=0, le=1000)
+    """How many attempts a step may lose with its whole worker (a killed worker, a node loss) and
+    still be re-dispatched, with back-off (at least ``retry.max_attempts - 1`` for a step with
+    ``retry``); then it fails instead. Generous: a lost worker is rarely the step's doing."""
+    max_step_crashes: int = Field(default=3, ge=1, le=1000)
+    """How many times a step may crash its work-horse (the worker lives on) before it fails for
+    good, whatever its ``retry`` allows; within it the step's ``retry`` applies."""
     job_timeout_seconds: Annotated[int, Bounded(0, MAX_STEP_SECONDS, exclusive_minimum=True)] = 180
     """RQ job timeout of steps that set none."""
     max_data_depth: Annotated[int, Bounded(1, MAX_DATA_DEPTH)] = DEFAULT_MAX_DATA_DEPTH
@@ -215,6 +248,36 @@ class Settings(BaseSettings):
             raise PydanticCustomError("blank", "is empty or blank: set a value, or unset it")
         return value
 
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _sentinels_are_addresses(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if not split_list(value):
+            raise PydanticCustomError("blank", "lists no Sentinel: unset it, or list host:port items")
+        for item in split_list(value):
+            try:
+                host_port(item)
+            except ValueError as error:
+                raise PydanticCustomError("sentinel", "{why}", {"why": str(error)}) from None
+        return value
+
+    @field_validator("redis_sentinel_master")
+    @classmethod
+    def _master_named(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or any(c.isspace() for c in value)):
+            raise PydanticCustomError("master", "must be the monitored primary's name (no blanks)")
+        return value
+
+    @model_validator(mode="after")
+    def _sentinels_with_master(self) -> Settings:
+        # One without the other would silently connect to REDIS_URL's host instead.
+        if (self.redis_sentinels is None) != (self.redis_sentinel_master is None):
+            raise ValueError(
+                "FLOWJOBS_REDIS_SENTINELS and FLOWJOBS_REDIS_SENTINEL_MASTER must be set together"
+            )
+        return self
+
     @field_validator("web_allowed_hosts")
     @classmethod
     def _hosts_listed(cls, value: str | None) -> str | None:
@@ -258,6 +321,11 @@ class Settings(BaseSettings):
     def retention_seconds(self) -> int:
         """``retention_days`` in seconds."""
         return int(self.retention_days * 86400)
+
+    @property
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        """``redis_sentinels`` as (host, port) pairs (empty without Sentinel)."""
+        return [host_port(item) for item in split_list(self.redis_sentinels or "")]
 
     @property
     def trigger_header_limits(self) -> HeaderLimits:

@@ -6,6 +6,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from contextlib import suppress
 from types import FrameType
 from typing import Any
@@ -23,7 +24,7 @@ from structlog import _output as structlog_output
 
 from flowjobs.core.handlers import HandlerRegistry
 from flowjobs.duties import Duty, flow_duties, next_backoff
-from flowjobs.engine import ColdShutdown, Engine
+from flowjobs.engine import COLD_SHUTDOWN_REASON, ColdShutdown, Engine
 from flowjobs.factory import engine_from_settings
 from flowjobs.jobs import install_engine
 from flowjobs.leases import LeaseKeeper
@@ -33,6 +34,8 @@ from flowjobs.store.base import REDIS_DOWN
 
 log = structlog.get_logger("flowjobs.worker")
 
+#: Default of ``FLOWJOBS_MAX_STEP_CRASHES``.
+DEFAULT_MAX_STEP_CRASHES = 3
 #: A work loop that ran this long before it ended starts its back-off over.
 _HEALTHY_LOOP_SECONDS = 60.0
 
@@ -41,12 +44,37 @@ class FlowWorkerBase(BaseWorker):
     """What flowjobs adds to RQ's workers: a work loop that rides out a Redis outage, and (forking
     worker) renewal of the work-horse's claim lease from the parent process."""
 
-    def __init__(self, *args: Any, leases: LeaseKeeper | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        leases: LeaseKeeper | None = None,
+        engine: Engine | None = None,
+        max_step_crashes: int = DEFAULT_MAX_STEP_CRASHES,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.leases = leases
+        self.engine = engine
+        self.max_step_crashes = max_step_crashes
         # Serialises reviving RQ's scheduler (duty thread) with RQ's own start and stop of it.
         self._scheduler_lock = threading.Lock()
         self._looping = False
+
+    def _set_connection(self, connection: Redis) -> Redis:
+        """RQ's raise of the pool's socket timeout above its blocking dequeue (405 s), applied to the
+        connections made before too.
+
+        redis-py 8 gives a connection of a pool that names no timeout 5 s, and RQ changes only the
+        pool's setting: a connection made earlier (``wait_for_redis``' ping, the engine's first
+        reads) kept 5 s, timed the dequeue out ("Redis connection timeout, quitting") and the work
+        loop restarted every few seconds without taking a job. The pool forgets them here and makes
+        new ones with RQ's timeout; one in use (a caller's pubsub) works on for its holder, and is
+        dropped when released."""
+        connection = super()._set_connection(connection)
+        pool = connection.connection_pool
+        pool.disconnect(inuse_connections=False)
+        pool.reset()
+        return connection
 
     def work(self, burst: bool = False, *args: Any, **kwargs: Any) -> bool:
         """RQ's work loop, entered again after a back-off whenever it ends for another reason than a
@@ -87,17 +115,38 @@ class FlowWorkerBase(BaseWorker):
         """Undo what RQ's teardown may not have done with Redis away, so ``work()`` can register again:
         stop the pubsub thread, and drop this worker's key (RQ refuses a live duplicate name).
         Raises while Redis is unreachable."""
-        if self.pubsub_thread is not None:
-            self.pubsub_thread.stop()
-            self.pubsub_thread.join(timeout=1)
-        if self.pubsub is not None:
-            with suppress(*REDIS_DOWN):
-                self.pubsub.close()
+        self._stop_pubsub()
         self.pubsub = self.pubsub_thread = None
         self._release_scheduler_locks()
         # The next loop starts its own RQ scheduler and maintenance (see ``revive_rq_scheduler``).
         self.scheduler = self.last_cleaned_at = None
         self.connection.delete(self.key)
+
+    def unsubscribe(self) -> None:
+        """RQ's unsubscribe from its command channel (teardown), without its unbounded wait."""
+        if self.pubsub_thread is not None:
+            log.info("worker.unsubscribing", worker=self.name)
+        self._stop_pubsub()
+
+    def _stop_pubsub(self) -> None:
+        """Stop the pubsub thread, then close its connection.
+
+        redis-py 8's ``PubSubWorkerThread.stop()`` waits for the thread, and one that is no longer
+        subscribed sleeps up to RQ's ``sleep_time`` (60 s) waiting to be subscribed again: RQ's
+        order (unsubscribe, then stop) made the warm shutdown of an idle worker hang up to a
+        minute. The thread is told to stop first, without waiting, so the unsubscribe reply that
+        wakes it ends it."""
+        thread, pubsub = self.pubsub_thread, self.pubsub
+        if thread is not None:
+            thread.stop(timeout=0)
+        if pubsub is not None:
+            with suppress(*REDIS_DOWN):
+                pubsub.unsubscribe()  # type: ignore[no-untyped-call]
+        if thread is not None:
+            thread.join(timeout=1)
+        if pubsub is not None:
+            with suppress(*REDIS_DOWN):
+                pubsub.close()
 
     def _release_scheduler_locks(self) -> None:
         """Release the queue locks the ended loop's RQ scheduler still holds.
@@ -167,7 +216,63 @@ class FlowWorkerBase(BaseWorker):
 
 
 class FlowWorker(FlowWorkerBase, Worker):
-    """RQ's forking worker (one work-horse process per job) with flowjobs' additions."""
+    """RQ's forking worker (one work-horse process per job) with flowjobs' additions: it tells a
+    step that crashed its work-horse (recorded at once, against ``max_step_crashes``) from a worker
+    that went away (left to the lease and recovery), and hands over the attempt a cold shutdown
+    cuts off."""
+
+    def setup_work_horse_signals(self) -> None:
+        """RQ's work-horse signals, and SIGTERM ignored too: a supervisor that signals the whole
+        group (systemd's default ``KillMode``) must not cut off the step of a warm shutdown. The
+        parent's cold shutdown takes the horse down with SIGKILL."""
+        super().setup_work_horse_signals()  # type: ignore[no-untyped-call]
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        """RQ's execution in a work-horse; an attempt cut off by a cold shutdown (RQ has killed and
+        reaped the horse by then) is handed over for another worker to run at once."""
+        try:
+            super().execute_job(job, queue)
+        except ColdShutdown:
+            self._settle(
+                job,
+                lambda engine, run_id, step_key, attempt: engine.hand_over(
+                    run_id, step_key, attempt, reason=COLD_SHUTDOWN_REASON
+                ),
+            )
+            raise
+
+    def handle_work_horse_killed(self, job: Job, retpid: int, ret_val: int | None, rusage: Any) -> None:
+        """RQ calls this only when the work-horse died while this process lives: the job's doing.
+        Its attempt is recorded Failed at once with the signal or exit code (a lease would take
+        ``FLOWJOBS_CLAIM_LEASE_SECONDS`` and count the death as a lost worker)."""
+        super().handle_work_horse_killed(job, retpid, ret_val, rusage)  # type: ignore[no-untyped-call]
+        cause = _horse_death(ret_val)
+        self._settle(
+            job,
+            lambda engine, run_id, step_key, attempt: engine.record_crash(
+                run_id, step_key, attempt, cause=cause, max_crashes=self.max_step_crashes
+            ),
+        )
+
+    def _settle(self, job: Job, settle: Callable[[Engine, str, str, int], bool]) -> None:
+        """Apply ``settle`` to the step attempt of ``job`` (none for a trigger or application job).
+        A failure is logged, not raised: the attempt's lease and recovery remain its net."""
+        lease = _job_lease(job)
+        if self.engine is None or lease is None:
+            return
+        run_id, step_key, attempt = lease
+        try:
+            settle(self.engine, run_id, step_key, attempt)
+        except Exception as error:
+            log.error(
+                "worker.settle_failed",
+                run_id=run_id,
+                step_key=step_key,
+                attempt=attempt,
+                job_id=job.id,
+                error=repr(error),
+            )
 
 
 class FlowSimpleWorker(FlowWorkerBase, SimpleWorker):
@@ -187,6 +292,20 @@ def _job_lease(job: Job) -> tuple[str, str, int] | None:
     return str(run_id), str(step_key), int(attempt)
 
 
+def _horse_death(status: int | None) -> str:
+    """What ended a work-horse, from its ``waitpid`` status."""
+    if status is not None and os.WIFSIGNALED(status):
+        number = os.WTERMSIG(status)
+        try:
+            name = signal.Signals(number).name
+        except ValueError:
+            name = f"signal {number}"
+        return f"Work-horse killed by {name}"
+    if status is not None and os.WIFEXITED(status):
+        return f"Work-horse exited with code {os.WEXITSTATUS(status)}"
+    return f"Work-horse ended unexpectedly (waitpid status {status})"
+
+
 def _fresh_log_locks() -> None:
     """In a forked work-horse: drop structlog's per-file write locks, which a thread of the parent
     (the duty loop) may have held at the fork and could never release there; they are recreated on
@@ -204,18 +323,22 @@ def build_worker(
     simple: bool = False,
     name: str | None = None,
     leases: LeaseKeeper | None = None,
+    engine: Engine | None = None,
+    max_step_crashes: int = DEFAULT_MAX_STEP_CRASHES,
 ) -> FlowWorkerBase:
     """An RQ worker on flowjobs' queue with the JSON serializer (forking unless ``simple``).
 
     With ``leases``, a forking worker's parent renews its work-horse's lease at every horse
-    heartbeat, a third of the lease apart (at least 1 s: RQ's monitor uses ``alarm()``).
+    heartbeat, a third of the lease apart (at least 1 s: RQ's monitor uses ``alarm()``). With
+    ``engine``, a forking worker records a step that crashed its work-horse at once (failing it
+    for good at ``max_step_crashes``) and hands over an attempt its cold shutdown cuts off.
     """
     queue = Queue(queue_name, connection=redis, serializer=JSONSerializer)
     options: dict[str, Any] = {"connection": redis, "serializer": JSONSerializer, "name": name}
     if leases is not None:
         options["job_monitoring_interval"] = max(1, int(leases.lease_seconds / 3))
     worker_class: type[FlowWorkerBase] = FlowSimpleWorker if simple else FlowWorker
-    return worker_class([queue], leases=leases, **options)
+    return worker_class([queue], leases=leases, engine=engine, max_step_crashes=max_step_crashes, **options)
 
 
 def wait_for_redis(redis: Redis) -> None:
@@ -259,7 +382,15 @@ def run_worker(
     engine = engine_from_settings(settings, handlers=handlers)
     install_engine(engine)
     wait_for_redis(engine.store.redis)  # RQ's worker reads from Redis as it is built
-    worker = build_worker(engine.store.redis, settings.queue, simple=simple, name=name, leases=engine.leases)
+    worker = build_worker(
+        engine.store.redis,
+        settings.queue,
+        simple=simple,
+        name=name,
+        leases=engine.leases,
+        engine=engine,
+        max_step_crashes=settings.max_step_crashes,
+    )
     revive = Duty(
         "rq-scheduler", settings.recovery_interval_seconds, worker.revive_rq_scheduler, locked=False
     )

@@ -174,6 +174,10 @@ class Space:
 
     def env(self) -> dict[str, str]:
         s = self.settings
+        sentinel = {
+            "FLOWJOBS_REDIS_SENTINELS": s.redis_sentinels,
+            "FLOWJOBS_REDIS_SENTINEL_MASTER": s.redis_sentinel_master,
+        }
         return {
             **os.environ,
             "REDIS_URL": s.redis_url,
@@ -183,7 +187,12 @@ class Space:
             "FLOWJOBS_CLAIM_LEASE_SECONDS": str(s.claim_lease_seconds),
             "FLOWJOBS_RECOVERY_INTERVAL_SECONDS": str(s.recovery_interval_seconds),
             "FLOWJOBS_JOB_TIMEOUT_SECONDS": str(s.job_timeout_seconds),
+            "FLOWJOBS_MAX_LOST_ATTEMPTS": str(s.max_lost_attempts),
+            "FLOWJOBS_MAX_STEP_CRASHES": str(s.max_step_crashes),
             "FLOWJOBS_FLOWS_DIR": str(s.flows_dir),
+            **{name: value for name, value in sentinel.items() if value is not None},
+            "FLOWJOBS_REDIS_WAIT_REPLICAS": str(s.redis_wait_replicas),
+            "FLOWJOBS_REDIS_WAIT_TIMEOUT_MS": str(s.redis_wait_timeout_ms),
             "FLOWJOBS_LOG_LEVEL": "warning",
             "PYTHONPATH": str(ROOT),
         }

@@ -7,14 +7,14 @@ import json
 
 from flowjobs.core.outcomes import StepOutcome
 from flowjobs.core.statuses import StepStatus
-from flowjobs.store import Refusal
+from flowjobs.store import ClaimRefusal
 
 
 def test_the_statuses_an_attempt_ends_with_and_the_claim_refusals_are_outcomes() -> None:
     assert StepOutcome(StepStatus.Succeeded.value) is StepOutcome.succeeded
     assert StepOutcome(StepStatus.Failed.value) is StepOutcome.failed
-    assert StepOutcome(Refusal.stale.value) is StepOutcome.stale
-    assert StepOutcome(Refusal.run_not_running.value) is StepOutcome.run_not_running
+    assert StepOutcome(ClaimRefusal.stale.value) is StepOutcome.stale
+    assert StepOutcome(ClaimRefusal.run_not_running.value) is StepOutcome.run_not_running
 
 
 def test_an_outcome_is_stored_as_its_string() -> None:

@@ -5,14 +5,28 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
+from redis.sentinel import SentinelConnectionPool
 
+from flowjobs.cli import cli
 from flowjobs.core.errors import InvalidSettings
+from flowjobs.factory import connect
 from flowjobs.settings import load_settings
+from tests.conftest import free_port
 
 
 @pytest.fixture
 def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for name in ("REDIS_URL", "FLOWJOBS_QUEUE", "FLOWJOBS_KEY_PREFIX", "FLOWJOBS_CLAIM_LEASE_SECONDS"):
+    for name in (
+        "REDIS_URL",
+        "FLOWJOBS_QUEUE",
+        "FLOWJOBS_KEY_PREFIX",
+        "FLOWJOBS_CLAIM_LEASE_SECONDS",
+        "FLOWJOBS_REDIS_SENTINELS",
+        "FLOWJOBS_REDIS_SENTINEL_MASTER",
+        "FLOWJOBS_REDIS_WAIT_REPLICAS",
+        "FLOWJOBS_REDIS_WAIT_TIMEOUT_MS",
+    ):
         monkeypatch.delenv(name, raising=False)
     path = tmp_path / "flowjobs.toml"
     monkeypatch.setenv("FLOWJOBS_CONFIG", str(path))
@@ -145,3 +159,95 @@ def test_web_guard_settings_default_and_are_checked(config: Path, monkeypatch: p
             with pytest.raises(InvalidSettings, match=f"^invalid setting {name}: ") as error:
                 load_settings()
             assert problem in str(error.value)
+
+
+def test_sentinels_parse_to_addresses_and_keep_redis_url_credentials(
+    config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = load_settings()
+    assert settings.redis_sentinels is None and settings.sentinel_addresses == []
+    assert (settings.redis_wait_replicas, settings.redis_wait_timeout_ms) == (0, 1000)
+    monkeypatch.setenv("REDIS_URL", "redis://app:s3cret@ignored:6379/3")
+    monkeypatch.setenv("FLOWJOBS_REDIS_SENTINELS", " s1.example:26379, 10.0.0.2:26380 ,[::1]:26381 ")
+    monkeypatch.setenv("FLOWJOBS_REDIS_SENTINEL_MASTER", "main")
+    monkeypatch.setenv("FLOWJOBS_REDIS_WAIT_REPLICAS", "1")
+    monkeypatch.setenv("FLOWJOBS_REDIS_WAIT_TIMEOUT_MS", "250")
+    settings = load_settings()
+    assert settings.sentinel_addresses == [("s1.example", 26379), ("10.0.0.2", 26380), ("::1", 26381)]
+    assert (settings.redis_wait_replicas, settings.redis_wait_timeout_ms) == (1, 250)
+    # The client asks the Sentinels for "main" (nothing is connected yet) and logs in as REDIS_URL says.
+    pool = connect(settings).connection_pool
+    assert isinstance(pool, SentinelConnectionPool) and pool.service_name == "main"
+    assert [s.connection_pool.connection_kwargs["port"] for s in pool.sentinel_manager.sentinels] == [
+        26379,
+        26380,
+        26381,
+    ]
+    kwargs = pool.connection_kwargs
+    assert (kwargs["db"], kwargs["username"], kwargs["password"]) == (3, "app", "s3cret")
+    assert "host" not in kwargs
+
+
+SENTINELS = "FLOWJOBS_REDIS_SENTINELS"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "problem"),
+    [
+        (SENTINELS, "s1:26379,s2", "'s2' is not host:port"),
+        (SENTINELS, "s1:0", "the port must be 1 to 65535"),
+        (SENTINELS, "s1:99999", "the port must be 1 to 65535"),
+        (SENTINELS, "s1:x", "the port must be 1 to 65535"),
+        (SENTINELS, "::1:26379", "[address]:port for IPv6"),
+        (SENTINELS, "[nope]:26379", "not an IPv6 address"),
+        (SENTINELS, "redis://s1:26379", "is not host:port"),
+        (SENTINELS, " , ", "lists no Sentinel"),
+        ("FLOWJOBS_REDIS_SENTINEL_MASTER", " ", "monitored primary's name"),
+        ("FLOWJOBS_REDIS_WAIT_REPLICAS", "-1", "an integer >= 0 and <= 100"),
+        ("FLOWJOBS_REDIS_WAIT_TIMEOUT_MS", "0", "an integer >= 1 and <= 60000"),
+    ],
+)
+def test_bad_sentinel_and_wait_settings_are_one_line(
+    config: Path, monkeypatch: pytest.MonkeyPatch, name: str, value: str, problem: str
+) -> None:
+    # Each one alone with its partner set right, so the message is about the bad value only.
+    monkeypatch.setenv(SENTINELS, "s1:26379")
+    monkeypatch.setenv("FLOWJOBS_REDIS_SENTINEL_MASTER", "main")
+    monkeypatch.setenv(name, value)
+    with pytest.raises(InvalidSettings) as error:
+        load_settings()
+    message = str(error.value)
+    assert message.startswith(f"invalid setting {name}: ") and problem in message and "\n" not in message
+
+
+def test_sentinels_and_their_master_go_together(config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLOWJOBS_REDIS_SENTINELS", "s1:26379")
+    with pytest.raises(InvalidSettings, match="must be set together"):
+        load_settings()
+    monkeypatch.delenv("FLOWJOBS_REDIS_SENTINELS")
+    monkeypatch.setenv("FLOWJOBS_REDIS_SENTINEL_MASTER", "main")
+    with pytest.raises(InvalidSettings, match="must be set together"):
+        load_settings()
+
+
+def test_a_bad_sentinel_is_one_line_from_the_cli(config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLOWJOBS_REDIS_SENTINELS", "s1:26379,s2")
+    monkeypatch.setenv("FLOWJOBS_REDIS_SENTINEL_MASTER", "main")
+    answer = CliRunner().invoke(cli, ["runs", "list"])
+    assert answer.exit_code == 2
+    assert answer.stderr.strip() == (
+        "error: invalid setting FLOWJOBS_REDIS_SENTINELS: 's2' is not host:port ([address]:port for IPv6)"
+    )
+
+
+def test_sentinels_that_name_no_primary_are_one_line_and_exit_4(
+    config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FLOWJOBS_REDIS_SENTINELS", f"127.0.0.1:{free_port()}")  # nothing listens there
+    monkeypatch.setenv("FLOWJOBS_REDIS_SENTINEL_MASTER", "main")
+    answer = CliRunner().invoke(cli, ["runs", "list"])
+    assert answer.exit_code == 4
+    assert answer.stderr.strip() == (
+        "error: Redis is unreachable (FLOWJOBS_REDIS_SENTINELS): "
+        "no Sentinel answered with a primary 'main' that is up"
+    )

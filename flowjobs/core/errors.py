@@ -51,6 +51,22 @@ class TriggerNotAdmitted(FlowjobsError):
         super().__init__(message)
 
 
+class ReplicasNotAcknowledged(FlowjobsError):
+    """Fewer replicas than ``FLOWJOBS_REDIS_WAIT_REPLICAS`` acknowledged a new run in time (HTTP
+    503). The run was written on the primary and runs as any other unless the primary fails
+    before a replica copied it: then it is gone. ``run_id`` says which run to look for."""
+
+    def __init__(self, run_id: str, acknowledged: int, wanted: int, timeout_ms: int) -> None:
+        self.run_id = run_id
+        self.acknowledged = acknowledged
+        self.wanted = wanted
+        super().__init__(
+            f"run {run_id} was written on the Redis primary, but {acknowledged} of the {wanted} "
+            f"replica(s) required acknowledged it within {timeout_ms} ms: it is lost if the primary "
+            "fails before replicating it (look it up, or trigger again with an idempotency key)"
+        )
+
+
 class InvalidTriggerData(FlowjobsError):
     """Trigger data or headers are not JSON (or not a JSON object where one is required)."""
 

@@ -68,7 +68,7 @@ class JobCall:
 
 @dataclass(frozen=True)
 class RecurringJobInfo:
-    """One recurring job as ``JobRunner.list_recurring`` lists it (Hangfire's recurring-job list)."""
+    """One recurring job as ``RecurringJob.list`` lists it (Hangfire's recurring-job list)."""
 
     id: str
     """The recurring id."""

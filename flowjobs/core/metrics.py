@@ -92,7 +92,7 @@ def parse_fields(fields: dict[str, str]) -> Iterator[Series]:
             yield Series(family, tuple(rest), value)
 
 
-def lua_prelude() -> str:
+def metric_constants() -> str:
     """Lua constants the scripts' metric helpers use (prepended to ``common.lua``)."""
     bounds = ", ".join(repr(float(b)) for b in DURATION_BUCKETS)
     # Lua 5.1 strings know decimal escapes only.

@@ -11,7 +11,7 @@ class StepOutcome(StrEnum):
     """The result of one step job, as rq-dashboard shows it.
 
     ``Succeeded`` and ``Failed`` are the step statuses of the same names, and ``stale`` and
-    ``run_not_running`` the claim refusals (``flowjobs.store.Refusal``) of the same names, so
+    ``run_not_running`` the claim refusals (``flowjobs.store.ClaimRefusal``) of the same names, so
     ``StepOutcome(status.value)`` and ``StepOutcome(refusal.value)`` convert them.
     """
 

@@ -290,7 +290,7 @@ class Fired:
 
 
 def recurring_info(state: ScheduleState) -> RecurringJobInfo:
-    """A schedule as ``JobRunner.list_recurring`` lists it."""
+    """A schedule as ``RecurringJob.list`` lists it."""
     return RecurringJobInfo(
         id=state.schedule_id,
         cron=state.effective_cron,
@@ -305,7 +305,7 @@ def recurring_info(state: ScheduleState) -> RecurringJobInfo:
 def recurring_job(
     recurring_id: str, call: JobCall, cron: str, time_zone: str | None, now: datetime
 ) -> ScheduleState:
-    """The declared state of an application's recurring job (``JobRunner.add_or_update_recurring``):
+    """The declared state of an application's recurring job (``RecurringJob.add_or_update``):
     ``declare`` merges it with the stored one."""
     return ScheduleState(
         schedule_id=check_recurring_id(recurring_id),

@@ -12,9 +12,9 @@ API_PREFIX = "/flows/api"
 UI_PREFIX = "/flows"
 """The flows UI."""
 RQ_PREFIX = "/rq"
+"""rq-dashboard, mounted by the web process."""
 METRICS_PATH = "/metrics"
 """Prometheus metrics of the web process (``flowjobs.metrics``)."""
-"""rq-dashboard, mounted by the web process."""
 
 
 def run_ui_path(run_id: UUID | str) -> str:

@@ -9,11 +9,11 @@
 local a = cjson.decode(ARGV[1])
 local status = redis.call('HGET', a.run_key, 'status')
 if not status then return {'no_run'} end
-if status ~= 'Running' and status ~= 'Pending' then return {'not_active', status} end
+if not RUN.cancel.from[status] then return {'not_active', status} end
 redis.call('HSET', a.run_key, 'cancel_requested', '1', 'cancel_reason', a.reason, 'cancel_requested_at', a.now)
 push_event(a, 'run.cancel_requested', nil, a.reason)
-local jobs, running = skip_waiting(a, CANCELLED_REASON)
+local jobs, running = skip_waiting(a, REASON.cancelled)
 if status == 'Pending' then jobs[#jobs + 1] = redis.call('HGET', a.run_key, 'background_job_id') end
 if running then return {'cancelled', 0, jobs} end
-close_run(a, 'Cancelled')
+close_run(a, RUN.cancel.target)
 return {'cancelled', 1, jobs}

@@ -10,15 +10,15 @@
 --   | {'run_not_running', run status or 'missing'} | {'stale', '<status>#<attempt>'}.
 local a = cjson.decode(ARGV[1])
 local run_status = redis.call('HGET', a.run_key, 'status')
-if run_status ~= 'Running' then return {'run_not_running', run_status or 'missing'} end
+if not STEP.claim.run[run_status] then return {'run_not_running', run_status or 'missing'} end
 local step = redis.call('HMGET', a.hash_key, 'status', 'attempt')
-local stale = fenced_out(step, 'Pending', a.attempt)
+local stale = fenced_out(step, STEP.claim, a.attempt)
 if stale then return stale end
-redis.call('HSET', a.hash_key, 'status', 'Running', 'started_at', a.now_ms, 'job_id', a.job_id,
+redis.call('HSET', a.hash_key, 'status', STEP.claim.target, 'started_at', a.now_ms, 'job_id', a.job_id,
   'lease_until_ms', a.lease_until_ms, 'worker', a.worker)
 redis.call('HDEL', a.hash_key, 'completed_at')
 redis.call('HSETNX', a.hash_key, 'first_started_at', a.now_ms)
-redis.call('HSET', a.steps_key, a.step_key, 'Running')
+redis.call('HSET', a.steps_key, a.step_key, STEP.claim.target)
 redis.call('ZADD', a.leases_key, a.lease_until_ms, a.member)
 redis.call('ZREM', a.pending_key, a.member)
 push_event(a, 'step.started', a.step_key, 'attempt ' .. a.attempt)

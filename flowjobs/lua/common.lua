@@ -20,7 +20,9 @@
 --   state (read_state's reply): {step statuses hash, run hash (without trigger_data_json unless
 --     asked), loops hash (`<loop>` count, `<loop>.started`, `<loop>.done`), iteration final: 1/0}.
 -- Each script's reply is decoded by decode_<script name> in flowjobs/store/scripts.py.
-local FINAL = {Succeeded = true, Failed = true, Skipped = true}
+-- Statuses, transitions and reasons (FINAL, ACTIVE, RUN, STEP, REASON) come from the prelude that
+-- flowjobs/store/scripts.py generates from flowjobs/core/transitions.py and puts before this file:
+-- a fence tests the rule its script performs (STEP.claim.from[status]) instead of spelling statuses.
 
 local function push_event(a, kind, step_key, message)
   -- a: the run fields. Appends `<sequence>|<now_ms>|<type>|<step key>[|<message>]` (keys.py,
@@ -65,10 +67,10 @@ local function move_run_status(a, to_status)
   redis.call('HSET', a.run_key, 'status', to_status)
 end
 
-local function fenced_out(step, status, attempt)
-  -- The fencing check: `step` ({status, attempt, ...} from HMGET) must be in `status` at exactly
-  -- `attempt`; otherwise the reply that refuses a stale job.
-  if step[1] ~= status or tonumber(step[2]) ~= attempt then
+local function fenced_out(step, rule, attempt)
+  -- The fencing check: `step` ({status, attempt, ...} from HMGET) must be in a status `rule` (STEP.*)
+  -- leaves, at exactly `attempt`; otherwise the reply that refuses a stale job.
+  if not rule.from[step[1]] or tonumber(step[2]) ~= attempt then
     return {'stale', (step[1] or 'missing') .. '#' .. (step[2] or '?')}
   end
 end
@@ -224,8 +226,8 @@ local function skip_waiting(a, reason)
     if status == 'Pending' or loop then
       local hash = a.step_prefix .. key
       if status == 'Pending' then jobs[#jobs + 1] = redis.call('HGET', hash, 'job_id') end
-      redis.call('HSET', a.steps_key, key, 'Skipped')
-      redis.call('HSET', hash, 'status', 'Skipped', 'error_message', reason, 'completed_at', a.now_ms)
+      redis.call('HSET', a.steps_key, key, STEP.abandon.target)
+      redis.call('HSET', hash, 'status', STEP.abandon.target, 'error_message', reason, 'completed_at', a.now_ms)
       redis.call('ZREM', a.pending_key, a.run_id .. ':' .. key)  -- keys.step_member
       push_event(a, 'step.skipped', key, reason)
     elseif status == 'Running' then
@@ -236,8 +238,6 @@ local function skip_waiting(a, reason)
   return jobs, running
 end
 
-local CANCELLED_REASON = 'Run was cancelled.'
-
 local function apply_continuation(a)
   -- Dispatch ready steps, record skips, close the run when every step is final. A step that
   -- already has a record is never dispatched or skipped again (the dispatch ledger).
@@ -245,7 +245,7 @@ local function apply_continuation(a)
   local run_status = redis.call('HGET', a.run_key, 'status')
   local dispatched = {}
   local changed = false
-  if run_status ~= 'Running' then return {dispatched, false, run_status or false} end
+  if not RUN.close.from[run_status] then return {dispatched, false, run_status or false} end
   changed = advance_loops(a)
   if redis.call('HGET', a.run_key, 'cancel_requested') == '1' then
     -- A cancelled run starts nothing more: what would be dispatched is skipped, and the run closes
@@ -253,14 +253,14 @@ local function apply_continuation(a)
     a.skip = a.skip or {}
     for _, d in ipairs(a.dispatch or {}) do
       a.skip[#a.skip + 1] = {step_key = d.step_key, hash_key = d.hash_key, step_type = d.step_type,
-        reason = CANCELLED_REASON}
+        reason = REASON.cancelled}
     end
     a.dispatch = {}
-    a.close = {status = 'Cancelled', required = {}}
+    a.close = {status = RUN.cancel.target, required = {}}
   end
 
   for _, s in ipairs(a.skip or {}) do
-    if redis.call('HSETNX', a.steps_key, s.step_key, 'Skipped') == 1 then
+    if redis.call('HSETNX', a.steps_key, s.step_key, STEP.skip.target) == 1 then
       redis.call('DEL', s.hash_key)
       hset_present(s.hash_key, {
         {'step_type', s.step_type}, {'status', 'Skipped'},
@@ -271,7 +271,7 @@ local function apply_continuation(a)
   end
 
   for _, d in ipairs(a.dispatch or {}) do
-    if redis.call('HSETNX', a.steps_key, d.step_key, 'Pending') == 1 then
+    if redis.call('HSETNX', a.steps_key, d.step_key, STEP.dispatch.target) == 1 then
       redis.call('DEL', d.hash_key)
       hset_present(d.hash_key, {
         {'step_type', d.step_type}, {'status', 'Pending'},

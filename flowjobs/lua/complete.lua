@@ -4,6 +4,7 @@
 -- ARGV[1] (JSON): the step fields (common.lua), and status (StepStatus), input_json, output_json,
 --   error (each null when absent), jobs_key; optional: next {attempt, job_id, due_ms, event,
 --   message}, lease_expired_before_ms (recovery: the lease must not have been renewed since),
+--   crashed (the attempt's work-horse died under it, the worker alive: counted in crashed_attempts),
 --   park {signals_key, name, expires_at} (WaitForSignal), plan (a continuation with its version),
 --   scope and loop_items_key (common.lua: the state read back when the plan is not applied),
 --   timed_out (the handler ran past the step's timeout: counted, common.lua count_attempt).
@@ -20,13 +21,15 @@
 -- Step hash and attempt times are epoch ms.
 local a = cjson.decode(ARGV[1])
 local step = redis.call('HMGET', a.hash_key, 'status', 'attempt', 'lease_until_ms', 'started_at', 'job_id')
-local stale = fenced_out(step, 'Running', a.attempt)
+local stale = fenced_out(step, STEP.complete, a.attempt)
 if stale then return stale end
 if a.lease_expired_before_ms then
   if tonumber(step[3] or '0') >= a.lease_expired_before_ms then return {'stale', 'lease renewed'} end
   -- Recovery records an attempt lost with its worker: count them, to stop re-dispatching a poison step.
   redis.call('HINCRBY', a.hash_key, 'lost_attempts', 1)
 end
+-- A work-horse that died under its attempt is the step's doing: counted apart, against a small limit.
+if a.crashed then redis.call('HINCRBY', a.hash_key, 'crashed_attempts', 1) end
 local version = tonumber(redis.call('HGET', a.run_key, 'steps_version') or '0')
 local signal = nil
 if a.park then
@@ -38,13 +41,13 @@ end
 local n = a.next
 local run_status = redis.call('HGET', a.run_key, 'status')
 local cancelled = redis.call('HGET', a.run_key, 'cancel_requested') == '1'
-if n and (run_status ~= 'Running' or cancelled) then
+if n and (not STEP.requeue.run[run_status] or cancelled) then
   -- The run closed (deadline) or is being cancelled: no further attempt; a step that would wait
   -- is skipped.
   n = nil
   if a.status == 'Pending' then
     a.status = 'Skipped'
-    a.error = cancelled and CANCELLED_REASON or ('Run is ' .. tostring(run_status) .. '.')
+    a.error = cancelled and REASON.cancelled or (REASON.run_is[1] .. tostring(run_status) .. REASON.run_is[2])
   end
 end
 if signal and n then

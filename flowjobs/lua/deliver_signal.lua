@@ -24,7 +24,7 @@ local function may_park_later()
   end
   local function status(key)
     local step = redis.call('HMGET', a.step_prefix .. key, 'status', 'attempt')
-    if step[1] == 'Succeeded' or step[1] == 'Failed' or step[1] == 'Skipped' then return 'ended' end
+    if FINAL[step[1]] then return 'ended' end
     if step[1] == 'Pending' and parked[key] == tonumber(step[2]) then return 'parked' end
     return 'open'
   end
@@ -50,7 +50,7 @@ if not status then return {'no_run'} end
 local raw = redis.call('HGET', a.signals_key, a.name)
 local record = raw and cjson.decode(raw) or nil
 if record and record.delivered_at then return {'already', record.delivered_at} end
-if status ~= 'Running' and status ~= 'Pending' then return {'not_active', status} end
+if not ACTIVE[status] then return {'not_active', status} end
 local waiters = (record and record.waiters) or {}
 for key, w in pairs(waiters) do
   local e = a.expected[key]

@@ -7,7 +7,7 @@
 local a = cjson.decode(ARGV[1])
 redis.call('ZREM', a.deadlines_key, a.run_id)
 local status = redis.call('HGET', a.run_key, 'status')
-if status ~= 'Running' and status ~= 'Pending' then return false end
+if not RUN.abort.from[status] then return false end
 skip_waiting(a, a.reason)
 if a.status == 'TimedOut' then redis.call('HSET', a.run_key, 'timed_out_at', a.now) end
 -- A run failed from outside its steps (unplannable) says why; TimedOut says it by its status.

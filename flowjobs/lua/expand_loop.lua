@@ -5,7 +5,7 @@
 -- Reply: {'ok', state (common.lua)} | {'stale', '<status>#<attempt>'}.
 local a = cjson.decode(ARGV[1])
 local step = redis.call('HMGET', a.hash_key, 'status', 'attempt')
-local stale = fenced_out(step, 'Running', a.attempt)
+local stale = fenced_out(step, STEP.expand, a.attempt)
 if stale then return stale end
 redis.call('HSETNX', a.loops_key, a.step_key, a.count)
 bump_version(a)

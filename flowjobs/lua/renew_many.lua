@@ -7,7 +7,7 @@ local a = cjson.decode(ARGV[1])
 local renewed = {}
 for i, l in ipairs(a.leases) do
   local step = redis.call('HMGET', l.hash_key, 'status', 'attempt', 'lease_until_ms')
-  if fenced_out(step, 'Running', l.attempt) or not step[3] then
+  if fenced_out(step, STEP.renew, l.attempt) or not step[3] then
     renewed[i] = 0
   else
     redis.call('HSET', l.hash_key, 'lease_until_ms', a.lease_until_ms)

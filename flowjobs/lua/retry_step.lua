@@ -1,8 +1,8 @@
 -- FlowClient.retry_step: a new attempt of a Failed step, queued as its own job in this script. The
 -- failed attempt is archived, the step's Skipped descendants are reset (to be planned again) and
 -- a closed run returns to Running; the run then closes again, once, as its steps decide. The
--- retried step's count of attempts lost with their worker starts again (complete.lua): an
--- operator's retry is a fresh start for the lost-attempt limit.
+-- retried step's counts of attempts lost with their worker and of work-horse crashes start again
+-- (complete.lua): an operator's retry is a fresh start for both limits.
 -- ARGV[1] (JSON): the step fields (common.lua), and jobs_key, job_id (the new attempt's),
 --   clear_cancel (bool), reset [{step_key, hash_key}] (descendants to reset if Skipped),
 --   deadline (null for a run without one): {due_ms, and when the run's deadline has passed
@@ -21,7 +21,7 @@ if redis.call('HGET', a.run_key, 'cancel_requested') == '1' then
 end
 local step = redis.call('HMGET', a.hash_key, 'status', 'attempt', 'input_json', 'output_json', 'error_message',
   'job_id', 'started_at', 'completed_at', 'no_input')
-if step[1] ~= 'Failed' or tonumber(step[2]) ~= a.attempt then
+if not STEP.retry.from[step[1]] or tonumber(step[2]) ~= a.attempt then
   return {'not_failed', (step[1] or 'missing') .. '#' .. (step[2] or '?')}
 end
 -- The step hash holds the latest attempt only: archive the failed one (as complete.lua does).
@@ -31,27 +31,27 @@ redis.call('HSET', a.attempts_key, a.step_key .. '#' .. a.attempt, cjson.encode(
   status = 'Failed', input_json = input or nil, output_json = step[4] or nil, error_message = step[5] or nil,
   job_id = step[6] or nil, started_at = step[7] or nil, completed_at = step[8] or nil}))
 for _, r in ipairs(a.reset or {}) do
-  if redis.call('HGET', a.steps_key, r.step_key) == 'Skipped' then
+  if STEP.reset.from[redis.call('HGET', a.steps_key, r.step_key)] then
     redis.call('HDEL', a.steps_key, r.step_key)
     redis.call('DEL', r.hash_key)
   end
 end
 local n = a.attempt + 1
 redis.call('HDEL', a.hash_key, 'started_at', 'completed_at', 'output_json', 'error_message', 'no_input',
-  'lost_attempts')
+  'lost_attempts', 'crashed_attempts')
 redis.call('HSET', a.hash_key, 'status', 'Pending', 'attempt', n, 'job_id', a.job_id, 'dispatched_at', a.now_ms)
 redis.call('HSET', a.steps_key, a.step_key, 'Pending')
 redis.call('HSET', a.jobs_key, a.job_id, a.run_id)
 redis.call('ZADD', a.pending_key, a.now_ms, a.member)
 run_commands(a.commands)
-if status ~= 'Running' then
-  if status ~= 'Pending' then redis.call('HDEL', a.run_key, 'completed_at', 'timed_out_at') end
+if RUN.reopen.from[status] then
+  if not ACTIVE[status] then redis.call('HDEL', a.run_key, 'completed_at', 'timed_out_at') end
   local deadline = ok(a.deadline)
   if deadline then
     redis.call('ZADD', a.deadlines_key, deadline.due_ms, a.run_id)
     hset_present(a.run_key, {{'timeout_at', deadline.timeout_at}, {'deadline_from', deadline.deadline_from}})
   end
-  move_run_status(a, 'Running')
+  move_run_status(a, RUN.reopen.target)
 end
 bump_version(a)
 push_event(a, 'step.retried', a.step_key, 'retry requested: attempt ' .. n)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from redis.client import Pipeline
 
-from flowjobs.core.job_calls import JobCall, JobState, RecurringJobInfo, StoredJobs
+from flowjobs.core.job_calls import JobCall, JobState, StoredJobs
 from flowjobs.core.schedules import ScheduleState
 
 
@@ -61,31 +61,12 @@ class JobRunner(Protocol):
         """The job system's keys in the store's Redis; None when its jobs are kept elsewhere."""
         ...
 
-    def add_or_update_recurring(
-        self, recurring_id: str, call: JobCall, cron: str, *, time_zone: str | None = None
-    ) -> None:
-        """Create or replace a recurring job firing ``call`` on ``cron`` (once per tick, whatever
-        the number of processes); a pause or cron override set at runtime is kept."""
-        ...
-
-    def remove_recurring(self, recurring_id: str) -> bool:
-        """Stop a recurring job's future ticks; False if there is none."""
-        ...
-
-    def trigger_recurring(self, recurring_id: str) -> str:
-        """Fire a recurring job once now, keeping its schedule; returns the job id
-        (``ScheduleNotFound`` if there is none)."""
-        ...
-
-    def list_recurring(self) -> list[RecurringJobInfo]:
-        """Every recurring job of the application (flows' Cron triggers are not listed here)."""
-        ...
-
 
 class RecurringJobStore(Protocol):
-    """Where a runner whose jobs live in Redis keeps an application's recurring jobs: the schedule
-    store (``flowjobs.store.schedules.ScheduleStore``), handed to it by whoever builds the runner
-    (``flowjobs.factory``), so that the runtime never imports the store."""
+    """Where an application's recurring jobs are kept (``flowjobs.runtime.recurring``): the
+    schedule store (``flowjobs.store.schedules.ScheduleStore``), handed in by whoever builds the
+    runner (``flowjobs.factory``) so that the runtime never imports the store, or
+    ``InProcessRunner``'s memory."""
 
     def require(self, schedule_id: str) -> ScheduleState:
         """One schedule; ``ScheduleNotFound`` if there is none."""
@@ -106,8 +87,16 @@ class RecurringJobStore(Protocol):
         ...
 
     def claim_tick(
-        self, schedule_id: str, tick: datetime, job_id: str, enqueue: Callable[[Pipeline], None]
+        self, schedule_id: str, tick: datetime, job_id: str, enqueue: Callable[[Pipeline | None], None]
     ) -> tuple[str, bool]:
-        """Enqueue a tick's job once, in the same ``MULTI`` as the tick's claim; returns the job id
-        and whether this call enqueued it."""
+        """Enqueue a tick's job once, in the same ``MULTI`` as the tick's claim (a store without
+        Redis passes None); returns the job id and whether this call enqueued it."""
         ...
+
+
+@runtime_checkable
+class KeepsRecurringJobs(Protocol):
+    """A runner that knows where its application's recurring jobs are kept (``RQJobRunner``: the
+    schedule store; ``InProcessRunner``: its memory), so ``RecurringJob(runner)`` needs nothing else."""
+
+    schedules: RecurringJobStore

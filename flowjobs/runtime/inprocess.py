@@ -6,18 +6,18 @@ import heapq
 import itertools
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from redis.client import Pipeline
 
 from flowjobs.core.clock import utcnow
-from flowjobs.core.cron import plan_fire
+from flowjobs.core.cron import FirePlan, plan_fire
 from flowjobs.core.errors import JobNotFound, ScheduleNotFound
-from flowjobs.core.job_calls import JobCall, JobFailed, JobState, RecurringJobInfo, StoredJobs
-from flowjobs.core.schedules import ScheduleState, declare, fired, recurring_info, recurring_job
+from flowjobs.core.job_calls import JobCall, JobFailed, JobState, StoredJobs
+from flowjobs.core.schedules import ScheduleState, fired
 from flowjobs.runtime.current import running_job
+from flowjobs.runtime.recurring import fire_recurring_job
 
 
 def _resolve(path: str) -> Callable[..., Any]:
@@ -39,7 +39,9 @@ class InProcessRunner:
         self._counter = itertools.count()
         self._states: dict[str, JobState] = {}
         self._calls: dict[str, JobCall] = {}
-        self._recurring: dict[str, ScheduleState] = {}
+        #: The application's recurring jobs (``flowjobs.hangfire.RecurringJob``), fired by
+        #: ``fire_due_recurring``.
+        self.schedules = MemorySchedules()
         self._retried: dict[str, int] = {}
 
     def enqueue(self, call: JobCall, *, pipeline: Pipeline | None = None) -> str:
@@ -105,44 +107,21 @@ class InProcessRunner:
         """None: in-process jobs are not kept in Redis."""
         return None
 
-    def add_or_update_recurring(
-        self, recurring_id: str, call: JobCall, cron: str, *, time_zone: str | None = None
-    ) -> None:
-        """Keep a recurring job in memory; ``fire_due_recurring`` fires it. The schedule's rules are
-        the duty's (``flowjobs.core.schedules``), but the jobs differ from ``RQJobRunner``'s: no
-        ``recurring_id``/``tick`` meta, and an extra fire's id counts up instead of being random."""
-        declared = recurring_job(recurring_id, call, cron, time_zone, utcnow())
-        self._recurring[recurring_id] = declare(self._recurring.get(recurring_id), declared, utcnow())
-
-    def remove_recurring(self, recurring_id: str) -> bool:
-        """Forget a recurring job."""
-        return self._recurring.pop(recurring_id, None) is not None
-
-    def trigger_recurring(self, recurring_id: str) -> str:
-        """Queue a recurring job once now."""
-        state = self._recurring.get(recurring_id)
-        if state is None:
-            raise ScheduleNotFound(f"no recurring job with id {recurring_id!r}")
-        return self.enqueue(replace(state.call(), job_id=f"{recurring_id}-now-{next(self._counter)}"))
-
-    def list_recurring(self) -> list[RecurringJobInfo]:
-        """The recurring jobs, by id."""
-        return [recurring_info(self._recurring[key]) for key in sorted(self._recurring)]
-
     def fire_due_recurring(self, now: datetime | None = None, grace_seconds: float = 3600) -> int:
-        """Queue each recurring job due at ``now`` once, for its latest due tick (the duty's rule);
-        returns how many were queued."""
+        """Queue each recurring job due at ``now`` once, for its latest due tick (the schedules
+        duty's rule, ``plan_fire``); returns how many were queued."""
         now = now or utcnow()
         queued = 0
-        for key, state in list(self._recurring.items()):
-            if state.next_fire_at is None or state.next_fire_at > now:
+        for state in self.schedules.all():
+            if state.is_paused or state.next_fire_at is None or state.next_fire_at > now:
                 continue
             fire = plan_fire(state.effective_cron, state.time_zone, state.next_fire_at, now, grace_seconds)
             job_id = None
             if fire.tick is not None:
-                job_id = self.enqueue(replace(state.call(), job_id=f"{key}-{int(fire.tick.timestamp())}"))
-                queued += 1
-            self._recurring[key] = fired(state, fire, now, job_id=job_id)
+                outcome = fire_recurring_job(self.schedules, self, state, fire.tick)
+                job_id = outcome.job_id
+                queued += outcome.new
+            self.schedules.change(state.schedule_id, _moved_on(fire, now, job_id))
         return queued
 
     def run_until_idle(self, max_wait_seconds: float = 5.0, max_jobs: int = 100_000) -> int:
@@ -180,3 +159,54 @@ class InProcessRunner:
             self._states[call.job_id] = JobState.Succeeded
             ran += 1
         return ran
+
+
+def _moved_on(
+    fire: FirePlan, now: datetime, job_id: str | None
+) -> Callable[[ScheduleState | None], ScheduleState | None]:
+    return lambda current: current and fired(current, fire, now, job_id=job_id)
+
+
+class MemorySchedules:
+    """A ``RecurringJobStore`` in memory, for ``InProcessRunner``."""
+
+    def __init__(self) -> None:
+        self._states: dict[str, ScheduleState] = {}
+        self._ticks: dict[tuple[str, datetime], str] = {}
+
+    def require(self, schedule_id: str) -> ScheduleState:
+        """One schedule; ``ScheduleNotFound`` if there is none."""
+        state = self._states.get(schedule_id)
+        if state is None:
+            raise ScheduleNotFound(f"no recurring job with id {schedule_id!r}")
+        return state
+
+    def all(self) -> list[ScheduleState]:
+        """Every schedule, by id."""
+        return [self._states[key] for key in sorted(self._states)]
+
+    def change(
+        self, schedule_id: str, transition: Callable[[ScheduleState | None], ScheduleState | None]
+    ) -> ScheduleState | None:
+        """Apply ``transition``; returns the state after it (None: no schedule)."""
+        new = transition(self._states.get(schedule_id))
+        if new is None:
+            self._states.pop(schedule_id, None)
+        else:
+            self._states[schedule_id] = new
+        return new
+
+    def remove(self, schedule_id: str) -> bool:
+        """Forget a schedule; False if there was none."""
+        return self._states.pop(schedule_id, None) is not None
+
+    def claim_tick(
+        self, schedule_id: str, tick: datetime, job_id: str, enqueue: Callable[[Pipeline | None], None]
+    ) -> tuple[str, bool]:
+        """Enqueue a tick's job once; a tick claimed before returns ``(its job id, False)``."""
+        claimed = self._ticks.get((schedule_id, tick))
+        if claimed is not None:
+            return claimed, False
+        self._ticks[(schedule_id, tick)] = job_id
+        enqueue(None)
+        return job_id, True

@@ -22,10 +22,8 @@ from rq.worker import BaseWorker
 
 from flowjobs.core.clock import utcnow
 from flowjobs.core.errors import JobNotFound
-from flowjobs.core.job_calls import JobCall, JobState, RecurringJobInfo, StoredJobs
-from flowjobs.core.schedules import ScheduleKind, check_recurring_id, declare, recurring_info, recurring_job
+from flowjobs.core.job_calls import JobCall, JobState, StoredJobs
 from flowjobs.runtime.base import RecurringJobStore
-from flowjobs.runtime.recurring import fire_recurring_job
 
 _STATES = {
     JobStatus.CREATED: JobState.Enqueued,
@@ -351,26 +349,6 @@ class RQJobRunner:
         pipeline.delete(queue.intermediate_queue.get_first_seen_key(job_id))
         if taken.entries:
             pipeline.zrem(queue.started_job_registry.key, *taken.entries)
-
-    def add_or_update_recurring(
-        self, recurring_id: str, call: JobCall, cron: str, *, time_zone: str | None = None
-    ) -> None:
-        """Create or replace a recurring job (its pause flag and cron override are kept)."""
-        declared = recurring_job(recurring_id, call, cron, time_zone, utcnow())
-        self.schedules.change(recurring_id, lambda current: declare(current, declared, utcnow()))
-
-    def remove_recurring(self, recurring_id: str) -> bool:
-        """Delete a recurring job; its jobs already enqueued stay."""
-        return self.schedules.remove(check_recurring_id(recurring_id))
-
-    def trigger_recurring(self, recurring_id: str) -> str:
-        """Enqueue a recurring job once now (paused or not), keeping its schedule."""
-        state = self.schedules.require(check_recurring_id(recurring_id))
-        return fire_recurring_job(self.schedules, self, state, None).job_id
-
-    def list_recurring(self) -> list[RecurringJobInfo]:
-        """The application's recurring jobs, by id."""
-        return [recurring_info(state) for state in self.schedules.all() if state.kind is ScheduleKind.job]
 
 
 def failed_after_delete(job: Job, connection: Redis, *exc_info: object) -> None:

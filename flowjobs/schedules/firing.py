@@ -27,7 +27,14 @@ import structlog
 from flowjobs.client import FlowClient
 from flowjobs.core.clock import iso, utcnow
 from flowjobs.core.cron import FirePlan, plan_fire
-from flowjobs.core.errors import FlowDisabled, FlowjobsError, FlowNotFound, InvalidCron, TriggerNotFound
+from flowjobs.core.errors import (
+    FlowDisabled,
+    FlowjobsError,
+    FlowNotFound,
+    InvalidCron,
+    ReplicasNotAcknowledged,
+    TriggerNotFound,
+)
 from flowjobs.core.registry import FLOW_FILE_SUFFIXES, FlowRegistry
 from flowjobs.core.schedules import Fired, ScheduleKind, ScheduleState, SyncReport, broken, fired
 from flowjobs.store.base import REDIS_DOWN
@@ -101,6 +108,10 @@ class ScheduleFirer:
                 count += self.fire_one(schedule_id, now)
             except REDIS_DOWN:
                 raise
+            except ReplicasNotAcknowledged as error:
+                # The tick stays due: the next pass fires it again under the same idempotency key,
+                # which returns the same run, and waits for the replicas again.
+                log.warning("schedule.not_replicated", schedule_id=schedule_id, error=str(error))
             except Exception as error:
                 log.exception("schedule.failed", schedule_id=schedule_id, error=repr(error))
         return count
@@ -150,7 +161,7 @@ class ScheduleFirer:
         except FlowDisabled:
             log.info("schedule.skipped", reason="flow disabled", tick=iso(plan.tick))
             return None
-        except (FlowNotFound, TriggerNotFound):
+        except (FlowNotFound, TriggerNotFound, ReplicasNotAcknowledged):
             raise
         except FlowjobsError as error:  # the flow refuses this tick (bad trigger data)
             log.warning("schedule.refused", tick=iso(plan.tick), error=str(error))

@@ -14,6 +14,7 @@ from flowjobs.core.keys import Keys
 from flowjobs.core.manifest import FlowManifest
 from flowjobs.core.statuses import RunStatus
 from flowjobs.store.codec import from_hash
+from flowjobs.store.replicas import ReplicaWait
 from flowjobs.store.scripts import Scripts
 
 #: Errors that mean Redis is unreachable: not a bad run or a bad record, so a duty's pass stops on
@@ -31,8 +32,10 @@ class StoreBase:
         *,
         retention_seconds: int,
         max_run_events: int,
+        replica_wait: ReplicaWait | None = None,
     ) -> None:
         self.redis = redis
+        self.replica_wait = replica_wait
         self.keys = keys or Keys()
         self.retention_seconds = retention_seconds
         self.max_run_events = max_run_events

@@ -17,26 +17,29 @@ from flowjobs.core.clock import epoch_ms, epoch_score, iso, utcnow
 from flowjobs.core.keys import step_member
 from flowjobs.core.records import EventType, FlowRunRecord
 from flowjobs.core.statuses import RunStatus, StepStatus
+from flowjobs.core.transitions import RUN_RULES
 from flowjobs.store.base import StoreBase
 from flowjobs.store.codec import command_slices, encode_run, from_hash, text
 from flowjobs.store.transitions import (
     Admission,
+    AdmissionRefusal,
     AppliedPlan,
     Cancelled,
+    CancelRefusal,
     Claim,
+    ClaimRefusal,
     Continuation,
     Created,
+    FenceRefusal,
     NewRun,
     NextAttempt,
     Park,
     Refused,
+    RetryRefusal,
     RunSnapshot,
     Signalled,
     StateScope,
 )
-
-#: Why a run whose flow was disabled before its trigger job ran was cancelled.
-FLOW_DISABLED_REASON = "The flow was disabled before the run started."
 
 
 class RunWrites(StoreBase):
@@ -95,11 +98,12 @@ class RunWrites(StoreBase):
             args["count"] = {"key": self.keys.metrics(), "fields": dict(admission.counted)}
         return NewRun(run_id, args, argv)
 
-    def create_run(self, new: NewRun) -> Created | Refused:
+    def create_run(self, new: NewRun) -> Created | Refused[AdmissionRefusal]:
         """Write a run built by ``new_run`` (``create_run.lua``): refused when its flow is disabled
         (``disabled``) or its admission fails (``rate_limited``, ``replayed``); nothing but its
-        setup is written then."""
-        return self.scripts.create_run(new)
+        setup is written then. With ``replica_wait``, ``ReplicasNotAcknowledged`` when too few
+        replicas hold the new run in time."""
+        return self.scripts.create_run(new, self.replica_wait)
 
     def start_run(self, run_id: UUID | str) -> tuple[RunStatus, RunSnapshot] | None:
         """Move a Pending run to Running (once), or to Cancelled if its flow was disabled since it
@@ -112,7 +116,6 @@ class RunWrites(StoreBase):
         args["loops_key"] = self.keys.loops(run_id)
         args["loop_items_key"] = self.keys.loop_items(run_id)
         args["flow_prefix"] = self.keys.flow_prefix()
-        args["disabled_reason"] = FLOW_DISABLED_REASON
         return self.scripts.start_run(args)
 
     def apply_plan(self, run_id: UUID | str, continuation: Continuation) -> AppliedPlan | RunSnapshot:
@@ -192,7 +195,7 @@ class RunWrites(StoreBase):
         loop_item_field: str | None = None,
         with_trigger: bool = True,
         scope: StateScope | None = None,
-    ) -> Claim | Refused:
+    ) -> Claim | Refused[ClaimRefusal]:
         """Claim the attempt for this worker with a lease; refused when it is not the current one.
 
         Reads, in the same script, the run's fields (without the trigger data unless
@@ -250,18 +253,21 @@ class RunWrites(StoreBase):
         error: str | None = None,
         next_attempt: NextAttempt | None = None,
         lease_expired_before: datetime | None = None,
+        crashed: bool = False,
         park: Park | None = None,
         then: Continuation | None = None,
         scope: StateScope | None = None,
         timed_out: bool = False,
-    ) -> RunSnapshot | Refused | Signalled:
+    ) -> RunSnapshot | Refused[FenceRefusal] | Signalled:
         """Record the attempt's outcome if it is still the current, running one.
 
-        With ``park`` (a WaitForSignal step), nothing is recorded if the signal already arrived:
-        its payload comes back as ``Signalled`` instead. With ``then``, a continuation planned
-        at ``then.version`` is applied in the same script if no plan-changing write happened
-        since (``RunSnapshot.applied``); otherwise the snapshot of ``scope`` (None: the whole run)
-        comes back, read right after the outcome. ``timed_out`` counts the attempt as a timeout.
+        ``lease_expired_before`` (recovery) counts the attempt in the step's ``lost_attempts``,
+        ``crashed`` in its ``crashed_attempts``, ``timed_out`` as a timeout (metrics). With
+        ``park`` (a WaitForSignal step), nothing is recorded if the signal already arrived: its
+        payload comes back as ``Signalled`` instead. With ``then``, a continuation planned at
+        ``then.version`` is applied in the same script if no plan-changing write happened since
+        (``RunSnapshot.applied``); otherwise the snapshot of ``scope`` (None: the whole run)
+        comes back, read right after the outcome.
         """
         args = self._step_args(run_id, step_key, attempt)
         args.update(
@@ -286,6 +292,8 @@ class RunWrites(StoreBase):
             args["timed_out"] = True
         if lease_expired_before is not None:
             args["lease_expired_before_ms"] = epoch_ms(lease_expired_before)
+        if crashed:
+            args["crashed"] = True
         if park is not None:
             args["park"] = {
                 "signals_key": self.keys.signals(run_id),
@@ -306,7 +314,7 @@ class RunWrites(StoreBase):
         items: Sequence[Any],
         input_json: str | None,
         scope: StateScope | None = None,
-    ) -> RunSnapshot | Refused:
+    ) -> RunSnapshot | Refused[FenceRefusal]:
         """Record a claimed ForEach step's items and release its lease; it stays Running meanwhile.
         Returns the snapshot of ``scope`` (None: the whole run) after."""
         args = self._step_args(run_id, step_key, attempt)
@@ -321,7 +329,10 @@ class RunWrites(StoreBase):
         return self.scripts.expand_loop(args, scope)
 
     def end_run(self, run_id: UUID | str, status: RunStatus, reason: str) -> RunStatus | None:
-        """Close an active run as ``status``, skipping its queued and parked steps with ``reason``."""
+        """Close an active run as ``status`` (a target of the ``abort`` rule), skipping its queued
+        and parked steps with ``reason``."""
+        if status not in RUN_RULES["abort"].target:
+            raise ValueError(f"a run is not ended as {status}")
         args = self._run_args(run_id)
         args.update(
             {
@@ -335,7 +346,7 @@ class RunWrites(StoreBase):
         )
         return self.scripts.end_run(args)
 
-    def cancel_run(self, run_id: UUID | str, reason: str) -> Cancelled | Refused:
+    def cancel_run(self, run_id: UUID | str, reason: str) -> Cancelled | Refused[CancelRefusal]:
         """Request cancellation: skip the run's queued and parked steps, and close it as Cancelled
         now if no step runs on a worker (else the last running step's continuation closes it)."""
         args = self._run_args(run_id)
@@ -361,7 +372,7 @@ class RunWrites(StoreBase):
         reset: Sequence[str],
         clear_cancel: bool = False,
         deadline: Mapping[str, Any] | None = None,
-    ) -> int | Refused:
+    ) -> int | Refused[RetryRefusal]:
         """Queue a new attempt of a step that is Failed at ``attempt`` (with its job's enqueue
         ``commands``, in the same script), reset its Skipped descendants ``reset``, and reopen a
         closed run, with ``deadline`` if it has one (``retry_step.lua``). Returns the new attempt

@@ -8,7 +8,7 @@ reads replies by position; everything else gets the transition types.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib.resources import files
@@ -16,21 +16,29 @@ from typing import Any
 
 from redis import Redis
 
-from flowjobs.core.metrics import lua_prelude
+from flowjobs.core.metrics import metric_constants
 from flowjobs.core.planner import LoopProgress
 from flowjobs.core.statuses import RunStatus, StepStatus
+from flowjobs.core.transitions import ACTIVE, FINAL, REASONS, RUN_RULES, STEP_RULES, Rule
 from flowjobs.store.codec import from_pairs, moment, stored_step, text
+from flowjobs.store.replicas import ReplicaWait
 from flowjobs.store.transitions import (
+    AdmissionRefusal,
     AppliedPlan,
     Cancelled,
+    CancelRefusal,
     Claim,
+    ClaimRefusal,
     Created,
     Delivered,
+    FenceRefusal,
     NewRun,
-    Refusal,
+    R,
     Refused,
+    RetryRefusal,
     RunSnapshot,
     Signalled,
+    SignalRefusal,
     StateScope,
 )
 
@@ -56,11 +64,68 @@ SCRIPT_NAMES = (
 
 @cache
 def script_source(name: str) -> str:
-    """A script's Lua, with the shared helpers of ``common.lua`` (and the metric constants they
-    use) prepended."""
+    """A script's Lua, after the generated prelude (``lua_prelude``: the transitions, then the
+    metric constants) and the shared helpers of ``common.lua``."""
     lua = files("flowjobs") / "lua"
-    common = lua_prelude() + (lua / "common.lua").read_text()
-    return common + "\n" + (lua / f"{name}.lua").read_text()
+    prelude = lua_prelude() + metric_constants()
+    return prelude + (lua / "common.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
+
+
+@cache
+def lua_prelude() -> str:
+    """``flowjobs.core.transitions`` as Lua: ``FINAL`` (step statuses) and ``ACTIVE`` (run
+    statuses) as sets; ``RUN`` and ``STEP``, each rule by name as ``{from = set, target = its one
+    target status, run = set of run statuses}`` (``target`` and ``run`` only when the rule has
+    them; a step without a record is ``''``, as ``HGET ... or ''`` reads it); ``REASON``, with
+    ``run_is`` as {text before the status, text after it}.
+
+    Every script call builds these tables afresh (Redis keeps no Lua state between calls), so the
+    prelude holds only what scripts read: each distinct set once (``SET_<members>``), and no rule's
+    set of targets.
+    """
+    sets: dict[frozenset[str], str] = {}
+
+    def lua_set(statuses: Iterable[StepStatus | RunStatus | None]) -> str:
+        names = frozenset("" if status is None else status.value for status in statuses)
+        return sets.setdefault(names, "SET_" + "_".join(sorted(name or "none" for name in names)))
+
+    def rules(table: Mapping[str, Rule[Any]]) -> str:
+        lines = []
+        for name, rule in table.items():
+            fields = {"from": lua_set(rule.source)}
+            targets = [status for status in rule.target if status is not None]
+            if len(rule.target) == 1 and targets:
+                fields["target"] = _lua_string(targets[0].value)
+            if rule.run is not None:
+                fields["run"] = lua_set(rule.run)
+            lines.append(f"  {name} = {{{', '.join(f'{key} = {value}' for key, value in fields.items())}}}")
+        return "{\n" + ",\n".join(lines) + "\n}"
+
+    before, after = REASONS.run_is.split("{status}")
+    reason = (
+        f"{{cancelled = {_lua_string(REASONS.cancelled)}, "
+        f"flow_disabled = {_lua_string(REASONS.flow_disabled)}, "
+        f"run_is = {{{_lua_string(before)}, {_lua_string(after)}}}}}"
+    )
+    tables = [
+        f"local FINAL = {lua_set(FINAL)}",
+        f"local ACTIVE = {lua_set(ACTIVE)}",
+        f"local RUN = {rules(RUN_RULES)}",
+        f"local STEP = {rules(STEP_RULES)}",
+        f"local REASON = {reason}",
+    ]
+    set_lines = [
+        f"local {name} = {{{', '.join(f'[{_lua_string(member)}] = true' for member in sorted(members))}}}"
+        for members, name in sets.items()
+    ]
+    header = "-- Generated from flowjobs/core/transitions.py by flowjobs/store/scripts.py (lua_prelude)."
+    return "\n".join([header, *set_lines, *tables, ""])
+
+
+def _lua_string(value: str) -> str:
+    if not value.isascii() or not value.isprintable():
+        raise ValueError(f"not a printable ASCII text for a Lua literal: {value!r}")
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 @dataclass(frozen=True)
@@ -78,14 +143,21 @@ class Scripts:
     """The scripts registered on one Redis; each method runs one script and decodes its reply."""
 
     def __init__(self, redis: Redis) -> None:
+        self._redis = redis
         self._registered = {name: redis.register_script(script_source(name)) for name in SCRIPT_NAMES}
 
     def _call(self, name: str, args: Mapping[str, Any], argv: Sequence[bytes] = ()) -> Any:
         return self._registered[name](args=script_argv(args, argv))
 
-    def create_run(self, new: NewRun) -> Created | Refused:
-        """``create_run.lua``."""
-        return decode_create_run(self._call("create_run", new.args, new.argv), new.run_id)
+    def create_run(self, new: NewRun, wait: ReplicaWait | None = None) -> Created | Refused[AdmissionRefusal]:
+        """``create_run.lua``; with ``wait``, then ``WAIT`` on the same connection (a pipeline)."""
+        if wait is None:
+            return decode_create_run(self._call("create_run", new.args, new.argv), new.run_id)
+        with self._redis.pipeline(transaction=False) as pipe:
+            self._registered["create_run"](args=script_argv(new.args, new.argv), client=pipe)
+            pipe.wait(wait.replicas, wait.timeout_ms)
+            reply, acknowledged = pipe.execute()
+        return wait.check(decode_create_run(reply, new.run_id), int(acknowledged))
 
     def start_run(self, args: Mapping[str, Any]) -> tuple[RunStatus, RunSnapshot] | None:
         """``start_run.lua``."""
@@ -99,17 +171,19 @@ class Scripts:
 
     def claim(
         self, args: Mapping[str, Any], refs: Sequence[str], scope: StateScope | None
-    ) -> Claim | Refused:
+    ) -> Claim | Refused[ClaimRefusal]:
         """``claim.lua``; ``refs`` name the steps whose hash keys ``args["refs"]`` lists, in order."""
         return decode_claim(self._call("claim", args), refs, scope)
 
     def complete(
         self, args: Mapping[str, Any], argv: Sequence[bytes], scope: StateScope | None
-    ) -> RunSnapshot | Refused | Signalled:
+    ) -> RunSnapshot | Refused[FenceRefusal] | Signalled:
         """``complete.lua``."""
         return decode_complete(self._call("complete", args, argv), scope)
 
-    def expand_loop(self, args: Mapping[str, Any], scope: StateScope | None) -> RunSnapshot | Refused:
+    def expand_loop(
+        self, args: Mapping[str, Any], scope: StateScope | None
+    ) -> RunSnapshot | Refused[FenceRefusal]:
         """``expand_loop.lua``."""
         return decode_expand_loop(self._call("expand_loop", args), scope)
 
@@ -121,7 +195,9 @@ class Scripts:
         """``renew_many.lua``."""
         return decode_renew_many(self._call("renew_many", args))
 
-    def deliver_signal(self, args: Mapping[str, Any], argv: Sequence[bytes]) -> Delivered | Refused:
+    def deliver_signal(
+        self, args: Mapping[str, Any], argv: Sequence[bytes]
+    ) -> Delivered | Refused[SignalRefusal]:
         """``deliver_signal.lua``."""
         return decode_deliver_signal(self._call("deliver_signal", args, argv))
 
@@ -129,11 +205,11 @@ class Scripts:
         """``end_run.lua``."""
         return decode_end_run(self._call("end_run", args))
 
-    def cancel_run(self, args: Mapping[str, Any]) -> Cancelled | Refused:
+    def cancel_run(self, args: Mapping[str, Any]) -> Cancelled | Refused[CancelRefusal]:
         """``cancel_run.lua``."""
         return decode_cancel_run(self._call("cancel_run", args))
 
-    def retry_step(self, args: Mapping[str, Any], argv: Sequence[bytes]) -> int | Refused:
+    def retry_step(self, args: Mapping[str, Any], argv: Sequence[bytes]) -> int | Refused[RetryRefusal]:
         """``retry_step.lua``."""
         return decode_retry_step(self._call("retry_step", args, argv))
 
@@ -159,14 +235,14 @@ def script_argv(args: Mapping[str, Any], argv: Sequence[bytes] = ()) -> list[Any
     return [json.dumps(args), *argv]
 
 
-def decode_create_run(reply: Any, run_id: str) -> Created | Refused:
+def decode_create_run(reply: Any, run_id: str) -> Created | Refused[AdmissionRefusal]:
     """``{'created'}``, ``{'existing', first run id}`` or a refusal."""
     head = text(reply[0])
     if head == "created":
         return Created(run_id, created=True)
     if head == "existing":
         return Created(text(reply[1]), created=False)
-    return _refused(reply)
+    return _refused(reply, AdmissionRefusal)
 
 
 def decode_start_run(reply: Any) -> tuple[RunStatus, RunSnapshot] | None:
@@ -193,10 +269,12 @@ def decode_apply_plan(reply: Any, scope: StateScope | None) -> AppliedPlan | Run
     return decode_applied(body) if head == b"applied" else decode_state(body, scope)
 
 
-def decode_claim(reply: Any, refs: Sequence[str], scope: StateScope | None) -> Claim | Refused:
+def decode_claim(
+    reply: Any, refs: Sequence[str], scope: StateScope | None
+) -> Claim | Refused[ClaimRefusal]:
     """``{'ok', {ref views}, {first_started_at, loop item}, state}`` or a refusal."""
     if reply[0] != b"ok":
-        return _refused(reply)
+        return _refused(reply, ClaimRefusal)
     _, views, (first_started, loop_item), state = reply
     snapshot = decode_state(state, scope)
     return Claim(
@@ -208,22 +286,22 @@ def decode_claim(reply: Any, refs: Sequence[str], scope: StateScope | None) -> C
     )
 
 
-def decode_complete(reply: Any, scope: StateScope | None) -> RunSnapshot | Refused | Signalled:
+def decode_complete(reply: Any, scope: StateScope | None) -> RunSnapshot | Refused[FenceRefusal] | Signalled:
     """``{'ok', state, false}``, ``{'ok', false, applied}``, ``{'signalled', payload}`` or a refusal."""
     if reply[0] == b"signalled":
         return Signalled(text(reply[1]))
     if reply[0] != b"ok":
-        return _refused(reply)
+        return _refused(reply, FenceRefusal)
     _, state, applied = reply
     if applied:
         return RunSnapshot(statuses={}, run={}, scope=scope, applied=decode_applied(applied))
     return decode_state(state, scope)
 
 
-def decode_expand_loop(reply: Any, scope: StateScope | None) -> RunSnapshot | Refused:
+def decode_expand_loop(reply: Any, scope: StateScope | None) -> RunSnapshot | Refused[FenceRefusal]:
     """``{'ok', state}`` or a refusal."""
     if reply[0] != b"ok":
-        return _refused(reply)
+        return _refused(reply, FenceRefusal)
     return decode_state(reply[1], scope)
 
 
@@ -251,28 +329,28 @@ def decode_renew_many(reply: Any) -> list[bool]:
     return [bool(renewed) for renewed in reply]
 
 
-def decode_deliver_signal(reply: Any) -> Delivered | Refused:
+def decode_deliver_signal(reply: Any) -> Delivered | Refused[SignalRefusal]:
     """``{'resumed', step key...}``, ``{'kept'}`` or a refusal."""
     head = text(reply[0])
     if head == "resumed":
         return Delivered([text(key) for key in reply[1:]])
     if head == "kept":
         return Delivered([])
-    return _refused(reply)
+    return _refused(reply, SignalRefusal)
 
 
-def decode_cancel_run(reply: Any) -> Cancelled | Refused:
+def decode_cancel_run(reply: Any) -> Cancelled | Refused[CancelRefusal]:
     """``{'cancelled', closed now 1/0, {job ids}}`` or a refusal."""
     if reply[0] != b"cancelled":
-        return _refused(reply)
+        return _refused(reply, CancelRefusal)
     _, closed, job_ids = reply
     return Cancelled(closed=bool(closed), job_ids=[text(job_id) for job_id in job_ids if job_id])
 
 
-def decode_retry_step(reply: Any) -> int | Refused:
+def decode_retry_step(reply: Any) -> int | Refused[RetryRefusal]:
     """``{'retried', new attempt}`` → the attempt number, or a refusal."""
     if reply[0] != b"retried":
-        return _refused(reply)
+        return _refused(reply, RetryRefusal)
     return int(reply[1])
 
 
@@ -306,6 +384,6 @@ def decode_read_hashes(reply: Any, fields: Sequence[str]) -> list[dict[str, str]
     ]
 
 
-def _refused(reply: Any) -> Refused:
-    """``{reason[, detail]}``: the refusals every script shares."""
-    return Refused(Refusal(text(reply[0])), text(reply[1]) if len(reply) > 1 else "")
+def _refused(reply: Any, family: type[R]) -> Refused[R]:
+    """``{reason[, detail]}``, ``reason`` one of the script's own ``family`` (a ValueError otherwise)."""
+    return Refused(family(text(reply[0])), text(reply[1]) if len(reply) > 1 else "")

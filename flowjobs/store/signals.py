@@ -10,7 +10,7 @@ from uuid import UUID
 from flowjobs.core.keys import step_member
 from flowjobs.store.base import StoreBase
 from flowjobs.store.codec import command_slices
-from flowjobs.store.transitions import Delivered, Refused, SignalResume
+from flowjobs.store.transitions import Delivered, Refused, SignalRefusal, SignalResume
 
 
 class SignalRecords(StoreBase):
@@ -25,7 +25,7 @@ class SignalRecords(StoreBase):
         declared: bool,
         resumes: Mapping[str, SignalResume],
         open_waits: Mapping[str, Sequence[str]] | None = None,
-    ) -> Delivered | Refused:
+    ) -> Delivered | Refused[SignalRefusal]:
         """Deliver a signal once and, in the same script, resume every step parked on it.
 
         ``resumes`` are the waiters the caller read (``signal_waiters``), each with its resume job.

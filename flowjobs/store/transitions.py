@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import Generic, TypeVar
 
 from flowjobs.core.planner import LoopProgress
 from flowjobs.core.statuses import RunStatus, StepStatus
@@ -135,35 +136,72 @@ class Claim:
     """For a ForEach child: its iteration's item, as JSON."""
 
 
-class Refusal(StrEnum):
-    """Why a script wrote nothing: the first word of its refusing reply."""
+class AdmissionRefusal(StrEnum):
+    """Why ``create_run.lua`` wrote no run."""
+
+    disabled = "disabled"
+    """The flow is disabled."""
+    rate_limited = "rate_limited"
+    """The admission bucket had no token (detail: milliseconds until one is back)."""
+    replayed = "replayed"
+    """The admission ``once_key`` was already set (a delivery received before)."""
+
+
+class ClaimRefusal(StrEnum):
+    """Why ``claim.lua`` refused a worker the attempt (``StepOutcome`` has the same words)."""
 
     stale = "stale"
-    """The attempt is not the current one in the expected status (detail ``<status>#<attempt>``,
-    or ``lease renewed`` when recovery found the lease extended since it expired)."""
+    """The attempt is not the step's current Pending one (detail ``<status>#<attempt>``)."""
     run_not_running = "run_not_running"
-    """A claim on a run that is not Running (detail: its status, or ``missing``)."""
+    """The run is not Running (detail: its status, or ``missing``)."""
+
+
+class FenceRefusal(StrEnum):
+    """Why ``complete.lua`` or ``expand_loop.lua`` recorded nothing."""
+
+    stale = "stale"
+    """The attempt is not the step's current Running one (detail ``<status>#<attempt>``, or
+    ``lease renewed`` when recovery found the lease extended since it expired)."""
+
+
+class SignalRefusal(StrEnum):
+    """Why ``deliver_signal.lua`` delivered nothing."""
+
     no_run = "no_run"
-    """A signal, cancel or retry for a run that does not exist."""
-    not_active = "not_active"
-    """A signal or cancel for a closed run (detail: its status)."""
-    unknown = "unknown"
-    """A signal name no step of the run waits for."""
+    """No such run."""
     already = "already"
-    """A signal name delivered before (detail: when)."""
+    """The signal name was delivered before (detail: when)."""
+    not_active = "not_active"
+    """The run is closed (detail: its status)."""
     changed = "changed"
     """The signal's waiters moved since the caller read them: read again."""
+    unknown = "unknown"
+    """No step of the run waits for the name, nor can one still park on it."""
+
+
+class CancelRefusal(StrEnum):
+    """Why ``cancel_run.lua`` cancelled nothing."""
+
+    no_run = "no_run"
+    """No such run."""
+    not_active = "not_active"
+    """The run is closed (detail: its status)."""
+
+
+class RetryRefusal(StrEnum):
+    """Why ``retry_step.lua`` queued no new attempt."""
+
+    no_run = "no_run"
+    """No such run."""
     cancelled = "cancelled"
-    """A step retry on a run whose cancel was requested (and not cleared)."""
+    """The run's cancel was requested (and not cleared)."""
     not_failed = "not_failed"
-    """A step retry of a step that is not Failed at the attempt the caller saw (detail
-    ``<status>#<attempt>``)."""
-    disabled = "disabled"
-    """A new run of a disabled flow."""
-    rate_limited = "rate_limited"
-    """A new run whose admission bucket had no token (detail: milliseconds until one is back)."""
-    replayed = "replayed"
-    """A new run whose admission ``once_key`` was already set (a delivery received before)."""
+    """The step is not Failed at the attempt the caller saw (detail ``<status>#<attempt>``)."""
+
+
+#: Any script's refusal (each script answers with its own family).
+Refusal = AdmissionRefusal | ClaimRefusal | FenceRefusal | SignalRefusal | CancelRefusal | RetryRefusal
+R = TypeVar("R", AdmissionRefusal, ClaimRefusal, FenceRefusal, SignalRefusal, CancelRefusal, RetryRefusal)
 
 
 @dataclass(frozen=True)
@@ -176,10 +214,10 @@ class Cancelled:
 
 
 @dataclass(frozen=True)
-class Refused:
-    """A transition the script refused, and why."""
+class Refused(Generic[R]):
+    """A transition the script refused, and why (``reason`` is of the script's refusal family)."""
 
-    reason: Refusal
+    reason: R
     detail: str = ""
 
 

@@ -2,9 +2,9 @@
 
 Runs, steps, events and lineage are the store's own records (``flowjobs.core.records``) — the API
 adds no second shape for them. Action routes answer small result objects (the reference's
-``{runId, message}``-style shapes, extended). Actions go through ``FlowClient``; some reads go
-past it, to ``client.store`` (counts, events, step fields) and to RQ itself (the worker count,
-job states); errors are flowjobs' typed errors, mapped to statuses once, in ``install_error_handlers``.
+``{runId, message}``-style shapes, extended). Actions and reads go through ``FlowClient``, the
+operator's reads through its ``queries`` (counts, events, flow flags, the worker count, duty lag);
+errors are flowjobs' typed errors, mapped to statuses once, in ``install_error_handlers``.
 
 Links to rq-dashboard travel in headers, not in the records: every response carries
 ``X-Job-Url-Template`` (``<rq-dashboard>/view/job/{jobId}``), and a single run's response has a
@@ -36,7 +36,6 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 from redis.exceptions import RedisError
-from rq import Queue, Worker
 from starlette.exceptions import HTTPException
 
 from flowjobs.client import FlowClient, parse_run_id
@@ -45,6 +44,7 @@ from flowjobs.core.errors import (
     FlowDisabled,
     FlowjobsError,
     FlowNotFound,
+    ReplicasNotAcknowledged,
     RunCancelled,
     RunNotActive,
     RunNotFound,
@@ -93,6 +93,7 @@ ERROR_STATUS: dict[type[FlowjobsError], int] = {
     SignalAlreadyDelivered: 409,
     SignalBusy: 409,
     DataTooLarge: 413,
+    ReplicasNotAcknowledged: 503,
 }
 #: Any other typed error is bad input (invalid trigger data, signal payload, cron expression…).
 BAD_INPUT_STATUS = 422
@@ -401,7 +402,7 @@ def _flow_view(client: FlowClient, definition: FlowDefinition) -> FlowView:
         id=definition.id,
         name=definition.name,
         version=definition.version,
-        is_enabled=client.store.flow_enabled(definition.id),
+        is_enabled=client.queries.flow_enabled(definition.id),
         manifest=shown_manifest(definition.manifest),  # webhook secrets masked
     )
 
@@ -500,7 +501,7 @@ def list_runs(
     )
     if until_at is not None and before is not None:
         runs = [run for run in runs if run.started_at < until_at]
-    total = client.store.count_runs(flow_ids=[flow_id], statuses=[status], before=until_at, since=since_at)
+    total = client.queries.count_runs(flow_ids=[flow_id], statuses=[status], before=until_at, since=since_at)
     response.headers["X-Total-Count"] = str(total[(str(flow_id) if flow_id else None, status)])
     if len(runs) == limit:
         cursor = str(runs[-1].id)
@@ -532,9 +533,9 @@ def run_stats(client: Client) -> RunStats:
     """Counts per status, overall and per loaded flow, and the reference's overview counters."""
     flows = client.flows.all()
     statuses = list(RunStatus)
-    counts = client.store.count_runs(flow_ids=[None, *(d.id for d in flows)], statuses=statuses)
+    counts = client.queries.count_runs(flow_ids=[None, *(d.id for d in flows)], statuses=statuses)
     midnight = datetime.combine(datetime.now(UTC).date(), time(), tzinfo=UTC)
-    today = client.store.count_runs(statuses=[RunStatus.Succeeded, RunStatus.Failed], since=midnight)
+    today = client.queries.count_runs(statuses=[RunStatus.Succeeded, RunStatus.Failed], since=midnight)
 
     def per_status(flow_id: UUID | None) -> dict[RunStatus, int]:
         key = str(flow_id) if flow_id else None
@@ -585,7 +586,7 @@ def run_events(
 ) -> list[RunEvent]:
     """The run's event history, oldest first (its last ``FLOWJOBS_MAX_RUN_EVENTS`` events)."""
     _require_run(client, run_id)
-    return client.store.events(str(run_id))[skip : skip + take]
+    return client.queries.events(str(run_id))[skip : skip + take]
 
 
 class CancelRequest(ApiModel):
@@ -685,7 +686,7 @@ def run_of_job(job_id: str, response: Response, client: Client, settings: AppSet
 
 
 def _summaries(client: FlowClient, states: list[ScheduleState]) -> list[dict[str, Any]]:
-    enabled = {s.flow_id: client.store.flow_enabled(str(s.flow_id)) for s in states if s.flow_id}
+    enabled = {s.flow_id: client.queries.flow_enabled(str(s.flow_id)) for s in states if s.flow_id}
     return [s.summary(flow_enabled=not s.flow_id or enabled[s.flow_id]) for s in states]
 
 
@@ -736,9 +737,8 @@ def health(response: Response, client: Client, settings: AppSettings) -> Health:
     """Redis reachable, workers seen on the queue, duty lag (how overdue the oldest expired lease,
     run deadline or due schedule is: what the duties should have handled). Open without auth."""
     try:
-        duty_lag, duties_active = _duty_lag(client, settings)
-        queue = Queue(settings.queue, connection=client.redis)
-        workers = Worker.count(connection=client.redis, queue=queue)
+        duty_lag, duties_active = client.queries.duty_lag(HEARTBEAT_DUTY)
+        workers = client.queries.workers(settings.queue)
     except (RedisError, OSError) as error:
         # The error names Redis' host and port: for the log, not for this open route's answer.
         log.warning("web.health_redis_unavailable", error=repr(error))
@@ -766,22 +766,6 @@ def health(response: Response, client: Client, settings: AppSettings) -> Health:
         flows=len(client.flows),
         detail="; ".join(problems) or None,
     )
-
-
-def _duty_lag(client: FlowClient, settings: Settings) -> tuple[float | None, bool]:
-    """Seconds the oldest overdue duty item waits (None: nothing overdue), and whether any process
-    ran the duties within the last period (its duty lock is alive), in one round-trip."""
-    keys = client.store.keys
-    with client.redis.pipeline(transaction=False) as pipe:
-        pipe.time()
-        for key in (keys.leases(), keys.deadlines(), keys.schedules_due()):
-            pipe.zrange(key, 0, 0, withscores=True)
-        pipe.exists(keys.duty_lock(HEARTBEAT_DUTY))
-        server_time, *oldest, lock = pipe.execute()
-    now_ms = server_time[0] * 1000 + server_time[1] // 1000
-    overdue = [now_ms - int(rows[0][1]) for rows in oldest if rows and now_ms > int(rows[0][1])]
-    lag = max(overdue) / 1000 if overdue else None
-    return lag, bool(lock)
 
 
 # -- errors --------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from flowjobs.client import FlowClient
 from flowjobs.core.urls import API_PREFIX, METRICS_PATH, RQ_PREFIX, UI_PREFIX
+from flowjobs.factory import close_async
 from flowjobs.metrics import metrics_registry
 from flowjobs.settings import Settings, load_settings
 from flowjobs.store.async_runs import AsyncRunWrites
@@ -46,7 +47,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     yield
     runs: AsyncRunWrites | None = getattr(app.state, "async_runs", None)
     if runs is not None:
-        await runs.redis.aclose()
+        await close_async(runs.redis)
 
 
 def create_app(settings: Settings | None = None, client: FlowClient | None = None) -> FastAPI:
@@ -82,7 +83,7 @@ def create_app(settings: Settings | None = None, client: FlowClient | None = Non
     def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    app.mount(RQ_PREFIX, WSGIMiddleware(create_rq_dashboard(settings)), name="rq-dashboard")  # type: ignore[arg-type]
+    app.mount(RQ_PREFIX, WSGIMiddleware(create_rq_dashboard(settings, client.redis)), name="rq-dashboard")  # type: ignore[arg-type]
     install_auth(app, settings)
     install_guard(app, settings)  # after auth: outermost, so its refusals and headers cover auth's 401
     return app

@@ -7,10 +7,10 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request
-from redis.asyncio import Redis as AsyncRedis
 from starlette.datastructures import State
 
 from flowjobs.client import FlowClient
+from flowjobs.factory import async_runs_from_settings
 from flowjobs.settings import Settings
 from flowjobs.store.async_runs import AsyncRunWrites
 
@@ -35,7 +35,7 @@ def app_runs(state: State) -> AsyncRunWrites:
     Redis, opened on first use on the serving loop and closed when the app shuts down."""
     runs: AsyncRunWrites | None = getattr(state, "async_runs", None)
     if runs is None:
-        runs = AsyncRunWrites(AsyncRedis.from_url(state.settings.redis_url))
+        runs = async_runs_from_settings(state.settings)
         state.async_runs = runs
     return runs
 

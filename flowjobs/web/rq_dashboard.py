@@ -47,6 +47,7 @@ from rq.serializers import JSONSerializer
 from werkzeug.exceptions import HTTPException
 
 from flowjobs.core.urls import RQ_PREFIX, UI_PREFIX
+from flowjobs.factory import connect
 from flowjobs.settings import Settings
 from flowjobs.web.failures import REDIS_UNREACHABLE, log_fault
 
@@ -264,10 +265,16 @@ def _on_error(error: Exception) -> Response | HTTPException:
     return _error_answer(500, "Internal error", f"Error id {error_id} (in the web process's log).")
 
 
-def create_rq_dashboard(settings: Settings) -> Flask:
-    """rq-dashboard's Flask app for ``settings.redis_url``, with the JSON serializer, the requeue
-    routes replaced and the safety measures of this module; its URLs are built from the mount
-    point (WSGI ``SCRIPT_NAME``), so it is created without a prefix of its own."""
+def _only_instance_zero() -> None:
+    """rq-dashboard's ``/<instance>/`` routes: this process serves one Redis, instance 0."""
+    if (request.view_args or {}).get("instance_number", 0) != 0:
+        abort(404)
+
+
+def create_rq_dashboard(settings: Settings, redis: Redis | None = None) -> Flask:
+    """rq-dashboard's Flask app on ``redis`` (default: ``connect(settings)``), with the JSON
+    serializer, the requeue routes replaced and the safety measures of this module; its URLs are
+    built from the mount point (WSGI ``SCRIPT_NAME``), so it is created without a prefix of its own."""
     from rq_dashboard import web
     from rq_dashboard.cli import make_flask_app
 
@@ -278,6 +285,10 @@ def create_rq_dashboard(settings: Settings) -> Flask:
     app.config["RQ_DASHBOARD_REDIS_URL"] = settings.redis_url
     app.config["RQ_DASHBOARD_POLL_INTERVAL"] = 2500
     web.setup_rq_connection(app)
+    # rq-dashboard's own hook builds a client from the URL on every request: a new pool each
+    # time, and never through Sentinel. The process's one client serves them all instead.
+    app.redis_conn = redis or connect(settings)  # type: ignore[attr-defined]
+    app.before_request_funcs["rq_dashboard"] = [_only_instance_zero]
     # Same endpoints, so the dashboard's own buttons and links reach the replacements.
     app.view_functions["rq_dashboard.requeue_job_view"] = requeue_job_view
     app.view_functions["rq_dashboard.requeue_all"] = requeue_all

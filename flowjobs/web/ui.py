@@ -40,6 +40,7 @@ from flowjobs.core.manifest import FlowManifest, child_key, split_runtime_key
 from flowjobs.core.records import FlowRunRecord, FlowStepRecord
 from flowjobs.core.statuses import RunStatus, StepStatus
 from flowjobs.core.urls import RQ_PREFIX, UI_PREFIX, run_ui_path
+from flowjobs.factory import close_async, connect_async
 from flowjobs.store.codec import decode_event
 from flowjobs.web.api import _status_of as error_status
 from flowjobs.web.dag import AttemptTimes, DagNode, layout_dag, render_svg, timeline
@@ -275,7 +276,7 @@ def throughput(client: FlowClient, now: datetime) -> list[Bucket]:
     statuses = list(RunStatus)
     buckets = []
     for start in starts:
-        counts = client.store.count_runs(statuses=statuses, since=start - THROUGHPUT_BUCKET, before=start)
+        counts = client.queries.count_runs(statuses=statuses, since=start - THROUGHPUT_BUCKET, before=start)
         by_status = {status: counts[(None, status)] for status in statuses}
         succeeded, failed = by_status[RunStatus.Succeeded], by_status[RunStatus.Failed]
         buckets.append(
@@ -287,7 +288,7 @@ def throughput(client: FlowClient, now: datetime) -> list[Bucket]:
 @router.get("/", response_class=HTMLResponse)
 def overview(request: Request, client: Client) -> HTMLResponse:
     """Counts by status, runs in progress, recent failures and the last hour's throughput."""
-    counts = client.store.count_runs(statuses=list(RunStatus))
+    counts = client.queries.count_runs(statuses=list(RunStatus))
     buckets = throughput(client, utcnow())
     return page(
         request,
@@ -316,7 +317,7 @@ def _flows_context(client: FlowClient) -> dict[str, Any]:
         flows.append(
             {
                 "definition": definition,
-                "enabled": client.store.flow_enabled(definition.id),
+                "enabled": client.queries.flow_enabled(definition.id),
                 "schedules": [s for s in schedules if s.flow_id == definition.id],
                 "last_run": next(iter(client.list_runs(flow_id=definition.id, limit=1)), None),
             }
@@ -502,7 +503,7 @@ def _run_page(
     steps = run.steps or []
     if job and not step:
         step = next((s.step_key for s in steps for a in [s, *(s.attempts or [])] if a.job_id == job), "")
-    manifest = client.store.load_manifest(run.manifest_hash) if run.manifest_hash else None
+    manifest = client.queries.manifest(run.manifest_hash) if run.manifest_hash else None
     statuses = {s.step_key: s.status for s in steps}
     selected = step or ""
     dag_svg = None
@@ -540,7 +541,7 @@ def _run_page(
             "in_rq": _jobs_in_rq(client, job_ids),
             "lineage": lineage,
             "signals": signals,
-            "events": client.store.events(run.id)[-50:],
+            "events": client.queries.events(run.id)[-50:],
             **context,
         },
         status_code,
@@ -728,10 +729,10 @@ async def events(settings: AppSettings, client: Client, run: Annotated[str, Quer
         return PlainTextResponse("No such run.", status_code=404)
     # An asyncio connection of its own: a subscribed connection can do nothing else, and waiting
     # on it must not hold a worker thread.
-    connection = redis.asyncio.Redis.from_url(settings.redis_url, socket_connect_timeout=SSE_CONNECT_SECONDS)
+    connection = connect_async(settings, connect_timeout=SSE_CONNECT_SECONDS)
     pubsub = connection.pubsub(ignore_subscribe_messages=True)
     try:
-        await pubsub.subscribe(client.store.keys.events_channel())
+        await pubsub.subscribe(client.queries.events_channel())
     except BaseException as error:
         await _close(pubsub, connection)
         if not isinstance(error, REDIS_UNREACHABLE):
@@ -792,7 +793,7 @@ async def _event_stream(
 
 async def _close(pubsub: redis.asyncio.client.PubSub, connection: redis.asyncio.Redis) -> None:
     await pubsub.aclose()
-    await connection.aclose()
+    await close_async(connection)
 
 
 def step_status_class(status: StepStatus | RunStatus | None) -> str:

@@ -1,5 +1,5 @@
 """Control actions and retention against their defects of issue 13 (section 3), on real workers
-and the CLI: a retry reopens a run with a deadline and a fresh lost-attempt count, a cancelled run
+and the CLI: a retry reopens a run with a deadline and fresh lost-attempt and crash counts, a cancelled run
 closes when its last running step ends its attempt, and a purge leaves nothing behind."""
 
 from __future__ import annotations
@@ -75,22 +75,23 @@ def test_a_run_retried_after_it_timed_out_gets_a_fresh_window_and_times_out_agai
 
 
 @pytest.mark.slow
-def test_a_retried_step_gets_the_lost_attempt_allowance_again(space: Space) -> None:
-    # KillHorse kills the work-horse on every attempt: each attempt is lost with its worker, and
-    # the default limit (FLOWJOBS_MAX_LOST_ATTEMPTS=1) re-dispatches it once, then fails the step.
-    client = space.client(registry(flow("poison", {"poison": {"type": "KillHorse"}})))
+def test_a_retried_step_gets_the_crash_allowance_again(space: Space) -> None:
+    # KillHorse kills the work-horse on every attempt: each attempt is a crash, and the default
+    # limit (FLOWJOBS_MAX_STEP_CRASHES=3) fails the step at the third, whatever its retry allows.
+    poison = {"type": "KillHorse", "retry": {"max_attempts": 10}}
+    client = space.client(registry(flow("poison", {"poison": poison})))
     space.start_worker("forking")
     handle = client.trigger("poison")
     assert handle.wait(timeout=90).status is RunStatus.Failed
-    assert _step(client, handle.run_id, "poison")["attempt"] == "2"
+    assert _step(client, handle.run_id, "poison")["attempt"] == "3"
 
     client.retry_step(handle.run_id, "poison")
     run = handle.wait(timeout=90)
     assert run.status is RunStatus.Failed
     step = _step(client, handle.run_id, "poison")
-    # Before: attempt 3 failed at once as "lost 3 times", never re-dispatched.
-    assert step["attempt"] == "4", step
-    assert "worker lost 2 times; not re-dispatched" in step["error_message"]
+    # Without the reset (as lost_attempts once was): attempt 4 failed at once as "4 times".
+    assert step["attempt"] == "6", step
+    assert step["error_message"].endswith("crashed its work-horse 3 times; not retried.")
 
 
 @pytest.mark.parametrize("kind", ["poll", "retry"])

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from flowjobs import RunStatus, StepStatus
+from flowjobs.engine import COLD_SHUTDOWN_REASON
 from tests.conftest import Space, wait_until
 from tests.integration.flows import flow, registry
 
@@ -79,6 +80,8 @@ def test_a_cold_shutdown_still_stops_a_simple_worker_inside_a_handler(space: Spa
     time.sleep(1.2)  # RQ ignores a second signal within 1 s of the first as a duplicate
     worker.send_signal(signal.SIGTERM)  # cold shutdown: raised inside the handler, must not be caught
     assert worker.wait(timeout=20) is not None
-    assert store.step_fields(str(handle.run_id), "nap").get("status") == "Running", (
-        "the cut-off attempt is left to recovery, not recorded as the handler's failure"
-    )
+    fields = store.step_fields(str(handle.run_id), "nap")
+    # Not recorded as the handler's failure: handed over, its next attempt queued for another worker.
+    assert fields["status"] == "Pending" and fields["attempt"] == "2", fields
+    assert fields["error_message"] == f"Handed over: {COLD_SHUTDOWN_REASON}."
+    assert "lost_attempts" not in fields and "crashed_attempts" not in fields

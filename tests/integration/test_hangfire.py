@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -189,6 +190,11 @@ def test_the_in_process_runner_keeps_recurring_jobs_too() -> None:
     assert runner.fire_due_recurring(info.next_execution + timedelta(seconds=5)) == 0
     job = recurring.trigger("tick")
     assert runner.state(job) is JobState.Enqueued
+    # The same service as on RQ: the tick's and the extra fire's ids and meta are RQ's.
+    [after] = recurring.list()
+    assert after.last_job_id is not None and re.fullmatch(r"tick-\d+", after.last_job_id)
+    assert re.fullmatch(r"tick-now-[0-9a-f]{12}", job)
+    assert runner._calls[job].meta["recurring_id"] == "tick"
     assert runner.run_until_idle() == 2
     assert recurring.remove_if_exists("tick") and recurring.list() == []
 

@@ -14,15 +14,17 @@ from flowjobs.factory import store_from_settings
 from flowjobs.store import (
     AppliedPlan,
     Claim,
+    ClaimRefusal,
     Continuation,
     Delivered,
+    FenceRefusal,
     NextAttempt,
     Park,
-    Refusal,
     Refused,
     RunSnapshot,
     RunStore,
     Signalled,
+    SignalRefusal,
     SignalResume,
     StepDispatch,
 )
@@ -70,7 +72,7 @@ def _claim(store: RunStore, run_id: str, step_key: str, attempt: int = 1, lease:
     return claim
 
 
-def _park(store: RunStore, run_id: str, name: str = "go") -> RunSnapshot | Refused | Signalled:
+def _park(store: RunStore, run_id: str, name: str = "go") -> RunSnapshot | Refused[FenceRefusal] | Signalled:
     """Claim the WaitForSignal step and park it on ``name`` (attempt 2 resumes it)."""
     _claim(store, run_id, "wait")
     return store.complete(
@@ -146,10 +148,10 @@ def test_claim_is_refused_on_a_run_that_is_not_running(space: Space) -> None:
     run_id = _pending_run(space)
     lease = utcnow() + LATER
     assert store.claim(run_id, "a", 1, job_id="j", worker="w", lease_until=lease) == Refused(
-        Refusal.run_not_running, "Pending"
+        ClaimRefusal.run_not_running, "Pending"
     )
     assert store.claim(NO_RUN, "a", 1, job_id="j", worker="w", lease_until=lease) == Refused(
-        Refusal.run_not_running, "missing"
+        ClaimRefusal.run_not_running, "missing"
     )
 
 
@@ -158,14 +160,14 @@ def test_claim_is_refused_for_a_stale_attempt_or_a_step_not_pending(space: Space
     run_id = _running_run(space, "a")
     lease = utcnow() + LATER
     assert store.claim(run_id, "a", 2, job_id="j", worker="w", lease_until=lease) == Refused(
-        Refusal.stale, "Pending#1"
+        ClaimRefusal.stale, "Pending#1"
     )
     assert store.claim(run_id, "b", 1, job_id="j", worker="w", lease_until=lease) == Refused(
-        Refusal.stale, "missing#?"
+        ClaimRefusal.stale, "missing#?"
     )
     _claim(store, run_id, "a")
     assert store.claim(run_id, "a", 1, job_id="j", worker="w2", lease_until=lease) == Refused(
-        Refusal.stale, "Running#1"
+        ClaimRefusal.stale, "Running#1"
     )
 
 
@@ -199,12 +201,18 @@ def test_a_granted_claim_carries_the_run_its_references_and_the_snapshot(space: 
 def test_complete_is_refused_for_a_stale_attempt(space: Space) -> None:
     store = _store(space)
     run_id = _running_run(space, "a")
-    assert store.complete(run_id, "a", 1, status=StepStatus.Succeeded) == Refused(Refusal.stale, "Pending#1")
+    assert store.complete(run_id, "a", 1, status=StepStatus.Succeeded) == Refused(
+        FenceRefusal.stale, "Pending#1"
+    )
     _claim(store, run_id, "a")
-    assert store.complete(run_id, "a", 2, status=StepStatus.Succeeded) == Refused(Refusal.stale, "Running#1")
+    assert store.complete(run_id, "a", 2, status=StepStatus.Succeeded) == Refused(
+        FenceRefusal.stale, "Running#1"
+    )
     done = store.complete(run_id, "a", 1, status=StepStatus.Succeeded)
     assert isinstance(done, RunSnapshot) and done.statuses == {"a": StepStatus.Succeeded}
-    assert store.complete(run_id, "a", 1, status=StepStatus.Failed) == Refused(Refusal.stale, "Succeeded#1")
+    assert store.complete(run_id, "a", 1, status=StepStatus.Failed) == Refused(
+        FenceRefusal.stale, "Succeeded#1"
+    )
 
 
 def test_recovery_completion_is_refused_once_the_lease_was_renewed(space: Space) -> None:
@@ -216,7 +224,7 @@ def test_recovery_completion_is_refused_once_the_lease_was_renewed(space: Space)
     lost = store.complete(
         run_id, "a", 1, status=StepStatus.Failed, error="lost", lease_expired_before=expired_at
     )
-    assert lost == Refused(Refusal.stale, "lease renewed")
+    assert lost == Refused(FenceRefusal.stale, "lease renewed")
     assert store.step_fields(run_id, "a")["status"] == "Running"
 
 
@@ -264,12 +272,12 @@ def test_expand_loop_is_refused_for_a_stale_attempt(space: Space) -> None:
     store = _store(space)
     run_id = _running_run(space, "a")
     stale = store.expand_loop(run_id, "a", 1, items=[1, 2], input_json=None)
-    assert stale == Refused(Refusal.stale, "Pending#1")
+    assert stale == Refused(FenceRefusal.stale, "Pending#1")
     _claim(store, run_id, "a")
     expanded = store.expand_loop(run_id, "a", 1, items=[1, 2], input_json=None)
     assert isinstance(expanded, RunSnapshot) and expanded.loops == {"a": LoopProgress(2)}
     assert store.expand_loop(run_id, "a", 2, items=[1], input_json=None) == Refused(
-        Refusal.stale, "Running#1"
+        FenceRefusal.stale, "Running#1"
     )
 
 
@@ -297,16 +305,18 @@ def test_renewal_is_fenced_out_for_stale_attempts_and_released_leases(space: Spa
 
 def test_signal_refusals(space: Space) -> None:
     store = _store(space)
-    assert store.deliver_signal(NO_RUN, "go", "1", declared=True, resumes={}) == Refused(Refusal.no_run)
+    assert store.deliver_signal(NO_RUN, "go", "1", declared=True, resumes={}) == Refused(SignalRefusal.no_run)
     run_id = _running_run(space, "wait")
-    assert store.deliver_signal(run_id, "nope", "1", declared=False, resumes={}) == Refused(Refusal.unknown)
+    assert store.deliver_signal(run_id, "nope", "1", declared=False, resumes={}) == Refused(
+        SignalRefusal.unknown
+    )
     assert store.signal_record(run_id, "nope") is None
     assert store.deliver_signal(run_id, "go", "1", declared=True, resumes={}) == Delivered([])
     already = store.deliver_signal(run_id, "go", "2", declared=True, resumes={})
-    assert isinstance(already, Refused) and already.reason is Refusal.already and already.detail
+    assert isinstance(already, Refused) and already.reason is SignalRefusal.already and already.detail
     assert store.end_run(run_id, RunStatus.Cancelled, "stopped") is RunStatus.Cancelled
     closed = store.deliver_signal(run_id, "other", "1", declared=True, resumes={})
-    assert closed == Refused(Refusal.not_active, "Cancelled")
+    assert closed == Refused(SignalRefusal.not_active, "Cancelled")
 
 
 def test_signal_with_outdated_waiters_is_refused_as_changed(space: Space) -> None:
@@ -314,7 +324,7 @@ def test_signal_with_outdated_waiters_is_refused_as_changed(space: Space) -> Non
     run_id = _running_run(space, "wait")
     assert isinstance(_park(store, run_id), RunSnapshot)
     assert store.signal_waiters(run_id, "go") == {"wait": 2}
-    changed = Refused(Refusal.changed)
+    changed = Refused(SignalRefusal.changed)
     assert store.deliver_signal(run_id, "go", "1", declared=True, resumes={}) == changed
     wrong_attempt = {"wait": SignalResume(3, "job-wait-3")}
     assert store.deliver_signal(run_id, "go", "1", declared=True, resumes=wrong_attempt) == changed
