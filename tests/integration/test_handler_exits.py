@@ -3,15 +3,13 @@ the worker (forking or simple) goes on."""
 
 from __future__ import annotations
 
-import signal
-import time
 from typing import Any
 
 import pytest
 
 from flowjobs import RunStatus, StepStatus
 from flowjobs.engine import COLD_SHUTDOWN_REASON
-from tests.conftest import Space, wait_until
+from tests.conftest import Space, shut_down_cold, wait_until
 from tests.integration.flows import flow, registry
 
 EXITS = {
@@ -76,10 +74,7 @@ def test_a_cold_shutdown_still_stops_a_simple_worker_inside_a_handler(space: Spa
         timeout=30,
         what="the step to run",
     )
-    worker.send_signal(signal.SIGTERM)  # warm shutdown: waits for the handler
-    time.sleep(1.2)  # RQ ignores a second signal within 1 s of the first as a duplicate
-    worker.send_signal(signal.SIGTERM)  # cold shutdown: raised inside the handler, must not be caught
-    assert worker.wait(timeout=20) is not None
+    shut_down_cold(worker)  # the warm shutdown would wait for the step; the cold one cuts it off
     fields = store.step_fields(str(handle.run_id), "nap")
     # Not recorded as the handler's failure: handed over, its next attempt queued for another worker.
     assert fields["status"] == "Pending" and fields["attempt"] == "2", fields

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from typing import Any
 
 import pytest
@@ -18,7 +17,7 @@ from flowjobs import RunStatus, StepStatus
 from flowjobs.client import FlowClient, RunHandle
 from flowjobs.engine import COLD_SHUTDOWN_REASON
 from flowjobs.worker import build_worker
-from tests.conftest import Space, wait_until
+from tests.conftest import Space, shut_down_cold, wait_until
 from tests.integration.flows import flow, registry
 
 #: A flow of sequential steps, each ``seconds`` long.
@@ -191,10 +190,7 @@ def test_a_step_cut_off_by_a_cold_shutdown_is_handed_over_not_lost(space: Space)
         timeout=30,
         what="the step to run",
     )
-    worker.send_signal(signal.SIGTERM)  # warm shutdown: waits for the step ...
-    time.sleep(1.2)  # RQ ignores a second signal within 1 s of the first as a duplicate
-    worker.send_signal(signal.SIGTERM)  # ... cold shutdown: cuts it off
-    assert worker.wait(timeout=20) is not None
+    shut_down_cold(worker)  # the warm shutdown would wait for the step; the cold one cuts it off
 
     fields = store.step_fields(str(handle.run_id), "nap")
     # Handed over at once (no worker is left to wait for its lease): attempt 2 queued, nothing counted.
