@@ -59,6 +59,7 @@ class StoreBase:
             "now": iso(now),
             "now_ms": epoch_ms(now),
             "max_events": self.max_run_events,
+            "metrics_key": self.keys.metrics(),
         }
 
     def run_fields(self, run_id: UUID | str) -> dict[str, str]:
