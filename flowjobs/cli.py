@@ -25,7 +25,7 @@ from flowjobs.core.records import FlowRunRecord
 from flowjobs.core.registry import FlowRegistry
 from flowjobs.core.schedules import ScheduleState
 from flowjobs.core.statuses import RunStatus
-from flowjobs.core.urls import UI_PREFIX, run_ui_path, web_base_url
+from flowjobs.core.urls import UI_PREFIX, rq_job_path, run_ui_path
 from flowjobs.embedded import EmbeddedRedis, ensure_redis
 from flowjobs.logs import configure_logging
 from flowjobs.processes import stop_processes
@@ -467,16 +467,15 @@ def _print_run(ctx: click.Context, client: FlowClient, run: FlowRunRecord, as_js
     def link(job_id: str | None) -> str:
         if not job_id:
             return ""
-        return (
-            settings.job_url(job_id)
-            if kept.get(job_id, JobState.Deleted) is not JobState.Deleted
-            else "(gone from RQ)"
-        )
+        if kept.get(job_id, JobState.Deleted) is JobState.Deleted:
+            return "(gone from RQ)"
+        return settings.job_url(job_id) or ""
 
     click.echo(f"run {run.id}  {run.status.value}")
-    base = web_base_url(settings.rq_dashboard_url)
-    if base:
-        click.echo(f"  page            {base}{run_ui_path(run.id)}")
+    if settings.web_base_url:
+        click.echo(f"  page            {settings.web_base_url.rstrip('/')}{run_ui_path(run.id)}")
+    elif not settings.rq_dashboard_url:
+        click.echo(f"  links           unknown: set {WEB_BASE_URL_ENV} to the web process's address")
     click.echo(f"  flow            {run.flow_name} ({run.flow_id}) v{run.flow_version}")
     click.echo(f"  trigger         {run.trigger_key}  data={run.trigger_data_json}")
     click.echo(
@@ -658,12 +657,32 @@ def schedules_prune(ctx: click.Context, dry_run: bool, as_json: bool) -> None:
 @click.option("--simple", is_flag=True, help="SimpleWorker: run jobs in this process instead of forking.")
 @click.option("--burst", is_flag=True, help="Exit when the queue is empty.")
 @click.option("--name", default=None, help="RQ worker name (default: a random one).")
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Serve this worker's own Prometheus metrics on this port.",
+)
+@click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address of --metrics-port (0.0.0.0 for a Prometheus on another machine).",
+)
 @click.pass_context
-def worker(ctx: click.Context, simple: bool, burst: bool, name: str | None) -> None:
+def worker(
+    ctx: click.Context,
+    simple: bool,
+    burst: bool,
+    name: str | None,
+    metrics_port: int | None,
+    metrics_host: str,
+) -> None:
     """Run an RQ worker with flowjobs' engine and the handler modules loaded, and the duties."""
     from flowjobs.worker import run_worker
 
-    run_worker(_settings(ctx), simple=simple, burst=burst, name=name)
+    metrics = (metrics_host, metrics_port) if metrics_port is not None else None
+    run_worker(_settings(ctx), simple=simple, burst=burst, name=name, metrics=metrics)
 
 
 @cli.command()
@@ -705,7 +724,10 @@ def demo(ctx: click.Context, flow: str, data_json: str, timeout: float) -> None:
         click.echo("")
         click.echo("where to look:")
         click.echo(f"  flowjobs runs show {run.id}        (REDIS_URL={url})")
-        click.echo(f"  flowjobs up   (REDIS_URL={url}) then {settings.job_url(run.background_job_id or '')}")
+        # Where the `up` suggested here serves, with these same settings.
+        job_id = run.background_job_id or ""
+        served = f"http://{settings.web_host}:{settings.web_port}{rq_job_path(job_id)}"
+        click.echo(f"  flowjobs up   (REDIS_URL={url}) then {settings.job_url(job_id) or served}")
         if server:
             click.echo("  (the embedded server stops with this demo; set REDIS_URL to keep the history)")
         if run.status is not RunStatus.Succeeded:
@@ -728,15 +750,15 @@ def _local_redis(settings: Settings) -> tuple[Settings, EmbeddedRedis | None, st
 
 
 def _web_settings(settings: Settings, host: str | None, port: int | None) -> Settings:
-    """The settings with ``--host``/``--port`` applied; job links point at this process's own
-    rq-dashboard unless FLOWJOBS_RQ_DASHBOARD_URL was set. Refuses (exit 2, one line) a
+    """The settings with ``--host``/``--port`` applied; links point at this address unless
+    FLOWJOBS_WEB_BASE_URL was set (a proxy's address, say). Refuses (exit 2, one line) a
     non-loopback address with no auth unless FLOWJOBS_WEB_OPEN says so, before anything starts."""
     from flowjobs.web.guard import check_exposure
 
     host, port = host or settings.web_host, port if port is not None else settings.web_port
     update: dict[str, Any] = {"web_host": host, "web_port": port}
-    if "rq_dashboard_url" not in settings.model_fields_set:
-        update["rq_dashboard_url"] = f"http://{host}:{port}/rq/0"
+    if settings.web_base_url is None:
+        update["web_base_url"] = f"http://{host}:{port}"
     settings = settings.model_copy(update=update)
     check_exposure(settings)
     return settings
@@ -761,6 +783,10 @@ def _serve(settings: Settings) -> None:
 def web(ctx: click.Context, host: str | None, port: int | None) -> None:
     """Serve the HTTP API (/flows/api), the flows UI (/flows/) and rq-dashboard (/rq/)."""
     _serve(_web_settings(_settings(ctx), host, port))
+
+
+#: The setting ``flowjobs web`` and ``up`` give the processes they start (links printed there).
+WEB_BASE_URL_ENV = "FLOWJOBS_WEB_BASE_URL"
 
 
 class _Terminated(Exception):
@@ -789,11 +815,7 @@ def up(ctx: click.Context, host: str | None, port: int | None) -> None:
     try:
         settings, server, where = _local_redis(settings)
         click.echo(f"redis: {where}" + (" (embedded server, stops with `up`)" if server else ""), err=True)
-        env = {
-            **os.environ,
-            "REDIS_URL": settings.redis_url,
-            "FLOWJOBS_RQ_DASHBOARD_URL": settings.rq_dashboard_url,
-        }
+        env = {**os.environ, "REDIS_URL": settings.redis_url, WEB_BASE_URL_ENV: settings.web_base_url or ""}
         # Its own session: Ctrl-C reaches `up` only, which stops the worker warm (SIGTERM) itself.
         children.append(
             subprocess.Popen(

@@ -26,6 +26,7 @@ from redis import Redis
 from flowjobs.core.keys import Keys
 from flowjobs.engine import Engine
 from flowjobs.factory import firer_from_settings
+from flowjobs.instruments import instruments
 from flowjobs.recovery import recover_claims, recover_jobs, recover_runs, sweep_deadlines
 from flowjobs.settings import Settings
 from flowjobs.store.base import REDIS_DOWN
@@ -144,9 +145,13 @@ class Duties:
             try:
                 done[duty.name] = duty.run()
             except REDIS_DOWN:
+                instruments().duty_ran(duty.name, failed=True)
                 raise
             except Exception as error:
                 log.exception("duty.failed", duty=duty.name, error=repr(error))
+                instruments().duty_ran(duty.name, failed=True)
+            else:
+                instruments().duty_ran(duty.name, failed=False)
         return done
 
     def _acquire(self) -> list[Duty]:

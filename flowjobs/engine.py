@@ -13,7 +13,8 @@ import os
 import socket
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -47,6 +48,7 @@ from flowjobs.core.planner import LoopProgress, advance_loop, open_iterations, p
 from flowjobs.core.polling import poll_verdict
 from flowjobs.core.statuses import RunStatus, StepStatus
 from flowjobs.deadline import step_deadline
+from flowjobs.instruments import instruments
 from flowjobs.leases import LeaseKeeper
 from flowjobs.runtime.base import JobRunner
 from flowjobs.store.run_store import RunStore
@@ -100,6 +102,24 @@ class Outcome:
     delay_seconds: float = 0.0
     traceback: str | None = None
     """The handler's traceback, when it raised."""
+    timed_out: bool = False
+    """The handler ran past the step's timeout (counted in the metrics)."""
+
+
+@contextmanager
+def _handler_timer(flow: str) -> Iterator[None]:
+    """Time a handler for this process's figures, whether it returns or raises."""
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        instruments().handler_ran(flow, time.monotonic() - started)
+
+
+def _flow_label(attempt: Attempt) -> str:
+    """The attempt's flow as a metric label: its name, else its id."""
+    run = attempt.claim.run
+    return run.get("flow_name") or run.get("flow_id", "")
 
 
 @dataclass(frozen=True)
@@ -326,11 +346,14 @@ class Engine:
         )
         limit = f"{step.timeout_seconds:g}s" if step.timeout_seconds else "the job timeout"
         timed_out = Outcome(
-            StepStatus.Failed, input_json, error=f"Step timed out: the handler ran longer than {limit}."
+            StepStatus.Failed,
+            input_json,
+            error=f"Step timed out: the handler ran longer than {limit}.",
+            timed_out=True,
         )
         started = time.monotonic()
         try:
-            with step_deadline(step.timeout_seconds):
+            with step_deadline(step.timeout_seconds), _handler_timer(_flow_label(attempt)):
                 returned = registered.fn(context, inputs)
         except JobTimeoutException:
             return timed_out
@@ -400,6 +423,7 @@ class Engine:
         """Record an attempt's outcome: final (with the continuation planned ahead from the claim-time
         snapshot), or with the next attempt scheduled (retry or poll)."""
         run_id, step_key, seen = attempt.run_id, attempt.step_key, attempt.claim.snapshot
+        instruments().step_executed(_flow_label(attempt), outcome.status.value)
         delay: float | None = None
         if outcome.status is StepStatus.Failed and attempt.step.retry is not None:
             delay = retry_delay(attempt.step.retry, attempt.number)
@@ -429,6 +453,7 @@ class Engine:
             next_attempt=next_attempt,
             then=ahead[0] if ahead else None,
             scope=seen.scope,
+            timed_out=outcome.timed_out,
         )
         if not isinstance(completed, RunSnapshot):
             log.warning("step.completion_discarded", detail=str(completed))

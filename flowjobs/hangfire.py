@@ -20,7 +20,9 @@ import random
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from functools import partial
+from threading import Lock
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 from redis import Redis
 
@@ -38,6 +40,8 @@ from flowjobs.settings import Settings, load_settings
 JobFunction = str | Callable[..., Any]
 
 F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 
 DEFAULT_RETRY_ATTEMPTS = 10
 """Retries of a failed job whose function sets none (Hangfire's ``AutomaticRetry`` default)."""
@@ -165,16 +169,51 @@ def runner_from_settings(settings: Settings | None = None, redis: Redis | None =
     return factory.runner_from_settings(settings, redis or factory.connect(settings))
 
 
+_defaults: dict[type, Any] = {}
+_defaults_lock = Lock()
+
+
+class _OnClassToo(Generic[P, R]):
+    """A façade method that also works on the class, as Hangfire's static ``BackgroundJob.Enqueue``
+    does: called on the class, it runs on one instance per class built from the settings on first
+    use (``REDIS_URL``, ``FLOWJOBS_QUEUE``, ``FLOWJOBS_KEY_PREFIX``)."""
+
+    def __init__(self, method: Callable[Concatenate[Any, P], R]) -> None:
+        self.method = method
+        self.__doc__ = method.__doc__
+
+    @overload
+    def __get__(self, instance: None, owner: type) -> Callable[P, R]: ...
+    @overload
+    def __get__(self, instance: object, owner: type) -> Callable[P, R]: ...
+    def __get__(self, instance: object | None, owner: type) -> Callable[P, R]:
+        if instance is None:
+            with _defaults_lock:
+                instance = _defaults.get(owner)
+                if instance is None:
+                    instance = _defaults[owner] = owner()
+        return partial(self.method, instance)
+
+
+def on_class_too(method: Callable[Concatenate[Any, P], R]) -> _OnClassToo[P, R]:
+    """Mark a façade method callable on the class as well (``_OnClassToo``)."""
+    return _OnClassToo(method)
+
+
 class BackgroundJob:
-    """Fire-and-forget, delayed and continuation jobs (Hangfire's ``BackgroundJob``)."""
+    """Fire-and-forget, delayed and continuation jobs (Hangfire's ``BackgroundJob``): on an instance
+    over a given runner (``BackgroundJob(runner).enqueue(...)``), or on the class over the
+    settings' (``BackgroundJob.enqueue(...)``, as Hangfire's static methods)."""
 
     def __init__(self, runner: JobRunner | None = None) -> None:
         self.runner = _runner(runner)
 
+    @on_class_too
     def enqueue(self, func: JobFunction, *args: Any, **kwargs: Any) -> str:
         """Run ``func(*args, **kwargs)`` on a worker as soon as one is free; returns the job id."""
         return self.runner.enqueue(job_call(func, args, kwargs))
 
+    @on_class_too
     def schedule(
         self, func: JobFunction, delay_or_when: timedelta | datetime | float, *args: Any, **kwargs: Any
     ) -> str:
@@ -191,21 +230,25 @@ class BackgroundJob:
             delay = timedelta(seconds=float(delay_or_when))
         return self.runner.schedule(job_call(func, args, kwargs), delay)
 
+    @on_class_too
     def continue_job_with(self, parent_id: str, func: JobFunction, *args: Any, **kwargs: Any) -> str:
         """Run it after job ``parent_id`` succeeds (Hangfire's ``ContinueJobWith``): it awaits a
         failed parent, is deleted with a deleted one, and ``JobNotFound`` is raised for an unknown
         or expired parent id."""
         return self.runner.continue_with(parent_id, job_call(func, args, kwargs))
 
+    @on_class_too
     def delete(self, job_id: str) -> bool:
         """Delete a job and the continuations awaiting it; False if there is none. A job being
         processed runs to its end but stays Deleted (not retried, its continuations not run)."""
         return self.runner.delete(job_id)
 
+    @on_class_too
     def requeue(self, job_id: str) -> bool:
         """Queue a failed (or lost) job again; False if there is none."""
         return self.runner.requeue(job_id)
 
+    @on_class_too
     def state(self, job_id: str) -> JobState:
         """The job's state in Hangfire's names (``Deleted`` when the job system no longer has it)."""
         return self.runner.state(job_id)
@@ -213,7 +256,8 @@ class BackgroundJob:
 
 class RecurringJob:
     """Cron jobs (Hangfire's ``RecurringJob``), fired once per tick by the schedules duty that every
-    ``flowjobs worker`` and ``flowjobs scheduler`` runs."""
+    ``flowjobs worker`` and ``flowjobs scheduler`` runs; on an instance or on the class, as
+    ``BackgroundJob``."""
 
     def __init__(self, runner: JobRunner | None = None) -> None:
         self.runner = _runner(runner)
@@ -221,8 +265,10 @@ class RecurringJob:
             raise TypeError(f"{type(self.runner).__name__} keeps no recurring jobs (no `schedules`)")
         self.jobs = RecurringJobs(self.runner.schedules, self.runner)
 
+    @on_class_too
     def add_or_update(
         self,
+        /,
         recurring_id: str,
         func: JobFunction,
         cron: str,
@@ -235,14 +281,17 @@ class RecurringJob:
         ``flowjobs schedules`` is kept."""
         self.jobs.add_or_update(recurring_id, job_call(func, args, kwargs), cron, time_zone=time_zone)
 
+    @on_class_too
     def remove_if_exists(self, recurring_id: str) -> bool:
         """Remove it (jobs it already enqueued stay); False if there was none."""
         return self.jobs.remove(recurring_id)
 
+    @on_class_too
     def trigger(self, recurring_id: str) -> str:
         """Enqueue it once now, keeping its schedule; returns the job id."""
         return self.jobs.trigger(recurring_id)
 
+    @on_class_too
     def list(self) -> list[RecurringJobInfo]:
         """Every recurring job: cron, zone, next and last execution, last job id, paused."""
         return self.jobs.list()

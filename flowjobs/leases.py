@@ -11,6 +11,7 @@ from datetime import timedelta
 import structlog
 
 from flowjobs.core.clock import utcnow
+from flowjobs.instruments import instruments
 from flowjobs.store.run_store import RunStore
 
 log = structlog.get_logger("flowjobs.leases")
@@ -68,7 +69,9 @@ class LeaseKeeper:
         except Exception as error:  # a Redis blip must not kill the caller: retry next round
             log.warning("lease.renew_failed", leases=len(items), error=repr(error))
             return set()
-        return {key for (key, _), ok in zip(items, renewed, strict=True) if not ok}
+        lost = {key for (key, _), ok in zip(items, renewed, strict=True) if not ok}
+        instruments().leases_renewed(len(items) - len(lost), len(lost))
+        return lost
 
     def _renew_forever(self) -> None:
         while True:

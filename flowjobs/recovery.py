@@ -368,7 +368,8 @@ def _lost_job(engine: Engine, grace: timedelta, step: tuple[str, str], found: Fo
     attempt = found.fields["attempt"]
     call = engine.attempt_call(run_id, run_fields, step_key, int(attempt))
     expected = {"status": StepStatus.Pending.value, "attempt": attempt, "job_id": job_id}
-    if not _requeue(engine, engine.store.keys.step(run_id, step_key), expected, call, found.taken):
+    step_hash = engine.store.keys.step(run_id, step_key)
+    if not _requeue(engine, step_hash, expected, call, found.taken, "lost_job"):
         return 0
     log.warning("step.job_lost", run_id=run_id, step_key=step_key, job_id=job_id, taken=_taker(found))
     return 1
@@ -382,7 +383,7 @@ def _lost_trigger(engine: Engine, grace: timedelta, run_id: str, found: Found) -
         return 0
     call = trigger_call(run_id, found.fields["flow_id"], found.fields.get("flow_name"))
     expected = {"status": RunStatus.Pending.value, "background_job_id": job_id}
-    if not _requeue(engine, engine.store.keys.run(run_id), expected, call, found.taken):
+    if not _requeue(engine, engine.store.keys.run(run_id), expected, call, found.taken, "lost_trigger"):
         return 0
     log.warning("run.trigger_job_lost", run_id=run_id, job_id=job_id, taken=_taker(found))
     return 1
@@ -399,16 +400,18 @@ def _waiting(found: Found, grace: timedelta) -> bool:
 
 
 def _requeue(
-    engine: Engine, key: str, expected: dict[str, str], call: JobCall, taken: TakenJob | None
+    engine: Engine, key: str, expected: dict[str, str], call: JobCall, taken: TakenJob | None, kind: str
 ) -> bool:
     """Queue the job again, and forget the dead worker that took it, while the record ``key`` still
-    holds ``expected``: a copy queued after its attempt ended would pass for a requeue by hand."""
+    holds ``expected``: a copy queued after its attempt ended would pass for a requeue by hand.
+    Counted as a recovery of ``kind`` in the same transaction."""
     runner = engine.runner
 
     def write(pipe: Pipeline) -> None:
         if taken is not None and isinstance(runner, RQJobRunner):
             runner.release(call.job_id, taken, pipe)
         enqueue_in(runner, call, pipe)
+        engine.store.metrics.count_metric("recoveries", kind, pipe=pipe)
 
     return engine.store.overdue.write_if_unchanged(key, expected, write)
 
@@ -427,4 +430,5 @@ def _replan(engine: Engine, run_id: str) -> int:
     _manifest(engine, run_id, state.run)
     log.warning("run.replanned", run_id=run_id)
     engine.continue_run(run_id, state)
+    engine.store.metrics.count_metric("recoveries", "replanned")
     return 1

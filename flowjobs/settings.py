@@ -42,6 +42,7 @@ from flowjobs.core.trigger_headers import (
     MAX_TRIGGER_HEADERS_BYTES,
     HeaderLimits,
 )
+from flowjobs.core.urls import rq_job_path
 
 CONFIG_FILE_ENV = "FLOWJOBS_CONFIG"
 DEFAULT_CONFIG_FILE = "config/flowjobs.toml"
@@ -182,9 +183,14 @@ class Settings(BaseSettings):
     """Log rendering: pretty for people, JSON for log pipelines."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Lowest level logged."""
-    rq_dashboard_url: str = "http://127.0.0.1:8000/rq/0"
-    """Base of rq-dashboard's pages for this Redis (``<base>/view/job/<job_id>``): by default the
-    one that ``flowjobs web`` and ``flowjobs up`` mount at ``/rq`` on their default address."""
+    web_base_url: str | None = None
+    """Address people reach the web process at (``http://127.0.0.1:8000``): the base of the links
+    flowjobs prints (a run's page, a job's rq-dashboard page). ``flowjobs web`` and ``flowjobs up``
+    set it to the address they serve, for themselves and the processes they start; unset, printed
+    links say it is unknown."""
+    rq_dashboard_url: str | None = None
+    """Base of rq-dashboard's pages (``<base>/view/job/<job_id>``) when it is not the web process's
+    own: by default ``<web base URL>/rq/0``."""
     web_host: str = "127.0.0.1"
     """Address ``flowjobs web`` and ``flowjobs up`` listen on."""
     web_port: int = Field(default=8000, ge=0, le=65535)
@@ -199,6 +205,9 @@ class Settings(BaseSettings):
     web_open: bool = False
     """Serve a non-loopback address with no auth (``FLOWJOBS_WEB_OPEN=true``): without it, ``flowjobs
     web`` and ``flowjobs up`` refuse to start on such an address unless a credential is set."""
+    metrics_open: bool = False
+    """Serve ``/metrics`` without the web process's auth (``FLOWJOBS_METRICS_OPEN=true``), for a
+    Prometheus that sends no credential; the rest stays behind it."""
     web_allowed_hosts: str | None = None
     """Comma-separated host names the web process serves (``Host`` header, port aside; ``*`` any,
     ``*.example.com`` a domain's subdomains); others get 400. Unset: the loopback names when bound
@@ -221,6 +230,13 @@ class Settings(BaseSettings):
         for name in filter(None, (part.strip() for part in value.split(","))):
             if not all(part.isidentifier() for part in name.split(".")):
                 raise ValueError(f"{name!r} is not a module name")
+        return value
+
+    @field_validator("web_base_url", "rq_dashboard_url")
+    @classmethod
+    def _absolute_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"{value!r} is not an http:// or https:// URL")
         return value
 
     @field_validator("web_token", "web_user", "web_password")
@@ -323,9 +339,14 @@ class Settings(BaseSettings):
         """``handler_modules`` as a list."""
         return [part.strip() for part in self.handler_modules.split(",") if part.strip()]
 
-    def job_url(self, job_id: str) -> str:
-        """rq-dashboard page of one job."""
-        return f"{self.rq_dashboard_url.rstrip('/')}/view/job/{job_id}"
+    def job_url(self, job_id: str) -> str | None:
+        """rq-dashboard page of one job; None when neither the dashboard's nor the web process's
+        address is known."""
+        if self.rq_dashboard_url:
+            return f"{self.rq_dashboard_url.rstrip('/')}/view/job/{job_id}"
+        if self.web_base_url:
+            return f"{self.web_base_url.rstrip('/')}{rq_job_path(job_id)}"
+        return None
 
     @classmethod
     def settings_customise_sources(

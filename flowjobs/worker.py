@@ -28,6 +28,7 @@ from flowjobs.engine import COLD_SHUTDOWN_REASON, ColdShutdown, Engine
 from flowjobs.factory import engine_from_settings
 from flowjobs.jobs import install_engine
 from flowjobs.leases import LeaseKeeper
+from flowjobs.metrics import serve_process_metrics
 from flowjobs.settings import Settings
 from flowjobs.store.base import REDIS_DOWN
 
@@ -368,6 +369,7 @@ def run_worker(
     burst: bool = False,
     name: str | None = None,
     handlers: HandlerRegistry | None = None,
+    metrics: tuple[str, int] | None = None,
 ) -> bool:
     """Run an RQ worker (with RQ's scheduler for delayed attempts) until stopped, or drained with ``burst``.
 
@@ -375,6 +377,8 @@ def run_worker(
     once), so work lost by a dead worker is re-dispatched without any other process. A forking
     worker's work-horses do not inherit the thread.
     """
+    if metrics is not None:
+        serve_process_metrics(metrics[0], metrics[1])
     engine = engine_from_settings(settings, handlers=handlers)
     install_engine(engine)
     wait_for_redis(engine.store.redis)  # RQ's worker reads from Redis as it is built

@@ -4,24 +4,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
-# The browser tests drive Debian's Chromium (browsers are never downloaded).
-if ! command -v chromium >/dev/null 2>&1; then
+
+# need COMMAND PACKAGE WHY: install Debian's PACKAGE when COMMAND is missing and this runs as root
+# (CI); otherwise say what to install. Nothing is ever downloaded outside Debian's packages.
+need() {
+  command -v "$1" >/dev/null 2>&1 && return 0
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "installing Debian's chromium for the browser tests ..." >&2
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    echo "installing Debian's $2 for $3 ..." >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$2" >/dev/null
   else
-    echo "the browser tests need Chromium: sudo apt-get install -y chromium" >&2
+    echo "$3 need $1: sudo apt-get install -y $2" >&2
     exit 1
   fi
-fi
-# The Redis outage and Sentinel failover tests start redis-server processes of their own.
-if ! command -v redis-server >/dev/null 2>&1; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "installing Debian's redis-server for the outage and Sentinel tests ..." >&2
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
-  else
-    echo "the outage and Sentinel tests need redis-server: sudo apt-get install -y redis-server" >&2
-    exit 1
-  fi
-fi
+}
+need chromium chromium "the browser tests"                                   # Playwright drives Debian's Chromium
+need redis-server redis-server "the Redis outage and Sentinel failover tests" # they start servers of their own
+need promtool prometheus "the metrics tests"                                  # promtool checks /metrics
 exec .venv/bin/python -m pytest "$@"

@@ -9,19 +9,24 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import httpx
 import hypothesis
 import pytest
+import uvicorn
 from redis import Redis
 from redis.client import Pipeline
+from starlette.types import ASGIApp
 
 import tests.handlers  # noqa: F401  (registers the test handlers on the default registry)
 from flowjobs.client import FlowClient
@@ -66,6 +71,24 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+@contextmanager
+def served(app: ASGIApp, lifespan: Literal["auto", "on", "off"] = "auto") -> Iterator[httpx.Client]:
+    """``app`` on a uvicorn server (a thread of this process, a free port), and an HTTP client for
+    it; both stopped on exit."""
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan=lifespan)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: server.started, timeout=30, what="uvicorn")
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+            yield http
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
 
 
 def http_status(url: str, headers: dict[str, str] | None = None) -> int:

@@ -38,7 +38,9 @@ def test_defaults_when_nothing_is_set(config: Path) -> None:
     assert settings.redis_url == "redis://127.0.0.1:6379/0"
     assert settings.queue == "flowjobs" and settings.key_prefix == "flowjobs:"
     assert settings.claim_lease_seconds == 10 and settings.handler_module_names == ["workers.handlers"]
-    assert settings.job_url("abc") == "http://127.0.0.1:8000/rq/0/view/job/abc"
+    assert settings.web_base_url is None and settings.job_url("abc") is None, "links unknown, never guessed"
+    based = settings.model_copy(update={"web_base_url": "http://127.0.0.1:9123"})
+    assert based.job_url("abc") == "http://127.0.0.1:9123/rq/0/view/job/abc"
 
 
 def test_file_overrides_defaults_and_environment_overrides_the_file(

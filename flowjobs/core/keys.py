@@ -74,6 +74,10 @@ class Keys:
         event's encoding), for live views; nothing is kept."""
         return f"{self.prefix}events"
 
+    def metrics(self) -> str:
+        """Hash of the cluster-wide metric counters (``flowjobs/core/metrics.py``)."""
+        return f"{self.prefix}metrics"
+
     def deadlines(self) -> str:
         """Sorted set: ids of runs with a deadline, scored by it (epoch ms); the sweeper's input."""
         return f"{self.prefix}deadlines"

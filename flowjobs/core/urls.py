@@ -13,6 +13,8 @@ UI_PREFIX = "/flows"
 """The flows UI."""
 RQ_PREFIX = "/rq"
 """rq-dashboard, mounted by the web process."""
+METRICS_PATH = "/metrics"
+"""Prometheus metrics of the web process (``flowjobs.metrics``)."""
 
 
 def run_ui_path(run_id: UUID | str) -> str:
@@ -20,8 +22,6 @@ def run_ui_path(run_id: UUID | str) -> str:
     return f"{UI_PREFIX}/runs/{run_id}"
 
 
-def web_base_url(rq_dashboard_url: str) -> str | None:
-    """The web process's base URL when ``FLOWJOBS_RQ_DASHBOARD_URL`` is its mounted rq-dashboard
-    (``<base>/rq/<n>``, the default); None for a standalone rq-dashboard."""
-    base, sep, _ = rq_dashboard_url.rstrip("/").rpartition(RQ_PREFIX + "/")
-    return base if sep and base.startswith(("http://", "https://")) else None
+def rq_job_path(job_id: str) -> str:
+    """Path of a job's page in the web process's own rq-dashboard (its first Redis)."""
+    return f"{RQ_PREFIX}/0/view/job/{job_id}"

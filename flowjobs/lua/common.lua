@@ -6,7 +6,7 @@
 --   run fields (StoreContext.run_args): run_id, run_key, events_key, events_channel, status_keys {RunStatus: index
 --     key}, flow_status_template {before flow id, before status}, deadlines_key, now (ISO time:
 --     run hash and signal records), now_ms (the same time in epoch ms: step hashes, attempts and
---     events), max_events (events kept per run).
+--     events), max_events (events kept per run), metrics_key (the metric counters, see below).
 --   step fields (RunWrites._step_args): the run fields, and step_key, attempt, member
 --     (`<run_id>:<step_key>`), hash_key, steps_key, leases_key, pending_key, attempts_key, loops_key.
 --   continuation (RunWrites._continuation_args, read by apply_continuation): the run fields, and
@@ -161,9 +161,52 @@ local function advance_loops(a)
   return changed
 end
 
+-- Metrics (flowjobs/core/metrics.py: names, labels, buckets; METRIC_BUCKETS and METRIC_SEPARATOR
+-- are prepended from there). Counted by the transition itself, in a.metrics_key.
+local function count_metric(a, family, ...)
+  redis.call('HINCRBY', a.metrics_key, table.concat({family, ...}, METRIC_SEPARATOR), 1)
+end
+
+local function observe_metric(a, family, seconds, ...)
+  -- One histogram observation: +1 in the first bucket that holds it (Python cumulates), and the sum.
+  local i = 1
+  while METRIC_BUCKETS[i] and seconds > METRIC_BUCKETS[i] do i = i + 1 end
+  local series = table.concat({family, ...}, METRIC_SEPARATOR) .. METRIC_SEPARATOR
+  redis.call('HINCRBY', a.metrics_key, series .. i, 1)
+  redis.call('HINCRBYFLOAT', a.metrics_key, series .. 'sum', string.format('%.6f', seconds))
+end
+
+local function metric_flow(a)
+  -- The flow label: its name (bounded, readable), else its id.
+  local flow = redis.call('HMGET', a.run_key, 'flow_name', 'flow_id')
+  return flow[1] or flow[2] or ''
+end
+
+local function count_run_closed(a, status)
+  local started = tonumber(redis.call('HGET', a.run_key, 'started_score') or '')
+  local flow = metric_flow(a)
+  count_metric(a, 'runs_finished', flow, status)
+  if started then observe_metric(a, 'run_duration_seconds', math.max(0, a.now_ms / 1000 - started), flow) end
+end
+
+local function count_attempt(a, outcome, started_ms, retried)
+  -- The end of one attempt (complete.lua): a.timed_out and a.lease_expired_before_ms say why.
+  local flow = metric_flow(a)
+  -- A ForEach child's runtime key `<loop>.<index>.<child>` counts as `<loop>.<child>` (declared
+  -- keys hold no '.'), so the label is bounded by the flow's steps, never by its items.
+  local step = (a.step_key:gsub('%.%d+%.', '.'))
+  count_metric(a, 'step_attempts', flow, step, outcome)
+  if retried then count_metric(a, 'step_retries', flow, step) end
+  if a.timed_out then count_metric(a, 'step_timeouts', flow, step) end
+  if a.lease_expired_before_ms then count_metric(a, 'lease_expiries', flow, step) end
+  started_ms = tonumber(started_ms or '')
+  if started_ms then observe_metric(a, 'step_duration_seconds', math.max(0, a.now_ms - started_ms) / 1000, flow) end
+end
+
 local function close_run(a, status, reason)
   -- Running/Pending -> a terminal status, once: the caller checked the run is still active. A
   -- reason (a run closed from outside its steps) follows the status in the event's message.
+  count_run_closed(a, status)
   move_run_status(a, status)
   redis.call('HSET', a.run_key, 'completed_at', a.now)
   redis.call('ZREM', a.deadlines_key, a.run_id)

@@ -6,7 +6,8 @@
 --   message}, lease_expired_before_ms (recovery: the lease must not have been renewed since),
 --   crashed (the attempt's work-horse died under it, the worker alive: counted in crashed_attempts),
 --   park {signals_key, name, expires_at} (WaitForSignal), plan (a continuation with its version),
---   scope and loop_items_key (common.lua: the state read back when the plan is not applied).
+--   scope and loop_items_key (common.lua: the state read back when the plan is not applied),
+--   timed_out (the handler ran past the step's timeout: counted, common.lua count_attempt).
 --   ARGV[2..]: the plan's job commands.
 -- Reply: {'ok', state (common.lua), false}
 --   | {'ok', false, apply_continuation's reply} (the plan was applied)
@@ -55,6 +56,7 @@ if signal and n then
   signal.waiters[a.step_key] = {attempt = n.attempt, expires_at = a.park.expires_at}
   redis.call('HSET', a.park.signals_key, a.park.name, cjson.encode(signal))
 end
+count_attempt(a, a.status, step[4], n and n.event == 'step.retried')
 redis.call('ZREM', a.leases_key, a.member)
 redis.call('HDEL', a.hash_key, 'lease_until_ms', 'worker')
 hset_present(a.hash_key, {{'input_json', ok(a.input_json)}})

@@ -4,7 +4,8 @@
 --   manifest when this process has not saved them yet; they are written even if the trigger is
 --   refused, as FlowRecords.save_flow would), optional bucket {key, rate (tokens per second, > 0),
 --   burst (capacity, >= 1)}, optional once {key, seconds}, optional idempotency {key, seconds},
---   writes (command slices: the run hash, its indexes, RQ's enqueue of the trigger job).
+--   writes (command slices: the run hash, its indexes, RQ's enqueue of the trigger job), optional
+--   count {key, fields: {reply kind: metric field}} (a webhook delivery: its outcome is counted).
 -- ARGV[2..]: the commands of setup and writes (common.lua, run_commands).
 -- Checks, in this order: the flow enabled; one token from the bucket (N web processes share it,
 --   so a read-then-write from Python would let them all take the last one; the clock is Redis's
@@ -36,18 +37,24 @@ local function take_token(b)
   return wait
 end
 
+local function replied(reply)
+  local count = ok(a.count)
+  if count then redis.call('HINCRBY', count.key, count.fields[reply[1]], 1) end
+  return reply
+end
+
 run_commands(a.setup)
-if redis.call('HGET', a.flow_key, 'is_enabled') == '0' then return {'disabled'} end
+if redis.call('HGET', a.flow_key, 'is_enabled') == '0' then return replied({'disabled'}) end
 local bucket, once, idempotency = ok(a.bucket), ok(a.once), ok(a.idempotency)
 if bucket then
   local wait = take_token(bucket)
-  if wait > 0 then return {'rate_limited', tostring(wait)} end
+  if wait > 0 then return replied({'rate_limited', tostring(wait)}) end
 end
-if once and not redis.call('SET', once.key, '1', 'NX', 'EX', once.seconds) then return {'replayed'} end
+if once and not redis.call('SET', once.key, '1', 'NX', 'EX', once.seconds) then return replied({'replayed'}) end
 if idempotency then
   local first = redis.call('GET', idempotency.key)
-  if first then return {'existing', first} end
+  if first then return replied({'existing', first}) end
   redis.call('SET', idempotency.key, a.run_id, 'EX', idempotency.seconds)
 end
 run_commands(a.writes)
-return {'created'}
+return replied({'created'})

@@ -16,5 +16,6 @@ if RUN.refuse_start.from[before] and redis.call('HGET', a.flow_prefix .. flow_id
 elseif RUN.start.from[before] then
   move_run_status(a, RUN.start.target)
   push_event(a, 'run.started', nil, nil)
+  count_metric(a, 'runs_started', metric_flow(a))
 end
 return {before, read_state(a, nil, false)}

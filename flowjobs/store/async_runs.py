@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
+from flowjobs.core.metrics import metric_field
 from flowjobs.store.replicas import ReplicaWait
 from flowjobs.store.scripts import decode_create_run, script_argv, script_source
 from flowjobs.store.transitions import AdmissionRefusal, Created, NewRun, Refused
@@ -29,3 +30,7 @@ class AsyncRunWrites:
             pipe.wait(wait.replicas, wait.timeout_ms)
             reply, acknowledged = await pipe.execute()
         return wait.check(decode_create_run(reply, new.run_id), int(acknowledged))
+
+    async def count_metric(self, key: str, family: str, *labels: str) -> None:
+        """``MetricRecords.count_metric`` on the metrics hash ``key``, awaited."""
+        await self.redis.hincrby(key, metric_field(family, *labels), 1)

@@ -55,6 +55,7 @@ class StoreContext:
             "now": iso(now),
             "now_ms": epoch_ms(now),
             "max_events": self.max_run_events,
+            "metrics_key": self.keys.metrics(),
         }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flowjobs.store.base import StoreContext
 from flowjobs.store.flows import FlowRecords
 from flowjobs.store.history import History
+from flowjobs.store.metrics import MetricRecords
 from flowjobs.store.overdue import OverdueQueries
 from flowjobs.store.retention import Retention
 from flowjobs.store.runs import RunWrites
@@ -31,3 +32,5 @@ class RunStore:
         self.overdue = OverdueQueries(self.context)
         #: Deleting finished runs past the retention.
         self.retention = Retention(self.context)
+        #: The cluster-wide metric counters.
+        self.metrics = MetricRecords(self.context)

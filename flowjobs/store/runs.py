@@ -94,6 +94,8 @@ class RunWrites(StorePart):
             args["bucket"] = {"key": bucket.key, "rate": bucket.per_second, "burst": bucket.burst}
         if admission is not None and admission.once_key is not None:
             args["once"] = {"key": admission.once_key, "seconds": admission.once_seconds}
+        if admission is not None and admission.counted is not None:
+            args["count"] = {"key": self.keys.metrics(), "fields": dict(admission.counted)}
         return NewRun(run_id, args, argv)
 
     def create_run(self, new: NewRun) -> Created | Refused[AdmissionRefusal]:
@@ -255,15 +257,17 @@ class RunWrites(StorePart):
         park: Park | None = None,
         then: Continuation | None = None,
         scope: StateScope | None = None,
+        timed_out: bool = False,
     ) -> RunSnapshot | Refused[FenceRefusal] | Signalled:
         """Record the attempt's outcome if it is still the current, running one.
 
         ``lease_expired_before`` (recovery) counts the attempt in the step's ``lost_attempts``,
-        ``crashed`` in its ``crashed_attempts``. With ``park`` (a WaitForSignal step), nothing is
-        recorded if the signal already arrived: its payload comes back as ``Signalled`` instead.
-        With ``then``, a continuation planned at ``then.version`` is applied in the same script if
-        no plan-changing write happened since (``RunSnapshot.applied``); otherwise the snapshot of
-        ``scope`` (None: the whole run) comes back, read right after the outcome.
+        ``crashed`` in its ``crashed_attempts``, ``timed_out`` as a timeout (metrics). With
+        ``park`` (a WaitForSignal step), nothing is recorded if the signal already arrived: its
+        payload comes back as ``Signalled`` instead. With ``then``, a continuation planned at
+        ``then.version`` is applied in the same script if no plan-changing write happened since
+        (``RunSnapshot.applied``); otherwise the snapshot of ``scope`` (None: the whole run)
+        comes back, read right after the outcome.
         """
         args = self._step_args(run_id, step_key, attempt)
         args.update(
@@ -284,6 +288,8 @@ class RunWrites(StorePart):
                 "event": next_attempt.event,
                 "message": next_attempt.message,
             }
+        if timed_out:
+            args["timed_out"] = True
         if lease_expired_before is not None:
             args["lease_expired_before_ms"] = epoch_ms(lease_expired_before)
         if crashed:

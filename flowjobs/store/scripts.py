@@ -16,6 +16,7 @@ from typing import Any
 
 from redis import Redis
 
+from flowjobs.core.metrics import metric_constants
 from flowjobs.core.planner import LoopProgress
 from flowjobs.core.statuses import RunStatus, StepStatus
 from flowjobs.core.transitions import ACTIVE, FINAL, REASONS, RUN_RULES, STEP_RULES, Rule
@@ -63,10 +64,11 @@ SCRIPT_NAMES = (
 
 @cache
 def script_source(name: str) -> str:
-    """A script's Lua, after the generated prelude (``lua_prelude``) and the shared helpers of
-    ``common.lua``."""
+    """A script's Lua, after the generated prelude (``lua_prelude``: the transitions, then the
+    metric constants) and the shared helpers of ``common.lua``."""
     lua = files("flowjobs") / "lua"
-    return lua_prelude() + (lua / "common.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
+    prelude = lua_prelude() + metric_constants()
+    return prelude + (lua / "common.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
 
 
 @cache

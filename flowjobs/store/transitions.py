@@ -243,6 +243,9 @@ class Admission:
     bucket: TokenBucket | None = None
     once_key: str | None = None
     once_seconds: int = 0
+    counted: Mapping[str, str] | None = None
+    """Metric field to count per outcome of the script (``created``, ``existing``, ``disabled``,
+    ``rate_limited``, ``replayed``): a webhook delivery's, in the same call."""
 
     def __post_init__(self) -> None:
         if self.once_key is not None and self.once_seconds < 1:

@@ -60,7 +60,7 @@ from flowjobs.core.manifest import FlowDefinition, FlowManifest
 from flowjobs.core.records import FlowRunRecord, FlowStepRecord, RunEvent, RunLineage
 from flowjobs.core.schedules import ScheduleState
 from flowjobs.core.statuses import RunStatus
-from flowjobs.core.urls import API_PREFIX, run_ui_path
+from flowjobs.core.urls import API_PREFIX, rq_job_path, run_ui_path
 from flowjobs.duties import HEARTBEAT_DUTY
 from flowjobs.settings import Settings
 from flowjobs.web.deps import AppSettings, AsyncRuns, Client
@@ -157,9 +157,15 @@ def _answers(*statuses: int) -> dict[int | str, dict[str, Any]]:
 _ACTION = (404, 409, 415, 422)
 
 
+def _job_link(settings: Settings, job_id: str) -> str:
+    """A job's rq-dashboard page: absolute when the settings know where it is, else the path of
+    this process's own (the web process serves it, so the link is right relative to the request)."""
+    return settings.job_url(job_id) or rq_job_path(job_id)
+
+
 async def _job_url_template(response: Response, settings: AppSettings) -> None:
     """Every API response says where a job's rq-dashboard page is."""
-    response.headers[JOB_URL_TEMPLATE_HEADER] = settings.job_url("{jobId}")
+    response.headers[JOB_URL_TEMPLATE_HEADER] = _job_link(settings, "{jobId}")
 
 
 def _is_json_media(content_type: str) -> bool:
@@ -350,10 +356,10 @@ def _link_run(response: Response, settings: Settings, run: FlowRunRecord) -> Non
     """``Link`` headers: the run's page in the flows UI and the rq-dashboard page of each of its jobs."""
     links = [_link(run_ui_path(run.id), "run")]
     if run.background_job_id:
-        links.append(_link(settings.job_url(run.background_job_id), "job", "trigger"))
+        links.append(_link(_job_link(settings, run.background_job_id), "job", "trigger"))
     for step in run.steps or []:
         if step.job_id:
-            links.append(_link(settings.job_url(step.job_id), "job", f"step {step.step_key}"))
+            links.append(_link(_job_link(settings, step.job_id), "job", f"step {step.step_key}"))
     response.headers["Link"] = ", ".join(links)
 
 

@@ -7,7 +7,8 @@ Layout (one process, ``flowjobs web``):
 - ``/flows/api/webhook/...``: webhook triggers (``flowjobs.web.webhook_routes.router``);
 - ``/flows/...``: the flows UI (``flowjobs.web.ui.router``), its files under ``/flows/static``
   (``flowjobs/web/static``);
-- ``/rq/...``: rq-dashboard (``flowjobs.web.rq_dashboard``).
+- ``/rq/...``: rq-dashboard (``flowjobs.web.rq_dashboard``);
+- ``/metrics``: Prometheus metrics (``flowjobs.metrics``), behind auth unless ``FLOWJOBS_METRICS_OPEN``.
 
 Every router ships in this package and is imported here like any other module. Auth
 (``flowjobs.web.auth``) wraps it all, and the front door (``flowjobs.web.guard``: hosts, cross-site
@@ -21,12 +22,14 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from a2wsgi import WSGIMiddleware
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
 from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from flowjobs.client import FlowClient
-from flowjobs.core.urls import API_PREFIX, RQ_PREFIX, UI_PREFIX
+from flowjobs.core.urls import API_PREFIX, METRICS_PATH, RQ_PREFIX, UI_PREFIX
 from flowjobs.factory import close_async
+from flowjobs.metrics import metrics_registry
 from flowjobs.settings import Settings, load_settings
 from flowjobs.store.async_runs import AsyncRunWrites
 from flowjobs.web import api, ui, webhook_routes
@@ -73,6 +76,13 @@ def create_app(settings: Settings | None = None, client: FlowClient | None = Non
     if STATIC_DIR.is_dir():
         app.mount(f"{UI_PREFIX}/static", StaticFiles(directory=STATIC_DIR), name="flows-static")
     app.include_router(ui.router)
+    registry = metrics_registry(client.store.metrics, client.redis, [settings.queue])
+
+    # A plain def: the collector reads Redis synchronously, in FastAPI's thread pool.
+    @app.get(METRICS_PATH, include_in_schema=False)
+    def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
     app.mount(RQ_PREFIX, WSGIMiddleware(create_rq_dashboard(settings, client.redis)), name="rq-dashboard")  # type: ignore[arg-type]
     install_auth(app, settings)
     install_guard(app, settings)  # after auth: outermost, so its refusals and headers cover auth's 401

@@ -21,7 +21,7 @@ import structlog
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from flowjobs.core.urls import API_PREFIX
+from flowjobs.core.urls import API_PREFIX, METRICS_PATH
 from flowjobs.settings import Settings
 
 log = structlog.get_logger("flowjobs.web.auth")
@@ -87,21 +87,24 @@ class Credentials:
         return f'Basic realm="{REALM}"' if self.basic is not None else f'Bearer realm="{REALM}"'
 
 
-def is_open_path(path: str) -> bool:
-    """Paths that never require auth."""
-    return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
+def is_open_path(path: str, extra: frozenset[str] = frozenset()) -> bool:
+    """Paths that never require auth (and ``extra`` ones the settings open)."""
+    return path in OPEN_PATHS or path in extra or path.startswith(OPEN_PREFIXES)
 
 
 class AuthMiddleware:
     """Refuses (401, JSON ``detail``) every HTTP request to a protected path without a valid
     ``Authorization`` header."""
 
-    def __init__(self, app: ASGIApp, credentials: Credentials) -> None:
+    def __init__(
+        self, app: ASGIApp, credentials: Credentials, open_paths: frozenset[str] = frozenset()
+    ) -> None:
         self.app = app
         self.credentials = credentials
+        self.open_paths = open_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or is_open_path(scope["path"]):
+        if scope["type"] != "http" or is_open_path(scope["path"], self.open_paths):
             await self.app(scope, receive, send)
             return
         authorization = next(
@@ -137,4 +140,5 @@ def install_auth(app: FastAPI, settings: Settings) -> None:
         )
         return
     log.info("web.auth_enabled", bearer=credentials.token is not None, basic=credentials.basic is not None)
-    app.add_middleware(AuthMiddleware, credentials=credentials)
+    open_paths = frozenset({METRICS_PATH}) if settings.metrics_open else frozenset()
+    app.add_middleware(AuthMiddleware, credentials=credentials, open_paths=open_paths)

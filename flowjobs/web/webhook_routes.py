@@ -98,8 +98,13 @@ async def receive_webhook(slug_or_flow_id: str, request: Request) -> JSONRespons
     "Webhooks"); an ``Idempotency-Key`` header seen before returns the first run (200)."""
     receiver = app_receiver(request)
     try:
-        target = find_target(receiver.client, slug_or_flow_id)
-        body = await _read_capped(request, receiver.max_body_bytes)
+        target = None
+        try:
+            target = find_target(receiver.client, slug_or_flow_id)
+            body = await _read_capped(request, receiver.max_body_bytes)
+        except WebhookRejected as early:
+            await receiver.count(target.flow.name if target is not None else "", early)
+            raise
         handle = await receiver.receive(target, _headers(request), body)
     except WebhookRejected as rejected:
         refused = WebhookRefused(detail=rejected.message, error="WebhookRejected", reason=rejected.reason)

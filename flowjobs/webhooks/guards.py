@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from uuid import UUID
 
 from flowjobs.core.keys import Keys
+from flowjobs.core.metrics import metric_field
+from flowjobs.core.webhooks.rejections import Reason
 from flowjobs.store.transitions import Admission, TokenBucket
 
 
@@ -33,7 +35,7 @@ class WebhookGuards:
     rate: RateLimit
     replay_window_seconds: int
 
-    def admission(self, flow_id: UUID, trigger_key: str, nonce: str | None) -> Admission:
+    def admission(self, flow_id: UUID, trigger_key: str, nonce: str | None, flow_name: str) -> Admission:
         """What a delivery's run must pass: a token from the flow's bucket (when limited), and for a
         signed delivery (``nonce``: the SHA-256, hex, of the bytes signed) not having been received
         before. Remembered for twice the window: a timestamp may be up to a window ahead of this
@@ -47,4 +49,14 @@ class WebhookGuards:
             bucket=bucket,
             once_key=self.keys.webhook_seen(flow_id, trigger_key, nonce) if nonce is not None else None,
             once_seconds=2 * self.replay_window_seconds,
+            counted={
+                kind: metric_field("webhook_deliveries", flow_name, outcome)
+                for kind, outcome in (
+                    ("created", "accepted"),
+                    ("existing", "duplicate"),
+                    ("disabled", str(Reason.flow_disabled.status)),
+                    ("rate_limited", str(Reason.rate_limited.status)),
+                    ("replayed", str(Reason.replayed.status)),
+                )
+            },
         )

@@ -141,13 +141,24 @@ class WebhookReceiver:
         bound = log.bind(flow_id=str(flow.id), trigger_key=target.trigger_key, bytes=len(body))
         try:
             with _refusals(flow.name):
-                prepared = self._prepare(target, headers, body)
+                try:
+                    prepared = self._prepare(target, headers, body)
+                except WebhookRejected as refused:
+                    # Refused before the run's script, which counts every outcome of its own.
+                    await self.count(flow.name, refused)
+                    raise
                 handle = await self.client.commit_trigger_async(prepared, self.runs)
         except WebhookRejected as rejected:
             bound.info("webhook.rejected", reason=rejected.reason.value, status=rejected.status)
             raise
         bound.info("webhook.accepted", run_id=str(handle.run_id), created=handle.created)
         return handle
+
+    async def count(self, flow_name: str, rejected: WebhookRejected) -> None:
+        """Count a delivery refused outside ``create_run.lua`` (by the flow's name: ``""`` when the
+        path named no flow, never the path's own text, which a sender chooses)."""
+        key = self.client.store.keys.metrics()
+        await self.runs.count_metric(key, "webhook_deliveries", flow_name, str(rejected.status))
 
     def _prepare(self, target: WebhookTarget, headers: Mapping[str, str], body: bytes) -> PreparedTrigger:
         flow, auth = target.flow, target.auth
@@ -187,7 +198,7 @@ class WebhookReceiver:
             target.trigger_key,
             data,
             captured_headers(headers),
-            admission=self.guards.admission(flow.id, target.trigger_key, nonce),
+            admission=self.guards.admission(flow.id, target.trigger_key, nonce, flow.name),
         )
 
 

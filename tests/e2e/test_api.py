@@ -7,9 +7,8 @@ from __future__ import annotations
 import json
 import os
 import socket
-import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,7 +17,6 @@ import httpx
 import hypothesis
 import pytest
 import schemathesis
-import uvicorn
 from fastapi import FastAPI
 from pydantic import SecretStr
 from rq.job import Job
@@ -34,7 +32,7 @@ from flowjobs.client import FlowClient
 from flowjobs.core.manifest import FlowDefinition
 from flowjobs.core.registry import FlowRegistry
 from flowjobs.web.app import create_app
-from tests.conftest import Space, wait_until
+from tests.conftest import Space, served, wait_until
 from tests.integration.flows import flow, registry
 
 API = "/flows/api"
@@ -48,21 +46,9 @@ def free_port() -> int:
         return port
 
 
-@contextmanager
-def serve(app: FastAPI) -> Iterator[httpx.Client]:
+def serve(app: FastAPI) -> AbstractContextManager[httpx.Client]:
     """``app`` on uvicorn (a thread of this process) on a free port; an HTTP client for it."""
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning", lifespan="off")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        wait_until(lambda: server.started, timeout=15, what="uvicorn")
-        with httpx.Client(base_url=f"http://127.0.0.1:{server.config.port}", timeout=15) as http:
-            yield http
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
+    return served(app, lifespan="off")
 
 
 @pytest.fixture

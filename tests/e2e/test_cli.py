@@ -30,11 +30,16 @@ def test_trigger_wait_list_and_show(space: Space) -> None:
     only = space.cli("runs", "list", "--flow", "hello-flow", "--status", "Succeeded")
     assert only.returncode == 0 and run["id"] in only.stdout and "order-fulfillment" not in only.stdout
 
-    shown = space.cli("runs", "show", run["id"], "--events")
+    unknown = space.cli("runs", "show", run["id"])
+    assert unknown.returncode == 0 and "links           unknown: set FLOWJOBS_WEB_BASE_URL" in unknown.stdout
+    assert "/view/job/" not in unknown.stdout and ":8000" not in unknown.stdout, "no guessed address"
+    # The address `flowjobs web --port 9123` (or `up`) gives the processes it starts.
+    shown = space.cli("runs", "show", run["id"], "--events", env={"FLOWJOBS_WEB_BASE_URL": "http://127.0.0.1:9123"})
     assert shown.returncode == 0
     assert f"run {run['id']}  Succeeded" in shown.stdout
+    assert f"page            http://127.0.0.1:9123/flows/runs/{run['id']}" in shown.stdout
     for step in run["steps"]:
-        assert f"/view/job/{step['jobId']}" in shown.stdout
+        assert f"http://127.0.0.1:9123/rq/0/view/job/{step['jobId']}" in shown.stdout
     assert "run.started" in shown.stdout and "run.completed" in shown.stdout
     events = json.loads(space.cli("runs", "show", run["id"], "--json", "--events").stdout)["events"]
     assert events[0]["type"] == "run.started" and events[-1]["type"] == "run.completed"

@@ -410,3 +410,19 @@ def test_without_the_event_stream_pages_poll(ui: UI, page: Page) -> None:
     )
     expect(_run_badge(page)).to_have_text("Succeeded")
     assert page.evaluate("window.__sameDocument === true"), "the page was reloaded"
+
+
+def test_every_character_of_the_overview_is_one_the_machines_fonts_draw(ui: UI, page: Page) -> None:
+    """The overview with no failed run said so with an emoji no installed font has: a box. Every
+    character of a page must be in a font fontconfig knows (Chromium's source of fonts here)."""
+    page.goto(ui.url("/flows/"))
+    expect(page.get_by_text("No failed runs.")).to_be_visible()
+    text: str = page.evaluate("document.body.innerText")
+    undrawable = [
+        char
+        for char in sorted({c for c in text if ord(c) > 0x7E})
+        if not subprocess.run(
+            ["fc-list", f":charset={ord(char):x}", "family"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    ]
+    assert undrawable == [], f"no installed font draws {undrawable}"

@@ -100,6 +100,11 @@ def test_up_serves_runs_flows_and_stops_everything(
         triggered = http.post(f"/flows/api/flows/{HELLO}/trigger", json={"name": "up"})
         assert triggered.status_code == 202, triggered.text
         run_id = triggered.json()["runId"]
+        # Links come from the address `up --port` serves, in the web process and in the worker it
+        # started (FLOWJOBS_WEB_BASE_URL), never the default port.
+        assert triggered.headers["X-Job-Url-Template"] == f"{base}/rq/0/view/job/{{jobId}}"
+        environs = [Path(f"/proc/{pid}/environ").read_bytes() for pid in children if _alive(pid)]
+        assert any(f"FLOWJOBS_WEB_BASE_URL={base}\0".encode() in e for e in environs)
         done = wait_until(
             lambda: (run := http.get(f"/flows/api/runs/{run_id}").json())["status"] == "Succeeded" and run,
             timeout=60,

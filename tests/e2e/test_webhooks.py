@@ -5,16 +5,15 @@ the disabled flow, the rate limit (under concurrency), idempotency, and a fuzz t
 from __future__ import annotations
 
 import socket
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
@@ -23,7 +22,7 @@ from flowjobs import RunStatus
 from flowjobs.core.registry import FlowRegistry
 from flowjobs.core.webhooks.schemes import SCHEMES, Scheme, sign
 from flowjobs.web.app import create_app
-from tests.conftest import Space, wait_until
+from tests.conftest import Space, served
 from tests.integration.flows import flow, registry
 
 NEW = "new-secret-0123456789"
@@ -34,12 +33,6 @@ HMAC_SCHEMES = [s for s in Scheme if s is not Scheme.key]
 #: Every status the route documents; anything else (a 500 above all) is a bug.
 DOCUMENTED = {200, 202, 400, 401, 403, 404, 409, 413, 429, 503}
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def hooked(name: str, **inputs: Any) -> Any:
@@ -58,27 +51,14 @@ Serve = Callable[..., httpx.Client]
 def serve(space: Space) -> Iterator[Serve]:
     """``serve(flows, **settings)``: the web app for these flows on a uvicorn server, and an HTTP
     client for it. The web API is behind a token: the webhook route must not need it."""
-    servers: list[tuple[uvicorn.Server, threading.Thread, httpx.Client]] = []
+    with ExitStack() as stack:
 
-    def start(flows: FlowRegistry, **overrides: Any) -> httpx.Client:
-        settings = space.settings.model_copy(update={"web_token": SecretStr("web-only-token"), **overrides})
-        app = create_app(settings, space.client(flows))
-        port = _free_port()
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        wait_until(lambda: server.started, timeout=30, what="uvicorn")
-        http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
-        servers.append((server, thread, http))
-        return http
+        def start(flows: FlowRegistry, **overrides: Any) -> httpx.Client:
+            token = SecretStr("web-only-token")
+            settings = space.settings.model_copy(update={"web_token": token, **overrides})
+            return stack.enter_context(served(create_app(settings, space.client(flows))))
 
-    try:
         yield start
-    finally:
-        for server, thread, http in servers:
-            http.close()
-            server.should_exit = True
-            thread.join(timeout=30)
 
 
 def headers_for(

@@ -326,3 +326,29 @@ def test_the_in_process_runner_retries_and_refuses_unknown_parents() -> None:
     unlucky = jobs.enqueue(app_jobs.unlucky, "again")
     assert runner.run_until_idle(max_wait_seconds=0) == 1
     assert jobs.state(unlucky) is JobState.Scheduled
+
+
+def test_the_class_form_enqueues_over_the_settings_runner_as_hangfire_static_methods_do(
+    space: Space, queue: Queue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``BackgroundJob.enqueue(...)`` with no client built: the runner of the environment's settings."""
+    from flowjobs import hangfire
+
+    monkeypatch.setattr(hangfire, "_defaults", {})  # this test's environment, not an earlier one's
+    for name, value in {
+        "REDIS_URL": space.settings.redis_url,
+        "FLOWJOBS_QUEUE": space.settings.queue,
+        "FLOWJOBS_KEY_PREFIX": space.settings.key_prefix,
+    }.items():
+        monkeypatch.setenv(name, value)
+    job_id = BackgroundJob.enqueue(app_jobs.add, 2, 3)
+    later = BackgroundJob.schedule(app_jobs.add, timedelta(hours=1), 1, 1)
+    assert job_id in queue.get_job_ids()
+    assert BackgroundJob.state(later) is JobState.Scheduled
+    assert BackgroundJob.delete(later)
+    space.drain()
+    assert BackgroundJob.state(job_id) is JobState.Succeeded and result(space, job_id) == 5
+    assert BackgroundJob().state(job_id) is JobState.Succeeded, "the instance form alongside"
+    RecurringJob.add_or_update("class-form", app_jobs.add, "0 6 * * *", 1, 2)
+    assert [info.id for info in RecurringJob.list()] == ["class-form"]
+    assert RecurringJob.remove_if_exists("class-form")

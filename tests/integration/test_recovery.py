@@ -18,12 +18,18 @@ from flowjobs.client import RunHandle
 from flowjobs.core.clock import utcnow
 from flowjobs.core.handlers import default_handlers
 from flowjobs.core.job_calls import JobState, step_job_id
+from flowjobs.core.metrics import metric_field
 from flowjobs.engine import Engine
 from flowjobs.factory import engine_from_settings
 from flowjobs.recovery import recover
 from flowjobs.store import Claim, Refused
 from tests.conftest import Space, wait_until
 from tests.integration.flows import flow, registry
+
+
+def _counted(space: Space, family: str, *labels: str) -> int:
+    """A cluster-wide counter (``flowjobs/core/metrics.py``) as the recovery left it."""
+    return int(space.redis.hget(space.keys.metrics(), metric_field(family, *labels)) or 0)
 
 
 def test_killed_worker_tree_step_is_rerun_after_the_lease_expires(space: Space) -> None:
@@ -73,6 +79,9 @@ def test_killed_worker_tree_step_is_rerun_after_the_lease_expires(space: Space) 
     ]
     assert len(completed) == 1
     assert {s.step_key: s.status for s in detail.steps or []}["after"] is StepStatus.Succeeded
+    assert _counted(space, "lease_expiries", "crashy", "slow") == 1
+    assert _counted(space, "step_attempts", "crashy", "slow", "Failed") == 1
+    assert _counted(space, "step_attempts", "crashy", "slow", "Succeeded") == 1
 
 
 def test_late_completion_of_a_replaced_attempt_is_discarded(space: Space) -> None:
@@ -118,6 +127,7 @@ def test_a_lost_trigger_job_is_enqueued_again(space: Space) -> None:
     space.redis.delete(f"rq:job:{handle.background_job_id}", f"rq:queue:{space.settings.queue}")
     assert recover(space.engine(), grace_seconds=3600) == 0, "a young run is left alone"
     assert recover(space.engine(), grace_seconds=0) == 1
+    assert _counted(space, "recoveries", "lost_trigger") == 1
     space.drain()
     assert handle.wait(timeout=5).status is RunStatus.Succeeded
 
@@ -145,6 +155,7 @@ def test_a_lost_continuation_is_replanned(space: Space) -> None:
     assert not isinstance(store.runs.complete(run_id, "a", 1, status=StepStatus.Succeeded), Refused)
     space.redis.delete(f"rq:queue:{space.settings.queue}")
     assert recover(engine, grace_seconds=0) == 1, "re-planned: b dispatched"
+    assert _counted(space, "recoveries", "replanned") == 1
     space.drain()
     run = client.get_run_detail(handle.run_id)
     assert run is not None and run.status is RunStatus.Succeeded
