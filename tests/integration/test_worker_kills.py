@@ -179,10 +179,11 @@ def test_a_warm_shutdown_lets_the_running_step_finish(space: Space) -> None:
     assert detail is not None and [s.attempt_count for s in detail.steps or []] == [1]
 
 
-def test_a_step_cut_off_by_a_cold_shutdown_is_handed_over_not_lost(space: Space) -> None:
-    # A --simple worker's: test_handler_exits.py.
+@pytest.mark.parametrize("simple", [False, True], ids=["forking", "simple"])
+def test_a_step_cut_off_by_a_cold_shutdown_is_handed_over_not_lost(space: Space, simple: bool) -> None:
+    # A --simple worker raises inside the handler: not the handler's failure either.
     client = space.client(registry(flow("one", {"nap": {"type": "Sleep", "inputs": {"seconds": 30}}})))
-    worker = space.start_worker("cold")
+    worker = space.start_worker("cold", simple=simple)
     handle = client.trigger("one")
     store = space.engine().store
     wait_until(
