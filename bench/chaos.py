@@ -145,7 +145,7 @@ def wait_for_runs(
             workers.kill_oldest()
             kills += 1
             next_kill += args.kill_every
-        statuses = store.run_fields_many(open_runs, ("status",))
+        statuses = store.runs.run_fields_many(open_runs, ("status",))
         open_runs = [
             run_id
             for run_id, fields in zip(open_runs, statuses, strict=True)

@@ -7,7 +7,7 @@ What it measures, on its own key prefix ``fjrecov<random>:`` and queue ``fjrecov
 
 * **Backlog.** N Pending runs of a one-step ``Noop`` flow, triggered with ``FlowClient`` (each
   trigger job queued), and N Running runs whose step is dispatched (each triggered, started with
-  ``RunStore.start_run`` and planned with ``Engine.continue_run``, so its step job is queued).
+  ``RunStore.runs.start_run`` and planned with ``Engine.continue_run``, so its step job is queued).
   No worker runs: every job stays queued, so a correct pass repairs nothing.
 * **Pass.** One ``flowjobs.recovery.recover`` pass with ``grace_seconds=0`` (so every run and
   dispatched step counts as a candidate: N Pending runs whose trigger job is looked up, N
@@ -66,7 +66,7 @@ def seed(client: FlowClient, engine: Engine, flow_name: str, runs: int) -> None:
         client.trigger(flow_name)
     for _ in range(runs):
         run_id = str(client.trigger(flow_name).run_id)
-        started = engine.store.start_run(run_id)
+        started = engine.store.runs.start_run(run_id)
         if started is None:
             raise BenchError(f"run {run_id} could not be started")
         engine.continue_run(run_id, started[1])
@@ -102,8 +102,8 @@ def measure(redis: Redis, url: str, runs: int) -> float:
         # let the clock move past the last one seeded, then count them as the pass will see them.
         time.sleep(0.01)
         now = utcnow()
-        pending_runs = len(engine.store.idle_runs(now))
-        dispatched = len(engine.store.overdue_pending(now))
+        pending_runs = len(engine.store.overdue.idle_runs(now))
+        dispatched = len(engine.store.overdue.overdue_pending(now))
         if (pending_runs, dispatched) != (runs, runs):
             raise BenchError(f"backlog: {pending_runs} Pending runs, {dispatched} dispatched steps")
         print(f"recovery_pending_runs={pending_runs}")

@@ -12,7 +12,7 @@ What it measures, on its own key prefix ``fjretain<random>:`` and queue ``fjreta
   2nd attempt, with its 1st archived in the attempts hash), 6 events, its entries in the runs,
   per-flow, per-status and per-flow-per-status indexes, 5 jobs in the reverse index, and an RQ
   job hash (``rq:job:<id>``) for each of those jobs. 10 % are Failed, the rest Succeeded.
-* **Purge.** ``RunStore.purge_finished`` with a cutoff of 7 days ago and the RQ runner's job keys,
+* **Purge.** ``RunStore.retention.purge_finished`` with a cutoff of 7 days ago and the RQ runner's job keys,
   ``--batch`` runs per deleting script call (default the duty's size, ``DEFAULT_BATCH``). Printed:
   ``purge_runs_per_second`` (seeded runs / wall time of the whole purge, reads included),
   ``purge_max_batch_ms`` (the longest single deleting call, round-trip included: how long Redis
@@ -133,7 +133,7 @@ def measure(redis: Redis, runs: int, batch: int) -> tuple[float, list[float]]:
         print(f"seed_seconds={time.perf_counter() - start:.1f}", flush=True)
         job_ids = [text(j) for j in redis.hkeys(keys.jobs())]
         start = time.perf_counter()
-        result = store.purge_finished(utcnow() - timedelta(days=7), jobs=jobs, batch_size=batch)
+        result = store.retention.purge_finished(utcnow() - timedelta(days=7), jobs=jobs, batch_size=batch)
         seconds = time.perf_counter() - start
         if result.runs != runs:
             raise BenchError(f"purged {result.runs} runs of {runs}")

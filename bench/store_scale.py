@@ -8,7 +8,7 @@ prints one ``name=value`` line per figure, then a summary, and exits 1 when a fl
 What it measures, on its own key prefix ``fjscale<random>:`` and queue ``fjscale<random>-q``:
 
 * **History size.** One real run of a linear 5-step ``Noop`` flow is triggered and drained; the
-  rest of the stored runs are written directly with ``RunStore.create_run`` (records only, no
+  rest of the stored runs are written directly with ``RunStore.runs.create_run`` (records only, no
   jobs: 10 flows, 90 % Succeeded, 10 % Failed, spread over the past), up to 10, 10,000 and
   ``--max-runs`` (100,000) runs. At each size: the p50 of ``FlowClient.list_runs(limit=50)``, of
   the same with ``flow_id`` and ``status`` (the real run's flow, ``Succeeded``: every run at the
@@ -178,7 +178,7 @@ class Bench:
     # -- history size --------------------------------------------------------------------------
 
     def seed(self, count: int, target: FlowRunRecord, first: bool) -> None:
-        """Store ``count`` more run records with ``RunStore.create_run`` (records only, no jobs).
+        """Store ``count`` more run records with ``RunStore.runs.create_run`` (records only, no jobs).
 
         The first batch is like the target run (its flow, Succeeded), so the filtered list has a
         full page of 10 at the smallest size; later ones spread over ``SEED_FLOWS`` flows, 10 %
@@ -206,7 +206,7 @@ class Bench:
                 flow_version=target.flow_version,
                 manifest_hash=target.manifest_hash,
             )
-            store.create_run(store.new_run(record))
+            store.runs.create_run(store.runs.new_run(record))
 
     def history(self, max_runs: int, samples: int) -> dict[int, dict[str, float]]:
         """List and detail p50 at each history size; also the bytes of the real run."""

@@ -55,6 +55,7 @@ from flowjobs.runtime.recurring import fire_recurring_job
 from flowjobs.runtime.rq import RQJobRunner
 from flowjobs.settings import Settings
 from flowjobs.store.async_runs import AsyncRunWrites
+from flowjobs.store.base import StoreContext
 from flowjobs.store.replicas import ReplicaWait
 from flowjobs.store.run_store import RunStore
 from flowjobs.store.schedules import ScheduleStore, prune_flow_schedules, sync_flow_schedules
@@ -177,11 +178,13 @@ class FlowClient:
         self.redis = redis
         self.flows = flows if flows is not None else FlowRegistry()
         self.store = RunStore(
-            redis,
-            Keys(key_prefix),
-            retention_seconds=retention_seconds,
-            max_run_events=max_run_events,
-            replica_wait=replica_wait,
+            StoreContext(
+                redis,
+                Keys(key_prefix),
+                retention_seconds=retention_seconds,
+                max_run_events=max_run_events,
+                replica_wait=replica_wait,
+            )
         )
         self.schedules = ScheduleStore(redis, Keys(key_prefix))
         #: What the operator adapters (web API, flows UI, CLI) read.
@@ -291,9 +294,9 @@ class FlowClient:
         )
         call = trigger_call(str(run_id), str(definition.id), definition.name)
         commands = self.runner.enqueue_commands([call])
-        new = self.store.new_run(
+        new = self.store.runs.new_run(
             run,
-            setup=self.store.flow_commands(definition, manifest_hash),
+            setup=self.store.flows.flow_commands(definition, manifest_hash),
             enqueue=commands[0] if commands is not None else (),
             admission=admission,
         )
@@ -301,7 +304,7 @@ class FlowClient:
 
     def commit_trigger(self, prepared: PreparedTrigger) -> RunHandle:
         """Write a prepared run (one script call); see ``trigger``."""
-        return self._committed(prepared, self.store.create_run(prepared.new))
+        return self._committed(prepared, self.store.runs.create_run(prepared.new))
 
     async def commit_trigger_async(self, prepared: PreparedTrigger, runs: AsyncRunWrites) -> RunHandle:
         """``commit_trigger`` through ``runs``, an asyncio client of this client's Redis."""
@@ -309,7 +312,7 @@ class FlowClient:
 
     def _committed(self, prepared: PreparedTrigger, answer: Created | Refused[AdmissionRefusal]) -> RunHandle:
         definition = prepared.definition
-        self.store.note_flow_saved(definition, prepared.manifest_hash)
+        self.store.flows.note_flow_saved(definition, prepared.manifest_hash)
         if isinstance(answer, Refused):
             if answer.reason is AdmissionRefusal.disabled:
                 raise FlowDisabled(f"flow {definition.name!r} is disabled")
@@ -339,12 +342,12 @@ class FlowClient:
 
     def get_run(self, run_id: UUID | str) -> FlowRunRecord | None:
         """The run record (``steps`` is None), or None; ``RunNotFound`` for an id that is not a UUID."""
-        return self.store.get_run(parse_run_id(run_id))
+        return self.store.history.get_run(parse_run_id(run_id))
 
     def get_run_detail(self, run_id: UUID | str) -> FlowRunRecord | None:
         """The run with every step and its attempts (one Redis round-trip), or None; ``RunNotFound``
         for an id that is not a UUID."""
-        return self.store.get_run_detail(parse_run_id(run_id))
+        return self.store.history.get_run_detail(parse_run_id(run_id))
 
     def list_runs(
         self,
@@ -360,7 +363,7 @@ class FlowClient:
         runs; ``RunNotFound`` if it is not a UUID); ``since`` keeps the runs started at or after it."""
         if before is not None and not isinstance(before, datetime):
             before = parse_run_id(before)
-        return self.store.list_runs(
+        return self.store.history.list_runs(
             flow_id=flow_id, status=status, limit=limit, before=before, since=since, skip=skip
         )
 
@@ -380,22 +383,22 @@ class FlowClient:
             payload_json = json.dumps(payload, allow_nan=False)
         except (TypeError, ValueError) as error:
             raise InvalidSignalPayload(f"signal payload is not JSON-serialisable: {error}") from error
-        run_fields = self.store.run_fields(run_id)
+        run_fields = self.store.history.run_fields(run_id)
         if "manifest_hash" not in run_fields:
             raise SignalNotFound(f"no run with id {run_id}")
-        manifest = self.store.load_manifest(run_fields["manifest_hash"])
+        manifest = self.store.flows.load_manifest(run_fields["manifest_hash"])
         declared = signal_name in manifest.signal_names()
         open_waits = manifest.expression_signal_waits()
         answer: Delivered | Refused[SignalRefusal] = Refused(SignalRefusal.changed)
         for _ in range(_SIGNAL_TRIES):
-            waiters = self.store.signal_waiters(run_id, signal_name)
+            waiters = self.store.signals.signal_waiters(run_id, signal_name)
             calls = {key: step_call(str(run_id), run_fields, key, n) for key, n in waiters.items()}
             commands = self.runner.enqueue_commands(list(calls.values())) if calls else None
             resumes = {
                 key: SignalResume(waiters[key], call.job_id, commands[i] if commands is not None else ())
                 for i, (key, call) in enumerate(calls.items())
             }
-            answer = self.store.deliver_signal(
+            answer = self.store.signals.deliver_signal(
                 run_id, signal_name, payload_json, declared=declared, resumes=resumes, open_waits=open_waits
             )
             if not (isinstance(answer, Refused) and answer.reason is SignalRefusal.changed):
@@ -418,14 +421,16 @@ class FlowClient:
 
     def find_run_by_job(self, job_id: str) -> FlowRunRecord | None:
         """The run an RQ job (trigger or step attempt) belongs to."""
-        run_id = self.store.find_run_id_by_job(job_id)
-        return self.store.get_run(run_id) if run_id else None
+        run_id = self.store.history.find_run_id_by_job(job_id)
+        return self.store.history.get_run(run_id) if run_id else None
 
     def purge(self, older_than: timedelta, dry_run: bool = False) -> int:
         """Delete the runs that finished more than ``older_than`` ago, with every key of theirs
         and their RQ jobs' hashes and results (``FLOWJOBS_RETENTION_DAYS``); active runs never. Returns
         how many were deleted, or with ``dry_run`` how many would be (nothing is deleted)."""
-        return self.store.purge_older_than(older_than, jobs=self.runner.stored_jobs(), dry_run=dry_run).runs
+        return self.store.retention.purge_older_than(
+            older_than, jobs=self.runner.stored_jobs(), dry_run=dry_run
+        ).runs
 
     # -- flows and schedules -----------------------------------------------------------------
 
@@ -435,8 +440,8 @@ class FlowClient:
         A disabled flow refuses every trigger (``FlowDisabled``) and its Cron schedules do not fire.
         """
         definition = self.flows.get(flow)
-        self.store.save_flow(definition)
-        self.store.set_flow_enabled(definition.id, enabled)
+        self.store.flows.save_flow(definition)
+        self.store.flows.set_flow_enabled(definition.id, enabled)
         log.info("flow.enabled" if enabled else "flow.disabled", flow_id=str(definition.id))
         return definition
 
@@ -505,7 +510,7 @@ class FlowClient:
         ``RunNotFound``; ``RunNotActive`` for a finished run (nothing is changed).
         """
         run_id = parse_run_id(run_id)
-        answer = self.store.cancel_run(run_id, reason or "cancelled on request")
+        answer = self.store.runs.cancel_run(run_id, reason or "cancelled on request")
         if isinstance(answer, Refused):
             if answer.reason is CancelRefusal.not_active:
                 raise RunNotActive(
@@ -535,7 +540,7 @@ class FlowClient:
         handle = self.trigger(
             source.flow_id, source.trigger_key or "manual", data, headers, source_run_id=source.id
         )
-        self.store.note_event(source.id, EventType.run_rerun, f"re-run as {handle.run_id}")
+        self.store.runs.note_event(source.id, EventType.run_rerun, f"re-run as {handle.run_id}")
         return handle
 
     def lineage(self, run_id: UUID | str) -> RunLineage:
@@ -546,7 +551,7 @@ class FlowClient:
         source = run.source_run_id
         while source is not None and source not in seen:
             seen.add(source)
-            parent = self.store.get_run(source)
+            parent = self.store.history.get_run(source)
             if parent is None:
                 break
             ancestors.append(parent)
@@ -554,10 +559,10 @@ class FlowClient:
         descendants: list[FlowRunRecord] = []
         level = [str(run.id)]
         while level:
-            children = [child for parent_id in level for child in self.store.derived_run_ids(parent_id)]
+            children = [child for parent_id in level for child in self.store.runs.derived_run_ids(parent_id)]
             level = []
             for child_id in children:
-                child = self.store.get_run(child_id)
+                child = self.store.history.get_run(child_id)
                 if child is not None and child.id not in seen:
                     seen.add(child.id)
                     descendants.append(child)
@@ -578,7 +583,7 @@ class FlowClient:
         return RetriedStep(self, run_id, step_key, attempt)
 
     def _run(self, run_id: UUID | str) -> FlowRunRecord:
-        run = self.store.get_run(parse_run_id(run_id))
+        run = self.store.history.get_run(parse_run_id(run_id))
         if run is None:
             raise RunNotFound(f"no run with id {run_id}")
         return run

@@ -36,10 +36,10 @@ def retry_failed_step(
     ``StepNotRetryable``, ``RunCancelled``, ``RunNotFound``, ``StepNotFound`` as for
     ``FlowClient.retry_step``.
     """
-    run_fields = store.run_fields(run_id)
+    run_fields = store.history.run_fields(run_id)
     if "manifest_hash" not in run_fields:
         raise RunNotFound(f"no run with id {run_id}")
-    manifest = store.load_manifest(run_fields["manifest_hash"])
+    manifest = store.flows.load_manifest(run_fields["manifest_hash"])
     step = manifest.step(step_key)
     if step is None:
         raise StepNotFound(f"run {run_id} has no step {step_key!r}")
@@ -48,7 +48,7 @@ def retry_failed_step(
             f"step {step_key!r} is a ForEach step or one of its iterations: these cannot be retried "
             "one by one; re-run the run instead"
         )
-    fields = store.step_fields(run_id, step_key)
+    fields = store.runs.step_fields(run_id, step_key)
     if fields.get("status") not in STEP_RULES["retry"].source:
         raise StepNotRetryable(
             f"step {step_key!r} of run {run_id} is {fields.get('status', 'not started')}; "
@@ -61,7 +61,7 @@ def retry_failed_step(
         )
     call = step_call(str(run_id), run_fields, step_key, failed_attempt + 1, step.timeout_seconds)
     commands = runner.enqueue_commands([call])
-    answer = store.retry_step(
+    answer = store.runs.retry_step(
         run_id,
         step_key,
         failed_attempt,

@@ -219,7 +219,7 @@ class DutyThread:
 def purge_expired(engine: Engine, settings: Settings) -> int:
     """The retention duty: delete the runs that finished more than ``retention_days`` ago."""
     retention = timedelta(seconds=settings.retention_seconds)
-    return engine.store.purge_older_than(retention, jobs=engine.runner.stored_jobs()).runs
+    return engine.store.retention.purge_older_than(retention, jobs=engine.runner.stored_jobs()).runs
 
 
 def flow_duties(engine: Engine, settings: Settings, *, owner: str, extra: Sequence[Duty] = ()) -> Duties:

@@ -178,7 +178,7 @@ class Engine:
         Safe to run again (at-least-once delivery): a Running run is only re-planned.
         """
         with structlog.contextvars.bound_contextvars(run_id=run_id, job_id=job_id):
-            started = self.store.start_run(run_id)
+            started = self.store.runs.start_run(run_id)
             if started is None:
                 log.warning("run.missing")
                 return None
@@ -205,14 +205,16 @@ class Engine:
         with structlog.contextvars.bound_contextvars(
             run_id=run_id, step_key=step_key, attempt=attempt, job_id=job_id
         ):
-            manifest = self.store.load_manifest(manifest_hash) if manifest_hash else self.manifest_of(run_id)
+            manifest = (
+                self.store.flows.load_manifest(manifest_hash) if manifest_hash else self.manifest_of(run_id)
+            )
             step = manifest.step(step_key) if manifest is not None else None
             if manifest is None or step is None:
                 log.warning("step.unknown")
                 return StepReport(StepOutcome.unknown)
             refs = self._references(manifest, step_key, step)
             loop_key, child = split_runtime_key(step_key)
-            claim = self.store.claim(
+            claim = self.store.runs.claim(
                 run_id,
                 step_key,
                 attempt,
@@ -252,7 +254,7 @@ class Engine:
         attempt, which failed, and was queued again after that (rq-dashboard's Requeue), it asks for
         a retry, done as ``FlowClient.retry_step`` does. Any other such job is refused, saying why:
         among them a second copy of the attempt's job that recovery queued before the attempt ran."""
-        fields = self.store.step_fields(run_id, step_key)
+        fields = self.store.runs.step_fields(run_id, step_key)
         if (
             fields.get("status") == StepStatus.Failed
             and fields.get("attempt") == str(attempt)
@@ -277,7 +279,7 @@ class Engine:
         scope = expression_scope(
             claim.run,
             {name: claim.refs[key] for name, key in refs.items()},
-            partial(self.store.trigger_data_json, attempt.run_id),
+            partial(self.store.runs.trigger_data_json, attempt.run_id),
         )
         if attempt.step.kind is StepKind.for_each:
             return self._expand_loop(attempt, scope)
@@ -338,7 +340,7 @@ class Engine:
             attempt=attempt.number,
             job_id=attempt.job_id,
             trigger_loader=lambda: scope.body,
-            cancel_check=partial(self.store.cancel_requested, attempt.run_id),
+            cancel_check=partial(self.store.runs.cancel_requested, attempt.run_id),
             trigger_headers=scope.trigger_headers,
             log=structlog.get_logger("flowjobs.step"),
         )
@@ -440,7 +442,7 @@ class Engine:
             else None
         )
         ahead = self._plan_ahead(run_id, seen, step_key, outcome) if next_attempt is None else None
-        completed = self.store.complete(
+        completed = self.store.runs.complete(
             run_id,
             step_key,
             attempt.number,
@@ -530,7 +532,7 @@ class Engine:
         its worker shut down) as Failed with ``error``, then queue ``next_attempt`` or, without one,
         plan what follows the failed step. None, and nothing done, when the attempt is no longer the
         step's running one (fenced by its number, as every completion)."""
-        completed = self.store.complete(
+        completed = self.store.runs.complete(
             run_id,
             step_key,
             attempt,
@@ -555,7 +557,7 @@ class Engine:
         ``os._exit``, the OOM killer): the step's doing. The step's ``retry`` applies as for a
         handler that raised, until the step crashed ``max_crashes`` times; then it fails for good.
         False when the attempt had ended (or was never claimed) before its work-horse died."""
-        fields = self.store.step_fields(run_id, step_key)
+        fields = self.store.runs.step_fields(run_id, step_key)
         if not _claimed(fields, attempt):
             return False
         manifest = self.manifest_of(run_id)
@@ -595,7 +597,7 @@ class Engine:
         """Release a claimed attempt its worker cut off while shutting down (not the step's doing,
         nor a lost worker): recorded Failed with ``reason`` and the next attempt queued at once,
         counted neither as lost nor as a crash. False when the attempt had ended already."""
-        fields = self.store.step_fields(run_id, step_key)
+        fields = self.store.runs.step_fields(run_id, step_key)
         if not _claimed(fields, attempt):
             return False
         next_attempt = self.next_attempt(
@@ -629,8 +631,8 @@ class Engine:
         input_json = json.dumps({"for_each": items})
         if not items:
             return self._record(attempt, Outcome(StepStatus.Succeeded, input_json, "[]"))
-        manifest = self.store.load_manifest(attempt.claim.run["manifest_hash"])
-        expanded = self.store.expand_loop(
+        manifest = self.store.flows.load_manifest(attempt.claim.run["manifest_hash"])
+        expanded = self.store.runs.expand_loop(
             attempt.run_id,
             attempt.step_key,
             attempt.number,
@@ -660,7 +662,7 @@ class Engine:
         started = attempt.claim.first_started_at or utcnow()
         expires = started + timedelta(seconds=float(timeout)) if timeout else None
         if expires is not None and utcnow() >= expires:
-            record = self.store.signal_record(run_id, name) or {}
+            record = self.store.signals.signal_record(run_id, name) or {}
             outcome = (
                 Outcome(StepStatus.Succeeded, input_json, record.get("payload_json") or "null")
                 if record.get("delivered_at")
@@ -679,7 +681,7 @@ class Engine:
             event="step.pending",
             message=f"waiting for signal {name!r}",
         )
-        parked = self.store.complete(
+        parked = self.store.runs.complete(
             run_id,
             step_key,
             attempt.number,
@@ -712,11 +714,11 @@ class Engine:
         manifest_hash = state.run.get("manifest_hash")
         if manifest_hash is None:
             return None
-        manifest = self.store.load_manifest(manifest_hash)
+        manifest = self.store.flows.load_manifest(manifest_hash)
         for _ in range(_MAX_REPLANS):
             decisions = self._decide(run_id, manifest, state)
             continuation, calls = self._continuation(run_id, manifest, state, decisions)
-            applied = self.store.apply_plan(run_id, continuation)
+            applied = self.store.runs.apply_plan(run_id, continuation)
             if isinstance(applied, RunSnapshot):
                 state = applied
                 continue
@@ -737,7 +739,7 @@ class Engine:
     ) -> tuple[Continuation, dict[str, JobCall]] | None:
         """The continuation that follows this outcome if nothing else changes before it is recorded,
         so ``complete`` can apply it in the same round-trip (it checks the snapshot's version)."""
-        manifest = self.store.load_manifest(seen.run["manifest_hash"])
+        manifest = self.store.flows.load_manifest(seen.run["manifest_hash"])
         predicted = replace(seen, statuses={**seen.statuses, step_key: outcome.status})
         own = StoredStep(outcome.status, outcome.output_json, outcome.error)
         decisions = self._decide(run_id, manifest, predicted, {step_key: own})
@@ -834,16 +836,16 @@ class Engine:
         of a race is refused and stops)."""
         latest: RunSnapshot | None = None
         for loop_key, count in finished:
-            recorded = self.store.loop_outcomes(run_id, loop_key, count)
+            recorded = self.store.runs.loop_outcomes(run_id, loop_key, count)
             outcomes = [outcome for outcome in recorded if outcome is not None]
             if len(outcomes) != count:
                 log.warning("loop.outcomes_missing", loop=loop_key, recorded=len(outcomes), iterations=count)
                 continue
-            fields = self.store.step_fields(run_id, loop_key)
+            fields = self.store.runs.step_fields(run_id, loop_key)
             # An iteration skipped by its When clauses filtered its item out; only failures fail the loop.
             failed = sum(outcome is RunStatus.Failed for outcome in outcomes)
             output = [{"index": index, "status": outcome.value} for index, outcome in enumerate(outcomes)]
-            done = self.store.complete(
+            done = self.store.runs.complete(
                 run_id,
                 loop_key,
                 int(fields.get("attempt", "1")),
@@ -862,13 +864,13 @@ class Engine:
     ) -> JobCall:
         """The job of one attempt of one step of this run, with the step's timeout from the manifest
         the run is pinned to."""
-        step = self.store.load_manifest(run_fields["manifest_hash"]).step(step_key)
+        step = self.store.flows.load_manifest(run_fields["manifest_hash"]).step(step_key)
         return step_call(run_id, run_fields, step_key, attempt, step.timeout_seconds if step else None)
 
     def manifest_of(self, run_id: str) -> FlowManifest | None:
         """The manifest a run is pinned to, or None if there is no such run."""
-        manifest_hash = self.store.manifest_hash_of(run_id)
-        return self.store.load_manifest(manifest_hash) if manifest_hash else None
+        manifest_hash = self.store.runs.manifest_hash_of(run_id)
+        return self.store.flows.load_manifest(manifest_hash) if manifest_hash else None
 
 
 def _type(manifest: FlowManifest, runtime_key: str) -> str:

@@ -30,6 +30,7 @@ from flowjobs.runtime.rq import RQJobRunner
 from flowjobs.schedules.firing import ScheduleFirer
 from flowjobs.settings import Settings, load_settings
 from flowjobs.store.async_runs import AsyncRunWrites
+from flowjobs.store.base import StoreContext
 from flowjobs.store.replicas import ReplicaWait
 from flowjobs.store.run_store import RunStore
 from flowjobs.store.schedules import ScheduleStore
@@ -131,10 +132,12 @@ def flows_from_settings(settings: Settings) -> FlowRegistry:
 def store_from_settings(settings: Settings, redis: Redis) -> RunStore:
     """The run store under ``FLOWJOBS_KEY_PREFIX``, with the retention and event bounds."""
     return RunStore(
-        redis,
-        Keys(settings.key_prefix),
-        retention_seconds=settings.retention_seconds,
-        max_run_events=settings.max_run_events,
+        StoreContext(
+            redis,
+            Keys(settings.key_prefix),
+            retention_seconds=settings.retention_seconds,
+            max_run_events=settings.max_run_events,
+        )
     )
 
 

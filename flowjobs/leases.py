@@ -63,7 +63,7 @@ class LeaseKeeper:
         items = list(held.items())
         lease_until = utcnow() + timedelta(seconds=self.lease_seconds)
         try:
-            renewed = self.store.renew_many(
+            renewed = self.store.runs.renew_many(
                 [(run_id, step_key, attempt) for (run_id, step_key), attempt in items], lease_until
             )
         except Exception as error:  # a Redis blip must not kill the caller: retry next round

@@ -18,13 +18,13 @@ class Queries:
         self.store = store
         # The store's own reads, under the names the adapters use (bound here, not re-declared).
         #: ``flow_enabled(flow_id)``: False only when the flow was explicitly disabled.
-        self.flow_enabled = store.flow_enabled
+        self.flow_enabled = store.flows.flow_enabled
         #: ``count_runs(flow_ids=, statuses=, before=, since=)``: runs per (flow, status) pair.
-        self.count_runs = store.count_runs
+        self.count_runs = store.history.count_runs
         #: ``events(run_id)``: the run's event history, oldest first.
-        self.events = store.events
+        self.events = store.history.events
         #: ``manifest(manifest_hash)``: the pinned manifest a run plans against.
-        self.manifest = store.load_manifest
+        self.manifest = store.flows.load_manifest
 
     def events_channel(self) -> str:
         """The pub/sub channel every run event is published on (``<run_id>|<event>``)."""

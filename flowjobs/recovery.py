@@ -28,6 +28,7 @@ from flowjobs.core.manifest import FlowManifest
 from flowjobs.core.statuses import RunStatus, StepStatus
 from flowjobs.core.transitions import REASONS
 from flowjobs.engine import Engine
+from flowjobs.runtime.base import enqueue_in
 from flowjobs.runtime.rq import RQJobRunner, TakenJob
 from flowjobs.store.base import REDIS_DOWN
 
@@ -105,7 +106,7 @@ def recover(
 def sweep_deadlines(engine: Engine) -> int:
     """End every run past its deadline as TimedOut."""
     fixed = 0
-    for run_id in engine.store.overdue_runs(utcnow()):
+    for run_id in engine.store.overdue.overdue_runs(utcnow()):
         fixed += _isolated(engine, run_id, None, partial(_time_out, engine, run_id))
     return fixed
 
@@ -120,7 +121,7 @@ def recover_claims(
     now = utcnow()
     repair = partial(_expired_claim, engine, now, max_lost_attempts)
     read = partial(_read_steps, engine)
-    return _repair_in_batches(engine, engine.store.expired_leases(now), read, repair, batch_size)
+    return _repair_in_batches(engine, engine.store.overdue.expired_leases(now), read, repair, batch_size)
 
 
 def recover_jobs(
@@ -129,7 +130,7 @@ def recover_jobs(
     """Queue again the dispatched steps whose RQ job is gone, ended without claiming them, or is
     held by a dead worker; a job in the queue or held by a live worker is left alone."""
     grace = _grace(engine, grace_seconds)
-    overdue = engine.store.overdue_pending(utcnow() - grace)
+    overdue = engine.store.overdue.overdue_pending(utcnow() - grace)
     read = partial(_read_step_jobs, engine)
     return _repair_in_batches(engine, overdue, read, partial(_lost_job, engine, grace), batch_size)
 
@@ -139,7 +140,7 @@ def recover_runs(
 ) -> int:
     """Restart Pending runs whose trigger job is gone; re-plan Running runs with nothing in flight."""
     grace = _grace(engine, grace_seconds)
-    idle = engine.store.idle_runs(utcnow() - grace)
+    idle = engine.store.overdue.idle_runs(utcnow() - grace)
     pending = [run_id for run_id, status in idle if status is RunStatus.Pending]
     read = partial(_read_trigger_jobs, engine)
     fixed = _repair_in_batches(engine, pending, read, partial(_lost_trigger, engine, grace), batch_size)
@@ -199,17 +200,17 @@ def _where(candidate: tuple[str, str] | str) -> tuple[str, str | None]:
 
 def _read_steps(engine: Engine, steps: Sequence[tuple[str, str]]) -> list[Found]:
     """The steps' hashes, in one round-trip."""
-    return [Found(fields) for fields in engine.store.step_fields_many(steps, STEP_FIELDS)]
+    return [Found(fields) for fields in engine.store.runs.step_fields_many(steps, STEP_FIELDS)]
 
 
 def _read_step_jobs(engine: Engine, steps: Sequence[tuple[str, str]]) -> list[Found]:
     """The steps' hashes and the states of the jobs of the dispatched ones, in two round-trips."""
-    return _with_job_states(engine, engine.store.step_fields_many(steps, STEP_FIELDS), _dispatched_job)
+    return _with_job_states(engine, engine.store.runs.step_fields_many(steps, STEP_FIELDS), _dispatched_job)
 
 
 def _read_trigger_jobs(engine: Engine, run_ids: Sequence[str]) -> list[Found]:
     """The runs' hashes and the states of their trigger jobs, in two round-trips."""
-    return _with_job_states(engine, engine.store.run_fields_many(run_ids, TRIGGER_FIELDS), _trigger_job)
+    return _with_job_states(engine, engine.store.runs.run_fields_many(run_ids, TRIGGER_FIELDS), _trigger_job)
 
 
 def _with_job_states(
@@ -264,7 +265,7 @@ def _failed(engine: Engine, run_id: str, step_key: str | None, error: Exception)
 
 def _fail_run(engine: Engine, run_id: str, reason: str) -> int:
     try:
-        closed = engine.store.end_run(run_id, RunStatus.Failed, reason)
+        closed = engine.store.runs.end_run(run_id, RunStatus.Failed, reason)
     except REDIS_DOWN:
         raise
     except Exception as error:
@@ -282,7 +283,7 @@ def _manifest(engine: Engine, run_id: str, run_fields: dict[str, str]) -> FlowMa
     if not manifest_hash:
         raise Unplannable("Run cannot be planned: it names no pinned manifest.")
     try:
-        return engine.store.load_manifest(manifest_hash)
+        return engine.store.flows.load_manifest(manifest_hash)
     except REDIS_DOWN:
         raise
     except (LookupError, ValueError) as error:
@@ -292,7 +293,7 @@ def _manifest(engine: Engine, run_id: str, run_fields: dict[str, str]) -> FlowMa
 
 
 def _time_out(engine: Engine, run_id: str) -> int:
-    if engine.store.end_run(run_id, RunStatus.TimedOut, TIMED_OUT_REASON) is None:
+    if engine.store.runs.end_run(run_id, RunStatus.TimedOut, TIMED_OUT_REASON) is None:
         return 0
     log.warning("run.timed_out", run_id=run_id)
     return 1
@@ -315,12 +316,12 @@ def _expired_claim(
     attempt = int(fields["attempt"])
     error = f"Claim lease expired: the worker executing attempt {attempt} was lost."
     try:
-        metadata = _manifest(engine, run_id, store.run_fields(run_id)).step(step_key)
+        metadata = _manifest(engine, run_id, store.history.run_fields(run_id)).step(step_key)
     except Unplannable as unplannable:
         # Record the lost attempt with the reason (its lease goes with it, so no later pass meets
         # it again); the caller then ends the run.
         reason = f"{error} {unplannable}"
-        store.complete(
+        store.runs.complete(
             run_id, step_key, attempt, status=StepStatus.Failed, error=reason, lease_expired_before=now
         )
         raise
@@ -362,7 +363,7 @@ def _lost_job(engine: Engine, grace: timedelta, step: tuple[str, str], found: Fo
     job_id = _dispatched_job(found.fields)
     if job_id is None or _waiting(found, grace):
         return 0
-    run_fields = engine.store.run_fields(run_id)
+    run_fields = engine.store.history.run_fields(run_id)
     _manifest(engine, run_id, run_fields)
     attempt = found.fields["attempt"]
     call = engine.attempt_call(run_id, run_fields, step_key, int(attempt))
@@ -409,10 +410,10 @@ def _requeue(
     def write(pipe: Pipeline) -> None:
         if taken is not None and isinstance(runner, RQJobRunner):
             runner.release(call.job_id, taken, pipe)
-        runner.enqueue(call, pipeline=pipe)
-        engine.store.count_metric("recoveries", kind, pipe=pipe)
+        enqueue_in(runner, call, pipe)
+        engine.store.metrics.count_metric("recoveries", kind, pipe=pipe)
 
-    return engine.store.write_if_unchanged(key, expected, write)
+    return engine.store.overdue.write_if_unchanged(key, expected, write)
 
 
 def _taker(found: Found) -> str | None:
@@ -424,10 +425,10 @@ def _taker(found: Found) -> str | None:
 
 def _replan(engine: Engine, run_id: str) -> int:
     """Re-plan a Running run with nothing in flight (which closes it when all is final)."""
-    state = engine.store.run_state(run_id)
+    state = engine.store.runs.run_state(run_id)
     # A healthy Running run always has a step in flight: an idle one lost its continuation.
     _manifest(engine, run_id, state.run)
     log.warning("run.replanned", run_id=run_id)
     engine.continue_run(run_id, state)
-    engine.store.count_metric("recoveries", "replanned")
+    engine.store.metrics.count_metric("recoveries", "replanned")
     return 1

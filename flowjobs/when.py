@@ -46,11 +46,11 @@ class WhenGate:
             runtime = {name: self.manifest.reference_key(name, own) for name in names}
             missing = [key for key in runtime.values() if key not in self.views]
             if missing:
-                self.views.update(self.store.step_views(self.run_id, missing))
+                self.views.update(self.store.history.step_views(self.run_id, missing))
             scope = expression_scope(
                 self.run_fields,
                 {name: self.views[key] for name, key in runtime.items()},
-                partial(self.store.trigger_data_json, self.run_id),
+                partial(self.store.runs.trigger_data_json, self.run_id),
             )
             for text in conditions:
                 outcome = evaluate_condition(text, scope)
@@ -70,7 +70,7 @@ def expression_scope(
 ) -> ExpressionScope:
     """What expressions of a run can see: its trigger data and headers, and some steps.
 
-    Run fields read without the trigger data (``RunStore.claim``) pass ``read_trigger_data``,
+    Run fields read without the trigger data (``RunStore.runs.claim``) pass ``read_trigger_data``,
     called only if an expression reads the trigger body.
     """
     data = run_fields.get("trigger_data_json")

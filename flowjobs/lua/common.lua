@@ -3,7 +3,7 @@
 -- scripts never spell a key themselves. Scripts that enqueue jobs also take RQ's enqueue
 -- commands as binary-safe ARGV[2..] slices (see run_commands). A "hash" in a reply is HGETALL's
 -- flat {field, value, ...} list. Field groups the script headers refer to:
---   run fields (StoreBase._run_args): run_id, run_key, events_key, events_channel, status_keys {RunStatus: index
+--   run fields (StoreContext.run_args): run_id, run_key, events_key, events_channel, status_keys {RunStatus: index
 --     key}, flow_status_template {before flow id, before status}, deadlines_key, now (ISO time:
 --     run hash and signal records), now_ms (the same time in epoch ms: step hashes, attempts and
 --     events), max_events (events kept per run), metrics_key (the metric counters, see below).

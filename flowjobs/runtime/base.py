@@ -15,8 +15,8 @@ from flowjobs.core.schedules import ScheduleState
 class JobRunner(Protocol):
     """What the engine needs from a job system."""
 
-    def enqueue(self, call: JobCall, *, pipeline: Pipeline | None = None) -> str:
-        """Queue a job now; with a pipeline, as part of the caller's MULTI/EXEC. Returns its id."""
+    def enqueue(self, call: JobCall) -> str:
+        """Queue a job now. Returns its id."""
         ...
 
     def enqueue_many(self, calls: Sequence[JobCall]) -> list[str]:
@@ -28,7 +28,7 @@ class JobRunner(Protocol):
         Redis (so a transition script can enqueue atomically with the dispatch); None otherwise."""
         ...
 
-    def schedule(self, call: JobCall, delay: timedelta, *, pipeline: Pipeline | None = None) -> str:
+    def schedule(self, call: JobCall, delay: timedelta) -> str:
         """Queue a job to run after a delay, holding no worker meanwhile."""
         ...
 
@@ -60,6 +60,17 @@ class JobRunner(Protocol):
     def stored_jobs(self) -> StoredJobs | None:
         """The job system's keys in the store's Redis; None when its jobs are kept elsewhere."""
         ...
+
+
+def enqueue_in(runner: JobRunner, call: JobCall, pipe: Pipeline | None) -> None:
+    """Queue ``call`` inside the caller's open ``MULTI`` (``pipe``) when the runner's jobs live in
+    that Redis (its ``enqueue_commands``); otherwise (no pipe, or jobs kept elsewhere) now."""
+    commands = runner.enqueue_commands([call]) if pipe is not None else None
+    if pipe is None or commands is None:
+        runner.enqueue(call)
+        return
+    for command in commands[0]:
+        pipe.execute_command(*command)  # type: ignore[no-untyped-call]
 
 
 class RecurringJobStore(Protocol):

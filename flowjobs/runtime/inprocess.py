@@ -44,8 +44,8 @@ class InProcessRunner:
         self.schedules = MemorySchedules()
         self._retried: dict[str, int] = {}
 
-    def enqueue(self, call: JobCall, *, pipeline: Pipeline | None = None) -> str:
-        """Queue a job now (a pipeline is not needed: nothing runs until ``run_until_idle``)."""
+    def enqueue(self, call: JobCall) -> str:
+        """Queue a job now (nothing runs until ``run_until_idle``)."""
         return self._push(call, 0.0, JobState.Enqueued)
 
     def enqueue_many(self, calls: Sequence[JobCall]) -> list[str]:
@@ -56,7 +56,7 @@ class InProcessRunner:
         """None: in-process jobs are not in Redis; the engine enqueues them after the dispatch."""
         return None
 
-    def schedule(self, call: JobCall, delay: timedelta, *, pipeline: Pipeline | None = None) -> str:
+    def schedule(self, call: JobCall, delay: timedelta) -> str:
         """Queue a job to run once ``delay`` has passed (at once, as enqueued, if it already has, like RQ)."""
         state = JobState.Scheduled if delay > timedelta(0) else JobState.Enqueued
         return self._push(call, delay.total_seconds(), state)

@@ -21,7 +21,7 @@ from flowjobs.core.schedules import (
     recurring_info,
     recurring_job,
 )
-from flowjobs.runtime.base import JobRunner, RecurringJobStore
+from flowjobs.runtime.base import JobRunner, RecurringJobStore, enqueue_in
 
 
 class RecurringJobs:
@@ -75,7 +75,7 @@ def fire_recurring_job(
     )
 
     def enqueue(pipe: Pipeline | None) -> None:
-        runner.enqueue(call, pipeline=pipe)
+        enqueue_in(runner, call, pipe)
 
     job_id, new = store.claim_tick(state.schedule_id, tick, call.job_id, enqueue)
     return Fired(job_id, None, new)

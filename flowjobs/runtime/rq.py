@@ -170,8 +170,12 @@ class RQJobRunner:
             else None,
         )
 
-    def enqueue(self, call: JobCall, *, pipeline: Pipeline | None = None) -> str:
-        """Queue a job now; with a pipeline it joins the caller's transaction."""
+    def enqueue(self, call: JobCall) -> str:
+        """Queue a job now."""
+        return self._enqueue_on(call, None)
+
+    def _enqueue_on(self, call: JobCall, pipeline: Pipeline | None) -> str:
+        """RQ's enqueue; with a pipeline it joins that transaction."""
         return str(self.queue.enqueue_job(self._job(call), pipeline=pipeline).id)
 
     def enqueue_many(self, calls: Sequence[JobCall]) -> list[str]:
@@ -180,7 +184,7 @@ class RQJobRunner:
             return []
         with self.redis.pipeline(transaction=True) as pipe:
             pipe.multi()
-            ids = [self.enqueue(call, pipeline=pipe) for call in calls]
+            ids = [self._enqueue_on(call, pipe) for call in calls]
             pipe.execute()
         return ids
 
@@ -192,17 +196,17 @@ class RQJobRunner:
             pipe.multi()
             for call in calls:
                 start = len(pipe.command_stack)
-                self.enqueue(call, pipeline=pipe)
+                self._enqueue_on(call, pipe)
                 stack = pipe.command_stack[start:]
                 recorded.append([[encoder.encode(arg) for arg in args] for args, _ in stack])  # type: ignore[no-untyped-call]
             pipe.reset()
         return recorded
 
-    def schedule(self, call: JobCall, delay: timedelta, *, pipeline: Pipeline | None = None) -> str:
+    def schedule(self, call: JobCall, delay: timedelta) -> str:
         """Put a job in RQ's scheduled registry; a worker running with the scheduler enqueues it when due."""
         if delay <= timedelta(0):
-            return self.enqueue(call, pipeline=pipeline)
-        return str(self.queue.schedule_job(self._job(call), utcnow() + delay, pipeline=pipeline).id)
+            return self.enqueue(call)
+        return str(self.queue.schedule_job(self._job(call), utcnow() + delay).id)
 
     def continue_with(self, parent_id: str, call: JobCall) -> str:
         """Queue a job that RQ runs after ``parent_id`` succeeds; ``JobNotFound`` if RQ has no such job

@@ -153,7 +153,7 @@ class ScheduleFirer:
     def _fire(self, state: ScheduleState, plan: FirePlan) -> Fired | None:
         """Fire the planned tick; a disabled flow's tick (or one the flow now refuses) is skipped."""
         assert plan.tick is not None
-        if state.kind is ScheduleKind.flow and not self.client.store.flow_enabled(str(state.flow_id)):
+        if state.kind is ScheduleKind.flow and not self.client.store.flows.flow_enabled(str(state.flow_id)):
             log.info("schedule.skipped", reason="flow disabled", tick=iso(plan.tick))
             return None
         try:

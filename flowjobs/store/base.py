@@ -1,4 +1,4 @@
-"""What every part of the store shares: the Redis, its key names, the registered scripts."""
+"""What every noun of the store shares: the Redis, its key names, the registered scripts."""
 
 from __future__ import annotations
 
@@ -11,9 +11,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from flowjobs.core.clock import epoch_ms, iso, utcnow
 from flowjobs.core.keys import Keys
-from flowjobs.core.manifest import FlowManifest
 from flowjobs.core.statuses import RunStatus
-from flowjobs.store.codec import from_hash
 from flowjobs.store.replicas import ReplicaWait
 from flowjobs.store.scripts import Scripts
 
@@ -22,8 +20,9 @@ from flowjobs.store.scripts import Scripts
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError)
 
 
-class StoreBase:
-    """The state the store's parts (``RunStore``'s mixins) share, and the reads they all need."""
+class StoreContext:
+    """What the store's nouns share, owned once: the Redis, the key names, the registered scripts,
+    the retention and event bounds, and the arguments every run-writing script takes."""
 
     def __init__(
         self,
@@ -41,11 +40,8 @@ class StoreBase:
         self.max_run_events = max_run_events
         self.scripts = Scripts(redis)
         self._status_keys = {status.value: self.keys.status_runs(status.value) for status in RunStatus}
-        # In-process caches of FlowRecords: manifests are immutable under their content hash.
-        self._manifests: dict[str, FlowManifest] = {}
-        self._saved_flows: set[tuple[UUID, str]] = set()
 
-    def _run_args(self, run_id: UUID | str) -> dict[str, Any]:
+    def run_args(self, run_id: UUID | str) -> dict[str, Any]:
         """The JSON fields of every script that writes a run (``common.lua``'s helpers use them)."""
         now = utcnow()
         return {
@@ -62,6 +58,13 @@ class StoreBase:
             "metrics_key": self.keys.metrics(),
         }
 
-    def run_fields(self, run_id: UUID | str) -> dict[str, str]:
-        """Raw fields of the run hash (empty when there is no such run)."""
-        return from_hash(self.redis.hgetall(self.keys.run(run_id)))
+
+class StorePart:
+    """One noun of the store, built over the shared ``StoreContext`` (its Redis, keys and scripts
+    held directly, so a step's calls chase no extra attribute)."""
+
+    def __init__(self, context: StoreContext) -> None:
+        self.context = context
+        self.redis = context.redis
+        self.keys = context.keys
+        self.scripts = context.scripts

@@ -6,11 +6,17 @@ from uuid import UUID
 
 from flowjobs.core.clock import iso, utcnow
 from flowjobs.core.manifest import FlowDefinition, FlowManifest
-from flowjobs.store.base import StoreBase
+from flowjobs.store.base import StoreContext, StorePart
 
 
-class FlowRecords(StoreBase):
+class FlowRecords(StorePart):
     """Saving flows and loading the manifests runs are pinned to."""
+
+    def __init__(self, context: StoreContext) -> None:
+        super().__init__(context)
+        # This process's memory of what it saved and read: a manifest never changes under its hash.
+        self._manifests: dict[str, FlowManifest] = {}
+        self._saved_flows: set[tuple[UUID, str]] = set()
 
     def save_flow(self, definition: FlowDefinition) -> str:
         """Store the flow record and pin its manifest under its content hash; returns the hash."""

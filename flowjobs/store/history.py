@@ -9,7 +9,7 @@ from uuid import UUID
 from flowjobs.core.clock import epoch_score
 from flowjobs.core.records import FlowRunRecord, FlowStepRecord, RunEvent
 from flowjobs.core.statuses import RunStatus
-from flowjobs.store.base import StoreBase
+from flowjobs.store.base import StorePart
 from flowjobs.store.codec import decode_event, decode_run, decode_step, from_hash, stored_step, text
 from flowjobs.store.transitions import StoredStep
 
@@ -17,8 +17,12 @@ from flowjobs.store.transitions import StoredStep
 _LATEST = datetime.max.replace(tzinfo=UTC)
 
 
-class History(StoreBase):
+class History(StorePart):
     """Reads of run history, for the client, the CLI and When clauses."""
+
+    def run_fields(self, run_id: UUID | str) -> dict[str, str]:
+        """Raw fields of the run hash (empty when there is no such run)."""
+        return from_hash(self.redis.hgetall(self.keys.run(run_id)))
 
     def get_run(self, run_id: UUID | str) -> FlowRunRecord | None:
         """The run record without steps, or None."""

@@ -9,7 +9,7 @@ from redis.client import Pipeline
 
 from flowjobs.core.clock import epoch_ms, utcnow
 from flowjobs.core.metrics import Series, metric_field, parse_fields
-from flowjobs.store.base import StoreBase
+from flowjobs.store.base import StorePart
 from flowjobs.store.codec import from_hash, text
 
 
@@ -22,7 +22,7 @@ class MetricsSnapshot:
     """Schedule id → seconds its next tick is overdue (0 when not due yet)."""
 
 
-class MetricRecords(StoreBase):
+class MetricRecords(StorePart):
     """Counting and reading the metrics hash."""
 
     def count_metric(self, family: str, *labels: str, pipe: Pipeline | None = None) -> None:

@@ -12,14 +12,14 @@ from redis.exceptions import WatchError
 from flowjobs.core.clock import epoch_ms, epoch_score
 from flowjobs.core.keys import split_step_member
 from flowjobs.core.statuses import RunStatus
-from flowjobs.store.base import StoreBase
+from flowjobs.store.base import StorePart
 from flowjobs.store.codec import text
 
 _RUN_ID = "\x00run-id\x00"
 """Stands for a run id in a key template (no run id or prefix holds a NUL)."""
 
 
-class OverdueQueries(StoreBase):
+class OverdueQueries(StorePart):
     """What ``flowjobs.recovery`` looks for: work that something should have moved by now."""
 
     def expired_leases(self, now: datetime) -> list[tuple[str, str]]:

@@ -26,7 +26,7 @@ from flowjobs.core.clock import epoch_score, utcnow
 from flowjobs.core.job_calls import StoredJobs, step_job_id, trigger_job_id
 from flowjobs.core.keys import step_member
 from flowjobs.core.statuses import RunStatus
-from flowjobs.store.base import StoreBase
+from flowjobs.store.base import StorePart
 from flowjobs.store.codec import text
 
 #: Runs per page of candidates and per deleting script call: each call blocks Redis for its
@@ -78,7 +78,7 @@ class _Candidate:
     fields: dict[str, str]
 
 
-class Retention(StoreBase):
+class Retention(StorePart):
     """Deleting runs that finished longer ago than the retention, with every key of theirs."""
 
     def purge_finished(

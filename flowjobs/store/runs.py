@@ -18,7 +18,7 @@ from flowjobs.core.keys import step_member
 from flowjobs.core.records import EventType, FlowRunRecord
 from flowjobs.core.statuses import RunStatus, StepStatus
 from flowjobs.core.transitions import RUN_RULES
-from flowjobs.store.base import StoreBase
+from flowjobs.store.base import StorePart
 from flowjobs.store.codec import command_slices, encode_run, from_hash, text
 from flowjobs.store.transitions import (
     Admission,
@@ -42,7 +42,7 @@ from flowjobs.store.transitions import (
 )
 
 
-class RunWrites(StoreBase):
+class RunWrites(StorePart):
     """The run lifecycle and step transitions."""
 
     def new_run(
@@ -88,7 +88,7 @@ class RunWrites(StoreBase):
         }
         if run.idempotency_key:
             key = self.keys.idempotency(run.flow_id, run.trigger_key or "", run.idempotency_key)
-            args["idempotency"] = {"key": key, "seconds": self.retention_seconds}
+            args["idempotency"] = {"key": key, "seconds": self.context.retention_seconds}
         if admission is not None and admission.bucket is not None:
             bucket = admission.bucket
             args["bucket"] = {"key": bucket.key, "rate": bucket.per_second, "burst": bucket.burst}
@@ -103,7 +103,7 @@ class RunWrites(StoreBase):
         (``disabled``) or its admission fails (``rate_limited``, ``replayed``); nothing but its
         setup is written then. With ``replica_wait``, ``ReplicasNotAcknowledged`` when too few
         replicas hold the new run in time."""
-        return self.scripts.create_run(new, self.replica_wait)
+        return self.scripts.create_run(new, self.context.replica_wait)
 
     def start_run(self, run_id: UUID | str) -> tuple[RunStatus, RunSnapshot] | None:
         """Move a Pending run to Running (once), or to Cancelled if its flow was disabled since it
@@ -111,7 +111,7 @@ class RunWrites(StoreBase):
 
         Returns the status it had before and the run's snapshot after; None if there is no such run.
         """
-        args = self._run_args(run_id)
+        args = self.context.run_args(run_id)
         args["steps_key"] = self.keys.run_steps(run_id)
         args["loops_key"] = self.keys.loops(run_id)
         args["loop_items_key"] = self.keys.loop_items(run_id)
@@ -132,7 +132,7 @@ class RunWrites(StoreBase):
         """The JSON argument of a continuation, and the flattened job commands it points into."""
         now = utcnow()
         argv: list[bytes] = []
-        args = self._run_args(run_id)
+        args = self.context.run_args(run_id)
         args.update(
             {
                 "steps_key": self.keys.run_steps(run_id),
@@ -333,7 +333,7 @@ class RunWrites(StoreBase):
         and parked steps with ``reason``."""
         if status not in RUN_RULES["abort"].target:
             raise ValueError(f"a run is not ended as {status}")
-        args = self._run_args(run_id)
+        args = self.context.run_args(run_id)
         args.update(
             {
                 "status": status.value,
@@ -349,7 +349,7 @@ class RunWrites(StoreBase):
     def cancel_run(self, run_id: UUID | str, reason: str) -> Cancelled | Refused[CancelRefusal]:
         """Request cancellation: skip the run's queued and parked steps, and close it as Cancelled
         now if no step runs on a worker (else the last running step's continuation closes it)."""
-        args = self._run_args(run_id)
+        args = self.context.run_args(run_id)
         args.update(
             {
                 "reason": reason,
@@ -396,7 +396,7 @@ class RunWrites(StoreBase):
         self, run_id: UUID | str, kind: EventType, message: str | None = None, step_key: str | None = None
     ) -> bool:
         """Add an entry to the run's history for an action taken from outside its steps."""
-        args = self._run_args(run_id)
+        args = self.context.run_args(run_id)
         args.update({"kind": kind.value, "message": message, "step_key": step_key})
         return self.scripts.note_event(args)
 
@@ -410,7 +410,7 @@ class RunWrites(StoreBase):
 
     def _step_args(self, run_id: UUID | str, step_key: str, attempt: int) -> dict[str, Any]:
         """The JSON fields of every script that moves one attempt of one step."""
-        args = self._run_args(run_id)
+        args = self.context.run_args(run_id)
         args.update(
             {
                 "step_key": step_key,

@@ -8,12 +8,12 @@ from typing import Any
 from uuid import UUID
 
 from flowjobs.core.keys import step_member
-from flowjobs.store.base import StoreBase
+from flowjobs.store.base import StorePart
 from flowjobs.store.codec import command_slices
 from flowjobs.store.transitions import Delivered, Refused, SignalRefusal, SignalResume
 
 
-class SignalRecords(StoreBase):
+class SignalRecords(StorePart):
     """Per run, one record per signal name: its waiters (parked steps), delivery and payload."""
 
     def deliver_signal(
@@ -38,7 +38,7 @@ class SignalRecords(StoreBase):
         ``already``.
         """
         argv: list[bytes] = []
-        args = self._run_args(run_id)
+        args = self.context.run_args(run_id)
         args.update(
             {
                 "name": name,

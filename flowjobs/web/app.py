@@ -76,7 +76,7 @@ def create_app(settings: Settings | None = None, client: FlowClient | None = Non
     if STATIC_DIR.is_dir():
         app.mount(f"{UI_PREFIX}/static", StaticFiles(directory=STATIC_DIR), name="flows-static")
     app.include_router(ui.router)
-    registry = metrics_registry(client.store, client.redis, [settings.queue])
+    registry = metrics_registry(client.store.metrics, client.redis, [settings.queue])
 
     # A plain def: the collector reads Redis synchronously, in FastAPI's thread pool.
     @app.get(METRICS_PATH, include_in_schema=False)

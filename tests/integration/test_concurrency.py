@@ -45,7 +45,7 @@ def test_fifty_concurrent_runs_on_two_workers(space: Space) -> None:
             assert step.status is StepStatus.Succeeded
             assert step.attempt_count == 1 and len(step.attempts or []) == 1
             assert executions[f"{run.id}:{step.step_key}"] == 1
-        kinds = Counter(e.type.value for e in store.events(run.id))
+        kinds = Counter(e.type.value for e in store.history.events(run.id))
         assert kinds == {"run.started": 1, "step.started": 5, "step.completed": 5, "run.completed": 1}
     assert sum(executions.values()) == RUNS * len(STEPS)
     assert client.list_runs(status=RunStatus.Running) == []

@@ -21,7 +21,7 @@ def _steps(run: FlowRunRecord | None) -> dict[str, Any]:
 
 
 def _events(space: Space, run_id: object, kind: str) -> list[Any]:
-    return [e for e in space.engine().store.events(str(run_id)) if e.type.value == kind]
+    return [e for e in space.engine().store.history.events(str(run_id)) if e.type.value == kind]
 
 
 def test_cancel_of_a_run_no_worker_started_closes_it_at_once(space: Space) -> None:
@@ -48,7 +48,7 @@ def test_cancel_releases_a_parked_step(space: Space) -> None:
     client = space.client(registry(flow("parked", steps)))
     handle = client.trigger("parked")
     space.drain()
-    assert space.engine().store.step_fields(str(handle.run_id), "wait")["status"] == "Pending"
+    assert space.engine().store.runs.step_fields(str(handle.run_id), "wait")["status"] == "Pending"
     run = client.cancel(handle.run_id)
     assert run.status is RunStatus.Cancelled
     wait = _steps(client.get_run_detail(handle.run_id))["wait"]
@@ -102,7 +102,7 @@ def test_retry_of_a_failed_step_replans_its_skipped_descendants_and_closes_again
 
     retried = client.retry_step(handle.run_id, "a")
     assert (retried.run_id, retried.attempt) == (handle.run_id, 2)
-    assert retried.job_id == client.store.step_fields(str(handle.run_id), "a")["job_id"]
+    assert retried.job_id == client.store.runs.step_fields(str(handle.run_id), "a")["job_id"]
     reopened = client.get_run(handle.run_id)
     assert reopened is not None and reopened.status is RunStatus.Running and reopened.completed_at is None
     space.drain()

@@ -18,11 +18,11 @@ from tests.integration.test_retention import _age, _job_ids, _rq_keys, _traces
 
 
 def _step(client: FlowClient, run_id: object, step_key: str) -> dict[str, str]:
-    return client.store.step_fields(str(run_id), step_key)
+    return client.store.runs.step_fields(str(run_id), step_key)
 
 
 def _closes(client: FlowClient, run_id: object) -> list[str | None]:
-    return [e.message for e in client.store.events(str(run_id)) if e.type.value == "run.completed"]
+    return [e.message for e in client.store.history.events(str(run_id)) if e.type.value == "run.completed"]
 
 
 def test_a_run_retried_before_its_deadline_keeps_that_deadline(space: Space) -> None:
@@ -139,7 +139,7 @@ def test_a_purge_deletes_the_re_run_index_of_the_run_and_its_entry_in_its_source
     space.drain()
     derived = str(client.rerun(source).run_id)
     space.drain()
-    assert client.store.derived_run_ids(source) == [derived]
+    assert client.store.runs.derived_run_ids(source) == [derived]
     _age(space, source, days=10)
     _age(space, derived, days=10)
 

@@ -110,7 +110,7 @@ def test_a_sigkilled_workers_step_is_redispatched_within_20s_by_workers_alone(sp
 
     store = production.engine().store
     wait_until(
-        lambda: store.step_fields(str(handle.run_id), "stuck").get("attempt") == "2",
+        lambda: store.runs.step_fields(str(handle.run_id), "stuck").get("attempt") == "2",
         timeout=REDISPATCH_BUDGET_SECONDS + 5,
         what="the second attempt to be dispatched",
     )

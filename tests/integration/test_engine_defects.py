@@ -145,15 +145,17 @@ def test_claims_carry_trigger_data_only_to_steps_that_reference_it(space: Space)
     handle = client.trigger("defect", data=big)
     engine = space.engine()
     store, run_id = engine.store, str(handle.run_id)
-    started = store.start_run(run_id)
+    started = store.runs.start_run(run_id)
     assert started is not None
     engine.continue_run(run_id, started[1])
     lease = utcnow() + timedelta(seconds=30)
-    without = store.claim(run_id, "plain", 1, job_id="j", worker="w", lease_until=lease, with_trigger=False)
+    without = store.runs.claim(
+        run_id, "plain", 1, job_id="j", worker="w", lease_until=lease, with_trigger=False
+    )
     assert isinstance(without, Claim) and "trigger_data_json" not in without.run
     assert without.run["flow_id"] and without.run["manifest_hash"]
-    store.complete(run_id, "plain", 1, status=StepStatus.Succeeded)
-    engine.continue_run(run_id, store.run_state(run_id))
+    store.runs.complete(run_id, "plain", 1, status=StepStatus.Succeeded)
+    engine.continue_run(run_id, store.runs.run_state(run_id))
 
     space.drain()
     run = client.get_run_detail(handle.run_id)

@@ -258,7 +258,7 @@ def test_a_child_plans_from_its_own_iteration_and_the_loop_counters(space: Space
     handle = client.trigger("scoped")
     engine = space.engine()
     store, run_id = engine.store, str(handle.run_id)
-    started = store.start_run(run_id)
+    started = store.runs.start_run(run_id)
     assert started is not None
     engine.continue_run(run_id, started[1])
     space.drain()  # runs the loop step itself and everything after it, to the end
@@ -267,18 +267,18 @@ def test_a_child_plans_from_its_own_iteration_and_the_loop_counters(space: Space
     steps = {s.step_key: s for s in run.steps or []}
     assert len([key for key in steps if key.startswith("loop.")]) == 60
     assert [o["index"] for o in json.loads(steps["loop"].output_json or "[]")] == list(range(30))
-    loops = store.run_state(run_id).loops
+    loops = store.runs.run_state(run_id).loops
     assert loops["loop"].count == 30 and loops["loop"].started == 30 and loops["loop"].done == 30
 
     # A fresh run, stopped after a few iterations: the claim of one child sees only its scope.
     handle = client.trigger("scoped")
     run_id = str(handle.run_id)
-    started = store.start_run(run_id)
+    started = store.runs.start_run(run_id)
     assert started is not None
     engine.continue_run(run_id, started[1])
-    loop_step = store.step_fields(run_id, "loop")
+    loop_step = store.runs.step_fields(run_id, "loop")
     engine.execute_step(run_id, "loop", int(loop_step["attempt"]))
-    claim = store.claim(
+    claim = store.runs.claim(
         run_id,
         "loop.3.a",
         1,
@@ -330,5 +330,5 @@ def test_many_iterations_on_two_workers_finish_once_within_the_limit(space: Spac
         spans.append((first, last))
     overlap = max(sum(1 for a, b in spans if a <= moment < b) for moment, _ in spans)
     assert overlap <= 4, f"at most 4 iterations in flight, saw {overlap}"
-    closes = [e for e in space.engine().store.events(run.id) if e.type.value == "run.completed"]
+    closes = [e for e in space.engine().store.history.events(run.id) if e.type.value == "run.completed"]
     assert len(closes) == 1

@@ -8,8 +8,7 @@ from typing import Any
 import pytest
 
 from flowjobs import RunStatus, StepStatus
-from flowjobs.engine import COLD_SHUTDOWN_REASON
-from tests.conftest import Space, shut_down_cold, wait_until
+from tests.conftest import Space
 from tests.integration.flows import flow, registry
 
 EXITS = {
@@ -62,21 +61,3 @@ def test_an_exiting_handler_fails_its_attempt_once_and_the_worker_goes_on(space:
 
     assert client.trigger("fine").wait(timeout=30).status is RunStatus.Succeeded
     assert worker.poll() is None, "the worker must survive an exiting handler"
-
-
-def test_a_cold_shutdown_still_stops_a_simple_worker_inside_a_handler(space: Space) -> None:
-    client = space.client(registry(flow("slow", {"nap": {"type": "Sleep", "inputs": {"seconds": 60}}})))
-    worker = space.start_worker("cold", simple=True)
-    handle = client.trigger("slow")
-    store = space.engine().store
-    wait_until(
-        lambda: store.step_fields(str(handle.run_id), "nap").get("status") == "Running",
-        timeout=30,
-        what="the step to run",
-    )
-    shut_down_cold(worker)  # the warm shutdown would wait for the step; the cold one cuts it off
-    fields = store.step_fields(str(handle.run_id), "nap")
-    # Not recorded as the handler's failure: handed over, its next attempt queued for another worker.
-    assert fields["status"] == "Pending" and fields["attempt"] == "2", fields
-    assert fields["error_message"] == f"Handed over: {COLD_SHUTDOWN_REASON}."
-    assert "lost_attempts" not in fields and "crashed_attempts" not in fields

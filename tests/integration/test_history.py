@@ -40,7 +40,7 @@ def test_flow_and_status_filters_read_an_index_that_follows_every_status_move(sp
     space.drain()
     waiting = client.trigger("ok").run_id
     timed_out = client.trigger("ok").run_id
-    assert client.store.end_run(timed_out, RunStatus.TimedOut, "deadline") is RunStatus.TimedOut
+    assert client.store.runs.end_run(timed_out, RunStatus.TimedOut, "deadline") is RunStatus.TimedOut
 
     def listed(flow_id: UUID, status: RunStatus, limit: int = 50, before: UUID | None = None) -> list[UUID]:
         return [r.id for r in client.list_runs(flow_id=flow_id, status=status, limit=limit, before=before)]

@@ -42,4 +42,4 @@ def test_a_handler_holding_the_gil_past_the_lease_keeps_it_under_a_forking_worke
     assert output["seconds"] > 1.5 * lease and output["longest_pause"] > 1.5 * lease
     assert hog.status is StepStatus.Succeeded and hog.attempt_count == 1
     assert [a.status for a in hog.attempts or []] == [StepStatus.Succeeded]
-    assert not [e for e in space.engine().store.events(run.id) if "lease" in (e.message or "")]
+    assert not [e for e in space.engine().store.history.events(run.id) if "lease" in (e.message or "")]

@@ -20,7 +20,11 @@ def _step(space: Space, run_id: UUID, key: str) -> FlowStepRecord | None:
 
 
 def _events(space: Space, run_id: UUID, step_key: str) -> list[tuple[str, str | None]]:
-    return [(e.type.value, e.message) for e in space.engine().store.events(run_id) if e.step_key == step_key]
+    return [
+        (e.type.value, e.message)
+        for e in space.engine().store.history.events(run_id)
+        if e.step_key == step_key
+    ]
 
 
 def _poll_flow(name: str, poll: dict[str, Any], done_on: int) -> FlowDefinition:

@@ -74,7 +74,7 @@ def test_killed_worker_tree_step_is_rerun_after_the_lease_expires(space: Space) 
     assert [e.decode().split(":")[0] for e in space.redis.lrange(done, 0, -1)] == ["2"]
     completed = [
         e
-        for e in space.engine().store.events(handle.run_id)
+        for e in space.engine().store.history.events(handle.run_id)
         if e.step_key == "slow" and e.type.value in ("step.completed", "step.failed")
     ]
     assert len(completed) == 1
@@ -90,15 +90,15 @@ def test_late_completion_of_a_replaced_attempt_is_discarded(space: Space) -> Non
     handle = client.trigger("fenced")
     engine = space.engine()
     store = engine.store
-    trigger_state = store.start_run(str(handle.run_id))
+    trigger_state = store.runs.start_run(str(handle.run_id))
     assert trigger_state is not None
     engine.continue_run(str(handle.run_id), trigger_state[1])
-    claimed = store.claim(
+    claimed = store.runs.claim(
         handle.run_id, "a", 1, job_id="j1", worker="w1", lease_until=utcnow() - timedelta(seconds=1)
     )
     assert isinstance(claimed, Claim)
     assert recover(engine, grace_seconds=3600) == 1  # lease already expired: attempt 2 dispatched
-    late = store.complete(handle.run_id, "a", 1, status=StepStatus.Succeeded, output_json='"late"')
+    late = store.runs.complete(handle.run_id, "a", 1, status=StepStatus.Succeeded, output_json='"late"')
     assert isinstance(late, Refused) and late.reason == "stale"
     space.drain()
     run = client.get_run_detail(handle.run_id)
@@ -146,13 +146,13 @@ def test_a_lost_continuation_is_replanned(space: Space) -> None:
     )
     handle = client.trigger("lost-continuation")
     engine, store, run_id = space.engine(), space.engine().store, str(handle.run_id)
-    started = store.start_run(run_id)
+    started = store.runs.start_run(run_id)
     assert started is not None
     engine.continue_run(run_id, started[1])
     lease = utcnow() + timedelta(seconds=30)
-    assert isinstance(store.claim(run_id, "a", 1, job_id="j", worker="w", lease_until=lease), Claim)
+    assert isinstance(store.runs.claim(run_id, "a", 1, job_id="j", worker="w", lease_until=lease), Claim)
     # The worker records a's outcome and dies before planning what follows it.
-    assert not isinstance(store.complete(run_id, "a", 1, status=StepStatus.Succeeded), Refused)
+    assert not isinstance(store.runs.complete(run_id, "a", 1, status=StepStatus.Succeeded), Refused)
     space.redis.delete(f"rq:queue:{space.settings.queue}")
     assert recover(engine, grace_seconds=0) == 1, "re-planned: b dispatched"
     assert _counted(space, "recoveries", "replanned") == 1
@@ -169,18 +169,18 @@ def test_no_new_attempt_once_the_run_is_closed(space: Space) -> None:
     client = space.client(registry(flow("closing", {"a": {"type": "Noop"}})))
     handle = client.trigger("closing")
     engine, store, run_id = space.engine(), space.engine().store, str(handle.run_id)
-    started = store.start_run(run_id)
+    started = store.runs.start_run(run_id)
     assert started is not None
     engine.continue_run(run_id, started[1])
     expired = utcnow() - timedelta(seconds=1)
-    assert isinstance(store.claim(run_id, "a", 1, job_id="j", worker="w", lease_until=expired), Claim)
-    assert store.end_run(run_id, RunStatus.TimedOut, "Run is TimedOut.") is RunStatus.TimedOut
+    assert isinstance(store.runs.claim(run_id, "a", 1, job_id="j", worker="w", lease_until=expired), Claim)
+    assert store.runs.end_run(run_id, RunStatus.TimedOut, "Run is TimedOut.") is RunStatus.TimedOut
     # The worker died with the claim: its lease expires after the run was closed.
     assert recover(engine, grace_seconds=3600) == 1
-    step = store.step_fields(run_id, "a")
+    step = store.runs.step_fields(run_id, "a")
     assert step["status"] == "Failed" and step["attempt"] == "1"
     assert "Claim lease expired" in step["error_message"]
-    assert store.expired_leases(utcnow()) == [] and store.overdue_pending(utcnow()) == []
+    assert store.overdue.expired_leases(utcnow()) == [] and store.overdue.overdue_pending(utcnow()) == []
     run = client.get_run(handle.run_id)
     assert run is not None and run.status is RunStatus.TimedOut
 
@@ -194,13 +194,15 @@ def test_a_run_whose_manifest_is_corrupted_does_not_stop_recovery_of_the_others(
     expired = utcnow() - timedelta(seconds=1)
     for handle in (corrupted, healthy):  # the corrupted run comes first in any order of the pass
         run_id = str(handle.run_id)
-        started = store.start_run(run_id)
+        started = store.runs.start_run(run_id)
         assert started is not None
         engine.continue_run(run_id, started[1])
         # Both workers died holding their claims.
-        assert isinstance(store.claim(run_id, "a", 1, job_id="j", worker="w", lease_until=expired), Claim)
-    bad_hash = store.run_fields(str(corrupted.run_id))["manifest_hash"]
-    assert bad_hash != store.run_fields(str(healthy.run_id))["manifest_hash"]
+        assert isinstance(
+            store.runs.claim(run_id, "a", 1, job_id="j", worker="w", lease_until=expired), Claim
+        )
+    bad_hash = store.history.run_fields(str(corrupted.run_id))["manifest_hash"]
+    assert bad_hash != store.history.run_fields(str(healthy.run_id))["manifest_hash"]
     space.redis.set(space.keys.manifest(bad_hash), b"{not json")
 
     fixed = recover(space.engine(), grace_seconds=3600)  # a fresh engine: no manifest cached
@@ -208,15 +210,15 @@ def test_a_run_whose_manifest_is_corrupted_does_not_stop_recovery_of_the_others(
     assert fixed == 2
     bad = client.get_run(corrupted.run_id)
     assert bad is not None and bad.status is RunStatus.Failed
-    lost = store.step_fields(str(corrupted.run_id), "a")
+    lost = store.runs.step_fields(str(corrupted.run_id), "a")
     assert lost["status"] == "Failed" and "Claim lease expired" in lost["error_message"]
     assert f"pinned manifest {bad_hash} is missing or unparsable" in lost["error_message"]
     assert recover(space.engine(), grace_seconds=3600) == 0, "nothing left to repair: no repeated failure"
-    good = store.step_fields(str(healthy.run_id), "a")
+    good = store.runs.step_fields(str(healthy.run_id), "a")
     assert good["status"] == "Pending" and good["attempt"] == "2"
     space.drain()
     assert healthy.wait(timeout=5).status is RunStatus.Succeeded
-    failed = [e for e in store.events(corrupted.run_id) if e.type.value == "run.completed"]
+    failed = [e for e in store.history.events(corrupted.run_id) if e.type.value == "run.completed"]
     assert [e.message.split(" (")[0] for e in failed if e.message] == [
         f"Failed: Run cannot be planned: its pinned manifest {bad_hash} is missing or unparsable"
     ]
@@ -267,7 +269,7 @@ def test_a_step_that_kills_its_worker_is_redispatched_only_up_to_the_lost_attemp
     assert [a.status for a in step.attempts or []] == [StepStatus.Failed] * attempts
     assert all("Claim lease expired" in (a.error_message or "") for a in step.attempts or [])
     assert steps["after"].status is StepStatus.Skipped and steps["other"].status is StepStatus.Succeeded
-    assert space.engine().store.step_fields(str(run.id), "poison")["lost_attempts"] == str(attempts)
+    assert space.engine().store.runs.step_fields(str(run.id), "poison")["lost_attempts"] == str(attempts)
 
 
 class CountingConnection(Connection):
@@ -289,7 +291,7 @@ def _idle_work(space: Space, runs: int) -> tuple[list[RunHandle], list[str]]:
     running = []
     for _ in range(runs):
         run_id = str(client.trigger("idle").run_id)
-        started = engine.store.start_run(run_id)
+        started = engine.store.runs.start_run(run_id)
         assert started is not None
         engine.continue_run(run_id, started[1])
         running.append(run_id)

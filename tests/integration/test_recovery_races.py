@@ -42,7 +42,7 @@ def _dispatched(space: Space, client: FlowClient, name: str) -> RunHandle:
     """A Running run of flow ``name`` whose first step ``a`` is dispatched (its job queued)."""
     handle = client.trigger(name)
     engine = space.engine()
-    started = engine.store.start_run(str(handle.run_id))
+    started = engine.store.runs.start_run(str(handle.run_id))
     assert started is not None
     engine.continue_run(str(handle.run_id), started[1])
     _queue(space).remove(str(handle.background_job_id))  # the trigger job did its work above
@@ -71,7 +71,9 @@ def _overdue(space: Space, engine: Engine) -> None:
     """Wait until the dispatched step is older than the lease: recovery's grace is over."""
     lease = timedelta(seconds=space.settings.claim_lease_seconds)
     wait_until(
-        lambda: engine.store.overdue_pending(utcnow() - lease), timeout=10, what="the step to be overdue"
+        lambda: engine.store.overdue.overdue_pending(utcnow() - lease),
+        timeout=10,
+        what="the step to be overdue",
     )
 
 
@@ -79,7 +81,7 @@ def _no_retry(space: Space, client: FlowClient, handle: RunHandle, key: str) -> 
     """The step's handler ran once, its failure stands: no attempt 2, no "retry requested"."""
     assert handle.wait(timeout=10).status is RunStatus.Failed
     assert space.redis.get(key) == b"1", "the handler ran exactly once"
-    events = space.engine().store.events(handle.run_id)
+    events = space.engine().store.history.events(handle.run_id)
     assert not [e for e in events if e.type.value == "step.retried"], events
     detail = client.get_run_detail(handle.run_id)
     assert detail is not None

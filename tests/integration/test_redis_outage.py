@@ -100,7 +100,7 @@ def test_worker_and_scheduler_ride_out_a_redis_restart(throwaway_redis: Throwawa
     store = outage.engine().store
     before = client.trigger("outage")
     wait_until(
-        lambda: store.step_fields(str(before.run_id), "slow").get("status") == "Running",
+        lambda: store.runs.step_fields(str(before.run_id), "slow").get("status") == "Running",
         timeout=30,
         what="the step to be running when Redis goes away",
     )
@@ -148,7 +148,7 @@ def test_a_retry_due_after_a_redis_restart_runs_within_seconds(
     handle = client.trigger("retry-after-outage")
     run_id = str(handle.run_id)
     wait_until(
-        lambda: store.step_fields(run_id, "slow").get("status") == "Running",
+        lambda: store.runs.step_fields(run_id, "slow").get("status") == "Running",
         timeout=30,
         what="the first step to be running when Redis goes away",
     )
@@ -159,7 +159,7 @@ def test_a_retry_due_after_a_redis_restart_runs_within_seconds(
 
     store = outage.engine().store  # fresh connections
     wait_until(
-        lambda: store.step_fields(run_id, "flaky").get("status") == "Succeeded",
+        lambda: store.runs.step_fields(run_id, "flaky").get("status") == "Succeeded",
         timeout=20,
         what="the retry within seconds of Redis returning (not once the dead scheduler's lock expired)",
     )

@@ -134,7 +134,7 @@ def test_a_run_reopened_between_the_read_and_the_delete_is_kept(
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(Retention, "_purge_args", reopen_first)
-    result = client.store.purge_finished(utcnow(), jobs=client.runner.stored_jobs())
+    result = client.store.retention.purge_finished(utcnow(), jobs=client.runner.stored_jobs())
     assert result.runs == 0 and result.batches == 1
     space.redis.hset(space.keys.run(run_id), "status", "Succeeded")
     assert _snapshot(space, run_id) == snapshot
@@ -179,6 +179,6 @@ def test_purge_result_reports_batches(space: Space) -> None:
     for _ in range(5):
         client.trigger("one")
     space.drain()
-    result = client.store.purge_finished(utcnow(), jobs=client.runner.stored_jobs(), batch_size=2)
+    result = client.store.retention.purge_finished(utcnow(), jobs=client.runner.stored_jobs(), batch_size=2)
     assert (result.runs, result.batches) == (5, 3)
     assert 0 < result.max_batch_seconds == max(result.batch_seconds)

@@ -31,7 +31,7 @@ def _steps(detail: FlowRunRecord) -> dict[str, FlowStepRecord]:
 
 
 def _events(space: Space, run_id: UUID) -> list[tuple[str, str | None, str | None]]:
-    return [(e.type.value, e.step_key, e.message) for e in space.engine().store.events(run_id)]
+    return [(e.type.value, e.step_key, e.message) for e in space.engine().store.history.events(run_id)]
 
 
 def _ready_worker(space: Space, name: str) -> None:

@@ -96,7 +96,7 @@ def test_events_survive_the_compact_encoding(space: Space) -> None:
         "never": {"type": "Noop", "run_after": [ODD_KEY]},
     }
     run_id = _run(space, "compact", steps)
-    events = space.engine().store.events(run_id)
+    events = space.engine().store.history.events(run_id)
     assert [(e.sequence, e.type.value, e.step_key, e.message) for e in events] == [
         (1, "run.started", None, None),
         (2, "step.started", ODD_KEY, "attempt 1"),
@@ -115,7 +115,7 @@ def test_events_survive_the_compact_encoding(space: Space) -> None:
 def test_a_run_keeps_its_last_events_with_absolute_sequences(space: Space) -> None:
     space.settings = space.settings.model_copy(update={"max_run_events": 10})
     run_id = _run(space, "chatty", _linear("chatty", 8))  # 1 + 2 per step + 1 = 18 events
-    events = space.engine().store.events(run_id)
+    events = space.engine().store.history.events(run_id)
     assert [e.sequence for e in events] == list(range(9, 19))
     first_two = [(e.type.value, e.step_key) for e in events[:2]]
     assert first_two == [("step.completed", "s4"), ("step.started", "s5")]
@@ -133,7 +133,7 @@ def test_runs_written_before_the_compact_layout_still_read(space: Space) -> None
         old.update({"type": "step.retried", "step_key": "s1", "message": "m"})
         space.redis.rpush(events, json.dumps(old))
     space.drain()
-    assert [(e.sequence, e.type.value) for e in space.engine().store.events(run_id)] == [
+    assert [(e.sequence, e.type.value) for e in space.engine().store.history.events(run_id)] == [
         (1, "step.retried"),
         (2, "step.retried"),
         (3, "run.started"),

@@ -89,7 +89,7 @@ def test_linear_flow_fills_every_run_field_and_links_every_job(space: Space) -> 
     listed = client.list_runs(flow_id=definition.id)
     assert [r.id for r in listed] == [run.id]
     assert listed[0].steps is None
-    assert [e.type.value for e in space.engine().store.events(run.id)] == [
+    assert [e.type.value for e in space.engine().store.history.events(run.id)] == [
         "run.started",
         "step.started",
         "step.completed",

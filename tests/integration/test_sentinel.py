@@ -240,7 +240,7 @@ def test_runs_in_flight_survive_a_sentinel_failover(
                 run_ids.append(str(client.trigger("failover", data={"n": number}).run_id))
         store = sentinel.engine().store
         wait_until(
-            lambda: any(store.step_fields(r, "second").get("status") for r in run_ids),
+            lambda: any(store.runs.step_fields(r, "second").get("status") for r in run_ids),
             timeout=30,
             what="runs to be in flight when the primary dies",
         )

@@ -6,7 +6,6 @@ import json
 from datetime import timedelta
 
 import pytest
-from redis.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from flowjobs import FlowClient, RunStatus, SignalAlreadyDelivered, SignalNotFound, StepStatus
@@ -31,7 +30,7 @@ APPROVAL = {
 
 
 def _step(space: Space, run_id: object, key: str) -> dict[str, str]:
-    return space.engine().store.step_fields(str(run_id), key)
+    return space.engine().store.runs.step_fields(str(run_id), key)
 
 
 def test_parked_step_resumes_at_once_with_the_payload(space: Space) -> None:
@@ -41,7 +40,7 @@ def test_parked_step_resumes_at_once_with_the_payload(space: Space) -> None:
     wait_until(lambda: _step(space, handle.run_id, "approval").get("attempt") == "2", what="the step to park")
     parked = _step(space, handle.run_id, "approval")
     assert parked["status"] == "Pending"
-    waiters = (space.engine().store.signal_record(handle.run_id, "approved") or {})["waiters"]
+    waiters = (space.engine().store.signals.signal_record(handle.run_id, "approved") or {})["waiters"]
     assert waiters["approval"]["attempt"] == 2 and waiters["approval"]["expires_at"]
     # Parked means no worker holds it: the only worker is idle and takes the next run at once.
     assert client.trigger("approval").run_id
@@ -57,7 +56,7 @@ def test_parked_step_resumes_at_once_with_the_payload(space: Space) -> None:
     assert [a.status for a in approval.attempts or []] == [StepStatus.Pending, StepStatus.Succeeded]
     ship = next(s for s in detail.steps or [] if s.step_key == "ship")
     assert json.loads(ship.output_json or "{}")["inputs"] == {"by": "ada"}
-    record = space.engine().store.signal_record(handle.run_id, "approved")
+    record = space.engine().store.signals.signal_record(handle.run_id, "approved")
     assert record is not None and record["waiters"] == waiters and record["delivered_at"]
     assert json.loads(record["payload_json"]) == {"by": "ada"}
 
@@ -72,7 +71,7 @@ def test_unknown_run_or_signal_name_is_signal_not_found(space: Space) -> None:
         client.signal("00000000-0000-4000-8000-000000000000", "approved")
     with pytest.raises(SignalNotFound):
         client.signal(handle.run_id, "rejected")
-    assert space.engine().store.signal_record(handle.run_id, "rejected") is None
+    assert space.engine().store.signals.signal_record(handle.run_id, "rejected") is None
 
 
 def test_signal_sent_before_the_step_parks_is_kept_and_consumed(space: Space) -> None:
@@ -93,20 +92,22 @@ def test_signal_racing_the_park_is_never_lost(space: Space) -> None:
     client = space.client(registry(flow("approval", APPROVAL)))
     handle = client.trigger("approval")
     engine, store, run_id = space.engine(), space.engine().store, str(handle.run_id)
-    started = store.start_run(run_id)
+    started = store.runs.start_run(run_id)
     assert started is not None
     engine.continue_run(run_id, started[1])
     lease = utcnow() + timedelta(seconds=30)
-    assert isinstance(store.claim(run_id, "prepare", 1, job_id="j1", worker="test", lease_until=lease), Claim)
-    done = store.complete(run_id, "prepare", 1, status=StepStatus.Succeeded)
+    assert isinstance(
+        store.runs.claim(run_id, "prepare", 1, job_id="j1", worker="test", lease_until=lease), Claim
+    )
+    done = store.runs.complete(run_id, "prepare", 1, status=StepStatus.Succeeded)
     assert isinstance(done, RunSnapshot)
     engine.continue_run(run_id, done)
     assert isinstance(
-        store.claim(run_id, "approval", 1, job_id="j2", worker="test", lease_until=lease), Claim
+        store.runs.claim(run_id, "approval", 1, job_id="j2", worker="test", lease_until=lease), Claim
     )
 
     assert client.signal(handle.run_id, "approved", {"by": "racer"}) == "kept"
-    parked = store.complete(
+    parked = store.runs.complete(
         run_id,
         "approval",
         1,
@@ -115,7 +116,7 @@ def test_signal_racing_the_park_is_never_lost(space: Space) -> None:
         park=Park("approved", None),
     )
     assert isinstance(parked, Signalled) and json.loads(parked.payload_json) == {"by": "racer"}
-    assert store.step_fields(run_id, "approval")["status"] == "Running", "nothing was parked"
+    assert store.runs.step_fields(run_id, "approval")["status"] == "Running", "nothing was parked"
 
 
 def test_signal_timeout_fails_the_step(space: Space) -> None:
@@ -167,7 +168,7 @@ def test_one_delivery_resumes_every_step_parked_on_the_name(space: Space) -> Non
     space.drain()
     waiting = ["loop.0.wait", "loop.1.wait", "loop.2.wait", "first", "second"]
     store = space.engine().store
-    assert sorted(store.signal_waiters(handle.run_id, "go")) == sorted(waiting)
+    assert sorted(store.signals.signal_waiters(handle.run_id, "go")) == sorted(waiting)
 
     assert client.signal(handle.run_id, "go", {"ok": True}) == "resumed"
     space.drain()
@@ -186,7 +187,7 @@ def test_signal_name_from_an_expression_is_signalled_by_its_resolved_name(space:
     client = space.client(registry(flow("dynamic", steps)))
     handle = client.trigger("dynamic", data={"sig": "order-42-paid"})
     space.drain()
-    assert space.engine().store.signal_waiters(handle.run_id, "order-42-paid") == {"wait": 2}
+    assert space.engine().store.signals.signal_waiters(handle.run_id, "order-42-paid") == {"wait": 2}
 
     assert client.signal(handle.run_id, "order-42-paid", "paid") == "resumed"
     space.drain()
@@ -225,14 +226,14 @@ def test_a_name_no_step_can_consume_is_refused_once_every_expression_name_is_kno
     # The step has not run: its name is not known yet, so any name is kept for it.
     assert client.signal(handle.run_id, "maybe", {"early": True}) == "kept"
     space.drain()
-    assert space.engine().store.signal_waiters(handle.run_id, "approve-42") == {"wait": 2}
+    assert space.engine().store.signals.signal_waiters(handle.run_id, "approve-42") == {"wait": 2}
 
     typo = space.cli("runs", "signal", str(handle.run_id), "typo")
     assert typo.returncode == 2 and "waits for signal 'typo'" in typo.stderr, (typo.stdout, typo.stderr)
     with pytest.raises(SignalNotFound):
         client.signal(handle.run_id, "approve-43")
-    assert space.engine().store.signal_record(handle.run_id, "typo") is None
-    assert space.engine().store.signal_record(handle.run_id, "approve-43") is None
+    assert space.engine().store.signals.signal_record(handle.run_id, "typo") is None
+    assert space.engine().store.signals.signal_record(handle.run_id, "approve-43") is None
 
     sent = space.cli("runs", "signal", str(handle.run_id), "approve-42", "--data", '{"by": "cli"}')
     assert sent.returncode == 0 and "resumed" in sent.stdout, sent.stderr
@@ -266,7 +267,7 @@ def test_a_name_is_kept_while_a_foreach_may_still_park_under_an_expression_name(
     assert client.signal(handle.run_id, "open") == "resumed"
     space.drain()
     store = space.engine().store
-    assert store.signal_waiters(handle.run_id, "item-1") == {"loop.0.wait": 2}
+    assert store.signals.signal_waiters(handle.run_id, "item-1") == {"loop.0.wait": 2}
     # Every child parked or ended: a name none of them resolved to is refused, a literal one is known.
     with pytest.raises(SignalNotFound):
         client.signal(handle.run_id, "item-3")
@@ -281,10 +282,8 @@ def test_a_name_is_kept_while_a_foreach_may_still_park_under_an_expression_name(
 class _EnqueueFails(RQJobRunner):
     """A runner whose direct enqueue always loses its connection (the script path still works)."""
 
-    def enqueue(self, call: JobCall, *, pipeline: Pipeline | None = None) -> str:
-        if pipeline is None:
-            raise RedisConnectionError("connection lost")
-        return super().enqueue(call, pipeline=pipeline)
+    def enqueue(self, call: JobCall) -> str:
+        raise RedisConnectionError("connection lost")
 
 
 def test_delivery_and_resume_job_are_written_together(space: Space) -> None:

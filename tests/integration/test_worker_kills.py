@@ -39,7 +39,7 @@ def running_step(space: Space, handle: RunHandle) -> str:
 
     def holder() -> str | None:
         for key in CHAIN:
-            fields = store.step_fields(str(handle.run_id), key)
+            fields = store.runs.step_fields(str(handle.run_id), key)
             if fields.get("status") == "Running" and "lease_until_ms" in fields:
                 return key
         return None
@@ -113,7 +113,7 @@ def test_a_step_that_kills_its_work_horse_fails_after_the_bounded_crashes_and_th
         assert errors[-1] == f"{cause}: the step crashed its work-horse {attempts} times; not retried."
     assert not any("Claim lease expired" in error for error in errors), "a crash is not a lost worker"
     assert steps["after"].status is StepStatus.Skipped
-    fields = space.engine().store.step_fields(str(run.id), "poison")
+    fields = space.engine().store.runs.step_fields(str(run.id), "poison")
     assert fields.get("crashed_attempts") == str(attempts) and "lost_attempts" not in fields
     assert [int(n) for n in space.redis.lrange(calls, 0, -1)] == list(range(1, attempts + 1))
     assert_recorded_once(client, healthy)
@@ -134,7 +134,7 @@ def test_a_worker_killed_with_its_process_tree_mid_step_loses_no_run(space: Spac
     space.start_worker("rescuer")
 
     assert_recorded_once(client, [handle])
-    fields = space.engine().store.step_fields(str(handle.run_id), key)
+    fields = space.engine().store.runs.step_fields(str(handle.run_id), key)
     assert fields.get("lost_attempts") == "1" and "crashed_attempts" not in fields, fields
 
 
@@ -144,7 +144,7 @@ def test_a_rolling_restart_of_every_worker_fails_no_run(space: Space) -> None:
     handles = [client.trigger("rolling") for _ in range(40)]
     store = space.engine().store
     wait_until(
-        lambda: any(store.step_fields(str(h.run_id), "b") for h in handles),
+        lambda: any(store.runs.step_fields(str(h.run_id), "b") for h in handles),
         timeout=30,
         what="runs to flow",
     )
@@ -158,7 +158,7 @@ def test_a_rolling_restart_of_every_worker_fails_no_run(space: Space) -> None:
     assert_recorded_once(client, handles)
     for handle in handles:
         for key in CHAIN:
-            fields = store.step_fields(str(handle.run_id), key)
+            fields = store.runs.step_fields(str(handle.run_id), key)
             assert fields["attempt"] == "1", (handle.run_id, key, fields)
 
 
@@ -167,7 +167,7 @@ def test_a_warm_shutdown_lets_the_running_step_finish(space: Space) -> None:
     worker = space.start_worker("warm")
     handle = client.trigger("one")
     wait_until(
-        lambda: space.engine().store.step_fields(str(handle.run_id), "nap").get("status") == "Running",
+        lambda: space.engine().store.runs.step_fields(str(handle.run_id), "nap").get("status") == "Running",
         timeout=30,
         what="the step to run",
     )
@@ -179,20 +179,21 @@ def test_a_warm_shutdown_lets_the_running_step_finish(space: Space) -> None:
     assert detail is not None and [s.attempt_count for s in detail.steps or []] == [1]
 
 
-def test_a_step_cut_off_by_a_cold_shutdown_is_handed_over_not_lost(space: Space) -> None:
-    # A --simple worker's: test_handler_exits.py.
+@pytest.mark.parametrize("simple", [False, True], ids=["forking", "simple"])
+def test_a_step_cut_off_by_a_cold_shutdown_is_handed_over_not_lost(space: Space, simple: bool) -> None:
+    # A --simple worker raises inside the handler: not the handler's failure either.
     client = space.client(registry(flow("one", {"nap": {"type": "Sleep", "inputs": {"seconds": 30}}})))
-    worker = space.start_worker("cold")
+    worker = space.start_worker("cold", simple=simple)
     handle = client.trigger("one")
     store = space.engine().store
     wait_until(
-        lambda: store.step_fields(str(handle.run_id), "nap").get("status") == "Running",
+        lambda: store.runs.step_fields(str(handle.run_id), "nap").get("status") == "Running",
         timeout=30,
         what="the step to run",
     )
     shut_down_cold(worker)  # the warm shutdown would wait for the step; the cold one cuts it off
 
-    fields = store.step_fields(str(handle.run_id), "nap")
+    fields = store.runs.step_fields(str(handle.run_id), "nap")
     # Handed over at once (no worker is left to wait for its lease): attempt 2 queued, nothing counted.
     assert fields["status"] == "Pending" and fields["attempt"] == "2", fields
     assert fields["error_message"] == f"Handed over: {COLD_SHUTDOWN_REASON}."

@@ -55,7 +55,9 @@ def test_a_body_not_declared_json_is_refused_with_415_and_changes_nothing(start_
         assert http.get(f"{API}/flows/echo-flow").json()["isEnabled"] is True
 
         waiting = http.post(f"{API}/flows/approval/trigger").json()["runId"]
-        wait_until(lambda: web.client.store.signal_waiters(waiting, "go"), what="the run to wait for 'go'")
+        wait_until(
+            lambda: web.client.store.signals.signal_waiters(waiting, "go"), what="the run to wait for 'go'"
+        )
         for path in (f"runs/{waiting}/signals/go", f"runs/{waiting}/cancel"):
             refused = http.post(f"{API}/{path}", content=b"{}", headers=as_text)
             assert _is_error(refused, 415, "UnsupportedMediaType"), path

@@ -38,7 +38,7 @@ def parked(space: Space) -> tuple[FlowClient, UUID]:
     client = space.client(registry(flow("waits", WAITING)))
     run_id = client.trigger("waits").run_id
     space.drain()
-    assert client.store.signal_waiters(run_id, "go").keys() == {"wait"}
+    assert client.store.signals.signal_waiters(run_id, "go").keys() == {"wait"}
     return client, run_id
 
 
@@ -114,7 +114,7 @@ def test_the_api_refuses_a_cancel_addressed_at_a_step_hash(start_web: StartWeb) 
     web = start_web({"waits": {"steps": WAITING}})
     with web.http() as http:
         run_id = http.post("/flows/api/flows/waits/trigger", json={}).json()["runId"]
-        wait_until(lambda: web.client.store.signal_waiters(run_id, "go"), what="the step parked")
+        wait_until(lambda: web.client.store.signals.signal_waiters(run_id, "go"), what="the step parked")
         before = snapshot(web.space)
         answer = http.post(f"/flows/api/runs/{run_id}:step:wait/cancel")
     assert (answer.status_code, answer.json()["error"]) == (404, "RunNotFound")

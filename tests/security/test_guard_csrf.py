@@ -118,7 +118,7 @@ def _assert_forgeries_change_nothing(
     ]:
         answer = _attack(context, attacker, name, _form(web.url(path)), web.url(path))
         assert answer is not None and answer.status == 403, path
-        assert web.client.store.flow_enabled(flow.id), path
+        assert web.client.store.flows.flow_enabled(flow.id), path
 
     trigger = web.url(f"/flows/api/flows/{FLOW}/trigger")
     script = (
@@ -163,7 +163,7 @@ def test_the_flows_ui_forms_and_rq_dashboards_requeue_button_still_work(
     page.goto(web.url("/flows/flows"))
     page.locator(f'form[action$="/flows/{flow.id}/disable"] button').click()
     expect(page.locator("body")).to_contain_text(f"{FLOW} disabled")
-    assert not web.client.store.flow_enabled(flow.id)
+    assert not web.client.store.flows.flow_enabled(flow.id)
 
     handle = web.client.trigger("sec-csrf-boom")
     web.space.drain()

@@ -32,7 +32,7 @@ def _port(web: Web) -> int:
 
 
 def _enabled(web: Web) -> bool:
-    return web.client.store.flow_enabled(web.client.flows.get(FLOW).id)
+    return web.client.store.flows.flow_enabled(web.client.flows.get(FLOW).id)
 
 
 def test_only_loopback_hosts_are_served_by_default(start_web: StartWeb) -> None:

@@ -19,10 +19,12 @@ def test_a_signal_no_step_can_consume_is_404_and_not_kept(start_web: StartWeb) -
     web = start_web({"dynamic": DYNAMIC})
     with web.http() as http:
         run_id = http.post(f"{API}/flows/dynamic/trigger", json={"sig": "approve-42"}).json()["runId"]
-        wait_until(lambda: web.client.store.signal_waiters(run_id, "approve-42"), what="the step to park")
+        wait_until(
+            lambda: web.client.store.signals.signal_waiters(run_id, "approve-42"), what="the step to park"
+        )
         typo = http.post(f"{API}/runs/{run_id}/signals/typo", json={"ok": True})
         assert typo.status_code == 404 and typo.json()["error"] == "SignalNotFound", typo.text
-        assert web.client.store.signal_record(run_id, "typo") is None
+        assert web.client.store.signals.signal_record(run_id, "typo") is None
 
         resumed = http.post(f"{API}/runs/{run_id}/signals/approve-42", json={"ok": True})
         assert resumed.status_code == 200 and resumed.json()["delivery"] == "resumed", resumed.text
