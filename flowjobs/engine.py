@@ -33,7 +33,7 @@ from flowjobs.core.context import StepContext
 from flowjobs.core.errors import DataTooLarge, ExpressionError, FlowjobsError, HandlerNotFound
 from flowjobs.core.expressions import ExpressionScope, reads_trigger_body, referenced_steps, resolve_inputs
 from flowjobs.core.handlers import HandlerRegistry, StepResult
-from flowjobs.core.job_calls import JobCall, step_call, step_job_id
+from flowjobs.core.job_calls import JobBooks, JobCall, failure_text, step_call, step_job_id
 from flowjobs.core.limits import check_json_limits
 from flowjobs.core.manifest import (
     FlowManifest,
@@ -51,6 +51,7 @@ from flowjobs.deadline import step_deadline
 from flowjobs.instruments import instruments
 from flowjobs.leases import LeaseKeeper
 from flowjobs.runtime.base import JobRunner
+from flowjobs.runtime.current import job_books
 from flowjobs.store.run_store import RunStore
 from flowjobs.store.transitions import (
     AppliedPlan,
@@ -132,6 +133,8 @@ class Attempt:
     number: int
     job_id: str | None
     claim: Claim
+    books: JobBooks | None = None
+    """The runner's bookkeeping of the attempt's job, left to the scripts (``job_books``)."""
 
 
 @dataclass
@@ -214,6 +217,8 @@ class Engine:
                 return StepReport(StepOutcome.unknown)
             refs = self._references(manifest, step_key, step)
             loop_key, child = split_runtime_key(step_key)
+            # The runner's bookkeeping of this job (RQ's start and end of it), left to the scripts.
+            books = job_books(job_id)
             claim = self.store.runs.claim(
                 run_id,
                 step_key,
@@ -225,13 +230,14 @@ class Engine:
                 loop_item_field=f"{loop_key}.{loop_index(step_key)}" if child is not None else None,
                 with_trigger=self._reads_trigger_body(step),
                 scope=_scope(manifest, step_key),
+                job=books.started() if books is not None else None,
             )
             if isinstance(claim, Refused):
                 log.info("step.claim_refused", reason=claim.reason.value, detail=claim.detail)
                 return self._refused_claim(run_id, step_key, attempt, job_id, claim)
             structlog.contextvars.bind_contextvars(flow_id=claim.run.get("flow_id"))
             log.debug("step.started", step_type=step.type)
-            current = Attempt(run_id, step_key, step, attempt, job_id, claim)
+            current = Attempt(run_id, step_key, step, attempt, job_id, claim, books)
             try:
                 return self._execute(current, refs)
             except ColdShutdown:
@@ -442,6 +448,17 @@ class Engine:
             else None
         )
         ahead = self._plan_ahead(run_id, seen, step_key, outcome) if next_attempt is None else None
+        # A final outcome ends the attempt's job too (as ``flowjobs.jobs.run_step`` then ends it).
+        books = attempt.books if next_attempt is None else None
+        failed = outcome.status is StepStatus.Failed
+        ending = (
+            books.ended(
+                None if failed else outcome.output_json,
+                failure_text(outcome.error, outcome.traceback) if failed else None,
+            )
+            if books is not None
+            else None
+        )
         completed = self.store.runs.complete(
             run_id,
             step_key,
@@ -454,13 +471,16 @@ class Engine:
             then=ahead[0] if ahead else None,
             scope=seen.scope,
             timed_out=outcome.timed_out,
+            job=ending,
         )
         if not isinstance(completed, RunSnapshot):
             log.warning("step.completion_discarded", detail=str(completed))
             return StepReport(StepOutcome.discarded)
+        if books is not None and ending is not None:
+            books.ended_by_script()
         report = partial(
             StepReport,
-            failed=outcome.status is StepStatus.Failed,
+            failed=failed,
             output_json=outcome.output_json,
             error=outcome.error,
             traceback=outcome.traceback,

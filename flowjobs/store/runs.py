@@ -14,6 +14,7 @@ from typing import Any
 from uuid import UUID
 
 from flowjobs.core.clock import epoch_ms, epoch_score, iso, utcnow
+from flowjobs.core.job_calls import JobWrites
 from flowjobs.core.keys import step_member
 from flowjobs.core.records import EventType, FlowRunRecord
 from flowjobs.core.statuses import RunStatus, StepStatus
@@ -195,13 +196,15 @@ class RunWrites(StorePart):
         loop_item_field: str | None = None,
         with_trigger: bool = True,
         scope: StateScope | None = None,
+        job: JobWrites | None = None,
     ) -> Claim | Refused[ClaimRefusal]:
         """Claim the attempt for this worker with a lease; refused when it is not the current one.
 
         Reads, in the same script, the run's fields (without the trigger data unless
         ``with_trigger``), the referenced steps and, for a ForEach child, its iteration's item
         (``loop_item_field`` is ``<loop>.<index>``), and the snapshot of ``scope`` (None: the
-        whole run) to plan the continuation ahead.
+        whole run) to plan the continuation ahead. ``job``: the job system's writes of the job's
+        start, done first whatever the claim's outcome.
         """
         args = self._step_args(run_id, step_key, attempt)
         args.update(
@@ -216,7 +219,8 @@ class RunWrites(StorePart):
                 "scope": scope_arg(scope),
             }
         )
-        return self.scripts.claim(args, refs, scope)
+        keys = _job_books_arg(args, "job_started", job)
+        return self.scripts.claim(args, refs, scope, keys)
 
     def renew(self, run_id: UUID | str, step_key: str, attempt: int, lease_until: datetime) -> bool:
         """Extend a running attempt's lease; False once the attempt is fenced out."""
@@ -258,6 +262,7 @@ class RunWrites(StorePart):
         then: Continuation | None = None,
         scope: StateScope | None = None,
         timed_out: bool = False,
+        job: JobWrites | None = None,
     ) -> RunSnapshot | Refused[FenceRefusal] | Signalled:
         """Record the attempt's outcome if it is still the current, running one.
 
@@ -267,7 +272,8 @@ class RunWrites(StorePart):
         payload comes back as ``Signalled`` instead. With ``then``, a continuation planned at
         ``then.version`` is applied in the same script if no plan-changing write happened since
         (``RunSnapshot.applied``); otherwise the snapshot of ``scope`` (None: the whole run)
-        comes back, read right after the outcome.
+        comes back, read right after the outcome. ``job``: the job system's writes of the job's
+        end, done when the outcome is recorded.
         """
         args = self._step_args(run_id, step_key, attempt)
         args.update(
@@ -303,7 +309,8 @@ class RunWrites(StorePart):
         argv: list[bytes] = []
         if then is not None:
             args["plan"], argv = self._continuation_args(run_id, then)
-        return self.scripts.complete(args, argv, scope)
+        keys = _job_books_arg(args, "job_ended", job)
+        return self.scripts.complete(args, argv, scope, keys)
 
     def expand_loop(
         self,
@@ -485,3 +492,12 @@ def scope_arg(scope: StateScope | None) -> dict[str, Any] | None:
         outcome = f"{scope.loop}.{scope.index}.outcome" if scope.index is not None else None
         loop = {"key": scope.loop, "outcome_field": outcome}
     return {"keys": list(scope.keys), "loop": loop}
+
+
+def _job_books_arg(args: dict[str, Any], name: str, job: JobWrites | None) -> list[str]:
+    """Put a job system's writes in a script's arguments as ``name`` (``rq_jobs.lua``), telling the
+    script where their keys start in KEYS; returns the keys."""
+    if job is None:
+        return []
+    args[name] = {**job.args, "at": 1}
+    return list(job.keys)

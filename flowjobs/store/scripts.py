@@ -68,7 +68,8 @@ def script_source(name: str) -> str:
     metric constants) and the shared helpers of ``common.lua``."""
     lua = files("flowjobs") / "lua"
     prelude = lua_prelude() + metric_constants()
-    return prelude + (lua / "common.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
+    shared = (lua / "common.lua").read_text() + "\n" + (lua / "rq_jobs.lua").read_text()
+    return prelude + shared + "\n" + (lua / f"{name}.lua").read_text()
 
 
 @cache
@@ -146,8 +147,10 @@ class Scripts:
         self._redis = redis
         self._registered = {name: redis.register_script(script_source(name)) for name in SCRIPT_NAMES}
 
-    def _call(self, name: str, args: Mapping[str, Any], argv: Sequence[bytes] = ()) -> Any:
-        return self._registered[name](args=script_argv(args, argv))
+    def _call(
+        self, name: str, args: Mapping[str, Any], argv: Sequence[bytes] = (), keys: Sequence[str] = ()
+    ) -> Any:
+        return self._registered[name](keys=keys, args=script_argv(args, argv))
 
     def create_run(self, new: NewRun, wait: ReplicaWait | None = None) -> Created | Refused[AdmissionRefusal]:
         """``create_run.lua``; with ``wait``, then ``WAIT`` on the same connection (a pipeline)."""
@@ -170,16 +173,20 @@ class Scripts:
         return decode_apply_plan(self._call("apply_plan", args, argv), scope)
 
     def claim(
-        self, args: Mapping[str, Any], refs: Sequence[str], scope: StateScope | None
+        self, args: Mapping[str, Any], refs: Sequence[str], scope: StateScope | None, keys: Sequence[str] = ()
     ) -> Claim | Refused[ClaimRefusal]:
         """``claim.lua``; ``refs`` name the steps whose hash keys ``args["refs"]`` lists, in order."""
-        return decode_claim(self._call("claim", args), refs, scope)
+        return decode_claim(self._call("claim", args, keys=keys), refs, scope)
 
     def complete(
-        self, args: Mapping[str, Any], argv: Sequence[bytes], scope: StateScope | None
+        self,
+        args: Mapping[str, Any],
+        argv: Sequence[bytes],
+        scope: StateScope | None,
+        keys: Sequence[str] = (),
     ) -> RunSnapshot | Refused[FenceRefusal] | Signalled:
         """``complete.lua``."""
-        return decode_complete(self._call("complete", args, argv), scope)
+        return decode_complete(self._call("complete", args, argv, keys), scope)
 
     def expand_loop(
         self, args: Mapping[str, Any], scope: StateScope | None
