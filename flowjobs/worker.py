@@ -216,17 +216,26 @@ class FlowWorkerBase(BaseWorker):
         books = self._keeping
         if books is None or books.job_id != job.id:
             return None
-        if not books.started_written:
-            books.started_written = True
-            super().prepare_execution(job)
-            super().prepare_job_execution(job, remove_from_intermediate_queue=len(self.queues) == 1)
+        self._write_start(books, job, remove_from_intermediate_queue=len(self.queues) == 1)
         return books
 
+    def _write_start(self, books: RQJobBooks, job: Job, *, remove_from_intermediate_queue: bool) -> None:
+        """RQ's own writes of a step job's start, unless they are written already."""
+        if books.started_written:
+            return
+        books.started_written = True
+        books.execution = super().prepare_execution(job)
+        super().prepare_job_execution(job, remove_from_intermediate_queue)
+
     def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
-        """RQ's bookkeeping before a job runs; a step job's claim writes it."""
-        books = self._keeping
+        """RQ's bookkeeping before a job runs; a step job's claim writes it (and RQ's preparation of
+        its execution) when it runs in ``perform_job``."""
+        books = self._books
         if books is None or books.job_id != job.id:
             super().prepare_job_execution(job, remove_from_intermediate_queue)
+            return
+        if self._keeping is not books:
+            self._write_start(books, job, remove_from_intermediate_queue=remove_from_intermediate_queue)
             return
         self.current_job_working_time = 0
         self.procline(f"Processing {job.func_name} from {job.origin} since {time.time()}")  # type: ignore[no-untyped-call]

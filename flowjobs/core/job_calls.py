@@ -90,8 +90,8 @@ class JobBooks(Protocol):
 
     job_id: str
 
-    def started(self) -> JobWrites:
-        """Writes of the job's start; the job system then writes none itself."""
+    def started(self) -> JobWrites | None:
+        """Writes of the job's start, the job system then writing none itself; None once written."""
         ...
 
     def ended(self, output_json: str | None, failure: str | None) -> JobWrites | None:

@@ -193,6 +193,41 @@ class RQJobRunner:
         return ids
 
     def enqueue_commands(self, calls: Sequence[JobCall]) -> list[list[list[bytes]]] | None:
+        """RQ's enqueue of each call as the commands RQ sends: for a call without retries or
+        callbacks (every step attempt's), the queue's entry in RQ's set of queues, the job hash with
+        the fields RQ's ``Job.to_dict`` gives such a job, and its push on the queue, built directly;
+        for any other, RQ's own enqueue recorded on a pipeline that is never sent."""
+        if not all(_plain(call) for call in calls):
+            return self._recorded_enqueue(calls)
+        queue = self.queue
+        queue_key, queues_key = queue.key.encode(), queue.redis_queues_keys.encode()
+        moment = utcformat(now()).encode()
+        return [
+            [
+                [b"SADD", queues_key, queue_key],
+                [b"HSET", Job.key_for(call.job_id).encode(), *self._job_fields(call, moment)],
+                [b"RPUSH", queue_key, call.job_id.encode()],
+            ]
+            for call in calls
+        ]
+
+    def _job_fields(self, call: JobCall, moment: bytes) -> list[bytes]:
+        """The fields of a queued job's hash for a call without retries or callbacks, as RQ's
+        ``Job.to_dict`` writes them (``moment``: its creation and enqueue time, RQ's format)."""
+        timeout = call.timeout_seconds or self.default_timeout_seconds
+        data = json.dumps([call.func, None, list(call.args), dict(call.kwargs)]).encode()
+        keep = str(self.keep_seconds).encode()
+        fields = [b"created_at", moment, b"data", zlib.compress(data)]
+        for empty in _EMPTY_JOB_FIELDS:
+            fields += [empty, b""]
+        fields += [b"origin", self.queue.name.encode(), b"description", call.description.encode()]
+        fields += [b"enqueued_at", moment, b"timeout", str(math.ceil(timeout)).encode()]
+        fields += [b"result_ttl", keep, b"failure_ttl", keep, b"status", JobStatus.QUEUED.value.encode()]
+        if call.meta:
+            fields += [b"meta", json.dumps(call.meta).encode()]
+        return fields
+
+    def _recorded_enqueue(self, calls: Sequence[JobCall]) -> list[list[list[bytes]]]:
         """RQ's own enqueue of each call, recorded on a pipeline that is never sent."""
         encoder = self.redis.get_encoder()
         recorded: list[list[list[bytes]]] = []
@@ -359,6 +394,24 @@ class RQJobRunner:
             pipeline.zrem(queue.started_job_registry.key, *taken.entries)
 
 
+#: Fields RQ's ``Job.to_dict`` writes empty for a job that has not run and has no callbacks.
+_EMPTY_JOB_FIELDS = (
+    b"success_callback_name",
+    b"failure_callback_name",
+    b"stopped_callback_name",
+    b"started_at",
+    b"ended_at",
+    b"last_heartbeat",
+    b"worker_name",
+    b"group_id",
+)
+
+
+def _plain(call: JobCall) -> bool:
+    """Whether RQ's job of the call has no retries and no callbacks (``RQJobRunner._job``)."""
+    return not call.retry_delays and not call.keep_failed
+
+
 def is_step_job(job: Job) -> bool:
     """Whether an RQ job runs a flow step (``flowjobs.jobs.run_step``)."""
     return job.func_name == RUN_STEP
@@ -410,9 +463,12 @@ class RQJobBooks:
             self.worker_key,
         )
 
-    def started(self) -> JobWrites:
+    def started(self) -> JobWrites | None:
         """``prepare_execution`` and ``prepare_job_execution``: the execution and its registries,
-        the job started on this worker, the worker busy with it, the job off the intermediate list."""
+        the job started on this worker, the worker busy with it, the job off the intermediate list;
+        None when the worker wrote them itself."""
+        if self.started_written:
+            return None
         moment = now()
         job, formatted = self.job, utcformat(moment)
         job.worker_name, job.last_heartbeat, job.started_at = self.worker_name, moment, moment
