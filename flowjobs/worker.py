@@ -71,8 +71,10 @@ class FlowWorkerBase(BaseWorker):
         # being performed in this process (its books are open to the engine).
         self._books: RQJobBooks | None = None
         self._keeping: RQJobBooks | None = None
-        # (monotonic time, TTL) of the last heartbeat sent.
+        # (monotonic time, TTL) of the last heartbeat sent; whether one in a pipeline of RQ's
+        # (its suspension check) may be left out too.
         self._beat: tuple[float, int] | None = None
+        self._coalesce_in_pipelines = True
 
     def _set_connection(self, connection: Redis) -> Redis:
         """RQ's raise of the pool's socket timeout above its blocking dequeue (405 s), applied to the
@@ -283,12 +285,14 @@ class FlowWorkerBase(BaseWorker):
 
     def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
         """RQ's worker heartbeat in one round-trip, and not again within
-        ``_HEARTBEAT_COALESCE_SECONDS`` with the same TTL (RQ sends it three times around a job)."""
+        ``_HEARTBEAT_COALESCE_SECONDS`` with the same TTL (RQ sends it four times around a job)."""
         timeout = timeout or self.worker_ttl + 60
         beat = self._beat
-        if pipeline is not None:
+        recent = beat is not None and time.monotonic() - beat[0] < _HEARTBEAT_COALESCE_SECONDS
+        fresh = recent and beat is not None and beat[1] == timeout
+        if pipeline is not None and not (fresh and self._coalesce_in_pipelines):
             super().heartbeat(timeout, pipeline=pipeline)
-        elif beat is None or beat[1] != timeout or time.monotonic() - beat[0] >= _HEARTBEAT_COALESCE_SECONDS:
+        elif pipeline is None and not fresh:
             with self.connection.pipeline(transaction=False) as pipe:
                 super().heartbeat(timeout, pipeline=pipe)
                 pipe.execute()
@@ -302,10 +306,14 @@ class FlowWorkerBase(BaseWorker):
         The parent process is never blocked by the handler, so the lease outlives a handler that
         holds the GIL. A Redis error is logged, not raised: RQ would leave the horse behind.
         """
+        # RQ reads the heartbeat's reply by its place in this pipeline: it is always sent here.
+        self._coalesce_in_pipelines = False
         try:
             super().maintain_heartbeats(job)
         except REDIS_DOWN as error:
             log.warning("worker.heartbeat_failed", worker=self.name, error=repr(error))
+        finally:
+            self._coalesce_in_pipelines = True
         lease = _job_lease(job)
         if self.leases is not None and lease is not None:
             self.leases.renew({lease[:2]: lease[2]})

@@ -6,7 +6,8 @@
 -- do) names its keys by their place in KEYS, from KEYS[b.at]: the job hash, its execution hash,
 -- its executions registry, the queue's started registry, the worker hash, then the queue's
 -- intermediate list (start), or the job's results stream and the finished or failed registry (end).
--- Times arrive formatted as RQ formats them (b.now: RQ's ISO form; b.ts: epoch seconds).
+-- Times arrive formatted as RQ formats them (b.now: RQ's ISO form; b.ts: epoch seconds). RQ's
+-- PERSIST of the job hash before it runs stays RQ's (Job.perform), before the claim.
 
 local function rq_job_started(b)
   if b == nil or b == cjson.null then return end
@@ -22,7 +23,6 @@ local function rq_job_started(b)
   redis.call('EXPIRE', worker, b.ttl)
   redis.call('HSET', job, 'last_heartbeat', b.now, 'status', 'started', 'started_at', b.now,
     'worker_name', b.worker_name)
-  redis.call('PERSIST', job)
   redis.call('LREM', intermediate, 1, b.job_id)
 end
 
