@@ -14,7 +14,7 @@ import socket
 import time
 import traceback
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -886,6 +886,13 @@ class Engine:
         the run is pinned to."""
         step = self.store.flows.load_manifest(run_fields["manifest_hash"]).step(step_key)
         return step_call(run_id, run_fields, step_key, attempt, step.timeout_seconds if step else None)
+
+    def preload_manifest(self, manifest_hash: str) -> None:
+        """Load a pinned manifest into this process's cache ahead of the step jobs that name it: a
+        forking worker's parent does, so that its work-horses inherit it instead of each reading
+        and parsing it again."""
+        with suppress(LookupError):
+            self.store.flows.load_manifest(manifest_hash)
 
     def manifest_of(self, run_id: str) -> FlowManifest | None:
         """The manifest a run is pinned to, or None if there is no such run."""

@@ -27,6 +27,11 @@ def install_engine(engine: Engine | None) -> None:
     _engine = engine
 
 
+def installed_engine() -> Engine | None:
+    """The engine this process's jobs use, if one is installed or built already."""
+    return _engine
+
+
 def current_engine() -> Engine:
     """The installed engine, built from settings (and handler modules) on first use."""
     global _engine

@@ -29,7 +29,7 @@ from flowjobs.core.handlers import HandlerRegistry
 from flowjobs.duties import Duty, flow_duties, next_backoff
 from flowjobs.engine import COLD_SHUTDOWN_REASON, ColdShutdown, Engine
 from flowjobs.factory import engine_from_settings
-from flowjobs.jobs import install_engine
+from flowjobs.jobs import install_engine, installed_engine
 from flowjobs.leases import LeaseKeeper
 from flowjobs.metrics import serve_process_metrics
 from flowjobs.runtime.current import keeping_books
@@ -374,7 +374,13 @@ class FlowWorker(FlowWorkerBase, Worker):
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         """RQ's execution in a work-horse; an attempt cut off by a cold shutdown (RQ has killed and
-        reaped the horse by then) is handed over for another worker to run at once."""
+        reaped the horse by then) is handed over for another worker to run at once. A step's
+        manifest is loaded here first, for every work-horse to inherit."""
+        engine = self.engine or installed_engine()
+        manifest_hash = job.args[3] if is_step_job(job) and len(job.args) > 3 else None
+        if engine is not None and isinstance(manifest_hash, str):
+            with suppress(*REDIS_DOWN):
+                engine.preload_manifest(manifest_hash)
         try:
             super().execute_job(job, queue)
         except ColdShutdown:

@@ -84,7 +84,7 @@ local function bump_version(a)
 end
 
 local function run_commands(commands)
-  -- RQ's own enqueue commands for a job, recorded in Python (flowjobs/runtime/rq.py), passed as
+  -- RQ's enqueue commands for a job, built in Python (flowjobs/runtime/rq.py, enqueue_commands), passed as
   -- binary-safe ARGV slices {offset, count}.
   for _, c in ipairs(commands or {}) do redis.call(unpack(ARGV, c[1], c[1] + c[2] - 1)) end
 end
