@@ -181,7 +181,8 @@ class Engine:
         Safe to run again (at-least-once delivery): a Running run is only re-planned.
         """
         with structlog.contextvars.bound_contextvars(run_id=run_id, job_id=job_id):
-            started = self.store.runs.start_run(run_id)
+            books = job_books(job_id)
+            started = self.store.runs.start_run(run_id, job=books.started() if books is not None else None)
             if started is None:
                 log.warning("run.missing")
                 return None

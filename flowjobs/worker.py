@@ -33,7 +33,7 @@ from flowjobs.jobs import install_engine, installed_engine
 from flowjobs.leases import LeaseKeeper
 from flowjobs.metrics import serve_process_metrics
 from flowjobs.runtime.current import keeping_books
-from flowjobs.runtime.rq import RQJobBooks, is_step_job
+from flowjobs.runtime.rq import RQJobBooks, is_flow_job, is_step_job
 from flowjobs.settings import Settings
 from flowjobs.store.base import REDIS_DOWN
 
@@ -179,10 +179,10 @@ class FlowWorkerBase(BaseWorker):
     # -- a step job's RQ bookkeeping, done by its claim and completion scripts (RQJobBooks) --------
 
     def prepare_execution(self, job: Job) -> Execution:
-        """RQ's preparation of a job's execution; a step job's is written by its claim, with the job's
-        start (an unsaved ``Execution`` until then)."""
+        """RQ's preparation of a job's execution; a step or trigger job's is written by its claim (the
+        trigger's: its start of the run), with the job's start (an unsaved ``Execution`` until then)."""
         queue = next((queue for queue in self.queues if queue.name == job.origin), None)
-        if not is_step_job(job) or queue is None:
+        if not is_flow_job(job) or queue is None:
             self._books = None
             return super().prepare_execution(job)
         self.execution = Execution(uuid4().hex, job.id, self.connection, worker_name=self.name)

@@ -3,9 +3,11 @@
 -- the flow can be disabled while the trigger job waits in the queue).
 -- ARGV[1] (JSON): the run fields (common.lua), and steps_key, loops_key, loop_items_key,
 --   flow_prefix (keys.flow_prefix).
+--   Optional job_started: the job system's writes of the trigger job's start (rq_jobs.lua), done first.
 -- Reply: {status before, state (common.lua) of the whole run after the move}, or false if there is
 --   no such run.
 local a = cjson.decode(ARGV[1])
+rq_job_started(a.job_started)
 local before = redis.call('HGET', a.run_key, 'status')
 if not before then return false end
 local flow_id = redis.call('HGET', a.run_key, 'flow_id')

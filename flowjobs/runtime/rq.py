@@ -26,7 +26,16 @@ from rq.worker import BaseWorker
 
 from flowjobs.core.clock import utcnow
 from flowjobs.core.errors import JobNotFound
-from flowjobs.core.job_calls import RUN_STEP, JobCall, JobFailed, JobState, JobWrites, StoredJobs, job_result
+from flowjobs.core.job_calls import (
+    RUN_STEP,
+    RUN_TRIGGER,
+    JobCall,
+    JobFailed,
+    JobState,
+    JobWrites,
+    StoredJobs,
+    job_result,
+)
 from flowjobs.runtime.base import RecurringJobStore
 
 _STATES = {
@@ -415,6 +424,11 @@ def _plain(call: JobCall) -> bool:
 def is_step_job(job: Job) -> bool:
     """Whether an RQ job runs a flow step (``flowjobs.jobs.run_step``)."""
     return job.func_name == RUN_STEP
+
+
+def is_flow_job(job: Job) -> bool:
+    """Whether an RQ job runs a flow step or a run's trigger: its scripts can write its start."""
+    return job.func_name in (RUN_STEP, RUN_TRIGGER)
 
 
 class RQJobBooks:

@@ -106,9 +106,11 @@ class RunWrites(StorePart):
         replicas hold the new run in time."""
         return self.scripts.create_run(new, self.context.replica_wait)
 
-    def start_run(self, run_id: UUID | str) -> tuple[RunStatus, RunSnapshot] | None:
+    def start_run(
+        self, run_id: UUID | str, job: JobWrites | None = None
+    ) -> tuple[RunStatus, RunSnapshot] | None:
         """Move a Pending run to Running (once), or to Cancelled if its flow was disabled since it
-        was triggered.
+        was triggered. ``job``: the job system's writes of the trigger job's start, done first.
 
         Returns the status it had before and the run's snapshot after; None if there is no such run.
         """
@@ -117,7 +119,8 @@ class RunWrites(StorePart):
         args["loops_key"] = self.keys.loops(run_id)
         args["loop_items_key"] = self.keys.loop_items(run_id)
         args["flow_prefix"] = self.keys.flow_prefix()
-        return self.scripts.start_run(args)
+        keys = _job_books_arg(args, "job_started", job)
+        return self.scripts.start_run(args, keys)
 
     def apply_plan(self, run_id: UUID | str, continuation: Continuation) -> AppliedPlan | RunSnapshot:
         """Record skips and dispatches (each step once, with their jobs' enqueue commands), advance

@@ -162,9 +162,11 @@ class Scripts:
             reply, acknowledged = pipe.execute()
         return wait.check(decode_create_run(reply, new.run_id), int(acknowledged))
 
-    def start_run(self, args: Mapping[str, Any]) -> tuple[RunStatus, RunSnapshot] | None:
+    def start_run(
+        self, args: Mapping[str, Any], keys: Sequence[str] = ()
+    ) -> tuple[RunStatus, RunSnapshot] | None:
         """``start_run.lua``."""
-        return decode_start_run(self._call("start_run", args))
+        return decode_start_run(self._call("start_run", args, keys=keys))
 
     def apply_plan(
         self, args: Mapping[str, Any], argv: Sequence[bytes], scope: StateScope | None

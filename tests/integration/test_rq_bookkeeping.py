@@ -52,6 +52,10 @@ def test_step_jobs_start_and_end_as_rq_records_them(space: Space) -> None:
     assert "RuntimeError: no luck" in (failure.exc_string or "")
     assert fail.return_value() is None
 
+    trigger = Job.fetch(run.background_job_id or "", connection=space.redis, serializer=JSONSerializer)
+    assert trigger.get_status() == "finished" and trigger.worker_name == worker_name
+    assert trigger.started_at is not None and trigger.id in queue.finished_job_registry.get_job_ids()
+
     assert queue.started_job_registry.get_job_ids() == []
     assert not space.redis.exists(f"rq:executions:{look.id}", f"rq:executions:{fail.id}")
     assert space.redis.llen(queue.intermediate_queue_key) == 0
