@@ -36,7 +36,7 @@ from flowjobs.client import parse_run_id as client_parse_run_id
 from flowjobs.core.clock import utcnow
 from flowjobs.core.errors import FlowjobsError, RunNotFound
 from flowjobs.core.limits import check_json_limits
-from flowjobs.core.manifest import FlowManifest, child_key, split_runtime_key
+from flowjobs.core.manifest import FlowManifest, child_key, manifest_key, split_runtime_key
 from flowjobs.core.records import FlowRunRecord, FlowStepRecord
 from flowjobs.core.statuses import RunStatus, StepStatus
 from flowjobs.core.urls import RQ_PREFIX, UI_PREFIX, run_ui_path
@@ -513,7 +513,7 @@ def _run_page(
         def link(node: DagNode) -> str:
             return f"{run_ui_path(run.id)}?{urlencode({'step': node.key})}#step-panel"
 
-        dag_svg = render_svg(layout, link, selected=_dag_key(selected))
+        dag_svg = render_svg(layout, link, selected=manifest_key(selected))
     job_ids = [run.background_job_id or "", *(s.job_id or "" for s in steps)]
     job_ids += [a.job_id or "" for s in steps for a in s.attempts or []]
     job_ids = sorted(set(filter(None, job_ids)))
@@ -547,12 +547,6 @@ def _run_page(
         status_code,
         {name: value for name, value in checked.items() if value is not None},
     )
-
-
-def _dag_key(step_key: str) -> str:
-    """The DAG node of a runtime key: a ForEach child's node stands for all its iterations."""
-    loop, child = split_runtime_key(step_key)
-    return f"{loop}.{child}" if child is not None else step_key
 
 
 def _run_action(
