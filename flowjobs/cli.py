@@ -538,6 +538,8 @@ def _print_stats(stats: FlowStats) -> None:
         f"  run duration    p50 {_seconds(d.p50_seconds)}  p95 {_seconds(d.p95_seconds)}"
         f"  max {_seconds(d.max_seconds)}  ({sample})"
     )
+    if stats.runs:
+        click.echo(f"  per hour        oldest first, from {stats.window_start:%Y-%m-%d %H:%M} UTC")
     for status in RunStatus:
         if stats.totals[status]:
             counts = " ".join(f"{hour.counts[status]:>3}" for hour in stats.hours)

@@ -142,7 +142,9 @@ class FlowStats(_Stats):
     steps_read: int
     """Finished steps of those runs the slowest steps were computed from."""
     steps_sampled: bool
-    """True when some steps of the sampled runs were not read (``SAMPLE_STEPS``)."""
+    """True when some steps of the sampled runs were not read (``sample_steps``)."""
+    sample_steps: int
+    """The bound on the step records read (``SAMPLE_STEPS``)."""
     slowest_steps: list[StepDurations]
     """At most ``SLOWEST_STEPS``, slowest p95 first (then mean, then name)."""
 
@@ -186,6 +188,7 @@ def flow_stats(
     *,
     steps_complete: bool,
     sample_runs: int = SAMPLE_RUNS,
+    sample_steps: int = SAMPLE_STEPS,
 ) -> FlowStats:
     """A flow's figures from the store's reads: ``hour_counts[i]`` counts the runs started in
     ``[edges[i], edges[i + 1])`` by status, ``runs`` are the sampled finished runs, ``steps`` the
@@ -212,5 +215,6 @@ def flow_stats(
         sample_runs=sample_runs,
         steps_read=len(steps),
         steps_sampled=not steps_complete,
+        sample_steps=sample_steps,
         slowest_steps=slowest_steps(steps),
     )
