@@ -57,7 +57,11 @@ def _run_flows(space: Space, tmp_path: Path) -> tuple[FlowClient, FlowDefinition
 
 def test_figures_equal_the_run_records(space: Space, tmp_path: Path) -> None:
     client, definition = _run_flows(space, tmp_path)
+    before = utcnow()
     pending = client.trigger(HOSTILE, data={})  # not drained: counted, not finished
+    queue = client.queries.queue_health(space.settings.queue)
+    assert (queue.name, queue.depth, queue.workers) == (space.settings.queue, 1, 0)
+    assert 0 <= queue.oldest_age_seconds <= (utcnow() - before).total_seconds()
     runs = [r for r in client.list_runs(flow_id=definition.id, limit=50) if r.id != pending.run_id]
     assert sorted(r.status for r in runs) == sorted([RunStatus.Succeeded] * OK + [RunStatus.Failed] * FAILING)
 
