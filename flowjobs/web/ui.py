@@ -1,7 +1,8 @@
 """The flows UI at ``/flows/``: server-rendered pages (Jinja2, htmx) over ``FlowClient``, live by
 server-sent events from the engine's pub/sub channel.
 
-Pages: overview, flows, a flow's health, runs, a run (DAG, timeline, step panel, actions), schedules, search.
+Pages: overview, flows, a flow's last 24 h, runs, a run (DAG, timeline, step panel, actions),
+schedules, search.
 Every action is a plain HTML form POST answered by a redirect (303) to the page that shows its
 result, with a notice code (``?done=``, one of ``NOTICES``), so the UI works without JavaScript;
 a refused action shows its page again at once, with the error and a 4xx status. htmx only
@@ -272,7 +273,6 @@ class Bucket:
     def total(self) -> int:
         """Every run of the slice."""
         return self.succeeded + self.failed + self.other
-
 
     @classmethod
     def of(cls, start: datetime, by_status: Mapping[RunStatus, int]) -> Bucket:
