@@ -14,7 +14,8 @@ from flowjobs import FlowClient, FlowDefinition, RunStatus
 from flowjobs.core.clock import utcnow
 from flowjobs.core.registry import FlowRegistry
 from flowjobs.core.stats import SAMPLE_RUNS, hour_edges, percentile
-from tests.conftest import Space
+from flowjobs.web.app import create_app
+from tests.conftest import Space, served
 
 #: A flow name as hostile as flow files allow: markup, quotes, an escape sequence.
 HOSTILE = "<img src=x onerror=alert(1)> & \"st'ats\" \x1b[31m"
@@ -155,3 +156,18 @@ def test_cli_prints_the_same_figures(space: Space, tmp_path: Path) -> None:
     unknown = space.cli("stats", "--flow", "no-such-flow")
     assert unknown.returncode == 2 and "no flow with id or name 'no-such-flow'" in unknown.stderr
     assert unknown.stdout == ""
+
+
+def test_the_api_answers_the_same_figures(space: Space, tmp_path: Path) -> None:
+    client, definition = _run_flows(space, tmp_path)
+    stats = client.queries.flow_stats(definition)
+    with served(create_app(space.settings, client), lifespan="off") as http:
+        answered = http.get(f"/flows/api/flows/{definition.id}/stats")
+        unknown = http.get("/flows/api/flows/no-such-flow/stats")
+    assert answered.status_code == 200, answered.text
+    body = answered.json()
+    assert body["flowName"] == HOSTILE and body["successRate"] == OK / (OK + FAILING)
+    assert body["totals"]["Succeeded"] == OK and body["totals"]["Failed"] == FAILING
+    assert body["runDurations"] == stats.run_durations.model_dump(mode="json", by_alias=True)
+    assert [row["step"] for row in body["slowestSteps"]] == [row.step for row in stats.slowest_steps]
+    assert unknown.status_code == 404 and unknown.json()["error"]
