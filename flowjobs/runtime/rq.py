@@ -431,6 +431,32 @@ def is_flow_job(job: Job) -> bool:
     return job.func_name in (RUN_STEP, RUN_TRIGGER)
 
 
+@dataclass(frozen=True)
+class QueueRegistries:
+    """The keys of a queue's intermediate list and of its started, finished and failed registries."""
+
+    intermediate: str
+    started: str
+    finished: str
+    failed: str
+
+
+_REGISTRIES: dict[str, QueueRegistries] = {}
+
+
+def queue_registries(queue: Queue) -> QueueRegistries:
+    """The registry keys of ``queue``, as RQ names them (built once per queue name)."""
+    known = _REGISTRIES.get(queue.name)
+    if known is None:
+        known = _REGISTRIES[queue.name] = QueueRegistries(
+            queue.intermediate_queue_key,
+            queue.started_job_registry.key,
+            queue.finished_job_registry.key,
+            queue.failed_job_registry.key,
+        )
+    return known
+
+
 class RQJobBooks:
     """RQ's bookkeeping of one step job, left by flowjobs' worker to the step's claim (the job's
     start) and to the completion that ends the step (its end): ``flowjobs/lua/rq_jobs.lua`` writes
@@ -457,7 +483,7 @@ class RQJobBooks:
         self.job = job
         self.job_id = str(job.id)
         self.execution = execution
-        self.queue = queue
+        self.registries = queue_registries(queue)
         self.worker_name = worker_name
         self.worker_key = worker_key
         self.worker_ttl = worker_ttl
@@ -473,7 +499,7 @@ class RQJobBooks:
             self.job.key,
             self.execution.key,
             ExecutionRegistry.key_template.format(self.job_id),
-            self.queue.started_job_registry.key,
+            self.registries.started,
             self.worker_key,
         )
 
@@ -491,7 +517,7 @@ class RQJobBooks:
         self.started_written = True
         stamp = moment.timestamp()
         return JobWrites(
-            keys=(*self._keys(), self.queue.intermediate_queue_key),
+            keys=(*self._keys(), self.registries.intermediate),
             args={
                 "job_id": self.job_id,
                 "execution_id": self.execution.id,
@@ -517,14 +543,14 @@ class RQJobBooks:
         fields = ["worker_name", self.worker_name, "execution_id", self.execution.id]
         fields += ["execution_started_at", repr(started.timestamp()), "execution_ended_at", repr(stamp)]
         if failure is None:
-            status, registry, counter = JobStatus.FINISHED, self.queue.finished_job_registry.key, "successful"
+            status, registry, counter = JobStatus.FINISHED, self.registries.finished, "successful"
             score: int | str = "+inf" if ttl == -1 else int(stamp) + ttl
             value = job_result(output_json)
             fields = ["type", str(Result.Type.SUCCESSFUL.value), *fields]
             if value is not None:
                 fields += ["return_value", b64encode(json.dumps(value).encode()).decode()]
         else:
-            status, registry, counter = JobStatus.FAILED, self.queue.failed_job_registry.key, "failed"
+            status, registry, counter = JobStatus.FAILED, self.registries.failed, "failed"
             score = ttl if ttl < 0 else int(stamp) + ttl
             exc_string = f"{JobFailed.__module__}.{JobFailed.__name__}: {failure}"
             fields = ["type", str(Result.Type.FAILED.value), *fields]
