@@ -333,12 +333,25 @@ class RQJobRunner:
         """Cancel a waiting job: off its queue or the scheduled registry, into RQ's canceled registry
         (rq-dashboard lists it there); False if it is missing or no longer waiting."""
         job = self._fetch(job_id)
-        if job is None or job.get_status(refresh=False) not in (JobStatus.QUEUED, JobStatus.SCHEDULED):
+        if job is None:
             return False
-        if job.get_status(refresh=False) == JobStatus.SCHEDULED:
-            self.queue.scheduled_job_registry.remove(job)
-        job.cancel()
-        return True
+        with self.redis.pipeline() as pipe:
+            while True:
+                try:
+                    # Watched: a worker that starts the job meanwhile is not cancelled under, and RQ's
+                    # cancel does not read the execution of a job that started since it was fetched.
+                    pipe.watch(job.key)  # type: ignore[no-untyped-call]
+                    status = job.get_status(refresh=True)
+                    if status not in (JobStatus.QUEUED, JobStatus.SCHEDULED):
+                        return False
+                    pipe.multi()
+                    if status == JobStatus.SCHEDULED:
+                        self.queue.scheduled_job_registry.remove(job, pipeline=pipe)
+                    job.cancel(pipeline=pipe)
+                    pipe.execute()
+                    return True
+                except WatchError:
+                    continue
 
     def requeue(self, job_id: str) -> bool:
         """Requeue a failed job, or re-push a job whose id is no longer in any queue."""
