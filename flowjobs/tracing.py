@@ -80,13 +80,15 @@ def caller_trace(given: Mapping[str, str]) -> dict[str, str]:
 @contextmanager
 def run_span(run_id: str, job_id: str | None) -> Iterator[RunSpan]:
     """The run's span around its trigger job, child of the caller's context from the job's meta."""
-    with _tracer.start_as_current_span(
-        "flowjobs.run", context=_job_parent(rq.get_current_job()), kind=SpanKind.CONSUMER
-    ) as span:
-        if span.is_recording():
-            span.set_attributes(_ids(run_id, job_id))
-        yield RunSpan(span)
-    _flush()
+    try:
+        with _tracer.start_as_current_span(
+            "flowjobs.run", context=_job_parent(rq.get_current_job()), kind=SpanKind.CONSUMER
+        ) as span:
+            if span.is_recording():
+                span.set_attributes(_ids(run_id, job_id))
+            yield RunSpan(span)
+    finally:
+        _flush()
 
 
 class RunSpan:
@@ -116,16 +118,18 @@ def step_span(run_id: str, step_key: str, attempt: int, job_id: str | None) -> I
     """One attempt's span around its step job, child of the run span from the job's meta; current
     while it runs."""
     job = rq.get_current_job()
-    with _tracer.start_as_current_span(
-        f"flowjobs.step {_step_name(step_key)}", context=_job_parent(job), kind=SpanKind.CONSUMER
-    ) as span:
-        if span.is_recording():
-            span.set_attributes({**_ids(run_id, job_id), STEP_KEY: step_key, ATTEMPT: attempt})
-            if job is not None and job.enqueued_at is not None and job.started_at is not None:
-                waited = (job.started_at - job.enqueued_at).total_seconds() * 1000
-                span.set_attribute(QUEUE_WAIT_MS, max(waited, 0.0))
-        yield StepSpan(span)
-    _flush()
+    try:
+        with _tracer.start_as_current_span(
+            f"flowjobs.step {_step_name(step_key)}", context=_job_parent(job), kind=SpanKind.CONSUMER
+        ) as span:
+            if span.is_recording():
+                span.set_attributes({**_ids(run_id, job_id), STEP_KEY: step_key, ATTEMPT: attempt})
+                if job is not None and job.enqueued_at is not None and job.started_at is not None:
+                    waited = (job.started_at - job.enqueued_at).total_seconds() * 1000
+                    span.set_attribute(QUEUE_WAIT_MS, max(waited, 0.0))
+            yield StepSpan(span)
+    finally:
+        _flush()
 
 
 class StepSpan:
