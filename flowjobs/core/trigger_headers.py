@@ -102,7 +102,7 @@ def trace_context(headers: Mapping[str, str]) -> dict[str, str]:
     all zeros, at most ``MAX_TRACEPARENT_CHARS``; a version 00 one exactly 55 characters), else
     nothing: a malformed trace context is ignored, never refused (the specification's rule)."""
     found = {name.lower(): value for name, value in headers.items()}
-    parent = found.get(TRACEPARENT_HEADER, "").strip()
+    parent = found.get(TRACEPARENT_HEADER, "")
     match = _TRACEPARENT.fullmatch(parent) if len(parent) <= MAX_TRACEPARENT_CHARS else None
     if match is None:
         return {}
