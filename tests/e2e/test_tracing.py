@@ -6,6 +6,7 @@ the parent of every step span, a caller's ``traceparent`` its parent."""
 from __future__ import annotations
 
 import gzip
+import os
 import subprocess
 import sys
 import threading
@@ -23,6 +24,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from opentelemetry.sdk.trace import TracerProvider
+from rq.job import Job
+from rq.serializers import JSONSerializer
 
 from flowjobs import RunStatus
 from flowjobs.core.registry import FlowRegistry
@@ -250,3 +253,68 @@ def test_a_trigger_inside_a_span_joins_its_trace_and_a_failing_step_is_an_error(
     assert event == "exception"
     assert attributes["exception.type"] == "RuntimeError"
     assert attributes["exception.message"] == "kaboom"
+
+
+def test_without_an_sdk_no_trace_context_is_stored(space: Space, flows: FlowRegistry) -> None:
+    # This process installs no tracer provider: the API's no-op tracer.
+    client = space.client(flows)
+    handle = client.trigger("traced-diamond")
+    space.drain()
+    run = client.get_run_detail(handle.run_id)
+    assert run is not None and run.status is RunStatus.Succeeded and run.steps is not None
+    assert (run.traceparent, run.tracestate) == (None, None)
+    jobs = [handle.background_job_id, *(step.job_id for step in run.steps)]
+    for job_id in jobs:
+        meta = Job.fetch(str(job_id), connection=space.redis, serializer=JSONSerializer).meta
+        assert "traceparent" not in meta, job_id
+
+
+PROBE = """
+from opentelemetry import trace
+from flowjobs.tracing import configure_tracing
+installed = configure_tracing("flowjobs-probe")
+provider = trace.get_tracer_provider()
+print(installed, type(provider).__name__, getattr(provider, "resource", None) and
+      provider.resource.attributes["service.name"])
+"""
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, "False ProxyTracerProvider None"),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"}, "True TracerProvider flowjobs-probe"),
+        ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:9/v1/traces"}, "True TracerProvider"),
+        ({"OTEL_TRACES_EXPORTER": "console", "OTEL_SERVICE_NAME": "shop"}, "True TracerProvider shop"),
+        ({"OTEL_TRACES_EXPORTER": "nonsense"}, "False ProxyTracerProvider None"),
+        ({"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://x"}, "False Proxy"),
+        ({"OTEL_SDK_DISABLED": "true", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://x"}, "False Proxy"),
+    ],
+)
+def test_the_sdk_is_installed_when_the_environment_asks(env: dict[str, str], expected: str) -> None:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    probe = subprocess.run(
+        [sys.executable, "-c", PROBE], env={**base, **env}, cwd=ROOT, capture_output=True, text=True
+    )
+    assert probe.stdout.splitlines()[-1].startswith(expected), probe.stdout + probe.stderr
+
+
+def test_a_tracer_provider_installed_before_is_kept() -> None:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    kept = (
+        "from opentelemetry import trace\n"
+        "from opentelemetry.sdk.trace import TracerProvider\n"
+        "mine = TracerProvider()\n"
+        "trace.set_tracer_provider(mine)\n"
+        "from flowjobs.tracing import configure_tracing\n"
+        "print(configure_tracing(), trace.get_tracer_provider() is mine)\n"
+    )
+    probe = subprocess.run(
+        [sys.executable, "-c", kept],
+        env={**base, "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert probe.stdout.split() == ["False", "True"], probe.stderr
