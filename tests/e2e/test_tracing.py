@@ -234,7 +234,8 @@ def test_a_diamond_run_is_one_trace_under_the_callers_span(
 def test_a_trigger_inside_a_span_joins_its_trace_and_a_failing_step_is_an_error(
     space: Space, collector: Collector, flows: FlowRegistry
 ) -> None:
-    start_traced_worker(space, collector, "simple", simple=True)
+    # A forking worker alone: its work-horses must flush their spans before they exit.
+    start_traced_worker(space, collector, "fork", simple=False)
     client = space.client(flows)
     # The caller's own tracer (not this process's global one): only the current span matters.
     with TracerProvider().get_tracer("caller").start_as_current_span("caller") as caller:
