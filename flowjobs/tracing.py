@@ -31,7 +31,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from flowjobs.core.job_calls import TRACE_FIELDS
 from flowjobs.core.manifest import split_runtime_key
-from flowjobs.core.outcomes import StepOutcome, StepReport
+from flowjobs.core.outcomes import StepReport
 
 log = structlog.get_logger("flowjobs.tracing")
 
@@ -143,7 +143,7 @@ class StepSpan:
         if not self.span.is_recording():
             return
         self.span.set_attribute(OUTCOME, report.outcome.value)
-        if report.failed or report.outcome is StepOutcome.failed:
+        if report.failed:
             self.span.set_status(StatusCode.ERROR, report.error)
 
 
