@@ -79,11 +79,14 @@ def caller_trace(given: Mapping[str, str]) -> dict[str, str]:
 
 @contextmanager
 def run_span(run_id: str, job_id: str | None) -> Iterator[RunSpan]:
-    """The run's span around its trigger job, child of the caller's context from the job's meta."""
+    """The run's span around its trigger job, child of the caller's context from the job's meta
+    (none, as for a step, without a tracer provider or a context to pass on)."""
+    parent = _job_parent(rq.get_current_job())
+    if _untraced(parent):
+        yield RunSpan(trace.INVALID_SPAN)
+        return
     try:
-        with _tracer.start_as_current_span(
-            "flowjobs.run", context=_job_parent(rq.get_current_job()), kind=SpanKind.CONSUMER
-        ) as span:
+        with _tracer.start_as_current_span("flowjobs.run", context=parent, kind=SpanKind.CONSUMER) as span:
             if span.is_recording():
                 span.set_attributes(_ids(run_id, job_id))
             yield RunSpan(span)
@@ -116,11 +119,16 @@ class RunSpan:
 @contextmanager
 def step_span(run_id: str, step_key: str, attempt: int, job_id: str | None) -> Iterator[StepSpan]:
     """One attempt's span around its step job, child of the run span from the job's meta; current
-    while it runs."""
+    while it runs. With no tracer provider installed and no trace context to pass on, no span at
+    all: a step pays a global read, not the API's no-op span."""
     job = rq.get_current_job()
+    parent = _job_parent(job)
+    if _untraced(parent):
+        yield _UNTRACED
+        return
     try:
         with _tracer.start_as_current_span(
-            f"flowjobs.step {_step_name(step_key)}", context=_job_parent(job), kind=SpanKind.CONSUMER
+            f"flowjobs.step {_step_name(step_key)}", context=parent, kind=SpanKind.CONSUMER
         ) as span:
             if span.is_recording():
                 span.set_attributes({**_ids(run_id, job_id), STEP_KEY: step_key, ATTEMPT: attempt})
@@ -147,6 +155,10 @@ class StepSpan:
             self.span.set_status(StatusCode.ERROR, report.error)
 
 
+#: What an untraced step job records on: nothing.
+_UNTRACED = StepSpan(trace.INVALID_SPAN)
+
+
 def step_claimed(run_fields: Mapping[str, str], step_type: str) -> None:
     """The current step span's flow and step type, from the claimed run."""
     span = trace.get_current_span()
@@ -167,6 +179,11 @@ def _job_parent(job: rq.job.Job | None) -> Context | None:
     if TRACE_FIELDS[0] not in meta:
         return None
     return _propagator.extract({name: str(meta[name]) for name in TRACE_FIELDS if name in meta})
+
+
+def _untraced(parent: Context | None) -> bool:
+    """No span to make: no tracer provider is installed and the job carries no trace context."""
+    return parent is None and isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
 
 
 def _ids(run_id: str, job_id: str | None) -> dict[str, str]:
