@@ -105,9 +105,12 @@ class RunWrites(StorePart):
         replicas hold the new run in time."""
         return self.scripts.create_run(new, self.context.replica_wait)
 
-    def start_run(self, run_id: UUID | str) -> tuple[RunStatus, RunSnapshot] | None:
+    def start_run(
+        self, run_id: UUID | str, trace: Mapping[str, str] | None = None
+    ) -> tuple[RunStatus, RunSnapshot] | None:
         """Move a Pending run to Running (once), or to Cancelled if its flow was disabled since it
-        was triggered.
+        was triggered. ``trace`` (the run span's ``traceparent``/``tracestate``) is stored on the run
+        as it starts, in the same script.
 
         Returns the status it had before and the run's snapshot after; None if there is no such run.
         """
@@ -116,6 +119,8 @@ class RunWrites(StorePart):
         args["loops_key"] = self.keys.loops(run_id)
         args["loop_items_key"] = self.keys.loop_items(run_id)
         args["flow_prefix"] = self.keys.flow_prefix()
+        if trace:
+            args["trace"] = dict(trace)
         return self.scripts.start_run(args)
 
     def apply_plan(self, run_id: UUID | str, continuation: Continuation) -> AppliedPlan | RunSnapshot:
