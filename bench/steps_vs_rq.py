@@ -1,11 +1,19 @@
-"""Benchmark: flowjobs step throughput against raw RQ no-op jobs, on the same Redis and worker class.
+"""Benchmark: flowjobs step throughput and latency against raw RQ jobs, RQ's own ``depends_on``
+chains and Celery's ``chain``, on the same Redis, in interleaved rounds.
 
-Run as ``python bench/steps_vs_rq.py [--runs M] [--jobs N] [--worker-class simple|fork] [--floor F]
-[--latency-samples K]``;
-exits 1 when ``ratio`` (flowjobs steps/s ÷ RQ jobs/s, 2 workers) is below the floor, when a run
-does not end Succeeded, or when a drain fails.
+Run as ``python bench/steps_vs_rq.py [--runs M] [--jobs N] [--rounds R] [--worker-class simple|fork]
+[--latency-samples K] [--celery solo|prefork|off] [--celery-db D] [--duties] [--floor F]``;
+exits 1 when the median ``ratio`` (flowjobs steps/s ÷ RQ jobs/s, 2 workers) is below the floor,
+when a run does not end Succeeded, when a drain fails, or when the Celery peer cannot be set up.
 
-How it measures (four drains, each on its own queue ``fjbench<random>-<phase>``):
+Rounds: every phase below runs once per round, R rounds (default 5), in the listed order on odd
+rounds and reversed on even ones, so none always runs first (or last, on a machine whose load
+drifts). Each figure is computed per round from that round's phases (a ratio's two sides come
+from the same round); the printed ``name=value`` is the median of the rounds, and the figures
+that carry the goals of issue 15 are also printed as ``<name>_rounds min= median= max=``, after
+one ``round i:`` line per round.
+
+Drains (each on its own new queue ``fjbench<random>-<phase>-<n>``):
 
 * Work is queued up front with no worker running: N raw jobs (``noop()`` below, JSON serializer,
   RQ defaults otherwise), or M runs of a linear 10-step ``Noop`` flow triggered with ``FlowClient``
@@ -21,7 +29,9 @@ How it measures (four drains, each on its own queue ``fjbench<random>-<phase>``)
   + 10·M step jobs for flowjobs), polled every 10 ms. Non-burst workers cannot exit early while
   a flowjobs queue is momentarily empty; the parent stops them (SIGTERM) afterwards.
 * ``flowjobs_steps_per_s`` counts only the 10·M step jobs but divides by the whole drain time,
-  trigger jobs included.
+  trigger jobs included. ``ratio`` and ``ratio_1w``: flowjobs steps/s ÷ raw RQ jobs/s with 2 and 1
+  workers (``--worker-class``: RQ's ``SimpleWorker`` or the forking ``Worker`` that ``flowjobs
+  worker`` runs by default, for both sides).
 * Redis commands: the sum of ``calls`` in ``INFO commandstats`` just before the ``RPUSH`` and just
   after the drain of the 1-worker phases, minus the commands this process sent in between (the
   first INFO, the RPUSH, the polls); divided by N raw jobs or by 10·M step jobs (so the per-step
@@ -29,17 +39,32 @@ How it measures (four drains, each on its own queue ``fjbench<random>-<phase>``)
   Redis add to it: their rate is sampled for 0.5 s while the workers are idle and reported when
   it is not negligible.
 
-Second peer, RQ's own ``depends_on`` chains (report only, goal ``ratio_chain`` >= 1.0): M chains
-of ``STEPS_PER_RUN`` ``noop()`` jobs, each depending on the previous one (one ``enqueue_many`` per
-chain, RQ's default serializer), drained the same way by 2 workers of RQ's own class
-(``SimpleWorker`` or ``Worker`` as ``--worker-class``): ``ratio_chain`` = flowjobs runs/s ÷ RQ
-chains/s. Latency: with 2 idle workers, one 3-step run (``FlowClient.trigger``) or one 3-job chain
-is submitted and polled every millisecond until done (run terminal, last job finished), one at a
-time, ``--latency-samples`` times after a warm-up: ``p50_flow_ms`` and ``p50_chain_ms``.
+Peer 1, RQ's own ``depends_on`` chains (goal ``ratio_chain`` >= 1.0): M chains of
+``STEPS_PER_RUN`` ``noop()`` jobs, each depending on the previous one (one ``enqueue_many`` per
+chain, RQ's default serializer), drained the same way by 2 workers of RQ's own class (as
+``--worker-class``): ``ratio_chain`` = flowjobs runs/s ÷ RQ chains/s (2 workers each).
+
+Peer 2, Celery's ``chain`` (``--celery``, default ``solo``; goal ``ratio_celery`` >= 0.7): M
+chains of ``STEPS_PER_RUN`` no-op tasks on the Redis broker with the Redis result backend (Celery's
+defaults), 2 worker processes (``solo``: two ``--pool solo`` workers; ``prefork``: one worker with
+2 pool processes), gated and timed the same way; ``ratio_celery`` = flowjobs runs/s (2 workers) ÷
+Celery chains/s. Celery is not a dependency of flowjobs and this process never imports it:
+``bench/celery_env.sh`` makes ``bench/.celery-venv`` on first use (from PyPI), and
+``bench/celery_peer.py`` runs there as a subprocess that this one sends requests to, starting the
+Celery workers itself. Its keys live in Redis database ``--celery-db`` (13) under the prefix
+``fjbench<random>celery:``, and only those are deleted at the end.
+
+Latency (2 idle workers each, one submission at a time, ``--latency-samples`` per round after a
+warm-up): one 3-step run (``FlowClient.trigger``, polled every millisecond until its record is
+terminal), one 3-job RQ chain (until its last job is finished), one 3-task Celery chain (until
+its last result is ready): ``p50_flow_ms``, ``p50_chain_ms``, ``p50_celery_ms`` (each round's p50),
+and ``latency_ratio_chain``/``latency_ratio_celery`` = flowjobs' p50 ÷ the peer's (goals <= 1.0 and
+<= 1.5).
 
 Everything it creates is removed at the end: keys under its prefix ``fjbench<random>:``, its
 queues and registries, worker keys, and ``rq:job:``/``rq:results:``/``rq:executions:`` of every
-job (flowjobs' from ``Keys(prefix).jobs()``, raw ones from the ids it made). It never flushes.
+job (flowjobs' from ``Keys(prefix).jobs()``, raw ones from the ids it made), and the Celery
+peer's keys. It never flushes.
 """
 
 from __future__ import annotations
