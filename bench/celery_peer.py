@@ -15,7 +15,7 @@ flowjobs' venv never imports this module's ``celery``: ``steps_vs_rq.py`` starts
 * ``{"op": "quit"}``: removes every key it made and exits.
 
 Celery's defaults otherwise: Redis broker and Redis result backend at ``CELERY_BENCH_URL``, JSON,
-acks after receipt, the worker's own defaults (mingle, gossip, heartbeat). Workers
+a task acked just before it runs, the worker's own defaults (mingle, gossip, heartbeat). Workers
 (``CELERY_BENCH_POOL``): ``solo``, 2 worker processes of ``--pool solo``; ``prefork``, one worker
 with ``--pool prefork --concurrency 2``. Everything lives under ``CELERY_BENCH_PREFIX`` (kombu's
 and the result backend's ``global_keyprefix``; the queue name carries it too), and only keys under
