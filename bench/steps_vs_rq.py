@@ -437,8 +437,11 @@ class CeleryPeer:
     demand by ``bench/celery_env.sh``): this process never imports ``celery``."""
 
     def __init__(self, url: str, pool: str, db: int, token: str) -> None:
-        setup = subprocess.run(["bash", str(HERE / "celery_env.sh")], capture_output=True, text=True,
-                               check=False)
+        try:
+            setup = subprocess.run(["bash", str(HERE / "celery_env.sh")], capture_output=True, text=True,
+                                   check=False)
+        except OSError as error:
+            raise BenchError(f"cannot run bench/celery_env.sh: {error}") from error
         if setup.returncode != 0:
             raise BenchError(f"cannot set up Celery's virtualenv (bench/celery_env.sh exited "
                              f"{setup.returncode}; --celery off skips the Celery peer):\n"
