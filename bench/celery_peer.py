@@ -94,7 +94,7 @@ class Peer:
     def stop_workers(self) -> None:
         for proc in self.processes:
             if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)  # warm shutdown of the worker and its pool
+                proc.terminate()  # the worker's warm shutdown (it stops its own pool processes)
         for proc in self.processes:
             try:
                 proc.wait(timeout=15)
