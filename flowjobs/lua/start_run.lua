@@ -2,7 +2,8 @@
 -- triggered, Pending -> Cancelled (the gate checked at trigger time is checked again here, since
 -- the flow can be disabled while the trigger job waits in the queue).
 -- ARGV[1] (JSON): the run fields (common.lua), and steps_key, loops_key, loop_items_key,
---   flow_prefix (keys.flow_prefix).
+--   flow_prefix (keys.flow_prefix), and trace: the run span's W3C fields (traceparent, tracestate),
+--   stored on the run as it starts (absent when tracing is off).
 --   Optional job_started: the job system's writes of the trigger job's start (rq_jobs.lua), done first.
 -- Reply: {status before, state (common.lua) of the whole run after the move}, or false if there is
 --   no such run.
@@ -17,6 +18,9 @@ if RUN.refuse_start.from[before] and redis.call('HGET', a.flow_prefix .. flow_id
   close_run(a, RUN.refuse_start.target)
 elseif RUN.start.from[before] then
   move_run_status(a, RUN.start.target)
+  if a.trace then
+    for name, value in pairs(a.trace) do redis.call('HSET', a.run_key, name, value) end
+  end
   push_event(a, 'run.started', nil, nil)
   count_metric(a, 'runs_started', metric_flow(a))
 end

@@ -107,10 +107,12 @@ class RunWrites(StorePart):
         return self.scripts.create_run(new, self.context.replica_wait)
 
     def start_run(
-        self, run_id: UUID | str, job: JobWrites | None = None
+        self, run_id: UUID | str, trace: Mapping[str, str] | None = None, job: JobWrites | None = None
     ) -> tuple[RunStatus, RunSnapshot] | None:
         """Move a Pending run to Running (once), or to Cancelled if its flow was disabled since it
-        was triggered. ``job``: the job system's writes of the trigger job's start, done first.
+        was triggered. ``trace`` (the run span's ``traceparent``/``tracestate``) is stored on the run
+        as it starts, in the same script. ``job``: the job system's writes of the trigger job's
+        start, done first.
 
         Returns the status it had before and the run's snapshot after; None if there is no such run.
         """
@@ -119,6 +121,8 @@ class RunWrites(StorePart):
         args["loops_key"] = self.keys.loops(run_id)
         args["loop_items_key"] = self.keys.loop_items(run_id)
         args["flow_prefix"] = self.keys.flow_prefix()
+        if trace:
+            args["trace"] = dict(trace)
         keys = _job_books_arg(args, "job_started", job)
         return self.scripts.start_run(args, keys)
 
