@@ -2,20 +2,19 @@
 -- triggered, Pending -> Cancelled (the gate checked at trigger time is checked again here, since
 -- the flow can be disabled while the trigger job waits in the queue).
 -- ARGV[1] (JSON): the run fields (common.lua), and steps_key, loops_key, loop_items_key,
---   flow_prefix (keys.flow_prefix).
+--   flow_key (the run's flow record).
 -- Reply: {status before, state (common.lua) of the whole run after the move}, or false if there is
 --   no such run.
-local a = cjson.decode(ARGV[1])
+local a = script_args()
 local before = redis.call('HGET', a.run_key, 'status')
 if not before then return false end
-local flow_id = redis.call('HGET', a.run_key, 'flow_id')
-if RUN.refuse_start.from[before] and redis.call('HGET', a.flow_prefix .. flow_id, 'is_enabled') == '0' then
+if RUN.refuse_start.from[before] and redis.call('HGET', a.flow_key, 'is_enabled') == '0' then
   redis.call('HSET', a.run_key, 'cancel_requested', '1', 'cancel_reason', REASON.flow_disabled,
     'cancel_requested_at', a.now)
   close_run(a, RUN.refuse_start.target)
 elseif RUN.start.from[before] then
   move_run_status(a, RUN.start.target)
   push_event(a, 'run.started', nil, nil)
-  count_metric(a, 'runs_started', metric_flow(a))
+  count_metric(a, 'runs_started', a.flow_label)
 end
 return {before, read_state(a, nil, false)}

@@ -10,7 +10,16 @@ from flowjobs.core.clock import epoch_score
 from flowjobs.core.records import FlowRunRecord, FlowStepRecord, RunEvent
 from flowjobs.core.statuses import RunStatus
 from flowjobs.store.base import StorePart
-from flowjobs.store.codec import decode_event, decode_run, decode_step, from_hash, stored_step, text
+from flowjobs.store.codec import (
+    STORED_STEP_FIELDS,
+    decode_event,
+    decode_run,
+    decode_step,
+    from_hash,
+    step_field,
+    stored_step,
+    text,
+)
 from flowjobs.store.transitions import StoredStep
 
 #: Sorts steps that never started nor completed last.
@@ -35,7 +44,6 @@ class History(StorePart):
             {
                 "run_key": self.keys.run(run_id),
                 "steps_key": self.keys.run_steps(run_id),
-                "step_prefix": self.keys.step_prefix(run_id),
                 "attempts_key": self.keys.attempts(run_id),
             }
         )
@@ -141,11 +149,12 @@ class History(StorePart):
 
     def step_views(self, run_id: UUID | str, step_keys: Sequence[str]) -> dict[str, StoredStep]:
         """Status, output and error of some steps, in one round-trip (for When clauses)."""
-        with self.redis.pipeline(transaction=False) as pipe:
-            for key in step_keys:
-                pipe.hmget(self.keys.step(run_id, key), "status", "output_json", "error_message")
-            rows = pipe.execute()
-        return {key: stored_step(row) for key, row in zip(step_keys, rows, strict=True)}
+        if not step_keys:
+            return {}
+        fields = [step_field(key, name) for key in step_keys for name in STORED_STEP_FIELDS]
+        values = self.redis.hmget(self.keys.run_steps(run_id), fields)
+        width = len(STORED_STEP_FIELDS)
+        return {key: stored_step(values[i * width : (i + 1) * width]) for i, key in enumerate(step_keys)}
 
 
 def _started_order(step: FlowStepRecord) -> tuple[datetime, str]:
