@@ -39,12 +39,14 @@ local function push_event(a, kind, step_key, message)
   local sequence = 1
   if last then sequence = (tonumber(string.match(last, '^%d+')) or redis.call('LLEN', a.events_key)) + 1 end
   local key = step_key and (step_key:gsub('%%', '%%25'):gsub('|', '%%7C')) or ''
-  local event = sequence .. '|' .. string.format('%d', a.now_ms) .. '|' .. (EVENT_CODE[kind] or kind) .. '|' .. key
-  if message then event = event .. '|' .. message end
-  redis.call('RPUSH', a.events_key, event)
+  local head = sequence .. '|' .. string.format('%d', a.now_ms) .. '|'
+  local tail = '|' .. key
+  if message then tail = tail .. '|' .. message end
+  redis.call('RPUSH', a.events_key, head .. (EVENT_CODE[kind] or kind) .. tail)
   redis.call('LTRIM', a.events_key, -a.max_events, -1)
-  -- Live views (the flows UI's server-sent events) follow runs here: `<run_id>|<event>`.
-  redis.call('PUBLISH', a.events_channel, a.run_id .. '|' .. event)
+  -- Live views (the flows UI's server-sent events) follow runs here: `<run_id>|<event>`, with the
+  -- event's type spelled out (only the stored entry is coded).
+  redis.call('PUBLISH', a.events_channel, a.run_id .. '|' .. head .. kind .. tail)
 end
 
 local function hset_present(key, fields)

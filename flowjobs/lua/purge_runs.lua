@@ -46,7 +46,7 @@ for _, r in ipairs(a.runs) do
       redis.call('HDEL', a.jobs_key, ...)
       for _, registry in ipairs(a.registry_keys) do redis.call('ZREM', registry, ...) end
     end)
-    if r.idempotency_key and redis.call('GET', r.idempotency_key) == r.id then
+    if r.idempotency_key ~= cjson.null and redis.call('GET', r.idempotency_key) == r.id then
       redis.call('DEL', r.idempotency_key)
     end
     purged[#purged + 1] = r.id
