@@ -26,6 +26,11 @@ class Keys:
         (each key costs Redis ~100 B of its own)."""
         return f"{self.prefix}run:{run_id}:steps"
 
+    def legacy_step(self, run_id: UUID | str, step_key: str) -> str:
+        """Hash: one step record, as versions before the one-hash layout (``run_steps``) stored it
+        (long field names); only read (run detail) and deleted (retention), never written."""
+        return f"{self.prefix}run:{run_id}:step:{step_key}"
+
     def attempts(self, run_id: UUID | str) -> str:
         """Hash: ``<step_key>#<attempt>`` → JSON of an attempt that is not its step's latest (status,
         input, output, error, job id, start and end; written when the step moves on to its next

@@ -126,6 +126,13 @@ def split_steps(run_id: UUID | str, flat: Mapping[str, str]) -> dict[str, dict[s
     return steps
 
 
+def legacy_steps(steps: Mapping[str, Mapping[str, str]]) -> list[str]:
+    """Step keys whose record is a status alone: stored by a version before the one-hash layout,
+    the rest of the record is in its own hash (``Keys.legacy_step``). Every record written now
+    holds more (a step type at least)."""
+    return [step_key for step_key, fields in steps.items() if fields.keys() == {"status"}]
+
+
 def with_job(run_id: UUID | str, step_key: str, fields: dict[str, str]) -> dict[str, str]:
     """``fields`` of a step with its ``job_id``: the plain one of its attempt when none is stored."""
     if "job_id" not in fields and "attempt" in fields:

@@ -16,6 +16,7 @@ from flowjobs.store.codec import (
     decode_run,
     decode_step,
     from_hash,
+    legacy_steps,
     step_field,
     stored_step,
     text,
@@ -39,7 +40,8 @@ class History(StorePart):
         return decode_run(fields) if fields else None
 
     def get_run_detail(self, run_id: UUID | str) -> FlowRunRecord | None:
-        """The run with every step and its attempts, read in one round-trip."""
+        """The run with every step and its attempts, read in one round-trip (two for a run stored
+        before the one-hash layout, ``legacy_steps``)."""
         stored = self.scripts.run_detail(
             {
                 "run_key": self.keys.run(run_id),
@@ -49,12 +51,20 @@ class History(StorePart):
         )
         if stored is None:
             return None
+        steps_of = dict(stored.steps)
+        legacy = legacy_steps(steps_of)
+        if legacy:
+            with self.redis.pipeline(transaction=False) as pipe:
+                for key in legacy:
+                    pipe.hgetall(self.keys.legacy_step(run_id, key))
+                for key, found in zip(legacy, pipe.execute(), strict=True):
+                    steps_of[key] = {**from_hash(found), **steps_of[key]}
         archived: dict[str, dict[int, str]] = {}
         for field, value in stored.attempts.items():
             step_key, _, number = field.rpartition("#")
             archived.setdefault(step_key, {})[int(number)] = value
         steps = [
-            decode_step(run_id, key, fields, archived.get(key, {})) for key, fields in stored.steps.items()
+            decode_step(run_id, key, fields, archived.get(key, {})) for key, fields in steps_of.items()
         ]
         steps.sort(key=_started_order)
         return decode_run(stored.run).model_copy(update={"steps": steps})

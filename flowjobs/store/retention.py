@@ -24,7 +24,7 @@ from flowjobs.core.job_calls import StoredJobs, step_job_id, trigger_job_id
 from flowjobs.core.keys import step_member
 from flowjobs.core.statuses import RunStatus
 from flowjobs.store.base import StorePart
-from flowjobs.store.codec import from_hash, split_steps, text
+from flowjobs.store.codec import from_hash, legacy_steps, split_steps, text
 from flowjobs.store.scripts import check_keys, script_call, script_source
 
 #: Runs per page of candidates and per deleting script call: each call blocks Redis for its
@@ -164,7 +164,10 @@ class Retention(StorePart):
                     "id": c.run_id,
                     "run_key": keys.run(c.run_id),
                     "completed_at": c.completed_at,
-                    "run_keys": keys.run_owned(c.run_id),
+                    "run_keys": [
+                        *keys.run_owned(c.run_id),
+                        *(keys.legacy_step(c.run_id, step_key) for step_key in legacy_steps(steps)),
+                    ],
                     "job_keys": [
                         key for job_id in sorted(job_ids) for key in (jobs.keys(job_id) if jobs else ())
                     ],

@@ -4,12 +4,13 @@ compact strings in a bounded list; the public records read back the same."""
 from __future__ import annotations
 
 import json
-from datetime import UTC
+from datetime import UTC, timedelta
 from typing import Any
 from uuid import UUID
 
 from flowjobs import FlowRunRecord, FlowStepRecord, RunStatus, StepStatus
 from flowjobs.core.job_calls import step_job_id
+from flowjobs.store.codec import from_hash, split_steps
 from tests.conftest import Space
 from tests.integration.flows import flow, registry
 
@@ -148,3 +149,21 @@ def test_runs_written_before_the_compact_layout_still_read(space: Space) -> None
     assert [(a.attempt, a.status, a.job_id) for a in step.attempts or []] == [
         (1, StepStatus.Succeeded, step_job_id(run_id, "s1", 1))
     ]
+
+
+def test_runs_stored_with_one_hash_per_step_still_read_and_purge(space: Space) -> None:
+    """A run written by a version with one hash per step (long field names, the job id always) reads
+    back the same, and a purge deletes those hashes with the run."""
+    client = space.client(registry(flow("hashes", _linear("hashes", 2))))
+    run_id = client.trigger("hashes").run_id
+    space.drain()
+    detail = _detail(space, run_id)
+    steps_key = space.keys.run_steps(run_id)
+    for step_key, fields in split_steps(run_id, from_hash(space.redis.hgetall(steps_key))).items():
+        space.redis.hset(space.keys.legacy_step(run_id, step_key), mapping=fields)
+    space.redis.delete(steps_key)
+    space.redis.hset(steps_key, mapping={s.step_key: s.status.value for s in detail.steps or []})
+    assert _detail(space, run_id) == detail
+
+    assert client.purge(timedelta(0)) == 1
+    assert list(space.redis.scan_iter(match=f"{space.keys.run(run_id)}*", count=1000)) == []
