@@ -50,7 +50,7 @@ _WAITING = (JobState.Enqueued, JobState.Scheduled)
 #: only slower costs a second copy of the job, which is harmless: one claims, the other is refused.
 DEQUEUED_SECONDS = 1.0
 
-#: The step fields recovery reads (its batches read no others: a step hash holds outputs too).
+#: The step fields recovery reads (its batches read no others: a step record holds outputs too).
 STEP_FIELDS = ("status", "attempt", "job_id", "lost_attempts")
 #: The run fields a Pending run's repair reads (a run hash holds the trigger data too).
 TRIGGER_FIELDS = ("background_job_id", "flow_id", "flow_name")

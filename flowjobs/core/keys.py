@@ -34,7 +34,7 @@ class Keys:
     def attempts(self, run_id: UUID | str) -> str:
         """Hash: ``<step_key>#<attempt>`` → JSON of an attempt that is not its step's latest (status,
         input, output, error, job id, start and end; written when the step moves on to its next
-        attempt). The latest attempt lives in the step hash; the read model joins both."""
+        attempt). The latest attempt lives in the step record (``run_steps``); the read model joins both."""
         return f"{self.prefix}run:{run_id}:attempts"
 
     def events(self, run_id: UUID | str) -> str:

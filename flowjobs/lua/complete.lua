@@ -15,7 +15,7 @@
 --   | {'stale', '<status>#<attempt>'} | {'stale', 'lease renewed'}.
 -- With `next` on a run that closed meanwhile, no next attempt is queued: the step is recorded
 -- final, a Pending outcome as Skipped.
--- Attempts: the step hash holds the latest one. With `next`, the attempt that ended is archived in
+-- Attempts: the step record holds the latest one. With `next`, the attempt that ended is archived in
 -- attempts_key (`<step_key>#<attempt>` -> JSON {status, input_json, output_json, error_message,
 -- job_id, started_at, completed_at}) and the step record loses its started_at and completed_at.
 -- Step record and attempt times are epoch ms.
@@ -61,7 +61,7 @@ redis.call('ZREM', a.leases_key, a.member)
 step_del(a, a.step_key, 'lease_until_ms', 'worker')
 step_set(a, a.step_key, {{'input_json', ok(a.input_json)}})
 if n then
-  -- The step moves on: archive the attempt that ended (the step hash holds only the latest one).
+  -- The step moves on: archive the attempt that ended (the step record holds only the latest one).
   redis.call('HSET', a.attempts_key, a.step_key .. '#' .. a.attempt, cjson.encode({
     status = a.status, input_json = ok(a.input_json), output_json = ok(a.output_json),
     error_message = ok(a.error), job_id = job_of(a, a.step_key, a.attempt, step[5]), started_at = step[4],
@@ -74,7 +74,7 @@ if n then
   redis.call('ZADD', a.pending_key, n.due_ms, a.member)
   push_event(a, n.event, a.step_key, ok(n.message))
 else
-  -- The latest attempt is read back from the step hash; `no_input` says its input was none (the
+  -- The latest attempt is read back from the step record; `no_input` says its input was none (the
   -- step's input_json is then an earlier attempt's, or the ForEach's items).
   if not ok(a.input_json) and redis.call('HEXISTS', a.steps_key, step_field(a.step_key, 'input_json')) == 1 then
     step_set(a, a.step_key, {{'no_input', 1}})

@@ -145,7 +145,7 @@ def decode_step(
 ) -> FlowStepRecord:
     """A step record from its hash (which does not repeat the run id and step key its key names)
     and its archived attempts (attempt number → JSON, see ``Keys.attempts``): those attempts in
-    order, then the latest one, read from the step hash once it was claimed (``started_at``);
+    order, then the latest one, read from the step record once it was claimed (``started_at``);
     while it runs, without an outcome."""
     common = {"run_id": str(run_id), "step_key": step_key, "step_type": fields["step_type"]}
     fields = _times(fields)
@@ -171,7 +171,7 @@ def decode_step(
 
 
 def moment(value: str | int) -> datetime:
-    """A time as step hashes and attempts store it: epoch ms (ISO text from older versions)."""
+    """A time as step records and attempts store it: epoch ms (ISO text from older versions)."""
     text = str(value)
     return from_epoch_ms(int(text)) if text.isdigit() else datetime.fromisoformat(text)
 

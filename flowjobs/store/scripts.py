@@ -528,7 +528,7 @@ def decode_end_run(reply: Any) -> RunStatus | None:
 
 
 def decode_run_detail(reply: Any) -> StoredRun | None:
-    """``{run, {step key, step hash, ...}, attempts}``; false (no run) → None."""
+    """``{run, steps hash, attempts}``; false (no run) → None."""
     if not reply:
         return None
     run, steps, attempts = reply

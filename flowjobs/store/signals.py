@@ -38,7 +38,7 @@ class SignalRecords(StorePart):
         ``already``.
         """
         argv: list[bytes] = []
-        args = self.context.flow_args(run_id)
+        args = self.context.run_args(run_id)
         args.update(
             {
                 "name": name,
