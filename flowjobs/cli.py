@@ -24,6 +24,7 @@ from flowjobs.core.limits import MAX_RETENTION_DAYS
 from flowjobs.core.records import FlowRunRecord
 from flowjobs.core.registry import FlowRegistry
 from flowjobs.core.schedules import ScheduleState
+from flowjobs.core.stats import WINDOW_HOURS, FlowStats
 from flowjobs.core.statuses import RunStatus
 from flowjobs.core.urls import UI_PREFIX, rq_job_path, run_ui_path
 from flowjobs.embedded import EmbeddedRedis, ensure_redis
@@ -498,6 +499,72 @@ def _print_run(ctx: click.Context, client: FlowClient, run: FlowRunRecord, as_js
                 f"      #{attempt.attempt} {attempt.status.value:9} job {attempt.job_id}  "
                 f"{link(attempt.job_id)}"
             )
+
+
+# -- stats ---------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--flow", default=None, help="Only this flow (id or name); default: every flow.")
+@json_option
+@click.pass_context
+def stats(ctx: click.Context, flow: str | None, as_json: bool) -> None:
+    """Per-flow health over the last 24 h: runs per hour by status, success rate, p50/p95 run
+    duration, slowest steps (durations of the newest finished runs only: see the README)."""
+    client = _client(ctx)
+    definitions = [client.flows.get(flow)] if flow is not None else client.flows.all()
+    report = client.queries.stats(definitions)
+    if as_json:
+        click.echo(json.dumps(report.model_dump(mode="json", by_alias=True), indent=2))
+        return
+    if not report.flows:
+        click.echo("no flows (FLOWJOBS_FLOWS_DIR holds no valid flow file)")
+    for shown in report.flows:
+        _print_stats(shown)
+
+
+def _print_stats(stats: FlowStats) -> None:
+    click.echo(
+        f"flow {_printable(stats.flow_name)} ({stats.flow_id}), last {WINDOW_HOURS} h to "
+        f"{stats.window_end:%Y-%m-%d %H:%M:%S} UTC"
+    )
+    totals = "  ".join(f"{status.value} {n}" for status, n in stats.totals.items() if n)
+    click.echo(f"  runs            {stats.runs}" + (f"  ({totals})" if totals else ""))
+    rate = f"{stats.success_rate * 100:.1f} %" if stats.success_rate is not None else "-"
+    click.echo(f"  success rate    {rate} of {stats.finished} finished")
+    d = stats.run_durations
+    sample = f"the newest {d.count} of {stats.finished} finished runs" if stats.sampled else f"{d.count} runs"
+    click.echo(
+        f"  run duration    p50 {_seconds(d.p50_seconds)}  p95 {_seconds(d.p95_seconds)}"
+        f"  max {_seconds(d.max_seconds)}  ({sample})"
+    )
+    if stats.runs:
+        click.echo(f"  per hour        oldest first, from {stats.window_start:%Y-%m-%d %H:%M} UTC")
+    for status in RunStatus:
+        if stats.totals[status]:
+            counts = " ".join(f"{hour.counts[status]:>3}" for hour in stats.hours)
+            click.echo(f"  per hour {status.value:<10}{counts}")
+    if stats.slowest_steps:
+        partial = ", partial: step bound reached" if stats.steps_sampled else ""
+        click.echo(f"  slowest steps ({stats.steps_read} finished steps of those runs{partial})")
+        click.echo(f"    {'step':<24} {'count':>6} {'p50':>9} {'p95':>9} {'mean':>9} {'max':>9}")
+        for step in stats.slowest_steps:
+            figures = (step.p50_seconds, step.p95_seconds, step.mean_seconds, step.max_seconds)
+            columns = " ".join(f"{_seconds(value):>9}" for value in figures)
+            click.echo(f"    {_printable(step.step):<24} {step.count:>6} {columns}")
+
+
+def _seconds(value: float | None) -> str:
+    """``0.123s``, ``12.3s``, ``-`` for none: a column of the stats table."""
+    if value is None:
+        return "-"
+    return f"{value:.3f}s" if value < 10 else f"{value:.1f}s"
+
+
+def _printable(text: str) -> str:
+    """A flow's or step's name for the terminal: control characters (escape sequences that would
+    drive the terminal) shown as escapes, not sent."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
 
 
 # -- flows enable/disable and schedules ------------------------------------------------------------

@@ -15,18 +15,16 @@ import shutil
 import tempfile
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess, start_http_server, values
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from redis import Redis
-from rq import Queue, Worker
-from rq.job import Job
 
 from flowjobs.core.clock import utcnow
 from flowjobs.core.metrics import DURATION_BUCKETS, FAMILIES, Family, Series
 from flowjobs.instruments import Instruments, install_instruments
+from flowjobs.queries import queue_health
 from flowjobs.store.metrics import MetricRecords
 
 PREFIX = "flowjobs_"
@@ -63,26 +61,13 @@ class FlowjobsCollector(Collector):
         workers = GaugeMetricFamily(f"{PREFIX}workers", "RQ workers alive on the queue.", labels=["queue"])
         now = utcnow()
         for name in self.queues:
-            queue = Queue(name, connection=self.redis)
-            depth.add_metric([name], queue.count)
-            oldest.add_metric([name], _age(self.redis, queue.get_job_ids(0, 1), now))
-            workers.add_metric([name], Worker.count(connection=self.redis, queue=queue))
+            health = queue_health(self.redis, name, now)
+            depth.add_metric([name], health.depth)
+            oldest.add_metric([name], health.oldest_age_seconds)
+            workers.add_metric([name], health.workers)
         yield depth
         yield oldest
         yield workers
-
-
-def _age(redis: Redis, job_ids: list[str], now: datetime) -> float:
-    """Seconds since the first of ``job_ids`` was enqueued (0 when none or unknown)."""
-    if not job_ids:
-        return 0.0
-    raw = redis.hget(Job.key_for(job_ids[0]), "enqueued_at")
-    if not raw:
-        return 0.0
-    enqueued = datetime.fromisoformat(raw.decode() if isinstance(raw, bytes) else str(raw))
-    if enqueued.tzinfo is None:
-        enqueued = enqueued.replace(tzinfo=UTC)  # RQ stores UTC without an offset
-    return max(0.0, (now - enqueued).total_seconds())
 
 
 def _families(series: list[Series]) -> Iterator[Metric]:

@@ -4,10 +4,54 @@ names and RQ's worker registry are not the adapters' API."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
 from redis import Redis
 from rq import Queue, Worker
+from rq.job import Job
 
+from flowjobs.core.clock import utcnow
+from flowjobs.core.manifest import FlowDefinition
+from flowjobs.core.stats import (
+    SAMPLE_RUNS,
+    SAMPLE_STEPS,
+    WINDOW_HOURS,
+    FlowStats,
+    StatsReport,
+    flow_stats,
+    hour_edges,
+)
 from flowjobs.store.run_store import RunStore
+
+
+@dataclass(frozen=True)
+class QueueHealth:
+    """What RQ knows of one queue: as rq-dashboard and Hangfire's dashboard show it."""
+
+    name: str
+    depth: int
+    """Jobs waiting in it."""
+    oldest_age_seconds: float
+    """Since the oldest waiting job was enqueued (0 when none)."""
+    workers: int
+    """RQ workers alive listening on it."""
+
+
+def queue_health(redis: Redis, queue_name: str, now: datetime) -> QueueHealth:
+    """Depth, age of the oldest waiting job and workers alive of one RQ queue (the flows UI's
+    overview and the ``/metrics`` collector read the same)."""
+    queue = Queue(queue_name, connection=redis)
+    age = 0.0
+    first = queue.get_job_ids(0, 1)
+    raw = redis.hget(Job.key_for(first[0]), "enqueued_at") if first else None
+    if raw:
+        enqueued = datetime.fromisoformat(raw.decode() if isinstance(raw, bytes) else str(raw))
+        if enqueued.tzinfo is None:
+            enqueued = enqueued.replace(tzinfo=UTC)  # RQ stores UTC without an offset
+        age = max(0.0, (now - enqueued).total_seconds())
+    return QueueHealth(queue_name, queue.count, age, Worker.count(connection=redis, queue=queue))
 
 
 class Queries:
@@ -29,6 +73,36 @@ class Queries:
     def events_channel(self) -> str:
         """The pub/sub channel every run event is published on (``<run_id>|<event>``)."""
         return self.store.keys.events_channel()
+
+    def queue_health(self, queue_name: str) -> QueueHealth:
+        """Depth, oldest waiting job's age and workers alive of one RQ queue."""
+        return queue_health(self.redis, queue_name, utcnow())
+
+    def flow_stats(self, definition: FlowDefinition, now: datetime | None = None) -> FlowStats:
+        """One flow's health over the last ``WINDOW_HOURS`` hours (``flowjobs/core/stats.py``):
+        exact counts, durations of at most ``SAMPLE_RUNS`` runs and ``SAMPLE_STEPS`` steps."""
+        edges = hour_edges(now or utcnow())
+        window = self.store.stats.flow_window(
+            definition.id, edges, sample_runs=SAMPLE_RUNS, sample_steps=SAMPLE_STEPS
+        )
+        return flow_stats(
+            definition.id,
+            definition.name,
+            edges,
+            window.hour_counts,
+            window.runs,
+            window.steps,
+            steps_complete=window.steps_complete,
+        )
+
+    def stats(self, definitions: Sequence[FlowDefinition]) -> StatsReport:
+        """``flow_stats`` of each flow, over one window ending now."""
+        now = utcnow()
+        return StatsReport(
+            window_hours=WINDOW_HOURS,
+            generated_at=now,
+            flows=[self.flow_stats(definition, now) for definition in definitions],
+        )
 
     def workers(self, queue_name: str) -> int:
         """How many RQ workers listen on ``queue_name``."""

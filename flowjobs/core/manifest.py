@@ -296,6 +296,13 @@ def split_runtime_key(runtime_key: str) -> tuple[str, str | None]:
     return runtime_key, None
 
 
+def manifest_key(runtime_key: str) -> str:
+    """The manifest's name of a runtime key: a ForEach child's iterations are one step of the
+    manifest, ``<loop>.<child>``; a top-level step is its own key."""
+    loop, child = split_runtime_key(runtime_key)
+    return f"{loop}.{child}" if child is not None else runtime_key
+
+
 def loop_index(runtime_key: str) -> int | None:
     """The iteration index of a ForEach child's runtime key."""
     parts = runtime_key.split(".", 2)

@@ -10,6 +10,7 @@ from flowjobs.store.overdue import OverdueQueries
 from flowjobs.store.retention import Retention
 from flowjobs.store.runs import RunWrites
 from flowjobs.store.signals import SignalRecords
+from flowjobs.store.stats import StatsReads
 
 
 class RunStore:
@@ -34,3 +35,5 @@ class RunStore:
         self.retention = Retention(self.context)
         #: The cluster-wide metric counters.
         self.metrics = MetricRecords(self.context)
+        #: Reads for per-flow health (runs per hour, durations, slowest steps).
+        self.stats = StatsReads(self.context)

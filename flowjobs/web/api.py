@@ -59,6 +59,7 @@ from flowjobs.core.errors import (
 from flowjobs.core.manifest import FlowDefinition, FlowManifest
 from flowjobs.core.records import FlowRunRecord, FlowStepRecord, RunEvent, RunLineage
 from flowjobs.core.schedules import ScheduleState
+from flowjobs.core.stats import FlowStats
 from flowjobs.core.statuses import RunStatus
 from flowjobs.core.urls import API_PREFIX, rq_job_path, run_ui_path
 from flowjobs.duties import HEARTBEAT_DUTY
@@ -420,6 +421,12 @@ def list_flows(client: Client) -> list[FlowView]:
 def get_flow(flow: str, client: Client) -> FlowView:
     """One flow, by id or name."""
     return _flow_view(client, client.flows.get(flow))
+
+
+@router.get("/flows/{flow}/stats", tags=["flows"], responses=_answers(404, 422))
+def flow_stats(flow: str, client: Client) -> FlowStats:
+    """One flow's health over the last 24 h: the figures of the flow page and ``flowjobs stats``."""
+    return client.queries.flow_stats(client.flows.get(flow))
 
 
 @router.post("/flows/{flow}/enable", tags=["flows"], responses=_answers(404, 415))

@@ -1,7 +1,8 @@
 """The flows UI at ``/flows/``: server-rendered pages (Jinja2, htmx) over ``FlowClient``, live by
 server-sent events from the engine's pub/sub channel.
 
-Pages: overview, flows, runs, a run (DAG, timeline, step panel, actions), schedules, search.
+Pages: overview, flows, a flow's last 24 h, runs, a run (DAG, timeline, step panel, actions),
+schedules, search.
 Every action is a plain HTML form POST answered by a redirect (303) to the page that shows its
 result, with a notice code (``?done=``, one of ``NOTICES``), so the UI works without JavaScript;
 a refused action shows its page again at once, with the error and a 4xx status. htmx only
@@ -34,9 +35,9 @@ from starlette.exceptions import HTTPException
 from flowjobs.client import FlowClient
 from flowjobs.client import parse_run_id as client_parse_run_id
 from flowjobs.core.clock import utcnow
-from flowjobs.core.errors import FlowjobsError, RunNotFound
+from flowjobs.core.errors import FlowjobsError, FlowNotFound, RunNotFound
 from flowjobs.core.limits import check_json_limits
-from flowjobs.core.manifest import FlowManifest, child_key, split_runtime_key
+from flowjobs.core.manifest import FlowManifest, child_key, manifest_key, split_runtime_key
 from flowjobs.core.records import FlowRunRecord, FlowStepRecord
 from flowjobs.core.statuses import RunStatus, StepStatus
 from flowjobs.core.urls import RQ_PREFIX, UI_PREFIX, run_ui_path
@@ -207,7 +208,13 @@ def duration(start: datetime | None, end: datetime | None) -> str:
     """``1.2 s``, ``3 min 4 s``…; from ``start`` to ``end`` (or now)."""
     if start is None:
         return ""
-    seconds = ((end or utcnow()) - start).total_seconds()
+    return seconds_text(((end or utcnow()) - start).total_seconds())
+
+
+def seconds_text(seconds: float | None) -> str:
+    """``12 ms``, ``1.2 s``, ``3 min 4 s``, ``1 h 2 min``; ``-`` for no figure."""
+    if seconds is None:
+        return "-"
     if seconds < 1:
         return f"{seconds * 1000:.0f} ms"
     if seconds < 60:
@@ -222,7 +229,7 @@ def moment(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S") if value else ""
 
 
-templates.env.filters.update(pretty_json=pretty_json, moment=moment)
+templates.env.filters.update(pretty_json=pretty_json, moment=moment, seconds=seconds_text)
 templates.env.globals.update(
     ui=UI_PREFIX, rq_job_path=rq_job_path, run_path=run_ui_path, duration=duration, statuses=RunStatus
 )
@@ -267,6 +274,12 @@ class Bucket:
         """Every run of the slice."""
         return self.succeeded + self.failed + self.other
 
+    @classmethod
+    def of(cls, start: datetime, by_status: Mapping[RunStatus, int]) -> Bucket:
+        """The bar of ``start``'s runs counted by status."""
+        succeeded, failed = by_status.get(RunStatus.Succeeded, 0), by_status.get(RunStatus.Failed, 0)
+        return cls(start, succeeded, failed, sum(by_status.values()) - succeeded - failed)
+
 
 def throughput(client: FlowClient, now: datetime) -> list[Bucket]:
     """The last hour's runs per five minutes (by start), split Succeeded / Failed / other, read in
@@ -278,16 +291,14 @@ def throughput(client: FlowClient, now: datetime) -> list[Bucket]:
     for start in starts:
         counts = client.queries.count_runs(statuses=statuses, since=start - THROUGHPUT_BUCKET, before=start)
         by_status = {status: counts[(None, status)] for status in statuses}
-        succeeded, failed = by_status[RunStatus.Succeeded], by_status[RunStatus.Failed]
-        buckets.append(
-            Bucket(start - THROUGHPUT_BUCKET, succeeded, failed, sum(by_status.values()) - succeeded - failed)
-        )
+        buckets.append(Bucket.of(start - THROUGHPUT_BUCKET, by_status))
     return buckets
 
 
 @router.get("/", response_class=HTMLResponse)
-def overview(request: Request, client: Client) -> HTMLResponse:
-    """Counts by status, runs in progress, recent failures and the last hour's throughput."""
+def overview(request: Request, client: Client, settings: AppSettings) -> HTMLResponse:
+    """Counts by status, the queue (depth, oldest waiting job, workers alive), runs in progress,
+    recent failures and the last hour's throughput."""
     counts = client.queries.count_runs(statuses=list(RunStatus))
     buckets = throughput(client, utcnow())
     return page(
@@ -295,6 +306,7 @@ def overview(request: Request, client: Client) -> HTMLResponse:
         "overview.html",
         {
             "active": "overview",
+            "queue": client.queries.queue_health(settings.queue),
             "counts": {status: counts[(None, status)] for status in RunStatus},
             "total": sum(counts.values()),
             "flow_count": len(client.flows),
@@ -337,6 +349,30 @@ def _flows_page(
     names = {str(d.id): d.name for d in client.flows.all()}
     checked = {"flow": names[flow]} if flow in names else {}
     return page(request, "flows.html", {**_flows_context(client), **context}, status_code, checked)
+
+
+@router.get("/flows/{flow}", response_class=HTMLResponse)
+def flow_page(request: Request, client: Client, flow: str) -> HTMLResponse:
+    """One flow's health over the last 24 h: runs per hour by status, success rate, p50/p95 run
+    duration and the slowest steps (``FlowClient.queries.flow_stats``)."""
+    try:
+        definition = client.flows.get(flow)
+    except FlowNotFound:
+        return not_found(request, "Flow not found", "No registered flow has that id or name.")
+    stats = client.queries.flow_stats(definition)
+    buckets = [Bucket.of(hour.start, hour.counts) for hour in stats.hours]
+    return page(
+        request,
+        "flow.html",
+        {
+            "active": "flows",
+            "definition": definition,
+            "stats": stats,
+            "buckets": buckets,
+            "bucket_max": max((b.total for b in buckets), default=0),
+            "enabled": client.queries.flow_enabled(definition.id),
+        },
+    )
 
 
 @router.post("/flows/{flow_id}/trigger", response_model=None)
@@ -513,7 +549,7 @@ def _run_page(
         def link(node: DagNode) -> str:
             return f"{run_ui_path(run.id)}?{urlencode({'step': node.key})}#step-panel"
 
-        dag_svg = render_svg(layout, link, selected=_dag_key(selected))
+        dag_svg = render_svg(layout, link, selected=manifest_key(selected))
     job_ids = [run.background_job_id or "", *(s.job_id or "" for s in steps)]
     job_ids += [a.job_id or "" for s in steps for a in s.attempts or []]
     job_ids = sorted(set(filter(None, job_ids)))
@@ -547,12 +583,6 @@ def _run_page(
         status_code,
         {name: value for name, value in checked.items() if value is not None},
     )
-
-
-def _dag_key(step_key: str) -> str:
-    """The DAG node of a runtime key: a ForEach child's node stands for all its iterations."""
-    loop, child = split_runtime_key(step_key)
-    return f"{loop}.{child}" if child is not None else step_key
 
 
 def _run_action(

@@ -19,6 +19,7 @@ from playwright.sync_api import Browser, Page, ViewportSize, expect
 from flowjobs import RunStatus
 from flowjobs.client import FlowClient
 from flowjobs.core.registry import FlowRegistry
+from flowjobs.web.ui import seconds_text
 from tests.browser import DESKTOP
 from tests.conftest import ROOT, Space, free_port, http_status, wait_parked, wait_until
 
@@ -26,6 +27,10 @@ ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 SIZES: dict[str, ViewportSize] = {"desktop": DESKTOP, "phone": {"width": 390, "height": 844}}
 
 pytestmark = pytest.mark.slow
+
+
+#: The name of the ``ui-stats`` flow: markup a page must show as text, never run.
+HOSTILE = "<img src=x onerror=alert(1)> & \"st'ats\" </h1><script>alert(2)</script>"
 
 
 def _flows(token: str) -> dict[str, dict[str, Any]]:
@@ -61,6 +66,20 @@ def _flows(token: str) -> dict[str, dict[str, Any]]:
                     "inputs": {"signalName": "approved"},
                 },
                 "book": {"type": "Noop", "run_after": ["wait"]},
+            },
+        },
+        "ui-stats": {
+            "id": "5b0e7c1a-0000-4000-8000-0000000000a5",
+            "name": HOSTILE,
+            "steps": {
+                "pick": {"type": "Echo", "inputs": {"fail": "@triggerBody()?.fail"}},
+                "naïve_étape": {
+                    "type": "Boom",
+                    "run_after": {
+                        "pick": {"statuses": ["Succeeded"], "when": "@steps('pick').output.inputs.fail"}
+                    },
+                },
+                "done": {"type": "Noop", "run_after": ["pick"]},
             },
         },
         "ui-batch": {
@@ -412,17 +431,68 @@ def test_without_the_event_stream_pages_poll(ui: UI, page: Page) -> None:
     assert page.evaluate("window.__sameDocument === true"), "the page was reloaded"
 
 
-def test_every_character_of_the_overview_is_one_the_machines_fonts_draw(ui: UI, page: Page) -> None:
-    """The overview with no failed run said so with an emoji no installed font has: a box. Every
-    character of a page must be in a font fontconfig knows (Chromium's source of fonts here)."""
-    page.goto(ui.url("/flows/"))
-    expect(page.get_by_text("No failed runs.")).to_be_visible()
+def _undrawable(page: Page) -> list[str]:
+    """The characters of the page's text that no font fontconfig knows (Chromium's source of fonts
+    here) draws: each would show as a box."""
     text: str = page.evaluate("document.body.innerText")
-    undrawable = [
+    return [
         char
         for char in sorted({c for c in text if ord(c) > 0x7E})
         if not subprocess.run(
             ["fc-list", f":charset={ord(char):x}", "family"], capture_output=True, text=True, check=True
         ).stdout.strip()
     ]
-    assert undrawable == [], f"no installed font draws {undrawable}"
+
+
+def test_every_character_of_the_overview_is_one_the_machines_fonts_draw(ui: UI, page: Page) -> None:
+    """The overview with no failed run said so with an emoji no installed font has: a box. Every
+    character of a page must be in a font the machine has."""
+    page.goto(ui.url("/flows/"))
+    expect(page.get_by_text("No failed runs.")).to_be_visible()
+    assert _undrawable(page) == []
+
+
+def test_the_overviews_queue_and_a_flows_last_24_hours(ui: UI, page: Page) -> None:
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    ok, failing = 3, 2
+    handles = [ui.client.trigger(HOSTILE, data={"fail": i >= ok}) for i in range(ok + failing)]
+    for handle in handles:
+        ui.wait_run(handle.run_id, RunStatus.Succeeded, RunStatus.Failed)
+
+    page.goto(ui.url("/flows/"))
+    queue = page.get_by_role("region", name=f"Queue {ui.space.settings.queue}")
+    expect(queue.locator("#queue-depth")).to_have_text("0")
+    expect(queue.locator("#queue-oldest")).to_have_text("none waiting")
+    expect(queue.locator("#queue-workers")).to_have_text("1")  # the test's `flowjobs worker`
+
+    definition = ui.client.flows.get(HOSTILE)
+    page.goto(ui.url("/flows/flows"))
+    page.locator(f'a[href="/flows/flows/{definition.id}"]').click()
+    expect(page).to_have_url(ui.url(f"/flows/flows/{definition.id}"))
+    expect(page.locator("h1")).to_contain_text(HOSTILE)
+    assert page.locator("main img, main script").count() == 0, "the name stayed text"
+    expect(page.locator("#stat-runs .n")).to_have_text(str(ok + failing))
+    expect(page.locator("#stat-Succeeded .n")).to_have_text(str(ok))
+    expect(page.locator("#stat-Failed .n")).to_have_text(str(failing))
+    expect(page.locator("#stat-success")).to_have_text("60.0 %")
+    stats = ui.client.queries.flow_stats(definition)
+    expect(page.locator("#stat-p50")).to_have_text(seconds_text(stats.run_durations.p50_seconds))
+    expect(page.locator("#stat-p95")).to_have_text(seconds_text(stats.run_durations.p95_seconds))
+    expect(page.locator("#stat-sample")).to_contain_text(f"all {ok + failing} finished runs")
+    rows = page.locator("table.slowest tbody tr")
+    expect(rows).to_have_count(3)
+    cells = [row.locator("td") for row in rows.all()]
+    counts = {cell.nth(0).inner_text(): cell.nth(1).inner_text() for cell in cells}
+    assert counts == {"pick": "5", "done": "5", "naïve_étape": "2"}
+    page.get_by_text("Counts per hour").click()
+    last_hour = page.locator("table.hours tbody tr").last
+    expect(last_hour.locator("td")).to_have_text(
+        [last_hour.locator("td").first.inner_text(), "0", "0", str(ok), str(failing), "0", "0", "0"]
+    )
+    assert _undrawable(page) == [] and dialogs == []
+    _shoot(page, "flow-stats", ready=lambda p: expect(p.locator(".chart")).to_be_visible())
+
+    missing = page.goto(ui.url("/flows/flows/no-such-flow"))
+    assert missing is not None and missing.status == 404
+    expect(page.locator("h1")).to_have_text("Flow not found")
