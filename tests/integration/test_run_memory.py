@@ -9,7 +9,9 @@ from typing import Any
 from uuid import UUID
 
 from flowjobs import FlowRunRecord, FlowStepRecord, RunStatus, StepStatus
+from flowjobs.core.clock import utcnow
 from flowjobs.core.job_calls import step_job_id
+from flowjobs.core.stats import hour_edges
 from flowjobs.store.codec import from_hash, split_steps
 from tests.conftest import Space
 from tests.integration.flows import flow, registry
@@ -153,8 +155,10 @@ def test_runs_written_before_the_compact_layout_still_read(space: Space) -> None
 
 def test_runs_stored_with_one_hash_per_step_still_read_and_purge(space: Space) -> None:
     """A run written by a version with one hash per step (long field names, the job id always) reads
-    back the same, and a purge deletes those hashes with the run."""
-    client = space.client(registry(flow("hashes", _linear("hashes", 2))))
+    back the same (its detail, its steps' durations in the flow's figures), and a purge deletes
+    those hashes with the run."""
+    definition = flow("hashes", _linear("hashes", 2))
+    client = space.client(registry(definition))
     run_id = client.trigger("hashes").run_id
     space.drain()
     detail = _detail(space, run_id)
@@ -164,6 +168,15 @@ def test_runs_stored_with_one_hash_per_step_still_read_and_purge(space: Space) -
     space.redis.delete(steps_key)
     space.redis.hset(steps_key, mapping={s.step_key: s.status.value for s in detail.steps or []})
     assert _detail(space, run_id) == detail
+    edges = hour_edges(utcnow())
+    window = client.store.stats.flow_window(definition.id, edges, sample_runs=5, sample_steps=50)
+    durations = {s.step_key: s.seconds for s in window.steps}
+    assert durations == {
+        s.step_key: (s.completed_at - s.started_at).total_seconds()
+        for s in detail.steps or []
+        if s.completed_at and s.started_at
+    }
+    assert sorted(durations) == ["s1", "s2"]
 
     assert client.purge(timedelta(0)) == 1
     assert list(space.redis.scan_iter(match=f"{space.keys.run(run_id)}*", count=1000)) == []
