@@ -1,11 +1,19 @@
-"""Benchmark: flowjobs step throughput against raw RQ no-op jobs, on the same Redis and worker class.
+"""Benchmark: flowjobs step throughput and latency against raw RQ jobs, RQ's own ``depends_on``
+chains and Celery's ``chain``, on the same Redis, in interleaved rounds.
 
-Run as ``python bench/steps_vs_rq.py [--runs M] [--jobs N] [--worker-class simple|fork] [--floor F]
-[--latency-samples K]``;
-exits 1 when ``ratio`` (flowjobs steps/s ÷ RQ jobs/s, 2 workers) is below the floor, when a run
-does not end Succeeded, or when a drain fails.
+Run as ``python bench/steps_vs_rq.py [--runs M] [--jobs N] [--rounds R] [--worker-class simple|fork]
+[--latency-samples K] [--celery solo|prefork|off] [--celery-db D] [--duties] [--floor F]``;
+exits 1 when the median ``ratio`` (flowjobs steps/s ÷ RQ jobs/s, 2 workers) is below the floor,
+when a run does not end Succeeded, when a drain fails, or when the Celery peer cannot be set up.
 
-How it measures (four drains, each on its own queue ``fjbench<random>-<phase>``):
+Rounds: every phase below runs once per round, R rounds (default 5), in the listed order on odd
+rounds and reversed on even ones, so none always runs first (or last, on a machine whose load
+drifts). Each figure is computed per round from that round's phases (a ratio's two sides come
+from the same round); the printed ``name=value`` is the median of the rounds, and the figures
+that carry the goals of issue 15 are also printed as ``<name>_rounds min= median= max=``, after
+one ``round i:`` line per round.
+
+Drains (each on its own new queue ``fjbench<random>-<phase>-<n>``):
 
 * Work is queued up front with no worker running: N raw jobs (``noop()`` below, JSON serializer,
   RQ defaults otherwise), or M runs of a linear 10-step ``Noop`` flow triggered with ``FlowClient``
@@ -21,7 +29,9 @@ How it measures (four drains, each on its own queue ``fjbench<random>-<phase>``)
   + 10·M step jobs for flowjobs), polled every 10 ms. Non-burst workers cannot exit early while
   a flowjobs queue is momentarily empty; the parent stops them (SIGTERM) afterwards.
 * ``flowjobs_steps_per_s`` counts only the 10·M step jobs but divides by the whole drain time,
-  trigger jobs included.
+  trigger jobs included. ``ratio`` and ``ratio_1w``: flowjobs steps/s ÷ raw RQ jobs/s with 2 and 1
+  workers (``--worker-class``: RQ's ``SimpleWorker`` or the forking ``Worker`` that ``flowjobs
+  worker`` runs by default, for both sides).
 * Redis commands: the sum of ``calls`` in ``INFO commandstats`` just before the ``RPUSH`` and just
   after the drain of the 1-worker phases, minus the commands this process sent in between (the
   first INFO, the RPUSH, the polls); divided by N raw jobs or by 10·M step jobs (so the per-step
@@ -29,17 +39,32 @@ How it measures (four drains, each on its own queue ``fjbench<random>-<phase>``)
   Redis add to it: their rate is sampled for 0.5 s while the workers are idle and reported when
   it is not negligible.
 
-Second peer, RQ's own ``depends_on`` chains (report only, goal ``ratio_chain`` >= 1.0): M chains
-of ``STEPS_PER_RUN`` ``noop()`` jobs, each depending on the previous one (one ``enqueue_many`` per
-chain, RQ's default serializer), drained the same way by 2 workers of RQ's own class
-(``SimpleWorker`` or ``Worker`` as ``--worker-class``): ``ratio_chain`` = flowjobs runs/s ÷ RQ
-chains/s. Latency: with 2 idle workers, one 3-step run (``FlowClient.trigger``) or one 3-job chain
-is submitted and polled every millisecond until done (run terminal, last job finished), one at a
-time, ``--latency-samples`` times after a warm-up: ``p50_flow_ms`` and ``p50_chain_ms``.
+Peer 1, RQ's own ``depends_on`` chains (goal ``ratio_chain`` >= 1.0): M chains of
+``STEPS_PER_RUN`` ``noop()`` jobs, each depending on the previous one (one ``enqueue_many`` per
+chain, RQ's default serializer), drained the same way by 2 workers of RQ's own class (as
+``--worker-class``): ``ratio_chain`` = flowjobs runs/s ÷ RQ chains/s (2 workers each).
+
+Peer 2, Celery's ``chain`` (``--celery``, default ``solo``; goal ``ratio_celery`` >= 0.7): M
+chains of ``STEPS_PER_RUN`` no-op tasks on the Redis broker with the Redis result backend (Celery's
+defaults), 2 worker processes (``solo``: two ``--pool solo`` workers; ``prefork``: one worker with
+2 pool processes), gated and timed the same way; ``ratio_celery`` = flowjobs runs/s (2 workers) ÷
+Celery chains/s. Celery is not a dependency of flowjobs and this process never imports it:
+``bench/celery_env.sh`` makes ``bench/.celery-venv`` on first use (from PyPI), and
+``bench/celery_peer.py`` runs there as a subprocess that this one sends requests to, starting the
+Celery workers itself. Its keys live in Redis database ``--celery-db`` (13) under the prefix
+``fjbench<random>celery:``, and only those are deleted at the end.
+
+Latency (2 idle workers each, one submission at a time, ``--latency-samples`` per round after a
+warm-up): one 3-step run (``FlowClient.trigger``, polled every millisecond until its record is
+terminal), one 3-job RQ chain (until its last job is finished), one 3-task Celery chain (until
+its last result is ready): ``p50_flow_ms``, ``p50_chain_ms``, ``p50_celery_ms`` (each round's p50),
+and ``latency_ratio_chain``/``latency_ratio_celery`` = flowjobs' p50 ÷ the peer's (goals <= 1.0 and
+<= 1.5).
 
 Everything it creates is removed at the end: keys under its prefix ``fjbench<random>:``, its
 queues and registries, worker keys, and ``rq:job:``/``rq:results:``/``rq:executions:`` of every
-job (flowjobs' from ``Keys(prefix).jobs()``, raw ones from the ids it made). It never flushes.
+job (flowjobs' from ``Keys(prefix).jobs()``, raw ones from the ids it made), and the Celery
+peer's keys. It never flushes.
 """
 
 from __future__ import annotations
@@ -48,6 +73,7 @@ import argparse
 import base64
 import contextlib
 import importlib
+import json
 import os
 import signal
 import statistics
@@ -60,10 +86,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from redis import Redis
 
-ROOT = Path(__file__).resolve().parent.parent
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
 if str(ROOT) not in sys.path:  # run from a checkout: make ``flowjobs`` and ``bench`` importable
     sys.path.insert(0, str(ROOT))
 
@@ -87,6 +115,8 @@ DUTIES_ENV = "FLOWJOBS_BENCH_DUTIES"
 READY_TIMEOUT_SECONDS = 30.0
 LATENCY_STEPS = 3
 LATENCY_POLL_SECONDS = 0.001
+#: Redis database of the Celery peer's broker and result backend (its keys also carry the token).
+CELERY_DB = 13
 
 
 def noop() -> None:
@@ -170,8 +200,9 @@ class Bench:
         return f"{self.token}:"
 
     def queue(self, phase: str, *, json: bool = True) -> Queue:
-        """The phase's queue: JSON serializer (raw jobs, flowjobs), or RQ's default one (chains)."""
-        name = f"{self.token}-{phase}"
+        """The phase's queue, new each time (a registry must hold this round's jobs only): JSON
+        serializer (raw jobs, flowjobs), or RQ's default one (chains)."""
+        name = f"{self.token}-{phase}-{len(self.queues)}"
         self.queues.append(name)
         return Queue(name, connection=self.redis, serializer=JSONSerializer if json else None)
 
@@ -401,6 +432,62 @@ class Bench:
             self.redis.srem("rq:workers", *workers)
 
 
+class CeleryPeer:
+    """Celery's side, driven through ``bench/celery_peer.py`` in Celery's own virtualenv (made on
+    demand by ``bench/celery_env.sh``): this process never imports ``celery``."""
+
+    def __init__(self, url: str, pool: str, db: int, token: str) -> None:
+        try:
+            setup = subprocess.run(["bash", str(HERE / "celery_env.sh")], capture_output=True, text=True,
+                                   check=False)
+        except OSError as error:
+            raise BenchError(f"cannot run bench/celery_env.sh: {error}") from error
+        if setup.returncode != 0:
+            raise BenchError(f"cannot set up Celery's virtualenv (bench/celery_env.sh exited "
+                             f"{setup.returncode}; --celery off skips the Celery peer):\n"
+                             f"{setup.stderr[-2000:]}")
+        env = {**os.environ, "CELERY_BENCH_URL": urlunsplit(urlsplit(url)._replace(path=f"/{db}")),
+               "CELERY_BENCH_PREFIX": f"{token}celery:", "CELERY_BENCH_QUEUE": f"{token}-celery",
+               "CELERY_BENCH_POOL": pool}
+        self.process = subprocess.Popen(
+            [setup.stdout.strip(), str(HERE / "celery_peer.py")], cwd=HERE, env=env,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True,
+        )
+
+    def request(self, **request: object) -> Any:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(json.dumps(request).encode() + b"\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            raise BenchError(f"the Celery helper exited with code {self.process.wait()}")
+        answer: dict[str, Any] = json.loads(line)
+        if "error" in answer:
+            raise BenchError(f"celery: {answer['error']}")
+        return answer["seconds"]
+
+    def drain(self, chains: int) -> Drain:
+        """``chains`` Celery chains of ``STEPS_PER_RUN`` no-op tasks, drained by 2 worker processes."""
+        return Drain(jobs=chains * STEPS_PER_RUN, seconds=self.request(op="drain", chains=chains,
+                                                                       steps=STEPS_PER_RUN))
+
+    def latency(self, samples: int) -> list[float]:
+        """Submit → done seconds of ``samples`` ``LATENCY_STEPS``-task chains, one at a time."""
+        seconds: list[float] = self.request(op="latency", samples=samples, steps=LATENCY_STEPS)
+        return seconds
+
+    def close(self) -> None:
+        """Ask the helper to stop its workers and delete its keys, and wait for it."""
+        with contextlib.suppress(OSError, ValueError):
+            assert self.process.stdin is not None
+            self.process.stdin.write(b'{"op": "quit"}\n')
+            self.process.stdin.close()
+        # Its own cleanup first: a SIGTERM now would cut it short (the helper exits on SIGTERM).
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=30.0)
+        stop_processes([self.process])
+
+
 def linear_flow(name: str, steps: int) -> FlowDefinition:
     """A flow of ``steps`` ``Noop`` steps, each after the previous one."""
     spec: dict[str, dict[str, Any]] = {"s1": {"type": "Noop"}}
@@ -417,16 +504,24 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--runs", type=int, default=60, help="flowjobs runs per drain (10 steps each)")
     parser.add_argument("--jobs", type=int, default=600, help="raw RQ no-op jobs per drain")
-    parser.add_argument("--floor", type=float, default=0.5, help="minimum ratio (2 workers); exit 1 below")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="interleaved rounds of every phase; figures are their median (min, max shown)")
+    parser.add_argument("--floor", type=float, default=0.5,
+                        help="minimum median ratio (2 workers); exit 1 below")
     parser.add_argument("--duties", action="store_true",
                         help="flowjobs workers also run the duties, as `flowjobs worker` does")
     parser.add_argument("--latency-samples", type=int, default=30,
-                        help="3-step submit -> done samples, flowjobs and RQ chain each")
+                        help="3-step submit -> done samples per round, for each system")
     parser.add_argument("--worker-class", choices=("simple", "fork"), default="simple",
                         help="RQ SimpleWorker (default) or the forking Worker")
+    parser.add_argument("--celery", choices=("solo", "prefork", "off"), default="solo",
+                        help="Celery peer's pool: 2 solo worker processes (default), one prefork worker "
+                             "with 2 processes, or no Celery peer")
+    parser.add_argument("--celery-db", type=int, default=CELERY_DB,
+                        help="Redis database number of Celery's broker and result backend")
     args = parser.parse_args(argv)
-    if args.runs < 1 or args.jobs < 1:
-        parser.error("--runs and --jobs must be at least 1")
+    if min(args.runs, args.jobs, args.rounds, args.latency_samples) < 1:
+        parser.error("--runs, --jobs, --rounds and --latency-samples must be at least 1")
     return args
 
 
@@ -442,55 +537,121 @@ def noise_note(name: str, drain: Drain) -> Iterable[str]:
                    f"drain; if that continued it is ~{share:.0%} of the commands counted")
 
 
+def run_round(
+    bench: Bench, celery: CeleryPeer | None, args: argparse.Namespace, index: int,
+) -> dict[str, float]:
+    """Every phase once (in reverse order on odd rounds, so none always runs first); its figures."""
+    drain_phases: dict[str, Callable[[], Drain]] = {
+        "rq1": lambda: bench.rq_drain(args.jobs, 1, count_commands=True),
+        "fj1": lambda: bench.flow_drain(args.runs, 1, count_commands=True)[0],
+        "rq2": lambda: bench.rq_drain(args.jobs, 2, count_commands=False),
+        "fj2": lambda: bench.flow_drain(args.runs, 2, count_commands=False)[0],
+        "chain2": lambda: bench.chain_drain(args.runs, 2),
+    }
+    latency_phases: dict[str, Callable[[int], list[float]]] = {
+        "flow": lambda samples: bench.flow_latency(samples, 2),
+        "chain": lambda samples: bench.chain_latency(samples, 2),
+    }
+    if celery is not None:
+        drain_phases["celery2"] = lambda: celery.drain(args.runs)
+        latency_phases["celery"] = celery.latency
+    order = [*drain_phases, *latency_phases]
+    drains: dict[str, Drain] = {}
+    p50: dict[str, float] = {}
+    for name in order[::-1] if index % 2 else order:
+        if name in drain_phases:
+            drains[name] = drain_phases[name]()
+        else:
+            p50[name] = statistics.median(latency_phases[name](args.latency_samples))
+    steps = args.runs * STEPS_PER_RUN
+    rq1, fj1, rq2, fj2, chain2 = (drains[k] for k in ("rq1", "fj1", "rq2", "fj2", "chain2"))
+    assert rq1.commands is not None and fj1.commands is not None
+    figures = {
+        "rq_jobs_per_s_1w": per_s(rq1, args.jobs), "rq_jobs_per_s_2w": per_s(rq2, args.jobs),
+        "flowjobs_steps_per_s_1w": per_s(fj1, steps), "flowjobs_steps_per_s_2w": per_s(fj2, steps),
+        "redis_commands_per_rq_job": rq1.commands / args.jobs,
+        "redis_commands_per_step": fj1.commands / steps,
+        "ratio_1w": per_s(fj1, steps) / per_s(rq1, args.jobs),
+        "ratio": per_s(fj2, steps) / per_s(rq2, args.jobs),
+        "rq_chains_per_s_2w": per_s(chain2, args.runs), "flowjobs_runs_per_s_2w": per_s(fj2, args.runs),
+        "ratio_chain": per_s(fj2, args.runs) / per_s(chain2, args.runs),
+        "p50_flow_ms": p50["flow"] * 1000, "p50_chain_ms": p50["chain"] * 1000,
+        "latency_ratio_chain": p50["flow"] / p50["chain"],
+    }
+    if celery is not None:
+        figures |= {
+            "celery_chains_per_s_2w": per_s(drains["celery2"], args.runs),
+            "ratio_celery": per_s(fj2, args.runs) / per_s(drains["celery2"], args.runs),
+            "p50_celery_ms": p50["celery"] * 1000, "latency_ratio_celery": p50["flow"] / p50["celery"],
+        }
+    for line in [*noise_note("RQ 1-worker", rq1), *noise_note("flowjobs 1-worker", fj1)]:
+        print(line)
+    return figures
+
+
+#: Figures printed with their spread over the rounds (``<name>_rounds min= median= max=``).
+SPREAD = ("ratio", "ratio_1w", "ratio_chain", "p50_flow_ms", "p50_chain_ms", "latency_ratio_chain",
+          "ratio_celery", "p50_celery_ms", "latency_ratio_celery")
+NOTES = {
+    "redis_commands_per_step": f"its RQ job included, plus 1/{STEPS_PER_RUN} of a trigger job",
+    "ratio_chain": "goal >= 1.0",
+    "latency_ratio_chain": "3-step p50 flowjobs / RQ chain; goal <= 1.0",
+    "ratio_celery": "goal >= 0.7",
+    "latency_ratio_celery": "3-step p50 flowjobs / Celery chain; goal <= 1.5",
+}
+
+
+def report(args: argparse.Namespace, rounds: list[dict[str, float]]) -> dict[str, float]:
+    """Print each round, then every figure's median (and min/median/max for ``SPREAD``)."""
+    print(f"worker_class={args.worker_class} jobs={args.jobs} runs={args.runs} steps_per_run={STEPS_PER_RUN} "
+          f"rounds={args.rounds} latency_samples={args.latency_samples} "
+          f"celery={args.celery}{'' if args.celery == 'off' else ' (2 worker processes)'}")
+    for index, figures in enumerate(rounds, 1):
+        shown = " ".join(f"{name}={_figure(name, figures[name])}" for name in SPREAD if name in figures)
+        print(f"round {index}: {shown}")
+    medians: dict[str, float] = {}
+    for name in rounds[0]:
+        values = [figures[name] for figures in rounds]
+        medians[name] = statistics.median(values)
+        if name in SPREAD:
+            print(f"{name}_rounds min={_figure(name, min(values))} median={_figure(name, medians[name])} "
+                  f"max={_figure(name, max(values))}")
+        note = f"  ({NOTES[name]})" if name in NOTES else ""
+        print(f"{name}={_figure(name, medians[name])}{note}")
+    return medians
+
+
+def _figure(name: str, value: float) -> str:
+    return f"{value:.3f}" if "ratio" in name else f"{value:.1f}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     url, server = bench_redis()
     load_before = os.getloadavg()[0]
     bench = Bench(Redis.from_url(url), url, args.worker_class, duties=args.duties)
-    steps = args.runs * STEPS_PER_RUN
+    celery: CeleryPeer | None = None
+    rounds: list[dict[str, float]] = []
     try:
-        rq1 = bench.rq_drain(args.jobs, 1, count_commands=True)
-        fj1, _ = bench.flow_drain(args.runs, 1, count_commands=True)
-        rq2 = bench.rq_drain(args.jobs, 2, count_commands=False)
-        fj2, _ = bench.flow_drain(args.runs, 2, count_commands=False)
-        chain2 = bench.chain_drain(args.runs, 2)
-        flow_p50 = statistics.median(bench.flow_latency(args.latency_samples, 2))
-        chain_p50 = statistics.median(bench.chain_latency(args.latency_samples, 2))
+        if args.celery != "off":
+            celery = CeleryPeer(url, args.celery, args.celery_db, bench.token)
+        for index in range(args.rounds):
+            rounds.append(run_round(bench, celery, args, index))
     except BenchError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     finally:
+        if celery is not None:
+            celery.close()
         bench.cleanup()
         if server is not None:
             server.stop()
-    assert rq1.commands is not None and fj1.commands is not None
-    ratio = per_s(fj2, steps) / per_s(rq2, args.jobs)
-    ratio_1w = per_s(fj1, steps) / per_s(rq1, args.jobs)
-    print(f"worker_class={args.worker_class} jobs={args.jobs} runs={args.runs} steps_per_run={STEPS_PER_RUN}")
-    print(f"rq_seconds_1w={rq1.seconds:.3f} rq_seconds_2w={rq2.seconds:.3f} "
-          f"flowjobs_seconds_1w={fj1.seconds:.3f} flowjobs_seconds_2w={fj2.seconds:.3f}")
-    print(f"rq_jobs_per_s_1w={per_s(rq1, args.jobs):.1f}")
-    print(f"rq_jobs_per_s_2w={per_s(rq2, args.jobs):.1f}")
-    print(f"flowjobs_steps_per_s_1w={per_s(fj1, steps):.1f}")
-    print(f"flowjobs_steps_per_s_2w={per_s(fj2, steps):.1f}")
-    print(f"redis_commands_per_rq_job={rq1.commands / args.jobs:.1f}")
-    print(f"redis_commands_per_step={fj1.commands / steps:.1f}  (its RQ job included, plus 1/{STEPS_PER_RUN} "
-          f"of a trigger job)")
-    for line in [*noise_note("RQ 1-worker", rq1), *noise_note("flowjobs 1-worker", fj1)]:
-        print(line)
+    medians = report(args, rounds)
     if load_before > 0.5:
         print(f"note: 1-min load average was {load_before:.2f} at start: other processes on this "
               f"{os.cpu_count()}-core machine may have competed for CPU (figures vary from run to run)")
-    print(f"ratio_1w={ratio_1w:.3f}")
-    print(f"ratio={ratio:.3f}")
-    print(f"rq_chains_per_s_2w={per_s(chain2, args.runs):.1f}  ({STEPS_PER_RUN}-job depends_on chains, "
-          f"RQ's own worker class, default serializer; chain_seconds_2w={chain2.seconds:.3f})")
-    print(f"flowjobs_runs_per_s_2w={per_s(fj2, args.runs):.1f}")
-    print(f"ratio_chain={per_s(fj2, args.runs) / per_s(chain2, args.runs):.3f}  (report only; goal 1.0)")
-    print(f"p50_flow_ms={flow_p50 * 1000:.1f}  p50_chain_ms={chain_p50 * 1000:.1f}  "
-          f"({LATENCY_STEPS} steps, submit -> done, {args.latency_samples} samples, 2 workers)")
-    if ratio < args.floor:
-        print(f"below floor: ratio {ratio:.3f} < {args.floor:g}")
+    if medians["ratio"] < args.floor:
+        print(f"below floor: median ratio {medians['ratio']:.3f} < {args.floor:g}")
         return 1
     return 0
 

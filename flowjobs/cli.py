@@ -32,6 +32,7 @@ from flowjobs.logs import configure_logging
 from flowjobs.processes import stop_processes
 from flowjobs.settings import Settings, load_settings
 from flowjobs.store.base import REDIS_DOWN
+from flowjobs.tracing import configure_tracing
 from flowjobs.webhooks import shown_manifest
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -123,6 +124,8 @@ def cli(ctx: click.Context) -> None:
     """flowjobs: DAG flows with a full run history on RQ and Redis."""
     ctx.obj = load_settings()
     configure_logging(ctx.obj.log_format, ctx.obj.log_level)
+    # Before a worker forks its work-horses, which inherit the tracer provider (README, "Tracing").
+    configure_tracing(f"flowjobs-{ctx.invoked_subcommand}" if ctx.invoked_subcommand else "flowjobs")
 
 
 # -- flows ---------------------------------------------------------------------------------------

@@ -48,7 +48,14 @@ from flowjobs.core.schedules import (
     tick_idempotency_key,
 )
 from flowjobs.core.statuses import RunStatus
-from flowjobs.core.trigger_headers import IDEMPOTENCY_HEADER, HeaderLimits, shown, trigger_headers
+from flowjobs.core.trigger_headers import (
+    IDEMPOTENCY_HEADER,
+    TRACEPARENT_HEADER,
+    TRACESTATE_HEADER,
+    HeaderLimits,
+    shown,
+    trigger_headers,
+)
 from flowjobs.queries import Queries
 from flowjobs.runtime.base import JobRunner
 from flowjobs.runtime.recurring import fire_recurring_job
@@ -70,6 +77,7 @@ from flowjobs.store.transitions import (
     SignalRefusal,
     SignalResume,
 )
+from flowjobs.tracing import caller_trace
 
 log = structlog.get_logger("flowjobs.client")
 #: Every setting's default, read from neither the environment nor the config file: what a client
@@ -233,6 +241,10 @@ class FlowClient:
         and a key that must be new, checked after the flow's enabled flag, as the webhook
         receiver uses them). The run keeps ``headers`` less credentials (``Authorization``,
         ``Cookie``…); ``flowjobs.core.trigger_headers`` has the rules.
+
+        The run's trace (``flowjobs.tracing``) is a child of a well-formed W3C ``traceparent``
+        (with ``tracestate``) in ``headers``, else of the span current here, if any; a malformed
+        traceparent is kept as a header but not followed.
         """
         return self.commit_trigger(
             self.prepare_trigger(
@@ -292,7 +304,7 @@ class FlowClient:
             idempotency_key=kept.idempotency_key,
             timeout_at=timeout_at,
         )
-        call = trigger_call(str(run_id), str(definition.id), definition.name)
+        call = trigger_call(str(run_id), str(definition.id), definition.name, caller_trace(kept.trace))
         commands = self.runner.enqueue_commands([call])
         new = self.store.runs.new_run(
             run,
@@ -524,7 +536,8 @@ class FlowClient:
 
     def rerun(self, run_id: UUID | str) -> RunHandle:
         """A new run of the same flow and trigger with the source run's data and headers (its
-        idempotency key dropped) and ``source_run_id`` set; the source run's history notes it.
+        idempotency key and trace context dropped: the re-run belongs to the trace of whoever
+        re-runs it) and ``source_run_id`` set; the source run's history notes it.
 
         The new run is planned against the flow as registered now (as any new trigger is), not the
         source run's pinned manifest. ``RunNotFound``; ``FlowNotFound``/``FlowDisabled`` as for
@@ -535,7 +548,7 @@ class FlowClient:
         headers = {
             name: value
             for name, value in (source.trigger_headers or {}).items()
-            if name.lower() != IDEMPOTENCY_HEADER
+            if name.lower() not in (IDEMPOTENCY_HEADER, TRACEPARENT_HEADER, TRACESTATE_HEADER)
         }
         handle = self.trigger(
             source.flow_id, source.trigger_key or "manual", data, headers, source_run_id=source.id

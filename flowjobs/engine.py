@@ -26,6 +26,7 @@ import structlog
 from pydantic import BaseModel, ValidationError
 from rq.timeouts import JobTimeoutException
 
+from flowjobs import tracing
 from flowjobs.control import retry_failed_step
 from flowjobs.core.backoff import retry_delay
 from flowjobs.core.clock import epoch_ms, utcnow
@@ -177,12 +178,16 @@ class Engine:
 
         Safe to run again (at-least-once delivery): a Running run is only re-planned.
         """
-        with structlog.contextvars.bound_contextvars(run_id=run_id, job_id=job_id):
-            started = self.store.runs.start_run(run_id)
+        with (
+            structlog.contextvars.bound_contextvars(run_id=run_id, job_id=job_id),
+            tracing.run_span(run_id, job_id) as span,
+        ):
+            started = self.store.runs.start_run(run_id, span.trace)
             if started is None:
                 log.warning("run.missing")
                 return None
             before, state = started
+            span.describe(state.run)
             status = RunStatus(state.run["status"])
             structlog.contextvars.bind_contextvars(flow_id=state.run.get("flow_id"))
             if before is RunStatus.Pending:
@@ -202,6 +207,14 @@ class Engine:
         manifest_hash: str | None = None,
     ) -> StepReport:
         """Run one attempt of one step: claim it, execute it, record the outcome, continue the run."""
+        with tracing.step_span(run_id, step_key, attempt, job_id) as span:
+            report = self._execute_step(run_id, step_key, attempt, job_id, manifest_hash)
+            span.ended(report)
+            return report
+
+    def _execute_step(
+        self, run_id: str, step_key: str, attempt: int, job_id: str | None, manifest_hash: str | None
+    ) -> StepReport:
         with structlog.contextvars.bound_contextvars(
             run_id=run_id, step_key=step_key, attempt=attempt, job_id=job_id
         ):
@@ -230,6 +243,7 @@ class Engine:
                 log.info("step.claim_refused", reason=claim.reason.value, detail=claim.detail)
                 return self._refused_claim(run_id, step_key, attempt, job_id, claim)
             structlog.contextvars.bind_contextvars(flow_id=claim.run.get("flow_id"))
+            tracing.step_claimed(claim.run, step.type)
             log.debug("step.started", step_type=step.type)
             current = Attempt(run_id, step_key, step, attempt, job_id, claim)
             try:
@@ -363,6 +377,7 @@ class Engine:
             # is taken for lost. A worker's cold shutdown is the process's, and goes on.
             if isinstance(error, ColdShutdown):
                 raise
+            tracing.handler_raised(error)
             log.warning("step.handler_raised", error=repr(error))
             return Outcome(
                 StepStatus.Failed,

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from functools import cache
 from typing import Any
 
+from opentelemetry import trace
 from redis import Redis
 
 from flowjobs import StepContext, StepResult, StepStatus, handler
@@ -62,6 +63,14 @@ def record(ctx: StepContext, inputs: dict[str, Any]) -> dict[str, Any]:
 def boom(ctx: StepContext, inputs: dict[str, Any]) -> None:
     """Raises."""
     raise RuntimeError(inputs.get("message", "boom"))
+
+
+@handler("Traced")
+def traced(ctx: StepContext, inputs: dict[str, Any]) -> dict[str, Any]:
+    """Opens a span of its own (it nests under the step's span when tracing is on)."""
+    with trace.get_tracer("tests.handlers").start_as_current_span("handler.own") as span:
+        span.set_attribute("step", ctx.step_key)
+    return {"traced": True}
 
 
 @handler("Refuse")

@@ -21,6 +21,8 @@ from flowjobs.core.urls import run_ui_path
 RUN_TRIGGER = "flowjobs.jobs.run_trigger"
 RUN_STEP = "flowjobs.jobs.run_step"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+#: Run fields a step job carries in its meta, so its worker joins the run's trace (``flowjobs.tracing``).
+TRACE_FIELDS = ("traceparent", "tracestate")
 
 
 class JobFailed(Exception):
@@ -121,8 +123,11 @@ def plain_step_job_id(run_id: UUID | str, step_key: str, attempt: int | str) -> 
     return f"{before}{run_id}{between}{step_key}{after}{attempt}"
 
 
-def trigger_call(run_id: str, flow_id: str, flow_name: str | None) -> JobCall:
-    """The trigger job of a run."""
+def trigger_call(
+    run_id: str, flow_id: str, flow_name: str | None, trace: Mapping[str, str] | None = None
+) -> JobCall:
+    """The trigger job of a run; ``trace`` (W3C ``traceparent``/``tracestate``) is the caller's
+    trace context, under which the run's span starts."""
     return JobCall(
         func=RUN_TRIGGER,
         args=(run_id,),
@@ -134,6 +139,7 @@ def trigger_call(run_id: str, flow_id: str, flow_name: str | None) -> JobCall:
             "step_key": None,
             "attempt": None,
             "run_url": run_ui_path(run_id),
+            **(trace or {}),
         },
     )
 
@@ -160,6 +166,7 @@ def step_call(
             "attempt": attempt,
             # rq-dashboard shows the meta: the way back from a job to its run's page.
             "run_url": run_ui_path(run_id),
+            **{name: run_fields[name] for name in TRACE_FIELDS if name in run_fields},
         },
         timeout_seconds=timeout_seconds,
     )

@@ -104,6 +104,11 @@ class FlowRunRecord(_Record):
     """Why cancellation was requested."""
     cancel_requested_at: datetime | None = None
     """When cancellation was requested."""
+    traceparent: str | None = None
+    """W3C traceparent of the run's span (``flowjobs.tracing``), set when its trigger job starts
+    the run under a valid span context; every step job carries it."""
+    tracestate: str | None = None
+    """W3C tracestate that goes with ``traceparent``, if any."""
     timed_out_at: datetime | None = None
     """When the run was ended as TimedOut."""
 

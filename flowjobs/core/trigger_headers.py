@@ -1,6 +1,7 @@
-"""What a trigger keeps from its request: its headers, less credentials and within bounds, and its
-idempotency key, checked. Every trigger passes here (``FlowClient.prepare_trigger``: the API, the
-webhooks, the CLI, schedules and re-runs) before anything is written. Pure: no I/O.
+"""What a trigger keeps from its request: its headers, less credentials and within bounds, its
+idempotency key, checked, and its W3C trace context when that is well formed. Every trigger passes
+here (``FlowClient.prepare_trigger``: the API, the webhooks, the CLI, schedules and re-runs) before
+anything is written. Pure: no I/O.
 
 The bounds' defaults are those of common HTTP servers, so a request that one of them accepts is
 not refused for its headers: 100 headers (Apache httpd's ``LimitRequestFields``), 8190 bytes per
@@ -9,8 +10,9 @@ value (Apache's ``LimitRequestFieldSize``), 16 KiB in all (Node.js's ``--max-htt
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from flowjobs.core.errors import InvalidIdempotencyKey, InvalidTriggerData, TriggerHeadersTooLarge
 
@@ -27,6 +29,17 @@ DEFAULT_MAX_TRIGGER_HEADERS_BYTES = 16 * 1024
 #: Upper bound of the three settings (the largest trigger data, ``limits.MAX_DATA_BYTES``, is 64 MiB:
 #: headers are metadata, a thousandth of it is plenty).
 MAX_TRIGGER_HEADERS_BYTES = 1024 * 1024
+#: W3C Trace Context headers (https://www.w3.org/TR/trace-context/): a trigger's place in its caller's
+#: trace. Kept like any header; read for tracing only when well formed.
+TRACEPARENT_HEADER = "traceparent"
+TRACESTATE_HEADER = "tracestate"
+#: ``version-trace_id-parent_id-flags`` in lower-case hex, version 00 to fe. A later version may add
+#: fields after a dash (the specification's forward compatibility); they are not read.
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-[\x21-\x7e]*)?")
+#: A traceparent is 55 characters; a later version's extra fields are bounded here.
+MAX_TRACEPARENT_CHARS = 128
+#: The specification's 32 list members of at most 256 characters each.
+MAX_TRACESTATE_CHARS = 32 * 257
 #: Longest idempotency key, in characters: Stripe's own limit, so a key valid there is valid here.
 MAX_IDEMPOTENCY_KEY_CHARS = 255
 
@@ -55,6 +68,9 @@ class TriggerHeaders:
     """Stored on the run (``trigger_headers``)."""
     idempotency_key: str | None
     """The argument, else the ``Idempotency-Key`` header; None without either."""
+    trace: dict[str, str] = field(default_factory=dict)
+    """``traceparent`` (and ``tracestate``) when the request's traceparent is well formed
+    (``trace_context``); empty otherwise."""
 
 
 def trigger_headers(
@@ -77,7 +93,27 @@ def trigger_headers(
         _check_idempotency_key(idempotency_key)
     kept = {k: v for k, v in given.items() if k.lower() not in SENSITIVE_HEADERS}
     _check_limits(kept, limits)
-    return TriggerHeaders(kept, idempotency_key)
+    return TriggerHeaders(kept, idempotency_key, trace_context(kept))
+
+
+def trace_context(headers: Mapping[str, str]) -> dict[str, str]:
+    """The W3C trace context of a request (header names in any case): ``traceparent``, with
+    ``tracestate`` when there is one, if the traceparent is well formed (version 00 to fe, ids not
+    all zeros, at most ``MAX_TRACEPARENT_CHARS``; a version 00 one exactly 55 characters), else
+    nothing: a malformed trace context is ignored, never refused (the specification's rule)."""
+    found = {name.lower(): value for name, value in headers.items()}
+    parent = found.get(TRACEPARENT_HEADER, "")
+    match = _TRACEPARENT.fullmatch(parent) if len(parent) <= MAX_TRACEPARENT_CHARS else None
+    if match is None:
+        return {}
+    version, trace_id, span_id, _, extra = match.groups()
+    if version == "ff" or (version == "00" and extra) or not int(trace_id, 16) or not int(span_id, 16):
+        return {}
+    context = {TRACEPARENT_HEADER: parent}
+    state = found.get(TRACESTATE_HEADER, "").strip()
+    if state and len(state) <= MAX_TRACESTATE_CHARS and state.isascii() and state.isprintable():
+        context[TRACESTATE_HEADER] = state
+    return context
 
 
 def _check_idempotency_key(key: object) -> None:

@@ -2,7 +2,8 @@
 -- triggered, Pending -> Cancelled (the gate checked at trigger time is checked again here, since
 -- the flow can be disabled while the trigger job waits in the queue).
 -- ARGV[1] (JSON): the run fields (common.lua), and steps_key, loops_key, loop_items_key,
---   flow_key (the run's flow record).
+--   flow_key (the run's flow record), and trace: the run span's W3C fields (traceparent,
+--   tracestate), stored on the run as it starts (absent when tracing is off).
 -- Reply: {status before, state (common.lua) of the whole run after the move}, or false if there is
 --   no such run.
 local a = script_args()
@@ -14,6 +15,9 @@ if RUN.refuse_start.from[before] and redis.call('HGET', a.flow_key, 'is_enabled'
   close_run(a, RUN.refuse_start.target)
 elseif RUN.start.from[before] then
   move_run_status(a, RUN.start.target)
+  if a.trace then
+    for name, value in pairs(a.trace) do redis.call('HSET', a.run_key, name, value) end
+  end
   push_event(a, 'run.started', nil, nil)
   count_metric(a, 'runs_started', a.flow_label)
 end

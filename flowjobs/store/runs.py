@@ -106,9 +106,12 @@ class RunWrites(StorePart):
         replicas hold the new run in time."""
         return self.scripts.create_run(new, self.context.replica_wait)
 
-    def start_run(self, run_id: UUID | str) -> tuple[RunStatus, RunSnapshot] | None:
+    def start_run(
+        self, run_id: UUID | str, trace: Mapping[str, str] | None = None
+    ) -> tuple[RunStatus, RunSnapshot] | None:
         """Move a Pending run to Running (once), or to Cancelled if its flow was disabled since it
-        was triggered.
+        was triggered. ``trace`` (the run span's ``traceparent``/``tracestate``) is stored on the run
+        as it starts, in the same script.
 
         Returns the status it had before and the run's snapshot after; None if there is no such run.
         """
@@ -117,6 +120,8 @@ class RunWrites(StorePart):
         args["loops_key"] = self.keys.loops(run_id)
         args["loop_items_key"] = self.keys.loop_items(run_id)
         args["flow_key"] = self.keys.flow(self.context.run_flow(run_id).flow_id)
+        if trace:
+            args["trace"] = dict(trace)
         started = self.scripts.start_run(args)
         if started is not None:
             self.context.note_run_flow(run_id, started[1].run)

@@ -153,9 +153,11 @@ def test_a_timed_out_run_is_purged_only_once_its_running_step_ended(space: Space
     block = {k: f"{space.token}:{k}" for k in ("pid_key", "release", "done_key")}
     client = space.client(registry(flow("outlived", {"a": {"type": "Block", "inputs": block}})))
     space.start_worker("w")
-    handle = client.trigger("outlived", data={"runTimeoutSeconds": 1})
-    assert handle.wait(timeout=30).status is RunStatus.TimedOut
+    # The deadline leaves a loaded machine time to start the run and claim its step before it.
+    handle = client.trigger("outlived", data={"runTimeoutSeconds": 3})
     run_id = str(handle.run_id)
+    wait_until(lambda: _step(client, run_id, "a").get("status") == "Running", 30, "the step to run")
+    assert handle.wait(timeout=30).status is RunStatus.TimedOut
     assert _step(client, run_id, "a")["status"] == "Running"  # Block waits for its release
     _age(space, run_id, days=10)
 
