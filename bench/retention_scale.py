@@ -51,7 +51,7 @@ from flowjobs.core.statuses import RunStatus  # noqa: E402
 from flowjobs.factory import runner_from_settings, store_from_settings  # noqa: E402
 from flowjobs.runtime.rq import job_keys  # noqa: E402
 from flowjobs.settings import Settings  # noqa: E402
-from flowjobs.store.codec import text  # noqa: E402
+from flowjobs.store.codec import step_field, text  # noqa: E402
 from flowjobs.store.retention import DEFAULT_BATCH  # noqa: E402
 
 DEFAULT_RUNS = 100_000
@@ -97,12 +97,11 @@ def seed_run(pipe: Pipeline, keys: Keys, flow_id: str, i: int, ended: datetime) 
         attempts = 2 if n == len(STEPS) - 1 else 1
         job_id = step_job_id(run_id, step_key, attempts)
         jobs += [step_job_id(run_id, step_key, a) for a in range(1, attempts + 1)]
-        pipe.hset(keys.run_steps(run_id), step_key, "Succeeded")
-        pipe.hset(keys.step(run_id, step_key), mapping={
-            "run_id": run_id, "step_key": step_key, "step_type": "Noop", "status": "Succeeded",
-            "attempt": attempts, "attempt_count": attempts, "job_id": job_id,
+        record = {
+            "step_type": "Noop", "status": "Succeeded", "attempt": attempts, "job_id": job_id,
             "started_at": iso(started), "completed_at": iso(ended), "output_json": "null",
-        })
+        }
+        pipe.hset(keys.run_steps(run_id), mapping={step_field(step_key, k): v for k, v in record.items()})
         if attempts > 1:
             archived = {"status": "Failed", "job_id": step_job_id(run_id, step_key, 1), "error": "boom"}
             pipe.hset(keys.attempts(run_id), f"{step_key}#1", json.dumps(archived))

@@ -91,8 +91,10 @@ def _histogram(family: Family, series: list[Series]) -> HistogramMetricFamily:
     counts: dict[tuple[str, ...], list[float]] = defaultdict(lambda: [0.0] * (len(DURATION_BUCKETS) + 1))
     sums: dict[tuple[str, ...], float] = defaultdict(float)
     for s in series:
-        if s.bucket == "sum":
-            sums[s.labels] = s.value
+        if s.bucket == "sum_ms":
+            sums[s.labels] += s.value / 1000
+        elif s.bucket == "sum":
+            sums[s.labels] += s.value
         elif s.bucket is not None and s.bucket.isdigit() and 1 <= int(s.bucket) <= len(DURATION_BUCKETS) + 1:
             counts[s.labels][int(s.bucket) - 1] = s.value
     for labels in sorted(counts):

@@ -13,7 +13,7 @@ thousands of healthy runs costs a few round-trips rather than one or two per run
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
@@ -50,7 +50,7 @@ _WAITING = (JobState.Enqueued, JobState.Scheduled)
 #: only slower costs a second copy of the job, which is harmless: one claims, the other is refused.
 DEQUEUED_SECONDS = 1.0
 
-#: The step fields recovery reads (its batches read no others: a step hash holds outputs too).
+#: The step fields recovery reads (its batches read no others: a step record holds outputs too).
 STEP_FIELDS = ("status", "attempt", "job_id", "lost_attempts")
 #: The run fields a Pending run's repair reads (a run hash holds the trigger data too).
 TRIGGER_FIELDS = ("background_job_id", "flow_id", "flow_name")
@@ -368,8 +368,8 @@ def _lost_job(engine: Engine, grace: timedelta, step: tuple[str, str], found: Fo
     attempt = found.fields["attempt"]
     call = engine.attempt_call(run_id, run_fields, step_key, int(attempt))
     expected = {"status": StepStatus.Pending.value, "attempt": attempt, "job_id": job_id}
-    step_hash = engine.store.keys.step(run_id, step_key)
-    if not _requeue(engine, step_hash, expected, call, found.taken, "lost_job"):
+    record, watched = engine.store.runs.step_watch(run_id, step_key, expected)
+    if not _requeue(engine, record, watched, call, found.taken, "lost_job"):
         return 0
     log.warning("step.job_lost", run_id=run_id, step_key=step_key, job_id=job_id, taken=_taker(found))
     return 1
@@ -400,7 +400,12 @@ def _waiting(found: Found, grace: timedelta) -> bool:
 
 
 def _requeue(
-    engine: Engine, key: str, expected: dict[str, str], call: JobCall, taken: TakenJob | None, kind: str
+    engine: Engine,
+    key: str,
+    expected: Mapping[str, str | None],
+    call: JobCall,
+    taken: TakenJob | None,
+    kind: str,
 ) -> bool:
     """Queue the job again, and forget the dead worker that took it, while the record ``key`` still
     holds ``expected``: a copy queued after its attempt ended would pass for a requeue by hand.

@@ -29,6 +29,11 @@ from redis.client import Pipeline
 from starlette.types import ASGIApp
 
 import tests.handlers  # noqa: F401  (registers the test handlers on the default registry)
+from flowjobs.store.scripts import CHECK_KEYS_ENV
+
+# Every script of every test (and of the worker processes the tests start, which inherit this)
+# runs with the key check: a script that touches a key it did not declare in KEYS fails.
+os.environ[CHECK_KEYS_ENV] = "1"
 from flowjobs.client import FlowClient
 from flowjobs.core.handlers import default_handlers
 from flowjobs.core.keys import Keys

@@ -80,9 +80,9 @@ class JobWrites:
     failed), done by that transition's script in the same call (``flowjobs/lua/rq_jobs.lua``)."""
 
     keys: tuple[str, ...]
-    """Every key the bookkeeping touches, in the order the script reads them; appended to its KEYS."""
+    """Every key the bookkeeping touches, in the order the script reads them (declared in its KEYS)."""
     args: Mapping[str, Any]
-    """JSON-able arguments of the bookkeeping (the script is told where its keys start)."""
+    """JSON-able arguments of the bookkeeping (its keys go beside them as ``books_keys``)."""
 
 
 class JobBooks(Protocol):
@@ -143,12 +143,23 @@ def trigger_job_id(run_id: UUID | str) -> str:
     return f"fj-{run_id}-trigger"
 
 
+#: A step attempt's job id is ``<0><run id><1><step key><2><attempt>`` when the step key is safe in
+#: a job id (the usual case): step records store a job id only when it is not this one.
+PLAIN_STEP_JOB_ID = ("fj-", "-s-", "-")
+
+
 def step_job_id(run_id: UUID | str, step_key: str, attempt: int) -> str:
     """Id of one attempt of one step; readable where the step key allows it."""
     safe = _UNSAFE.sub("_", step_key)[:40]
     if safe != step_key:
         safe = f"{safe}_{hashlib.sha1(step_key.encode()).hexdigest()[:8]}"
-    return f"fj-{run_id}-s-{safe}-{attempt}"
+    return plain_step_job_id(run_id, safe, attempt)
+
+
+def plain_step_job_id(run_id: UUID | str, step_key: str, attempt: int | str) -> str:
+    """``PLAIN_STEP_JOB_ID`` filled in (``step_job_id`` of a safe step key)."""
+    before, between, after = PLAIN_STEP_JOB_ID
+    return f"{before}{run_id}{between}{step_key}{after}{attempt}"
 
 
 def trigger_call(

@@ -18,22 +18,23 @@ class Keys:
         return f"{self.prefix}run:{run_id}"
 
     def run_steps(self, run_id: UUID | str) -> str:
-        """Hash: step key → current status of every step that has a record (the planner's input)."""
+        """Hash: every step record of the run, with its latest attempt. ``<step key>`` → the step's
+        current status, for every step that has a record (the planner reads these alone), and
+        ``<step key>|<code>`` → each other field of its record (``FlowStepRecord`` without
+        ``run_id`` and ``step_key``; plus claim fields ``lease_until_ms``, ``worker``; codes:
+        ``flowjobs/store/codec.py``, ``STEP_FIELD_CODES``). One key per run instead of one per step
+        (each key costs Redis ~100 B of its own)."""
         return f"{self.prefix}run:{run_id}:steps"
 
-    def step_prefix(self, run_id: UUID | str) -> str:
-        """Common prefix of the run's step hashes; the step key follows it."""
-        return f"{self.prefix}run:{run_id}:step:"
-
-    def step(self, run_id: UUID | str, step_key: str) -> str:
-        """Hash: one step record and its latest attempt (``FlowStepRecord`` without ``run_id`` and
-        ``step_key``, which the key names; plus claim fields ``attempt``, ``lease_until_ms``)."""
-        return f"{self.step_prefix(run_id)}{step_key}"
+    def legacy_step(self, run_id: UUID | str, step_key: str) -> str:
+        """Hash: one step record, as versions before the one-hash layout (``run_steps``) stored it
+        (long field names); only read (run detail) and deleted (retention), never written."""
+        return f"{self.prefix}run:{run_id}:step:{step_key}"
 
     def attempts(self, run_id: UUID | str) -> str:
         """Hash: ``<step_key>#<attempt>`` → JSON of an attempt that is not its step's latest (status,
         input, output, error, job id, start and end; written when the step moves on to its next
-        attempt). The latest attempt lives in the step hash; the read model joins both."""
+        attempt). The latest attempt lives in the step record (``run_steps``); the read model joins both."""
         return f"{self.prefix}run:{run_id}:attempts"
 
     def events(self, run_id: UUID | str) -> str:
@@ -56,8 +57,8 @@ class Keys:
         return f"{self.prefix}run:{run_id}:signals"
 
     def run_owned(self, run_id: UUID | str) -> list[str]:
-        """Every key only this run uses, except its step hashes (``step``, one per key of
-        ``run_steps``): retention deletes them together. A new per-run key belongs here too."""
+        """Every key only this run uses: retention deletes them together. A new per-run key
+        belongs here too."""
         return [
             self.run(run_id),
             self.run_steps(run_id),
@@ -101,14 +102,7 @@ class Keys:
     def flow_status_runs(self, flow_id: UUID | str, status: str) -> str:
         """Sorted set: run ids of one flow currently in one run status, scored by ``started_at``
         (``runs list --flow X --status Y`` reads it instead of filtering a whole status index)."""
-        before_flow, before_status = self.flow_status_template()
-        return f"{before_flow}{flow_id}{before_status}{status}"
-
-    def flow_status_template(self) -> tuple[str, str]:
-        """The constant parts of ``flow_status_runs`` keys: ``(before the flow id, between it and
-        the status)``. Scripts that know a run's flow id only from its hash build the key as
-        ``before_flow .. flow_id .. before_status .. status`` (see ``move_run_status``)."""
-        return f"{self.prefix}flow:", ":status:"
+        return f"{self.prefix}flow:{flow_id}:status:{status}"
 
     def jobs(self) -> str:
         """Hash: RQ job id → run id, for every job flowjobs enqueued (the reverse index)."""
@@ -164,12 +158,7 @@ class Keys:
 
     def flow(self, flow_id: UUID | str) -> str:
         """Hash: flow definition record (``id, name, version, manifest_hash, is_enabled, …``)."""
-        return f"{self.flow_prefix()}{flow_id}"
-
-    def flow_prefix(self) -> str:
-        """Common prefix of the flow records; the flow id follows it (scripts that know a run's
-        flow id only from its hash build the key from it)."""
-        return f"{self.prefix}flow:"
+        return f"{self.prefix}flow:{flow_id}"
 
     def flows(self) -> str:
         """Set: ids of every flow ever registered against this Redis."""

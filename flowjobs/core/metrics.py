@@ -4,7 +4,8 @@ The Lua scripts that make a transition count it in one hash (``Keys.metrics``) i
 so every process reads the same figures and none are lost with a process. A field is
 ``<family>`` and its label values joined by ``FIELD_SEPARATOR``; a histogram observation adds 1 to
 the field of the first bucket whose bound holds it (``<family>|<labels>|<bucket index, 1-based>``,
-the index past the last bound meaning +Inf) and the seconds to ``<family>|<labels>|sum``.
+the index past the last bound meaning +Inf) and the whole milliseconds to ``<family>|<labels>|sum_ms``
+(an integer, so HINCRBY; versions before kept float seconds in ``...|sum``, still read).
 Labels are flow names, step keys, statuses and outcomes: never run or job ids, so the number of
 series is bounded by the flows deployed.
 """
@@ -68,7 +69,8 @@ class Series:
     labels: tuple[str, ...]
     value: float
     bucket: str | None = None
-    """For histograms: the 1-based bucket index, or ``"sum"``; None for counters."""
+    """For histograms: the 1-based bucket index, ``"sum_ms"`` (milliseconds) or ``"sum"`` (seconds,
+    written by versions before); None for counters."""
 
 
 def parse_fields(fields: dict[str, str]) -> Iterator[Series]:
@@ -93,8 +95,9 @@ def parse_fields(fields: dict[str, str]) -> Iterator[Series]:
 
 
 def metric_constants() -> str:
-    """Lua constants the scripts' metric helpers use (prepended to ``common.lua``)."""
-    bounds = ", ".join(repr(float(b)) for b in DURATION_BUCKETS)
+    """Lua constants the scripts' metric helpers use (prepended to ``common.lua``): the bucket
+    bounds in milliseconds, as the scripts observe durations."""
+    bounds = ", ".join(repr(float(b) * 1000) for b in DURATION_BUCKETS)
     # Lua 5.1 strings know decimal escapes only.
     separator = f"'\\{ord(FIELD_SEPARATOR)}'"
     return f"local METRIC_BUCKETS = {{{bounds}}}\nlocal METRIC_SEPARATOR = {separator}\n"

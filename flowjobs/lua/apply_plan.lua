@@ -5,7 +5,7 @@
 -- Reply: {'applied', {dispatched step keys, closed status or false, run status after or false}}
 --   (a run that is not Running gets nothing written: {{}, false, its status or false})
 --   | {'moved', state (common.lua) read now, to plan again}.
-local a = cjson.decode(ARGV[1])
+local a = script_args()
 if a.version and tonumber(redis.call('HGET', a.run_key, 'steps_version') or '0') ~= a.version then
   return {'moved', read_state(a, a.scope, false)}
 end

@@ -2,11 +2,11 @@
 -- ForEach steps) are skipped at once; steps running on a worker finish, and the continuation of
 -- the last of them closes the run as Cancelled (apply_continuation); with none running, the run
 -- closes as Cancelled here.
--- ARGV[1] (JSON): the run fields (common.lua), and reason, steps_key, step_prefix, pending_key,
+-- ARGV[1] (JSON): the run fields (common.lua), and reason, steps_key, pending_key,
 --   loops_key.
 -- Reply: {'cancelled', 1 if closed now else 0, {job ids of the skipped queued attempts (and of the
 --   trigger job of a Pending run)}} | {'no_run'} | {'not_active', status}.
-local a = cjson.decode(ARGV[1])
+local a = script_args()
 local status = redis.call('HGET', a.run_key, 'status')
 if not status then return {'no_run'} end
 if not RUN.cancel.from[status] then return {'not_active', status} end

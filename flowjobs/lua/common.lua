@@ -1,17 +1,23 @@
 -- Shared helpers, prepended to every flowjobs script (flowjobs/store/scripts.py). Each script
--- takes one JSON document, ARGV[1]; keys arrive inside it, computed by flowjobs/keys.py, so
--- scripts never spell a key themselves. Scripts that enqueue jobs also take RQ's enqueue
--- commands as binary-safe ARGV[2..] slices (see run_commands). A "hash" in a reply is HGETALL's
--- flat {field, value, ...} list. Field groups the script headers refer to:
---   run fields (StoreContext.run_args): run_id, run_key, events_key, events_channel, status_keys {RunStatus: index
---     key}, flow_status_template {before flow id, before status}, deadlines_key, now (ISO time:
---     run hash and signal records), now_ms (the same time in epoch ms: step hashes, attempts and
---     events), max_events (events kept per run), metrics_key (the metric counters, see below).
+-- takes one JSON document, ARGV[1], read by script_args(); every key it touches is in KEYS: the
+-- document's key fields (`*_key`, `*_keys`: KEY_FIELDS in flowjobs/store/scripts.py) name them,
+-- computed by flowjobs/core/keys.py, so scripts never spell or build a key. Scripts that enqueue
+-- jobs also take RQ's enqueue commands as binary-safe ARGV[2..] slices (see run_commands). A
+-- "hash" in a reply is HGETALL's flat {field, value, ...} list. Field groups the script headers
+-- refer to:
+--   run fields (StoreContext.run_args): run_id, run_key, events_key, events_channel, status_keys
+--     {RunStatus: index key}, flow_status_keys {RunStatus: the run's flow's index key},
+--     flow_label (the metric label: flow name, else id), deadlines_key, now (ISO time: run hash
+--     and signal records), now_ms (the same time in epoch ms: step records, attempts and events),
+--     max_events (events kept per run), metrics_key (the metric counters, see below).
 --   step fields (RunWrites._step_args): the run fields, and step_key, attempt, member
---     (`<run_id>:<step_key>`), hash_key, steps_key, leases_key, pending_key, attempts_key, loops_key.
+--     (`<run_id>:<step_key>`), steps_key, leases_key, pending_key, attempts_key, loops_key.
+--   step records: fields of the run's steps hash (steps_key): `<step key>` is the status, and
+--     `<step key>|<code>` each other record field (STEP_FIELD, flowjobs/store/codec.py); a job id
+--     is stored only when it is not the attempt's plain one (STEP_JOB_ID).
 --   continuation (RunWrites._continuation_args, read by apply_continuation): the run fields, and
---     steps_key, jobs_key, pending_key, skip [{step_key, hash_key, step_type, reason, trace}],
---     dispatch [{step_key, hash_key, step_type, attempt, job_id, member, due_ms, commands}],
+--     steps_key, jobs_key, pending_key, skip [{step_key, step_type, reason, trace}],
+--     dispatch [{step_key, step_type, attempt, job_id, member, due_ms, commands}],
 --     optional close {status, required: step keys that must be final}, optional version,
 --     loops [{key, started, finals: {{index, outcome}...}}] (ForEach counters to advance).
 --   scope (read_state): null for the whole run, or {keys: step keys whose statuses to read,
@@ -25,20 +31,22 @@
 -- a fence tests the rule its script performs (STEP.claim.from[status]) instead of spelling statuses.
 
 local function push_event(a, kind, step_key, message)
-  -- a: the run fields. Appends `<sequence>|<now_ms>|<type>|<step key>[|<message>]` (keys.py,
-  -- Keys.events; `%` and `|` of the step key percent-encoded) and keeps the last max_events
+  -- a: the run fields. Appends `<sequence>|<now_ms>|<type code>|<step key>[|<message>]` (keys.py,
+  -- Keys.events; EVENT_CODE; `%` and `|` of the step key percent-encoded) and keeps the last max_events
   -- entries; sequences stay absolute (the last entry's + 1). A list written before this encoding
   -- (JSON entries, never trimmed) is continued from its length.
   local last = redis.call('LINDEX', a.events_key, -1)
   local sequence = 1
   if last then sequence = (tonumber(string.match(last, '^%d+')) or redis.call('LLEN', a.events_key)) + 1 end
   local key = step_key and (step_key:gsub('%%', '%%25'):gsub('|', '%%7C')) or ''
-  local event = sequence .. '|' .. string.format('%d', a.now_ms) .. '|' .. kind .. '|' .. key
-  if message then event = event .. '|' .. message end
-  redis.call('RPUSH', a.events_key, event)
+  local head = sequence .. '|' .. string.format('%d', a.now_ms) .. '|'
+  local tail = '|' .. key
+  if message then tail = tail .. '|' .. message end
+  redis.call('RPUSH', a.events_key, head .. (EVENT_CODE[kind] or kind) .. tail)
   redis.call('LTRIM', a.events_key, -a.max_events, -1)
-  -- Live views (the flows UI's server-sent events) follow runs here: `<run_id>|<event>`.
-  redis.call('PUBLISH', a.events_channel, a.run_id .. '|' .. event)
+  -- Live views (the flows UI's server-sent events) follow runs here: `<run_id>|<event>`, with the
+  -- event's type spelled out (only the stored entry is coded).
+  redis.call('PUBLISH', a.events_channel, a.run_id .. '|' .. head .. kind .. tail)
 end
 
 local function hset_present(key, fields)
@@ -53,17 +61,81 @@ local function hset_present(key, fields)
   if #args > 0 then redis.call('HSET', key, unpack(args)) end
 end
 
+local function step_field(step_key, name)
+  -- The steps hash field of a step's record field `name` (see "step records" above).
+  if name == 'status' then return step_key end
+  return step_key .. STEP_FIELD_SEPARATOR .. STEP_FIELD[name]
+end
+
+local function step_get(a, step_key, ...)
+  -- HMGET of a step's record fields by name, from a.steps_key.
+  local fields = {}
+  for i, name in ipairs({...}) do fields[i] = step_field(step_key, name) end
+  return redis.call('HMGET', a.steps_key, unpack(fields))
+end
+
+local function step_set(a, step_key, fields)
+  -- fields: array of {name, value}; a nil value is skipped (as hset_present).
+  local named = {}
+  for i, pair in ipairs(fields) do named[i] = {step_field(step_key, pair[1]), pair[2]} end
+  hset_present(a.steps_key, named)
+end
+
+local function step_del(a, step_key, ...)
+  local fields = {}
+  for i, name in ipairs({...}) do fields[i] = step_field(step_key, name) end
+  redis.call('HDEL', a.steps_key, unpack(fields))
+end
+
+local function step_clear(a, step_key)
+  -- Every record field of the step but its status.
+  local fields = {}
+  for _, code in pairs(STEP_FIELD) do fields[#fields + 1] = step_key .. STEP_FIELD_SEPARATOR .. code end
+  redis.call('HDEL', a.steps_key, unpack(fields))
+end
+
+local function plain_job_id(a, step_key, attempt)
+  return STEP_JOB_ID[1] .. a.run_id .. STEP_JOB_ID[2] .. step_key .. STEP_JOB_ID[3] .. attempt
+end
+
+local function set_job(a, step_key, attempt, job_id)
+  -- Records the attempt's job id, unless it is the plain one (read back by job_of).
+  if job_id == plain_job_id(a, step_key, attempt) then
+    step_del(a, step_key, 'job_id')
+  else
+    step_set(a, step_key, {{'job_id', job_id}})
+  end
+end
+
+local function job_of(a, step_key, attempt, stored)
+  -- The job id of a step's attempt: `stored` (its record's job_id field), else the plain one.
+  if stored then return stored end
+  if attempt then return plain_job_id(a, step_key, attempt) end
+  return nil
+end
+
+local function step_statuses(a)
+  -- {step key, status, ...} of every step of the run: the steps hash without the record fields.
+  local all = redis.call('HGETALL', a.steps_key)
+  local statuses = {}
+  for i = 1, #all, 2 do
+    if not string.find(all[i], STEP_FIELD_SEPARATOR, 1, true) then
+      statuses[#statuses + 1] = all[i]
+      statuses[#statuses + 1] = all[i + 1]
+    end
+  end
+  return statuses
+end
+
 local function move_run_status(a, to_status)
-  -- a: {run_key, run_id, status_keys, flow_status_template}; keeps the per-status and the
-  -- per-flow-per-status indexes in step with the run hash. The flow id is only in the run hash,
-  -- so the per-flow key is built here from keys.py's template {before flow id, before status}.
-  local run = redis.call('HMGET', a.run_key, 'status', 'started_score', 'flow_id')
-  local from_status, score, flow_id = run[1], run[2], run[3]
-  local t = a.flow_status_template
+  -- a: {run_key, run_id, status_keys, flow_status_keys}; keeps the per-status and the
+  -- per-flow-per-status indexes in step with the run hash.
+  local run = redis.call('HMGET', a.run_key, 'status', 'started_score')
+  local from_status, score = run[1], run[2]
   redis.call('ZREM', a.status_keys[from_status], a.run_id)
   redis.call('ZADD', a.status_keys[to_status], score, a.run_id)
-  redis.call('ZREM', t[1] .. flow_id .. t[2] .. from_status, a.run_id)
-  redis.call('ZADD', t[1] .. flow_id .. t[2] .. to_status, score, a.run_id)
+  redis.call('ZREM', a.flow_status_keys[from_status], a.run_id)
+  redis.call('ZADD', a.flow_status_keys[to_status], score, a.run_id)
   redis.call('HSET', a.run_key, 'status', to_status)
 end
 
@@ -84,9 +156,10 @@ local function bump_version(a)
 end
 
 local function run_commands(commands)
-  -- RQ's enqueue commands for a job, built in Python (flowjobs/runtime/rq.py, enqueue_commands), passed as
-  -- binary-safe ARGV slices {offset, count}.
-  for _, c in ipairs(commands or {}) do redis.call(unpack(ARGV, c[1], c[1] + c[2] - 1)) end
+  -- RQ's enqueue commands for a job, built in Python (flowjobs/runtime/rq.py), passed as
+  -- {at = binary-safe ARGV slices {offset, count}, command_keys = the keys they touch (in KEYS)}.
+  if not commands then return end
+  for _, c in ipairs(commands.at) do redis.call(unpack(ARGV, c[1], c[1] + c[2] - 1)) end
 end
 
 local function run_hash(run_key, with_trigger)
@@ -114,7 +187,7 @@ local function read_state(a, scope, with_trigger)
   local statuses, loops, final = {}, {}, 0
   scope = ok(scope)
   if not scope then
-    statuses = redis.call('HGETALL', a.steps_key)
+    statuses = step_statuses(a)
     loops = redis.call('HGETALL', a.loops_key)
   else
     if #scope.keys > 0 then
@@ -167,31 +240,28 @@ local function count_metric(a, family, ...)
   redis.call('HINCRBY', a.metrics_key, table.concat({family, ...}, METRIC_SEPARATOR), 1)
 end
 
-local function observe_metric(a, family, seconds, ...)
-  -- One histogram observation: +1 in the first bucket that holds it (Python cumulates), and the sum.
+local function observe_metric(a, family, ms, ...)
+  -- One histogram observation of `ms` milliseconds: +1 in the first bucket that holds it (Python
+  -- cumulates), and the whole milliseconds to the sum (an integer: HINCRBY; Python shows seconds).
   local i = 1
-  while METRIC_BUCKETS[i] and seconds > METRIC_BUCKETS[i] do i = i + 1 end
+  while METRIC_BUCKETS[i] and ms > METRIC_BUCKETS[i] do i = i + 1 end
   local series = table.concat({family, ...}, METRIC_SEPARATOR) .. METRIC_SEPARATOR
   redis.call('HINCRBY', a.metrics_key, series .. i, 1)
-  redis.call('HINCRBYFLOAT', a.metrics_key, series .. 'sum', string.format('%.6f', seconds))
-end
-
-local function metric_flow(a)
-  -- The flow label: its name (bounded, readable), else its id.
-  local flow = redis.call('HMGET', a.run_key, 'flow_name', 'flow_id')
-  return flow[1] or flow[2] or ''
+  redis.call('HINCRBY', a.metrics_key, series .. 'sum_ms', math.floor(ms + 0.5))
 end
 
 local function count_run_closed(a, status)
+  -- a.flow_label: the flow's name (bounded, readable), else its id; passed by the caller.
   local started = tonumber(redis.call('HGET', a.run_key, 'started_score') or '')
-  local flow = metric_flow(a)
-  count_metric(a, 'runs_finished', flow, status)
-  if started then observe_metric(a, 'run_duration_seconds', math.max(0, a.now_ms / 1000 - started), flow) end
+  count_metric(a, 'runs_finished', a.flow_label, status)
+  if started then
+    observe_metric(a, 'run_duration_seconds', math.max(0, a.now_ms - started * 1000), a.flow_label)
+  end
 end
 
 local function count_attempt(a, outcome, started_ms, retried)
   -- The end of one attempt (complete.lua): a.timed_out and a.lease_expired_before_ms say why.
-  local flow = metric_flow(a)
+  local flow = a.flow_label
   -- A ForEach child's runtime key `<loop>.<index>.<child>` counts as `<loop>.<child>` (declared
   -- keys hold no '.'), so the label is bounded by the flow's steps, never by its items.
   local step = (a.step_key:gsub('%.%d+%.', '.'))
@@ -200,7 +270,7 @@ local function count_attempt(a, outcome, started_ms, retried)
   if a.timed_out then count_metric(a, 'step_timeouts', flow, step) end
   if a.lease_expired_before_ms then count_metric(a, 'lease_expiries', flow, step) end
   started_ms = tonumber(started_ms or '')
-  if started_ms then observe_metric(a, 'step_duration_seconds', math.max(0, a.now_ms - started_ms) / 1000, flow) end
+  if started_ms then observe_metric(a, 'step_duration_seconds', math.max(0, a.now_ms - started_ms), flow) end
 end
 
 local function close_run(a, status, reason)
@@ -215,19 +285,20 @@ end
 
 local function skip_waiting(a, reason)
   -- Skip every step that waits without holding a worker: queued and parked steps, and expanded
-  -- ForEach steps (Running, holding no worker). a: the run fields with steps_key, step_prefix,
-  -- pending_key, loops_key. Returns {job ids of the skipped queued attempts}, and whether a step
+  -- ForEach steps (Running, holding no worker). a: the run fields with steps_key, pending_key,
+  -- loops_key. Returns {job ids of the skipped queued attempts}, and whether a step
   -- still runs on a worker.
   local jobs, running = {}, false
-  local statuses = redis.call('HGETALL', a.steps_key)
+  local statuses = step_statuses(a)
   for i = 1, #statuses, 2 do
     local key, status = statuses[i], statuses[i + 1]
     local loop = status == 'Running' and redis.call('HEXISTS', a.loops_key, key) == 1
     if status == 'Pending' or loop then
-      local hash = a.step_prefix .. key
-      if status == 'Pending' then jobs[#jobs + 1] = redis.call('HGET', hash, 'job_id') end
-      redis.call('HSET', a.steps_key, key, STEP.abandon.target)
-      redis.call('HSET', hash, 'status', STEP.abandon.target, 'error_message', reason, 'completed_at', a.now_ms)
+      if status == 'Pending' then
+        local step = step_get(a, key, 'attempt', 'job_id')
+        jobs[#jobs + 1] = job_of(a, key, step[1], step[2])
+      end
+      step_set(a, key, {{'status', STEP.abandon.target}, {'error_message', reason}, {'completed_at', a.now_ms}})
       redis.call('ZREM', a.pending_key, a.run_id .. ':' .. key)  -- keys.step_member
       push_event(a, 'step.skipped', key, reason)
     elseif status == 'Running' then
@@ -240,7 +311,8 @@ end
 
 local function apply_continuation(a)
   -- Dispatch ready steps, record skips, close the run when every step is final. A step that
-  -- already has a record is never dispatched or skipped again (the dispatch ledger).
+  -- already has a status is never dispatched or skipped again (the dispatch ledger); a step
+  -- without one has no record fields either (retry_step's reset clears them with the status).
   -- Returns {dispatched step keys, closed status or false, run status}.
   local run_status = redis.call('HGET', a.run_key, 'status')
   local dispatched = {}
@@ -252,8 +324,7 @@ local function apply_continuation(a)
     -- as Cancelled once every recorded step is final (steps never reached stay without a record).
     a.skip = a.skip or {}
     for _, d in ipairs(a.dispatch or {}) do
-      a.skip[#a.skip + 1] = {step_key = d.step_key, hash_key = d.hash_key, step_type = d.step_type,
-        reason = REASON.cancelled}
+      a.skip[#a.skip + 1] = {step_key = d.step_key, step_type = d.step_type, reason = REASON.cancelled}
     end
     a.dispatch = {}
     a.close = {status = RUN.cancel.target, required = {}}
@@ -261,9 +332,8 @@ local function apply_continuation(a)
 
   for _, s in ipairs(a.skip or {}) do
     if redis.call('HSETNX', a.steps_key, s.step_key, STEP.skip.target) == 1 then
-      redis.call('DEL', s.hash_key)
-      hset_present(s.hash_key, {
-        {'step_type', s.step_type}, {'status', 'Skipped'},
+      step_set(a, s.step_key, {
+        {'step_type', s.step_type},
         {'error_message', ok(s.reason)}, {'evaluation_trace_json', ok(s.trace)}, {'completed_at', a.now_ms}})
       push_event(a, 'step.skipped', s.step_key, ok(s.reason))
       changed = true
@@ -272,10 +342,8 @@ local function apply_continuation(a)
 
   for _, d in ipairs(a.dispatch or {}) do
     if redis.call('HSETNX', a.steps_key, d.step_key, STEP.dispatch.target) == 1 then
-      redis.call('DEL', d.hash_key)
-      hset_present(d.hash_key, {
-        {'step_type', d.step_type}, {'status', 'Pending'},
-        {'attempt', d.attempt}, {'job_id', d.job_id}, {'dispatched_at', a.now_ms}})
+      step_set(a, d.step_key, {{'step_type', d.step_type}, {'attempt', d.attempt}, {'dispatched_at', a.now_ms}})
+      set_job(a, d.step_key, d.attempt, d.job_id)
       redis.call('HSET', a.jobs_key, d.job_id, a.run_id)
       redis.call('ZADD', a.pending_key, d.due_ms, d.member)
       run_commands(d.commands)
@@ -285,7 +353,7 @@ local function apply_continuation(a)
 
   local closed = false
   if a.close then
-    local statuses = redis.call('HGETALL', a.steps_key)
+    local statuses = step_statuses(a)
     local final = true
     for i = 2, #statuses, 2 do
       if not FINAL[statuses[i]] then final = false break end

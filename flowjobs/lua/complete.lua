@@ -17,21 +17,21 @@
 --   | {'stale', '<status>#<attempt>'} | {'stale', 'lease renewed'}.
 -- With `next` on a run that closed meanwhile, no next attempt is queued: the step is recorded
 -- final, a Pending outcome as Skipped.
--- Attempts: the step hash holds the latest one. With `next`, the attempt that ended is archived in
+-- Attempts: the step record holds the latest one. With `next`, the attempt that ended is archived in
 -- attempts_key (`<step_key>#<attempt>` -> JSON {status, input_json, output_json, error_message,
--- job_id, started_at, completed_at}) and the step hash loses its started_at and completed_at.
--- Step hash and attempt times are epoch ms.
-local a = cjson.decode(ARGV[1])
-local step = redis.call('HMGET', a.hash_key, 'status', 'attempt', 'lease_until_ms', 'started_at', 'job_id')
+-- job_id, started_at, completed_at}) and the step record loses its started_at and completed_at.
+-- Step record and attempt times are epoch ms.
+local a = script_args()
+local step = step_get(a, a.step_key, 'status', 'attempt', 'lease_until_ms', 'started_at', 'job_id')
 local stale = fenced_out(step, STEP.complete, a.attempt)
 if stale then return stale end
 if a.lease_expired_before_ms then
   if tonumber(step[3] or '0') >= a.lease_expired_before_ms then return {'stale', 'lease renewed'} end
   -- Recovery records an attempt lost with its worker: count them, to stop re-dispatching a poison step.
-  redis.call('HINCRBY', a.hash_key, 'lost_attempts', 1)
+  redis.call('HINCRBY', a.steps_key, step_field(a.step_key, 'lost_attempts'), 1)
 end
 -- A work-horse that died under its attempt is the step's doing: counted apart, against a small limit.
-if a.crashed then redis.call('HINCRBY', a.hash_key, 'crashed_attempts', 1) end
+if a.crashed then redis.call('HINCRBY', a.steps_key, step_field(a.step_key, 'crashed_attempts'), 1) end
 local version = tonumber(redis.call('HGET', a.run_key, 'steps_version') or '0')
 local signal = nil
 if a.park then
@@ -60,31 +60,30 @@ if signal and n then
 end
 count_attempt(a, a.status, step[4], n and n.event == 'step.retried')
 redis.call('ZREM', a.leases_key, a.member)
-redis.call('HDEL', a.hash_key, 'lease_until_ms', 'worker')
-hset_present(a.hash_key, {{'input_json', ok(a.input_json)}})
+step_del(a, a.step_key, 'lease_until_ms', 'worker')
+step_set(a, a.step_key, {{'input_json', ok(a.input_json)}})
 if n then
-  -- The step moves on: archive the attempt that ended (the step hash holds only the latest one).
+  -- The step moves on: archive the attempt that ended (the step record holds only the latest one).
   redis.call('HSET', a.attempts_key, a.step_key .. '#' .. a.attempt, cjson.encode({
     status = a.status, input_json = ok(a.input_json), output_json = ok(a.output_json),
-    error_message = ok(a.error), job_id = step[5], started_at = step[4], completed_at = a.now_ms}))
-  redis.call('HDEL', a.hash_key, 'started_at', 'completed_at')
-  redis.call('HSET', a.hash_key, 'status', 'Pending', 'attempt', n.attempt, 'job_id', n.job_id,
-    'dispatched_at', a.now_ms)
-  hset_present(a.hash_key, {{'error_message', ok(a.error)}})
-  redis.call('HSET', a.steps_key, a.step_key, 'Pending')
+    error_message = ok(a.error), job_id = job_of(a, a.step_key, a.attempt, step[5]), started_at = step[4],
+    completed_at = a.now_ms}))
+  step_del(a, a.step_key, 'started_at', 'completed_at')
+  step_set(a, a.step_key, {{'status', 'Pending'}, {'attempt', n.attempt}, {'dispatched_at', a.now_ms},
+    {'error_message', ok(a.error)}})
+  set_job(a, a.step_key, n.attempt, n.job_id)
   redis.call('HSET', a.jobs_key, n.job_id, a.run_id)
   redis.call('ZADD', a.pending_key, n.due_ms, a.member)
   push_event(a, n.event, a.step_key, ok(n.message))
 else
-  -- The latest attempt is read back from the step hash; `no_input` says its input was none (the
+  -- The latest attempt is read back from the step record; `no_input` says its input was none (the
   -- step's input_json is then an earlier attempt's, or the ForEach's items).
-  if not ok(a.input_json) and redis.call('HEXISTS', a.hash_key, 'input_json') == 1 then
-    redis.call('HSET', a.hash_key, 'no_input', 1)
+  if not ok(a.input_json) and redis.call('HEXISTS', a.steps_key, step_field(a.step_key, 'input_json')) == 1 then
+    step_set(a, a.step_key, {{'no_input', 1}})
   end
-  redis.call('HSET', a.hash_key, 'status', a.status, 'completed_at', a.now_ms)
-  redis.call('HDEL', a.hash_key, 'output_json', 'error_message')
-  hset_present(a.hash_key, {{'output_json', ok(a.output_json)}, {'error_message', ok(a.error)}})
-  redis.call('HSET', a.steps_key, a.step_key, a.status)
+  step_del(a, a.step_key, 'output_json', 'error_message')
+  step_set(a, a.step_key, {{'status', a.status}, {'completed_at', a.now_ms},
+    {'output_json', ok(a.output_json)}, {'error_message', ok(a.error)}})
   bump_version(a)
   local kind = 'step.completed'
   if a.status == 'Failed' then kind = 'step.failed' end

@@ -2,9 +2,9 @@
 -- are skipped. The run always leaves the deadline index.
 -- ARGV[1] (JSON): the run fields (common.lua), and status (the closing RunStatus), reason (the
 --   skipped steps' error message, and for Failed the run.completed event's after the status),
---   steps_key, step_prefix, pending_key, loops_key.
+--   steps_key, pending_key, loops_key.
 -- Reply: the status it closed with, or false if the run was not active (closed or missing).
-local a = cjson.decode(ARGV[1])
+local a = script_args()
 redis.call('ZREM', a.deadlines_key, a.run_id)
 local status = redis.call('HGET', a.run_key, 'status')
 if not RUN.abort.from[status] then return false end

@@ -1,22 +1,18 @@
 -- Recovery: which of these active runs has nothing in flight? Pending runs (trigger not started)
 -- and Running runs whose every step is final, or is an expanded ForEach (Running, no worker).
--- ARGV[1] (JSON): run_ids [run id]; run_key, steps_key, loops_key: each a key as {text before
---   the run id, text after it}.
+-- ARGV[1] (JSON): run_ids [run id]; run_keys, steps_keys, loops_keys: each run's keys, in order.
 -- Reply: flat {run_id, status, ...} of the idle ones.
-local a = cjson.decode(ARGV[1])
+local a = script_args()
 local idle = {}
-local function key(template, run_id)
-  return template[1] .. run_id .. template[2]
-end
-for _, run_id in ipairs(a.run_ids) do
-  local status = redis.call('HGET', key(a.run_key, run_id), 'status')
+for i, run_id in ipairs(a.run_ids) do
+  local status = redis.call('HGET', a.run_keys[i], 'status')
   local quiet = status == 'Pending'
   if status == 'Running' then
     quiet = true
-    local statuses = redis.call('HGETALL', key(a.steps_key, run_id))
-    for i = 1, #statuses, 2 do
-      local s = statuses[i + 1]
-      if not FINAL[s] and not (s == 'Running' and redis.call('HEXISTS', key(a.loops_key, run_id), statuses[i]) == 1) then
+    local statuses = step_statuses({steps_key = a.steps_keys[i]})
+    for j = 1, #statuses, 2 do
+      local s = statuses[j + 1]
+      if not FINAL[s] and not (s == 'Running' and redis.call('HEXISTS', a.loops_keys[i], statuses[j]) == 1) then
         quiet = false
         break
       end

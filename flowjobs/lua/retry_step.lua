@@ -4,14 +4,14 @@
 -- retried step's counts of attempts lost with their worker and of work-horse crashes start again
 -- (complete.lua): an operator's retry is a fresh start for both limits.
 -- ARGV[1] (JSON): the step fields (common.lua), and jobs_key, job_id (the new attempt's),
---   clear_cancel (bool), reset [{step_key, hash_key}] (descendants to reset if Skipped),
+--   clear_cancel (bool), reset [step key] (descendants to reset if Skipped),
 --   deadline (null for a run without one): {due_ms, and when the run's deadline has passed
 --   timeout_at and deadline_from (the fresh window, flowjobs/control.py)}, applied only if the
 --   run reopens (close_run took it off the deadline index).
 -- ARGV[2..]: the new job's enqueue commands, as the slice `commands`.
 -- Reply: {'retried', new attempt} | {'no_run'} | {'cancelled'} (cancel requested, clear_cancel
 --   false) | {'not_failed', '<status>#<attempt>'} (not Failed, or not at the attempt the caller saw).
-local a = cjson.decode(ARGV[1])
+local a = script_args()
 local status = redis.call('HGET', a.run_key, 'status')
 if not status then return {'no_run'} end
 if redis.call('HGET', a.run_key, 'cancel_requested') == '1' then
@@ -19,28 +19,28 @@ if redis.call('HGET', a.run_key, 'cancel_requested') == '1' then
   redis.call('HSET', a.run_key, 'cancel_requested', '0')
   redis.call('HDEL', a.run_key, 'cancel_reason', 'cancel_requested_at')
 end
-local step = redis.call('HMGET', a.hash_key, 'status', 'attempt', 'input_json', 'output_json', 'error_message',
+local step = step_get(a, a.step_key, 'status', 'attempt', 'input_json', 'output_json', 'error_message',
   'job_id', 'started_at', 'completed_at', 'no_input')
 if not STEP.retry.from[step[1]] or tonumber(step[2]) ~= a.attempt then
   return {'not_failed', (step[1] or 'missing') .. '#' .. (step[2] or '?')}
 end
--- The step hash holds the latest attempt only: archive the failed one (as complete.lua does).
+-- The step record holds the latest attempt only: archive the failed one (as complete.lua does).
 local input = step[3]
 if step[9] then input = nil end
 redis.call('HSET', a.attempts_key, a.step_key .. '#' .. a.attempt, cjson.encode({
   status = 'Failed', input_json = input or nil, output_json = step[4] or nil, error_message = step[5] or nil,
-  job_id = step[6] or nil, started_at = step[7] or nil, completed_at = step[8] or nil}))
-for _, r in ipairs(a.reset or {}) do
-  if STEP.reset.from[redis.call('HGET', a.steps_key, r.step_key)] then
-    redis.call('HDEL', a.steps_key, r.step_key)
-    redis.call('DEL', r.hash_key)
+  job_id = job_of(a, a.step_key, a.attempt, step[6]), started_at = step[7] or nil, completed_at = step[8] or nil}))
+for _, key in ipairs(a.reset or {}) do
+  if STEP.reset.from[redis.call('HGET', a.steps_key, key)] then
+    redis.call('HDEL', a.steps_key, key)
+    step_clear(a, key)
   end
 end
 local n = a.attempt + 1
-redis.call('HDEL', a.hash_key, 'started_at', 'completed_at', 'output_json', 'error_message', 'no_input',
+step_del(a, a.step_key, 'started_at', 'completed_at', 'output_json', 'error_message', 'no_input',
   'lost_attempts', 'crashed_attempts')
-redis.call('HSET', a.hash_key, 'status', 'Pending', 'attempt', n, 'job_id', a.job_id, 'dispatched_at', a.now_ms)
-redis.call('HSET', a.steps_key, a.step_key, 'Pending')
+step_set(a, a.step_key, {{'status', 'Pending'}, {'attempt', n}, {'dispatched_at', a.now_ms}})
+set_job(a, a.step_key, n, a.job_id)
 redis.call('HSET', a.jobs_key, a.job_id, a.run_id)
 redis.call('ZADD', a.pending_key, a.now_ms, a.member)
 run_commands(a.commands)

@@ -3,15 +3,15 @@
 -- instead of by RQ's worker in pipelines of its own: the keys and fields RQ 2's worker writes
 -- (prepare_execution, prepare_job_execution, handle_job_success, handle_job_failure), so RQ,
 -- rq-dashboard and Job.fetch see the job as RQ would have left it. `b` (nil or null: nothing to
--- do) names its keys by their place in KEYS, from KEYS[b.at]: the job hash, its execution hash,
--- its executions registry, the queue's started registry, the worker hash, then the queue's
+-- do) carries its keys in b.books_keys (declared in KEYS, store/scripts.py): the job hash, its
+-- execution hash, its executions registry, the queue's started registry, the worker hash, then the queue's
 -- intermediate list (start), or the job's results stream and the finished or failed registry (end).
 -- Times arrive formatted as RQ formats them (b.now: RQ's ISO form; b.ts: epoch seconds). RQ's
 -- PERSIST of the job hash before it runs stays RQ's (Job.perform), before the claim.
 
 local function rq_job_started(b)
   if b == nil or b == cjson.null then return end
-  local job, execution, executions, started, worker, intermediate = unpack(KEYS, b.at, b.at + 5)
+  local job, execution, executions, started, worker, intermediate = unpack(b.books_keys, 1, 6)
   redis.call('HSET', execution, 'id', b.execution_id, 'created_at', b.ts, 'last_heartbeat', b.ts,
     'worker_name', b.worker_name)
   redis.call('EXPIRE', execution, b.ttl)
@@ -28,7 +28,7 @@ end
 
 local function rq_job_ended(b)
   if b == nil or b == cjson.null then return end
-  local job, execution, executions, started, worker, results, registry = unpack(KEYS, b.at, b.at + 6)
+  local job, execution, executions, started, worker, results, registry = unpack(b.books_keys, 1, 7)
   redis.call('HSET', job, 'status', b.status, 'ended_at', b.now, 'last_heartbeat', b.now)
   redis.call('XADD', results, 'MAXLEN', '~', 10, '*', unpack(b.result))
   redis.call('ZADD', registry, b.score, b.job_id)

@@ -2,17 +2,16 @@
 -- triggered, Pending -> Cancelled (the gate checked at trigger time is checked again here, since
 -- the flow can be disabled while the trigger job waits in the queue).
 -- ARGV[1] (JSON): the run fields (common.lua), and steps_key, loops_key, loop_items_key,
---   flow_prefix (keys.flow_prefix), and trace: the run span's W3C fields (traceparent, tracestate),
---   stored on the run as it starts (absent when tracing is off).
+--   flow_key (the run's flow record), and trace: the run span's W3C fields (traceparent,
+--   tracestate), stored on the run as it starts (absent when tracing is off).
 --   Optional job_started: the job system's writes of the trigger job's start (rq_jobs.lua), done first.
 -- Reply: {status before, state (common.lua) of the whole run after the move}, or false if there is
 --   no such run.
-local a = cjson.decode(ARGV[1])
+local a = script_args()
 rq_job_started(a.job_started)
 local before = redis.call('HGET', a.run_key, 'status')
 if not before then return false end
-local flow_id = redis.call('HGET', a.run_key, 'flow_id')
-if RUN.refuse_start.from[before] and redis.call('HGET', a.flow_prefix .. flow_id, 'is_enabled') == '0' then
+if RUN.refuse_start.from[before] and redis.call('HGET', a.flow_key, 'is_enabled') == '0' then
   redis.call('HSET', a.run_key, 'cancel_requested', '1', 'cancel_reason', REASON.flow_disabled,
     'cancel_requested_at', a.now)
   close_run(a, RUN.refuse_start.target)
@@ -22,6 +21,6 @@ elseif RUN.start.from[before] then
     for name, value in pairs(a.trace) do redis.call('HSET', a.run_key, name, value) end
   end
   push_event(a, 'run.started', nil, nil)
-  count_metric(a, 'runs_started', metric_flow(a))
+  count_metric(a, 'runs_started', a.flow_label)
 end
 return {before, read_state(a, nil, false)}

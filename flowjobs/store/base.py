@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
@@ -12,12 +14,31 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from flowjobs.core.clock import epoch_ms, iso, utcnow
 from flowjobs.core.keys import Keys
 from flowjobs.core.statuses import RunStatus
+from flowjobs.store.codec import text
 from flowjobs.store.replicas import ReplicaWait
 from flowjobs.store.scripts import Scripts
 
 #: Errors that mean Redis is unreachable: not a bad run or a bad record, so a duty's pass stops on
 #: them (and backs off) instead of marking anything failed.
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError)
+
+#: Runs whose flow a store remembers (``StoreContext.run_flow``); past it, it starts afresh.
+_RUN_FLOWS_HELD = 4096
+
+
+@dataclass(frozen=True)
+class RunFlow:
+    """A run's flow, as the scripts that move its status or count its metrics need it."""
+
+    flow_id: str
+    label: str
+    """The metric label: the flow's name, else its id."""
+
+    @classmethod
+    def of(cls, fields: Mapping[str, str]) -> RunFlow:
+        """From a run hash's fields (``flow_id``, ``flow_name``)."""
+        flow_id = fields.get("flow_id", "")
+        return cls(flow_id, fields.get("flow_name") or flow_id)
 
 
 class StoreContext:
@@ -40,6 +61,7 @@ class StoreContext:
         self.max_run_events = max_run_events
         self.scripts = Scripts(redis)
         self._status_keys = {status.value: self.keys.status_runs(status.value) for status in RunStatus}
+        self._run_flows: dict[str, RunFlow] = {}
 
     def run_args(self, run_id: UUID | str) -> dict[str, Any]:
         """The JSON fields of every script that writes a run (``common.lua``'s helpers use them)."""
@@ -50,13 +72,48 @@ class StoreContext:
             "events_key": self.keys.events(run_id),
             "events_channel": self.keys.events_channel(),
             "status_keys": self._status_keys,
-            "flow_status_template": self.keys.flow_status_template(),
             "deadlines_key": self.keys.deadlines(),
             "now": iso(now),
             "now_ms": epoch_ms(now),
             "max_events": self.max_run_events,
             "metrics_key": self.keys.metrics(),
         }
+
+    def flow_args(self, run_id: UUID | str) -> dict[str, Any]:
+        """``run_args`` and the run's flow fields, for scripts that may move the run's status or
+        count its metrics: ``flow_status_keys`` (its flow's per-status indexes) and
+        ``flow_label``."""
+        flow = self.run_flow(run_id)
+        return {
+            **self.run_args(run_id),
+            "flow_status_keys": {
+                status.value: self.keys.flow_status_runs(flow.flow_id, status.value) for status in RunStatus
+            },
+            "flow_label": flow.label,
+        }
+
+    def run_flow(self, run_id: UUID | str) -> RunFlow:
+        """The run's flow: remembered from a claim or an earlier call (a run's flow never changes),
+        else read from its hash (empty for a missing run, and not remembered)."""
+        held = self._run_flows.get(str(run_id))
+        if held is not None:
+            return held
+        flow_id, name = (
+            text(value) if value is not None else ""
+            for value in self.redis.hmget(self.keys.run(run_id), ["flow_id", "flow_name"])
+        )
+        flow = RunFlow.of({"flow_id": flow_id, "flow_name": name})
+        if flow_id:
+            self.note_run_flow(run_id, {"flow_id": flow_id, "flow_name": name})
+        return flow
+
+    def note_run_flow(self, run_id: UUID | str, fields: Mapping[str, str]) -> None:
+        """Remember the run's flow from its hash's fields (a claim's reply carries them)."""
+        if "flow_id" not in fields:
+            return
+        if len(self._run_flows) >= _RUN_FLOWS_HELD:
+            self._run_flows.clear()
+        self._run_flows[str(run_id)] = RunFlow.of(fields)
 
 
 class StorePart:

@@ -10,6 +10,7 @@ from urllib.parse import unquote
 from uuid import UUID
 
 from flowjobs.core.clock import from_epoch_ms
+from flowjobs.core.job_calls import plain_step_job_id
 from flowjobs.core.records import EventType, FlowRunRecord, FlowStepAttemptRecord, FlowStepRecord, RunEvent
 from flowjobs.core.statuses import StepStatus
 from flowjobs.store.transitions import StoredStep
@@ -21,6 +22,66 @@ _CLAIM_FIELDS = ("status", "job_id", "started_at")
 _OUTCOME_FIELDS = ("input_json", "output_json", "error_message", "completed_at")
 #: Step hash and archived attempt fields holding a time, in epoch ms.
 _TIME_FIELDS = ("dispatched_at", "started_at", "completed_at")
+
+#: A run's step records live in one hash (``Keys.run_steps``), one field per step and record field:
+#: ``<step key>`` holds the status (the run's status index, read alone for planning) and
+#: ``<step key>|<code>`` each other field. Step keys never hold ``|`` (manifest step keys are
+#: letters, digits, ``_`` and ``-``; ForEach children add ``.``). One code per record field, for
+#: Lua (``STEP_FIELD``, generated from this table) and Python alike.
+STEP_FIELD_SEPARATOR = "|"
+STEP_FIELD_CODES = {
+    "step_type": "t",
+    "attempt": "a",
+    "job_id": "j",
+    "dispatched_at": "d",
+    "started_at": "b",
+    "first_started_at": "f",
+    "completed_at": "c",
+    "input_json": "i",
+    "output_json": "o",
+    "error_message": "e",
+    "evaluation_trace_json": "x",
+    "lease_until_ms": "l",
+    "worker": "w",
+    "no_input": "n",
+    "lost_attempts": "L",
+    "crashed_attempts": "C",
+}
+_STEP_FIELD_NAMES = {code: name for name, code in STEP_FIELD_CODES.items()}
+
+#: Event types as the events list stores them (``Keys.events``); entries written before hold the
+#: type itself, which still reads.
+EVENT_CODES = {
+    EventType.run_started: "rs",
+    EventType.step_started: "ss",
+    EventType.step_completed: "sc",
+    EventType.step_failed: "sf",
+    EventType.step_pending: "sp",
+    EventType.step_skipped: "sk",
+    EventType.step_retried: "sr",
+    EventType.run_completed: "rc",
+    EventType.run_cancel_requested: "rx",
+    EventType.run_rerun: "rr",
+}
+_EVENT_TYPES = {code: kind for kind, code in EVENT_CODES.items()}
+
+#: Where a Redis command flowjobs' scripts run holds its keys: ``first`` argument, ``all`` of them,
+#: or ``none``. ``command_slices`` declares the keys of recorded commands from it and the scripts'
+#: key check (``flowjobs/store/scripts.py``) checks every call against it; a command missing here
+#: is refused by both, so no key escapes ``KEYS``.
+KEY_POSITIONS = {
+    **dict.fromkeys(
+        (
+            "HGET", "HSET", "HMSET", "HMGET", "HGETALL", "HKEYS", "HDEL", "HEXISTS", "HSETNX", "HINCRBY",
+            "HINCRBYFLOAT", "HLEN", "ZADD", "ZREM", "ZSCORE", "ZRANGE", "ZRANGEBYSCORE", "ZCARD", "RPUSH",
+            "LPUSH", "LTRIM", "LINDEX", "LLEN", "LRANGE", "LREM", "SADD", "SREM", "SMEMBERS", "SISMEMBER",
+            "GET", "SET", "INCR", "EXPIRE", "PEXPIRE", "PERSIST", "TTL", "PTTL", "TYPE", "XADD", "XTRIM",
+        ),
+        "first",
+    ),
+    **dict.fromkeys(("DEL", "UNLINK", "EXISTS", "MGET", "TOUCH"), "all"),
+    **dict.fromkeys(("TIME", "PUBLISH"), "none"),
+}  # fmt: skip
 
 
 def encode_run(run: FlowRunRecord) -> dict[str, str]:
@@ -46,12 +107,45 @@ def decode_run(fields: Mapping[str, str]) -> FlowRunRecord:
     return FlowRunRecord.model_validate(data)
 
 
+def step_field(step_key: str, name: str) -> str:
+    """The field of the run's steps hash that holds a step's record field ``name``."""
+    if name == "status":
+        return step_key
+    return f"{step_key}{STEP_FIELD_SEPARATOR}{STEP_FIELD_CODES[name]}"
+
+
+def split_steps(run_id: UUID | str, flat: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """A run's steps hash as step key → the step's record fields by name; a job id not stored is
+    the plain one of its attempt (``PLAIN_STEP_JOB_ID``)."""
+    steps: dict[str, dict[str, str]] = {}
+    for field, value in flat.items():
+        step_key, separated, code = field.partition(STEP_FIELD_SEPARATOR)
+        steps.setdefault(step_key, {})["status" if not separated else _STEP_FIELD_NAMES[code]] = value
+    for step_key, fields in steps.items():
+        with_job(run_id, step_key, fields)
+    return steps
+
+
+def legacy_steps(steps: Mapping[str, Mapping[str, str]]) -> list[str]:
+    """Step keys whose record is a status alone: stored by a version before the one-hash layout,
+    the rest of the record is in its own hash (``Keys.legacy_step``). Every record written now
+    holds more (a step type at least)."""
+    return [step_key for step_key, fields in steps.items() if fields.keys() == {"status"}]
+
+
+def with_job(run_id: UUID | str, step_key: str, fields: dict[str, str]) -> dict[str, str]:
+    """``fields`` of a step with its ``job_id``: the plain one of its attempt when none is stored."""
+    if "job_id" not in fields and "attempt" in fields:
+        fields["job_id"] = plain_step_job_id(run_id, step_key, fields["attempt"])
+    return fields
+
+
 def decode_step(
     run_id: UUID | str, step_key: str, fields: Mapping[str, str], archived: Mapping[int, str]
 ) -> FlowStepRecord:
     """A step record from its hash (which does not repeat the run id and step key its key names)
     and its archived attempts (attempt number → JSON, see ``Keys.attempts``): those attempts in
-    order, then the latest one, read from the step hash once it was claimed (``started_at``);
+    order, then the latest one, read from the step record once it was claimed (``started_at``);
     while it runs, without an outcome."""
     common = {"run_id": str(run_id), "step_key": step_key, "step_type": fields["step_type"]}
     fields = _times(fields)
@@ -77,7 +171,7 @@ def decode_step(
 
 
 def moment(value: str | int) -> datetime:
-    """A time as step hashes and attempts store it: epoch ms (ISO text from older versions)."""
+    """A time as step records and attempts store it: epoch ms (ISO text from older versions)."""
     text = str(value)
     return from_epoch_ms(int(text)) if text.isdigit() else datetime.fromisoformat(text)
 
@@ -89,8 +183,8 @@ def _times(fields: Mapping[str, Any]) -> dict[str, Any]:
 
 def decode_event(run_id: UUID | str, raw: str) -> RunEvent:
     """An event from its entry in the run's events list (``Keys.events``): ``<sequence>|<epoch ms>|
-    <type>|<step key, % and | percent-encoded, or empty>``, then ``|<message>`` if it has one
-    (a JSON ``RunEvent``: written before this encoding)."""
+    <type code (EVENT_CODES) or type>|<step key, % and | percent-encoded, or empty>``, then
+    ``|<message>`` if it has one (a JSON ``RunEvent``: written before this encoding)."""
     if raw.startswith("{"):
         return RunEvent.model_validate_json(raw)
     sequence, ms, kind, rest = raw.split("|", 3)
@@ -99,14 +193,18 @@ def decode_event(run_id: UUID | str, raw: str) -> RunEvent:
         sequence=int(sequence),
         run_id=UUID(str(run_id)),
         timestamp=from_epoch_ms(int(ms)),
-        type=EventType(kind),
+        type=_EVENT_TYPES.get(kind) or EventType(kind),
         step_key=unquote(step_key) if step_key else None,
         message=message if has_message else None,
     )
 
 
+#: The fields of a step's view (``stored_step``), in the order it reads them.
+STORED_STEP_FIELDS = ("status", "output_json", "error_message")
+
+
 def stored_step(values: Sequence[Any]) -> StoredStep:
-    """A step's view from ``HMGET status output_json error_message``."""
+    """A step's view from the HMGET of its ``STORED_STEP_FIELDS``."""
     status, output_json, error = values
     return StoredStep(
         status=StepStatus(text(status)) if status else None,
@@ -115,13 +213,27 @@ def stored_step(values: Sequence[Any]) -> StoredStep:
     )
 
 
-def command_slices(argv: list[bytes], commands: Sequence[Sequence[bytes]]) -> list[list[int]]:
-    """Append Redis commands to a script's ARGV; their ``{offset, count}`` slices for ``run_commands``."""
-    out = []
+def command_slices(argv: list[bytes], commands: Sequence[Sequence[bytes]]) -> dict[str, Any]:
+    """Append Redis commands to a script's ARGV: ``{at: their {offset, count} slices, command_keys:
+    the keys they touch}`` for ``run_commands`` (common.lua), the keys declared in KEYS."""
+    slices = []
+    keys: list[str] = []
     for command in commands:
-        out.append([len(argv) + 2, len(command)])  # ARGV[1] is the JSON document
+        slices.append([len(argv) + 2, len(command)])  # ARGV[1] is the JSON document
         argv.extend(command)
-    return out
+        keys.extend(command_keys(command))
+    return {"at": slices, "command_keys": keys}
+
+
+def command_keys(command: Sequence[bytes]) -> list[str]:
+    """The keys a recorded Redis command touches (``KEY_POSITIONS``)."""
+    name = text(command[0]).upper()
+    how = KEY_POSITIONS.get(name)
+    if how is None:
+        raise ValueError(f"{name} is not in KEY_POSITIONS: its keys cannot be declared")
+    if how == "none":
+        return []
+    return [text(key) for key in (command[1:2] if how == "first" else command[1:])]
 
 
 def from_pairs(flat: Sequence[bytes]) -> dict[str, str]:

@@ -10,7 +10,17 @@ from flowjobs.core.clock import epoch_score
 from flowjobs.core.records import FlowRunRecord, FlowStepRecord, RunEvent
 from flowjobs.core.statuses import RunStatus
 from flowjobs.store.base import StorePart
-from flowjobs.store.codec import decode_event, decode_run, decode_step, from_hash, stored_step, text
+from flowjobs.store.codec import (
+    STORED_STEP_FIELDS,
+    decode_event,
+    decode_run,
+    decode_step,
+    from_hash,
+    legacy_steps,
+    step_field,
+    stored_step,
+    text,
+)
 from flowjobs.store.transitions import StoredStep
 
 #: Sorts steps that never started nor completed last.
@@ -30,23 +40,31 @@ class History(StorePart):
         return decode_run(fields) if fields else None
 
     def get_run_detail(self, run_id: UUID | str) -> FlowRunRecord | None:
-        """The run with every step and its attempts, read in one round-trip."""
+        """The run with every step and its attempts, read in one round-trip (two for a run stored
+        before the one-hash layout, ``legacy_steps``)."""
         stored = self.scripts.run_detail(
             {
                 "run_key": self.keys.run(run_id),
                 "steps_key": self.keys.run_steps(run_id),
-                "step_prefix": self.keys.step_prefix(run_id),
                 "attempts_key": self.keys.attempts(run_id),
             }
         )
         if stored is None:
             return None
+        steps_of = dict(stored.steps)
+        legacy = legacy_steps(steps_of)
+        if legacy:
+            with self.redis.pipeline(transaction=False) as pipe:
+                for key in legacy:
+                    pipe.hgetall(self.keys.legacy_step(run_id, key))
+                for key, found in zip(legacy, pipe.execute(), strict=True):
+                    steps_of[key] = {**from_hash(found), **steps_of[key]}
         archived: dict[str, dict[int, str]] = {}
         for field, value in stored.attempts.items():
             step_key, _, number = field.rpartition("#")
             archived.setdefault(step_key, {})[int(number)] = value
         steps = [
-            decode_step(run_id, key, fields, archived.get(key, {})) for key, fields in stored.steps.items()
+            decode_step(run_id, key, fields, archived.get(key, {})) for key, fields in steps_of.items()
         ]
         steps.sort(key=_started_order)
         return decode_run(stored.run).model_copy(update={"steps": steps})
@@ -141,11 +159,12 @@ class History(StorePart):
 
     def step_views(self, run_id: UUID | str, step_keys: Sequence[str]) -> dict[str, StoredStep]:
         """Status, output and error of some steps, in one round-trip (for When clauses)."""
-        with self.redis.pipeline(transaction=False) as pipe:
-            for key in step_keys:
-                pipe.hmget(self.keys.step(run_id, key), "status", "output_json", "error_message")
-            rows = pipe.execute()
-        return {key: stored_step(row) for key, row in zip(step_keys, rows, strict=True)}
+        if not step_keys:
+            return {}
+        fields = [step_field(key, name) for key in step_keys for name in STORED_STEP_FIELDS]
+        values = self.redis.hmget(self.keys.run_steps(run_id), fields)
+        width = len(STORED_STEP_FIELDS)
+        return {key: stored_step(values[i * width : (i + 1) * width]) for i, key in enumerate(step_keys)}
 
 
 def _started_order(step: FlowStepRecord) -> tuple[datetime, str]:

@@ -15,9 +15,6 @@ from flowjobs.core.statuses import RunStatus
 from flowjobs.store.base import StorePart
 from flowjobs.store.codec import text
 
-_RUN_ID = "\x00run-id\x00"
-"""Stands for a run id in a key template (no run id or prefix holds a NUL)."""
-
 
 class OverdueQueries(StorePart):
     """What ``flowjobs.recovery`` looks for: work that something should have moved by now."""
@@ -39,10 +36,6 @@ class OverdueQueries(StorePart):
     def idle_runs(self, started_before: datetime, batch: int = 500) -> list[tuple[str, RunStatus]]:
         """Active runs started before ``started_before`` with nothing in flight: Pending ones, and
         Running ones whose steps are all final (or expanded ForEach steps). One round-trip per batch."""
-        # Each key as the text around the run id: the script spells the keys of a batch itself,
-        # which costs far less than sending three keys per run.
-        named = {"run_key": self.keys.run, "steps_key": self.keys.run_steps, "loops_key": self.keys.loops}
-        templates = {name: list(key(_RUN_ID).partition(_RUN_ID)[::2]) for name, key in named.items()}
         found: list[tuple[str, RunStatus]] = []
         for status in (RunStatus.Pending, RunStatus.Running):
             ids = [
@@ -52,14 +45,25 @@ class OverdueQueries(StorePart):
                 )
             ]
             for start in range(0, len(ids), batch):
-                found.extend(self.scripts.idle_runs({**templates, "run_ids": ids[start : start + batch]}))
+                run_ids = ids[start : start + batch]
+                found.extend(
+                    self.scripts.idle_runs(
+                        {
+                            "run_ids": run_ids,
+                            "run_keys": [self.keys.run(run_id) for run_id in run_ids],
+                            "steps_keys": [self.keys.run_steps(run_id) for run_id in run_ids],
+                            "loops_keys": [self.keys.loops(run_id) for run_id in run_ids],
+                        }
+                    )
+                )
         return found
 
     def write_if_unchanged(
-        self, key: str, expected: Mapping[str, str], write: Callable[[Pipeline], None]
+        self, key: str, expected: Mapping[str, str | None], write: Callable[[Pipeline], None]
     ) -> bool:
         """Run ``write`` on a MULTI/EXEC that applies only while the hash ``key`` still holds the
-        ``expected`` fields (WATCH); False when it no longer does, or changed meanwhile."""
+        ``expected`` fields (None: absent) (WATCH); False when it no longer does, or changed
+        meanwhile."""
         with self.redis.pipeline(transaction=True) as pipe:
             try:
                 pipe.watch(key)  # type: ignore[no-untyped-call]

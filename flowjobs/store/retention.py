@@ -3,8 +3,8 @@
 Candidates come from the per-status indexes of the terminal statuses (``Keys.status_runs``,
 scored by ``started_at``): a run finishes after it starts, so only ids scored at or before the
 cutoff can qualify, and each is kept unless its ``completed_at`` is at or before the cutoff too.
-Each batch is read in three pipelined round-trips (run fields, step keys, step attempt fields:
-the job ids come from them) and deleted by one script (``flowjobs/lua/purge_runs.lua``) that
+Each batch is read in two pipelined round-trips (run fields, steps hashes: the job ids come from
+them) and deleted by one script (``flowjobs/lua/purge_runs.lua``) that
 checks, atomically with the deletes, that the run is still terminal and closed at the time read,
 so an active run — or one a retried step re-opened meanwhile — is never deleted. A closed run whose
 job still runs on a worker (a step that outlived its run's deadline or cancel) is kept for a later
@@ -13,13 +13,10 @@ purge: deleted now, its job's keys would be written again by RQ when the job end
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import cache
-from importlib.resources import files
 from typing import Any
 
 from flowjobs.core.clock import epoch_score, utcnow
@@ -27,7 +24,8 @@ from flowjobs.core.job_calls import StoredJobs, step_job_id, trigger_job_id
 from flowjobs.core.keys import step_member
 from flowjobs.core.statuses import RunStatus
 from flowjobs.store.base import StorePart
-from flowjobs.store.codec import text
+from flowjobs.store.codec import from_hash, legacy_steps, split_steps, text
+from flowjobs.store.scripts import check_keys, script_call, script_source
 
 #: Runs per page of candidates and per deleting script call: each call blocks Redis for its
 #: duration, ~0.06 ms a 3-step run on a quick machine, ~0.18 ms on a slow one (a few ms a call).
@@ -42,14 +40,6 @@ _RUN_FIELDS = (
     "background_job_id",
     "source_run_id",
 )
-#: Step hash fields that say which attempts (and so which job ids) the step had.
-_STEP_FIELDS = ("attempt", "attempt_count", "job_id")
-
-
-@cache
-def purge_source() -> str:
-    """``purge_runs.lua``."""
-    return (files("flowjobs") / "lua" / "purge_runs.lua").read_text()
 
 
 @dataclass
@@ -96,7 +86,7 @@ class Retention(StorePart):
         With ``dry_run``, delete nothing and count the runs that qualify by age."""
         result = PurgeResult()
         cutoff_score = epoch_score(before)
-        script = self.redis.register_script(purge_source())
+        script = self.redis.register_script(script_source("purge_runs", check_keys()))
         for status in TERMINAL:
             index = self.keys.status_runs(status.value)
             offset = 0
@@ -116,7 +106,8 @@ class Retention(StorePart):
                     continue
                 args = self._purge_args(candidates, jobs)
                 started = time.perf_counter()
-                purged = script(args=[json.dumps(args)])
+                script_keys, script_args = script_call(args)
+                purged = script(keys=script_keys, args=script_args)
                 result.batch_seconds.append(time.perf_counter() - started)
                 result.batches += 1
                 result.runs += len(purged)
@@ -148,25 +139,24 @@ class Retention(StorePart):
 
     def _purge_args(self, candidates: Sequence[_Candidate], jobs: StoredJobs | None) -> dict[str, Any]:
         """``purge_runs.lua``'s argument: every key, index entry and job id of each candidate, from
-        its step keys and each step's attempt numbers (two pipelined reads)."""
+        its steps and each step's attempt numbers (one pipelined read of the steps hashes)."""
         keys = self.keys
         with self.redis.pipeline(transaction=False) as pipe:
             for c in candidates:
-                pipe.hkeys(keys.run_steps(c.run_id))
-            step_keys = [[text(key) for key in found] for found in pipe.execute()]
-        with self.redis.pipeline(transaction=False) as pipe:
-            for c, steps in zip(candidates, step_keys, strict=True):
-                for step_key in steps:
-                    pipe.hmget(keys.step(c.run_id, step_key), _STEP_FIELDS)
-            step_rows = iter(pipe.execute())
+                pipe.hgetall(keys.run_steps(c.run_id))
+            records = [
+                split_steps(c.run_id, from_hash(found))
+                for c, found in zip(candidates, pipe.execute(), strict=True)
+            ]
         runs = []
-        for c, steps in zip(candidates, step_keys, strict=True):
+        for c, steps in zip(candidates, records, strict=True):
             job_ids = {trigger_job_id(c.run_id)}
             if c.fields.get("background_job_id"):
                 job_ids.add(c.fields["background_job_id"])
-            for step_key in steps:
-                attempt, count, job_id = (text(v) if v else "" for v in next(step_rows))
-                job_ids.update(_step_job_ids(c.run_id, step_key, attempt, count, job_id))
+            for step_key, fields in steps.items():
+                job_ids.update(
+                    _step_job_ids(c.run_id, step_key, fields.get("attempt", ""), fields.get("job_id", ""))
+                )
             flow_id = c.fields.get("flow_id", "")
             idempotency = c.fields.get("idempotency_key")
             runs.append(
@@ -174,15 +164,15 @@ class Retention(StorePart):
                     "id": c.run_id,
                     "run_key": keys.run(c.run_id),
                     "completed_at": c.completed_at,
-                    "keys": [
+                    "run_keys": [
                         *keys.run_owned(c.run_id),
-                        *(keys.step(c.run_id, step_key) for step_key in steps),
+                        *(keys.legacy_step(c.run_id, step_key) for step_key in legacy_steps(steps)),
                     ],
                     "job_keys": [
                         key for job_id in sorted(job_ids) for key in (jobs.keys(job_id) if jobs else ())
                     ],
                     "status": c.fields["status"],
-                    "indexes": [
+                    "index_keys": [
                         keys.runs(),
                         keys.deadlines(),
                         keys.flow_runs(flow_id),
@@ -192,7 +182,7 @@ class Retention(StorePart):
                     ],
                     "members": [step_member(c.run_id, step_key) for step_key in steps],
                     "job_ids": sorted(job_ids),
-                    "idempotency": (
+                    "idempotency_key": (
                         keys.idempotency(flow_id, c.fields.get("trigger_key", ""), idempotency)
                         if idempotency
                         else None
@@ -204,15 +194,15 @@ class Retention(StorePart):
             "jobs_key": keys.jobs(),
             "leases_key": keys.leases(),
             "pending_key": keys.pending(),
-            "registries": list(jobs.registries) if jobs else [],
+            "registry_keys": list(jobs.registries) if jobs else [],
             "runs": runs,
         }
 
 
-def _step_job_ids(run_id: str, step_key: str, attempt: str, count: str, job_id: str) -> set[str]:
-    """Every job id a step had: one per attempt number up to the highest it recorded (job ids are
+def _step_job_ids(run_id: str, step_key: str, attempt: str, job_id: str) -> set[str]:
+    """Every job id a step had: one per attempt number up to its latest (job ids are
     deterministic, ``step_job_id``), and the job id of its latest attempt as recorded."""
-    highest = max((int(n) for n in (attempt, count) if n.isdigit()), default=0)
+    highest = int(attempt) if attempt.isdigit() else 0
     ids = {step_job_id(run_id, step_key, n) for n in range(1, highest + 1)}
     if job_id:
         ids.add(job_id)

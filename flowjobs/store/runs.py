@@ -14,13 +14,13 @@ from typing import Any
 from uuid import UUID
 
 from flowjobs.core.clock import epoch_ms, epoch_score, iso, utcnow
-from flowjobs.core.job_calls import JobWrites
+from flowjobs.core.job_calls import JobWrites, plain_step_job_id
 from flowjobs.core.keys import step_member
 from flowjobs.core.records import EventType, FlowRunRecord
 from flowjobs.core.statuses import RunStatus, StepStatus
 from flowjobs.core.transitions import RUN_RULES
 from flowjobs.store.base import StorePart
-from flowjobs.store.codec import command_slices, encode_run, from_hash, text
+from flowjobs.store.codec import STEP_FIELD_CODES, command_slices, encode_run, step_field, text, with_job
 from flowjobs.store.transitions import (
     Admission,
     AdmissionRefusal,
@@ -89,14 +89,14 @@ class RunWrites(StorePart):
         }
         if run.idempotency_key:
             key = self.keys.idempotency(run.flow_id, run.trigger_key or "", run.idempotency_key)
-            args["idempotency"] = {"key": key, "seconds": self.context.retention_seconds}
+            args["idempotency"] = {"idempotency_key": key, "seconds": self.context.retention_seconds}
         if admission is not None and admission.bucket is not None:
             bucket = admission.bucket
-            args["bucket"] = {"key": bucket.key, "rate": bucket.per_second, "burst": bucket.burst}
+            args["bucket"] = {"bucket_key": bucket.key, "rate": bucket.per_second, "burst": bucket.burst}
         if admission is not None and admission.once_key is not None:
-            args["once"] = {"key": admission.once_key, "seconds": admission.once_seconds}
+            args["once"] = {"once_key": admission.once_key, "seconds": admission.once_seconds}
         if admission is not None and admission.counted is not None:
-            args["count"] = {"key": self.keys.metrics(), "fields": dict(admission.counted)}
+            args["count"] = {"count_key": self.keys.metrics(), "fields": dict(admission.counted)}
         return NewRun(run_id, args, argv)
 
     def create_run(self, new: NewRun) -> Created | Refused[AdmissionRefusal]:
@@ -116,15 +116,18 @@ class RunWrites(StorePart):
 
         Returns the status it had before and the run's snapshot after; None if there is no such run.
         """
-        args = self.context.run_args(run_id)
+        args = self.context.flow_args(run_id)
         args["steps_key"] = self.keys.run_steps(run_id)
         args["loops_key"] = self.keys.loops(run_id)
         args["loop_items_key"] = self.keys.loop_items(run_id)
-        args["flow_prefix"] = self.keys.flow_prefix()
+        args["flow_key"] = self.keys.flow(self.context.run_flow(run_id).flow_id)
         if trace:
             args["trace"] = dict(trace)
-        keys = _job_books_arg(args, "job_started", job)
-        return self.scripts.start_run(args, keys)
+        _put_job_books(args, "job_started", job)
+        started = self.scripts.start_run(args)
+        if started is not None:
+            self.context.note_run_flow(run_id, started[1].run)
+        return started
 
     def apply_plan(self, run_id: UUID | str, continuation: Continuation) -> AppliedPlan | RunSnapshot:
         """Record skips and dispatches (each step once, with their jobs' enqueue commands), advance
@@ -140,7 +143,7 @@ class RunWrites(StorePart):
         """The JSON argument of a continuation, and the flattened job commands it points into."""
         now = utcnow()
         argv: list[bytes] = []
-        args = self.context.run_args(run_id)
+        args = self.context.flow_args(run_id)
         args.update(
             {
                 "steps_key": self.keys.run_steps(run_id),
@@ -162,7 +165,6 @@ class RunWrites(StorePart):
                 "skip": [
                     {
                         "step_key": s.step_key,
-                        "hash_key": self.keys.step(run_id, s.step_key),
                         "step_type": s.step_type,
                         "reason": s.reason,
                         "trace": s.trace_json,
@@ -172,7 +174,6 @@ class RunWrites(StorePart):
                 "dispatch": [
                     {
                         "step_key": d.step_key,
-                        "hash_key": self.keys.step(run_id, d.step_key),
                         "step_type": d.step_type,
                         "attempt": d.attempt,
                         "job_id": d.job_id,
@@ -219,15 +220,18 @@ class RunWrites(StorePart):
                 "job_id": job_id,
                 "worker": worker,
                 "lease_until_ms": epoch_ms(lease_until),
-                "refs": [self.keys.step(run_id, ref) for ref in refs],
+                "refs": list(refs),
                 "loop_items_key": self.keys.loop_items(run_id),
                 "loop_item_field": loop_item_field,
                 "with_trigger": with_trigger,
                 "scope": scope_arg(scope),
             }
         )
-        keys = _job_books_arg(args, "job_started", job)
-        return self.scripts.claim(args, refs, scope, keys)
+        _put_job_books(args, "job_started", job)
+        claim = self.scripts.claim(args, refs, scope)
+        if isinstance(claim, Claim):
+            self.context.note_run_flow(run_id, claim.run)
+        return claim
 
     def renew(self, run_id: UUID | str, step_key: str, attempt: int, lease_until: datetime) -> bool:
         """Extend a running attempt's lease; False once the attempt is fenced out."""
@@ -243,7 +247,8 @@ class RunWrites(StorePart):
             "lease_until_ms": epoch_ms(lease_until),
             "leases": [
                 {
-                    "hash_key": self.keys.step(run_id, step_key),
+                    "steps_key": self.keys.run_steps(run_id),
+                    "step_key": step_key,
                     "member": step_member(run_id, step_key),
                     "attempt": attempt,
                 }
@@ -282,7 +287,7 @@ class RunWrites(StorePart):
         comes back, read right after the outcome. ``job``: the job system's writes of the job's
         end, done when the outcome is recorded.
         """
-        args = self._step_args(run_id, step_key, attempt)
+        args = self._step_args(run_id, step_key, attempt, flow=True)
         args.update(
             {
                 "status": status.value,
@@ -316,8 +321,8 @@ class RunWrites(StorePart):
         argv: list[bytes] = []
         if then is not None:
             args["plan"], argv = self._continuation_args(run_id, then)
-        keys = _job_books_arg(args, "job_ended", job)
-        return self.scripts.complete(args, argv, scope, keys)
+        _put_job_books(args, "job_ended", job)
+        return self.scripts.complete(args, argv, scope)
 
     def expand_loop(
         self,
@@ -347,13 +352,12 @@ class RunWrites(StorePart):
         and parked steps with ``reason``."""
         if status not in RUN_RULES["abort"].target:
             raise ValueError(f"a run is not ended as {status}")
-        args = self.context.run_args(run_id)
+        args = self.context.flow_args(run_id)
         args.update(
             {
                 "status": status.value,
                 "reason": reason,
                 "steps_key": self.keys.run_steps(run_id),
-                "step_prefix": self.keys.step_prefix(run_id),
                 "pending_key": self.keys.pending(),
                 "loops_key": self.keys.loops(run_id),
             }
@@ -363,12 +367,11 @@ class RunWrites(StorePart):
     def cancel_run(self, run_id: UUID | str, reason: str) -> Cancelled | Refused[CancelRefusal]:
         """Request cancellation: skip the run's queued and parked steps, and close it as Cancelled
         now if no step runs on a worker (else the last running step's continuation closes it)."""
-        args = self.context.run_args(run_id)
+        args = self.context.flow_args(run_id)
         args.update(
             {
                 "reason": reason,
                 "steps_key": self.keys.run_steps(run_id),
-                "step_prefix": self.keys.step_prefix(run_id),
                 "pending_key": self.keys.pending(),
                 "loops_key": self.keys.loops(run_id),
             }
@@ -392,7 +395,7 @@ class RunWrites(StorePart):
         closed run, with ``deadline`` if it has one (``retry_step.lua``). Returns the new attempt
         number."""
         argv: list[bytes] = []
-        args = self._step_args(run_id, step_key, attempt)
+        args = self._step_args(run_id, step_key, attempt, flow=True)
         args.update(
             {
                 "jobs_key": self.keys.jobs(),
@@ -400,7 +403,7 @@ class RunWrites(StorePart):
                 "now_ms": epoch_ms(utcnow()),
                 "clear_cancel": clear_cancel,
                 "deadline": deadline,
-                "reset": [{"step_key": key, "hash_key": self.keys.step(run_id, key)} for key in reset],
+                "reset": list(reset),
                 "commands": command_slices(argv, commands),
             }
         )
@@ -422,15 +425,17 @@ class RunWrites(StorePart):
         """Ids of the runs re-run from this one, oldest first."""
         return [text(member) for member in self.redis.zrange(self.keys.derived_runs(run_id), 0, -1)]
 
-    def _step_args(self, run_id: UUID | str, step_key: str, attempt: int) -> dict[str, Any]:
-        """The JSON fields of every script that moves one attempt of one step."""
-        args = self.context.run_args(run_id)
+    def _step_args(
+        self, run_id: UUID | str, step_key: str, attempt: int, *, flow: bool = False
+    ) -> dict[str, Any]:
+        """The JSON fields of every script that moves one attempt of one step; with ``flow``, of
+        one that may move the run's status or count its metrics too (``StoreContext.flow_args``)."""
+        args = self.context.flow_args(run_id) if flow else self.context.run_args(run_id)
         args.update(
             {
                 "step_key": step_key,
                 "attempt": attempt,
                 "member": step_member(run_id, step_key),
-                "hash_key": self.keys.step(run_id, step_key),
                 "steps_key": self.keys.run_steps(run_id),
                 "leases_key": self.keys.leases(),
                 "pending_key": self.keys.pending(),
@@ -470,24 +475,59 @@ class RunWrites(StorePart):
         values = self.redis.hmget(self.keys.loop_items(run_id), fields) if fields else []
         return [RunStatus(text(value)) if value else None for value in values]
 
+    def step_watch(
+        self, run_id: UUID | str, step_key: str, expected: Mapping[str, str]
+    ) -> tuple[str, dict[str, str | None]]:
+        """The hash and its fields (None: absent) that hold a step record's ``expected`` fields (by
+        name), for ``OverdueRecords.write_if_unchanged``: the run's steps hash."""
+        fields: dict[str, str | None] = {}
+        for name, value in expected.items():
+            plain = name == "job_id" and value == plain_step_job_id(
+                run_id, step_key, expected.get("attempt", "")
+            )
+            fields[step_field(step_key, name)] = None if plain else value
+        return self.keys.run_steps(run_id), fields
+
     def step_fields(self, run_id: UUID | str, step_key: str) -> dict[str, str]:
-        """Raw fields of one step hash (claim fields included), for recovery."""
-        return from_hash(self.redis.hgetall(self.keys.step(run_id, step_key)))
+        """Every field of one step record by name (claim fields included), for recovery."""
+        names = list(STEP_FIELD_CODES)
+        values = self.redis.hmget(
+            self.keys.run_steps(run_id), [step_field(step_key, n) for n in ["status", *names]]
+        )
+        fields = {name: text(v) for name, v in zip(["status", *names], values, strict=True) if v is not None}
+        return with_job(run_id, step_key, fields) if fields else fields
 
     def step_fields_many(
         self, pairs: Sequence[tuple[str, str]], fields: Sequence[str]
     ) -> list[dict[str, str]]:
-        """``fields`` (those present) of each (run id, step key)'s hash, in order, in one round-trip
-        (for recovery passes over many steps)."""
-        return self._hashes_many([self.keys.step(run_id, step_key) for run_id, step_key in pairs], fields)
+        """``fields`` (those present; ``job_id`` whenever ``attempt`` is) of each (run id, step key)'s record,
+        in order, in one round-trip (for recovery passes over many steps)."""
+        if not pairs:
+            return []
+        known = [name for name in fields if name == "status" or name in STEP_FIELD_CODES]  # others: absent
+        found = self.scripts.read_hashes(
+            [self.keys.run_steps(run_id) for run_id, _ in pairs],
+            [[step_field(step_key, name) for name in known] for _, step_key in pairs],
+        )
+        return [
+            with_job(run_id, step_key, _present(known, values))
+            for (run_id, step_key), values in zip(pairs, found, strict=True)
+        ]
 
     def run_fields_many(self, run_ids: Sequence[str], fields: Sequence[str]) -> list[dict[str, str]]:
         """``fields`` (those present) of each run's hash, in order, in one round-trip (for recovery
         passes over many runs)."""
-        return self._hashes_many([self.keys.run(run_id) for run_id in run_ids], fields)
+        if not run_ids:
+            return []
+        found = self.scripts.read_hashes(
+            [self.keys.run(run_id) for run_id in run_ids], [list(fields)] * len(run_ids)
+        )
+        return [_present(fields, values) for values in found]
 
-    def _hashes_many(self, keys: Sequence[str], fields: Sequence[str]) -> list[dict[str, str]]:
-        return self.scripts.read_hashes(keys, fields) if keys else []
+
+def _present(names: Sequence[str], values: Sequence[str | None]) -> dict[str, str]:
+    """``names`` paired with their values, those present."""
+    return {name: value for name, value in zip(names, values, strict=True) if value is not None}
 
 
 def scope_arg(scope: StateScope | None) -> dict[str, Any] | None:
@@ -501,10 +541,8 @@ def scope_arg(scope: StateScope | None) -> dict[str, Any] | None:
     return {"keys": list(scope.keys), "loop": loop}
 
 
-def _job_books_arg(args: dict[str, Any], name: str, job: JobWrites | None) -> list[str]:
-    """Put a job system's writes in a script's arguments as ``name`` (``rq_jobs.lua``), telling the
-    script where their keys start in KEYS; returns the keys."""
-    if job is None:
-        return []
-    args[name] = {**job.args, "at": 1}
-    return list(job.keys)
+def _put_job_books(args: dict[str, Any], name: str, job: JobWrites | None) -> None:
+    """Put a job system's writes in a script's arguments as ``name`` (``rq_jobs.lua``), their keys
+    as ``books_keys`` (declared in KEYS like every key field)."""
+    if job is not None:
+        args[name] = {**job.args, "books_keys": list(job.keys)}

@@ -3,11 +3,21 @@
 Each script takes one JSON document (ARGV[1], documented in its header) plus, for scripts that
 enqueue jobs, binary ARGV slices of Redis commands. The decoders here are the only code that
 reads replies by position; everything else gets the transition types.
+
+Keys: a script touches only keys passed in ``KEYS`` (so the store can move to a Redis Cluster or a
+multi-threaded Redis-compatible server, which route a script by its declared keys). The JSON
+document names each key in a field of ``KEY_FIELDS`` (a key, a list of keys or a map of keys);
+``script_call`` moves every such value into ``KEYS`` (once per distinct key) and leaves its
+1-based position in the document, and the generated ``script_args()`` of the Lua prelude puts the
+key names back, so scripts read ``a.run_key`` as before but never spell or build a key.
+``FLOWJOBS_CHECK_SCRIPT_KEYS=1`` (the test suite sets it) prepends ``key_check_prelude``: every
+``redis.call`` whose key is not in ``KEYS`` fails.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -16,11 +26,22 @@ from typing import Any
 
 from redis import Redis
 
+from flowjobs.core.job_calls import PLAIN_STEP_JOB_ID
 from flowjobs.core.metrics import metric_constants
 from flowjobs.core.planner import LoopProgress
 from flowjobs.core.statuses import RunStatus, StepStatus
 from flowjobs.core.transitions import ACTIVE, FINAL, REASONS, RUN_RULES, STEP_RULES, Rule
-from flowjobs.store.codec import from_pairs, moment, stored_step, text
+from flowjobs.store.codec import (
+    EVENT_CODES,
+    KEY_POSITIONS,
+    STEP_FIELD_CODES,
+    STEP_FIELD_SEPARATOR,
+    from_pairs,
+    moment,
+    split_steps,
+    stored_step,
+    text,
+)
 from flowjobs.store.replicas import ReplicaWait
 from flowjobs.store.transitions import (
     AdmissionRefusal,
@@ -61,15 +82,118 @@ SCRIPT_NAMES = (
     "create_run",
 )
 
+#: JSON fields (at any depth of a script's document) whose value is a Redis key, a list of keys or
+#: a map of keys: the one vocabulary of every script, so ``KEYS`` is built the same way for all.
+#: A field holding anything else never takes one of these names.
+KEY_FIELDS = frozenset(
+    {
+        "run_key",
+        "events_key",
+        "status_keys",
+        "flow_status_keys",
+        "deadlines_key",
+        "metrics_key",
+        "steps_key",
+        "leases_key",
+        "pending_key",
+        "attempts_key",
+        "loops_key",
+        "loop_items_key",
+        "jobs_key",
+        "signals_key",
+        "flow_key",
+        "bucket_key",
+        "once_key",
+        "idempotency_key",
+        "count_key",
+        "command_keys",
+        "hash_keys",
+        "run_keys",
+        "steps_keys",
+        "loops_keys",
+        "job_keys",
+        "index_keys",
+        "registry_keys",
+        "books_keys",
+    }
+)
+
+#: Whether scripts are registered with ``key_check_prelude`` (tests; each call then costs more).
+CHECK_KEYS_ENV = "FLOWJOBS_CHECK_SCRIPT_KEYS"
+
+
+def check_keys() -> bool:
+    """Whether ``FLOWJOBS_CHECK_SCRIPT_KEYS`` asks for checked scripts."""
+    return os.environ.get(CHECK_KEYS_ENV, "") not in ("", "0")
+
 
 @cache
-def script_source(name: str) -> str:
-    """A script's Lua, after the generated prelude (``lua_prelude``: the transitions, then the
-    metric constants) and the shared helpers of ``common.lua``."""
+def script_source(name: str, checked: bool = False) -> str:
+    """A script's Lua, after the generated prelude (``lua_prelude``: the key check when
+    ``checked``, the transitions, the record codes, ``script_args``, then the metric constants)
+    and the shared helpers of ``common.lua`` and ``rq_jobs.lua``. ``purge_runs`` stands alone: it
+    gets the key check and ``script_args`` only."""
     lua = files("flowjobs") / "lua"
-    prelude = lua_prelude() + metric_constants()
+    check = key_check_prelude() if checked else ""
+    if name == "purge_runs":
+        return check + key_args_prelude() + (lua / f"{name}.lua").read_text()
+    prelude = check + lua_prelude() + key_args_prelude() + metric_constants()
     shared = (lua / "common.lua").read_text() + "\n" + (lua / "rq_jobs.lua").read_text()
     return prelude + shared + "\n" + (lua / f"{name}.lua").read_text()
+
+
+@cache
+def key_args_prelude() -> str:
+    """``script_args()``: ARGV[1] decoded, each ``KEY_FIELDS`` value (a KEYS position, or a list
+    or map of them) replaced by the key itself."""
+    fields = ", ".join(f"{name} = true" for name in sorted(KEY_FIELDS))
+    return f"""local KEY_FIELDS = {{{fields}}}
+local function resolve_keys(value)
+  for name, v in pairs(value) do
+    if KEY_FIELDS[name] then
+      if type(v) == 'number' then
+        value[name] = KEYS[v]
+      elseif type(v) == 'table' then
+        for k, i in pairs(v) do v[k] = KEYS[i] end
+      end
+    elseif type(v) == 'table' then
+      resolve_keys(v)
+    end
+  end
+  return value
+end
+local function script_args() return resolve_keys(cjson.decode(ARGV[1])) end
+"""
+
+
+@cache
+def key_check_prelude() -> str:
+    """A local ``redis`` that shadows the server's (its globals are read-only, a local is not):
+    each ``call``/``pcall`` fails unless every key argument of the command (``KEY_POSITIONS``) is
+    in ``KEYS``, or the command is unknown to the table. For tests (``FLOWJOBS_CHECK_SCRIPT_KEYS``)."""
+    positions = ", ".join(f"{name} = {_lua_string(how)}" for name, how in sorted(KEY_POSITIONS.items()))
+    return f"""local redis = (function(server)
+  local positions = {{{positions}}}
+  local declared = {{}}
+  for _, key in ipairs(KEYS) do declared[key] = true end
+  local function check(name, ...)
+    local how = positions[string.upper(name)]
+    if not how then error('key check: command ' .. name .. ' is not in KEY_POSITIONS') end
+    local args = {{...}}
+    local last = 0
+    if how == 'first' then last = 1 elseif how == 'all' then last = #args end
+    for i = 1, last do
+      if not declared[args[i]] then
+        error('key check: ' .. name .. ' on undeclared key ' .. tostring(args[i]))
+      end
+    end
+  end
+  return setmetatable({{
+    call = function(name, ...) check(name, ...) return server.call(name, ...) end,
+    pcall = function(name, ...) check(name, ...) return server.pcall(name, ...) end,
+  }}, {{__index = server}})
+end)(redis)
+"""
 
 
 @cache
@@ -119,8 +243,22 @@ def lua_prelude() -> str:
         f"local {name} = {{{', '.join(f'[{_lua_string(member)}] = true' for member in sorted(members))}}}"
         for members, name in sets.items()
     ]
-    header = "-- Generated from flowjobs/core/transitions.py by flowjobs/store/scripts.py (lua_prelude)."
-    return "\n".join([header, *set_lines, *tables, ""])
+    codes = ", ".join(f"{name} = {_lua_string(code)}" for name, code in STEP_FIELD_CODES.items())
+    events = ", ".join(
+        f"[{_lua_string(kind.value)}] = {_lua_string(code)}" for kind, code in EVENT_CODES.items()
+    )
+    job_id_parts = ", ".join(_lua_string(part) for part in PLAIN_STEP_JOB_ID)
+    records = [
+        f"local STEP_FIELD = {{{codes}}}",
+        f"local STEP_FIELD_SEPARATOR = {_lua_string(STEP_FIELD_SEPARATOR)}",
+        f"local EVENT_CODE = {{{events}}}",
+        f"local STEP_JOB_ID = {{{job_id_parts}}}",
+    ]
+    header = (
+        "-- Generated from flowjobs/core/transitions.py, flowjobs/store/codec.py and"
+        " flowjobs/core/job_calls.py by flowjobs/store/scripts.py (lua_prelude)."
+    )
+    return "\n".join([header, *set_lines, *tables, *records, ""])
 
 
 def _lua_string(value: str) -> str:
@@ -131,11 +269,11 @@ def _lua_string(value: str) -> str:
 
 @dataclass(frozen=True)
 class StoredRun:
-    """A run's hash, its step hashes and its archived attempts, as ``run_detail`` read them."""
+    """A run's hash, its step records and its archived attempts, as ``run_detail`` read them."""
 
     run: dict[str, str]
     steps: dict[str, dict[str, str]]
-    """Step key → the step hash's fields."""
+    """Step key → the step record's fields by name (``split_steps``)."""
     attempts: dict[str, str]
     """``<step_key>#<attempt>`` → JSON (``Keys.attempts``)."""
 
@@ -145,28 +283,29 @@ class Scripts:
 
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
-        self._registered = {name: redis.register_script(script_source(name)) for name in SCRIPT_NAMES}
+        checked = check_keys()
+        self._registered = {
+            name: redis.register_script(script_source(name, checked)) for name in SCRIPT_NAMES
+        }
 
-    def _call(
-        self, name: str, args: Mapping[str, Any], argv: Sequence[bytes] = (), keys: Sequence[str] = ()
-    ) -> Any:
-        return self._registered[name](keys=keys, args=script_argv(args, argv))
+    def _call(self, name: str, args: Mapping[str, Any], argv: Sequence[bytes] = ()) -> Any:
+        keys, script_args = script_call(args, argv)
+        return self._registered[name](keys=keys, args=script_args)
 
     def create_run(self, new: NewRun, wait: ReplicaWait | None = None) -> Created | Refused[AdmissionRefusal]:
         """``create_run.lua``; with ``wait``, then ``WAIT`` on the same connection (a pipeline)."""
         if wait is None:
             return decode_create_run(self._call("create_run", new.args, new.argv), new.run_id)
         with self._redis.pipeline(transaction=False) as pipe:
-            self._registered["create_run"](args=script_argv(new.args, new.argv), client=pipe)
+            keys, args = script_call(new.args, new.argv)
+            self._registered["create_run"](keys=keys, args=args, client=pipe)
             pipe.wait(wait.replicas, wait.timeout_ms)
             reply, acknowledged = pipe.execute()
         return wait.check(decode_create_run(reply, new.run_id), int(acknowledged))
 
-    def start_run(
-        self, args: Mapping[str, Any], keys: Sequence[str] = ()
-    ) -> tuple[RunStatus, RunSnapshot] | None:
+    def start_run(self, args: Mapping[str, Any]) -> tuple[RunStatus, RunSnapshot] | None:
         """``start_run.lua``."""
-        return decode_start_run(self._call("start_run", args, keys=keys))
+        return decode_start_run(self._call("start_run", args))
 
     def apply_plan(
         self, args: Mapping[str, Any], argv: Sequence[bytes], scope: StateScope | None
@@ -175,20 +314,19 @@ class Scripts:
         return decode_apply_plan(self._call("apply_plan", args, argv), scope)
 
     def claim(
-        self, args: Mapping[str, Any], refs: Sequence[str], scope: StateScope | None, keys: Sequence[str] = ()
+        self, args: Mapping[str, Any], refs: Sequence[str], scope: StateScope | None
     ) -> Claim | Refused[ClaimRefusal]:
         """``claim.lua``; ``refs`` name the steps whose hash keys ``args["refs"]`` lists, in order."""
-        return decode_claim(self._call("claim", args, keys=keys), refs, scope)
+        return decode_claim(self._call("claim", args), refs, scope)
 
     def complete(
         self,
         args: Mapping[str, Any],
         argv: Sequence[bytes],
         scope: StateScope | None,
-        keys: Sequence[str] = (),
     ) -> RunSnapshot | Refused[FenceRefusal] | Signalled:
         """``complete.lua``."""
-        return decode_complete(self._call("complete", args, argv, keys), scope)
+        return decode_complete(self._call("complete", args, argv), scope)
 
     def expand_loop(
         self, args: Mapping[str, Any], scope: StateScope | None
@@ -234,14 +372,42 @@ class Scripts:
         """``idle_runs.lua``."""
         return decode_idle_runs(self._call("idle_runs", args))
 
-    def read_hashes(self, keys: Sequence[str], fields: Sequence[str]) -> list[dict[str, str]]:
-        """``read_hashes.lua``: per key, the ``fields`` it has."""
-        return decode_read_hashes(self._call("read_hashes", {"keys": keys, "fields": fields}), fields)
+    def read_hashes(self, keys: Sequence[str], fields: Sequence[Sequence[str]]) -> list[list[str | None]]:
+        """``read_hashes.lua``: per key, the values of its ``fields`` (None where absent)."""
+        return decode_read_hashes(self._call("read_hashes", {"hash_keys": keys, "fields": fields}))
 
 
-def script_argv(args: Mapping[str, Any], argv: Sequence[bytes] = ()) -> list[Any]:
-    """A script's ARGV: its JSON document, then its binary arguments."""
-    return [json.dumps(args), *argv]
+def script_call(args: Mapping[str, Any], argv: Sequence[bytes] = ()) -> tuple[list[str], list[Any]]:
+    """A script's KEYS and ARGV: every ``KEY_FIELDS`` value of the JSON document moved into KEYS
+    (each distinct key once; the document keeps its 1-based position), then the document, then
+    the binary arguments."""
+    keys: list[str] = []
+    positions: dict[str, int] = {}
+
+    def position(key: str) -> int:
+        if key not in positions:
+            keys.append(key)
+            positions[key] = len(keys)
+        return positions[key]
+
+    def declared(value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            return position(value)
+        if isinstance(value, Mapping):
+            return {name: position(key) for name, key in value.items()}
+        return [position(key) for key in value]
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {name: declared(v) if name in KEY_FIELDS else walk(v) for name, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [walk(v) for v in value]
+        return value
+
+    document = walk(args)
+    return keys, [json.dumps(document), *argv]
 
 
 def decode_create_run(reply: Any, run_id: str) -> Created | Refused[AdmissionRefusal]:
@@ -278,9 +444,7 @@ def decode_apply_plan(reply: Any, scope: StateScope | None) -> AppliedPlan | Run
     return decode_applied(body) if head == b"applied" else decode_state(body, scope)
 
 
-def decode_claim(
-    reply: Any, refs: Sequence[str], scope: StateScope | None
-) -> Claim | Refused[ClaimRefusal]:
+def decode_claim(reply: Any, refs: Sequence[str], scope: StateScope | None) -> Claim | Refused[ClaimRefusal]:
     """``{'ok', {ref views}, {first_started_at, loop item}, state}`` or a refusal."""
     if reply[0] != b"ok":
         return _refused(reply, ClaimRefusal)
@@ -369,14 +533,13 @@ def decode_end_run(reply: Any) -> RunStatus | None:
 
 
 def decode_run_detail(reply: Any) -> StoredRun | None:
-    """``{run, {step key, step hash, ...}, attempts}``; false (no run) → None."""
+    """``{run, steps hash, attempts}``; false (no run) → None."""
     if not reply:
         return None
     run, steps, attempts = reply
+    fields = from_pairs(run)
     return StoredRun(
-        run=from_pairs(run),
-        steps={text(steps[i]): from_pairs(steps[i + 1]) for i in range(0, len(steps), 2)},
-        attempts=from_pairs(attempts),
+        run=fields, steps=split_steps(fields.get("id", ""), from_pairs(steps)), attempts=from_pairs(attempts)
     )
 
 
@@ -385,12 +548,9 @@ def decode_idle_runs(reply: Any) -> list[tuple[str, RunStatus]]:
     return [(text(reply[i]), RunStatus(text(reply[i + 1]))) for i in range(0, len(reply), 2)]
 
 
-def decode_read_hashes(reply: Any, fields: Sequence[str]) -> list[dict[str, str]]:
-    """Per key, ``{value of each field}`` in ``fields`` order (nil where absent)."""
-    return [
-        {name: text(value) for name, value in zip(fields, values, strict=True) if value is not None}
-        for values in reply
-    ]
+def decode_read_hashes(reply: Any) -> list[list[str | None]]:
+    """Per key, the value of each field asked, in order (nil where absent)."""
+    return [[text(value) if value is not None else None for value in values] for values in reply]
 
 
 def _refused(reply: Any, family: type[R]) -> Refused[R]:

@@ -49,18 +49,19 @@ class SignalRecords(StorePart):
                 ],
                 "loops_key": self.keys.loops(run_id),
                 "signals_key": self.keys.signals(run_id),
-                "step_prefix": self.keys.step_prefix(run_id),
+                "steps_key": self.keys.run_steps(run_id),
                 "jobs_key": self.keys.jobs(),
                 "pending_key": self.keys.pending(),
-                "expected": {
-                    key: {
+                "expected": [
+                    {
+                        "step_key": key,
                         "attempt": resume.attempt,
                         "job_id": resume.job_id,
                         "member": step_member(run_id, key),
                         "commands": command_slices(argv, resume.commands),
                     }
                     for key, resume in resumes.items()
-                },
+                ],
             }
         )
         return self.scripts.deliver_signal(args, argv)

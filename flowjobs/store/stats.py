@@ -1,6 +1,7 @@
 """Reads for per-flow health (``flowjobs/core/stats.py``): counts from the per-flow, per-status run
-indexes, durations from the newest finished runs' hashes and their step hashes. Only reads, at
-query time, in four round-trips per flow whatever the history: nothing is written on any path."""
+indexes, durations from the newest finished runs' hashes and their step records. Only reads, at
+query time, in a few round-trips per flow whatever the history (the step records in batches of
+``_STEP_BATCH`` runs): nothing is written on any path."""
 
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ from flowjobs.core.clock import epoch_score
 from flowjobs.core.stats import FINISHED, RunSample, StepSample
 from flowjobs.core.statuses import RunStatus, StepStatus
 from flowjobs.store.base import StorePart
-from flowjobs.store.codec import moment, text
+from flowjobs.store.codec import from_hash, legacy_steps, moment, split_steps, text
 
 #: Steps whose last attempt ran to an outcome (a Skipped step never ran).
 _RAN = (StepStatus.Succeeded.value, StepStatus.Failed.value)
+#: Runs whose step records one round-trip reads (the step bound is checked between batches' runs).
+_STEP_BATCH = 10
 
 
 @dataclass(frozen=True)
@@ -64,50 +67,51 @@ class StatsReads(StorePart):
         ]
         members = sorted((row for rows in newest for row in rows), key=lambda row: row[1], reverse=True)
         run_ids = [text(member) for member, _ in members[:sample_runs]]
-        runs, sizes = self._runs(run_ids)
-        kept, budget = [], sample_steps
-        for run_id in run_ids:
-            size = sizes.get(run_id, 0)
-            if size > budget:
-                break
-            kept.append(run_id)
-            budget -= size
-        steps = self._steps(kept)
-        return FlowWindow(hour_counts, runs, steps, steps_complete=len(kept) == len(run_ids))
+        runs = self._runs(run_ids)
+        steps, complete = self._steps(run_ids, sample_steps)
+        return FlowWindow(hour_counts, runs, steps, steps_complete=complete)
 
-    def _runs(self, run_ids: Sequence[str]) -> tuple[list[RunSample], dict[str, int]]:
-        """The start and close of each run still held, and how many step records each has."""
+    def _runs(self, run_ids: Sequence[str]) -> list[RunSample]:
+        """The start and close of each run still held."""
         with self.redis.pipeline(transaction=False) as pipe:
             for run_id in run_ids:
                 pipe.hmget(self.keys.run(run_id), "started_at", "completed_at")
-                pipe.hlen(self.keys.run_steps(run_id))
             replies = pipe.execute()
-        runs, sizes = [], {}
-        for run_id, (started, completed), size in zip(run_ids, replies[::2], replies[1::2], strict=True):
-            if started and completed:  # gone since the index was read (retention): not a sample
-                runs.append(RunSample(moment(text(started)), moment(text(completed))))
-                sizes[run_id] = int(size)
-        return runs, sizes
+        # A run gone since the index was read (retention) is not a sample.
+        return [RunSample(moment(text(s)), moment(text(c))) for s, c in replies if s and c]
 
-    def _steps(self, run_ids: Sequence[str]) -> list[StepSample]:
-        """The last attempt's claim-to-outcome time of every Succeeded or Failed step of the runs."""
-        with self.redis.pipeline(transaction=False) as pipe:
-            for run_id in run_ids:
-                pipe.hgetall(self.keys.run_steps(run_id))
-            listed = pipe.execute()
-        ran = [
-            (run_id, text(key))
-            for run_id, steps in zip(run_ids, listed, strict=True)
-            for key, status in steps.items()
-            if text(status) in _RAN
-        ]
-        with self.redis.pipeline(transaction=False) as pipe:
-            for run_id, key in ran:
-                pipe.hmget(self.keys.step(run_id, key), "started_at", "completed_at")
-            times = pipe.execute()
+    def _steps(self, run_ids: Sequence[str], budget: int) -> tuple[list[StepSample], bool]:
+        """The last attempt's claim-to-outcome time of every Succeeded or Failed step of the runs,
+        in order, stopping before the run that would pass ``budget`` step records (then False)."""
+        ran: list[tuple[str, str, dict[str, str]]] = []
+        complete = True
+        for start in range(0, len(run_ids), _STEP_BATCH):
+            batch = run_ids[start : start + _STEP_BATCH]
+            with self.redis.pipeline(transaction=False) as pipe:
+                for run_id in batch:
+                    pipe.hgetall(self.keys.run_steps(run_id))
+                listed = pipe.execute()
+            for run_id, found in zip(batch, listed, strict=True):
+                steps = split_steps(run_id, from_hash(found))
+                if len(steps) > budget:
+                    complete = False
+                    break
+                budget -= len(steps)
+                ran += [(run_id, key, fields) for key, fields in steps.items() if fields["status"] in _RAN]
+            if not complete:
+                break
+        # Runs stored with one hash per step (``legacy_steps``) hold the times there.
+        legacy = [(run_id, key, fields) for run_id, key, fields in ran if key in legacy_steps({key: fields})]
+        if legacy:
+            with self.redis.pipeline(transaction=False) as pipe:
+                for run_id, key, _ in legacy:
+                    pipe.hgetall(self.keys.legacy_step(run_id, key))
+                for (_, _, fields), found in zip(legacy, pipe.execute(), strict=True):
+                    fields.update({**from_hash(found), "status": fields["status"]})
         samples = []
-        for (_, key), (started, completed) in zip(ran, times, strict=True):
+        for _, key, fields in ran:
+            started, completed = fields.get("started_at"), fields.get("completed_at")
             if started and completed:
-                seconds = (moment(text(completed)) - moment(text(started))).total_seconds()
+                seconds = (moment(completed) - moment(started)).total_seconds()
                 samples.append(StepSample(key, max(0.0, seconds)))
-        return samples
+        return samples, complete

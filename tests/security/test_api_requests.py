@@ -100,7 +100,7 @@ def test_run_ids_that_are_not_uuids_answer_404_and_touch_no_key(start_web: Start
     redis, prefix = web.space.redis, web.space.settings.key_prefix
     with web.http() as http:
         run_id = _finished_run(web, http, "echo-flow")
-        step_hash = web.client.store.keys.step(run_id, "echo")
+        step_hash = web.client.store.keys.run_steps(run_id)
         keys_before, step_before = set(redis.keys(f"{prefix}*")), redis.hgetall(step_hash)
         # `<run>:step:echo` was the key of the run's step hash once the prefix `run:` was added.
         for bad in (*BAD_RUN_IDS, f"{run_id}:step:echo", f"{run_id}:events", f"{run_id}:"):
