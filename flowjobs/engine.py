@@ -14,7 +14,7 @@ import socket
 import time
 import traceback
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -34,7 +34,7 @@ from flowjobs.core.context import StepContext
 from flowjobs.core.errors import DataTooLarge, ExpressionError, FlowjobsError, HandlerNotFound
 from flowjobs.core.expressions import ExpressionScope, reads_trigger_body, referenced_steps, resolve_inputs
 from flowjobs.core.handlers import HandlerRegistry, StepResult
-from flowjobs.core.job_calls import JobCall, step_call, step_job_id
+from flowjobs.core.job_calls import JobBooks, JobCall, failure_text, step_call, step_job_id
 from flowjobs.core.limits import check_json_limits
 from flowjobs.core.manifest import (
     FlowManifest,
@@ -52,6 +52,7 @@ from flowjobs.deadline import step_deadline
 from flowjobs.instruments import instruments
 from flowjobs.leases import LeaseKeeper
 from flowjobs.runtime.base import JobRunner
+from flowjobs.runtime.current import job_books
 from flowjobs.store.run_store import RunStore
 from flowjobs.store.transitions import (
     AppliedPlan,
@@ -133,6 +134,8 @@ class Attempt:
     number: int
     job_id: str | None
     claim: Claim
+    books: JobBooks | None = None
+    """The runner's bookkeeping of the attempt's job, left to the scripts (``job_books``)."""
 
 
 @dataclass
@@ -182,7 +185,10 @@ class Engine:
             structlog.contextvars.bound_contextvars(run_id=run_id, job_id=job_id),
             tracing.run_span(run_id, job_id) as span,
         ):
-            started = self.store.runs.start_run(run_id, span.trace)
+            books = job_books(job_id)
+            started = self.store.runs.start_run(
+                run_id, span.trace, job=books.started() if books is not None else None
+            )
             if started is None:
                 log.warning("run.missing")
                 return None
@@ -227,6 +233,8 @@ class Engine:
                 return StepReport(StepOutcome.unknown)
             refs = self._references(manifest, step_key, step)
             loop_key, child = split_runtime_key(step_key)
+            # The runner's bookkeeping of this job (RQ's start and end of it), left to the scripts.
+            books = job_books(job_id)
             claim = self.store.runs.claim(
                 run_id,
                 step_key,
@@ -238,6 +246,7 @@ class Engine:
                 loop_item_field=f"{loop_key}.{loop_index(step_key)}" if child is not None else None,
                 with_trigger=self._reads_trigger_body(step),
                 scope=_scope(manifest, step_key),
+                job=books.started() if books is not None else None,
             )
             if isinstance(claim, Refused):
                 log.info("step.claim_refused", reason=claim.reason.value, detail=claim.detail)
@@ -245,7 +254,7 @@ class Engine:
             structlog.contextvars.bind_contextvars(flow_id=claim.run.get("flow_id"))
             tracing.step_claimed(claim.run, step.type)
             log.debug("step.started", step_type=step.type)
-            current = Attempt(run_id, step_key, step, attempt, job_id, claim)
+            current = Attempt(run_id, step_key, step, attempt, job_id, claim, books)
             try:
                 return self._execute(current, refs)
             except ColdShutdown:
@@ -457,6 +466,17 @@ class Engine:
             else None
         )
         ahead = self._plan_ahead(run_id, seen, step_key, outcome) if next_attempt is None else None
+        # A final outcome ends the attempt's job too (as ``flowjobs.jobs.run_step`` then ends it).
+        books = attempt.books if next_attempt is None else None
+        failed = outcome.status is StepStatus.Failed
+        ending = (
+            books.ended(
+                None if failed else outcome.output_json,
+                failure_text(outcome.error, outcome.traceback) if failed else None,
+            )
+            if books is not None
+            else None
+        )
         completed = self.store.runs.complete(
             run_id,
             step_key,
@@ -469,13 +489,16 @@ class Engine:
             then=ahead[0] if ahead else None,
             scope=seen.scope,
             timed_out=outcome.timed_out,
+            job=ending,
         )
         if not isinstance(completed, RunSnapshot):
             log.warning("step.completion_discarded", detail=str(completed))
             return StepReport(StepOutcome.discarded)
+        if books is not None and ending is not None:
+            books.ended_by_script()
         report = partial(
             StepReport,
-            failed=outcome.status is StepStatus.Failed,
+            failed=failed,
             output_json=outcome.output_json,
             error=outcome.error,
             traceback=outcome.traceback,
@@ -881,6 +904,13 @@ class Engine:
         the run is pinned to."""
         step = self.store.flows.load_manifest(run_fields["manifest_hash"]).step(step_key)
         return step_call(run_id, run_fields, step_key, attempt, step.timeout_seconds if step else None)
+
+    def preload_manifest(self, manifest_hash: str) -> None:
+        """Load a pinned manifest into this process's cache ahead of the step jobs that name it: a
+        forking worker's parent does, so that its work-horses inherit it instead of each reading
+        and parsing it again."""
+        with suppress(LookupError):
+            self.store.flows.load_manifest(manifest_hash)
 
     def manifest_of(self, run_id: str) -> FlowManifest | None:
         """The manifest a run is pinned to, or None if there is no such run."""

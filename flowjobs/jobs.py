@@ -7,20 +7,16 @@ or late, finds the current state and acts on it (or is refused by the claim).
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
 import rq
 
-from flowjobs.core.job_calls import JobFailed
+from flowjobs.core.job_calls import JobFailed, failure_text, job_result
 from flowjobs.core.outcomes import StepOutcome
 from flowjobs.runtime.current import running_job_id
 
 if TYPE_CHECKING:
     from flowjobs.engine import Engine
-
-#: Largest step output a step job returns as its RQ result (the run record keeps any size).
-MAX_RESULT_BYTES = 64 * 1024
 
 _engine: Engine | None = None
 
@@ -29,6 +25,11 @@ def install_engine(engine: Engine | None) -> None:
     """Make ``engine`` the one this process's jobs use (None: build from settings on first use)."""
     global _engine
     _engine = engine
+
+
+def installed_engine() -> Engine | None:
+    """The engine this process's jobs use, if one is installed or built already."""
+    return _engine
 
 
 def current_engine() -> Engine:
@@ -70,7 +71,7 @@ def run_step(run_id: str, step_key: str, attempt: int, manifest_hash: str | None
         run_id, step_key, int(attempt), job_id=current_job_id(), manifest_hash=manifest_hash
     )
     if report.failed:
-        raise JobFailed(f"{report.error}\n\n{report.traceback}" if report.traceback else str(report.error))
+        raise JobFailed(failure_text(report.error, report.traceback))
     job = rq.get_current_job()
     if report.error and job is not None:
         job.meta["flowjobs_note"] = report.error
@@ -78,13 +79,3 @@ def run_step(run_id: str, step_key: str, attempt: int, manifest_hash: str | None
     if report.outcome is StepOutcome.succeeded:
         return job_result(report.output_json)
     return str(report.outcome)
-
-
-def job_result(output_json: str | None) -> Any:
-    """A step's output as its job's result, or a note of its size when it is larger than
-    ``MAX_RESULT_BYTES`` (RQ keeps results in Redis; the run record keeps the whole output)."""
-    if output_json is None:
-        return None
-    if len(output_json) > MAX_RESULT_BYTES:
-        return {"flowjobs_note": f"output of {len(output_json)} bytes: see the run's step record"}
-    return json.loads(output_json)

@@ -10,25 +10,30 @@ from collections.abc import Callable
 from contextlib import suppress
 from types import FrameType
 from typing import Any
+from uuid import uuid4
 
 import structlog
 from redis import Redis
 from rq import Queue, SimpleWorker, Worker
 from rq.exceptions import StopRequested
+from rq.executions import Execution
 from rq.job import Job
+from rq.registry import StartedJobRegistry
 from rq.scheduler import RQScheduler
 from rq.scripts import release_lock
 from rq.serializers import JSONSerializer
-from rq.worker import BaseWorker
+from rq.worker import BaseWorker, WorkerStatus
 from structlog import _output as structlog_output
 
 from flowjobs.core.handlers import HandlerRegistry
 from flowjobs.duties import Duty, flow_duties, next_backoff
 from flowjobs.engine import COLD_SHUTDOWN_REASON, ColdShutdown, Engine
 from flowjobs.factory import engine_from_settings
-from flowjobs.jobs import install_engine
+from flowjobs.jobs import install_engine, installed_engine
 from flowjobs.leases import LeaseKeeper
 from flowjobs.metrics import serve_process_metrics
+from flowjobs.runtime.current import keeping_books
+from flowjobs.runtime.rq import RQJobBooks, is_flow_job, is_step_job
 from flowjobs.settings import Settings
 from flowjobs.store.base import REDIS_DOWN
 
@@ -38,6 +43,9 @@ log = structlog.get_logger("flowjobs.worker")
 DEFAULT_MAX_STEP_CRASHES = 3
 #: A work loop that ran this long before it ended starts its back-off over.
 _HEALTHY_LOOP_SECONDS = 60.0
+#: RQ's worker sends its heartbeat (``last_heartbeat``, the worker key's TTL of minutes) several
+#: times around every job; one with the same TTL sent less than this ago is not sent again.
+_HEARTBEAT_COALESCE_SECONDS = 1.0
 
 
 class FlowWorkerBase(BaseWorker):
@@ -59,6 +67,14 @@ class FlowWorkerBase(BaseWorker):
         # Serialises reviving RQ's scheduler (duty thread) with RQ's own start and stop of it.
         self._scheduler_lock = threading.Lock()
         self._looping = False
+        # The step job prepared last (its start and end are left to its scripts), and the one
+        # being performed in this process (its books are open to the engine).
+        self._books: RQJobBooks | None = None
+        self._keeping: RQJobBooks | None = None
+        # (monotonic time, TTL) of the last heartbeat sent; whether one in a pipeline of RQ's
+        # (its suspension check) may be left out too.
+        self._beat: tuple[float, int] | None = None
+        self._coalesce_in_pipelines = True
 
     def _set_connection(self, connection: Redis) -> Redis:
         """RQ's raise of the pool's socket timeout above its blocking dequeue (405 s), applied to the
@@ -160,16 +176,144 @@ class FlowWorkerBase(BaseWorker):
         for queue_name in self.queue_names():
             release_lock(self.connection, RQScheduler.get_locking_key(queue_name), self.scheduler.name)
 
+    # -- a step job's RQ bookkeeping, done by its claim and completion scripts (RQJobBooks) --------
+
+    def prepare_execution(self, job: Job) -> Execution:
+        """RQ's preparation of a job's execution; a step or trigger job's is written by its claim (the
+        trigger's: its start of the run), with the job's start (an unsaved ``Execution`` until then)."""
+        queue = next((queue for queue in self.queues if queue.name == job.origin), None)
+        if not is_flow_job(job) or queue is None:
+            self._books = None
+            return super().prepare_execution(job)
+        self.execution = Execution(uuid4().hex, job.id, self.connection, worker_name=self.name)
+        self._state = WorkerStatus.BUSY
+        self._books = RQJobBooks(
+            job,
+            self.execution,
+            queue,
+            worker_name=self.name,
+            worker_key=self.key,
+            worker_ttl=self.worker_ttl,
+            heartbeat_ttl=self.get_heartbeat_ttl(job),
+            default_result_ttl=self.default_result_ttl,
+        )
+        return self.execution
+
+    def perform_job(self, job: Job, queue: Queue) -> bool:
+        """RQ's execution of a job (in the work-horse, or in this process); a step job's books are
+        open to its scripts meanwhile."""
+        books = self._books
+        if books is None or books.job_id != job.id:
+            return bool(super().perform_job(job, queue))
+        self._keeping = books
+        try:
+            with keeping_books(books):
+                return bool(super().perform_job(job, queue))
+        finally:
+            self._keeping = None
+
+    def _kept(self, job: Job) -> RQJobBooks | None:
+        """The books of ``job`` while this process performs it; RQ's start of it written first if
+        its scripts did not write it (a job refused before its claim)."""
+        books = self._keeping
+        if books is None or books.job_id != job.id:
+            return None
+        self._write_start(books, job, remove_from_intermediate_queue=len(self.queues) == 1)
+        return books
+
+    def _write_start(self, books: RQJobBooks, job: Job, *, remove_from_intermediate_queue: bool) -> None:
+        """RQ's own writes of a step job's start, unless they are written already."""
+        if books.started_written:
+            return
+        books.started_written = True
+        books.execution = super().prepare_execution(job)
+        super().prepare_job_execution(job, remove_from_intermediate_queue)
+
+    def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
+        """RQ's bookkeeping before a job runs; a step job's claim writes it (and RQ's preparation of
+        its execution) when it runs in ``perform_job``."""
+        books = self._books
+        if books is None or books.job_id != job.id:
+            super().prepare_job_execution(job, remove_from_intermediate_queue)
+            return
+        if self._keeping is not books:
+            self._write_start(books, job, remove_from_intermediate_queue=remove_from_intermediate_queue)
+            return
+        self.current_job_working_time = 0
+        self.procline(f"Processing {job.func_name} from {job.origin} since {time.time()}")  # type: ignore[no-untyped-call]
+
+    def handle_execution_ended(self, job: Job, queue: Queue, heartbeat_ttl: int) -> None:
+        """RQ's bookkeeping when a job's function returns; a step job's completion wrote it."""
+        books = self._kept(job)
+        if books is None or not books.ended_written:
+            super().handle_execution_ended(job, queue, heartbeat_ttl)
+
+    def handle_job_success(self, job: Job, queue: Queue, started_job_registry: StartedJobRegistry) -> None:
+        """RQ's bookkeeping of a finished job; a step job's completion wrote it."""
+        books = self._kept(job)
+        if books is not None and books.ended_written:
+            self._ended_by_script()
+            return
+        super().handle_job_success(job, queue, started_job_registry)
+
+    def handle_job_failure(
+        self,
+        job: Job,
+        queue: Queue,
+        started_job_registry: StartedJobRegistry | None = None,
+        exc_string: str = "",
+    ) -> None:
+        """RQ's bookkeeping of a failed job; a step job's completion wrote it."""
+        books = self._kept(job)
+        if books is not None and books.ended_written:
+            self._ended_by_script()
+            return
+        super().handle_job_failure(job, queue, started_job_registry, exc_string)
+
+    def _ended_by_script(self) -> None:
+        """What RQ's handling of a job's end leaves in this process, after the completion script wrote
+        it to Redis: no execution, the worker idle, its heartbeat sent."""
+        self.execution = None
+        self._state = WorkerStatus.IDLE
+        self._beat = (time.monotonic(), self.worker_ttl + 60)
+
+    def set_state(self, state: str, pipeline: Any = None) -> None:
+        """RQ's worker state, written only when it changes (RQ sets idle twice between jobs)."""
+        if pipeline is None and state == self._state:
+            return
+        super().set_state(state, pipeline=pipeline)
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
+        """RQ's worker heartbeat in one round-trip, and not again within
+        ``_HEARTBEAT_COALESCE_SECONDS`` with the same TTL (RQ sends it four times around a job)."""
+        timeout = timeout or self.worker_ttl + 60
+        beat = self._beat
+        recent = beat is not None and time.monotonic() - beat[0] < _HEARTBEAT_COALESCE_SECONDS
+        fresh = recent and beat is not None and beat[1] == timeout
+        if pipeline is not None and not (fresh and self._coalesce_in_pipelines):
+            super().heartbeat(timeout, pipeline=pipeline)
+        elif pipeline is None and not fresh:
+            with self.connection.pipeline(transaction=False) as pipe:
+                super().heartbeat(timeout, pipeline=pipe)
+                pipe.execute()
+        else:
+            return
+        self._beat = (time.monotonic(), timeout)
+
     def maintain_heartbeats(self, job: Job) -> None:
         """RQ's heartbeats while a work-horse runs, plus the renewal of its job's claim lease.
 
         The parent process is never blocked by the handler, so the lease outlives a handler that
         holds the GIL. A Redis error is logged, not raised: RQ would leave the horse behind.
         """
+        # RQ reads the heartbeat's reply by its place in this pipeline: it is always sent here.
+        self._coalesce_in_pipelines = False
         try:
             super().maintain_heartbeats(job)
         except REDIS_DOWN as error:
             log.warning("worker.heartbeat_failed", worker=self.name, error=repr(error))
+        finally:
+            self._coalesce_in_pipelines = True
         lease = _job_lease(job)
         if self.leases is not None and lease is not None:
             self.leases.renew({lease[:2]: lease[2]})
@@ -230,7 +374,13 @@ class FlowWorker(FlowWorkerBase, Worker):
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         """RQ's execution in a work-horse; an attempt cut off by a cold shutdown (RQ has killed and
-        reaped the horse by then) is handed over for another worker to run at once."""
+        reaped the horse by then) is handed over for another worker to run at once. A step's
+        manifest is loaded here first, for every work-horse to inherit."""
+        engine = self.engine or installed_engine()
+        manifest_hash = job.args[3] if is_step_job(job) and len(job.args) > 3 else None
+        if engine is not None and isinstance(manifest_hash, str):
+            with suppress(*REDIS_DOWN):
+                engine.preload_manifest(manifest_hash)
         try:
             super().execute_job(job, queue)
         except ColdShutdown:

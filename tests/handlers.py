@@ -16,6 +16,9 @@ from typing import Any
 
 from opentelemetry import trace
 from redis import Redis
+from rq.job import Job
+from rq.registry import StartedJobRegistry
+from rq.serializers import JSONSerializer
 
 from flowjobs import StepContext, StepResult, StepStatus, handler
 
@@ -50,6 +53,19 @@ def noop(ctx: StepContext, inputs: dict[str, Any]) -> None:
 def echo(ctx: StepContext, inputs: dict[str, Any]) -> dict[str, Any]:
     """Returns its inputs, the step key and the attempt."""
     return {"inputs": inputs, "step": ctx.step_key, "attempt": ctx.attempt}
+
+
+@handler("OwnJob")
+def own_job(ctx: StepContext, inputs: dict[str, Any]) -> dict[str, Any]:
+    """What RQ says of the job running this step, while it runs."""
+    job = Job.fetch(ctx.job_id or "", connection=_redis(), serializer=JSONSerializer)
+    started = StartedJobRegistry(job.origin, connection=_redis())
+    return {
+        "status": job.get_status(),
+        "worker": job.worker_name,
+        "started_registry": job.id in started.get_job_ids(),
+        "started_at": job.started_at is not None,
+    }
 
 
 @handler("Record")

@@ -8,12 +8,13 @@ the calls name.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 from flowjobs.core.urls import run_ui_path
@@ -28,6 +29,11 @@ TRACE_FIELDS = ("traceparent", "tracestate")
 class JobFailed(Exception):
     """Raised by a job function to end its job as failed (RQ's failed registry, this message as the
     job's exception info) after it recorded everything itself: the job system must not retry it."""
+
+
+def failure_text(error: str | None, traceback: str | None) -> str:
+    """What a failed step attempt's job says as its failure: the reason, then the handler's traceback."""
+    return f"{error}\n\n{traceback}" if traceback else str(error)
 
 
 class JobState(StrEnum):
@@ -66,6 +72,39 @@ class JobCall:
     keep_failed: bool = False
     """Keep the job while it is Failed until it is deleted or requeued (Hangfire's rule for
     application jobs), instead of the runner's window for finished jobs."""
+
+
+@dataclass(frozen=True)
+class JobWrites:
+    """A job system's own bookkeeping of the job that executes a transition (started, finished or
+    failed), done by that transition's script in the same call (``flowjobs/lua/rq_jobs.lua``)."""
+
+    keys: tuple[str, ...]
+    """Every key the bookkeeping touches, in the order the script reads them (declared in its KEYS)."""
+    args: Mapping[str, Any]
+    """JSON-able arguments of the bookkeeping (its keys go beside them as ``books_keys``)."""
+
+
+class JobBooks(Protocol):
+    """The bookkeeping a job system leaves to the scripts of the job it is executing now (an RQ
+    worker's step job): what the claim writes as the job's start, and what a completion that
+    ends the step writes as the job's end."""
+
+    job_id: str
+
+    def started(self) -> JobWrites | None:
+        """Writes of the job's start, the job system then writing none itself; None once written."""
+        ...
+
+    def ended(self, output_json: str | None, failure: str | None) -> JobWrites | None:
+        """Writes of the job's end: succeeded with the step's output, or failed (``failure``: the
+        job's exception info, ``failure_text``); call ``ended_by_script`` once the script has done
+        them. None: the job system ends this job itself."""
+        ...
+
+    def ended_by_script(self) -> None:
+        """The completion script did the writes of ``ended``: the job system writes none itself."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -170,3 +209,17 @@ def step_call(
         },
         timeout_seconds=timeout_seconds,
     )
+
+
+#: Largest step output a step job returns as its job result (the run record keeps any size).
+MAX_RESULT_BYTES = 64 * 1024
+
+
+def job_result(output_json: str | None) -> Any:
+    """A step's output as its job's result, or a note of its size when it is larger than
+    ``MAX_RESULT_BYTES`` (RQ keeps results in Redis; the run record keeps the whole output)."""
+    if output_json is None:
+        return None
+    if len(output_json) > MAX_RESULT_BYTES:
+        return {"flowjobs_note": f"output of {len(output_json)} bytes: see the run's step record"}
+    return json.loads(output_json)

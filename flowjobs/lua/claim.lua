@@ -5,10 +5,12 @@
 --   of the referenced steps), loop_items_key, loop_item_field (`<loop>.<index>`, or null),
 --   with_trigger, scope (common.lua: what the snapshot for planning the continuation reads).
 -- Writes started_at (and first_started_at, once) in epoch ms.
+-- Optional job_started: the job system's writes of the job's start (rq_jobs.lua), done first.
 -- Reply: {'ok', {{status, output_json, error_message} per ref, in order},
 --   {first_started_at, loop item JSON or false}, state (common.lua)}
 --   | {'run_not_running', run status or 'missing'} | {'stale', '<status>#<attempt>'}.
 local a = script_args()
+rq_job_started(a.job_started)
 local run_status = redis.call('HGET', a.run_key, 'status')
 if not STEP.claim.run[run_status] then return {'run_not_running', run_status or 'missing'} end
 -- One read and one write of the steps hash in the common case: every scan of a large listpack

@@ -156,7 +156,7 @@ local function bump_version(a)
 end
 
 local function run_commands(commands)
-  -- RQ's own enqueue commands for a job, recorded in Python (flowjobs/runtime/rq.py), passed as
+  -- RQ's enqueue commands for a job, built in Python (flowjobs/runtime/rq.py), passed as
   -- {at = binary-safe ARGV slices {offset, count}, command_keys = the keys they touch (in KEYS)}.
   if not commands then return end
   for _, c in ipairs(commands.at) do redis.call(unpack(ARGV, c[1], c[1] + c[2] - 1)) end

@@ -8,6 +8,8 @@
 --   park {signals_key, name, expires_at} (WaitForSignal), plan (a continuation with its version),
 --   scope and loop_items_key (common.lua: the state read back when the plan is not applied),
 --   timed_out (the handler ran past the step's timeout: counted, common.lua count_attempt).
+--   job_ended (optional): the job system's writes of the job's end (rq_jobs.lua), done once the
+--   outcome is recorded.
 --   ARGV[2..]: the plan's job commands.
 -- Reply: {'ok', state (common.lua), false}
 --   | {'ok', false, apply_continuation's reply} (the plan was applied)
@@ -87,6 +89,7 @@ else
   if a.status == 'Failed' then kind = 'step.failed' end
   push_event(a, kind, a.step_key, ok(a.error))
 end
+rq_job_ended(a.job_ended)
 -- A continuation planned from the claim-time snapshot is applied only if nothing that can change
 -- the plan happened since (same version): one round-trip for the common case.
 if a.plan and version == a.plan.version then

@@ -4,9 +4,11 @@
 -- ARGV[1] (JSON): the run fields (common.lua), and steps_key, loops_key, loop_items_key,
 --   flow_key (the run's flow record), and trace: the run span's W3C fields (traceparent,
 --   tracestate), stored on the run as it starts (absent when tracing is off).
+--   Optional job_started: the job system's writes of the trigger job's start (rq_jobs.lua), done first.
 -- Reply: {status before, state (common.lua) of the whole run after the move}, or false if there is
 --   no such run.
 local a = script_args()
+rq_job_started(a.job_started)
 local before = redis.call('HGET', a.run_key, 'status')
 if not before then return false end
 if RUN.refuse_start.from[before] and redis.call('HGET', a.flow_key, 'is_enabled') == '0' then

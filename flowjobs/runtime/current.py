@@ -1,4 +1,5 @@
-"""The job a runner is executing in this context, for runners that are not RQ (RQ tracks its own)."""
+"""The job a runner is executing in this context: its id for runners that are not RQ (RQ tracks its
+own), and the bookkeeping a runner leaves to the scripts of the job (``JobBooks``)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
+from flowjobs.core.job_calls import JobBooks
+
 _job_id: ContextVar[str | None] = ContextVar("flowjobs_job_id", default=None)
+_books: ContextVar[JobBooks | None] = ContextVar("flowjobs_job_books", default=None)
 
 
 @contextmanager
@@ -22,3 +26,19 @@ def running_job(job_id: str) -> Iterator[None]:
 def running_job_id() -> str | None:
     """Id of the job a runner marked as executing here (``running_job``), if any."""
     return _job_id.get()
+
+
+@contextmanager
+def keeping_books(books: JobBooks) -> Iterator[None]:
+    """Leave the bookkeeping of the executing job to its scripts while the block runs."""
+    token = _books.set(books)
+    try:
+        yield
+    finally:
+        _books.reset(token)
+
+
+def job_books(job_id: str | None) -> JobBooks | None:
+    """The bookkeeping the runner leaves to the scripts of job ``job_id``, if it does."""
+    books = _books.get()
+    return books if books is not None and job_id is not None and books.job_id == job_id else None

@@ -3,7 +3,10 @@ short window after they finish."""
 
 from __future__ import annotations
 
+import json
 import math
+import zlib
+from base64 import b64encode
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -12,17 +15,27 @@ from redis import Redis
 from redis.client import Pipeline
 from redis.exceptions import WatchError
 from rq import Queue
+from rq.defaults import DEFAULT_FAILURE_TTL
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
-from rq.executions import ExecutionRegistry
+from rq.executions import Execution, ExecutionRegistry
 from rq.job import Callback, Job, JobStatus, Retry
 from rq.results import Result
 from rq.serializers import JSONSerializer
-from rq.utils import utcparse
+from rq.utils import now, utcformat, utcparse
 from rq.worker import BaseWorker
 
 from flowjobs.core.clock import utcnow
 from flowjobs.core.errors import JobNotFound
-from flowjobs.core.job_calls import JobCall, JobState, StoredJobs
+from flowjobs.core.job_calls import (
+    RUN_STEP,
+    RUN_TRIGGER,
+    JobCall,
+    JobFailed,
+    JobState,
+    JobWrites,
+    StoredJobs,
+    job_result,
+)
 from flowjobs.runtime.base import RecurringJobStore
 
 _STATES = {
@@ -189,6 +202,41 @@ class RQJobRunner:
         return ids
 
     def enqueue_commands(self, calls: Sequence[JobCall]) -> list[list[list[bytes]]] | None:
+        """RQ's enqueue of each call as the commands RQ sends: for a call without retries or
+        callbacks (every step attempt's), the queue's entry in RQ's set of queues, the job hash with
+        the fields RQ's ``Job.to_dict`` gives such a job, and its push on the queue, built directly;
+        for any other, RQ's own enqueue recorded on a pipeline that is never sent."""
+        if not all(_plain(call) for call in calls):
+            return self._recorded_enqueue(calls)
+        queue = self.queue
+        queue_key, queues_key = queue.key.encode(), queue.redis_queues_keys.encode()
+        moment = utcformat(now()).encode()
+        return [
+            [
+                [b"SADD", queues_key, queue_key],
+                [b"HSET", Job.key_for(call.job_id).encode(), *self._job_fields(call, moment)],
+                [b"RPUSH", queue_key, call.job_id.encode()],
+            ]
+            for call in calls
+        ]
+
+    def _job_fields(self, call: JobCall, moment: bytes) -> list[bytes]:
+        """The fields of a queued job's hash for a call without retries or callbacks, as RQ's
+        ``Job.to_dict`` writes them (``moment``: its creation and enqueue time, RQ's format)."""
+        timeout = call.timeout_seconds or self.default_timeout_seconds
+        data = json.dumps([call.func, None, list(call.args), dict(call.kwargs)]).encode()
+        keep = str(self.keep_seconds).encode()
+        fields = [b"created_at", moment, b"data", zlib.compress(data)]
+        for empty in _EMPTY_JOB_FIELDS:
+            fields += [empty, b""]
+        fields += [b"origin", self.queue.name.encode(), b"description", call.description.encode()]
+        fields += [b"enqueued_at", moment, b"timeout", str(math.ceil(timeout)).encode()]
+        fields += [b"result_ttl", keep, b"failure_ttl", keep, b"status", JobStatus.QUEUED.value.encode()]
+        if call.meta:
+            fields += [b"meta", json.dumps(call.meta).encode()]
+        return fields
+
+    def _recorded_enqueue(self, calls: Sequence[JobCall]) -> list[list[list[bytes]]]:
         """RQ's own enqueue of each call, recorded on a pipeline that is never sent."""
         encoder = self.redis.get_encoder()
         recorded: list[list[list[bytes]]] = []
@@ -285,12 +333,25 @@ class RQJobRunner:
         """Cancel a waiting job: off its queue or the scheduled registry, into RQ's canceled registry
         (rq-dashboard lists it there); False if it is missing or no longer waiting."""
         job = self._fetch(job_id)
-        if job is None or job.get_status(refresh=False) not in (JobStatus.QUEUED, JobStatus.SCHEDULED):
+        if job is None:
             return False
-        if job.get_status(refresh=False) == JobStatus.SCHEDULED:
-            self.queue.scheduled_job_registry.remove(job)
-        job.cancel()
-        return True
+        with self.redis.pipeline() as pipe:
+            while True:
+                try:
+                    # Watched: a worker that starts the job meanwhile is not cancelled under, and RQ's
+                    # cancel does not read the execution of a job that started since it was fetched.
+                    pipe.watch(job.key)  # type: ignore[no-untyped-call]
+                    status = job.get_status(refresh=True)
+                    if status not in (JobStatus.QUEUED, JobStatus.SCHEDULED):
+                        return False
+                    pipe.multi()
+                    if status == JobStatus.SCHEDULED:
+                        self.queue.scheduled_job_registry.remove(job, pipeline=pipe)
+                    job.cancel(pipeline=pipe)
+                    pipe.execute()
+                    return True
+                except WatchError:
+                    continue
 
     def requeue(self, job_id: str) -> bool:
         """Requeue a failed job, or re-push a job whose id is no longer in any queue."""
@@ -353,6 +414,181 @@ class RQJobRunner:
         pipeline.delete(queue.intermediate_queue.get_first_seen_key(job_id))
         if taken.entries:
             pipeline.zrem(queue.started_job_registry.key, *taken.entries)
+
+
+#: Fields RQ's ``Job.to_dict`` writes empty for a job that has not run and has no callbacks.
+_EMPTY_JOB_FIELDS = (
+    b"success_callback_name",
+    b"failure_callback_name",
+    b"stopped_callback_name",
+    b"started_at",
+    b"ended_at",
+    b"last_heartbeat",
+    b"worker_name",
+    b"group_id",
+)
+
+
+def _plain(call: JobCall) -> bool:
+    """Whether RQ's job of the call has no retries and no callbacks (``RQJobRunner._job``)."""
+    return not call.retry_delays and not call.keep_failed
+
+
+def is_step_job(job: Job) -> bool:
+    """Whether an RQ job runs a flow step (``flowjobs.jobs.run_step``)."""
+    return job.func_name == RUN_STEP
+
+
+def is_flow_job(job: Job) -> bool:
+    """Whether an RQ job runs a flow step or a run's trigger: its scripts can write its start."""
+    return job.func_name in (RUN_STEP, RUN_TRIGGER)
+
+
+@dataclass(frozen=True)
+class QueueRegistries:
+    """The keys of a queue's intermediate list and of its started, finished and failed registries."""
+
+    intermediate: str
+    started: str
+    finished: str
+    failed: str
+
+
+_REGISTRIES: dict[str, QueueRegistries] = {}
+
+
+def queue_registries(queue: Queue) -> QueueRegistries:
+    """The registry keys of ``queue``, as RQ names them (built once per queue name)."""
+    known = _REGISTRIES.get(queue.name)
+    if known is None:
+        known = _REGISTRIES[queue.name] = QueueRegistries(
+            queue.intermediate_queue_key,
+            queue.started_job_registry.key,
+            queue.finished_job_registry.key,
+            queue.failed_job_registry.key,
+        )
+    return known
+
+
+class RQJobBooks:
+    """RQ's bookkeeping of one step job, left by flowjobs' worker to the step's claim (the job's
+    start) and to the completion that ends the step (its end): ``flowjobs/lua/rq_jobs.lua`` writes
+    the keys and fields RQ's worker would (the job hash, its execution, the started, finished and
+    failed registries, the results stream, the worker hash and its counters), so RQ and
+    rq-dashboard read the job as RQ leaves it, one round-trip each instead of several.
+
+    The worker writes whatever the scripts did not (``started_written``, ``ended_written``): a job
+    refused before its claim, or one that ends with a retry, goes RQ's own way from there.
+    """
+
+    def __init__(
+        self,
+        job: Job,
+        execution: Execution,
+        queue: Queue,
+        *,
+        worker_name: str,
+        worker_key: str,
+        worker_ttl: int,
+        heartbeat_ttl: int,
+        default_result_ttl: int,
+    ) -> None:
+        self.job = job
+        self.job_id = str(job.id)
+        self.execution = execution
+        self.registries = queue_registries(queue)
+        self.worker_name = worker_name
+        self.worker_key = worker_key
+        self.worker_ttl = worker_ttl
+        self.heartbeat_ttl = heartbeat_ttl
+        self.default_result_ttl = default_result_ttl
+        self.started_written = False
+        self.ended_written = False
+        self._started_at: datetime | None = None
+
+    def _keys(self) -> tuple[str, ...]:
+        """The keys both ends touch, in ``rq_jobs.lua``'s order."""
+        return (
+            self.job.key,
+            self.execution.key,
+            ExecutionRegistry.key_template.format(self.job_id),
+            self.registries.started,
+            self.worker_key,
+        )
+
+    def started(self) -> JobWrites | None:
+        """``prepare_execution`` and ``prepare_job_execution``: the execution and its registries,
+        the job started on this worker, the worker busy with it, the job off the intermediate list;
+        None when the worker wrote them itself."""
+        if self.started_written:
+            return None
+        moment = now()
+        job, formatted = self.job, utcformat(moment)
+        job.worker_name, job.last_heartbeat, job.started_at = self.worker_name, moment, moment
+        job._status = JobStatus.STARTED
+        self._started_at = moment
+        self.started_written = True
+        stamp = moment.timestamp()
+        return JobWrites(
+            keys=(*self._keys(), self.registries.intermediate),
+            args={
+                "job_id": self.job_id,
+                "execution_id": self.execution.id,
+                "worker_name": self.worker_name,
+                "now": formatted,
+                "ts": repr(stamp),
+                "ttl": self.heartbeat_ttl,
+                "expires": int(stamp) + self.heartbeat_ttl,
+            },
+        )
+
+    def ended(self, output_json: str | None, failure: str | None) -> JobWrites | None:
+        """``handle_job_success`` (the step's output as the job's result) or ``handle_job_failure``
+        (``failure`` as its exception info, raised as ``JobFailed``); None when RQ would delete the
+        job at once (a result TTL of 0), which RQ's own path does."""
+        job, started = self.job, self._started_at
+        kept = job.get_result_ttl(self.default_result_ttl) if failure is None else job.failure_ttl
+        ttl = DEFAULT_FAILURE_TTL if kept is None else kept
+        if started is None or ttl == 0:
+            return None
+        moment = now()
+        stamp = moment.timestamp()
+        fields = ["worker_name", self.worker_name, "execution_id", self.execution.id]
+        fields += ["execution_started_at", repr(started.timestamp()), "execution_ended_at", repr(stamp)]
+        if failure is None:
+            status, registry, counter = JobStatus.FINISHED, self.registries.finished, "successful"
+            score: int | str = "+inf" if ttl == -1 else int(stamp) + ttl
+            value = job_result(output_json)
+            fields = ["type", str(Result.Type.SUCCESSFUL.value), *fields]
+            if value is not None:
+                fields += ["return_value", b64encode(json.dumps(value).encode()).decode()]
+        else:
+            status, registry, counter = JobStatus.FAILED, self.registries.failed, "failed"
+            score = ttl if ttl < 0 else int(stamp) + ttl
+            exc_string = f"{JobFailed.__module__}.{JobFailed.__name__}: {failure}"
+            fields = ["type", str(Result.Type.FAILED.value), *fields]
+            fields += ["exc_string", b64encode(zlib.compress(exc_string.encode())).decode()]
+        job.ended_at = moment
+        job._status = status
+        return JobWrites(
+            keys=(*self._keys(), Result.get_key(self.job_id), registry),  # type: ignore[no-untyped-call]
+            args={
+                "job_id": self.job_id,
+                "execution_id": self.execution.id,
+                "status": status.value,
+                "now": utcformat(moment),
+                "result": fields,
+                "score": score,
+                "ttl": ttl,
+                "counter": f"{counter}_job_count",
+                "working_time": repr((moment - started).total_seconds()),
+                "worker_ttl": self.worker_ttl + 60,
+            },
+        )
+
+    def ended_by_script(self) -> None:
+        """The completion script wrote the job's end."""
+        self.ended_written = True
 
 
 def failed_after_delete(job: Job, connection: Redis, *exc_info: object) -> None:

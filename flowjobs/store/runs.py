@@ -14,7 +14,7 @@ from typing import Any
 from uuid import UUID
 
 from flowjobs.core.clock import epoch_ms, epoch_score, iso, utcnow
-from flowjobs.core.job_calls import plain_step_job_id
+from flowjobs.core.job_calls import JobWrites, plain_step_job_id
 from flowjobs.core.keys import step_member
 from flowjobs.core.records import EventType, FlowRunRecord
 from flowjobs.core.statuses import RunStatus, StepStatus
@@ -107,11 +107,12 @@ class RunWrites(StorePart):
         return self.scripts.create_run(new, self.context.replica_wait)
 
     def start_run(
-        self, run_id: UUID | str, trace: Mapping[str, str] | None = None
+        self, run_id: UUID | str, trace: Mapping[str, str] | None = None, job: JobWrites | None = None
     ) -> tuple[RunStatus, RunSnapshot] | None:
         """Move a Pending run to Running (once), or to Cancelled if its flow was disabled since it
         was triggered. ``trace`` (the run span's ``traceparent``/``tracestate``) is stored on the run
-        as it starts, in the same script.
+        as it starts, in the same script. ``job``: the job system's writes of the trigger job's
+        start, done first.
 
         Returns the status it had before and the run's snapshot after; None if there is no such run.
         """
@@ -122,6 +123,7 @@ class RunWrites(StorePart):
         args["flow_key"] = self.keys.flow(self.context.run_flow(run_id).flow_id)
         if trace:
             args["trace"] = dict(trace)
+        _put_job_books(args, "job_started", job)
         started = self.scripts.start_run(args)
         if started is not None:
             self.context.note_run_flow(run_id, started[1].run)
@@ -202,13 +204,15 @@ class RunWrites(StorePart):
         loop_item_field: str | None = None,
         with_trigger: bool = True,
         scope: StateScope | None = None,
+        job: JobWrites | None = None,
     ) -> Claim | Refused[ClaimRefusal]:
         """Claim the attempt for this worker with a lease; refused when it is not the current one.
 
         Reads, in the same script, the run's fields (without the trigger data unless
         ``with_trigger``), the referenced steps and, for a ForEach child, its iteration's item
         (``loop_item_field`` is ``<loop>.<index>``), and the snapshot of ``scope`` (None: the
-        whole run) to plan the continuation ahead.
+        whole run) to plan the continuation ahead. ``job``: the job system's writes of the job's
+        start, done first whatever the claim's outcome.
         """
         args = self._step_args(run_id, step_key, attempt)
         args.update(
@@ -223,6 +227,7 @@ class RunWrites(StorePart):
                 "scope": scope_arg(scope),
             }
         )
+        _put_job_books(args, "job_started", job)
         claim = self.scripts.claim(args, refs, scope)
         if isinstance(claim, Claim):
             self.context.note_run_flow(run_id, claim.run)
@@ -269,6 +274,7 @@ class RunWrites(StorePart):
         then: Continuation | None = None,
         scope: StateScope | None = None,
         timed_out: bool = False,
+        job: JobWrites | None = None,
     ) -> RunSnapshot | Refused[FenceRefusal] | Signalled:
         """Record the attempt's outcome if it is still the current, running one.
 
@@ -278,7 +284,8 @@ class RunWrites(StorePart):
         payload comes back as ``Signalled`` instead. With ``then``, a continuation planned at
         ``then.version`` is applied in the same script if no plan-changing write happened since
         (``RunSnapshot.applied``); otherwise the snapshot of ``scope`` (None: the whole run)
-        comes back, read right after the outcome.
+        comes back, read right after the outcome. ``job``: the job system's writes of the job's
+        end, done when the outcome is recorded.
         """
         args = self._step_args(run_id, step_key, attempt, flow=True)
         args.update(
@@ -314,6 +321,7 @@ class RunWrites(StorePart):
         argv: list[bytes] = []
         if then is not None:
             args["plan"], argv = self._continuation_args(run_id, then)
+        _put_job_books(args, "job_ended", job)
         return self.scripts.complete(args, argv, scope)
 
     def expand_loop(
@@ -531,3 +539,10 @@ def scope_arg(scope: StateScope | None) -> dict[str, Any] | None:
         outcome = f"{scope.loop}.{scope.index}.outcome" if scope.index is not None else None
         loop = {"key": scope.loop, "outcome_field": outcome}
     return {"keys": list(scope.keys), "loop": loop}
+
+
+def _put_job_books(args: dict[str, Any], name: str, job: JobWrites | None) -> None:
+    """Put a job system's writes in a script's arguments as ``name`` (``rq_jobs.lua``), their keys
+    as ``books_keys`` (declared in KEYS like every key field)."""
+    if job is not None:
+        args[name] = {**job.args, "books_keys": list(job.keys)}

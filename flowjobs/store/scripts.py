@@ -114,6 +114,7 @@ KEY_FIELDS = frozenset(
         "job_keys",
         "index_keys",
         "registry_keys",
+        "books_keys",
     }
 )
 
@@ -130,14 +131,15 @@ def check_keys() -> bool:
 def script_source(name: str, checked: bool = False) -> str:
     """A script's Lua, after the generated prelude (``lua_prelude``: the key check when
     ``checked``, the transitions, the record codes, ``script_args``, then the metric constants)
-    and the shared helpers of ``common.lua``. ``purge_runs`` stands alone: it gets the key check
-    and ``script_args`` only."""
+    and the shared helpers of ``common.lua`` and ``rq_jobs.lua``. ``purge_runs`` stands alone: it
+    gets the key check and ``script_args`` only."""
     lua = files("flowjobs") / "lua"
     check = key_check_prelude() if checked else ""
     if name == "purge_runs":
         return check + key_args_prelude() + (lua / f"{name}.lua").read_text()
     prelude = check + lua_prelude() + key_args_prelude() + metric_constants()
-    return prelude + (lua / "common.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
+    shared = (lua / "common.lua").read_text() + "\n" + (lua / "rq_jobs.lua").read_text()
+    return prelude + shared + "\n" + (lua / f"{name}.lua").read_text()
 
 
 @cache
@@ -318,7 +320,10 @@ class Scripts:
         return decode_claim(self._call("claim", args), refs, scope)
 
     def complete(
-        self, args: Mapping[str, Any], argv: Sequence[bytes], scope: StateScope | None
+        self,
+        args: Mapping[str, Any],
+        argv: Sequence[bytes],
+        scope: StateScope | None,
     ) -> RunSnapshot | Refused[FenceRefusal] | Signalled:
         """``complete.lua``."""
         return decode_complete(self._call("complete", args, argv), scope)

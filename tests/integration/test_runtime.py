@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 from rq.job import Job
+from rq.serializers import JSONSerializer
 
 from flowjobs.core.job_calls import JobCall, JobState
 from flowjobs.runtime.inprocess import InProcessRunner
@@ -46,10 +48,37 @@ def test_rq_runner_states_follow_the_job(space: Space) -> None:
         assert runner.delete(later) and runner.state(later) is JobState.Deleted
         assert not runner.delete("never-enqueued") and not runner.requeue("never-enqueued")
         commands = runner.enqueue_commands([_call(space, "recorded")])
+        assert commands is not None and [c[0] for c in commands[0]] == [b"SADD", b"HSET", b"RPUSH"]
+        assert runner.state(f"{space.token}-recorded") is JobState.Deleted, "building sends nothing"
+        retried = replace(_call(space, "retried"), retry_delays=(1,))
+        commands = runner.enqueue_commands([retried])
         assert commands is not None and [c[0] for c in commands[0]] == [b"SADD", b"HSET", b"HSET", b"RPUSH"]
-        assert runner.state(f"{space.token}-recorded") is JobState.Deleted, "recording sends nothing"
+        assert runner.state(f"{space.token}-retried") is JobState.Deleted, "recording sends nothing"
     finally:
         space.redis.delete(*[f"rq:job:{j}" for j in job_ids], *[f"rq:results:{j}" for j in job_ids])
+
+
+def test_built_enqueue_commands_queue_the_job_rq_would(space: Space) -> None:
+    runner = space.runner(rq_job_ttl_seconds=3600, job_timeout_seconds=7)
+    call = replace(_call(space, "built", timeout_seconds=2.5), args=("r", "s", 1, None), meta={"n": "é"})
+    by_rq = runner.enqueue(replace(call, job_id=f"{space.token}-by-rq"))
+    (commands,) = runner.enqueue_commands([call]) or [[]]
+    try:
+        with space.redis.pipeline(transaction=True) as pipe:
+            for command in commands:
+                pipe.execute_command(*command)
+            pipe.execute()
+        ours, theirs = (space.redis.hgetall(f"rq:job:{job_id}") for job_id in (call.job_id, by_rq))
+        for stamp in (b"created_at", b"enqueued_at"):
+            assert ours.pop(stamp) and theirs.pop(stamp)
+        assert ours == theirs
+        assert space.redis.lrange(runner.queue.key, 0, -1) == [by_rq.encode(), call.job_id.encode()]
+        job = Job.fetch(call.job_id, connection=space.redis, serializer=JSONSerializer)
+        assert (job.func_name, job.args, job.meta) == (call.func, ["r", "s", 1, None], {"n": "é"})
+        assert job.timeout == 3
+    finally:
+        runner.queue.empty()
+        space.redis.delete(f"rq:job:{call.job_id}", f"rq:job:{by_rq}")
 
 
 def test_rq_job_timeouts_round_up_to_whole_seconds_on_every_path(space: Space) -> None:
