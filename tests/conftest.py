@@ -15,7 +15,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -258,7 +258,13 @@ class Space:
             install_engine(None)
 
     def stop_processes(self) -> None:
+        """Stop every process this space started, then kill what is left in their process groups:
+        a worker SIGKILLed by a test (KillHorse under ``--simple``) leaves RQ's scheduler process,
+        forked by it, alive in its group."""
         stop_processes(self.processes)
+        for proc in self.processes:
+            with suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # ``start`` made each one its group's leader
 
     def cleanup(self) -> None:
         """Delete the RQ job hashes of this space's jobs, then every key carrying its token."""
