@@ -287,7 +287,8 @@ class RunWrites(StorePart):
         comes back, read right after the outcome. ``job``: the job system's writes of the job's
         end, done when the outcome is recorded.
         """
-        args = self._step_args(run_id, step_key, attempt, flow=True)
+        # The run's status moves only in the continuation (``plan``), which carries the indexes.
+        args = self._step_args(run_id, step_key, attempt, flow=True, moves_status=False)
         args.update(
             {
                 "status": status.value,
@@ -426,11 +427,22 @@ class RunWrites(StorePart):
         return [text(member) for member in self.redis.zrange(self.keys.derived_runs(run_id), 0, -1)]
 
     def _step_args(
-        self, run_id: UUID | str, step_key: str, attempt: int, *, flow: bool = False
+        self,
+        run_id: UUID | str,
+        step_key: str,
+        attempt: int,
+        *,
+        flow: bool = False,
+        moves_status: bool = True,
     ) -> dict[str, Any]:
         """The JSON fields of every script that moves one attempt of one step; with ``flow``, of
-        one that may move the run's status or count its metrics too (``StoreContext.flow_args``)."""
-        args = self.context.flow_args(run_id) if flow else self.context.run_args(run_id)
+        one that counts the run's metrics and, with ``moves_status``, may move its status too
+        (``StoreContext.flow_args``)."""
+        args = (
+            self.context.flow_args(run_id, moves_status=moves_status)
+            if flow
+            else self.context.run_args(run_id)
+        )
         args.update(
             {
                 "step_key": step_key,
