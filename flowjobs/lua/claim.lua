@@ -27,9 +27,9 @@ local refs = a.refs or {}
 for _, r in ipairs(refs) do
   for _, name in ipairs(STORED_STEP_FIELDS) do fields[#fields + 1] = step_field(r, name) end
 end
-local scoped = scope and #scope.keys > 0
-if scoped then
+if scope then
   for _, key in ipairs(scope.keys) do fields[#fields + 1] = key end
+  fields[#fields + 1] = STEPS_VERSION
 end
 local values = redis.call('HMGET', a.steps_key, unpack(fields))
 local step = {unpack(values, 1, 5)}
@@ -57,12 +57,13 @@ for i = 1, #refs do
   at = at + #STORED_STEP_FIELDS
 end
 local known = {run = run}
-if scoped then
+if scope then
   -- The statuses as they are after this claim's write.
   known.scope_values = {}
   for i, key in ipairs(scope.keys) do
     known.scope_values[i] = key == a.step_key and STEP.claim.target or values[at + i]
   end
+  known.version = values[at + #scope.keys + 1]
 end
 local extra = {tostring(first_started), false}
 if ok(a.loop_item_field) then extra[2] = redis.call('HGET', a.loop_items_key, a.loop_item_field) end

@@ -143,16 +143,19 @@ local function job_of(a, step_key, attempt, stored)
 end
 
 local function step_statuses(a)
-  -- {step key, status, ...} of every step of the run: the steps hash without the record fields.
+  -- {step key, status, ...} of every step of the run: the steps hash without the record fields;
+  -- and the plan version it holds (STEPS_VERSION), or nil.
   local all = redis.call('HGETALL', a.steps_key)
-  local statuses = {}
+  local statuses, version = {}, nil
   for i = 1, #all, 2 do
     if not string.find(all[i], STEP_FIELD_SEPARATOR, 1, true) then
       statuses[#statuses + 1] = all[i]
       statuses[#statuses + 1] = all[i + 1]
+    elseif all[i] == STEPS_VERSION then
+      version = all[i + 1]
     end
   end
-  return statuses
+  return statuses, version
 end
 
 local function move_run_status(a, to_status)
@@ -177,16 +180,35 @@ end
 
 local function ok(value) if value == nil or value == cjson.null then return nil end return value end
 
--- Whether this call raised the run's steps_version already: once per call is enough, since a plan
--- is compared with it only between calls (a script is atomic).
+-- The plan version: counts changes that can alter a plan (new records, final statuses), so
+-- continuations planned from an older snapshot are not applied (see complete.lua). It is the steps
+-- hash's STEPS_VERSION field (written with the step writes that raise it); a run from before it
+-- holds it as the run hash's steps_version, read where the field is absent.
+local function version_of(in_steps, in_run)
+  return tonumber(in_steps or in_run or '0')
+end
+
+local function read_version(a)
+  local in_steps = redis.call('HGET', a.steps_key, STEPS_VERSION)
+  return version_of(in_steps, not in_steps and redis.call('HGET', a.run_key, 'steps_version'))
+end
+
+-- Whether this call raised the version already: once per call is enough, since a plan is compared
+-- with it only between calls (a script is atomic).
 local VERSION_BUMPED = false
 
-local function bump_version(a)
-  -- Counts changes that can alter a plan (new records, final statuses): continuations planned
-  -- from an older snapshot are not applied (see complete.lua).
+local function bump_version(a, current, writes)
+  -- current: the version as this call read it (nil: read now); writes: a flat {field, value...}
+  -- list the caller writes to a.steps_key later (nil: written now).
   if VERSION_BUMPED then return end
-  redis.call('HINCRBY', a.run_key, 'steps_version', 1)
   VERSION_BUMPED = true
+  local pair = {STEPS_VERSION, (current or read_version(a)) + 1}
+  if writes then
+    writes[#writes + 1] = pair[1]
+    writes[#writes + 1] = pair[2]
+  else
+    redis.call('HSET', a.steps_key, unpack(pair))
+  end
 end
 
 local function run_commands(commands)
@@ -224,21 +246,26 @@ local function read_state(a, scope, with_trigger, known)
   -- loop (scope null), or the scope's steps and its one loop's counters, so planning one ForEach
   -- iteration costs the same whatever the loop's size. Reply: see "state" above. `known` (optional):
   -- what the caller read already, as it is now: {run = run_hash's list, scope_values = the
-  -- statuses of scope.keys, in order}.
-  local statuses, loops, final = {}, {}, 0
+  -- statuses of scope.keys, in order, version = the steps hash's STEPS_VERSION with them}.
+  local statuses, loops, final, version = {}, {}, 0, nil
   known = known or {}
   scope = ok(scope)
   if not scope then
-    statuses = step_statuses(a)
+    statuses, version = step_statuses(a)
     loops = redis.call('HGETALL', a.loops_key)
   else
-    if #scope.keys > 0 then
-      local values = known.scope_values or redis.call('HMGET', a.steps_key, unpack(scope.keys))
-      for i, key in ipairs(scope.keys) do
-        if values[i] then
-          statuses[#statuses + 1] = key
-          statuses[#statuses + 1] = values[i]
-        end
+    local values = known.scope_values
+    if not values then
+      local fields = {unpack(scope.keys)}
+      fields[#fields + 1] = STEPS_VERSION
+      values = redis.call('HMGET', a.steps_key, unpack(fields))
+      known.version = values[#fields]
+    end
+    version = known.version
+    for i, key in ipairs(scope.keys) do
+      if values[i] then
+        statuses[#statuses + 1] = key
+        statuses[#statuses + 1] = values[i]
       end
     end
     local loop = ok(scope.loop)
@@ -254,7 +281,18 @@ local function read_state(a, scope, with_trigger, known)
       if ok(loop.outcome_field) then final = redis.call('HEXISTS', a.loop_items_key, loop.outcome_field) end
     end
   end
-  return {statuses, known.run or run_hash(a, with_trigger), loops, final}
+  local run = known.run or run_hash(a, with_trigger)
+  if version then
+    -- The snapshot's version (RunSnapshot.version), where the run hash kept it before.
+    for i = 1, #run, 2 do
+      if run[i] == 'steps_version' then run[i + 1] = version version = nil break end
+    end
+    if version then
+      run[#run + 1] = 'steps_version'
+      run[#run + 1] = version
+    end
+  end
+  return {statuses, run, loops, final}
 end
 
 local function advance_loops(a)
@@ -366,7 +404,8 @@ local function apply_continuation(a, known)
   -- without one has no record fields either (retry_step's reset clears them with the status).
   -- `known` (optional; complete.lua): what the caller read in this call, as it is now: {run_status,
   -- cancelled, statuses = {step key = its status or false, for every step of a.dispatch}, writes =
-  -- a flat {field, value...} list for a.steps_key, written with the dispatched steps' records}.
+  -- a flat {field, value...} list for a.steps_key, written with the dispatched steps' records,
+  -- version = the plan version}.
   -- Returns {dispatched step keys, closed status or false, run status}.
   known = known or {}
   local run_status = known.run_status
@@ -429,6 +468,7 @@ local function apply_continuation(a, known)
       dispatched[#dispatched + 1] = d.step_key
     end
   end
+  if #dispatched > 0 or changed then bump_version(a, known.version, writes) end
   flush()
 
   local closed = false
@@ -448,6 +488,5 @@ local function apply_continuation(a, known)
       closed = a.close.status
     end
   end
-  if #dispatched > 0 or changed then bump_version(a) end
   return {dispatched, closed, closed or run_status}
 end

@@ -29,6 +29,7 @@ local fields = {}
 for _, name in ipairs({'status', 'attempt', 'lease_until_ms', 'started_at', 'job_id'}) do
   fields[#fields + 1] = step_field(a.step_key, name)
 end
+fields[#fields + 1] = STEPS_VERSION
 for _, d in ipairs(plan and plan.dispatch or {}) do fields[#fields + 1] = d.step_key end
 local values = redis.call('HMGET', a.steps_key, unpack(fields))
 local step = {unpack(values, 1, 5)}
@@ -42,7 +43,7 @@ end
 -- A work-horse that died under its attempt is the step's doing: counted apart, against a small limit.
 if a.crashed then redis.call('HINCRBY', a.steps_key, step_field(a.step_key, 'crashed_attempts'), 1) end
 local run = redis.call('HMGET', a.run_key, 'steps_version', 'status', 'cancel_requested', 'events_trimmed')
-local version = tonumber(run[1] or '0')
+local version = version_of(values[6], run[1])
 local run_status = run[2]
 local cancelled = run[3] == '1'
 note_events_trimmed(a, run[4])
@@ -71,7 +72,9 @@ if signal and n then
 end
 count_attempt(a, a.status, step[4], n and n.event == 'step.retried')
 redis.call('ZREM', a.leases_key, a.member)
--- The step record changes with one HDEL and one HSET (the HSET goes with the plan's dispatches).
+-- The step record changes with one HDEL and one HSET (the HSET goes with the plan's dispatches and
+-- the version).
+local writes = {}
 local drop = {'lease_until_ms', 'worker'}
 local set = {{'input_json', ok(a.input_json)}}
 if n then
@@ -105,13 +108,12 @@ else
   for _, pair in ipairs({{'output_json', ok(a.output_json)}, {'error_message', ok(a.error)}}) do
     if pair[2] then set[#set + 1] = pair else drop[#drop + 1] = pair[1] end
   end
-  bump_version(a)
+  bump_version(a, version, writes)
   local kind = 'step.completed'
   if a.status == 'Failed' then kind = 'step.failed' end
   push_event(a, kind, a.step_key, ok(a.error))
 end
 step_del(a, a.step_key, unpack(drop))
-local writes = {}
 for _, pair in ipairs(set) do
   if pair[2] ~= nil then
     writes[#writes + 1] = step_field(a.step_key, pair[1])
@@ -123,10 +125,10 @@ rq_job_ended(a.job_ended)
 -- the plan happened since (same version): one round-trip for the common case.
 if plan and version == plan.version then
   local statuses = {}
-  for i, d in ipairs(plan.dispatch or {}) do statuses[d.step_key] = values[5 + i] end
+  for i, d in ipairs(plan.dispatch or {}) do statuses[d.step_key] = values[6 + i] end
   -- Applied: the caller needs nothing else back.
   return {'ok', false, apply_continuation(plan,
-    {run_status = run_status, cancelled = cancelled, statuses = statuses, writes = writes})}
+    {run_status = run_status, cancelled = cancelled, statuses = statuses, writes = writes, version = version})}
 end
 redis.call('HSET', a.steps_key, unpack(writes))
 return {'ok', read_state(a, a.scope, false), false}

@@ -48,6 +48,11 @@ STEP_FIELD_CODES = {
     "crashed_attempts": "C",
 }
 _STEP_FIELD_NAMES = {code: name for name, code in STEP_FIELD_CODES.items()}
+#: The steps hash's one field that is no step's (no step key is empty): the run's plan version,
+#: raised by every write that can change a plan (``common.lua``, bump_version), so the step writes
+#: that raise it carry it in the same HSET. Runs before it kept ``steps_version`` in the run hash,
+#: still read where this field is absent.
+STEPS_VERSION_FIELD = STEP_FIELD_SEPARATOR + "v"
 
 #: Event types as the events list stores them (``Keys.events``); entries written before hold the
 #: type itself, which still reads.
@@ -131,6 +136,8 @@ def split_steps(run_id: UUID | str, flat: Mapping[str, str]) -> dict[str, dict[s
     steps: dict[str, dict[str, str]] = {}
     for field, value in flat.items():
         step_key, separated, code = field.partition(STEP_FIELD_SEPARATOR)
+        if not step_key:  # STEPS_VERSION_FIELD
+            continue
         steps.setdefault(step_key, {})["status" if not separated else _STEP_FIELD_NAMES[code]] = value
     for step_key, fields in steps.items():
         with_job(run_id, step_key, fields)

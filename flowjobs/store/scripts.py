@@ -37,6 +37,7 @@ from flowjobs.store.codec import (
     RUN_HASH_FIELDS,
     STEP_FIELD_CODES,
     STEP_FIELD_SEPARATOR,
+    STEPS_VERSION_FIELD,
     STORED_STEP_FIELDS,
     from_pairs,
     moment,
@@ -253,6 +254,7 @@ def lua_prelude() -> str:
     records = [
         f"local STEP_FIELD = {{{codes}}}",
         f"local STEP_FIELD_SEPARATOR = {_lua_string(STEP_FIELD_SEPARATOR)}",
+        f"local STEPS_VERSION = {_lua_string(STEPS_VERSION_FIELD)}",
         f"local EVENT_CODE = {{{events}}}",
         f"local STEP_JOB_ID = {{{job_id_parts}}}",
         f"local RUN_FIELDS = {{{', '.join(_lua_string(name) for name in RUN_HASH_FIELDS)}}}",
