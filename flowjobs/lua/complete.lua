@@ -5,7 +5,8 @@
 --   error (each null when absent), jobs_key; optional: next {attempt, job_id, due_ms, event,
 --   message}, lease_expired_before_ms (recovery: the lease must not have been renewed since),
 --   crashed (the attempt's work-horse died under it, the worker alive: counted in crashed_attempts),
---   park {signals_key, name, expires_at} (WaitForSignal), plan (a continuation with its version),
+--   park {signals_key, name, expires_at} (WaitForSignal), plan (a continuation with its version;
+--   with the status indexes only when it closes the run),
 --   scope and loop_items_key (common.lua: the state read back when the plan is not applied),
 --   timed_out (the handler ran past the step's timeout: counted, common.lua count_attempt).
 --   job_ended (optional): the job system's writes of the job's end (rq_jobs.lua), done once the
@@ -122,8 +123,10 @@ for _, pair in ipairs(set) do
 end
 rq_job_ended(a.job_ended)
 -- A continuation planned from the claim-time snapshot is applied only if nothing that can change
--- the plan happened since (same version): one round-trip for the common case.
-if plan and version == plan.version then
+-- the plan happened since (same version): one round-trip for the common case. One that does not
+-- close the run comes without the status indexes (RunWrites._continuation_args), and a cancelled
+-- run's continuation closes it: that one is planned again from the state read back (apply_plan).
+if plan and version == plan.version and (plan.status_keys or not cancelled) then
   local statuses = {}
   for i, d in ipairs(plan.dispatch or {}) do statuses[d.step_key] = values[6 + i] end
   -- Applied: the caller needs nothing else back.

@@ -138,12 +138,14 @@ class RunWrites(StorePart):
         return self.scripts.apply_plan(args, argv, continuation.scope)
 
     def _continuation_args(
-        self, run_id: UUID | str, plan: Continuation
+        self, run_id: UUID | str, plan: Continuation, *, ahead: bool = False
     ) -> tuple[dict[str, Any], list[bytes]]:
-        """The JSON argument of a continuation, and the flattened job commands it points into."""
+        """The JSON argument of a continuation, and the flattened job commands it points into.
+        ``ahead``: planned ahead for ``complete``, which applies it only if it cannot close the run
+        without saying so (``close``), so it goes without the status indexes otherwise."""
         now = utcnow()
         argv: list[bytes] = []
-        args = self.context.flow_args(run_id)
+        args = self.context.flow_args(run_id, moves_status=not ahead or plan.close is not None)
         args.update(
             {
                 "steps_key": self.keys.run_steps(run_id),
@@ -321,7 +323,7 @@ class RunWrites(StorePart):
             }
         argv: list[bytes] = []
         if then is not None:
-            args["plan"], argv = self._continuation_args(run_id, then)
+            args["plan"], argv = self._continuation_args(run_id, then, ahead=True)
         _put_job_books(args, "job_ended", job)
         return self.scripts.complete(args, argv, scope)
 
