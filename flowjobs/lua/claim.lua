@@ -17,12 +17,12 @@ rq_job_started(a.job_started)
 local run = run_hash(a, a.with_trigger)
 local run_status = run_field(run, 'status')
 if not STEP.claim.run[run_status] then return {'run_not_running', run_status or 'missing'} end
-note_events_trimmed(a, run_field(run, 'events_trimmed'))
 local scope = ok(a.scope)
 local fields = {}
 for _, name in ipairs({'status', 'attempt', 'job_id', 'completed_at', 'first_started_at'}) do
   fields[#fields + 1] = step_field(a.step_key, name)
 end
+fields[#fields + 1] = EVENTS_TRIMMED
 local refs = a.refs or {}
 for _, r in ipairs(refs) do
   for _, name in ipairs(STORED_STEP_FIELDS) do fields[#fields + 1] = step_field(r, name) end
@@ -35,6 +35,7 @@ local values = redis.call('HMGET', a.steps_key, unpack(fields))
 local step = {unpack(values, 1, 5)}
 local stale = fenced_out(step, STEP.claim, a.attempt)
 if stale then return stale end
+note_events_trimmed(a, values[6])
 local first_started = step[5] or a.now_ms
 local writes = {{'status', STEP.claim.target}, {'started_at', a.now_ms}, {'lease_until_ms', a.lease_until_ms},
   {'worker', a.worker}, {'first_started_at', not step[5] and a.now_ms or nil}}
@@ -51,7 +52,7 @@ redis.call('ZADD', a.leases_key, a.lease_until_ms, a.member)
 redis.call('ZREM', a.pending_key, a.member)
 push_event(a, 'step.started', a.step_key, 'attempt ' .. a.attempt)
 local views = {}
-local at = 5
+local at = 6
 for i = 1, #refs do
   views[i] = {unpack(values, at + 1, at + #STORED_STEP_FIELDS)}
   at = at + #STORED_STEP_FIELDS

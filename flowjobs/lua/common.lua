@@ -5,7 +5,7 @@
 -- jobs also take RQ's enqueue commands as binary-safe ARGV[2..] slices (see run_commands). A
 -- "hash" in a reply is HGETALL's flat {field, value, ...} list. Field groups the script headers
 -- refer to:
---   run fields (StoreContext.run_args): run_id, run_key, events_key, events_channel,
+--   run fields (StoreContext.run_args): run_id, run_key, events_key, steps_key, events_channel,
 --     deadlines_key, now (ISO time: run hash and signal records), now_ms (the same time in epoch
 --     ms: step records, attempts and events), max_events (events kept per run), metrics_key (the
 --     metric counters, see below); and, from StoreContext.flow_args, flow_label (the metric label:
@@ -32,12 +32,12 @@
 -- flowjobs/store/scripts.py generates from flowjobs/core/transitions.py and puts before this file:
 -- a fence tests the rule its script performs (STEP.claim.from[status]) instead of spelling statuses.
 
--- Events trimmed from the head of each run's events list this call (events_key -> count): the run
--- hash's events_trimmed, read once (note_events_trimmed when the caller read the run hash already).
-local EVENTS_TRIMMED = {}
+-- Events trimmed from the head of each run's events list this call (events_key -> count): the steps
+-- hash's EVENTS_TRIMMED, read once (note_events_trimmed when the caller read it with the records).
+local TRIMMED_SO_FAR = {}
 
 local function note_events_trimmed(a, value)
-  EVENTS_TRIMMED[a.events_key] = tonumber(value or '0') or 0
+  TRIMMED_SO_FAR[a.events_key] = tonumber(value or '0') or 0
 end
 
 local function event_sequence(raw, previous)
@@ -50,17 +50,17 @@ end
 local function push_event(a, kind, step_key, message)
   -- a: the run fields. Appends `|<now_ms>|<type code>|<step key>[|<message>]` (keys.py, Keys.events;
   -- EVENT_CODE; `%` and `|` of the step key percent-encoded) and keeps the last max_events entries.
-  -- The sequence is not written: it is the entry's position after the run hash's events_trimmed
+  -- The sequence is not written: it is the entry's position after the steps hash's EVENTS_TRIMMED
   -- (entries dropped from the head so far), so no read of the list is needed to append.
   local key = step_key and (step_key:gsub('%%', '%%25'):gsub('|', '%%7C')) or ''
   local ms = string.format('%d', a.now_ms)
   local tail = '|' .. key
   if message then tail = tail .. '|' .. message end
   local length = redis.call('RPUSH', a.events_key, '|' .. ms .. '|' .. (EVENT_CODE[kind] or kind) .. tail)
-  local trimmed = EVENTS_TRIMMED[a.events_key]
+  local trimmed = TRIMMED_SO_FAR[a.events_key]
   if trimmed == nil then
-    note_events_trimmed(a, redis.call('HGET', a.run_key, 'events_trimmed'))
-    trimmed = EVENTS_TRIMMED[a.events_key]
+    note_events_trimmed(a, redis.call('HGET', a.steps_key, EVENTS_TRIMMED))
+    trimmed = TRIMMED_SO_FAR[a.events_key]
   end
   if length > a.max_events then
     local excess = length - a.max_events
@@ -68,8 +68,8 @@ local function push_event(a, kind, step_key, message)
       trimmed = event_sequence(raw, trimmed)
     end
     redis.call('LTRIM', a.events_key, excess, -1)
-    redis.call('HSET', a.run_key, 'events_trimmed', trimmed)
-    EVENTS_TRIMMED[a.events_key] = trimmed
+    redis.call('HSET', a.steps_key, EVENTS_TRIMMED, trimmed)
+    TRIMMED_SO_FAR[a.events_key] = trimmed
     length = a.max_events
   end
   -- Live views (the flows UI's server-sent events) follow runs here: `<run_id>|<sequence>|...`, with

@@ -8,7 +8,8 @@
 --   park {signals_key, name, expires_at} (WaitForSignal), plan (a continuation with its version;
 --   with the status indexes only when it closes the run),
 --   scope and loop_items_key (common.lua: the state read back when the plan is not applied),
---   timed_out (the handler ran past the step's timeout: counted, common.lua count_attempt).
+--   timed_out (the handler ran past the step's timeout: counted, common.lua count_attempt), seen
+--   {version, status, cancelled} (the run as the attempt's claim read it).
 --   job_ended (optional): the job system's writes of the job's end (rq_jobs.lua), done once the
 --   outcome is recorded.
 --   ARGV[2..]: the plan's job commands.
@@ -25,12 +26,14 @@
 local a = script_args()
 local plan = ok(a.plan)
 -- One read of the steps hash: the step's record and, with a plan, the statuses of the steps it
--- dispatches (its ledger, then checked without a write of its own); one of the run hash.
+-- dispatches (its ledger, then checked without a write of its own); the run hash only if the plan
+-- version moved since the claim (see `seen`).
 local fields = {}
 for _, name in ipairs({'status', 'attempt', 'lease_until_ms', 'started_at', 'job_id'}) do
   fields[#fields + 1] = step_field(a.step_key, name)
 end
 fields[#fields + 1] = STEPS_VERSION
+fields[#fields + 1] = EVENTS_TRIMMED
 for _, d in ipairs(plan and plan.dispatch or {}) do fields[#fields + 1] = d.step_key end
 local values = redis.call('HMGET', a.steps_key, unpack(fields))
 local step = {unpack(values, 1, 5)}
@@ -43,11 +46,18 @@ if a.lease_expired_before_ms then
 end
 -- A work-horse that died under its attempt is the step's doing: counted apart, against a small limit.
 if a.crashed then redis.call('HINCRBY', a.steps_key, step_field(a.step_key, 'crashed_attempts'), 1) end
-local run = redis.call('HMGET', a.run_key, 'steps_version', 'status', 'cancel_requested', 'events_trimmed')
-local version = version_of(values[6], run[1])
-local run_status = run[2]
-local cancelled = run[3] == '1'
-note_events_trimmed(a, run[4])
+note_events_trimmed(a, values[7])
+-- Every write of the run's status or cancel_requested while a step runs raises the plan version
+-- (cancel_run, end_run and retry_step skip or reset steps; a run closes only once every step is
+-- final): at the version the claim read, they are as the claim read them.
+local version, run_status, cancelled
+local seen = ok(a.seen)
+if values[6] and seen and version_of(values[6]) == seen.version then
+  version, run_status, cancelled = seen.version, seen.status, seen.cancelled
+else
+  local run = redis.call('HMGET', a.run_key, 'steps_version', 'status', 'cancel_requested')
+  version, run_status, cancelled = version_of(values[6], run[1]), run[2], run[3] == '1'
+end
 local signal = nil
 if a.park then
   -- WaitForSignal: a signal delivered before the step parks is consumed instead of parking.
@@ -128,7 +138,7 @@ rq_job_ended(a.job_ended)
 -- run's continuation closes it: that one is planned again from the state read back (apply_plan).
 if plan and version == plan.version and (plan.status_keys or not cancelled) then
   local statuses = {}
-  for i, d in ipairs(plan.dispatch or {}) do statuses[d.step_key] = values[6 + i] end
+  for i, d in ipairs(plan.dispatch or {}) do statuses[d.step_key] = values[7 + i] end
   -- Applied: the caller needs nothing else back.
   return {'ok', false, apply_continuation(plan,
     {run_status = run_status, cancelled = cancelled, statuses = statuses, writes = writes, version = version})}

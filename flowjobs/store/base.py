@@ -71,6 +71,7 @@ class StoreContext:
             "run_id": str(run_id),
             "run_key": self.keys.run(run_id),
             "events_key": self.keys.events(run_id),
+            "steps_key": self.keys.run_steps(run_id),
             "events_channel": self.keys.events_channel(),
             "deadlines_key": self.keys.deadlines(),
             "now": iso(now),

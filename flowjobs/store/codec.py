@@ -53,6 +53,9 @@ _STEP_FIELD_NAMES = {code: name for name, code in STEP_FIELD_CODES.items()}
 #: that raise it carry it in the same HSET. Runs before it kept ``steps_version`` in the run hash,
 #: still read where this field is absent.
 STEPS_VERSION_FIELD = STEP_FIELD_SEPARATOR + "v"
+#: The steps hash's other field of no step: how many entries were trimmed from the head of the run's
+#: events list so far (``decode_events``), read with the step records the scripts read anyway.
+EVENTS_TRIMMED_FIELD = STEP_FIELD_SEPARATOR + "e"
 
 #: Event types as the events list stores them (``Keys.events``); entries written before hold the
 #: type itself, which still reads.
@@ -89,9 +92,9 @@ KEY_POSITIONS = {
 }  # fmt: skip
 
 
-#: Run hash fields besides the record's: the index score, the plan version and the number of events
-#: trimmed from the head of the run's events list (``decode_events``), and a reopened deadline's start.
-_RUN_EXTRA_FIELDS = ("started_score", "steps_version", "events_trimmed", "deadline_from")
+#: Run hash fields besides the record's: the index score, the plan version (runs before
+#: ``STEPS_VERSION_FIELD``) and a reopened deadline's start.
+_RUN_EXTRA_FIELDS = ("started_score", "steps_version", "deadline_from")
 #: Every field a run hash can hold but the trigger data (it can be megabytes): what the scripts read
 #: with one HMGET for a snapshot (``RUN_FIELDS`` in Lua, generated from this).
 RUN_HASH_FIELDS = (
@@ -136,7 +139,7 @@ def split_steps(run_id: UUID | str, flat: Mapping[str, str]) -> dict[str, dict[s
     steps: dict[str, dict[str, str]] = {}
     for field, value in flat.items():
         step_key, separated, code = field.partition(STEP_FIELD_SEPARATOR)
-        if not step_key:  # STEPS_VERSION_FIELD
+        if not step_key:  # STEPS_VERSION_FIELD, EVENTS_TRIMMED_FIELD
             continue
         steps.setdefault(step_key, {})["status" if not separated else _STEP_FIELD_NAMES[code]] = value
     for step_key, fields in steps.items():
@@ -220,7 +223,7 @@ def decode_event(run_id: UUID | str, raw: str, previous: int = 0) -> RunEvent:
 
 
 def decode_events(run_id: UUID | str, entries: Sequence[str], trimmed: int) -> list[RunEvent]:
-    """A run's events list, oldest first; ``trimmed``: the run hash's ``events_trimmed`` (entries
+    """A run's events list, oldest first; ``trimmed``: the steps hash's ``EVENTS_TRIMMED_FIELD`` (entries
     dropped from the head so far), the sequence before the first entry's."""
     events: list[RunEvent] = []
     previous = trimmed

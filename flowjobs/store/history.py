@@ -11,6 +11,7 @@ from flowjobs.core.records import FlowRunRecord, FlowStepRecord, RunEvent
 from flowjobs.core.statuses import RunStatus
 from flowjobs.store.base import StorePart
 from flowjobs.store.codec import (
+    EVENTS_TRIMMED_FIELD,
     STORED_STEP_FIELDS,
     decode_events,
     decode_run,
@@ -154,7 +155,7 @@ class History(StorePart):
     def events(self, run_id: UUID | str) -> list[RunEvent]:
         """The run's event history, oldest first: its last ``max_run_events`` events."""
         with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hget(self.keys.run(run_id), "events_trimmed")
+            pipe.hget(self.keys.run_steps(run_id), EVENTS_TRIMMED_FIELD)
             pipe.lrange(self.keys.events(run_id), 0, -1)
             trimmed, entries = pipe.execute()
         return decode_events(run_id, [text(raw) for raw in entries], int(trimmed or 0))

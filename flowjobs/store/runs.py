@@ -275,6 +275,7 @@ class RunWrites(StorePart):
         park: Park | None = None,
         then: Continuation | None = None,
         scope: StateScope | None = None,
+        seen: RunSnapshot | None = None,
         timed_out: bool = False,
         job: JobWrites | None = None,
     ) -> RunSnapshot | Refused[FenceRefusal] | Signalled:
@@ -286,8 +287,10 @@ class RunWrites(StorePart):
         payload comes back as ``Signalled`` instead. With ``then``, a continuation planned at
         ``then.version`` is applied in the same script if no plan-changing write happened since
         (``RunSnapshot.applied``); otherwise the snapshot of ``scope`` (None: the whole run)
-        comes back, read right after the outcome. ``job``: the job system's writes of the job's
-        end, done when the outcome is recorded.
+        comes back, read right after the outcome. ``seen``: the snapshot the attempt's claim read;
+        while the run's plan version is still its, the script takes the run's status and
+        cancellation from it instead of reading the run hash. ``job``: the job system's writes of
+        the job's end, done when the outcome is recorded.
         """
         # The run's status moves only in the continuation (``plan``), which carries the indexes.
         args = self._step_args(run_id, step_key, attempt, flow=True, moves_status=False)
@@ -308,6 +311,12 @@ class RunWrites(StorePart):
                 "due_ms": epoch_ms(next_attempt.due),
                 "event": next_attempt.event,
                 "message": next_attempt.message,
+            }
+        if seen is not None and "status" in seen.run:
+            args["seen"] = {
+                "version": seen.version,
+                "status": seen.run["status"],
+                "cancelled": seen.run.get("cancel_requested") == "1",
             }
         if timed_out:
             args["timed_out"] = True

@@ -33,6 +33,7 @@ from flowjobs.core.statuses import RunStatus, StepStatus
 from flowjobs.core.transitions import ACTIVE, FINAL, REASONS, RUN_RULES, STEP_RULES, Rule
 from flowjobs.store.codec import (
     EVENT_CODES,
+    EVENTS_TRIMMED_FIELD,
     KEY_POSITIONS,
     RUN_HASH_FIELDS,
     STEP_FIELD_CODES,
@@ -255,6 +256,7 @@ def lua_prelude() -> str:
         f"local STEP_FIELD = {{{codes}}}",
         f"local STEP_FIELD_SEPARATOR = {_lua_string(STEP_FIELD_SEPARATOR)}",
         f"local STEPS_VERSION = {_lua_string(STEPS_VERSION_FIELD)}",
+        f"local EVENTS_TRIMMED = {_lua_string(EVENTS_TRIMMED_FIELD)}",
         f"local EVENT_CODE = {{{events}}}",
         f"local STEP_JOB_ID = {{{job_id_parts}}}",
         f"local RUN_FIELDS = {{{', '.join(_lua_string(name) for name in RUN_HASH_FIELDS)}}}",

@@ -273,7 +273,8 @@ def test_a_plan_ahead_on_a_run_cancelled_meanwhile_is_planned_again_and_closes_i
     cancelled = store.runs.cancel_run(run_id, "stop")
     assert not isinstance(cancelled, Refused) and not cancelled.closed  # "a" still runs
     plan = Continuation(dispatch=[StepDispatch("b", "Echo", 1, "job-b-1")], version=seen.version)
-    done = store.runs.complete(run_id, "a", 1, status=StepStatus.Succeeded, then=plan)
+    # ``seen`` (the claim's run: Running, not cancelled) is not trusted: the cancel raised the version.
+    done = store.runs.complete(run_id, "a", 1, status=StepStatus.Succeeded, then=plan, seen=seen)
     assert isinstance(done, RunSnapshot) and done.applied is None
     assert done.statuses == {"a": StepStatus.Succeeded}
     again = Continuation(dispatch=[StepDispatch("b", "Echo", 1, "job-b-1")], version=done.version)
