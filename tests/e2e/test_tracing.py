@@ -29,6 +29,7 @@ from rq.serializers import JSONSerializer
 
 from flowjobs import RunStatus
 from flowjobs.core.registry import FlowRegistry
+from flowjobs.recovery import recover
 from flowjobs.tracing import ATTEMPT, FLOW_ID, FLOW_NAME, JOB_ID, QUEUE_WAIT_MS, RUN_ID, STEP_KEY
 from tests.conftest import ROOT, Space, free_port, wait_until
 
@@ -319,3 +320,22 @@ def test_a_tracer_provider_installed_before_is_kept() -> None:
         check=True,
     )
     assert probe.stdout.split() == ["False", "True"], probe.stderr
+
+
+def test_a_trigger_job_queued_again_by_recovery_keeps_the_callers_trace(
+    space: Space, collector: Collector, flows: FlowRegistry
+) -> None:
+    client = space.client(flows)
+    caller = f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"
+    handle = client.trigger("traced-failure", headers={"traceparent": caller})
+    # The trigger job vanishes before any worker takes it (a failover, a flushed queue).
+    space.redis.delete(f"rq:job:{handle.background_job_id}")
+    space.redis.lrem(f"rq:queue:{space.settings.queue}", 0, str(handle.background_job_id))
+    assert recover(space.engine(), grace_seconds=0) == 1
+    start_traced_worker(space, collector, "simple", simple=True)
+    assert handle.wait(timeout=60).status is RunStatus.Failed
+
+    spans = by_name(collector.trace(CALLER_TRACE, 2))
+    root = spans["flowjobs.run traced-failure"]
+    assert root.parent_id == CALLER_SPAN
+    assert spans["flowjobs.step explode"].parent_id == root.span_id
