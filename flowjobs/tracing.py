@@ -32,6 +32,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from flowjobs.core.job_calls import TRACE_FIELDS
 from flowjobs.core.manifest import split_runtime_key
 from flowjobs.core.outcomes import StepReport
+from flowjobs.runtime.current import running_job_meta
 
 log = structlog.get_logger("flowjobs.tracing")
 
@@ -174,8 +175,9 @@ def handler_raised(error: BaseException) -> None:
 
 
 def _job_parent(job: rq.job.Job | None) -> Context | None:
-    """The trace context an RQ job carries in its meta (None without one: a new trace)."""
-    meta: dict[str, Any] = job.meta if job is not None else {}
+    """The trace context the job carries in its meta: the RQ job's, else the in-process runner's
+    (None without one: a new trace)."""
+    meta: Mapping[str, Any] = job.meta if job is not None else running_job_meta()
     if TRACE_FIELDS[0] not in meta:
         return None
     return _propagator.extract({name: str(meta[name]) for name in TRACE_FIELDS if name in meta})

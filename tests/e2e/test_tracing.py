@@ -6,6 +6,7 @@ the parent of every step span, a caller's ``traceparent`` its parent."""
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import subprocess
 import sys
@@ -339,3 +340,52 @@ def test_a_trigger_job_queued_again_by_recovery_keeps_the_callers_trace(
     root = spans["flowjobs.run traced-failure"]
     assert root.parent_id == CALLER_SPAN
     assert spans["flowjobs.step explode"].parent_id == root.span_id
+
+
+HOST_PROBE = """
+import json, sys
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from redis import Redis
+from flowjobs.core.registry import FlowRegistry
+from flowjobs.testing import FlowTestHost
+import tests.handlers  # the Traced and Noop handlers
+
+exporter = InMemorySpanExporter()
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(exporter))
+trace.set_tracer_provider(provider)
+flows = FlowRegistry()
+flows.load_dir(sys.argv[2])
+with FlowTestHost(Redis.from_url(sys.argv[1]), flows) as host:
+    run = host.trigger("traced-diamond", headers={"traceparent": sys.argv[3]})
+spans = [
+    {"name": s.name, "trace": f"{s.context.trace_id:032x}", "id": f"{s.context.span_id:016x}",
+     "parent": f"{s.parent.span_id:016x}" if s.parent else None}
+    for s in exporter.get_finished_spans()
+]
+print(json.dumps({"status": run.status.value, "spans": spans}))
+"""
+
+
+def test_a_flow_test_host_run_is_one_trace_too(space: Space, tmp_path: Path) -> None:
+    # Its own process: a tracer provider, once installed, stays for the process's life.
+    (tmp_path / "diamond.yaml").write_text(DIAMOND)
+    caller = f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"
+    probe = subprocess.run(
+        [sys.executable, "-c", HOST_PROBE, space.settings.redis_url, str(tmp_path), caller],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert probe.returncode == 0, probe.stderr
+    answer = json.loads(probe.stdout.splitlines()[-1])
+    assert answer["status"] == RunStatus.Succeeded.value
+    spans = {span["name"]: span for span in answer["spans"]}
+    assert len(spans) == len(answer["spans"]) == 6, sorted(spans)
+    assert {span["trace"] for span in answer["spans"]} == {CALLER_TRACE}
+    root = spans["flowjobs.run traced-diamond"]
+    assert root["parent"] == CALLER_SPAN
+    for key in "abcd":
+        assert spans[f"flowjobs.step {key}"]["parent"] == root["id"], key
+    assert spans["handler.own"]["parent"] == spans["flowjobs.step a"]["id"]
