@@ -25,6 +25,7 @@ from rq.serializers import JSONSerializer
 from rq.worker import BaseWorker, WorkerStatus
 from structlog import _output as structlog_output
 
+from flowjobs import tracing
 from flowjobs.core.handlers import HandlerRegistry
 from flowjobs.duties import Duty, flow_duties, next_backoff
 from flowjobs.engine import COLD_SHUTDOWN_REASON, ColdShutdown, Engine
@@ -201,10 +202,14 @@ class FlowWorkerBase(BaseWorker):
 
     def perform_job(self, job: Job, queue: Queue) -> bool:
         """RQ's execution of a job (in the work-horse, or in this process); a step job's books are
-        open to its scripts meanwhile."""
+        open to its scripts meanwhile. A job that is no flow's runs in a span of its own (a flow's
+        trigger and step jobs make theirs in the engine)."""
         books = self._books
         if books is None or books.job_id != job.id:
-            return bool(super().perform_job(job, queue))
+            if is_flow_job(job):
+                return bool(super().perform_job(job, queue))
+            with tracing.job_span(job):
+                return bool(super().perform_job(job, queue))
         self._keeping = books
         try:
             with keeping_books(books):
@@ -255,6 +260,13 @@ class FlowWorkerBase(BaseWorker):
             self._ended_by_script()
             return
         super().handle_job_success(job, queue, started_job_registry)
+
+    def handle_exception(self, job: Job, *exc_info: Any) -> None:
+        """RQ's logging of a job's exception (and its exception handlers); recorded on the job's
+        span too, if it has one."""
+        if exc_info and isinstance(exc_info[1], BaseException):
+            tracing.job_raised(exc_info[1])
+        super().handle_exception(job, *exc_info)
 
     def handle_job_failure(
         self,

@@ -29,10 +29,13 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from flowjobs import RunStatus
+from flowjobs.core.job_calls import JobState
 from flowjobs.core.registry import FlowRegistry
+from flowjobs.hangfire import BackgroundJob, runner_from_settings
 from flowjobs.recovery import recover
 from flowjobs.tracing import ATTEMPT, FLOW_ID, FLOW_NAME, JOB_ID, QUEUE_WAIT_MS, RUN_ID, STEP_KEY
 from tests.conftest import ROOT, Space, free_port, wait_until
+from tests.integration import app_jobs
 
 pytestmark = pytest.mark.slow
 
@@ -389,3 +392,29 @@ def test_a_flow_test_host_run_is_one_trace_too(space: Space, tmp_path: Path) -> 
     for key in "abcd":
         assert spans[f"flowjobs.step {key}"]["parent"] == root["id"], key
     assert spans["handler.own"]["parent"] == spans["flowjobs.step a"]["id"]
+
+
+def test_application_jobs_have_spans_under_the_enqueuers_span(space: Space, collector: Collector) -> None:
+    # A forking worker: the horse flushes the job's span before it exits, as for a step.
+    start_traced_worker(space, collector, "fork", simple=False)
+    jobs = BackgroundJob(runner_from_settings(space.settings, space.redis))
+    with TracerProvider().get_tracer("caller").start_as_current_span("caller") as caller:
+        added = jobs.enqueue(app_jobs.add, 2, 3)
+        failed = jobs.enqueue(app_jobs.boom, "kaboom")
+    wait_until(
+        lambda: jobs.state(failed) is JobState.Failed and jobs.state(added) is JobState.Succeeded,
+        timeout=60,
+        what="both application jobs to end",
+    )
+    context = caller.get_span_context()
+
+    spans = by_name(collector.trace(f"{context.trace_id:032x}", 2))
+    ok = spans["flowjobs.job tests.integration.app_jobs.add"]
+    boom = spans["flowjobs.job tests.integration.app_jobs.boom"]
+    for span, job_id in ((ok, added), (boom, failed)):
+        assert span.parent_id == f"{context.span_id:016x}"
+        assert span.attributes[JOB_ID] == job_id
+    assert ok.status != Status.STATUS_CODE_ERROR
+    assert boom.status == Status.STATUS_CODE_ERROR
+    [(event, attributes)] = boom.events
+    assert event == "exception" and attributes["exception.message"] == "kaboom"
