@@ -14,6 +14,7 @@ from uuid import uuid4
 
 import structlog
 from redis import Redis
+from redis.sentinel import MasterNotFoundError, SentinelConnectionPool
 from rq import Queue, SimpleWorker, Worker
 from rq.exceptions import StopRequested
 from rq.executions import Execution
@@ -513,15 +514,26 @@ def wait_for_redis(redis: Redis) -> None:
             return
         except REDIS_DOWN as error:
             backoff = next_backoff(backoff)
-            where = redis.connection_pool.connection_kwargs
-            log.warning(
-                "worker.waiting_for_redis",
-                host=where.get("host", where.get("path")),
-                port=where.get("port"),
-                error=repr(error),
-                retry_in_seconds=backoff,
-            )
+            where = _redis_whereabouts(redis, error)
+            log.warning("worker.waiting_for_redis", **where, retry_in_seconds=backoff)
             time.sleep(backoff)
+
+
+def _redis_whereabouts(redis: Redis, error: Exception) -> dict[str, Any]:
+    """Where ``redis`` connects, and why it failed, in a log line's fields: the server's address, or
+    through Sentinel the primary's name and the Sentinels asked (whose error would otherwise print
+    every Sentinel client's repr)."""
+    pool = redis.connection_pool
+    if isinstance(pool, SentinelConnectionPool):
+        sentinels = [
+            f"{s.connection_pool.connection_kwargs.get('host')}:{s.connection_pool.connection_kwargs.get('port')}"
+            for s in pool.sentinel_manager.sentinels
+        ]
+        down = isinstance(error, MasterNotFoundError)
+        why = "no Sentinel named a primary that is up" if down else repr(error)
+        return {"master": pool.service_name, "sentinels": sentinels, "error": why}
+    where = pool.connection_kwargs
+    return {"host": where.get("host", where.get("path")), "port": where.get("port"), "error": repr(error)}
 
 
 def run_worker(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -21,7 +22,7 @@ from redis.exceptions import RedisError
 from flowjobs import RunStatus
 from flowjobs.core.keys import Keys
 from flowjobs.factory import connect
-from tests.conftest import Space, free_port, wait_until
+from tests.conftest import ROOT, Space, free_port, wait_until
 from tests.integration.test_sentinel import Node, _binary
 
 MASTER = "flowjobs-auth"
@@ -153,3 +154,28 @@ def test_without_the_sentinels_credential_a_command_is_one_line_and_exit_4(
     lines = answer.stderr.strip().splitlines()
     assert len(lines) == 1 and "Redis is unreachable (FLOWJOBS_REDIS_SENTINELS)" in lines[0], answer.stderr
     assert PASSWORD not in answer.stderr and "wrong-password" not in answer.stderr
+
+
+def test_a_worker_refused_by_the_sentinels_says_which_it_waits_for(
+    space: Space, lone: LoneSentinel, tmp_path: Path
+) -> None:
+    through = _through(lone, space)
+    log = tmp_path / "worker.log"
+    env = {**through.env(), "FLOWJOBS_REDIS_SENTINEL_PASSWORD": "wrong-password"}
+    with log.open("wb") as output:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "flowjobs", "worker", "--name", f"{space.token}-refused"],
+            env=env, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    through.processes.append(worker)
+    wait_until(
+        lambda: "worker.waiting_for_redis" in log.read_text() or worker.poll() is not None,
+        timeout=30,
+        what="the worker to say it waits for Redis",
+    )
+    assert worker.poll() is None, log.read_text()
+    (line,) = [line for line in log.read_text().splitlines() if "worker.waiting_for_redis" in line][:1]
+    assert f"master={MASTER}" in line and lone.address in line, line
+    assert "no Sentinel named a primary that is up" in line and "host=None" not in line, line
+    assert "wrong-password" not in log.read_text() and PASSWORD not in log.read_text()
