@@ -14,6 +14,7 @@ from uuid import uuid4
 
 import structlog
 from redis import Redis
+from redis.sentinel import MasterNotFoundError, SentinelConnectionPool
 from rq import Queue, SimpleWorker, Worker
 from rq.exceptions import StopRequested
 from rq.executions import Execution
@@ -25,6 +26,7 @@ from rq.serializers import JSONSerializer
 from rq.worker import BaseWorker, WorkerStatus
 from structlog import _output as structlog_output
 
+from flowjobs import tracing
 from flowjobs.core.handlers import HandlerRegistry
 from flowjobs.duties import Duty, flow_duties, next_backoff
 from flowjobs.engine import COLD_SHUTDOWN_REASON, ColdShutdown, Engine
@@ -201,10 +203,14 @@ class FlowWorkerBase(BaseWorker):
 
     def perform_job(self, job: Job, queue: Queue) -> bool:
         """RQ's execution of a job (in the work-horse, or in this process); a step job's books are
-        open to its scripts meanwhile."""
+        open to its scripts meanwhile. A job that is no flow's runs in a span of its own (a flow's
+        trigger and step jobs make theirs in the engine)."""
         books = self._books
         if books is None or books.job_id != job.id:
-            return bool(super().perform_job(job, queue))
+            if is_flow_job(job):
+                return bool(super().perform_job(job, queue))
+            with tracing.job_span(job):
+                return bool(super().perform_job(job, queue))
         self._keeping = books
         try:
             with keeping_books(books):
@@ -255,6 +261,13 @@ class FlowWorkerBase(BaseWorker):
             self._ended_by_script()
             return
         super().handle_job_success(job, queue, started_job_registry)
+
+    def handle_exception(self, job: Job, *exc_info: Any) -> None:
+        """RQ's logging of a job's exception (and its exception handlers); recorded on the job's
+        span too, if it has one."""
+        if exc_info and isinstance(exc_info[1], BaseException):
+            tracing.job_raised(exc_info[1])
+        super().handle_exception(job, *exc_info)
 
     def handle_job_failure(
         self,
@@ -501,15 +514,26 @@ def wait_for_redis(redis: Redis) -> None:
             return
         except REDIS_DOWN as error:
             backoff = next_backoff(backoff)
-            where = redis.connection_pool.connection_kwargs
-            log.warning(
-                "worker.waiting_for_redis",
-                host=where.get("host", where.get("path")),
-                port=where.get("port"),
-                error=repr(error),
-                retry_in_seconds=backoff,
-            )
+            where = _redis_whereabouts(redis, error)
+            log.warning("worker.waiting_for_redis", **where, retry_in_seconds=backoff)
             time.sleep(backoff)
+
+
+def _redis_whereabouts(redis: Redis, error: Exception) -> dict[str, Any]:
+    """Where ``redis`` connects, and why it failed, in a log line's fields: the server's address, or
+    through Sentinel the primary's name and the Sentinels asked (whose error would otherwise print
+    every Sentinel client's repr)."""
+    pool = redis.connection_pool
+    if isinstance(pool, SentinelConnectionPool):
+        sentinels = [
+            f"{s.connection_pool.connection_kwargs.get('host')}:{s.connection_pool.connection_kwargs.get('port')}"
+            for s in pool.sentinel_manager.sentinels
+        ]
+        down = isinstance(error, MasterNotFoundError)
+        why = "no Sentinel named a primary that is up" if down else repr(error)
+        return {"master": pool.service_name, "sentinels": sentinels, "error": why}
+    where = pool.connection_kwargs
+    return {"host": where.get("host", where.get("path")), "port": where.get("port"), "error": repr(error)}
 
 
 def run_worker(

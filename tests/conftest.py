@@ -198,6 +198,13 @@ class Space:
         sentinel = {
             "FLOWJOBS_REDIS_SENTINELS": s.redis_sentinels,
             "FLOWJOBS_REDIS_SENTINEL_MASTER": s.redis_sentinel_master,
+            "FLOWJOBS_REDIS_SENTINEL_PASSWORD": (
+                s.redis_sentinel_password.get_secret_value() if s.redis_sentinel_password else None
+            ),
+            "FLOWJOBS_REDIS_SENTINEL_TLS": "true" if s.redis_sentinel_tls else None,
+            "FLOWJOBS_REDIS_SENTINEL_TLS_CA_FILE": (
+                str(s.redis_sentinel_tls_ca_file) if s.redis_sentinel_tls_ca_file else None
+            ),
         }
         return {
             **os.environ,
