@@ -10,15 +10,16 @@ from base64 import b64encode
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from redis import Redis
 from redis.client import Pipeline
 from redis.exceptions import WatchError
-from rq import Queue
+from rq import Queue, get_current_job
 from rq.defaults import DEFAULT_FAILURE_TTL
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.executions import Execution, ExecutionRegistry
-from rq.job import Callback, Job, JobStatus, Retry
+from rq.job import Callback, Job, JobStatus, Retry, _job_stack
 from rq.results import Result
 from rq.serializers import JSONSerializer
 from rq.utils import now, utcformat, utcparse
@@ -211,9 +212,13 @@ class RQJobRunner:
         queue = self.queue
         queue_key, queues_key = queue.key.encode(), queue.redis_queues_keys.encode()
         moment = utcformat(now()).encode()
+        # A job this process is performing came off this queue, which RQ's enqueue of it entered
+        # in the set of queues: the entry is there already.
+        working = get_current_job()
+        registered = working is not None and working.origin == queue.name
         return [
             [
-                [b"SADD", queues_key, queue_key],
+                *([] if registered else [[b"SADD", queues_key, queue_key]]),
                 [b"HSET", Job.key_for(call.job_id).encode(), *self._job_fields(call, moment)],
                 [b"RPUSH", queue_key, call.job_id.encode()],
             ]
@@ -470,6 +475,67 @@ def queue_registries(queue: Queue) -> QueueRegistries:
     return known
 
 
+class FlowJob(Job):
+    """RQ's job as flowjobs' workers load it: one whose start a script writes (``persist_in_claim``)
+    has its hash's expiry cleared there too (``rq_jobs.lua``), instead of by a round-trip of its own
+    before it runs. A job refused before its claim ends by RQ's own path, which sets that expiry
+    itself."""
+
+    persist_in_claim = False
+
+    def perform(self) -> Any:
+        """RQ's ``Job.perform``, without its ``PERSIST`` when the claim sends it."""
+        if not self.persist_in_claim:
+            return super().perform()
+        # RQ's steps after its PERSIST: the job is RQ's current job (get_current_job) while it runs.
+        _job_stack.push(self)  # type: ignore[no-untyped-call]
+        try:
+            self._result = self._execute()
+        finally:
+            assert self is _job_stack.pop()  # type: ignore[no-untyped-call]
+        return self._result
+
+
+@dataclass
+class WorkerTally:
+    """A worker's job counters (``successful_job_count``, ``failed_job_count``,
+    ``total_working_time`` of its hash) for jobs whose ends scripts wrote in this process, not yet
+    added to the hash: they go with the worker's next heartbeat (at most a second apart while it
+    works) or before it waits for work, instead of with every job's end."""
+
+    successful: int = 0
+    failed: int = 0
+    working_time: float = 0.0
+
+    def add(self, counter: str, working_time: float) -> None:
+        """Count a job's end (``counter``: ``successful_job_count`` or ``failed_job_count``)."""
+        if counter == _SUCCESSFUL_COUNTER:
+            self.successful += 1
+        else:
+            self.failed += 1
+        self.working_time += working_time
+
+    @property
+    def pending(self) -> bool:
+        """Whether there are counts the hash does not have yet."""
+        return bool(self.successful or self.failed)
+
+    def write(self, pipeline: Pipeline, worker_key: str) -> None:
+        """Add the pending counts to the worker hash in ``pipeline``; they are no longer pending."""
+        if self.successful:
+            pipeline.hincrby(worker_key, _SUCCESSFUL_COUNTER, self.successful)
+        if self.failed:
+            pipeline.hincrby(worker_key, _FAILED_COUNTER, self.failed)
+        if self.pending:
+            pipeline.hincrbyfloat(worker_key, "total_working_time", self.working_time)
+        self.successful = self.failed = 0
+        self.working_time = 0.0
+
+
+_SUCCESSFUL_COUNTER = "successful_job_count"
+_FAILED_COUNTER = "failed_job_count"
+
+
 class RQJobBooks:
     """RQ's bookkeeping of one step job, left by flowjobs' worker to the step's claim (the job's
     start) and to the completion that ends the step (its end): ``flowjobs/lua/rq_jobs.lua`` writes
@@ -489,9 +555,10 @@ class RQJobBooks:
         *,
         worker_name: str,
         worker_key: str,
-        worker_ttl: int,
         heartbeat_ttl: int,
         default_result_ttl: int,
+        worker_expires_in: float = 0.0,
+        tally: WorkerTally | None = None,
     ) -> None:
         self.job = job
         self.job_id = str(job.id)
@@ -499,12 +566,17 @@ class RQJobBooks:
         self.registries = queue_registries(queue)
         self.worker_name = worker_name
         self.worker_key = worker_key
-        self.worker_ttl = worker_ttl
         self.heartbeat_ttl = heartbeat_ttl
         self.default_result_ttl = default_result_ttl
+        #: Seconds the worker hash lives on as far as the worker knows (its last heartbeat's TTL).
+        self.worker_expires_in = worker_expires_in
+        #: Where the job's end is counted when it ends in the worker's own process (None: the
+        #: script counts it in the worker hash, as from a forking worker's work-horse).
+        self.tally = tally
         self.started_written = False
         self.ended_written = False
         self._started_at: datetime | None = None
+        self._counted: tuple[str, float] | None = None
 
     def _keys(self) -> tuple[str, ...]:
         """The keys both ends touch, in ``rq_jobs.lua``'s order."""
@@ -529,18 +601,20 @@ class RQJobBooks:
         self._started_at = moment
         self.started_written = True
         stamp = moment.timestamp()
-        return JobWrites(
-            keys=(*self._keys(), self.registries.intermediate),
-            args={
-                "job_id": self.job_id,
-                "execution_id": self.execution.id,
-                "worker_name": self.worker_name,
-                "now": formatted,
-                "ts": repr(stamp),
-                "ttl": self.heartbeat_ttl,
-                "expires": int(stamp) + self.heartbeat_ttl,
-            },
-        )
+        args: dict[str, Any] = {
+            "job_id": self.job_id,
+            "execution_id": self.execution.id,
+            "worker_name": self.worker_name,
+            "now": formatted,
+            "ts": repr(stamp),
+            "ttl": self.heartbeat_ttl,
+            "expires": int(stamp) + self.heartbeat_ttl,
+        }
+        # RQ sets the worker hash's TTL to the job's heartbeat TTL; only one that would outlive the
+        # TTL the hash has is worth a command (RQ's would often shorten it, until its next heartbeat).
+        if self.heartbeat_ttl > self.worker_expires_in:
+            args["worker_ttl"] = self.heartbeat_ttl
+        return JobWrites(keys=(*self._keys(), self.registries.intermediate), args=args)
 
     def ended(self, output_json: str | None, failure: str | None) -> JobWrites | None:
         """``handle_job_success`` (the step's output as the job's result) or ``handle_job_failure``
@@ -570,25 +644,30 @@ class RQJobBooks:
             fields += ["exc_string", b64encode(zlib.compress(exc_string.encode())).decode()]
         job.ended_at = moment
         job._status = status
+        args: dict[str, Any] = {
+            "job_id": self.job_id,
+            "execution_id": self.execution.id,
+            "status": status.value,
+            "now": utcformat(moment),
+            "result": fields,
+            "score": score,
+            "ttl": ttl,
+        }
+        counted = (f"{counter}_job_count", (moment - started).total_seconds())
+        if self.tally is None:
+            args["counter"], args["working_time"] = counted[0], repr(counted[1])
+        else:
+            self._counted = counted
         return JobWrites(
             keys=(*self._keys(), Result.get_key(self.job_id), registry),  # type: ignore[no-untyped-call]
-            args={
-                "job_id": self.job_id,
-                "execution_id": self.execution.id,
-                "status": status.value,
-                "now": utcformat(moment),
-                "result": fields,
-                "score": score,
-                "ttl": ttl,
-                "counter": f"{counter}_job_count",
-                "working_time": repr((moment - started).total_seconds()),
-                "worker_ttl": self.worker_ttl + 60,
-            },
+            args=args,
         )
 
     def ended_by_script(self) -> None:
-        """The completion script wrote the job's end."""
+        """The completion script wrote the job's end (counted in the tally, if it is kept)."""
         self.ended_written = True
+        if self.tally is not None and self._counted is not None:
+            self.tally.add(*self._counted)
 
 
 def failed_after_delete(job: Job, connection: Redis, *exc_info: object) -> None:
