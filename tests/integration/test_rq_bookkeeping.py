@@ -9,7 +9,9 @@ from rq.results import Result
 from rq.serializers import JSONSerializer
 
 from flowjobs import RunStatus
-from tests.conftest import Space
+from flowjobs.jobs import install_engine
+from flowjobs.worker import build_worker
+from tests.conftest import Space, wait_until
 from tests.integration.flows import flow, registry
 
 
@@ -34,7 +36,14 @@ def test_step_jobs_start_and_end_as_rq_records_them(space: Space) -> None:
     worker_name = f"{space.token}-inproc"
 
     look = Job.fetch(steps["look"].job_id or "", connection=space.redis, serializer=JSONSerializer)
-    running = {"status": "started", "worker": worker_name, "started_registry": True, "started_at": True}
+    running = {
+        "status": "started",
+        "worker": worker_name,
+        "started_registry": True,
+        "started_at": True,
+        "expires": False,
+        "worker_outlives_heartbeat": True,
+    }
     assert look.return_value() == running, "the claim wrote the job's start before the handler ran"
     assert look.get_status() == "finished" and look.worker_name == worker_name
     assert look.started_at is not None and look.ended_at is not None and look.ended_at >= look.started_at
@@ -72,3 +81,47 @@ def test_the_worker_hash_counts_the_step_jobs_and_their_working_time(space: Spac
     assert worker[b"successful_job_count"] == b"2" and worker[b"failed_job_count"] == b"1"
     assert float(worker[b"total_working_time"]) > 0
     assert b"current_job" not in worker
+
+
+def test_a_step_job_whose_hash_expires_runs_without_the_expiry(space: Space) -> None:
+    # A requeued job's hash keeps the expiry of its last end; RQ clears it before the job runs.
+    client = space.client(registry(flow("requeued", {"look": {"type": "OwnJob"}})))
+    handle = client.trigger("requeued")
+    install_engine(space.engine())
+    try:
+        worker = build_worker(space.redis, space.settings.queue, simple=True, name=f"{space.token}-inproc")
+        worker.work(burst=True, with_scheduler=False, logging_level="WARNING", max_jobs=1)  # the trigger
+    finally:
+        install_engine(None)
+    queue = Queue(space.settings.queue, connection=space.redis, serializer=JSONSerializer)
+    (step_job_id,) = queue.get_job_ids()
+    space.redis.expire(Job.key_for(step_job_id), 3600)
+    space.drain()
+    run = client.get_run_detail(handle.run_id)
+    assert run is not None and run.status is RunStatus.Succeeded
+    look = Job.fetch(step_job_id, connection=space.redis, serializer=JSONSerializer)
+    seen = look.return_value()
+    assert isinstance(seen, dict) and seen["expires"] is False
+    assert 0 < space.redis.ttl(look.key) <= space.settings.rq_job_ttl_seconds
+
+
+def test_a_waiting_worker_hash_holds_its_counts_and_is_idle(space: Space) -> None:
+    # The counts of the jobs whose ends the scripts wrote are added with a heartbeat, at the latest
+    # when the worker waits for work.
+    client = space.client(
+        registry(flow("tallied", {"a": {"type": "Noop"}, "b": {"type": "Boom", "run_after": ["a"]}}))
+    )
+    handle = client.trigger("tallied")
+    space.start_worker("waiting", simple=True)
+    key = f"rq:worker:{space.token}-waiting"
+
+    def counted() -> bool:
+        worker = space.redis.hgetall(key)
+        return worker.get(b"successful_job_count") == b"2" and worker.get(b"failed_job_count") == b"1"
+
+    wait_until(counted, timeout=30, what="the waiting worker's counts")
+    run = client.get_run(handle.run_id)
+    assert run is not None and run.status is RunStatus.Failed
+    worker = space.redis.hgetall(key)
+    assert worker[b"state"] == b"idle" and b"current_job" not in worker
+    assert float(worker[b"total_working_time"]) > 0 and b"death" not in worker
