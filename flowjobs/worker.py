@@ -296,6 +296,8 @@ class FlowWorkerBase(BaseWorker):
         checked = self._suspension_checked
         if checked is not None and time.monotonic() - checked < _HEARTBEAT_COALESCE_SECONDS:
             return
+        if self._tally.pending:
+            self._beat = None  # the tally rides with the check: a suspended worker's hash holds it
         super().check_for_suspension(burst)
         self._suspension_checked = time.monotonic()
 
@@ -331,11 +333,11 @@ class FlowWorkerBase(BaseWorker):
         fresh = recent and beat is not None and beat[1] == timeout
         if pipeline is not None and not (fresh and self._coalesce_in_pipelines):
             super().heartbeat(timeout, pipeline=pipeline)
-            self._tally.write(pipeline, self.key)
+            self._tally.write(pipeline, self.key, idle=self._state == WorkerStatus.IDLE)
         elif pipeline is None and not fresh:
             with self.connection.pipeline(transaction=False) as pipe:
                 super().heartbeat(timeout, pipeline=pipe)
-                self._tally.write(pipe, self.key)
+                self._tally.write(pipe, self.key, idle=self._state == WorkerStatus.IDLE)
                 pipe.execute()
         else:
             return

@@ -63,7 +63,9 @@ def own_job(ctx: StepContext, inputs: dict[str, Any]) -> dict[str, Any]:
     started = StartedJobRegistry(job.origin, connection=redis)
     entries = redis.zrange(started.key, 0, -1, withscores=True)
     heartbeat_until = max((score for _, score in entries), default=0)
-    worker_ttl = redis.ttl(f"rq:worker:{job.worker_name}")
+    worker_key = f"rq:worker:{job.worker_name}"
+    worker_ttl = redis.ttl(worker_key)
+    state, current = (v.decode() if v else None for v in redis.hmget(worker_key, "state", "current_job"))
     return {
         "status": job.get_status(),
         "worker": job.worker_name,
@@ -73,6 +75,7 @@ def own_job(ctx: StepContext, inputs: dict[str, Any]) -> dict[str, Any]:
         "expires": redis.ttl(job.key) != -1,
         # RQ keeps the worker's hash at least as long as the job's heartbeat.
         "worker_outlives_heartbeat": time.time() + worker_ttl >= heartbeat_until - 1,
+        "worker_busy_with_it": state == "busy" and current == job.id,
     }
 
 

@@ -7,9 +7,10 @@
 -- execution hash, its executions registry, the queue's started registry, the worker hash, then the queue's
 -- intermediate list (start), or the job's results stream and the finished or failed registry (end).
 -- Times arrive formatted as RQ formats them (b.now: RQ's ISO form; b.ts: epoch seconds).
--- The worker hash gets only what RQ's readers show of a job (state, current_job): its heartbeat,
--- its TTL (unless the job needs a longer one, b.worker_ttl) and, for a job run in the worker's own
--- process, its counters (unless b.counter is given) come with the worker's next heartbeat.
+-- The worker hash: its heartbeat and its TTL (unless the job needs a longer one, b.worker_ttl) come
+-- with the worker's heartbeats; the job's end (the worker idle, its counters) is written here only
+-- for a forking worker's work-horse (b.counter): a worker running jobs in its own process writes
+-- it with its next heartbeat, or the next job's start overwrites it (WorkerTally).
 
 local function rq_job_started(b)
   if b == nil or b == cjson.null then return end
@@ -46,9 +47,9 @@ local function rq_job_ended(b)
   redis.call('DEL', execution)
   redis.call('ZREM', started, b.job_id .. ':' .. b.execution_id)
   redis.call('ZREM', executions, b.execution_id)
-  redis.call('HDEL', worker, 'current_job')
-  redis.call('HSET', worker, 'state', 'idle')
   if b.counter then
+    redis.call('HDEL', worker, 'current_job')
+    redis.call('HSET', worker, 'state', 'idle')
     redis.call('HINCRBY', worker, b.counter, 1)
     redis.call('HINCRBYFLOAT', worker, 'total_working_time', b.working_time)
   end

@@ -23,7 +23,7 @@ from rq.job import Callback, Job, JobStatus, Retry, _job_stack
 from rq.results import Result
 from rq.serializers import JSONSerializer
 from rq.utils import now, utcformat, utcparse
-from rq.worker import BaseWorker
+from rq.worker import BaseWorker, WorkerStatus
 
 from flowjobs.core.clock import utcnow
 from flowjobs.core.errors import JobNotFound
@@ -498,14 +498,16 @@ class FlowJob(Job):
 
 @dataclass
 class WorkerTally:
-    """A worker's job counters (``successful_job_count``, ``failed_job_count``,
-    ``total_working_time`` of its hash) for jobs whose ends scripts wrote in this process, not yet
-    added to the hash: they go with the worker's next heartbeat (at most a second apart while it
-    works) or before it waits for work, instead of with every job's end."""
+    """What a worker's hash lacks of the jobs whose ends scripts wrote in this process: their counts
+    (``successful_job_count``, ``failed_job_count``, ``total_working_time``) and, after the last
+    one, the worker idle with no current job. It goes with the worker's next heartbeat (at most a
+    second apart while it works), before it waits for work and when it stops, instead of with every
+    job's end; the next job's start overwrites the state and current job anyway."""
 
     successful: int = 0
     failed: int = 0
     working_time: float = 0.0
+    idle: bool = False
 
     def add(self, counter: str, working_time: float) -> None:
         """Count a job's end (``counter``: ``successful_job_count`` or ``failed_job_count``)."""
@@ -514,22 +516,28 @@ class WorkerTally:
         else:
             self.failed += 1
         self.working_time += working_time
+        self.idle = True
 
     @property
     def pending(self) -> bool:
-        """Whether there are counts the hash does not have yet."""
-        return bool(self.successful or self.failed)
+        """Whether the hash lacks anything."""
+        return self.idle or bool(self.successful or self.failed)
 
-    def write(self, pipeline: Pipeline, worker_key: str) -> None:
-        """Add the pending counts to the worker hash in ``pipeline``; they are no longer pending."""
+    def write(self, pipeline: Pipeline, worker_key: str, *, idle: bool) -> None:
+        """Add what the hash lacks to it in ``pipeline``: the counts, and the idle state unless
+        the worker is no longer idle (``idle``: its state now; a job it started wrote its own)."""
         if self.successful:
             pipeline.hincrby(worker_key, _SUCCESSFUL_COUNTER, self.successful)
         if self.failed:
             pipeline.hincrby(worker_key, _FAILED_COUNTER, self.failed)
-        if self.pending:
+        if self.successful or self.failed:
             pipeline.hincrbyfloat(worker_key, "total_working_time", self.working_time)
+        if self.idle and idle:
+            pipeline.hdel(worker_key, "current_job")
+            pipeline.hset(worker_key, "state", WorkerStatus.IDLE.value)
         self.successful = self.failed = 0
         self.working_time = 0.0
+        self.idle = False
 
 
 _SUCCESSFUL_COUNTER = "successful_job_count"

@@ -43,6 +43,7 @@ def test_step_jobs_start_and_end_as_rq_records_them(space: Space) -> None:
         "started_at": True,
         "expires": False,
         "worker_outlives_heartbeat": True,
+        "worker_busy_with_it": True,
     }
     assert look.return_value() == running, "the claim wrote the job's start before the handler ran"
     assert look.get_status() == "finished" and look.worker_name == worker_name
