@@ -10,6 +10,7 @@ from rq.serializers import JSONSerializer
 
 from flowjobs import RunStatus
 from flowjobs.jobs import install_engine
+from flowjobs.runtime.rq import FlowJob
 from flowjobs.worker import build_worker
 from tests.conftest import Space, wait_until
 from tests.integration.flows import flow, registry
@@ -48,6 +49,10 @@ def test_step_jobs_start_and_end_as_rq_records_them(space: Space) -> None:
     assert look.return_value() == running, "the claim wrote the job's start before the handler ran"
     assert look.get_status() == "finished" and look.worker_name == worker_name
     assert look.started_at is not None and look.ended_at is not None and look.ended_at >= look.started_at
+    loaded = FlowJob.fetch(look.id, connection=space.redis, serializer=JSONSerializer)  # as workers load it
+    times = ("created_at", "enqueued_at", "started_at", "ended_at", "last_heartbeat")
+    assert [getattr(loaded, t) for t in times] == [getattr(look, t) for t in times]
+    assert loaded.serializer is JSONSerializer and loaded.meta == look.meta
     result = look.latest_result()
     assert result is not None and result.type is Result.Type.SUCCESSFUL and result.worker_name == worker_name
     assert result.execution_id and result.execution_started_at and result.execution_ended_at
