@@ -573,7 +573,9 @@ class RQJobBooks:
     start) and to the completion that ends the step (its end): ``flowjobs/lua/rq_jobs.lua`` writes
     the keys and fields RQ's worker would (the job hash, its execution, the started, finished and
     failed registries, the results stream, the worker hash and its counters), so RQ and
-    rq-dashboard read the job as RQ leaves it, one round-trip each instead of several.
+    rq-dashboard read the job as RQ leaves it, one round-trip each instead of several. With a
+    ``tally`` (a worker running jobs in its own process), the job's end in the worker hash (idle,
+    its counters) is the worker's to write, with its next heartbeat (``WorkerTally``).
 
     The worker writes whatever the scripts did not (``started_written``, ``ended_written``): a job
     refused before its claim, or one that ends with a retry, goes RQ's own way from there.
