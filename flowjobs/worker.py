@@ -17,11 +17,12 @@ from redis import Redis
 from rq import Queue, SimpleWorker, Worker
 from rq.exceptions import StopRequested
 from rq.executions import Execution
-from rq.job import Job
+from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry
 from rq.scheduler import RQScheduler
 from rq.scripts import release_lock
 from rq.serializers import JSONSerializer
+from rq.utils import now
 from rq.worker import BaseWorker, WorkerStatus
 from structlog import _output as structlog_output
 
@@ -33,7 +34,14 @@ from flowjobs.jobs import install_engine, installed_engine
 from flowjobs.leases import LeaseKeeper
 from flowjobs.metrics import serve_process_metrics
 from flowjobs.runtime.current import keeping_books
-from flowjobs.runtime.rq import FlowJob, RQJobBooks, WorkerTally, is_flow_job, is_step_job
+from flowjobs.runtime.rq import (
+    RQ_JOB_END_LUA,
+    FlowJob,
+    RQJobBooks,
+    WorkerTally,
+    is_flow_job,
+    is_step_job,
+)
 from flowjobs.settings import Settings
 from flowjobs.store.base import REDIS_DOWN
 
@@ -83,6 +91,7 @@ class FlowWorkerBase(BaseWorker):
         # Counts of the step jobs' ends not yet in the worker hash; when `rq suspend` was last checked.
         self._tally = WorkerTally()
         self._suspension_checked: float | None = None
+        self._end_script = self.connection.register_script(RQ_JOB_END_LUA)
 
     def _set_connection(self, connection: Redis) -> Redis:
         """RQ's raise of the pool's socket timeout above its blocking dequeue (405 s), applied to the
@@ -255,14 +264,24 @@ class FlowWorkerBase(BaseWorker):
         self.procline(f"Processing {job.func_name} from {job.origin} since {time.time()}")  # type: ignore[no-untyped-call]
 
     def handle_execution_ended(self, job: Job, queue: Queue, heartbeat_ttl: int) -> None:
-        """RQ's bookkeeping when a job's function returns; a step job's completion wrote it."""
+        """RQ's bookkeeping when a job's function returns; a step job's completion wrote it. A flow
+        job that succeeded gets it with the rest of its end (``handle_job_success``; RQ's own save
+        of the job writes these fields when it ends RQ's way)."""
         books = self._kept(job)
-        if books is None or not books.ended_written:
+        if books is None:
             super().handle_execution_ended(job, queue, heartbeat_ttl)
+        elif not books.ended_written:
+            if job.get_status(refresh=False) == JobStatus.FAILED:
+                super().handle_execution_ended(job, queue, heartbeat_ttl)
+            else:
+                job.ended_at = job.last_heartbeat = now()
 
     def handle_job_success(self, job: Job, queue: Queue, started_job_registry: StartedJobRegistry) -> None:
-        """RQ's bookkeeping of a finished job; a step job's completion wrote it."""
+        """RQ's bookkeeping of a finished job; a step job's completion wrote it, and a flow job's
+        that no script ended (a trigger job, a retried attempt's) is written in one script call."""
         books = self._kept(job)
+        if books is not None and not books.ended_written and not job.repeats_left:
+            books.returned(job._result, self._end_script)
         if books is not None and books.ended_written:
             self._ended_by_script()
             return

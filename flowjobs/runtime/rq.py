@@ -10,10 +10,12 @@ from base64 import b64encode
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from redis import Redis
 from redis.client import Pipeline
+from redis.commands.core import Script
 from redis.exceptions import WatchError
 from rq import Queue, get_current_job
 from rq.defaults import DEFAULT_FAILURE_TTL
@@ -421,6 +423,20 @@ class RQJobRunner:
             pipeline.zrem(queue.started_job_registry.key, *taken.entries)
 
 
+#: RQ's bookkeeping of a job's end as a script of its own (``RQJobBooks.returned``). KEYS: the
+#: books' keys of the end (``rq_jobs.lua``), then the job's dependents set. ARGV[1]: the books'
+#: arguments (JSON). Reply: 1, or 0 (nothing written) when jobs depend on this one.
+RQ_JOB_END_LUA = (
+    (Path(__file__).resolve().parent.parent / "lua" / "rq_jobs.lua").read_text()
+    + """
+if redis.call('SCARD', KEYS[#KEYS]) > 0 then return 0 end
+local b = cjson.decode(ARGV[1])
+b.books_keys = KEYS
+rq_job_ended(b)
+return 1
+"""
+)
+
 #: Fields RQ's ``Job.to_dict`` writes empty for a job that has not run and has no callbacks.
 _EMPTY_JOB_FIELDS = (
     b"success_callback_name",
@@ -654,6 +670,23 @@ class RQJobBooks:
         """``handle_job_success`` (the step's output as the job's result) or ``handle_job_failure``
         (``failure`` as its exception info, raised as ``JobFailed``); None when RQ would delete the
         job at once (a result TTL of 0), which RQ's own path does."""
+        return self._end(job_result(output_json) if failure is None else None, failure)
+
+    def returned(self, value: Any, script: Script) -> bool:
+        """``handle_job_success`` of a job whose end no transition's script wrote (a run's trigger
+        job, a step job whose attempt is retried or polled), ``value`` its result, in one call of
+        ``script`` (``RQ_JOB_END_LUA``); False, nothing written, when RQ's own path must write it:
+        a result TTL of 0, or jobs that depend on this one (RQ enqueues them)."""
+        writes = self._end(value, None)
+        if writes is None or not script(
+            keys=[*writes.keys, self.job.dependents_key], args=[json.dumps(writes.args)]
+        ):
+            return False
+        self.ended_by_script()
+        return True
+
+    def _end(self, value: Any, failure: str | None) -> JobWrites | None:
+        """The job's end: succeeded with ``value`` as its result, or failed (``ended``)."""
         job, started = self.job, self._started_at
         kept = job.get_result_ttl(self.default_result_ttl) if failure is None else job.failure_ttl
         ttl = DEFAULT_FAILURE_TTL if kept is None else kept
@@ -666,7 +699,6 @@ class RQJobBooks:
         if failure is None:
             status, registry, counter = JobStatus.FINISHED, self.registries.finished, "successful"
             score: int | str = "+inf" if ttl == -1 else int(stamp) + ttl
-            value = job_result(output_json)
             fields = ["type", str(Result.Type.SUCCESSFUL.value), *fields]
             if value is not None:
                 fields += ["return_value", b64encode(json.dumps(value).encode()).decode()]

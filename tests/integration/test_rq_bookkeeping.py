@@ -9,6 +9,7 @@ from rq.results import Result
 from rq.serializers import JSONSerializer
 
 from flowjobs import RunStatus
+from flowjobs.core.job_calls import JobCall, JobState
 from flowjobs.jobs import install_engine
 from flowjobs.runtime.rq import FlowJob
 from flowjobs.worker import build_worker
@@ -70,6 +71,11 @@ def test_step_jobs_start_and_end_as_rq_records_them(space: Space) -> None:
     trigger = Job.fetch(run.background_job_id or "", connection=space.redis, serializer=JSONSerializer)
     assert trigger.get_status() == "finished" and trigger.worker_name == worker_name
     assert trigger.started_at is not None and trigger.id in queue.finished_job_registry.get_job_ids()
+    assert trigger.ended_at is not None and trigger.ended_at >= trigger.started_at
+    assert trigger.return_value() == "Running"
+    ended = trigger.latest_result()
+    assert ended is not None and ended.type is Result.Type.SUCCESSFUL and ended.worker_name == worker_name
+    assert 0 < space.redis.ttl(trigger.key) <= keep
 
     assert queue.started_job_registry.get_job_ids() == []
     assert not space.redis.exists(f"rq:executions:{look.id}", f"rq:executions:{fail.id}")
@@ -131,3 +137,20 @@ def test_a_waiting_worker_hash_holds_its_counts_and_is_idle(space: Space) -> Non
     worker = space.redis.hgetall(key)
     assert worker[b"state"] == b"idle" and b"current_job" not in worker
     assert float(worker[b"total_working_time"]) > 0 and b"death" not in worker
+
+
+def test_a_job_continuing_a_trigger_job_runs_after_it(space: Space) -> None:
+    # A trigger job's end is written in one script, unless jobs depend on it: RQ enqueues them.
+    client = space.client(registry(flow("continued", {"a": {"type": "Noop"}})))
+    handle = client.trigger("continued")
+    run = client.get_run(handle.run_id)
+    assert run is not None and run.background_job_id
+    after = space.runner().continue_with(
+        run.background_job_id,
+        JobCall("tests.integration.app_jobs.add", (2, 3), f"{space.token}-after", "after the trigger"),
+    )
+    space.drain()
+    assert space.runner().state(after) is JobState.Succeeded
+    assert Job.fetch(after, connection=space.redis, serializer=JSONSerializer).return_value() == 5
+    trigger = Job.fetch(run.background_job_id, connection=space.redis, serializer=JSONSerializer)
+    assert trigger.get_status() == "finished" and trigger.return_value() == "Running"
