@@ -288,6 +288,7 @@ class FlowClient:
         timeout_at = self._deadline(data, now)
         manifest_hash = definition.manifest.content_hash()
         run_id = uuid4()
+        trace = caller_trace(kept.trace)
         run = FlowRunRecord(
             id=run_id,
             flow_id=definition.id,
@@ -303,8 +304,10 @@ class FlowClient:
             manifest_hash=manifest_hash,
             idempotency_key=kept.idempotency_key,
             timeout_at=timeout_at,
+            traceparent=trace.get(TRACEPARENT_HEADER),
+            tracestate=trace.get(TRACESTATE_HEADER),
         )
-        call = trigger_call(str(run_id), str(definition.id), definition.name, caller_trace(kept.trace))
+        call = trigger_call(str(run_id), str(definition.id), definition.name, trace)
         commands = self.runner.enqueue_commands([call])
         new = self.store.runs.new_run(
             run,

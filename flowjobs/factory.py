@@ -58,6 +58,23 @@ def import_handler_modules(settings: Settings) -> None:
 SENTINEL_SOCKET_SECONDS = 1.0
 
 
+def _sentinel_options(settings: Settings) -> dict[str, Any]:
+    """The options of a connection to a Sentinel: short timeouts (the next one is asked), and the
+    Sentinels' own credentials and TLS, which are not the primary's."""
+    options: dict[str, Any] = {
+        "socket_timeout": SENTINEL_SOCKET_SECONDS,
+        "socket_connect_timeout": SENTINEL_SOCKET_SECONDS,
+    }
+    if settings.redis_sentinel_password is not None:
+        options["username"] = settings.redis_sentinel_username
+        options["password"] = settings.redis_sentinel_password.get_secret_value()
+    if settings.redis_sentinel_tls:
+        options["ssl"] = True
+        if settings.redis_sentinel_tls_ca_file is not None:
+            options["ssl_ca_certs"] = str(settings.redis_sentinel_tls_ca_file)
+    return options
+
+
 def _primary_options(settings: Settings) -> dict[str, Any]:
     """The options of a connection to the Sentinels' primary: those of ``REDIS_URL`` (database,
     user name, password, query options, TLS for ``rediss://``) less its address."""
@@ -77,13 +94,7 @@ def connect(settings: Settings) -> Redis:
     if not settings.redis_sentinels:
         return Redis.from_url(settings.redis_url)
     assert settings.redis_sentinel_master is not None  # the settings require both together
-    sentinel = Sentinel(
-        settings.sentinel_addresses,
-        sentinel_kwargs={
-            "socket_timeout": SENTINEL_SOCKET_SECONDS,
-            "socket_connect_timeout": SENTINEL_SOCKET_SECONDS,
-        },
-    )
+    sentinel = Sentinel(settings.sentinel_addresses, sentinel_kwargs=_sentinel_options(settings))
     client: Redis = sentinel.master_for(settings.redis_sentinel_master, **_primary_options(settings))
     return client
 
@@ -95,13 +106,7 @@ def connect_async(settings: Settings, *, connect_timeout: float | None = None) -
     if not settings.redis_sentinels:
         return AsyncRedis.from_url(settings.redis_url, **options)
     assert settings.redis_sentinel_master is not None  # the settings require both together
-    sentinel = AsyncSentinel(
-        settings.sentinel_addresses,
-        sentinel_kwargs={
-            "socket_timeout": SENTINEL_SOCKET_SECONDS,
-            "socket_connect_timeout": SENTINEL_SOCKET_SECONDS,
-        },
-    )
+    sentinel = AsyncSentinel(settings.sentinel_addresses, sentinel_kwargs=_sentinel_options(settings))
     client: AsyncRedis = sentinel.master_for(
         settings.redis_sentinel_master, **{**_primary_options(settings), **options}
     )

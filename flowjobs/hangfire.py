@@ -19,6 +19,7 @@ import math
 import random
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from functools import partial
 from threading import Lock
@@ -35,6 +36,7 @@ from flowjobs.runtime.base import JobRunner, KeepsRecurringJobs
 from flowjobs.runtime.recurring import RecurringJobs
 from flowjobs.runtime.rq import RQJobRunner
 from flowjobs.settings import Settings, load_settings
+from flowjobs.tracing import caller_trace
 
 #: What names a job function: its dotted path, or the module-level function itself.
 JobFunction = str | Callable[..., Any]
@@ -159,6 +161,13 @@ def job_call(
     )
 
 
+def _traced(call: JobCall) -> JobCall:
+    """``call`` carrying the trace context current where it is enqueued (none without one): its
+    span on the worker joins that trace. A recurring job's definition carries none: each firing
+    starts its own."""
+    return replace(call, meta={**call.meta, **caller_trace({})})
+
+
 def _runner(runner: JobRunner | None) -> JobRunner:
     return runner if runner is not None else runner_from_settings()
 
@@ -211,7 +220,7 @@ class BackgroundJob:
     @on_class_too
     def enqueue(self, func: JobFunction, *args: Any, **kwargs: Any) -> str:
         """Run ``func(*args, **kwargs)`` on a worker as soon as one is free; returns the job id."""
-        return self.runner.enqueue(job_call(func, args, kwargs))
+        return self.runner.enqueue(_traced(job_call(func, args, kwargs)))
 
     @on_class_too
     def schedule(
@@ -228,14 +237,14 @@ class BackgroundJob:
             delay = delay_or_when
         else:
             delay = timedelta(seconds=float(delay_or_when))
-        return self.runner.schedule(job_call(func, args, kwargs), delay)
+        return self.runner.schedule(_traced(job_call(func, args, kwargs)), delay)
 
     @on_class_too
     def continue_job_with(self, parent_id: str, func: JobFunction, *args: Any, **kwargs: Any) -> str:
         """Run it after job ``parent_id`` succeeds (Hangfire's ``ContinueJobWith``): it awaits a
         failed parent, is deleted with a deleted one, and ``JobNotFound`` is raised for an unknown
         or expired parent id."""
-        return self.runner.continue_with(parent_id, job_call(func, args, kwargs))
+        return self.runner.continue_with(parent_id, _traced(job_call(func, args, kwargs)))
 
     @on_class_too
     def delete(self, job_id: str) -> bool:

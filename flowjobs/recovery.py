@@ -27,6 +27,7 @@ from flowjobs.core.job_calls import JobCall, JobState, trigger_call
 from flowjobs.core.manifest import FlowManifest
 from flowjobs.core.statuses import RunStatus, StepStatus
 from flowjobs.core.transitions import REASONS
+from flowjobs.core.trigger_headers import TRACEPARENT_HEADER, TRACESTATE_HEADER
 from flowjobs.engine import Engine
 from flowjobs.runtime.base import enqueue_in
 from flowjobs.runtime.rq import RQJobRunner, TakenJob
@@ -53,7 +54,8 @@ DEQUEUED_SECONDS = 1.0
 #: The step fields recovery reads (its batches read no others: a step record holds outputs too).
 STEP_FIELDS = ("status", "attempt", "job_id", "lost_attempts")
 #: The run fields a Pending run's repair reads (a run hash holds the trigger data too).
-TRIGGER_FIELDS = ("background_job_id", "flow_id", "flow_name")
+TRACE_FIELDS = (TRACEPARENT_HEADER, TRACESTATE_HEADER)
+TRIGGER_FIELDS = ("background_job_id", "flow_id", "flow_name", *TRACE_FIELDS)
 #: A candidate of a pass: a step as (run id, step key), or a run by its id.
 _Candidate = TypeVar("_Candidate", tuple[str, str], str)
 
@@ -381,7 +383,9 @@ def _lost_trigger(engine: Engine, grace: timedelta, run_id: str, found: Found) -
     job_id = _trigger_job(found.fields)
     if job_id is None or _waiting(found, grace):
         return 0
-    call = trigger_call(run_id, found.fields["flow_id"], found.fields.get("flow_name"))
+    # The caller's trace context, stored on the run at its trigger: the run joins the same trace.
+    trace = {name: found.fields[name] for name in TRACE_FIELDS if found.fields.get(name)}
+    call = trigger_call(run_id, found.fields["flow_id"], found.fields.get("flow_name"), trace)
     expected = {"status": RunStatus.Pending.value, "background_job_id": job_id}
     if not _requeue(engine, engine.store.keys.run(run_id), expected, call, found.taken, "lost_trigger"):
         return 0

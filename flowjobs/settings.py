@@ -8,7 +8,15 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    Field,
+    FilePath,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
@@ -110,6 +118,16 @@ class Settings(BaseSettings):
     ``redis_sentinel_master``, every process asks them for the primary and follows a failover."""
     redis_sentinel_master: str | None = None
     """Name of the primary the Sentinels monitor (their ``sentinel monitor <name> ...``)."""
+    redis_sentinel_username: str | None = None
+    """ACL user name the Sentinels require (with ``redis_sentinel_password``; none: ``default``)."""
+    redis_sentinel_password: SecretStr | None = None
+    """Password the Sentinels require (their ``requirepass`` or ACL user's); the primary's own
+    password stays in ``REDIS_URL``."""
+    redis_sentinel_tls: bool = False
+    """Reach the Sentinels over TLS (their ``tls-port``), verified against the system's CAs, or
+    ``redis_sentinel_tls_ca_file`` when set."""
+    redis_sentinel_tls_ca_file: FilePath | None = None
+    """CA bundle (PEM) the Sentinels' TLS certificates are verified against."""
     redis_wait_replicas: Annotated[int, Bounded(0, MAX_WAIT_REPLICAS)] = 0
     """Replicas that must acknowledge a new run before a trigger returns (Redis ``WAIT``; 0: off)."""
     redis_wait_timeout_ms: Annotated[int, Bounded(1, MAX_WAIT_TIMEOUT_MS)] = 1000
@@ -239,7 +257,9 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r} is not an http:// or https:// URL")
         return value
 
-    @field_validator("web_token", "web_user", "web_password")
+    @field_validator(
+        "web_token", "web_user", "web_password", "redis_sentinel_username", "redis_sentinel_password"
+    )
     @classmethod
     def _credential_not_blank(cls, value: SecretStr | str | None) -> SecretStr | str | None:
         # An unset shell variable (``FLOWJOBS_WEB_PASSWORD=``) must not turn auth off.
@@ -276,6 +296,21 @@ class Settings(BaseSettings):
             raise ValueError(
                 "FLOWJOBS_REDIS_SENTINELS and FLOWJOBS_REDIS_SENTINEL_MASTER must be set together"
             )
+        # A Sentinel option with no Sentinel to apply it to, or a user name with no password, would
+        # be ignored without a word.
+        options = {
+            "FLOWJOBS_REDIS_SENTINEL_USERNAME": self.redis_sentinel_username is not None,
+            "FLOWJOBS_REDIS_SENTINEL_PASSWORD": self.redis_sentinel_password is not None,
+            "FLOWJOBS_REDIS_SENTINEL_TLS": self.redis_sentinel_tls,
+            "FLOWJOBS_REDIS_SENTINEL_TLS_CA_FILE": self.redis_sentinel_tls_ca_file is not None,
+        }
+        stray = [name for name, given in options.items() if given]
+        if stray and self.redis_sentinels is None:
+            raise ValueError(f"{', '.join(stray)} need FLOWJOBS_REDIS_SENTINELS")
+        if self.redis_sentinel_username is not None and self.redis_sentinel_password is None:
+            raise ValueError("FLOWJOBS_REDIS_SENTINEL_USERNAME needs FLOWJOBS_REDIS_SENTINEL_PASSWORD")
+        if self.redis_sentinel_tls_ca_file is not None and not self.redis_sentinel_tls:
+            raise ValueError("FLOWJOBS_REDIS_SENTINEL_TLS_CA_FILE needs FLOWJOBS_REDIS_SENTINEL_TLS=true")
         return self
 
     @field_validator("web_allowed_hosts")

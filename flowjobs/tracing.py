@@ -32,6 +32,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from flowjobs.core.job_calls import TRACE_FIELDS
 from flowjobs.core.manifest import split_runtime_key
 from flowjobs.core.outcomes import StepReport
+from flowjobs.runtime.current import running_job_meta
 
 log = structlog.get_logger("flowjobs.tracing")
 
@@ -50,6 +51,7 @@ STEP_TYPE = "flowjobs.step.type"
 ATTEMPT = "flowjobs.step.attempt"
 OUTCOME = "flowjobs.step.outcome"
 JOB_ID = "flowjobs.job.id"
+JOB_FUNCTION = "flowjobs.job.function"
 QUEUE_WAIT_MS = "flowjobs.queue_wait_ms"
 
 _forked = False
@@ -173,9 +175,43 @@ def handler_raised(error: BaseException) -> None:
         span.record_exception(error)
 
 
+@contextmanager
+def job_span(job: rq.job.Job) -> Iterator[None]:
+    """The span of a job that is no flow's (a ``flowjobs.hangfire`` application job, or any RQ job
+    a flowjobs worker runs), child of the trace context in its meta (the caller's, where it was
+    enqueued); current while it runs. None when untraced, as for a step."""
+    parent = _job_parent(job)
+    if _untraced(parent):
+        yield
+        return
+    try:
+        function = job.func_name
+    except Exception:  # an undecodable job: RQ itself fails it, and says why, once it runs
+        function = "?"
+    try:
+        with _tracer.start_as_current_span(
+            f"flowjobs.job {function}", context=parent, kind=SpanKind.CONSUMER, record_exception=False
+        ) as span:
+            if span.is_recording():
+                span.set_attributes({JOB_ID: job.id, JOB_FUNCTION: function})
+            yield
+    finally:
+        _flush()
+
+
+def job_raised(error: BaseException) -> None:
+    """Record the exception a job raised on the current job span, which then ends with ERROR (a
+    step job has no such span current: its step span recorded the handler's exception)."""
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.record_exception(error)
+        span.set_status(StatusCode.ERROR, f"{type(error).__name__}: {error}")
+
+
 def _job_parent(job: rq.job.Job | None) -> Context | None:
-    """The trace context an RQ job carries in its meta (None without one: a new trace)."""
-    meta: dict[str, Any] = job.meta if job is not None else {}
+    """The trace context the job carries in its meta: the RQ job's, else the in-process runner's
+    (None without one: a new trace)."""
+    meta: Mapping[str, Any] = job.meta if job is not None else running_job_meta()
     if TRACE_FIELDS[0] not in meta:
         return None
     return _propagator.extract({name: str(meta[name]) for name in TRACE_FIELDS if name in meta})

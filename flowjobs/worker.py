@@ -14,17 +14,20 @@ from uuid import uuid4
 
 import structlog
 from redis import Redis
+from redis.sentinel import MasterNotFoundError, SentinelConnectionPool
 from rq import Queue, SimpleWorker, Worker
 from rq.exceptions import StopRequested
 from rq.executions import Execution
-from rq.job import Job
+from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry
 from rq.scheduler import RQScheduler
 from rq.scripts import release_lock
 from rq.serializers import JSONSerializer
+from rq.utils import now
 from rq.worker import BaseWorker, WorkerStatus
 from structlog import _output as structlog_output
 
+from flowjobs import tracing
 from flowjobs.core.handlers import HandlerRegistry
 from flowjobs.duties import Duty, flow_duties, next_backoff
 from flowjobs.engine import COLD_SHUTDOWN_REASON, ColdShutdown, Engine
@@ -33,7 +36,14 @@ from flowjobs.jobs import install_engine, installed_engine
 from flowjobs.leases import LeaseKeeper
 from flowjobs.metrics import serve_process_metrics
 from flowjobs.runtime.current import keeping_books
-from flowjobs.runtime.rq import RQJobBooks, is_flow_job, is_step_job
+from flowjobs.runtime.rq import (
+    RQ_JOB_END_LUA,
+    FlowJob,
+    RQJobBooks,
+    WorkerTally,
+    is_flow_job,
+    is_step_job,
+)
 from flowjobs.settings import Settings
 from flowjobs.store.base import REDIS_DOWN
 
@@ -51,6 +61,11 @@ _HEARTBEAT_COALESCE_SECONDS = 1.0
 class FlowWorkerBase(BaseWorker):
     """What flowjobs adds to RQ's workers: a work loop that rides out a Redis outage, and (forking
     worker) renewal of the work-horse's claim lease from the parent process."""
+
+    job_class = FlowJob
+    #: Whether jobs run in this process (SimpleWorker): the ends its scripts write are counted in
+    #: the worker's tally, not in the worker hash by each script.
+    _performs_in_process = False
 
     def __init__(
         self,
@@ -75,6 +90,10 @@ class FlowWorkerBase(BaseWorker):
         # (its suspension check) may be left out too.
         self._beat: tuple[float, int] | None = None
         self._coalesce_in_pipelines = True
+        # Counts of the step jobs' ends not yet in the worker hash; when `rq suspend` was last checked.
+        self._tally = WorkerTally()
+        self._suspension_checked: float | None = None
+        self._end_script = self.connection.register_script(RQ_JOB_END_LUA)
 
     def _set_connection(self, connection: Redis) -> Redis:
         """RQ's raise of the pool's socket timeout above its blocking dequeue (405 s), applied to the
@@ -187,24 +206,32 @@ class FlowWorkerBase(BaseWorker):
             return super().prepare_execution(job)
         self.execution = Execution(uuid4().hex, job.id, self.connection, worker_name=self.name)
         self._state = WorkerStatus.BUSY
+        beat = self._beat
         self._books = RQJobBooks(
             job,
             self.execution,
             queue,
             worker_name=self.name,
             worker_key=self.key,
-            worker_ttl=self.worker_ttl,
             heartbeat_ttl=self.get_heartbeat_ttl(job),
             default_result_ttl=self.default_result_ttl,
+            worker_expires_in=beat[1] - (time.monotonic() - beat[0]) if beat is not None else 0.0,
+            tally=self._tally if self._performs_in_process else None,
         )
+        if isinstance(job, FlowJob):
+            job.persist_in_claim = True
         return self.execution
 
     def perform_job(self, job: Job, queue: Queue) -> bool:
         """RQ's execution of a job (in the work-horse, or in this process); a step job's books are
-        open to its scripts meanwhile."""
+        open to its scripts meanwhile. A job that is no flow's runs in a span of its own (a flow's
+        trigger and step jobs make theirs in the engine)."""
         books = self._books
         if books is None or books.job_id != job.id:
-            return bool(super().perform_job(job, queue))
+            if is_flow_job(job):
+                return bool(super().perform_job(job, queue))
+            with tracing.job_span(job):
+                return bool(super().perform_job(job, queue))
         self._keeping = books
         try:
             with keeping_books(books):
@@ -243,18 +270,35 @@ class FlowWorkerBase(BaseWorker):
         self.procline(f"Processing {job.func_name} from {job.origin} since {time.time()}")  # type: ignore[no-untyped-call]
 
     def handle_execution_ended(self, job: Job, queue: Queue, heartbeat_ttl: int) -> None:
-        """RQ's bookkeeping when a job's function returns; a step job's completion wrote it."""
+        """RQ's bookkeeping when a job's function returns; a step job's completion wrote it. A flow
+        job that succeeded gets it with the rest of its end (``handle_job_success``; RQ's own save
+        of the job writes these fields when it ends RQ's way)."""
         books = self._kept(job)
-        if books is None or not books.ended_written:
+        if books is None:
             super().handle_execution_ended(job, queue, heartbeat_ttl)
+        elif not books.ended_written:
+            if job.get_status(refresh=False) == JobStatus.FAILED:
+                super().handle_execution_ended(job, queue, heartbeat_ttl)
+            else:
+                job.ended_at = job.last_heartbeat = now()
 
     def handle_job_success(self, job: Job, queue: Queue, started_job_registry: StartedJobRegistry) -> None:
-        """RQ's bookkeeping of a finished job; a step job's completion wrote it."""
+        """RQ's bookkeeping of a finished job; a step job's completion wrote it, and a flow job's
+        that no script ended (a trigger job, a retried attempt's) is written in one script call."""
         books = self._kept(job)
+        if books is not None and not books.ended_written and not job.repeats_left:
+            books.returned(job._result, self._end_script)
         if books is not None and books.ended_written:
             self._ended_by_script()
             return
         super().handle_job_success(job, queue, started_job_registry)
+
+    def handle_exception(self, job: Job, *exc_info: Any) -> None:
+        """RQ's logging of a job's exception (and its exception handlers); recorded on the job's
+        span too, if it has one."""
+        if exc_info and isinstance(exc_info[1], BaseException):
+            tracing.job_raised(exc_info[1])
+        super().handle_exception(job, *exc_info)
 
     def handle_job_failure(
         self,
@@ -272,10 +316,39 @@ class FlowWorkerBase(BaseWorker):
 
     def _ended_by_script(self) -> None:
         """What RQ's handling of a job's end leaves in this process, after the completion script wrote
-        it to Redis: no execution, the worker idle, its heartbeat sent."""
+        it to Redis: no execution, the worker idle."""
         self.execution = None
         self._state = WorkerStatus.IDLE
-        self._beat = (time.monotonic(), self.worker_ttl + 60)
+
+    def check_for_suspension(self, burst: bool) -> None:
+        """RQ's check for ``rq suspend`` (with a heartbeat when one is due), not again within
+        ``_HEARTBEAT_COALESCE_SECONDS``: RQ sends it before every job; a worker busy with short jobs
+        now notices a suspension within that, as an idle one notices it only once its blocking
+        dequeue returns."""
+        checked = self._suspension_checked
+        if checked is not None and time.monotonic() - checked < _HEARTBEAT_COALESCE_SECONDS:
+            return
+        if self._tally.pending:
+            self._beat = None  # the tally rides with the check: a suspended worker's hash holds it
+        super().check_for_suspension(burst)
+        self._suspension_checked = time.monotonic()
+
+    def dequeue_job_and_maintain_ttl(
+        self, timeout: int | None, max_idle_time: int | None = None
+    ) -> tuple[Job, Queue] | None:
+        """RQ's dequeue; with counts in the tally, a wait for work is preceded by a look without
+        waiting and, when there is none, by a heartbeat with them: an idle worker's hash holds them."""
+        if timeout is not None and self._tally.pending:
+            found = super().dequeue_job_and_maintain_ttl(None, max_idle_time)
+            if found is not None:
+                return found
+            self._write_tally()
+        return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+
+    def _write_tally(self) -> None:
+        """Send a heartbeat now, with the tally's counts."""
+        self._beat = None
+        self.heartbeat()
 
     def set_state(self, state: str, pipeline: Any = None) -> None:
         """RQ's worker state, written only when it changes (RQ sets idle twice between jobs)."""
@@ -292,9 +365,11 @@ class FlowWorkerBase(BaseWorker):
         fresh = recent and beat is not None and beat[1] == timeout
         if pipeline is not None and not (fresh and self._coalesce_in_pipelines):
             super().heartbeat(timeout, pipeline=pipeline)
+            self._tally.write(pipeline, self.key, idle=self._state == WorkerStatus.IDLE)
         elif pipeline is None and not fresh:
             with self.connection.pipeline(transaction=False) as pipe:
                 super().heartbeat(timeout, pipeline=pipe)
+                self._tally.write(pipe, self.key, idle=self._state == WorkerStatus.IDLE)
                 pipe.execute()
         else:
             return
@@ -356,6 +431,9 @@ class FlowWorkerBase(BaseWorker):
         """RQ's teardown (stops its scheduler), after which the duty thread no longer revives it."""
         with self._scheduler_lock:
             self._looping = False
+        if not self.is_horse and self._tally.pending:
+            with suppress(*REDIS_DOWN):
+                self._write_tally()
         super().teardown()  # type: ignore[no-untyped-call]
 
 
@@ -432,6 +510,8 @@ class FlowSimpleWorker(FlowWorkerBase, SimpleWorker):
     longer than the claim lease can lose its lease (README, "Leases").
     """
 
+    _performs_in_process = True
+
 
 def _job_lease(job: Job) -> tuple[str, str, int] | None:
     """(run id, step key, attempt) of a step job, from its meta; None for other jobs."""
@@ -501,15 +581,26 @@ def wait_for_redis(redis: Redis) -> None:
             return
         except REDIS_DOWN as error:
             backoff = next_backoff(backoff)
-            where = redis.connection_pool.connection_kwargs
-            log.warning(
-                "worker.waiting_for_redis",
-                host=where.get("host", where.get("path")),
-                port=where.get("port"),
-                error=repr(error),
-                retry_in_seconds=backoff,
-            )
+            where = _redis_whereabouts(redis, error)
+            log.warning("worker.waiting_for_redis", **where, retry_in_seconds=backoff)
             time.sleep(backoff)
+
+
+def _redis_whereabouts(redis: Redis, error: Exception) -> dict[str, Any]:
+    """Where ``redis`` connects, and why it failed, in a log line's fields: the server's address, or
+    through Sentinel the primary's name and the Sentinels asked (whose error would otherwise print
+    every Sentinel client's repr)."""
+    pool = redis.connection_pool
+    if isinstance(pool, SentinelConnectionPool):
+        sentinels = [
+            f"{s.connection_pool.connection_kwargs.get('host')}:{s.connection_pool.connection_kwargs.get('port')}"
+            for s in pool.sentinel_manager.sentinels
+        ]
+        down = isinstance(error, MasterNotFoundError)
+        why = "no Sentinel named a primary that is up" if down else repr(error)
+        return {"master": pool.service_name, "sentinels": sentinels, "error": why}
+    where = pool.connection_kwargs
+    return {"host": where.get("host", where.get("path")), "port": where.get("port"), "error": repr(error)}
 
 
 def run_worker(

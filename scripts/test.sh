@@ -19,5 +19,6 @@ need() {
 }
 need chromium chromium "the browser tests"                                   # Playwright drives Debian's Chromium
 need redis-server redis-server "the Redis outage and Sentinel failover tests" # they start servers of their own
+need openssl openssl "the Sentinel TLS test"                                 # it makes a throwaway CA
 need promtool prometheus "the metrics tests"                                  # promtool checks /metrics
 exec .venv/bin/python -m pytest "$@"

@@ -26,6 +26,8 @@ import pytest
 import uvicorn
 from redis import Redis
 from redis.client import Pipeline
+from rq import Queue, Worker
+from rq.serializers import JSONSerializer
 from starlette.types import ASGIApp
 
 import tests.handlers  # noqa: F401  (registers the test handlers on the default registry)
@@ -198,6 +200,13 @@ class Space:
         sentinel = {
             "FLOWJOBS_REDIS_SENTINELS": s.redis_sentinels,
             "FLOWJOBS_REDIS_SENTINEL_MASTER": s.redis_sentinel_master,
+            "FLOWJOBS_REDIS_SENTINEL_PASSWORD": (
+                s.redis_sentinel_password.get_secret_value() if s.redis_sentinel_password else None
+            ),
+            "FLOWJOBS_REDIS_SENTINEL_TLS": "true" if s.redis_sentinel_tls else None,
+            "FLOWJOBS_REDIS_SENTINEL_TLS_CA_FILE": (
+                str(s.redis_sentinel_tls_ca_file) if s.redis_sentinel_tls_ca_file else None
+            ),
         }
         return {
             **os.environ,
@@ -246,6 +255,19 @@ class Space:
     def start_worker(self, name: str, *, simple: bool = False) -> subprocess.Popen[bytes]:
         """A worker subprocess; its RQ name carries the test's token so cleanup finds its keys."""
         return self.start("worker", "--name", f"{self.token}-{name}", *(["--simple"] if simple else []))
+
+    def start_ready_worker(self, name: str, *, simple: bool = False) -> subprocess.Popen[bytes]:
+        """``start_worker``, returning once it listens on the queue: a deadline test's clock starts
+        at trigger time, so the worker must not still be booting (a loaded machine takes seconds)."""
+        worker = self.start_worker(name, simple=simple)
+        queue = Queue(self.settings.queue, connection=self.redis, serializer=JSONSerializer)
+        registered = f"{self.token}-{name}"
+        wait_until(
+            lambda: any(w.name == registered for w in Worker.all(connection=self.redis, queue=queue)),
+            timeout=30,
+            what=f"worker {name} to register",
+        )
+        return worker
 
     def drain(self) -> None:
         """Run every queued job in this process with a SimpleWorker (burst), using the test handlers."""

@@ -58,13 +58,24 @@ def echo(ctx: StepContext, inputs: dict[str, Any]) -> dict[str, Any]:
 @handler("OwnJob")
 def own_job(ctx: StepContext, inputs: dict[str, Any]) -> dict[str, Any]:
     """What RQ says of the job running this step, while it runs."""
-    job = Job.fetch(ctx.job_id or "", connection=_redis(), serializer=JSONSerializer)
-    started = StartedJobRegistry(job.origin, connection=_redis())
+    redis = _redis()
+    job = Job.fetch(ctx.job_id or "", connection=redis, serializer=JSONSerializer)
+    started = StartedJobRegistry(job.origin, connection=redis)
+    entries = redis.zrange(started.key, 0, -1, withscores=True)
+    heartbeat_until = max((score for _, score in entries), default=0)
+    worker_key = f"rq:worker:{job.worker_name}"
+    worker_ttl = redis.ttl(worker_key)
+    state, current = (v.decode() if v else None for v in redis.hmget(worker_key, "state", "current_job"))
     return {
         "status": job.get_status(),
         "worker": job.worker_name,
         "started_registry": job.id in started.get_job_ids(),
         "started_at": job.started_at is not None,
+        # RQ clears a job's expiry before it runs (a requeued job's hash keeps its last end's).
+        "expires": redis.ttl(job.key) != -1,
+        # RQ keeps the worker's hash at least as long as the job's heartbeat.
+        "worker_outlives_heartbeat": time.time() + worker_ttl >= heartbeat_until - 1,
+        "worker_busy_with_it": state == "busy" and current == job.id,
     }
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from redis.connection import SSLConnection
 from redis.sentinel import SentinelConnectionPool
 
 from flowjobs.cli import cli
@@ -228,6 +229,70 @@ def test_sentinels_and_their_master_go_together(config: Path, monkeypatch: pytes
     monkeypatch.setenv("FLOWJOBS_REDIS_SENTINEL_MASTER", "main")
     with pytest.raises(InvalidSettings, match="must be set together"):
         load_settings()
+
+
+def test_the_sentinels_own_credentials_and_tls_reach_only_the_sentinel_connections(
+    config: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not read until a connection is made")
+    monkeypatch.setenv("REDIS_URL", "redis://app:primary-secret@ignored:6379/0")
+    monkeypatch.setenv(SENTINELS, "s1:26379")
+    monkeypatch.setenv("FLOWJOBS_REDIS_SENTINEL_MASTER", "main")
+    monkeypatch.setenv("FLOWJOBS_REDIS_SENTINEL_USERNAME", "watcher")
+    monkeypatch.setenv("FLOWJOBS_REDIS_SENTINEL_PASSWORD", "sentinel-secret")
+    monkeypatch.setenv("FLOWJOBS_REDIS_SENTINEL_TLS", "true")
+    monkeypatch.setenv("FLOWJOBS_REDIS_SENTINEL_TLS_CA_FILE", str(ca))
+    settings = load_settings()
+    assert "sentinel-secret" not in repr(settings)
+    pool = connect(settings).connection_pool
+    assert isinstance(pool, SentinelConnectionPool)
+    (sentinel,) = pool.sentinel_manager.sentinels
+    to_sentinel = sentinel.connection_pool.connection_kwargs
+    assert (to_sentinel["username"], to_sentinel["password"]) == ("watcher", "sentinel-secret")
+    assert sentinel.connection_pool.connection_class is SSLConnection
+    assert to_sentinel["ssl_ca_certs"] == str(ca)
+    to_primary = pool.connection_kwargs
+    assert (to_primary["username"], to_primary["password"]) == ("app", "primary-secret")
+
+
+SENTINEL_SET = {SENTINELS: "s1:26379", "FLOWJOBS_REDIS_SENTINEL_MASTER": "main"}
+NEED = "need FLOWJOBS_REDIS_SENTINELS"
+
+
+@pytest.mark.parametrize(
+    ("env", "problem"),
+    [
+        ({"FLOWJOBS_REDIS_SENTINEL_PASSWORD": "pw"}, f"FLOWJOBS_REDIS_SENTINEL_PASSWORD {NEED}"),
+        ({"FLOWJOBS_REDIS_SENTINEL_TLS": "true"}, f"FLOWJOBS_REDIS_SENTINEL_TLS {NEED}"),
+        (
+            {**SENTINEL_SET, "FLOWJOBS_REDIS_SENTINEL_USERNAME": "u"},
+            "FLOWJOBS_REDIS_SENTINEL_USERNAME needs FLOWJOBS_REDIS_SENTINEL_PASSWORD",
+        ),
+        (
+            {**SENTINEL_SET, "FLOWJOBS_REDIS_SENTINEL_PASSWORD": " "},
+            "invalid setting FLOWJOBS_REDIS_SENTINEL_PASSWORD: is empty or blank",
+        ),
+        (
+            {**SENTINEL_SET, "FLOWJOBS_REDIS_SENTINEL_TLS": "true",
+             "FLOWJOBS_REDIS_SENTINEL_TLS_CA_FILE": "/nonexistent/ca.pem"},
+            "invalid setting FLOWJOBS_REDIS_SENTINEL_TLS_CA_FILE",
+        ),
+        (
+            {**SENTINEL_SET, "FLOWJOBS_REDIS_SENTINEL_TLS_CA_FILE": __file__},
+            "FLOWJOBS_REDIS_SENTINEL_TLS_CA_FILE needs FLOWJOBS_REDIS_SENTINEL_TLS=true",
+        ),
+    ],
+)
+def test_sentinel_credentials_that_would_be_ignored_are_refused(
+    config: Path, monkeypatch: pytest.MonkeyPatch, env: dict[str, str], problem: str
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(InvalidSettings) as error:
+        load_settings()
+    assert problem in str(error.value) and "\n" not in str(error.value)
+    assert "pw" not in str(error.value).replace("PASSWORD", "")
 
 
 def test_a_bad_sentinel_is_one_line_from_the_cli(config: Path, monkeypatch: pytest.MonkeyPatch) -> None:

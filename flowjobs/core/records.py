@@ -106,7 +106,9 @@ class FlowRunRecord(_Record):
     """When cancellation was requested."""
     traceparent: str | None = None
     """W3C traceparent of the run's span (``flowjobs.tracing``), set when its trigger job starts
-    the run under a valid span context; every step job carries it."""
+    the run under a valid span context; every step job carries it. Before that (or if the worker
+    traces nothing), the caller's trace context, if any: a trigger job queued again by recovery
+    starts under it."""
     tracestate: str | None = None
     """W3C tracestate that goes with ``traceparent``, if any."""
     timed_out_at: datetime | None = None

@@ -6,12 +6,18 @@
 -- do) carries its keys in b.books_keys (declared in KEYS, store/scripts.py): the job hash, its
 -- execution hash, its executions registry, the queue's started registry, the worker hash, then the queue's
 -- intermediate list (start), or the job's results stream and the finished or failed registry (end).
--- Times arrive formatted as RQ formats them (b.now: RQ's ISO form; b.ts: epoch seconds). RQ's
--- PERSIST of the job hash before it runs stays RQ's (Job.perform), before the claim.
+-- Times arrive formatted as RQ formats them (b.now: RQ's ISO form; b.ts: epoch seconds).
+-- The worker hash: its heartbeat and its TTL (unless the job needs a longer one, b.worker_ttl) come
+-- with the worker's heartbeats; the job's end (the worker idle, its counters) is written here only
+-- for a forking worker's work-horse (b.counter): a worker running jobs in its own process writes
+-- it with its next heartbeat, or the next job's start overwrites it (WorkerTally).
 
 local function rq_job_started(b)
   if b == nil or b == cjson.null then return end
   local job, execution, executions, started, worker, intermediate = unpack(b.books_keys, 1, 6)
+  -- RQ's Job.perform clears the hash's expiry (a requeued job keeps its last end's): done here,
+  -- the worker skipping it (FlowJob).
+  redis.call('PERSIST', job)
   redis.call('HSET', execution, 'id', b.execution_id, 'created_at', b.ts, 'last_heartbeat', b.ts,
     'worker_name', b.worker_name)
   redis.call('EXPIRE', execution, b.ttl)
@@ -20,7 +26,7 @@ local function rq_job_started(b)
   redis.call('ZADD', started, b.expires, b.job_id .. ':' .. b.execution_id)
   redis.call('HSET', worker, 'state', 'busy', 'current_job', b.job_id, 'current_job_working_time', 0,
     'last_heartbeat', b.now)
-  redis.call('EXPIRE', worker, b.ttl)
+  if b.worker_ttl then redis.call('EXPIRE', worker, b.worker_ttl) end
   redis.call('HSET', job, 'last_heartbeat', b.now, 'status', 'started', 'started_at', b.now,
     'worker_name', b.worker_name)
   redis.call('LREM', intermediate, 1, b.job_id)
@@ -41,9 +47,10 @@ local function rq_job_ended(b)
   redis.call('DEL', execution)
   redis.call('ZREM', started, b.job_id .. ':' .. b.execution_id)
   redis.call('ZREM', executions, b.execution_id)
-  redis.call('HDEL', worker, 'current_job')
-  redis.call('HINCRBY', worker, b.counter, 1)
-  redis.call('HINCRBYFLOAT', worker, 'total_working_time', b.working_time)
-  redis.call('HSET', worker, 'state', 'idle', 'last_heartbeat', b.now)
-  redis.call('EXPIRE', worker, b.worker_ttl)
+  if b.counter then
+    redis.call('HDEL', worker, 'current_job')
+    redis.call('HSET', worker, 'state', 'idle')
+    redis.call('HINCRBY', worker, b.counter, 1)
+    redis.call('HINCRBYFLOAT', worker, 'total_working_time', b.working_time)
+  end
 end

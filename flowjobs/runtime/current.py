@@ -3,29 +3,38 @@ own), and the bookkeeping a runner leaves to the scripts of the job (``JobBooks`
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import Any
 
-from flowjobs.core.job_calls import JobBooks
+from flowjobs.core.job_calls import JobBooks, JobCall
 
-_job_id: ContextVar[str | None] = ContextVar("flowjobs_job_id", default=None)
+_job: ContextVar[JobCall | None] = ContextVar("flowjobs_job", default=None)
 _books: ContextVar[JobBooks | None] = ContextVar("flowjobs_job_books", default=None)
 
 
 @contextmanager
-def running_job(job_id: str) -> Iterator[None]:
-    """Mark ``job_id`` as the executing job while the block runs (the in-process runner)."""
-    token = _job_id.set(job_id)
+def running_job(call: JobCall) -> Iterator[None]:
+    """Mark ``call`` as the executing job while the block runs (the in-process runner)."""
+    token = _job.set(call)
     try:
         yield
     finally:
-        _job_id.reset(token)
+        _job.reset(token)
 
 
 def running_job_id() -> str | None:
     """Id of the job a runner marked as executing here (``running_job``), if any."""
-    return _job_id.get()
+    call = _job.get()
+    return call.job_id if call is not None else None
+
+
+def running_job_meta() -> Mapping[str, Any]:
+    """Meta of the job a runner marked as executing here (empty if none): what RQ keeps in a job's
+    ``meta``, such as the trace context it runs under."""
+    call = _job.get()
+    return call.meta if call is not None else {}
 
 
 @contextmanager

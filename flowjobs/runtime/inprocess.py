@@ -140,7 +140,7 @@ class InProcessRunner:
                 time.sleep(wait)
             heapq.heappop(self._heap)
             self._states[call.job_id] = JobState.Processing
-            with running_job(call.job_id):
+            with running_job(call):
                 try:
                     _resolve(call.func)(*call.args, **call.kwargs)
                 except JobFailed:

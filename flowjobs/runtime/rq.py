@@ -10,19 +10,22 @@ from base64 import b64encode
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 from redis import Redis
 from redis.client import Pipeline
+from redis.commands.core import Script
 from redis.exceptions import WatchError
-from rq import Queue
+from rq import Queue, get_current_job
 from rq.defaults import DEFAULT_FAILURE_TTL
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.executions import Execution, ExecutionRegistry
-from rq.job import Callback, Job, JobStatus, Retry
+from rq.job import Callback, Job, JobStatus, Retry, _job_stack
 from rq.results import Result
 from rq.serializers import JSONSerializer
 from rq.utils import now, utcformat, utcparse
-from rq.worker import BaseWorker
+from rq.worker import BaseWorker, WorkerStatus
 
 from flowjobs.core.clock import utcnow
 from flowjobs.core.errors import JobNotFound
@@ -211,9 +214,13 @@ class RQJobRunner:
         queue = self.queue
         queue_key, queues_key = queue.key.encode(), queue.redis_queues_keys.encode()
         moment = utcformat(now()).encode()
+        # A job this process is performing came off this queue, which RQ's enqueue of it entered
+        # in the set of queues: the entry is there already.
+        working = get_current_job()
+        registered = working is not None and working.origin == queue.name
         return [
             [
-                [b"SADD", queues_key, queue_key],
+                *([] if registered else [[b"SADD", queues_key, queue_key]]),
                 [b"HSET", Job.key_for(call.job_id).encode(), *self._job_fields(call, moment)],
                 [b"RPUSH", queue_key, call.job_id.encode()],
             ]
@@ -416,6 +423,20 @@ class RQJobRunner:
             pipeline.zrem(queue.started_job_registry.key, *taken.entries)
 
 
+#: RQ's bookkeeping of a job's end as a script of its own (``RQJobBooks.returned``). KEYS: the
+#: books' keys of the end (``rq_jobs.lua``), then the job's dependents set. ARGV[1]: the books'
+#: arguments (JSON). Reply: 1, or 0 (nothing written) when jobs depend on this one.
+RQ_JOB_END_LUA = (
+    (Path(__file__).resolve().parent.parent / "lua" / "rq_jobs.lua").read_text()
+    + """
+if redis.call('SCARD', KEYS[#KEYS]) > 0 then return 0 end
+local b = cjson.decode(ARGV[1])
+b.books_keys = KEYS
+rq_job_ended(b)
+return 1
+"""
+)
+
 #: Fields RQ's ``Job.to_dict`` writes empty for a job that has not run and has no callbacks.
 _EMPTY_JOB_FIELDS = (
     b"success_callback_name",
@@ -470,12 +491,107 @@ def queue_registries(queue: Queue) -> QueueRegistries:
     return known
 
 
+class FlowJob(Job):
+    """RQ's job as flowjobs' workers load it: one whose start a script writes (``persist_in_claim``)
+    has its hash's expiry cleared there too (``rq_jobs.lua``), instead of by a round-trip of its own
+    before it runs. A job refused before its claim ends by RQ's own path, which sets that expiry
+    itself. Loading one costs less Python: see ``__init__`` and ``restore``."""
+
+    persist_in_claim = False
+
+    def __init__(
+        self, id: str | None = None, connection: Redis | None = None, serializer: Any = None
+    ) -> None:
+        # RQ checks the serializer of every job it loads against its Protocol (two walks of the
+        # Protocol's MRO, tens of µs); flowjobs' own is known to be one.
+        known = serializer is JSONSerializer
+        super().__init__(id, connection, None if known else serializer)
+        if known:
+            self.serializer = JSONSerializer
+
+    def restore(self, raw_data: dict[bytes, bytes]) -> None:
+        """RQ's ``restore``, its times parsed by ``datetime.fromisoformat`` (RQ's ``strptime`` costs
+        far more; both read RQ's format, and the older one without microseconds)."""
+        raw = dict(raw_data)
+        times = {name: raw.pop(name.encode(), None) for name in _JOB_TIMES}
+        super().restore(raw)
+        for name, value in times.items():
+            if value:
+                setattr(self, name, datetime.fromisoformat(value.decode()))
+
+    def perform(self) -> Any:
+        """RQ's ``Job.perform``, without its ``PERSIST`` when the claim sends it."""
+        if not self.persist_in_claim:
+            return super().perform()
+        # RQ's steps after its PERSIST: the job is RQ's current job (get_current_job) while it runs.
+        _job_stack.push(self)  # type: ignore[no-untyped-call]
+        try:
+            self._result = self._execute()
+        finally:
+            assert self is _job_stack.pop()  # type: ignore[no-untyped-call]
+        return self._result
+
+
+#: The times of a job hash RQ's ``Job.restore`` parses (``created_at`` defaults to now there).
+_JOB_TIMES = ("created_at", "enqueued_at", "started_at", "ended_at", "last_heartbeat")
+
+
+@dataclass
+class WorkerTally:
+    """What a worker's hash lacks of the jobs whose ends scripts wrote in this process: their counts
+    (``successful_job_count``, ``failed_job_count``, ``total_working_time``) and, after the last
+    one, the worker idle with no current job. It goes with the worker's next heartbeat (at most a
+    second apart while it works), before it waits for work and when it stops, instead of with every
+    job's end; the next job's start overwrites the state and current job anyway."""
+
+    successful: int = 0
+    failed: int = 0
+    working_time: float = 0.0
+    idle: bool = False
+
+    def add(self, counter: str, working_time: float) -> None:
+        """Count a job's end (``counter``: ``successful_job_count`` or ``failed_job_count``)."""
+        if counter == _SUCCESSFUL_COUNTER:
+            self.successful += 1
+        else:
+            self.failed += 1
+        self.working_time += working_time
+        self.idle = True
+
+    @property
+    def pending(self) -> bool:
+        """Whether the hash lacks anything."""
+        return self.idle or bool(self.successful or self.failed)
+
+    def write(self, pipeline: Pipeline, worker_key: str, *, idle: bool) -> None:
+        """Add what the hash lacks to it in ``pipeline``: the counts, and the idle state unless
+        the worker is no longer idle (``idle``: its state now; a job it started wrote its own)."""
+        if self.successful:
+            pipeline.hincrby(worker_key, _SUCCESSFUL_COUNTER, self.successful)
+        if self.failed:
+            pipeline.hincrby(worker_key, _FAILED_COUNTER, self.failed)
+        if self.successful or self.failed:
+            pipeline.hincrbyfloat(worker_key, "total_working_time", self.working_time)
+        if self.idle and idle:
+            pipeline.hdel(worker_key, "current_job")
+            pipeline.hset(worker_key, "state", WorkerStatus.IDLE.value)
+        self.successful = self.failed = 0
+        self.working_time = 0.0
+        self.idle = False
+
+
+_SUCCESSFUL_COUNTER = "successful_job_count"
+_FAILED_COUNTER = "failed_job_count"
+
+
 class RQJobBooks:
     """RQ's bookkeeping of one step job, left by flowjobs' worker to the step's claim (the job's
     start) and to the completion that ends the step (its end): ``flowjobs/lua/rq_jobs.lua`` writes
     the keys and fields RQ's worker would (the job hash, its execution, the started, finished and
     failed registries, the results stream, the worker hash and its counters), so RQ and
-    rq-dashboard read the job as RQ leaves it, one round-trip each instead of several.
+    rq-dashboard read the job as RQ leaves it, one round-trip each instead of several. With a
+    ``tally`` (a worker running jobs in its own process), the job's end in the worker hash (idle,
+    its counters) is the worker's to write, with its next heartbeat (``WorkerTally``).
 
     The worker writes whatever the scripts did not (``started_written``, ``ended_written``): a job
     refused before its claim, or one that ends with a retry, goes RQ's own way from there.
@@ -489,9 +605,10 @@ class RQJobBooks:
         *,
         worker_name: str,
         worker_key: str,
-        worker_ttl: int,
         heartbeat_ttl: int,
         default_result_ttl: int,
+        worker_expires_in: float = 0.0,
+        tally: WorkerTally | None = None,
     ) -> None:
         self.job = job
         self.job_id = str(job.id)
@@ -499,12 +616,17 @@ class RQJobBooks:
         self.registries = queue_registries(queue)
         self.worker_name = worker_name
         self.worker_key = worker_key
-        self.worker_ttl = worker_ttl
         self.heartbeat_ttl = heartbeat_ttl
         self.default_result_ttl = default_result_ttl
+        #: Seconds the worker hash lives on as far as the worker knows (its last heartbeat's TTL).
+        self.worker_expires_in = worker_expires_in
+        #: Where the job's end is counted when it ends in the worker's own process (None: the
+        #: script counts it in the worker hash, as from a forking worker's work-horse).
+        self.tally = tally
         self.started_written = False
         self.ended_written = False
         self._started_at: datetime | None = None
+        self._counted: tuple[str, float] | None = None
 
     def _keys(self) -> tuple[str, ...]:
         """The keys both ends touch, in ``rq_jobs.lua``'s order."""
@@ -529,23 +651,42 @@ class RQJobBooks:
         self._started_at = moment
         self.started_written = True
         stamp = moment.timestamp()
-        return JobWrites(
-            keys=(*self._keys(), self.registries.intermediate),
-            args={
-                "job_id": self.job_id,
-                "execution_id": self.execution.id,
-                "worker_name": self.worker_name,
-                "now": formatted,
-                "ts": repr(stamp),
-                "ttl": self.heartbeat_ttl,
-                "expires": int(stamp) + self.heartbeat_ttl,
-            },
-        )
+        args: dict[str, Any] = {
+            "job_id": self.job_id,
+            "execution_id": self.execution.id,
+            "worker_name": self.worker_name,
+            "now": formatted,
+            "ts": repr(stamp),
+            "ttl": self.heartbeat_ttl,
+            "expires": int(stamp) + self.heartbeat_ttl,
+        }
+        # RQ sets the worker hash's TTL to the job's heartbeat TTL; only one that would outlive the
+        # TTL the hash has is worth a command (RQ's would often shorten it, until its next heartbeat).
+        if self.heartbeat_ttl > self.worker_expires_in:
+            args["worker_ttl"] = self.heartbeat_ttl
+        return JobWrites(keys=(*self._keys(), self.registries.intermediate), args=args)
 
     def ended(self, output_json: str | None, failure: str | None) -> JobWrites | None:
         """``handle_job_success`` (the step's output as the job's result) or ``handle_job_failure``
         (``failure`` as its exception info, raised as ``JobFailed``); None when RQ would delete the
         job at once (a result TTL of 0), which RQ's own path does."""
+        return self._end(job_result(output_json) if failure is None else None, failure)
+
+    def returned(self, value: Any, script: Script) -> bool:
+        """``handle_job_success`` of a job whose end no transition's script wrote (a run's trigger
+        job, a step job whose attempt is retried or polled), ``value`` its result, in one call of
+        ``script`` (``RQ_JOB_END_LUA``); False, nothing written, when RQ's own path must write it:
+        a result TTL of 0, or jobs that depend on this one (RQ enqueues them)."""
+        writes = self._end(value, None)
+        if writes is None or not script(
+            keys=[*writes.keys, self.job.dependents_key], args=[json.dumps(writes.args)]
+        ):
+            return False
+        self.ended_by_script()
+        return True
+
+    def _end(self, value: Any, failure: str | None) -> JobWrites | None:
+        """The job's end: succeeded with ``value`` as its result, or failed (``ended``)."""
         job, started = self.job, self._started_at
         kept = job.get_result_ttl(self.default_result_ttl) if failure is None else job.failure_ttl
         ttl = DEFAULT_FAILURE_TTL if kept is None else kept
@@ -558,7 +699,6 @@ class RQJobBooks:
         if failure is None:
             status, registry, counter = JobStatus.FINISHED, self.registries.finished, "successful"
             score: int | str = "+inf" if ttl == -1 else int(stamp) + ttl
-            value = job_result(output_json)
             fields = ["type", str(Result.Type.SUCCESSFUL.value), *fields]
             if value is not None:
                 fields += ["return_value", b64encode(json.dumps(value).encode()).decode()]
@@ -570,25 +710,30 @@ class RQJobBooks:
             fields += ["exc_string", b64encode(zlib.compress(exc_string.encode())).decode()]
         job.ended_at = moment
         job._status = status
+        args: dict[str, Any] = {
+            "job_id": self.job_id,
+            "execution_id": self.execution.id,
+            "status": status.value,
+            "now": utcformat(moment),
+            "result": fields,
+            "score": score,
+            "ttl": ttl,
+        }
+        counted = (f"{counter}_job_count", (moment - started).total_seconds())
+        if self.tally is None:
+            args["counter"], args["working_time"] = counted[0], repr(counted[1])
+        else:
+            self._counted = counted
         return JobWrites(
             keys=(*self._keys(), Result.get_key(self.job_id), registry),  # type: ignore[no-untyped-call]
-            args={
-                "job_id": self.job_id,
-                "execution_id": self.execution.id,
-                "status": status.value,
-                "now": utcformat(moment),
-                "result": fields,
-                "score": score,
-                "ttl": ttl,
-                "counter": f"{counter}_job_count",
-                "working_time": repr((moment - started).total_seconds()),
-                "worker_ttl": self.worker_ttl + 60,
-            },
+            args=args,
         )
 
     def ended_by_script(self) -> None:
-        """The completion script wrote the job's end."""
+        """The completion script wrote the job's end (counted in the tally, if it is kept)."""
         self.ended_written = True
+        if self.tally is not None and self._counted is not None:
+            self.tally.add(*self._counted)
 
 
 def failed_after_delete(job: Job, connection: Redis, *exc_info: object) -> None:

@@ -6,6 +6,7 @@ the parent of every step span, a caller's ``traceparent`` its parent."""
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import subprocess
 import sys
@@ -28,9 +29,13 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from flowjobs import RunStatus
+from flowjobs.core.job_calls import JobState
 from flowjobs.core.registry import FlowRegistry
+from flowjobs.hangfire import BackgroundJob, runner_from_settings
+from flowjobs.recovery import recover
 from flowjobs.tracing import ATTEMPT, FLOW_ID, FLOW_NAME, JOB_ID, QUEUE_WAIT_MS, RUN_ID, STEP_KEY
 from tests.conftest import ROOT, Space, free_port, wait_until
+from tests.integration import app_jobs
 
 pytestmark = pytest.mark.slow
 
@@ -319,3 +324,97 @@ def test_a_tracer_provider_installed_before_is_kept() -> None:
         check=True,
     )
     assert probe.stdout.split() == ["False", "True"], probe.stderr
+
+
+def test_a_trigger_job_queued_again_by_recovery_keeps_the_callers_trace(
+    space: Space, collector: Collector, flows: FlowRegistry
+) -> None:
+    client = space.client(flows)
+    caller = f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"
+    handle = client.trigger("traced-failure", headers={"traceparent": caller})
+    # The trigger job vanishes before any worker takes it (a failover, a flushed queue).
+    space.redis.delete(f"rq:job:{handle.background_job_id}")
+    space.redis.lrem(f"rq:queue:{space.settings.queue}", 0, str(handle.background_job_id))
+    assert recover(space.engine(), grace_seconds=0) == 1
+    start_traced_worker(space, collector, "simple", simple=True)
+    assert handle.wait(timeout=60).status is RunStatus.Failed
+
+    spans = by_name(collector.trace(CALLER_TRACE, 2))
+    root = spans["flowjobs.run traced-failure"]
+    assert root.parent_id == CALLER_SPAN
+    assert spans["flowjobs.step explode"].parent_id == root.span_id
+
+
+HOST_PROBE = """
+import json, sys
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from redis import Redis
+from flowjobs.core.registry import FlowRegistry
+from flowjobs.testing import FlowTestHost
+import tests.handlers  # the Traced and Noop handlers
+
+exporter = InMemorySpanExporter()
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(exporter))
+trace.set_tracer_provider(provider)
+flows = FlowRegistry()
+flows.load_dir(sys.argv[2])
+with FlowTestHost(Redis.from_url(sys.argv[1]), flows) as host:
+    run = host.trigger("traced-diamond", headers={"traceparent": sys.argv[3]})
+spans = [
+    {"name": s.name, "trace": f"{s.context.trace_id:032x}", "id": f"{s.context.span_id:016x}",
+     "parent": f"{s.parent.span_id:016x}" if s.parent else None}
+    for s in exporter.get_finished_spans()
+]
+print(json.dumps({"status": run.status.value, "spans": spans}))
+"""
+
+
+def test_a_flow_test_host_run_is_one_trace_too(space: Space, tmp_path: Path) -> None:
+    # Its own process: a tracer provider, once installed, stays for the process's life.
+    (tmp_path / "diamond.yaml").write_text(DIAMOND)
+    caller = f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"
+    probe = subprocess.run(
+        [sys.executable, "-c", HOST_PROBE, space.settings.redis_url, str(tmp_path), caller],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert probe.returncode == 0, probe.stderr
+    answer = json.loads(probe.stdout.splitlines()[-1])
+    assert answer["status"] == RunStatus.Succeeded.value
+    spans = {span["name"]: span for span in answer["spans"]}
+    assert len(spans) == len(answer["spans"]) == 6, sorted(spans)
+    assert {span["trace"] for span in answer["spans"]} == {CALLER_TRACE}
+    root = spans["flowjobs.run traced-diamond"]
+    assert root["parent"] == CALLER_SPAN
+    for key in "abcd":
+        assert spans[f"flowjobs.step {key}"]["parent"] == root["id"], key
+    assert spans["handler.own"]["parent"] == spans["flowjobs.step a"]["id"]
+
+
+def test_application_jobs_have_spans_under_the_enqueuers_span(space: Space, collector: Collector) -> None:
+    # A forking worker: the horse flushes the job's span before it exits, as for a step.
+    start_traced_worker(space, collector, "fork", simple=False)
+    jobs = BackgroundJob(runner_from_settings(space.settings, space.redis))
+    with TracerProvider().get_tracer("caller").start_as_current_span("caller") as caller:
+        added = jobs.enqueue(app_jobs.add, 2, 3)
+        failed = jobs.enqueue(app_jobs.boom, "kaboom")
+    wait_until(
+        lambda: jobs.state(failed) is JobState.Failed and jobs.state(added) is JobState.Succeeded,
+        timeout=60,
+        what="both application jobs to end",
+    )
+    context = caller.get_span_context()
+
+    spans = by_name(collector.trace(f"{context.trace_id:032x}", 2))
+    ok = spans["flowjobs.job tests.integration.app_jobs.add"]
+    boom = spans["flowjobs.job tests.integration.app_jobs.boom"]
+    for span, job_id in ((ok, added), (boom, failed)):
+        assert span.parent_id == f"{context.span_id:016x}"
+        assert span.attributes[JOB_ID] == job_id
+    assert ok.status != Status.STATUS_CODE_ERROR
+    assert boom.status == Status.STATUS_CODE_ERROR
+    [(event, attributes)] = boom.events
+    assert event == "exception" and attributes["exception.message"] == "kaboom"

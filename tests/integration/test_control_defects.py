@@ -52,10 +52,11 @@ def test_a_run_retried_before_its_deadline_keeps_that_deadline(space: Space) -> 
 
 
 def test_a_run_retried_after_it_timed_out_gets_a_fresh_window_and_times_out_again(space: Space) -> None:
-    steps = {"a": {"type": "Sleep", "inputs": {"seconds": 60}, "timeout_seconds": 4}}
+    steps = {"a": {"type": "Sleep", "inputs": {"seconds": 60}, "timeout_seconds": 6}}
     client = space.client(registry(flow("window", steps)))
-    space.start_worker("w")
-    handle = client.trigger("window", data={"runTimeoutSeconds": 2})
+    # Booted first: on a loaded machine a booting worker let the 3 s window pass before step a started.
+    space.start_ready_worker("w")
+    handle = client.trigger("window", data={"runTimeoutSeconds": 3})
     first = handle.wait(timeout=30)
     assert first.status is RunStatus.TimedOut and first.timeout_at is not None
     # The step outlives the run's deadline, then fails on its own timeout.
@@ -70,7 +71,7 @@ def test_a_run_retried_after_it_timed_out_gets_a_fresh_window_and_times_out_agai
 
     run = handle.wait(timeout=30)
     assert run.status is RunStatus.TimedOut  # without a deadline: Failed once attempt 2 timed out
-    assert run.timeout_at is not None and (run.timeout_at - started).total_seconds() <= 2
+    assert run.timeout_at is not None and (run.timeout_at - started).total_seconds() <= 3
     assert _closes(client, handle.run_id) == ["TimedOut", "TimedOut"]
 
 

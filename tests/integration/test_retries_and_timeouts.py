@@ -7,7 +7,6 @@ import json
 from datetime import timedelta
 from uuid import UUID
 
-from rq import Queue, Worker
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
@@ -32,18 +31,6 @@ def _steps(detail: FlowRunRecord) -> dict[str, FlowStepRecord]:
 
 def _events(space: Space, run_id: UUID) -> list[tuple[str, str | None, str | None]]:
     return [(e.type.value, e.step_key, e.message) for e in space.engine().store.history.events(run_id)]
-
-
-def _ready_worker(space: Space, name: str) -> None:
-    """Start a worker subprocess and wait until it listens on the queue (a deadline test's clock
-    starts at trigger time, so the worker must not still be booting)."""
-    space.start_worker(name)
-    queue = Queue(space.settings.queue, connection=space.redis, serializer=JSONSerializer)
-    wait_until(
-        lambda: Worker.all(connection=space.redis, queue=queue, serializer=JSONSerializer),
-        timeout=20,
-        what="the worker to register",
-    )
 
 
 def _flaky(space: Space, name: str, succeed_on: int, retry: dict[str, float]) -> tuple[FlowDefinition, str]:
@@ -231,7 +218,7 @@ def test_run_deadline_ends_a_running_run_as_timed_out(space: Space) -> None:
         },
     )
     client = space.client(registry(definition))
-    _ready_worker(space, "w")
+    space.start_ready_worker("w")
     space.start("scheduler")
     handle = client.trigger("deadline", data={"runTimeoutSeconds": 1})
     stored = client.get_run(handle.run_id)
@@ -278,7 +265,7 @@ def test_run_deadline_ends_a_run_whose_step_is_parked(space: Space) -> None:
         },
     )
     client = space.client(registry(definition))
-    _ready_worker(space, "w")
+    space.start_ready_worker("w")
     handle = client.trigger("parked", data={"runTimeoutSeconds": 1})
 
     def parked() -> bool:

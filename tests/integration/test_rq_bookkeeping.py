@@ -9,7 +9,11 @@ from rq.results import Result
 from rq.serializers import JSONSerializer
 
 from flowjobs import RunStatus
-from tests.conftest import Space
+from flowjobs.core.job_calls import JobCall, JobState
+from flowjobs.jobs import install_engine
+from flowjobs.runtime.rq import FlowJob
+from flowjobs.worker import build_worker
+from tests.conftest import Space, wait_until
 from tests.integration.flows import flow, registry
 
 
@@ -34,10 +38,22 @@ def test_step_jobs_start_and_end_as_rq_records_them(space: Space) -> None:
     worker_name = f"{space.token}-inproc"
 
     look = Job.fetch(steps["look"].job_id or "", connection=space.redis, serializer=JSONSerializer)
-    running = {"status": "started", "worker": worker_name, "started_registry": True, "started_at": True}
+    running = {
+        "status": "started",
+        "worker": worker_name,
+        "started_registry": True,
+        "started_at": True,
+        "expires": False,
+        "worker_outlives_heartbeat": True,
+        "worker_busy_with_it": True,
+    }
     assert look.return_value() == running, "the claim wrote the job's start before the handler ran"
     assert look.get_status() == "finished" and look.worker_name == worker_name
     assert look.started_at is not None and look.ended_at is not None and look.ended_at >= look.started_at
+    loaded = FlowJob.fetch(look.id, connection=space.redis, serializer=JSONSerializer)  # as workers load it
+    times = ("created_at", "enqueued_at", "started_at", "ended_at", "last_heartbeat")
+    assert [getattr(loaded, t) for t in times] == [getattr(look, t) for t in times]
+    assert loaded.serializer is JSONSerializer and loaded.meta == look.meta
     result = look.latest_result()
     assert result is not None and result.type is Result.Type.SUCCESSFUL and result.worker_name == worker_name
     assert result.execution_id and result.execution_started_at and result.execution_ended_at
@@ -55,6 +71,11 @@ def test_step_jobs_start_and_end_as_rq_records_them(space: Space) -> None:
     trigger = Job.fetch(run.background_job_id or "", connection=space.redis, serializer=JSONSerializer)
     assert trigger.get_status() == "finished" and trigger.worker_name == worker_name
     assert trigger.started_at is not None and trigger.id in queue.finished_job_registry.get_job_ids()
+    assert trigger.ended_at is not None and trigger.ended_at >= trigger.started_at
+    assert trigger.return_value() == "Running"
+    ended = trigger.latest_result()
+    assert ended is not None and ended.type is Result.Type.SUCCESSFUL and ended.worker_name == worker_name
+    assert 0 < space.redis.ttl(trigger.key) <= keep
 
     assert queue.started_job_registry.get_job_ids() == []
     assert not space.redis.exists(f"rq:executions:{look.id}", f"rq:executions:{fail.id}")
@@ -72,3 +93,64 @@ def test_the_worker_hash_counts_the_step_jobs_and_their_working_time(space: Spac
     assert worker[b"successful_job_count"] == b"2" and worker[b"failed_job_count"] == b"1"
     assert float(worker[b"total_working_time"]) > 0
     assert b"current_job" not in worker
+
+
+def test_a_step_job_whose_hash_expires_runs_without_the_expiry(space: Space) -> None:
+    # A requeued job's hash keeps the expiry of its last end; RQ clears it before the job runs.
+    client = space.client(registry(flow("requeued", {"look": {"type": "OwnJob"}})))
+    handle = client.trigger("requeued")
+    install_engine(space.engine())
+    try:
+        worker = build_worker(space.redis, space.settings.queue, simple=True, name=f"{space.token}-inproc")
+        worker.work(burst=True, with_scheduler=False, logging_level="WARNING", max_jobs=1)  # the trigger
+    finally:
+        install_engine(None)
+    queue = Queue(space.settings.queue, connection=space.redis, serializer=JSONSerializer)
+    (step_job_id,) = queue.get_job_ids()
+    space.redis.expire(Job.key_for(step_job_id), 3600)
+    space.drain()
+    run = client.get_run_detail(handle.run_id)
+    assert run is not None and run.status is RunStatus.Succeeded
+    look = Job.fetch(step_job_id, connection=space.redis, serializer=JSONSerializer)
+    seen = look.return_value()
+    assert isinstance(seen, dict) and seen["expires"] is False
+    assert 0 < space.redis.ttl(look.key) <= space.settings.rq_job_ttl_seconds
+
+
+def test_a_waiting_worker_hash_holds_its_counts_and_is_idle(space: Space) -> None:
+    # The counts of the jobs whose ends the scripts wrote are added with a heartbeat, at the latest
+    # when the worker waits for work.
+    client = space.client(
+        registry(flow("tallied", {"a": {"type": "Noop"}, "b": {"type": "Boom", "run_after": ["a"]}}))
+    )
+    handle = client.trigger("tallied")
+    space.start_worker("waiting", simple=True)
+    key = f"rq:worker:{space.token}-waiting"
+
+    def counted() -> bool:
+        worker = space.redis.hgetall(key)
+        return worker.get(b"successful_job_count") == b"2" and worker.get(b"failed_job_count") == b"1"
+
+    wait_until(counted, timeout=30, what="the waiting worker's counts")
+    run = client.get_run(handle.run_id)
+    assert run is not None and run.status is RunStatus.Failed
+    worker = space.redis.hgetall(key)
+    assert worker[b"state"] == b"idle" and b"current_job" not in worker
+    assert float(worker[b"total_working_time"]) > 0 and b"death" not in worker
+
+
+def test_a_job_continuing_a_trigger_job_runs_after_it(space: Space) -> None:
+    # A trigger job's end is written in one script, unless jobs depend on it: RQ enqueues them.
+    client = space.client(registry(flow("continued", {"a": {"type": "Noop"}})))
+    handle = client.trigger("continued")
+    run = client.get_run(handle.run_id)
+    assert run is not None and run.background_job_id
+    after = space.runner().continue_with(
+        run.background_job_id,
+        JobCall("tests.integration.app_jobs.add", (2, 3), f"{space.token}-after", "after the trigger"),
+    )
+    space.drain()
+    assert space.runner().state(after) is JobState.Succeeded
+    assert Job.fetch(after, connection=space.redis, serializer=JSONSerializer).return_value() == 5
+    trigger = Job.fetch(run.background_job_id, connection=space.redis, serializer=JSONSerializer)
+    assert trigger.get_status() == "finished" and trigger.return_value() == "Running"

@@ -21,6 +21,13 @@ from tests.conftest import Space, wait_until
 FLOW_ID = "6f1c2a9e-0000-4000-8000-0000000c0001"
 
 
+def calm_cron() -> str:
+    """An hourly cron whose latest tick was a minute or two ago and whose next is an hour away, for
+    a test that fires schedules twice: no new tick falls due in between (with "*/5 * * * *" one
+    did, when the test straddled a multiple of five minutes)."""
+    return f"{(utcnow().minute - 1) % 60} * * * *"
+
+
 def write_flow(
     folder: Path, cron: str | None, *, name: str = "ticker", extra_inputs: str = "", flow_id: str = FLOW_ID
 ) -> Path:
@@ -102,12 +109,12 @@ def test_a_duplicate_fire_of_a_tick_returns_the_first_run(space: Space, flows_di
 def test_after_a_downtime_a_schedule_fires_once_for_its_latest_missed_tick(
     space: Space, flows_dir: Path
 ) -> None:
-    write_flow(flows_dir, "*/5 * * * *")
+    cron = calm_cron()
+    write_flow(flows_dir, cron)
     client = client_for(space, flows_dir)
     client.sync_schedules()
-    # No process for an hour: the schedule still owes the tick of an hour ago.
-    owed = utcnow().replace(second=0, microsecond=0) - timedelta(hours=1)
-    owed -= timedelta(minutes=owed.minute % 5)
+    # No process for five hours: the schedule still owes the tick of five hours ago.
+    owed = latest_tick(cron, utcnow() - timedelta(hours=5))
     client.schedules.change(SCHEDULE, lambda s: s and s.model_copy(update={"next_fire_at": owed}))
 
     for _ in range(2):
@@ -116,9 +123,9 @@ def test_after_a_downtime_a_schedule_fires_once_for_its_latest_missed_tick(
 
     runs = client.list_runs(flow_id=FLOW_ID)
     assert len(runs) == 1, "one run for the latest missed tick, never a storm"
-    expected = latest_tick("*/5 * * * *", utcnow())
+    expected = latest_tick(cron, utcnow())
     assert runs[0].trigger_headers[TICK_HEADER] == iso(expected)
-    assert client.schedules.require(SCHEDULE).next_fire_at == expected + timedelta(minutes=5)
+    assert client.schedules.require(SCHEDULE).next_fire_at == expected + timedelta(hours=1)
 
 
 def test_pause_resume_and_cron_override_are_persisted_and_flow_files_drive_schedules(

@@ -28,7 +28,7 @@ from flowjobs.embedded import server_binary
 from flowjobs.factory import client_from_settings, connect, flows_from_settings
 from flowjobs.schedules.firing import ScheduleFirer
 from tests.conftest import Space, free_port, wait_until
-from tests.integration.test_schedules import FLOW_ID, SCHEDULE, client_for, write_flow
+from tests.integration.test_schedules import FLOW_ID, SCHEDULE, calm_cron, client_for, write_flow
 
 MASTER = "flowjobs-test"
 API = "/flows/api"
@@ -331,11 +331,12 @@ def test_a_trigger_too_few_replicas_acknowledge_is_refused_with_the_run_named(sp
 def test_a_cron_tick_too_few_replicas_acknowledge_stays_due_and_fires_as_the_same_run(
     space: Space, tmp_path: Path
 ) -> None:
-    write_flow(tmp_path, "*/5 * * * *")
+    cron = calm_cron()
+    write_flow(tmp_path, cron)
     space.settings = space.settings.model_copy(update={"flows_dir": tmp_path})
     plain = client_for(space, tmp_path)
     plain.sync_schedules()
-    due = latest_tick("*/5 * * * *", utcnow())  # a tick owed now
+    due = latest_tick(cron, utcnow())  # a tick owed now
     plain.schedules.change(SCHEDULE, lambda s: s and s.model_copy(update={"next_fire_at": due}))
     waiting = {"redis_wait_replicas": 100, "redis_wait_timeout_ms": 20}
     space.settings = space.settings.model_copy(update=waiting)
