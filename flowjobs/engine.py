@@ -488,6 +488,7 @@ class Engine:
             next_attempt=next_attempt,
             then=ahead[0] if ahead else None,
             scope=seen.scope,
+            seen=seen,
             timed_out=outcome.timed_out,
             job=ending,
         )

@@ -39,9 +39,11 @@ class Keys:
 
     def events(self, run_id: UUID | str) -> str:
         """List: the run's last ``FLOWJOBS_MAX_RUN_EVENTS`` events (``RunEvent`` without the run id),
-        oldest first, each ``<sequence>|<epoch ms>|<type>|<step key>`` then ``|<message>`` if it has
-        one (the message last, so it may hold ``|``; ``%`` and ``|`` of the step key percent-encoded;
-        no step key: empty). Sequences count the whole history: trimmed entries keep theirs."""
+        oldest first, each ``|<epoch ms>|<type>|<step key>`` then ``|<message>`` if it has one (the
+        message last, so it may hold ``|``; ``%`` and ``|`` of the step key percent-encoded; no step
+        key: empty). Sequences count the whole history: an entry's is its position after the run
+        hash's ``events_trimmed`` (entries trimmed from the head so far); older entries held theirs
+        in front (``<sequence>|...``), and the entries after them count on from it."""
         return f"{self.prefix}run:{run_id}:events"
 
     def loops(self, run_id: UUID | str) -> str:

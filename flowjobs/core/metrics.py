@@ -6,13 +6,15 @@ so every process reads the same figures and none are lost with a process. A fiel
 the field of the first bucket whose bound holds it (``<family>|<labels>|<bucket index, 1-based>``,
 the index past the last bound meaning +Inf) and the whole milliseconds to ``<family>|<labels>|sum_ms``
 (an integer, so HINCRBY; versions before kept float seconds in ``...|sum``, still read).
+A step attempt with a duration is counted in one field for two series (``ATTEMPT_BUCKET``), so its
+end costs one HINCRBY less; fields written before (``step_attempts|...`` and the duration's
+buckets apart) still read, and add up with these.
 Labels are flow names, step keys, statuses and outcomes: never run or job ids, so the number of
 series is bounded by the flows deployed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 #: Joins a field's family and label values (a control character no flow or step name holds).
@@ -55,6 +57,11 @@ FAMILIES: tuple[Family, ...] = (
 
 BY_NAME = {family.name: family for family in FAMILIES}
 
+#: ``<ATTEMPT_BUCKET>|<flow>|<step>|<outcome>|<bucket index>``: one step attempt, read as
+#: ``step_attempts{flow, step, outcome}`` + 1 and ``step_duration_seconds{flow}`` bucket + 1 (its
+#: ``sum_ms`` stays a field of its own). Not a family: never exposed under this name.
+ATTEMPT_BUCKET = "step_attempt_bucket"
+
 
 def metric_field(family: str, *labels: str) -> str:
     """The hash field of one counter series (as the Lua helpers spell it)."""
@@ -73,25 +80,38 @@ class Series:
     written by versions before); None for counters."""
 
 
-def parse_fields(fields: dict[str, str]) -> Iterator[Series]:
-    """The series of a metrics hash; fields of unknown families or shapes are left out (a newer
-    flowjobs may have written them)."""
+def parse_fields(fields: dict[str, str]) -> list[Series]:
+    """The series of a metrics hash, each (family, labels, bucket) once: fields that count into the
+    same series add up (``ATTEMPT_BUCKET``). Fields of unknown families or shapes are left out (a
+    newer flowjobs may have written them)."""
+    totals: dict[tuple[Family, tuple[str, ...], str | None], float] = {}
+
+    def add(family: Family, labels: tuple[str, ...], value: float, bucket: str | None = None) -> None:
+        totals[family, labels, bucket] = totals.get((family, labels, bucket), 0.0) + value
+
     for field, raw in fields.items():
         name, *rest = field.split(FIELD_SEPARATOR)
+        try:
+            value = float(raw)
+        except ValueError:
+            continue
+        if name == ATTEMPT_BUCKET:
+            if len(rest) == 4:
+                flow, step, outcome, bucket = rest
+                add(BY_NAME["step_attempts"], (flow, step, outcome), value)
+                add(BY_NAME["step_duration_seconds"], (flow,), value, bucket)
+            continue
         family = BY_NAME.get(name)
         if family is None:
             continue
         width = len(family.labels) + (1 if family.histogram else 0)
         if len(rest) != width:
             continue
-        try:
-            value = float(raw)
-        except ValueError:
-            continue
         if family.histogram:
-            yield Series(family, tuple(rest[:-1]), value, rest[-1])
+            add(family, tuple(rest[:-1]), value, rest[-1])
         else:
-            yield Series(family, tuple(rest), value)
+            add(family, tuple(rest), value)
+    return [Series(family, labels, value, bucket) for (family, labels, bucket), value in totals.items()]
 
 
 def metric_constants() -> str:
@@ -100,4 +120,7 @@ def metric_constants() -> str:
     bounds = ", ".join(repr(float(b) * 1000) for b in DURATION_BUCKETS)
     # Lua 5.1 strings know decimal escapes only.
     separator = f"'\\{ord(FIELD_SEPARATOR)}'"
-    return f"local METRIC_BUCKETS = {{{bounds}}}\nlocal METRIC_SEPARATOR = {separator}\n"
+    return (
+        f"local METRIC_BUCKETS = {{{bounds}}}\nlocal METRIC_SEPARATOR = {separator}\n"
+        f"local METRIC_ATTEMPT_BUCKET = '{ATTEMPT_BUCKET}'\n"
+    )

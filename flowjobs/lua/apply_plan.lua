@@ -6,7 +6,9 @@
 --   (a run that is not Running gets nothing written: {{}, false, its status or false})
 --   | {'moved', state (common.lua) read now, to plan again}.
 local a = script_args()
-if a.version and tonumber(redis.call('HGET', a.run_key, 'steps_version') or '0') ~= a.version then
-  return {'moved', read_state(a, a.scope, false)}
+local version = nil
+if a.version then
+  version = read_version(a)
+  if version ~= a.version then return {'moved', read_state(a, a.scope, false)} end
 end
-return {'applied', apply_continuation(a)}
+return {'applied', apply_continuation(a, {version = version})}

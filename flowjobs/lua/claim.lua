@@ -11,25 +11,61 @@
 --   | {'run_not_running', run status or 'missing'} | {'stale', '<status>#<attempt>'}.
 local a = script_args()
 rq_job_started(a.job_started)
-local run_status = redis.call('HGET', a.run_key, 'status')
+-- One read of the run hash and one of the steps hash (the step's record, the referenced steps'
+-- views, the snapshot's statuses), one write of each record: every scan of a large listpack hash
+-- costs, so what is already as wanted (the job id, no completed_at) is left alone.
+local run = run_hash(a, a.with_trigger)
+local run_status = run_field(run, 'status')
 if not STEP.claim.run[run_status] then return {'run_not_running', run_status or 'missing'} end
--- One read and one write of the steps hash in the common case: every scan of a large listpack
--- hash costs, so what is already as wanted (the job id, no completed_at) is left alone.
-local step = step_get(a, a.step_key, 'status', 'attempt', 'job_id', 'completed_at', 'first_started_at')
+local scope = ok(a.scope)
+local fields = {}
+for _, name in ipairs({'status', 'attempt', 'job_id', 'completed_at', 'first_started_at'}) do
+  fields[#fields + 1] = step_field(a.step_key, name)
+end
+fields[#fields + 1] = EVENTS_TRIMMED
+local refs = a.refs or {}
+for _, r in ipairs(refs) do
+  for _, name in ipairs(STORED_STEP_FIELDS) do fields[#fields + 1] = step_field(r, name) end
+end
+if scope then
+  for _, key in ipairs(scope.keys) do fields[#fields + 1] = key end
+  fields[#fields + 1] = STEPS_VERSION
+end
+local values = redis.call('HMGET', a.steps_key, unpack(fields))
+local step = {unpack(values, 1, 5)}
 local stale = fenced_out(step, STEP.claim, a.attempt)
 if stale then return stale end
+note_events_trimmed(a, values[6])
 local first_started = step[5] or a.now_ms
-step_set(a, a.step_key, {{'status', STEP.claim.target}, {'started_at', a.now_ms},
-  {'lease_until_ms', a.lease_until_ms}, {'worker', a.worker}, {'first_started_at', not step[5] and a.now_ms or nil}})
-if job_of(a, a.step_key, a.attempt, step[3]) ~= a.job_id then set_job(a, a.step_key, a.attempt, a.job_id) end
+local writes = {{'status', STEP.claim.target}, {'started_at', a.now_ms}, {'lease_until_ms', a.lease_until_ms},
+  {'worker', a.worker}, {'first_started_at', not step[5] and a.now_ms or nil}}
+if job_of(a, a.step_key, a.attempt, step[3]) ~= a.job_id then
+  if a.job_id == plain_job_id(a, a.step_key, a.attempt) then
+    step_del(a, a.step_key, 'job_id')
+  else
+    writes[#writes + 1] = {'job_id', a.job_id}
+  end
+end
+step_set(a, a.step_key, writes)
 if step[4] then step_del(a, a.step_key, 'completed_at') end
 redis.call('ZADD', a.leases_key, a.lease_until_ms, a.member)
 redis.call('ZREM', a.pending_key, a.member)
 push_event(a, 'step.started', a.step_key, 'attempt ' .. a.attempt)
-local refs = {}
-for _, r in ipairs(a.refs or {}) do
-  refs[#refs + 1] = step_get(a, r, 'status', 'output_json', 'error_message')
+local views = {}
+local at = 6
+for i = 1, #refs do
+  views[i] = {unpack(values, at + 1, at + #STORED_STEP_FIELDS)}
+  at = at + #STORED_STEP_FIELDS
+end
+local known = {run = run}
+if scope then
+  -- The statuses as they are after this claim's write.
+  known.scope_values = {}
+  for i, key in ipairs(scope.keys) do
+    known.scope_values[i] = key == a.step_key and STEP.claim.target or values[at + i]
+  end
+  known.version = values[at + #scope.keys + 1]
 end
 local extra = {tostring(first_started), false}
 if ok(a.loop_item_field) then extra[2] = redis.call('HGET', a.loop_items_key, a.loop_item_field) end
-return {'ok', refs, extra, read_state(a, a.scope, a.with_trigger)}
+return {'ok', views, extra, read_state(a, a.scope, a.with_trigger, known)}

@@ -5,17 +5,19 @@
 -- jobs also take RQ's enqueue commands as binary-safe ARGV[2..] slices (see run_commands). A
 -- "hash" in a reply is HGETALL's flat {field, value, ...} list. Field groups the script headers
 -- refer to:
---   run fields (StoreContext.run_args): run_id, run_key, events_key, events_channel, status_keys
---     {RunStatus: index key}, flow_status_keys {RunStatus: the run's flow's index key},
---     flow_label (the metric label: flow name, else id), deadlines_key, now (ISO time: run hash
---     and signal records), now_ms (the same time in epoch ms: step records, attempts and events),
---     max_events (events kept per run), metrics_key (the metric counters, see below).
+--   run fields (StoreContext.run_args): run_id, run_key, events_key, steps_key, events_channel,
+--     deadlines_key, now (ISO time: run hash and signal records), now_ms (the same time in epoch
+--     ms: step records, attempts and events), max_events (events kept per run), metrics_key (the
+--     metric counters, see below); and, from StoreContext.flow_args, flow_label (the metric label:
+--     flow name, else id) and, for scripts that may move the run's status, status_keys
+--     {RunStatus: index key} and flow_status_keys {RunStatus: the run's flow's index key}.
 --   step fields (RunWrites._step_args): the run fields, and step_key, attempt, member
 --     (`<run_id>:<step_key>`), steps_key, leases_key, pending_key, attempts_key, loops_key.
 --   step records: fields of the run's steps hash (steps_key): `<step key>` is the status, and
 --     `<step key>|<code>` each other record field (STEP_FIELD, flowjobs/store/codec.py); a job id
 --     is stored only when it is not the attempt's plain one (STEP_JOB_ID).
---   continuation (RunWrites._continuation_args, read by apply_continuation): the run fields, and
+--   continuation (RunWrites._continuation_args, read by apply_continuation): the run fields (all
+--     of flow_args), and
 --     steps_key, jobs_key, pending_key, skip [{step_key, step_type, reason, trace}],
 --     dispatch [{step_key, step_type, attempt, job_id, member, due_ms, commands}],
 --     optional close {status, required: step keys that must be final}, optional version,
@@ -30,23 +32,49 @@
 -- flowjobs/store/scripts.py generates from flowjobs/core/transitions.py and puts before this file:
 -- a fence tests the rule its script performs (STEP.claim.from[status]) instead of spelling statuses.
 
+-- Events trimmed from the head of each run's events list this call (events_key -> count): the steps
+-- hash's EVENTS_TRIMMED, read once (note_events_trimmed when the caller read it with the records).
+local TRIMMED_SO_FAR = {}
+
+local function note_events_trimmed(a, value)
+  TRIMMED_SO_FAR[a.events_key] = tonumber(value or '0') or 0
+end
+
+local function event_sequence(raw, previous)
+  -- An entry's sequence: written in it (entries before this encoding: `<sequence>|...` or JSON), else
+  -- the previous entry's + 1 (flowjobs/store/codec.py, decode_events, reads them the same way).
+  local written = string.match(raw, '^(%d+)|') or string.match(raw, '^{.-"sequence": *(%d+)')
+  return tonumber(written or '') or previous + 1
+end
+
 local function push_event(a, kind, step_key, message)
-  -- a: the run fields. Appends `<sequence>|<now_ms>|<type code>|<step key>[|<message>]` (keys.py,
-  -- Keys.events; EVENT_CODE; `%` and `|` of the step key percent-encoded) and keeps the last max_events
-  -- entries; sequences stay absolute (the last entry's + 1). A list written before this encoding
-  -- (JSON entries, never trimmed) is continued from its length.
-  local last = redis.call('LINDEX', a.events_key, -1)
-  local sequence = 1
-  if last then sequence = (tonumber(string.match(last, '^%d+')) or redis.call('LLEN', a.events_key)) + 1 end
+  -- a: the run fields. Appends `|<now_ms>|<type code>|<step key>[|<message>]` (keys.py, Keys.events;
+  -- EVENT_CODE; `%` and `|` of the step key percent-encoded) and keeps the last max_events entries.
+  -- The sequence is not written: it is the entry's position after the steps hash's EVENTS_TRIMMED
+  -- (entries dropped from the head so far), so no read of the list is needed to append.
   local key = step_key and (step_key:gsub('%%', '%%25'):gsub('|', '%%7C')) or ''
-  local head = sequence .. '|' .. string.format('%d', a.now_ms) .. '|'
+  local ms = string.format('%d', a.now_ms)
   local tail = '|' .. key
   if message then tail = tail .. '|' .. message end
-  redis.call('RPUSH', a.events_key, head .. (EVENT_CODE[kind] or kind) .. tail)
-  redis.call('LTRIM', a.events_key, -a.max_events, -1)
-  -- Live views (the flows UI's server-sent events) follow runs here: `<run_id>|<event>`, with the
-  -- event's type spelled out (only the stored entry is coded).
-  redis.call('PUBLISH', a.events_channel, a.run_id .. '|' .. head .. kind .. tail)
+  local length = redis.call('RPUSH', a.events_key, '|' .. ms .. '|' .. (EVENT_CODE[kind] or kind) .. tail)
+  local trimmed = TRIMMED_SO_FAR[a.events_key]
+  if trimmed == nil then
+    note_events_trimmed(a, redis.call('HGET', a.steps_key, EVENTS_TRIMMED))
+    trimmed = TRIMMED_SO_FAR[a.events_key]
+  end
+  if length > a.max_events then
+    local excess = length - a.max_events
+    for _, raw in ipairs(redis.call('LRANGE', a.events_key, 0, excess - 1)) do
+      trimmed = event_sequence(raw, trimmed)
+    end
+    redis.call('LTRIM', a.events_key, excess, -1)
+    redis.call('HSET', a.steps_key, EVENTS_TRIMMED, trimmed)
+    TRIMMED_SO_FAR[a.events_key] = trimmed
+    length = a.max_events
+  end
+  -- Live views (the flows UI's server-sent events) follow runs here: `<run_id>|<sequence>|...`, with
+  -- the event's type spelled out (only the stored entry is coded).
+  redis.call('PUBLISH', a.events_channel, a.run_id .. '|' .. (trimmed + length) .. '|' .. ms .. '|' .. kind .. tail)
 end
 
 local function hset_present(key, fields)
@@ -115,16 +143,19 @@ local function job_of(a, step_key, attempt, stored)
 end
 
 local function step_statuses(a)
-  -- {step key, status, ...} of every step of the run: the steps hash without the record fields.
+  -- {step key, status, ...} of every step of the run: the steps hash without the record fields;
+  -- and the plan version it holds (STEPS_VERSION), or nil.
   local all = redis.call('HGETALL', a.steps_key)
-  local statuses = {}
+  local statuses, version = {}, nil
   for i = 1, #all, 2 do
     if not string.find(all[i], STEP_FIELD_SEPARATOR, 1, true) then
       statuses[#statuses + 1] = all[i]
       statuses[#statuses + 1] = all[i + 1]
+    elseif all[i] == STEPS_VERSION then
+      version = all[i + 1]
     end
   end
-  return statuses
+  return statuses, version
 end
 
 local function move_run_status(a, to_status)
@@ -149,10 +180,35 @@ end
 
 local function ok(value) if value == nil or value == cjson.null then return nil end return value end
 
-local function bump_version(a)
-  -- Counts changes that can alter a plan (new records, final statuses): continuations planned
-  -- from an older snapshot are not applied (see complete.lua).
-  redis.call('HINCRBY', a.run_key, 'steps_version', 1)
+-- The plan version: counts changes that can alter a plan (new records, final statuses), so
+-- continuations planned from an older snapshot are not applied (see complete.lua). It is the steps
+-- hash's STEPS_VERSION field (written with the step writes that raise it); a run from before it
+-- holds it as the run hash's steps_version, read where the field is absent.
+local function version_of(in_steps, in_run)
+  return tonumber(in_steps or in_run or '0')
+end
+
+local function read_version(a)
+  local in_steps = redis.call('HGET', a.steps_key, STEPS_VERSION)
+  return version_of(in_steps, not in_steps and redis.call('HGET', a.run_key, 'steps_version'))
+end
+
+-- Whether this call raised the version already: once per call is enough, since a plan is compared
+-- with it only between calls (a script is atomic).
+local VERSION_BUMPED = false
+
+local function bump_version(a, current, writes)
+  -- current: the version as this call read it (nil: read now); writes: a flat {field, value...}
+  -- list the caller writes to a.steps_key later (nil: written now).
+  if VERSION_BUMPED then return end
+  VERSION_BUMPED = true
+  local pair = {STEPS_VERSION, (current or read_version(a)) + 1}
+  if writes then
+    writes[#writes + 1] = pair[1]
+    writes[#writes + 1] = pair[2]
+  else
+    redis.call('HSET', a.steps_key, unpack(pair))
+  end
 end
 
 local function run_commands(commands)
@@ -162,41 +218,54 @@ local function run_commands(commands)
   for _, c in ipairs(commands.at) do redis.call(unpack(ARGV, c[1], c[1] + c[2] - 1)) end
 end
 
-local function run_hash(run_key, with_trigger)
-  -- The run hash, without the trigger data unless asked (it can be megabytes; HMGET of the other
-  -- fields never copies it).
-  if with_trigger then return redis.call('HGETALL', run_key) end
-  local wanted = {}
-  for _, name in ipairs(redis.call('HKEYS', run_key)) do
-    if name ~= 'trigger_data_json' then wanted[#wanted + 1] = name end
-  end
-  if #wanted == 0 then return {} end
-  local values = redis.call('HMGET', run_key, unpack(wanted))
+local function run_hash(a, with_trigger)
+  -- The run hash as a flat list, without the trigger data unless asked (it can be megabytes; an
+  -- HMGET of the other fields, RUN_FIELDS, never copies it).
+  if with_trigger then return redis.call('HGETALL', a.run_key) end
+  local values = redis.call('HMGET', a.run_key, unpack(RUN_FIELDS))
   local run = {}
-  for i, name in ipairs(wanted) do
-    run[#run + 1] = name
-    run[#run + 1] = values[i]
+  for i, name in ipairs(RUN_FIELDS) do
+    if values[i] then
+      run[#run + 1] = name
+      run[#run + 1] = values[i]
+    end
   end
   return run
 end
 
-local function read_state(a, scope, with_trigger)
+local function run_field(run, name)
+  -- One field of a flat run hash (run_hash), or nil.
+  for i = 1, #run, 2 do
+    if run[i] == name then return run[i + 1] end
+  end
+  return nil
+end
+
+local function read_state(a, scope, with_trigger, known)
   -- What the planner needs, read atomically with the transition that precedes it: every step and
   -- loop (scope null), or the scope's steps and its one loop's counters, so planning one ForEach
-  -- iteration costs the same whatever the loop's size. Reply: see "state" above.
-  local statuses, loops, final = {}, {}, 0
+  -- iteration costs the same whatever the loop's size. Reply: see "state" above. `known` (optional):
+  -- what the caller read already, as it is now: {run = run_hash's list, scope_values = the
+  -- statuses of scope.keys, in order, version = the steps hash's STEPS_VERSION with them}.
+  local statuses, loops, final, version = {}, {}, 0, nil
+  known = known or {}
   scope = ok(scope)
   if not scope then
-    statuses = step_statuses(a)
+    statuses, version = step_statuses(a)
     loops = redis.call('HGETALL', a.loops_key)
   else
-    if #scope.keys > 0 then
-      local values = redis.call('HMGET', a.steps_key, unpack(scope.keys))
-      for i, key in ipairs(scope.keys) do
-        if values[i] then
-          statuses[#statuses + 1] = key
-          statuses[#statuses + 1] = values[i]
-        end
+    local values = known.scope_values
+    if not values then
+      local fields = {unpack(scope.keys)}
+      fields[#fields + 1] = STEPS_VERSION
+      values = redis.call('HMGET', a.steps_key, unpack(fields))
+      known.version = values[#fields]
+    end
+    version = known.version
+    for i, key in ipairs(scope.keys) do
+      if values[i] then
+        statuses[#statuses + 1] = key
+        statuses[#statuses + 1] = values[i]
       end
     end
     local loop = ok(scope.loop)
@@ -212,7 +281,18 @@ local function read_state(a, scope, with_trigger)
       if ok(loop.outcome_field) then final = redis.call('HEXISTS', a.loop_items_key, loop.outcome_field) end
     end
   end
-  return {statuses, run_hash(a.run_key, with_trigger), loops, final}
+  local run = known.run or run_hash(a, with_trigger)
+  if version then
+    -- The snapshot's version (RunSnapshot.version), where the run hash kept it before.
+    for i = 1, #run, 2 do
+      if run[i] == 'steps_version' then run[i + 1] = version version = nil break end
+    end
+    if version then
+      run[#run + 1] = 'steps_version'
+      run[#run + 1] = version
+    end
+  end
+  return {statuses, run, loops, final}
 end
 
 local function advance_loops(a)
@@ -240,13 +320,18 @@ local function count_metric(a, family, ...)
   redis.call('HINCRBY', a.metrics_key, table.concat({family, ...}, METRIC_SEPARATOR), 1)
 end
 
+local function metric_bucket(ms)
+  -- The 1-based index of the first histogram bucket that holds `ms` (past the last: +Inf).
+  local i = 1
+  while METRIC_BUCKETS[i] and ms > METRIC_BUCKETS[i] do i = i + 1 end
+  return i
+end
+
 local function observe_metric(a, family, ms, ...)
   -- One histogram observation of `ms` milliseconds: +1 in the first bucket that holds it (Python
   -- cumulates), and the whole milliseconds to the sum (an integer: HINCRBY; Python shows seconds).
-  local i = 1
-  while METRIC_BUCKETS[i] and ms > METRIC_BUCKETS[i] do i = i + 1 end
   local series = table.concat({family, ...}, METRIC_SEPARATOR) .. METRIC_SEPARATOR
-  redis.call('HINCRBY', a.metrics_key, series .. i, 1)
+  redis.call('HINCRBY', a.metrics_key, series .. metric_bucket(ms), 1)
   redis.call('HINCRBY', a.metrics_key, series .. 'sum_ms', math.floor(ms + 0.5))
 end
 
@@ -265,12 +350,16 @@ local function count_attempt(a, outcome, started_ms, retried)
   -- A ForEach child's runtime key `<loop>.<index>.<child>` counts as `<loop>.<child>` (declared
   -- keys hold no '.'), so the label is bounded by the flow's steps, never by its items.
   local step = (a.step_key:gsub('%.%d+%.', '.'))
-  count_metric(a, 'step_attempts', flow, step, outcome)
   if retried then count_metric(a, 'step_retries', flow, step) end
   if a.timed_out then count_metric(a, 'step_timeouts', flow, step) end
   if a.lease_expired_before_ms then count_metric(a, 'lease_expiries', flow, step) end
   started_ms = tonumber(started_ms or '')
-  if started_ms then observe_metric(a, 'step_duration_seconds', math.max(0, a.now_ms - started_ms), flow) end
+  if not started_ms then return count_metric(a, 'step_attempts', flow, step, outcome) end
+  -- The attempt and its duration's bucket in one field (METRIC_ATTEMPT_BUCKET); the sum apart.
+  local ms = math.max(0, a.now_ms - started_ms)
+  count_metric(a, METRIC_ATTEMPT_BUCKET, flow, step, outcome, metric_bucket(ms))
+  redis.call('HINCRBY', a.metrics_key,
+    table.concat({'step_duration_seconds', flow, 'sum_ms'}, METRIC_SEPARATOR), math.floor(ms + 0.5))
 end
 
 local function close_run(a, status, reason)
@@ -309,17 +398,33 @@ local function skip_waiting(a, reason)
   return jobs, running
 end
 
-local function apply_continuation(a)
+local function apply_continuation(a, known)
   -- Dispatch ready steps, record skips, close the run when every step is final. A step that
   -- already has a status is never dispatched or skipped again (the dispatch ledger); a step
   -- without one has no record fields either (retry_step's reset clears them with the status).
+  -- `known` (optional; complete.lua): what the caller read in this call, as it is now: {run_status,
+  -- cancelled, statuses = {step key = its status or false, for every step of a.dispatch}, writes =
+  -- a flat {field, value...} list for a.steps_key, written with the dispatched steps' records,
+  -- version = the plan version}.
   -- Returns {dispatched step keys, closed status or false, run status}.
-  local run_status = redis.call('HGET', a.run_key, 'status')
+  known = known or {}
+  local run_status = known.run_status
+  if run_status == nil then run_status = redis.call('HGET', a.run_key, 'status') end
+  local writes = known.writes or {}
+  local function flush()
+    if #writes > 0 then redis.call('HSET', a.steps_key, unpack(writes)) end
+    writes = {}
+  end
   local dispatched = {}
   local changed = false
-  if not RUN.close.from[run_status] then return {dispatched, false, run_status or false} end
+  if not RUN.close.from[run_status] then
+    flush()
+    return {dispatched, false, run_status or false}
+  end
   changed = advance_loops(a)
-  if redis.call('HGET', a.run_key, 'cancel_requested') == '1' then
+  local cancelled = known.cancelled
+  if cancelled == nil then cancelled = redis.call('HGET', a.run_key, 'cancel_requested') == '1' end
+  if cancelled then
     -- A cancelled run starts nothing more: what would be dispatched is skipped, and the run closes
     -- as Cancelled once every recorded step is final (steps never reached stay without a record).
     a.skip = a.skip or {}
@@ -341,15 +446,30 @@ local function apply_continuation(a)
   end
 
   for _, d in ipairs(a.dispatch or {}) do
-    if redis.call('HSETNX', a.steps_key, d.step_key, STEP.dispatch.target) == 1 then
-      step_set(a, d.step_key, {{'step_type', d.step_type}, {'attempt', d.attempt}, {'dispatched_at', a.now_ms}})
-      set_job(a, d.step_key, d.attempt, d.job_id)
+    local free
+    if known.statuses then
+      -- Read in this call, before any write of it: the ledger's check without a write of its own.
+      free = not known.statuses[d.step_key]
+      known.statuses[d.step_key] = STEP.dispatch.target
+    else
+      free = redis.call('HSETNX', a.steps_key, d.step_key, STEP.dispatch.target) == 1
+    end
+    if free then
+      local fields = {{'status', STEP.dispatch.target}, {'step_type', d.step_type}, {'attempt', d.attempt},
+        {'dispatched_at', a.now_ms}}
+      if d.job_id ~= plain_job_id(a, d.step_key, d.attempt) then fields[#fields + 1] = {'job_id', d.job_id} end
+      for _, pair in ipairs(fields) do
+        writes[#writes + 1] = step_field(d.step_key, pair[1])
+        writes[#writes + 1] = tostring(pair[2])
+      end
       redis.call('HSET', a.jobs_key, d.job_id, a.run_id)
       redis.call('ZADD', a.pending_key, d.due_ms, d.member)
       run_commands(d.commands)
       dispatched[#dispatched + 1] = d.step_key
     end
   end
+  if #dispatched > 0 or changed then bump_version(a, known.version, writes) end
+  flush()
 
   local closed = false
   if a.close then
@@ -368,6 +488,5 @@ local function apply_continuation(a)
       closed = a.close.status
     end
   end
-  if #dispatched > 0 or changed then bump_version(a) end
-  return {dispatched, closed, redis.call('HGET', a.run_key, 'status')}
+  return {dispatched, closed, closed or run_status}
 end

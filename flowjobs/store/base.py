@@ -62,6 +62,7 @@ class StoreContext:
         self.scripts = Scripts(redis)
         self._status_keys = {status.value: self.keys.status_runs(status.value) for status in RunStatus}
         self._run_flows: dict[str, RunFlow] = {}
+        self._flow_status_keys_held: dict[str, dict[str, str]] = {}
 
     def run_args(self, run_id: UUID | str) -> dict[str, Any]:
         """The JSON fields of every script that writes a run (``common.lua``'s helpers use them)."""
@@ -70,8 +71,8 @@ class StoreContext:
             "run_id": str(run_id),
             "run_key": self.keys.run(run_id),
             "events_key": self.keys.events(run_id),
+            "steps_key": self.keys.run_steps(run_id),
             "events_channel": self.keys.events_channel(),
-            "status_keys": self._status_keys,
             "deadlines_key": self.keys.deadlines(),
             "now": iso(now),
             "now_ms": epoch_ms(now),
@@ -79,18 +80,29 @@ class StoreContext:
             "metrics_key": self.keys.metrics(),
         }
 
-    def flow_args(self, run_id: UUID | str) -> dict[str, Any]:
-        """``run_args`` and the run's flow fields, for scripts that may move the run's status or
-        count its metrics: ``flow_status_keys`` (its flow's per-status indexes) and
-        ``flow_label``."""
+    def flow_args(self, run_id: UUID | str, *, moves_status: bool = True) -> dict[str, Any]:
+        """``run_args`` and the run's flow fields, for scripts that count its metrics
+        (``flow_label``) and, unless ``moves_status`` is false, may move the run's status: the
+        per-status indexes ``status_keys`` and ``flow_status_keys`` (its flow's). Each is a key
+        the script declares, so a script that never moves the status goes without them."""
         flow = self.run_flow(run_id)
-        return {
-            **self.run_args(run_id),
-            "flow_status_keys": {
-                status.value: self.keys.flow_status_runs(flow.flow_id, status.value) for status in RunStatus
-            },
-            "flow_label": flow.label,
-        }
+        args = self.run_args(run_id)
+        args["flow_label"] = flow.label
+        if moves_status:
+            args["status_keys"] = self._status_keys
+            args["flow_status_keys"] = self._flow_status_keys(flow.flow_id)
+        return args
+
+    def _flow_status_keys(self, flow_id: str) -> dict[str, str]:
+        """{RunStatus: the flow's index key}, built once per flow."""
+        held = self._flow_status_keys_held.get(flow_id)
+        if held is None:
+            if len(self._flow_status_keys_held) >= _RUN_FLOWS_HELD:
+                self._flow_status_keys_held.clear()
+            held = self._flow_status_keys_held[flow_id] = {
+                status.value: self.keys.flow_status_runs(flow_id, status.value) for status in RunStatus
+            }
+        return held
 
     def run_flow(self, run_id: UUID | str) -> RunFlow:
         """The run's flow: remembered from a claim or an earlier call (a run's flow never changes),

@@ -48,6 +48,14 @@ STEP_FIELD_CODES = {
     "crashed_attempts": "C",
 }
 _STEP_FIELD_NAMES = {code: name for name, code in STEP_FIELD_CODES.items()}
+#: The steps hash's one field that is no step's (no step key is empty): the run's plan version,
+#: raised by every write that can change a plan (``common.lua``, bump_version), so the step writes
+#: that raise it carry it in the same HSET. Runs before it kept ``steps_version`` in the run hash,
+#: still read where this field is absent.
+STEPS_VERSION_FIELD = STEP_FIELD_SEPARATOR + "v"
+#: The steps hash's other field of no step: how many entries were trimmed from the head of the run's
+#: events list so far (``decode_events``), read with the step records the scripts read anyway.
+EVENTS_TRIMMED_FIELD = STEP_FIELD_SEPARATOR + "e"
 
 #: Event types as the events list stores them (``Keys.events``); entries written before hold the
 #: type itself, which still reads.
@@ -82,6 +90,17 @@ KEY_POSITIONS = {
     **dict.fromkeys(("DEL", "UNLINK", "EXISTS", "MGET", "TOUCH"), "all"),
     **dict.fromkeys(("TIME", "PUBLISH"), "none"),
 }  # fmt: skip
+
+
+#: Run hash fields besides the record's: the index score, the plan version (runs before
+#: ``STEPS_VERSION_FIELD``) and a reopened deadline's start.
+_RUN_EXTRA_FIELDS = ("started_score", "steps_version", "deadline_from")
+#: Every field a run hash can hold but the trigger data (it can be megabytes): what the scripts read
+#: with one HMGET for a snapshot (``RUN_FIELDS`` in Lua, generated from this).
+RUN_HASH_FIELDS = (
+    tuple(name for name in FlowRunRecord.model_fields if name not in ("steps", "trigger_data_json"))
+    + _RUN_EXTRA_FIELDS
+)
 
 
 def encode_run(run: FlowRunRecord) -> dict[str, str]:
@@ -120,6 +139,8 @@ def split_steps(run_id: UUID | str, flat: Mapping[str, str]) -> dict[str, dict[s
     steps: dict[str, dict[str, str]] = {}
     for field, value in flat.items():
         step_key, separated, code = field.partition(STEP_FIELD_SEPARATOR)
+        if not step_key:  # STEPS_VERSION_FIELD, EVENTS_TRIMMED_FIELD
+            continue
         steps.setdefault(step_key, {})["status" if not separated else _STEP_FIELD_NAMES[code]] = value
     for step_key, fields in steps.items():
         with_job(run_id, step_key, fields)
@@ -181,22 +202,36 @@ def _times(fields: Mapping[str, Any]) -> dict[str, Any]:
     return {name: moment(value) if name in _TIME_FIELDS else value for name, value in fields.items()}
 
 
-def decode_event(run_id: UUID | str, raw: str) -> RunEvent:
-    """An event from its entry in the run's events list (``Keys.events``): ``<sequence>|<epoch ms>|
-    <type code (EVENT_CODES) or type>|<step key, % and | percent-encoded, or empty>``, then
-    ``|<message>`` if it has one (a JSON ``RunEvent``: written before this encoding)."""
+def decode_event(run_id: UUID | str, raw: str, previous: int = 0) -> RunEvent:
+    """An event from its entry in the run's events list (``Keys.events``): ``|<epoch ms>|<type code
+    (EVENT_CODES) or type>|<step key, % and | percent-encoded, or empty>``, then ``|<message>`` if it
+    has one. Its sequence is the ``previous`` entry's + 1 (``decode_events``) unless the entry
+    holds one: entries written before (``<sequence>|...``, or a JSON ``RunEvent``) and the
+    published ones (``common.lua``, push_event)."""
     if raw.startswith("{"):
         return RunEvent.model_validate_json(raw)
     sequence, ms, kind, rest = raw.split("|", 3)
     step_key, has_message, message = rest.partition("|")
     return RunEvent(
-        sequence=int(sequence),
+        sequence=int(sequence) if sequence else previous + 1,
         run_id=UUID(str(run_id)),
         timestamp=from_epoch_ms(int(ms)),
         type=_EVENT_TYPES.get(kind) or EventType(kind),
         step_key=unquote(step_key) if step_key else None,
         message=message if has_message else None,
     )
+
+
+def decode_events(run_id: UUID | str, entries: Sequence[str], trimmed: int) -> list[RunEvent]:
+    """A run's events list, oldest first; ``trimmed``: the steps hash's ``EVENTS_TRIMMED_FIELD`` (entries
+    dropped from the head so far), the sequence before the first entry's."""
+    events: list[RunEvent] = []
+    previous = trimmed
+    for raw in entries:
+        event = decode_event(run_id, raw, previous)
+        previous = event.sequence
+        events.append(event)
+    return events
 
 
 #: The fields of a step's view (``stored_step``), in the order it reads them.

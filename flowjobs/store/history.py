@@ -11,8 +11,9 @@ from flowjobs.core.records import FlowRunRecord, FlowStepRecord, RunEvent
 from flowjobs.core.statuses import RunStatus
 from flowjobs.store.base import StorePart
 from flowjobs.store.codec import (
+    EVENTS_TRIMMED_FIELD,
     STORED_STEP_FIELDS,
-    decode_event,
+    decode_events,
     decode_run,
     decode_step,
     from_hash,
@@ -63,9 +64,7 @@ class History(StorePart):
         for field, value in stored.attempts.items():
             step_key, _, number = field.rpartition("#")
             archived.setdefault(step_key, {})[int(number)] = value
-        steps = [
-            decode_step(run_id, key, fields, archived.get(key, {})) for key, fields in steps_of.items()
-        ]
+        steps = [decode_step(run_id, key, fields, archived.get(key, {})) for key, fields in steps_of.items()]
         steps.sort(key=_started_order)
         return decode_run(stored.run).model_copy(update={"steps": steps})
 
@@ -155,7 +154,11 @@ class History(StorePart):
 
     def events(self, run_id: UUID | str) -> list[RunEvent]:
         """The run's event history, oldest first: its last ``max_run_events`` events."""
-        return [decode_event(run_id, text(raw)) for raw in self.redis.lrange(self.keys.events(run_id), 0, -1)]
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hget(self.keys.run_steps(run_id), EVENTS_TRIMMED_FIELD)
+            pipe.lrange(self.keys.events(run_id), 0, -1)
+            trimmed, entries = pipe.execute()
+        return decode_events(run_id, [text(raw) for raw in entries], int(trimmed or 0))
 
     def step_views(self, run_id: UUID | str, step_keys: Sequence[str]) -> dict[str, StoredStep]:
         """Status, output and error of some steps, in one round-trip (for When clauses)."""

@@ -38,4 +38,4 @@ class MetricRecords(StorePart):
         fields, due = pipe.execute()
         now_ms = epoch_ms(utcnow())
         lag = {text(member): max(0.0, (now_ms - score) / 1000) for member, score in due}
-        return MetricsSnapshot(list(parse_fields(from_hash(fields))), lag)
+        return MetricsSnapshot(parse_fields(from_hash(fields)), lag)

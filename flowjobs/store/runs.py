@@ -138,12 +138,14 @@ class RunWrites(StorePart):
         return self.scripts.apply_plan(args, argv, continuation.scope)
 
     def _continuation_args(
-        self, run_id: UUID | str, plan: Continuation
+        self, run_id: UUID | str, plan: Continuation, *, ahead: bool = False
     ) -> tuple[dict[str, Any], list[bytes]]:
-        """The JSON argument of a continuation, and the flattened job commands it points into."""
+        """The JSON argument of a continuation, and the flattened job commands it points into.
+        ``ahead``: planned ahead for ``complete``, which applies it only if it cannot close the run
+        without saying so (``close``), so it goes without the status indexes otherwise."""
         now = utcnow()
         argv: list[bytes] = []
-        args = self.context.flow_args(run_id)
+        args = self.context.flow_args(run_id, moves_status=not ahead or plan.close is not None)
         args.update(
             {
                 "steps_key": self.keys.run_steps(run_id),
@@ -273,6 +275,7 @@ class RunWrites(StorePart):
         park: Park | None = None,
         then: Continuation | None = None,
         scope: StateScope | None = None,
+        seen: RunSnapshot | None = None,
         timed_out: bool = False,
         job: JobWrites | None = None,
     ) -> RunSnapshot | Refused[FenceRefusal] | Signalled:
@@ -284,10 +287,13 @@ class RunWrites(StorePart):
         payload comes back as ``Signalled`` instead. With ``then``, a continuation planned at
         ``then.version`` is applied in the same script if no plan-changing write happened since
         (``RunSnapshot.applied``); otherwise the snapshot of ``scope`` (None: the whole run)
-        comes back, read right after the outcome. ``job``: the job system's writes of the job's
-        end, done when the outcome is recorded.
+        comes back, read right after the outcome. ``seen``: the snapshot the attempt's claim read;
+        while the run's plan version is still its, the script takes the run's status and
+        cancellation from it instead of reading the run hash. ``job``: the job system's writes of
+        the job's end, done when the outcome is recorded.
         """
-        args = self._step_args(run_id, step_key, attempt, flow=True)
+        # The run's status moves only in the continuation (``plan``), which carries the indexes.
+        args = self._step_args(run_id, step_key, attempt, flow=True, moves_status=False)
         args.update(
             {
                 "status": status.value,
@@ -306,6 +312,12 @@ class RunWrites(StorePart):
                 "event": next_attempt.event,
                 "message": next_attempt.message,
             }
+        if seen is not None and "status" in seen.run:
+            args["seen"] = {
+                "version": seen.version,
+                "status": seen.run["status"],
+                "cancelled": seen.run.get("cancel_requested") == "1",
+            }
         if timed_out:
             args["timed_out"] = True
         if lease_expired_before is not None:
@@ -320,7 +332,7 @@ class RunWrites(StorePart):
             }
         argv: list[bytes] = []
         if then is not None:
-            args["plan"], argv = self._continuation_args(run_id, then)
+            args["plan"], argv = self._continuation_args(run_id, then, ahead=True)
         _put_job_books(args, "job_ended", job)
         return self.scripts.complete(args, argv, scope)
 
@@ -426,11 +438,22 @@ class RunWrites(StorePart):
         return [text(member) for member in self.redis.zrange(self.keys.derived_runs(run_id), 0, -1)]
 
     def _step_args(
-        self, run_id: UUID | str, step_key: str, attempt: int, *, flow: bool = False
+        self,
+        run_id: UUID | str,
+        step_key: str,
+        attempt: int,
+        *,
+        flow: bool = False,
+        moves_status: bool = True,
     ) -> dict[str, Any]:
         """The JSON fields of every script that moves one attempt of one step; with ``flow``, of
-        one that may move the run's status or count its metrics too (``StoreContext.flow_args``)."""
-        args = self.context.flow_args(run_id) if flow else self.context.run_args(run_id)
+        one that counts the run's metrics and, with ``moves_status``, may move its status too
+        (``StoreContext.flow_args``)."""
+        args = (
+            self.context.flow_args(run_id, moves_status=moves_status)
+            if flow
+            else self.context.run_args(run_id)
+        )
         args.update(
             {
                 "step_key": step_key,

@@ -33,9 +33,13 @@ from flowjobs.core.statuses import RunStatus, StepStatus
 from flowjobs.core.transitions import ACTIVE, FINAL, REASONS, RUN_RULES, STEP_RULES, Rule
 from flowjobs.store.codec import (
     EVENT_CODES,
+    EVENTS_TRIMMED_FIELD,
     KEY_POSITIONS,
+    RUN_HASH_FIELDS,
     STEP_FIELD_CODES,
     STEP_FIELD_SEPARATOR,
+    STEPS_VERSION_FIELD,
+    STORED_STEP_FIELDS,
     from_pairs,
     moment,
     split_steps,
@@ -251,8 +255,12 @@ def lua_prelude() -> str:
     records = [
         f"local STEP_FIELD = {{{codes}}}",
         f"local STEP_FIELD_SEPARATOR = {_lua_string(STEP_FIELD_SEPARATOR)}",
+        f"local STEPS_VERSION = {_lua_string(STEPS_VERSION_FIELD)}",
+        f"local EVENTS_TRIMMED = {_lua_string(EVENTS_TRIMMED_FIELD)}",
         f"local EVENT_CODE = {{{events}}}",
         f"local STEP_JOB_ID = {{{job_id_parts}}}",
+        f"local RUN_FIELDS = {{{', '.join(_lua_string(name) for name in RUN_HASH_FIELDS)}}}",
+        f"local STORED_STEP_FIELDS = {{{', '.join(_lua_string(name) for name in STORED_STEP_FIELDS)}}}",
     ]
     header = (
         "-- Generated from flowjobs/core/transitions.py, flowjobs/store/codec.py and"
@@ -380,34 +388,54 @@ class Scripts:
 def script_call(args: Mapping[str, Any], argv: Sequence[bytes] = ()) -> tuple[list[str], list[Any]]:
     """A script's KEYS and ARGV: every ``KEY_FIELDS`` value of the JSON document moved into KEYS
     (each distinct key once; the document keeps its 1-based position), then the document, then
-    the binary arguments."""
-    keys: list[str] = []
+    the binary arguments.
+
+    Built on every step's claim and completion, so it walks the document by exact type (documents
+    are built of dicts, lists, tuples and scalars; ``isinstance`` against the ABCs cost more than
+    the rest of the walk) and leaves lists of scalars as they are."""
     positions: dict[str, int] = {}
 
     def position(key: str) -> int:
-        if key not in positions:
-            keys.append(key)
-            positions[key] = len(keys)
-        return positions[key]
+        at = positions.get(key)
+        if at is None:
+            at = positions[key] = len(positions) + 1
+        return at
 
     def declared(value: Any) -> Any:
         if value is None:
             return None
-        if isinstance(value, str):
+        if type(value) is str:
             return position(value)
         if isinstance(value, Mapping):
             return {name: position(key) for name, key in value.items()}
         return [position(key) for key in value]
 
     def walk(value: Any) -> Any:
-        if isinstance(value, Mapping):
-            return {name: declared(v) if name in KEY_FIELDS else walk(v) for name, v in value.items()}
-        if isinstance(value, list | tuple):
+        kind = type(value)
+        if kind is dict:
+            out = {}
+            for name, v in value.items():
+                if name in KEY_FIELDS:
+                    out[name] = declared(v)
+                elif type(v) in _CONTAINERS:
+                    out[name] = walk(v)
+                else:
+                    out[name] = v
+            return out
+        if kind is list or kind is tuple:
+            if not any(type(v) in _CONTAINERS for v in value):
+                return value
             return [walk(v) for v in value]
+        if isinstance(value, Mapping):
+            return walk(dict(value))
         return value
 
-    document = walk(args)
-    return keys, [json.dumps(document), *argv]
+    document = walk(args if type(args) is dict else dict(args))
+    return list(positions), [json.dumps(document), *argv]
+
+
+#: The container types a script document is built of (``script_call`` walks into these only).
+_CONTAINERS = frozenset({dict, list, tuple})
 
 
 def decode_create_run(reply: Any, run_id: str) -> Created | Refused[AdmissionRefusal]:

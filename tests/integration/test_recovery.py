@@ -18,7 +18,6 @@ from flowjobs.client import RunHandle
 from flowjobs.core.clock import utcnow
 from flowjobs.core.handlers import default_handlers
 from flowjobs.core.job_calls import JobState, step_job_id
-from flowjobs.core.metrics import metric_field
 from flowjobs.engine import Engine
 from flowjobs.factory import engine_from_settings
 from flowjobs.recovery import recover
@@ -28,8 +27,10 @@ from tests.integration.flows import flow, registry
 
 
 def _counted(space: Space, family: str, *labels: str) -> int:
-    """A cluster-wide counter (``flowjobs/core/metrics.py``) as the recovery left it."""
-    return int(space.redis.hget(space.keys.metrics(), metric_field(family, *labels)) or 0)
+    """A cluster-wide counter (``flowjobs/core/metrics.py``) as the recovery left it, as ``/metrics``
+    reads it (one field can count into several series)."""
+    series = space.engine().store.metrics.read_metrics().series
+    return int(sum(s.value for s in series if s.family.name == family and s.labels == labels))
 
 
 def test_killed_worker_tree_step_is_rerun_after_the_lease_expires(space: Space) -> None:

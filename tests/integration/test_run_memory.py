@@ -12,8 +12,8 @@ from flowjobs import FlowRunRecord, FlowStepRecord, RunStatus, StepStatus
 from flowjobs.core.clock import utcnow
 from flowjobs.core.job_calls import step_job_id
 from flowjobs.core.stats import hour_edges
-from flowjobs.store.codec import from_hash, split_steps
-from tests.conftest import Space
+from flowjobs.store.codec import decode_event, from_hash, split_steps
+from tests.conftest import Space, wait_until
 from tests.integration.flows import flow, registry
 
 #: Step keys that the event encoding must carry as they are (``|`` separates fields, ``%`` escapes).
@@ -125,6 +125,38 @@ def test_a_run_keeps_its_last_events_with_absolute_sequences(space: Space) -> No
     assert first_two == [("step.completed", "s4"), ("step.started", "s5")]
     assert (events[-1].type.value, events[-1].message) == ("run.completed", "Succeeded")
     assert space.redis.llen(space.keys.events(run_id)) == 10
+
+
+def test_a_history_trimmed_by_the_sequenced_encoding_counts_on(space: Space) -> None:
+    """Entries that carry their sequence (written before, trimmed at the bound) and the ones that
+    follow, which count on from them, read as one history, and stay bounded once trimmed again."""
+    space.settings = space.settings.model_copy(update={"max_run_events": 4})
+    client = space.client(registry(flow("sequenced", _linear("sequenced", 1))))
+    run_id = client.trigger("sequenced").run_id
+    events = space.keys.events(run_id)
+    space.redis.rpush(events, *(f"{sequence}|1767225600000|sr|s1|old" for sequence in (97, 98, 99, 100)))
+    live = space.redis.pubsub(ignore_subscribe_messages=True)
+    live.subscribe(space.keys.events_channel())
+    space.drain()
+    history = space.engine().store.history.events(run_id)
+    published: list[int] = []
+
+    def heard_all() -> bool:
+        message = live.get_message(timeout=0.1)
+        if message is not None and message["data"].decode().startswith(str(run_id)):
+            published.append(decode_event(run_id, message["data"].decode().partition("|")[2]).sequence)
+        return len(published) == len(history)
+
+    wait_until(heard_all, timeout=10)
+    live.close()
+    assert published == [e.sequence for e in history], "the live stream numbers events as the history does"
+    assert [(e.sequence, e.type.value) for e in history] == [
+        (101, "run.started"),
+        (102, "step.started"),
+        (103, "step.completed"),
+        (104, "run.completed"),
+    ]
+    assert space.redis.llen(events) == 4
 
 
 def test_runs_written_before_the_compact_layout_still_read(space: Space) -> None:

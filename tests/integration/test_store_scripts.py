@@ -28,6 +28,7 @@ from flowjobs.store import (
     SignalResume,
     StepDispatch,
 )
+from flowjobs.store.codec import STEPS_VERSION_FIELD
 from tests.conftest import Space
 from tests.integration.flows import flow, registry
 
@@ -261,6 +262,43 @@ def test_complete_with_a_current_plan_applies_it_in_the_same_script(space: Space
     late = store.runs.complete(run_id, "b", 1, status=StepStatus.Succeeded, then=outdated)
     assert isinstance(late, RunSnapshot) and late.applied is None
     assert late.statuses == {"a": StepStatus.Succeeded, "b": StepStatus.Succeeded}
+
+
+def test_a_plan_ahead_on_a_run_cancelled_meanwhile_is_planned_again_and_closes_it(space: Space) -> None:
+    """A plan made ahead that does not close the run carries no status indexes; cancellation
+    turns it into a close, so ``complete`` hands the state back and ``apply_plan`` closes the run."""
+    store = _store(space)
+    run_id = _running_run(space, "a")
+    seen = _claim(store, run_id, "a").snapshot
+    cancelled = store.runs.cancel_run(run_id, "stop")
+    assert not isinstance(cancelled, Refused) and not cancelled.closed  # "a" still runs
+    plan = Continuation(dispatch=[StepDispatch("b", "Echo", 1, "job-b-1")], version=seen.version)
+    # ``seen`` (the claim's run: Running, not cancelled) is not trusted: the cancel raised the version.
+    done = store.runs.complete(run_id, "a", 1, status=StepStatus.Succeeded, then=plan, seen=seen)
+    assert isinstance(done, RunSnapshot) and done.applied is None
+    assert done.statuses == {"a": StepStatus.Succeeded}
+    again = Continuation(dispatch=[StepDispatch("b", "Echo", 1, "job-b-1")], version=done.version)
+    applied = store.runs.apply_plan(run_id, again)
+    assert applied == AppliedPlan([], RunStatus.Cancelled, RunStatus.Cancelled)
+
+
+def test_a_run_that_kept_its_plan_version_in_the_run_hash_counts_on_from_it(space: Space) -> None:
+    """Runs from before the version moved to the steps hash (``|v``) kept ``steps_version`` in
+    the run hash: their plans are checked against it, and the next raise counts on from it."""
+    store = _store(space)
+    run_id = _running_run(space, "a")
+    steps, run = space.keys.run_steps(run_id), space.keys.run(run_id)
+    space.redis.hdel(steps, STEPS_VERSION_FIELD)
+    space.redis.hset(run, "steps_version", "7")
+    seen = _claim(store, run_id, "a").snapshot
+    assert seen.version == 7
+    plan = Continuation(dispatch=[StepDispatch("b", "Echo", 1, "job-b-1")], version=7)
+    done = store.runs.complete(run_id, "a", 1, status=StepStatus.Succeeded, then=plan)
+    assert isinstance(done, RunSnapshot) and done.applied == AppliedPlan(["b"], None, RunStatus.Running)
+    assert space.redis.hget(steps, STEPS_VERSION_FIELD) == b"8"
+    assert store.runs.run_state(run_id).version == 8
+    stale = store.runs.apply_plan(run_id, Continuation(close=RunStatus.Succeeded, version=7))
+    assert isinstance(stale, RunSnapshot), "a plan from before the raise is not applied"
 
 
 def test_parking_after_the_signal_arrived_returns_it_instead(space: Space) -> None:
