@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import mmap
 import os
 import signal
 import threading
@@ -372,10 +374,34 @@ class FlowWorker(FlowWorkerBase, Worker):
         super().setup_work_horse_signals()  # type: ignore[no-untyped-call]
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # One byte shared with every work-horse (an anonymous mapping is MAP_SHARED across fork):
+        # set by a horse whose step's completion script wrote RQ's end of the job, the worker's
+        # state included, so this process need not write them again once the horse has exited.
+        self._horse_report = mmap.mmap(-1, 1)
+        # A cold shutdown that arrived while a trigger job ran in this process, raised after it.
+        self._in_process = False
+        self._deferred_force_stop: int | None = None
+
+    def work(self, burst: bool = False, *args: Any, **kwargs: Any) -> bool:
+        """RQ's work loop, with what this process holds after its start-up moved out of the
+        collector's reach (``gc.freeze``): its full collections no longer walk them, and a
+        work-horse's never touch (and copy) the pages they share with this process."""
+        gc.collect()
+        gc.freeze()
+        return super().work(burst, *args, **kwargs)
+
     def execute_job(self, job: Job, queue: Queue) -> None:
-        """RQ's execution in a work-horse; an attempt cut off by a cold shutdown (RQ has killed and
-        reaped the horse by then) is handed over for another worker to run at once. A step's
-        manifest is loaded here first, for every work-horse to inherit."""
+        """RQ's execution in a work-horse, except a run's trigger job, which runs only flowjobs' own
+        code (no handler) and is executed in this process: a fork costs more than the trigger.
+
+        An attempt cut off by a cold shutdown (RQ has killed and reaped the horse by then) is
+        handed over for another worker to run at once. A step's manifest is loaded here first, for
+        every work-horse to inherit."""
+        if is_flow_job(job) and not is_step_job(job):
+            self._execute_in_process(job, queue)
+            return
         engine = self.engine or installed_engine()
         manifest_hash = job.args[3] if is_step_job(job) and len(job.args) > 3 else None
         if engine is not None and isinstance(manifest_hash, str):
@@ -391,6 +417,66 @@ class FlowWorker(FlowWorkerBase, Worker):
                 ),
             )
             raise
+
+    def _execute_in_process(self, job: Job, queue: Queue) -> None:
+        """Run ``job`` here, as RQ's SimpleWorker does; a cold shutdown waits for its end (it takes
+        milliseconds, and one cut off would be left to recovery as a lost trigger)."""
+        self._in_process = True
+        try:
+            self.prepare_execution(job)
+            self.perform_job(job, queue)
+        finally:
+            self._in_process = False
+        self.set_state(WorkerStatus.IDLE)
+        signum, self._deferred_force_stop = self._deferred_force_stop, None
+        if signum is not None:
+            self.request_force_stop(signum, None)
+
+    def request_force_stop(self, signum: int, frame: FrameType | None) -> None:
+        """RQ's cold shutdown (the work-horse killed with this process), deferred to the end of a
+        trigger job running in this process."""
+        if self._in_process:
+            self._deferred_force_stop = signum
+            return
+        super().request_force_stop(signum, frame)
+
+    def fork_work_horse(self, job: Job, queue: Queue) -> None:
+        """RQ's fork of the work-horse, with the horse's report cleared first."""
+        self._horse_report[0] = 0
+        super().fork_work_horse(job, queue)
+
+    def main_work_horse(self, job: Job, queue: Queue) -> None:
+        """The work-horse: what it inherited is frozen out of its collector's reach, so a collection
+        in the horse walks only what the job allocates (walking the parent's objects would write to,
+        and copy, every page that holds them)."""
+        gc.freeze()
+        super().main_work_horse(job, queue)
+
+    def _ended_by_script(self) -> None:
+        """In the work-horse: its parent is told that the job's end is written (see ``__init__``)."""
+        super()._ended_by_script()
+        if self._is_horse:
+            self._horse_report[0] = 1
+
+    def monitor_work_horse(self, job: Job, queue: Queue) -> None:
+        """RQ's wait for the work-horse; when the horse's completion script wrote the job's end (and
+        the worker idle) this process takes them as written instead of writing them again."""
+        super().monitor_work_horse(job, queue)
+        if self._horse_report[0] == 1:
+            self._ended_by_script()
+
+    def set_current_job_working_time(self, current_job_working_time: float, pipeline: Any = None) -> None:
+        """RQ's bookkeeping of the running job's working time; its reset to 0 after a horse whose
+        script closed the job is skipped when nothing else was written since the job's claim (which
+        wrote 0)."""
+        if (
+            current_job_working_time == 0
+            and pipeline is None
+            and self.current_job_working_time == 0
+            and self._horse_report[0] == 1
+        ):
+            return
+        super().set_current_job_working_time(current_job_working_time, pipeline=pipeline)
 
     def handle_work_horse_killed(self, job: Job, retpid: int, ret_val: int | None, rusage: Any) -> None:
         """RQ calls this only when the work-horse died while this process lives: the job's doing.
