@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import gc
 import mmap
+import multiprocessing
+import multiprocessing.connection
+import multiprocessing.util
 import os
 import signal
 import threading
@@ -11,11 +14,12 @@ import time
 from collections.abc import Callable
 from contextlib import suppress
 from types import FrameType
-from typing import Any
+from typing import Any, cast
 from uuid import uuid4
 
 import structlog
-from redis import Redis
+from redis import BlockingConnectionPool, ConnectionPool, Redis
+from redis.connection import AbstractConnection
 from rq import Queue, SimpleWorker, Worker
 from rq.exceptions import StopRequested
 from rq.executions import Execution
@@ -380,6 +384,10 @@ class FlowWorker(FlowWorkerBase, Worker):
         # set by a horse whose step's completion script wrote RQ's end of the job, the worker's
         # state included, so this process need not write them again once the horse has exited.
         self._horse_report = mmap.mmap(-1, 1)
+        # The connection every work-horse starts with, made and kept by this process, which never
+        # uses it: a horse that ended its job by script leaves it with no reply in flight, so the
+        # next horse takes it over instead of connecting (and handshaking) again.
+        self._horse_connection: AbstractConnection | None = None
         # A cold shutdown that arrived while a trigger job ran in this process, raised after it.
         self._in_process = False
         self._deferred_force_stop: int | None = None
@@ -441,15 +449,34 @@ class FlowWorker(FlowWorkerBase, Worker):
         super().request_force_stop(signum, frame)
 
     def fork_work_horse(self, job: Job, queue: Queue) -> None:
-        """RQ's fork of the work-horse, with the horse's report cleared first."""
+        """RQ's fork of the work-horse, with the horse's report cleared and its connection ready."""
         self._horse_report[0] = 0
+        self._horse_connection = self._connection_for_horse()
         super().fork_work_horse(job, queue)
 
+    def _connection_for_horse(self) -> AbstractConnection | None:
+        """The kept connection, or a new one (None where it cannot be handed over, or Redis is away:
+        the horse connects itself)."""
+        if self._horse_connection is not None:
+            return self._horse_connection
+        pool = self.connection.connection_pool
+        if not _can_adopt(pool):
+            return None
+        connection = pool.connection_class(**pool.connection_kwargs)
+        try:
+            connection.connect()
+        except REDIS_DOWN:
+            return None
+        return cast(AbstractConnection, connection)
+
     def main_work_horse(self, job: Job, queue: Queue) -> None:
-        """The work-horse: what it inherited is frozen out of its collector's reach, so a collection
-        in the horse walks only what the job allocates (walking the parent's objects would write to,
-        and copy, every page that holds them)."""
+        """The work-horse: its Redis client starts on the connection its parent made; what it
+        inherited is frozen out of its collector's reach, so a collection in the horse walks only
+        what the job allocates (walking the parent's objects would write to, and copy, every page
+        that holds them)."""
         gc.freeze()
+        if self._horse_connection is not None:
+            _adopt(self.connection.connection_pool, self._horse_connection)
         super().main_work_horse(job, queue)
 
     def _ended_by_script(self) -> None:
@@ -464,6 +491,10 @@ class FlowWorker(FlowWorkerBase, Worker):
         super().monitor_work_horse(job, queue)
         if self._horse_report[0] == 1:
             self._ended_by_script()
+        elif self._horse_connection is not None:
+            # The horse may have left a command's reply unread (a timeout, a kill): not kept.
+            self._horse_connection.disconnect()  # type: ignore[no-untyped-call]
+            self._horse_connection = None
 
     def set_current_job_working_time(self, current_job_working_time: float, pipeline: Any = None) -> None:
         """RQ's bookkeeping of the running job's working time; its reset to 0 after a horse whose
@@ -519,6 +550,30 @@ class FlowSimpleWorker(FlowWorkerBase, SimpleWorker):
     """
 
 
+def _can_adopt(pool: ConnectionPool) -> bool:
+    """Whether ``_adopt`` knows how ``pool`` keeps its idle connections (redis-py's plain and Sentinel
+    pools, without client-side caching, whose connections are proxies)."""
+    return (
+        isinstance(pool, ConnectionPool)
+        and not isinstance(pool, BlockingConnectionPool)
+        and getattr(pool, "cache", None) is None
+        and isinstance(getattr(pool, "_available_connections", None), list)
+    )
+
+
+def _adopt(pool: ConnectionPool, connection: AbstractConnection) -> None:
+    """In a forked process: make ``connection`` (made by the parent) the only idle connection of
+    this process's ``pool``, as if the pool had made it here and had it released.
+
+    redis-py resets a pool on its first use after a fork and then connects anew; it has no public
+    way to take a connection in, so this does what its ``reset`` and ``release`` do. The pool's
+    own check of an idle connection (``ensure_connection``) still reconnects one found broken."""
+    pool.reset()
+    connection.pid = pool.pid
+    pool._created_connections += 1
+    pool._available_connections.append(connection)
+
+
 def _job_lease(job: Job) -> tuple[str, str, int] | None:
     """(run id, step key, attempt) of a step job, from its meta; None for other jobs."""
     meta = job.meta or {}
@@ -550,6 +605,35 @@ def _fresh_log_locks() -> None:
 
 
 os.register_at_fork(after_in_child=_fresh_log_locks)
+
+
+class _SchedulerBinding:
+    """Holder of the after-fork hook below (multiprocessing keeps its hooks by weak reference)."""
+
+
+def _end_scheduler_with_its_worker(_: _SchedulerBinding) -> None:
+    """In RQ's scheduler process (a ``multiprocessing`` child the worker forks): stop it once its
+    worker is gone, as RQ's own stop would (SIGTERM: its loop ends, releasing its queue locks).
+
+    A worker SIGKILLed otherwise left it running, orphaned, polling Redis and renewing its locks.
+    The parent's sentinel pipe closes when the worker and every process it forked since (a
+    work-horse finishing its job) have exited."""
+    parent = multiprocessing.parent_process()
+    if multiprocessing.current_process().name != _RQ_SCHEDULER_PROCESS or parent is None:
+        return
+    sentinel, pid = parent.sentinel, os.getpid()
+
+    def watch() -> None:
+        multiprocessing.connection.wait([sentinel])
+        os.kill(pid, signal.SIGTERM)
+
+    threading.Thread(target=watch, name="flowjobs-worker-watch", daemon=True).start()
+
+
+#: The name RQ gives its scheduler's process (``RQScheduler.start``).
+_RQ_SCHEDULER_PROCESS = "Scheduler"
+_scheduler_binding = _SchedulerBinding()
+multiprocessing.util.register_after_fork(_scheduler_binding, _end_scheduler_with_its_worker)
 
 
 def build_worker(

@@ -9,7 +9,7 @@ from rq.results import Result
 from rq.serializers import JSONSerializer
 
 from flowjobs import RunStatus
-from tests.conftest import Space
+from tests.conftest import Space, wait_until
 from tests.integration.flows import flow, registry
 
 
@@ -72,3 +72,34 @@ def test_the_worker_hash_counts_the_step_jobs_and_their_working_time(space: Spac
     assert worker[b"successful_job_count"] == b"2" and worker[b"failed_job_count"] == b"1"
     assert float(worker[b"total_working_time"]) > 0
     assert b"current_job" not in worker
+
+
+def test_a_forking_worker_leaves_rqs_records_of_a_runs_jobs_and_of_itself(space: Space) -> None:
+    # The trigger job runs in the worker's own process, each step in a work-horse whose completion
+    # script writes the job's end and the worker idle; step b outlasts the parent's monitoring
+    # interval (1 s here), so the parent wrote its working time meanwhile and must reset it.
+    steps = {"a": {"type": "Noop"}, "b": {"type": "Sleep", "inputs": {"seconds": 1.5}, "run_after": ["a"]}}
+    client = space.client(registry(flow("forked", steps)))
+    space.start_worker("fork")
+    handle = client.trigger("forked")
+    assert handle.wait(timeout=60).status is RunStatus.Succeeded
+    run = client.get_run_detail(handle.run_id)
+    assert run is not None
+    queue = Queue(space.settings.queue, connection=space.redis, serializer=JSONSerializer)
+    worker_name = f"{space.token}-fork"
+    job_ids = [run.background_job_id or "", *[step.job_id or "" for step in run.steps or []]]
+    for job_id in job_ids:
+        job = Job.fetch(job_id, connection=space.redis, serializer=JSONSerializer)
+        assert job.get_status() == "finished" and job.worker_name == worker_name, job_id
+        assert job.started_at is not None and job.ended_at is not None, job_id
+        assert job.id in queue.finished_job_registry.get_job_ids()
+    key = f"rq:worker:{worker_name}"
+    counted = wait_until(
+        lambda: (worker := space.redis.hgetall(key)).get(b"successful_job_count") == b"3" and worker,
+        timeout=10,
+        what="the worker hash to count 3 jobs",
+    )
+    assert counted[b"state"] == b"idle" and b"current_job" not in counted
+    assert float(counted[b"current_job_working_time"]) == 0
+    assert float(counted[b"total_working_time"]) >= 1.5
+    assert queue.started_job_registry.get_job_ids() == []
