@@ -3,6 +3,8 @@ the claim and the completion): RQ's registries, statuses, results and worker cou
 
 from __future__ import annotations
 
+import json
+
 from rq import Queue
 from rq.job import Job
 from rq.results import Result
@@ -103,3 +105,21 @@ def test_a_forking_worker_leaves_rqs_records_of_a_runs_jobs_and_of_itself(space:
     assert float(counted[b"current_job_working_time"]) == 0
     assert float(counted[b"total_working_time"]) >= 1.5
     assert queue.started_job_registry.get_job_ids() == []
+
+
+def test_a_forking_workers_horses_take_over_one_connection(space: Space) -> None:
+    # Each work-horse would otherwise connect (and handshake) anew: one connection per step.
+    steps = {key: {"type": "EngineConnection"} for key in "abc"}
+    for later, earlier in (("b", "a"), ("c", "b")):
+        steps[later]["run_after"] = [earlier]
+    client = space.client(registry(flow("connected", steps)))
+    space.start_worker("fork")
+    handles = [client.trigger("connected") for _ in range(2)]
+    outputs = []
+    for handle in handles:
+        assert handle.wait(timeout=60).status is RunStatus.Succeeded
+        run = client.get_run_detail(handle.run_id)
+        assert run is not None
+        outputs += [json.loads(step.output_json or "{}") for step in run.steps or []]
+    assert len({output["pid"] for output in outputs}) == 6, "a work-horse per step"
+    assert len({output["client_id"] for output in outputs}) == 1, outputs
