@@ -8,6 +8,7 @@ import multiprocessing
 import multiprocessing.connection
 import multiprocessing.util
 import os
+import select
 import signal
 import threading
 import time
@@ -388,6 +389,13 @@ class FlowWorker(FlowWorkerBase, Worker):
         # uses it: a horse that ended its job by script leaves it with no reply in flight, so the
         # next horse takes it over instead of connecting (and handshaking) again.
         self._horse_connection: AbstractConnection | None = None
+        # A pipe on which the work-horse says its job is done, and a pidfd of the horse (Linux):
+        # the parent goes on as soon as the horse is done instead of waiting for its exit (the
+        # kernel's teardown of a forked process takes milliseconds), and reaps it after the next
+        # fork. Without pidfds (other systems) the parent waits for the exit, as RQ does.
+        self._horse_done: tuple[int, int] | None = None
+        self._horse_pidfd: int | None = None
+        self._exiting: list[int] = []
         # A cold shutdown that arrived while a trigger job ran in this process, raised after it.
         self._in_process = False
         self._deferred_force_stop: int | None = None
@@ -452,7 +460,25 @@ class FlowWorker(FlowWorkerBase, Worker):
         """RQ's fork of the work-horse, with the horse's report cleared and its connection ready."""
         self._horse_report[0] = 0
         self._horse_connection = self._connection_for_horse()
-        super().fork_work_horse(job, queue)
+        self._horse_done = os.pipe() if _PIDFDS else None
+        try:
+            super().fork_work_horse(job, queue)  # the horse never returns from it
+        finally:
+            if self._horse_done is not None:
+                os.close(self._horse_done[1])
+        if self._horse_done is not None:
+            try:
+                self._horse_pidfd = os.pidfd_open(self.horse_pid)
+            except OSError:  # a kernel without them (before 5.3): wait for the exit
+                os.close(self._horse_done[0])
+                self._horse_done = None
+        self._reap_exited()
+
+    def _reap_exited(self) -> None:
+        """Reap the work-horses that said they were done (exiting, or gone, by now)."""
+        while self._exiting:
+            with suppress(ChildProcessError):
+                os.waitpid(self._exiting.pop(), 0)
 
     def _connection_for_horse(self) -> AbstractConnection | None:
         """The kept connection, or a new one (None where it cannot be handed over, or Redis is away:
@@ -475,9 +501,40 @@ class FlowWorker(FlowWorkerBase, Worker):
         what the job allocates (walking the parent's objects would write to, and copy, every page
         that holds them)."""
         gc.freeze()
+        if self._horse_done is not None:
+            os.close(self._horse_done[0])
         if self._horse_connection is not None:
             _adopt(self.connection.connection_pool, self._horse_connection)
         super().main_work_horse(job, queue)
+
+    def perform_job(self, job: Job, queue: Queue) -> bool:
+        """RQ's execution of the job; in a work-horse, its parent is told once it is done (the
+        horse then only exits)."""
+        performed = super().perform_job(job, queue)
+        if self._is_horse and self._horse_done is not None:
+            with suppress(OSError):  # its parent is gone
+                os.write(self._horse_done[1], b"1")
+        return performed
+
+    def wait_for_horse(self) -> tuple[int | None, int | None, Any]:
+        """RQ's wait for the work-horse's exit (its pid, ``waitpid`` status and resource usage),
+        which returns as soon as the horse says it is done, as an exit with status 0: the horse is
+        reaped later (``_reap_exited``). Interrupted like RQ's by the monitor's alarm."""
+        done, pidfd = self._horse_done, self._horse_pidfd
+        if done is None or pidfd is None:
+            return super().wait_for_horse()
+        poll = select.poll()
+        poll.register(done[0], select.POLLIN)
+        poll.register(pidfd, select.POLLIN)
+        ready = {fd for fd, _ in poll.poll()}
+        said_done = done[0] in ready and os.read(done[0], 1) == b"1"
+        os.close(done[0])
+        os.close(pidfd)
+        self._horse_done = self._horse_pidfd = None
+        if not said_done:
+            return super().wait_for_horse()
+        self._exiting.append(self.horse_pid)
+        return self.horse_pid, os.EX_OK, None
 
     def _ended_by_script(self) -> None:
         """In the work-horse: its parent is told that the job's end is written (see ``__init__``)."""
@@ -548,6 +605,10 @@ class FlowSimpleWorker(FlowWorkerBase, SimpleWorker):
     Its only lease renewer is the LeaseKeeper thread of this process: a handler that holds the GIL
     longer than the claim lease can lose its lease (README, "Leases").
     """
+
+
+#: Whether this system has pidfds (Linux 5.3+), which ``FlowWorker.wait_for_horse`` polls.
+_PIDFDS = hasattr(os, "pidfd_open")
 
 
 def _can_adopt(pool: ConnectionPool) -> bool:

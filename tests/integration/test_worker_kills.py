@@ -53,8 +53,9 @@ def horse_of(space: Space, worker: subprocess.Popen[bytes]) -> int:
     def child() -> int | None:
         found = subprocess.run(["pgrep", "-P", str(worker.pid)], capture_output=True, text=True, check=False)
         pids = [int(pid) for pid in found.stdout.split()]
-        # RQ's scheduler process is a child too, in the worker's group; the horse has its own.
-        horses = [pid for pid in pids if os.getpgid(pid) == pid]
+        # RQ's scheduler process is a child too, in the worker's group; the horse has its own. The
+        # previous step's horse may not be reaped yet (the worker goes on once a horse is done).
+        horses = [pid for pid in pids if _alive(pid) and os.getpgid(pid) == pid]
         return horses[0] if horses else None
 
     return int(wait_until(child, timeout=30, what="the work-horse"))
