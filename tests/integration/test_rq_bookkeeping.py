@@ -4,6 +4,7 @@ the claim and the completion): RQ's registries, statuses, results and worker cou
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from rq import Queue
 from rq.job import Job
@@ -113,7 +114,7 @@ def test_a_forking_workers_horses_take_over_one_connection(space: Space) -> None
     for later, earlier in (("b", "a"), ("c", "b")):
         steps[later]["run_after"] = [earlier]
     client = space.client(registry(flow("connected", steps)))
-    space.start_worker("fork")
+    worker = space.start_worker("fork")
     handles = [client.trigger("connected") for _ in range(2)]
     outputs = []
     for handle in handles:
@@ -123,3 +124,8 @@ def test_a_forking_workers_horses_take_over_one_connection(space: Space) -> None
         outputs += [json.loads(step.output_json or "{}") for step in run.steps or []]
     assert len({output["pid"] for output in outputs}) == 6, "a work-horse per step"
     assert len({output["client_id"] for output in outputs}) == 1, outputs
+    # The worker goes on once a horse is done and reaps it after the next fork: at most the last
+    # one is left to reap.
+    children = Path(f"/proc/{worker.pid}/task/{worker.pid}/children").read_text().split()
+    states = [Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] for pid in children]
+    assert states.count("Z") <= 1, states
