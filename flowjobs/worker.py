@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import gc
+import mmap
+import multiprocessing
+import multiprocessing.connection
+import multiprocessing.util
 import os
+import select
 import signal
 import threading
 import time
 from collections.abc import Callable
 from contextlib import suppress
 from types import FrameType
-from typing import Any
+from typing import Any, cast
 from uuid import uuid4
 
 import structlog
-from redis import Redis
+from redis import BlockingConnectionPool, ConnectionPool, Redis
+from redis.connection import AbstractConnection
 from redis.sentinel import MasterNotFoundError, SentinelConnectionPool
 from rq import Queue, SimpleWorker, Worker
 from rq.exceptions import StopRequested
@@ -441,7 +448,12 @@ class FlowWorker(FlowWorkerBase, Worker):
     """RQ's forking worker (one work-horse process per job) with flowjobs' additions: it tells a
     step that crashed its work-horse (recorded at once, against ``max_step_crashes``) from a worker
     that went away (left to the lease and recovery), and hands over the attempt a cold shutdown
-    cuts off."""
+    cuts off.
+
+    It also spends less than RQ's worker around each job (README, "What a forking worker spends per
+    job besides the job"): a run's trigger job runs in this process, work-horses take over one
+    connection this process keeps for them, and this process goes on as soon as its horse says the
+    job is done, without writing again what the horse's completion script wrote."""
 
     def setup_work_horse_signals(self) -> None:
         """RQ's work-horse signals, and SIGTERM ignored too: a supervisor that signals the whole
@@ -450,10 +462,46 @@ class FlowWorker(FlowWorkerBase, Worker):
         super().setup_work_horse_signals()  # type: ignore[no-untyped-call]
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # One byte shared with every work-horse (an anonymous mapping is MAP_SHARED across fork):
+        # set by a horse whose step's completion script wrote RQ's end of the job, the worker's
+        # state included, so this process need not write them again once the horse has exited.
+        self._horse_report = mmap.mmap(-1, 1)
+        # The connection every work-horse starts with, made and kept by this process, which never
+        # uses it: a horse that ended its job by script leaves it with no reply in flight, so the
+        # next horse takes it over instead of connecting (and handshaking) again.
+        self._horse_connection: AbstractConnection | None = None
+        # A pipe on which the work-horse says its job is done, and a pidfd of the horse (Linux):
+        # the parent goes on as soon as the horse is done instead of waiting for its exit (the
+        # kernel's teardown of a forked process takes milliseconds), and reaps it after the next
+        # fork. Without pidfds (other systems) the parent waits for the exit, as RQ does.
+        self._horse_done: tuple[int, int] | None = None
+        self._horse_pidfd: int | None = None
+        self._exiting: list[int] = []
+        # A cold shutdown that arrived while a trigger job ran in this process, raised after it.
+        self._in_process = False
+        self._deferred_force_stop: int | None = None
+
+    def work(self, burst: bool = False, *args: Any, **kwargs: Any) -> bool:
+        """RQ's work loop, with what this process holds after its start-up moved out of the
+        collector's reach (``gc.freeze``): its full collections no longer walk them, and a
+        work-horse's never touch (and copy) the pages they share with this process."""
+        gc.collect()
+        gc.freeze()
+        return super().work(burst, *args, **kwargs)
+
     def execute_job(self, job: Job, queue: Queue) -> None:
-        """RQ's execution in a work-horse; an attempt cut off by a cold shutdown (RQ has killed and
-        reaped the horse by then) is handed over for another worker to run at once. A step's
-        manifest is loaded here first, for every work-horse to inherit."""
+        """RQ's execution in a work-horse, except a run's trigger job, which runs only flowjobs' own
+        code (no handler) and is executed in this process: a fork costs more than the trigger.
+
+        An attempt cut off by a cold shutdown (RQ has killed and reaped the horse by then) is
+        handed over for another worker to run at once. A step's manifest is loaded here first, for
+        every work-horse to inherit."""
+        self._reap_exited(wait=False)
+        if is_flow_job(job) and not is_step_job(job):
+            self._execute_in_process(job, queue)
+            return
         engine = self.engine or installed_engine()
         manifest_hash = job.args[3] if is_step_job(job) and len(job.args) > 3 else None
         if engine is not None and isinstance(manifest_hash, str):
@@ -469,6 +517,143 @@ class FlowWorker(FlowWorkerBase, Worker):
                 ),
             )
             raise
+
+    def _execute_in_process(self, job: Job, queue: Queue) -> None:
+        """Run ``job`` here, as RQ's SimpleWorker does; a cold shutdown waits for its end (it takes
+        milliseconds, and one cut off would be left to recovery as a lost trigger)."""
+        self._in_process = True
+        try:
+            self.prepare_execution(job)
+            self.perform_job(job, queue)
+        finally:
+            self._in_process = False
+        self.set_state(WorkerStatus.IDLE)
+        signum, self._deferred_force_stop = self._deferred_force_stop, None
+        if signum is not None:
+            self.request_force_stop(signum, None)
+
+    def request_force_stop(self, signum: int, frame: FrameType | None) -> None:
+        """RQ's cold shutdown (the work-horse killed with this process), deferred to the end of a
+        trigger job running in this process."""
+        if self._in_process:
+            self._deferred_force_stop = signum
+            return
+        super().request_force_stop(signum, frame)
+
+    def fork_work_horse(self, job: Job, queue: Queue) -> None:
+        """RQ's fork of the work-horse, with the horse's report cleared and its connection ready."""
+        self._horse_report[0] = 0
+        self._horse_connection = self._connection_for_horse()
+        self._horse_done = os.pipe() if _PIDFDS else None
+        try:
+            super().fork_work_horse(job, queue)  # the horse never returns from it
+        finally:
+            if self._horse_done is not None:
+                os.close(self._horse_done[1])
+        if self._horse_done is not None:
+            try:
+                self._horse_pidfd = os.pidfd_open(self.horse_pid)
+            except OSError:  # a kernel without them (before 5.3): wait for the exit
+                os.close(self._horse_done[0])
+                self._horse_done = None
+        self._reap_exited()
+
+    def _reap_exited(self, *, wait: bool = True) -> None:
+        """Reap the work-horses that said they were done (exiting, or gone, by now); without
+        ``wait``, only those gone already. Until then a horse that ended stays a zombie."""
+        for pid in list(self._exiting):
+            try:
+                reaped, _ = os.waitpid(pid, 0 if wait else os.WNOHANG)
+            except ChildProcessError:
+                reaped = pid
+            if reaped:
+                self._exiting.remove(pid)
+
+    def _connection_for_horse(self) -> AbstractConnection | None:
+        """The kept connection, or a new one (None where it cannot be handed over, or Redis is away:
+        the horse connects itself)."""
+        if self._horse_connection is not None:
+            return self._horse_connection
+        pool = self.connection.connection_pool
+        if not _can_adopt(pool):
+            return None
+        connection = pool.connection_class(**pool.connection_kwargs)
+        try:
+            connection.connect()
+        except REDIS_DOWN:
+            return None
+        return cast(AbstractConnection, connection)
+
+    def main_work_horse(self, job: Job, queue: Queue) -> None:
+        """The work-horse: its Redis client starts on the connection its parent made; what it
+        inherited is frozen out of its collector's reach, so a collection in the horse walks only
+        what the job allocates (walking the parent's objects would write to, and copy, every page
+        that holds them)."""
+        gc.freeze()
+        if self._horse_done is not None:
+            os.close(self._horse_done[0])
+        if self._horse_connection is not None:
+            _adopt(self.connection.connection_pool, self._horse_connection)
+        super().main_work_horse(job, queue)
+
+    def perform_job(self, job: Job, queue: Queue) -> bool:
+        """RQ's execution of the job; in a work-horse, its parent is told once it is done (the
+        horse then only exits)."""
+        performed = super().perform_job(job, queue)
+        if self._is_horse and self._horse_done is not None:
+            with suppress(OSError):  # its parent is gone
+                os.write(self._horse_done[1], b"1")
+        return performed
+
+    def wait_for_horse(self) -> tuple[int | None, int | None, Any]:
+        """RQ's wait for the work-horse's exit (its pid, ``waitpid`` status and resource usage),
+        which returns as soon as the horse says it is done, as an exit with status 0: the horse is
+        reaped later (``_reap_exited``). Interrupted like RQ's by the monitor's alarm."""
+        done, pidfd = self._horse_done, self._horse_pidfd
+        if done is None or pidfd is None:
+            return super().wait_for_horse()
+        poll = select.poll()
+        poll.register(done[0], select.POLLIN)
+        poll.register(pidfd, select.POLLIN)
+        ready = {fd for fd, _ in poll.poll()}
+        said_done = done[0] in ready and os.read(done[0], 1) == b"1"
+        os.close(done[0])
+        os.close(pidfd)
+        self._horse_done = self._horse_pidfd = None
+        if not said_done:
+            return super().wait_for_horse()
+        self._exiting.append(self.horse_pid)
+        return self.horse_pid, os.EX_OK, None
+
+    def _ended_by_script(self) -> None:
+        """In the work-horse: its parent is told that the job's end is written (see ``__init__``)."""
+        super()._ended_by_script()
+        if self._is_horse:
+            self._horse_report[0] = 1
+
+    def monitor_work_horse(self, job: Job, queue: Queue) -> None:
+        """RQ's wait for the work-horse; when the horse's completion script wrote the job's end (and
+        the worker idle) this process takes them as written instead of writing them again."""
+        super().monitor_work_horse(job, queue)
+        if self._horse_report[0] == 1:
+            self._ended_by_script()
+        elif self._horse_connection is not None:
+            # The horse may have left a command's reply unread (a timeout, a kill): not kept.
+            self._horse_connection.disconnect()  # type: ignore[no-untyped-call]
+            self._horse_connection = None
+
+    def set_current_job_working_time(self, current_job_working_time: float, pipeline: Any = None) -> None:
+        """RQ's bookkeeping of the running job's working time; its reset to 0 after a horse whose
+        script closed the job is skipped when nothing else was written since the job's claim (which
+        wrote 0)."""
+        if (
+            current_job_working_time == 0
+            and pipeline is None
+            and self.current_job_working_time == 0
+            and self._horse_report[0] == 1
+        ):
+            return
+        super().set_current_job_working_time(current_job_working_time, pipeline=pipeline)
 
     def handle_work_horse_killed(self, job: Job, retpid: int, ret_val: int | None, rusage: Any) -> None:
         """RQ calls this only when the work-horse died while this process lives: the job's doing.
@@ -513,6 +698,34 @@ class FlowSimpleWorker(FlowWorkerBase, SimpleWorker):
     _performs_in_process = True
 
 
+#: Whether this system has pidfds (Linux 5.3+), which ``FlowWorker.wait_for_horse`` polls.
+_PIDFDS = hasattr(os, "pidfd_open")
+
+
+def _can_adopt(pool: ConnectionPool) -> bool:
+    """Whether ``_adopt`` knows how ``pool`` keeps its idle connections (redis-py's plain and Sentinel
+    pools, without client-side caching, whose connections are proxies)."""
+    return (
+        isinstance(pool, ConnectionPool)
+        and not isinstance(pool, BlockingConnectionPool)
+        and getattr(pool, "cache", None) is None
+        and isinstance(getattr(pool, "_available_connections", None), list)
+    )
+
+
+def _adopt(pool: ConnectionPool, connection: AbstractConnection) -> None:
+    """In a forked process: make ``connection`` (made by the parent) the only idle connection of
+    this process's ``pool``, as if the pool had made it here and had it released.
+
+    redis-py resets a pool on its first use after a fork and then connects anew; it has no public
+    way to take a connection in, so this does what its ``reset`` and ``release`` do. The pool's
+    own check of an idle connection (``ensure_connection``) still reconnects one found broken."""
+    pool.reset()
+    connection.pid = pool.pid
+    pool._created_connections += 1
+    pool._available_connections.append(connection)
+
+
 def _job_lease(job: Job) -> tuple[str, str, int] | None:
     """(run id, step key, attempt) of a step job, from its meta; None for other jobs."""
     meta = job.meta or {}
@@ -544,6 +757,35 @@ def _fresh_log_locks() -> None:
 
 
 os.register_at_fork(after_in_child=_fresh_log_locks)
+
+
+class _SchedulerBinding:
+    """Holder of the after-fork hook below (multiprocessing keeps its hooks by weak reference)."""
+
+
+def _end_scheduler_with_its_worker(_: _SchedulerBinding) -> None:
+    """In RQ's scheduler process (a ``multiprocessing`` child the worker forks): stop it once its
+    worker is gone, as RQ's own stop would (SIGTERM: its loop ends, releasing its queue locks).
+
+    A worker SIGKILLed otherwise left it running, orphaned, polling Redis and renewing its locks.
+    The parent's sentinel pipe closes when the worker and every process it forked since (a
+    work-horse finishing its job) have exited."""
+    parent = multiprocessing.parent_process()
+    if multiprocessing.current_process().name != _RQ_SCHEDULER_PROCESS or parent is None:
+        return
+    sentinel, pid = parent.sentinel, os.getpid()
+
+    def watch() -> None:
+        multiprocessing.connection.wait([sentinel])
+        os.kill(pid, signal.SIGTERM)
+
+    threading.Thread(target=watch, name="flowjobs-worker-watch", daemon=True).start()
+
+
+#: The name RQ gives its scheduler's process (``RQScheduler.start``).
+_RQ_SCHEDULER_PROCESS = "Scheduler"
+_scheduler_binding = _SchedulerBinding()
+multiprocessing.util.register_after_fork(_scheduler_binding, _end_scheduler_with_its_worker)
 
 
 def build_worker(

@@ -55,6 +55,14 @@ def echo(ctx: StepContext, inputs: dict[str, Any]) -> dict[str, Any]:
     return {"inputs": inputs, "step": ctx.step_key, "attempt": ctx.attempt}
 
 
+@handler("EngineConnection")
+def engine_connection(ctx: StepContext, inputs: dict[str, Any]) -> dict[str, Any]:
+    """The process running this step and the Redis connection its engine's client uses."""
+    from flowjobs.jobs import current_engine
+
+    return {"pid": os.getpid(), "client_id": current_engine().store.redis.client_id()}
+
+
 @handler("OwnJob")
 def own_job(ctx: StepContext, inputs: dict[str, Any]) -> dict[str, Any]:
     """What RQ says of the job running this step, while it runs."""

@@ -3,6 +3,9 @@ the claim and the completion): RQ's registries, statuses, results and worker cou
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from rq import Queue
 from rq.job import Job
 from rq.results import Result
@@ -154,3 +157,57 @@ def test_a_job_continuing_a_trigger_job_runs_after_it(space: Space) -> None:
     assert Job.fetch(after, connection=space.redis, serializer=JSONSerializer).return_value() == 5
     trigger = Job.fetch(run.background_job_id, connection=space.redis, serializer=JSONSerializer)
     assert trigger.get_status() == "finished" and trigger.return_value() == "Running"
+
+
+def test_a_forking_worker_leaves_rqs_records_of_a_runs_jobs_and_of_itself(space: Space) -> None:
+    # The trigger job runs in the worker's own process, each step in a work-horse whose completion
+    # script writes the job's end and the worker idle; step b outlasts the parent's monitoring
+    # interval (1 s here), so the parent wrote its working time meanwhile and must reset it.
+    steps = {"a": {"type": "Noop"}, "b": {"type": "Sleep", "inputs": {"seconds": 1.5}, "run_after": ["a"]}}
+    client = space.client(registry(flow("forked", steps)))
+    space.start_worker("fork")
+    handle = client.trigger("forked")
+    assert handle.wait(timeout=60).status is RunStatus.Succeeded
+    run = client.get_run_detail(handle.run_id)
+    assert run is not None
+    queue = Queue(space.settings.queue, connection=space.redis, serializer=JSONSerializer)
+    worker_name = f"{space.token}-fork"
+    job_ids = [run.background_job_id or "", *[step.job_id or "" for step in run.steps or []]]
+    for job_id in job_ids:
+        job = Job.fetch(job_id, connection=space.redis, serializer=JSONSerializer)
+        assert job.get_status() == "finished" and job.worker_name == worker_name, job_id
+        assert job.started_at is not None and job.ended_at is not None, job_id
+        assert job.id in queue.finished_job_registry.get_job_ids()
+    key = f"rq:worker:{worker_name}"
+    counted = wait_until(
+        lambda: (worker := space.redis.hgetall(key)).get(b"successful_job_count") == b"3" and worker,
+        timeout=10,
+        what="the worker hash to count 3 jobs",
+    )
+    assert counted[b"state"] == b"idle" and b"current_job" not in counted
+    assert float(counted[b"current_job_working_time"]) == 0
+    assert float(counted[b"total_working_time"]) >= 1.5
+    assert queue.started_job_registry.get_job_ids() == []
+
+
+def test_a_forking_workers_horses_take_over_one_connection(space: Space) -> None:
+    # Each work-horse would otherwise connect (and handshake) anew: one connection per step.
+    steps = {key: {"type": "EngineConnection"} for key in "abc"}
+    for later, earlier in (("b", "a"), ("c", "b")):
+        steps[later]["run_after"] = [earlier]
+    client = space.client(registry(flow("connected", steps)))
+    worker = space.start_worker("fork")
+    handles = [client.trigger("connected") for _ in range(2)]
+    outputs = []
+    for handle in handles:
+        assert handle.wait(timeout=60).status is RunStatus.Succeeded
+        run = client.get_run_detail(handle.run_id)
+        assert run is not None
+        outputs += [json.loads(step.output_json or "{}") for step in run.steps or []]
+    assert len({output["pid"] for output in outputs}) == 6, "a work-horse per step"
+    assert len({output["client_id"] for output in outputs}) == 1, outputs
+    # The worker goes on once a horse is done and reaps it after the next fork: at most the last
+    # one is left to reap.
+    children = Path(f"/proc/{worker.pid}/task/{worker.pid}/children").read_text().split()
+    states = [Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] for pid in children]
+    assert states.count("Z") <= 1, states

@@ -53,8 +53,9 @@ def horse_of(space: Space, worker: subprocess.Popen[bytes]) -> int:
     def child() -> int | None:
         found = subprocess.run(["pgrep", "-P", str(worker.pid)], capture_output=True, text=True, check=False)
         pids = [int(pid) for pid in found.stdout.split()]
-        # RQ's scheduler process is a child too, in the worker's group; the horse has its own.
-        horses = [pid for pid in pids if os.getpgid(pid) == pid]
+        # RQ's scheduler process is a child too, in the worker's group; the horse has its own. The
+        # previous step's horse may not be reaped yet (the worker goes on once a horse is done).
+        horses = [pid for pid in pids if _alive(pid) and os.getpgid(pid) == pid]
         return horses[0] if horses else None
 
     return int(wait_until(child, timeout=30, what="the work-horse"))
@@ -235,3 +236,33 @@ def test_idle_workers_stop_promptly_on_sigterm(space: Space) -> None:
     for name, worker in workers.items():
         # A deadline, not a measure: a hung teardown waits 60 s; a supervisor kills before that.
         assert worker.wait(timeout=30) == 0, name
+
+
+@pytest.mark.parametrize("simple", [False, True], ids=["forking", "simple"])
+def test_rqs_scheduler_process_ends_with_its_killed_worker(space: Space, simple: bool) -> None:
+    # RQ's scheduler runs in a process the worker forks, in the worker's process group; a worker
+    # SIGKILLed alone (an OOM kill) left it orphaned, polling Redis and keeping its queue's lock.
+    worker = space.start_worker("orphaning", simple=simple)
+
+    def scheduler() -> int | None:
+        found = subprocess.run(["pgrep", "-P", str(worker.pid)], capture_output=True, text=True, check=False)
+        pids = [int(pid) for pid in found.stdout.split() if os.getpgid(int(pid)) == worker.pid]
+        return pids[0] if pids else None
+
+    pid = int(wait_until(scheduler, timeout=30, what="RQ's scheduler process"))
+    lock = f"rq:scheduler-lock:{space.settings.queue}"
+    assert space.redis.exists(lock)
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.wait()
+
+    wait_until(lambda: not _alive(pid), timeout=10, what="the orphaned scheduler to exit")
+    assert not space.redis.exists(lock), "its queue's lock released, for another worker's scheduler"
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie no one reaps has ended)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
