@@ -31,7 +31,7 @@ if scope then
   for _, key in ipairs(scope.keys) do fields[#fields + 1] = key end
   fields[#fields + 1] = STEPS_VERSION
 end
-local values = redis.call('HMGET', a.steps_key, unpack(fields))
+local values = hmget_all(a.steps_key, fields)
 local step = {unpack(values, 1, 5)}
 local stale = fenced_out(step, STEP.claim, a.attempt)
 if stale then return stale end

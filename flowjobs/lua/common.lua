@@ -32,6 +32,28 @@
 -- flowjobs/store/scripts.py generates from flowjobs/core/transitions.py and puts before this file:
 -- a fence tests the rule its script performs (STEP.claim.from[status]) instead of spelling statuses.
 
+-- Arguments per unpack(): Lua's C stack holds 8000 (LUAI_MAXCSTACK), and a ForEach of thousands of
+-- items makes longer field lists than that. Even, so field-value pairs stay together.
+local UNPACK_MAX = 4000
+
+local function hset_flat(key, list)
+  -- HSET of a flat {field, value...} list, in as many calls as unpack() needs (one, mostly).
+  for i = 1, #list, UNPACK_MAX do
+    redis.call('HSET', key, unpack(list, i, math.min(i + UNPACK_MAX - 1, #list)))
+  end
+end
+
+local function hmget_all(key, fields)
+  -- HMGET of any number of fields (false where absent), in as many calls as unpack() needs.
+  if #fields <= UNPACK_MAX then return redis.call('HMGET', key, unpack(fields)) end
+  local values = {}
+  for i = 1, #fields, UNPACK_MAX do
+    local part = redis.call('HMGET', key, unpack(fields, i, math.min(i + UNPACK_MAX - 1, #fields)))
+    for j = 1, #part do values[#values + 1] = part[j] end
+  end
+  return values
+end
+
 -- Events trimmed from the head of each run's events list this call (events_key -> count): the steps
 -- hash's EVENTS_TRIMMED, read once (note_events_trimmed when the caller read it with the records).
 local TRIMMED_SO_FAR = {}
@@ -86,7 +108,7 @@ local function hset_present(key, fields)
       args[#args + 1] = tostring(pair[2])
     end
   end
-  if #args > 0 then redis.call('HSET', key, unpack(args)) end
+  hset_flat(key, args)
 end
 
 local function step_field(step_key, name)
@@ -256,9 +278,10 @@ local function read_state(a, scope, with_trigger, known)
   else
     local values = known.scope_values
     if not values then
-      local fields = {unpack(scope.keys)}
+      local fields = {}
+      for i, key in ipairs(scope.keys) do fields[i] = key end
       fields[#fields + 1] = STEPS_VERSION
-      values = redis.call('HMGET', a.steps_key, unpack(fields))
+      values = hmget_all(a.steps_key, fields)
       known.version = values[#fields]
     end
     version = known.version
@@ -412,7 +435,7 @@ local function apply_continuation(a, known)
   if run_status == nil then run_status = redis.call('HGET', a.run_key, 'status') end
   local writes = known.writes or {}
   local function flush()
-    if #writes > 0 then redis.call('HSET', a.steps_key, unpack(writes)) end
+    hset_flat(a.steps_key, writes)
     writes = {}
   end
   local dispatched = {}

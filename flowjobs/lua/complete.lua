@@ -35,7 +35,7 @@ end
 fields[#fields + 1] = STEPS_VERSION
 fields[#fields + 1] = EVENTS_TRIMMED
 for _, d in ipairs(plan and plan.dispatch or {}) do fields[#fields + 1] = d.step_key end
-local values = redis.call('HMGET', a.steps_key, unpack(fields))
+local values = hmget_all(a.steps_key, fields)
 local step = {unpack(values, 1, 5)}
 local stale = fenced_out(step, STEP.complete, a.attempt)
 if stale then return stale end
@@ -143,5 +143,5 @@ if plan and version == plan.version and (plan.status_keys or not cancelled) then
   return {'ok', false, apply_continuation(plan,
     {run_status = run_status, cancelled = cancelled, statuses = statuses, writes = writes, version = version})}
 end
-redis.call('HSET', a.steps_key, unpack(writes))
+hset_flat(a.steps_key, writes)
 return {'ok', read_state(a, a.scope, false), false}

@@ -5,6 +5,6 @@
 local a = script_args()
 local values = {}
 for i, key in ipairs(a.hash_keys) do
-  values[i] = #a.fields[i] > 0 and redis.call('HMGET', key, unpack(a.fields[i])) or {}
+  values[i] = #a.fields[i] > 0 and hmget_all(key, a.fields[i]) or {}
 end
 return values

@@ -332,3 +332,29 @@ def test_many_iterations_on_two_workers_finish_once_within_the_limit(space: Spac
     assert overlap <= 4, f"at most 4 iterations in flight, saw {overlap}"
     closes = [e for e in space.engine().store.history.events(run.id) if e.type.value == "run.completed"]
     assert len(closes) == 1
+
+
+def test_a_thousand_iterations_dispatched_at_once_fit_the_scripts(space: Space) -> None:
+    # Regression: the dispatch of every child at once wrote their records in one HSET whose
+    # arguments passed Lua's unpack() limit (8,000): "too many results to unpack" failed the loop.
+    client = space.client(
+        registry(
+            flow(
+                "wide",
+                {
+                    "each": {
+                        "type": "ForEach",
+                        "for_each": "@triggerBody()?.items",
+                        "steps": {"x": {"type": "Noop"}},
+                    },
+                },
+            )
+        )
+    )
+    handle = client.trigger("wide", data={"items": list(range(1000))})
+    space.drain()
+    run = client.get_run_detail(handle.run_id)
+    assert run is not None and run.status is RunStatus.Succeeded, run and run.status
+    steps = {s.step_key: s for s in run.steps or []}
+    assert sum(1 for key in steps if key.startswith("each.")) == 1000
+    assert all(s.status is StepStatus.Succeeded for s in steps.values())
