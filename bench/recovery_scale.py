@@ -1,7 +1,7 @@
 """Benchmark: one recovery pass over a large healthy backlog, where there is nothing to repair.
 
-Run as ``python bench/recovery_scale.py [--runs N]``; prints one ``name=value`` line per figure and
-exits 1 when the floor fails (naming it) or the pass repaired something.
+Run as ``python bench/recovery_scale.py [--runs N] [--floor-seconds S]``; prints one ``name=value``
+line per figure and exits 1 when the floor fails (naming it) or the pass repaired something.
 
 What it measures, on its own key prefix ``fjrecov<random>:`` and queue ``fjrecov<random>-q``:
 
@@ -15,7 +15,7 @@ What it measures, on its own key prefix ``fjrecov<random>:`` and queue ``fjrecov
   Lua scripts into Redis and the code into the CPU's caches), the quickest of three. Printed:
   its wall time as ``recovery_pass_seconds_<N>``, and ``recovery_runs_per_second`` (2N runs
   looked at per second).
-  Floor: the pass within 0.5 s per 5,000 Pending runs (``--runs`` scales it).
+  Floor: the pass within 0.5 s per 5,000 Pending runs (``--floor-seconds``; ``--runs`` scales it).
 
 Cleanup: every key under its prefix, RQ's keys of its jobs, and its queue's keys. It never flushes.
 """
@@ -120,9 +120,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--runs", type=int, default=DEFAULT_RUNS,
                         help="Pending runs in the backlog (and as many Running runs with a dispatched step)")
+    parser.add_argument("--floor-seconds", type=float, default=FLOOR_SECONDS_PER_5000, metavar="S",
+                        help="the floor: seconds a pass may take per 5,000 Pending runs (scaled by --runs)")
     args = parser.parse_args(argv)
-    if args.runs < 1:
-        parser.error("--runs must be at least 1")
+    if args.runs < 1 or not args.floor_seconds > 0:
+        parser.error("--runs must be at least 1 and --floor-seconds above 0")
     return args
 
 
@@ -140,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             server.stop()
     print(f"recovery_pass_seconds_{args.runs}={seconds:.3f}")
     print(f"recovery_runs_per_second={2 * args.runs / seconds:.0f}")
-    floor = FLOOR_SECONDS_PER_5000 * args.runs / 5_000
+    floor = args.floor_seconds * args.runs / 5_000
     if seconds >= floor:
         print(f"floor failed: a recovery pass over {args.runs} Pending runs and {args.runs} dispatched "
               f"steps took {seconds:.3f} s >= {floor:.3f} s")

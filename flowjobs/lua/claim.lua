@@ -18,15 +18,10 @@ local run = run_hash(a, a.with_trigger)
 local run_status = run_field(run, 'status')
 if not STEP.claim.run[run_status] then return {'run_not_running', run_status or 'missing'} end
 local scope = ok(a.scope)
-local fields = {}
-for _, name in ipairs({'status', 'attempt', 'job_id', 'completed_at', 'first_started_at'}) do
-  fields[#fields + 1] = step_field(a.step_key, name)
-end
+local fields = step_fields(a.step_key, {'status', 'attempt', 'job_id', 'completed_at', 'first_started_at'})
 fields[#fields + 1] = EVENTS_TRIMMED
 local refs = a.refs or {}
-for _, r in ipairs(refs) do
-  for _, name in ipairs(STORED_STEP_FIELDS) do fields[#fields + 1] = step_field(r, name) end
-end
+for _, r in ipairs(refs) do step_fields(r, STORED_STEP_FIELDS, fields) end
 if scope then
   for _, key in ipairs(scope.keys) do fields[#fields + 1] = key end
   fields[#fields + 1] = STEPS_VERSION

@@ -117,11 +117,16 @@ local function step_field(step_key, name)
   return step_key .. STEP_FIELD_SEPARATOR .. STEP_FIELD[name]
 end
 
+local function step_fields(step_key, names, into)
+  -- The steps hash fields of a step's record fields `names`, appended to `into` (default: a new list).
+  into = into or {}
+  for _, name in ipairs(names) do into[#into + 1] = step_field(step_key, name) end
+  return into
+end
+
 local function step_get(a, step_key, ...)
   -- HMGET of a step's record fields by name, from a.steps_key.
-  local fields = {}
-  for i, name in ipairs({...}) do fields[i] = step_field(step_key, name) end
-  return redis.call('HMGET', a.steps_key, unpack(fields))
+  return redis.call('HMGET', a.steps_key, unpack(step_fields(step_key, {...})))
 end
 
 local function step_set(a, step_key, fields)
@@ -132,9 +137,7 @@ local function step_set(a, step_key, fields)
 end
 
 local function step_del(a, step_key, ...)
-  local fields = {}
-  for i, name in ipairs({...}) do fields[i] = step_field(step_key, name) end
-  redis.call('HDEL', a.steps_key, unpack(fields))
+  redis.call('HDEL', a.steps_key, unpack(step_fields(step_key, {...})))
 end
 
 local function step_clear(a, step_key)

@@ -28,10 +28,7 @@ local plan = ok(a.plan)
 -- One read of the steps hash: the step's record and, with a plan, the statuses of the steps it
 -- dispatches (its ledger, then checked without a write of its own); the run hash only if the plan
 -- version moved since the claim (see `seen`).
-local fields = {}
-for _, name in ipairs({'status', 'attempt', 'lease_until_ms', 'started_at', 'job_id'}) do
-  fields[#fields + 1] = step_field(a.step_key, name)
-end
+local fields = step_fields(a.step_key, {'status', 'attempt', 'lease_until_ms', 'started_at', 'job_id'})
 fields[#fields + 1] = STEPS_VERSION
 fields[#fields + 1] = EVENTS_TRIMMED
 for _, d in ipairs(plan and plan.dispatch or {}) do fields[#fields + 1] = d.step_key end
