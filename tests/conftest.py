@@ -32,6 +32,7 @@ from starlette.types import ASGIApp
 
 import tests.handlers  # noqa: F401  (registers the test handlers on the default registry)
 from flowjobs.store.scripts import CHECK_KEYS_ENV
+from tests.polling import poll
 
 # Every script of every test (and of the worker processes the tests start, which inherit this)
 # runs with the key check: a script that touches a key it did not declare in KEYS fails.
@@ -62,14 +63,10 @@ hypothesis.settings.load_profile("flowjobs")
 
 def wait_until(condition: Callable[[], object], timeout: float = 30.0, what: str = "condition") -> object:
     """Poll ``condition`` until it is truthy; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
+    value = poll(condition, timeout)
+    if not value:
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    return value
 
 
 def free_port() -> int:

@@ -10,7 +10,6 @@ import re
 import signal
 import threading
 import time
-from collections.abc import Callable
 from functools import cache
 from typing import Any
 
@@ -21,6 +20,7 @@ from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
 from flowjobs import StepContext, StepResult, StepStatus, handler
+from tests.polling import poll
 
 
 @cache
@@ -30,18 +30,7 @@ def _redis() -> Redis:
 
 def _wait_for(key: str, timeout: float) -> bool:
     """True once ``key`` exists in Redis, False after ``timeout`` seconds."""
-    return _poll(lambda: bool(_redis().exists(key)), timeout)
-
-
-def _poll(condition: Callable[[], bool], timeout: float) -> bool:
-    """True once ``condition`` holds, False after ``timeout`` seconds (handlers wait on other
-    processes: no event to block on)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return False
+    return bool(poll(lambda: _redis().exists(key), timeout))
 
 
 @handler("Noop")
@@ -258,7 +247,7 @@ def read_trigger(ctx: StepContext, inputs: dict[str, Any]) -> Any:
 def await_cancel(ctx: StepContext, inputs: dict[str, Any]) -> dict[str, Any]:
     """Marks ``inputs.started``, then waits (up to ``inputs.timeout`` s) for the run's cancel request."""
     _redis().set(inputs["started"], "1", ex=60)
-    return {"saw_cancel": _poll(lambda: ctx.cancel_requested, float(inputs.get("timeout", 30)))}
+    return {"saw_cancel": bool(poll(lambda: ctx.cancel_requested, float(inputs.get("timeout", 30))))}
 
 
 @handler("Exit")

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 from flowjobs.hangfire import automatic_retry, job_timeout
+from tests.polling import poll
 
 
 def add(a: int, b: int, *, times: int = 1) -> int:
@@ -37,9 +38,7 @@ def flaky(counter: str, failures: int) -> int:
 
 def wait_for(flag: str, fail: bool = False) -> str:
     """Runs until the file ``flag`` exists (at most 60 s), then returns, or fails if ``fail``."""
-    deadline = time.monotonic() + 60
-    while not Path(flag).exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    poll(Path(flag).exists, 60)
     if fail:
         raise RuntimeError("failed after its flag")
     return "done"
