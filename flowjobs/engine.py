@@ -176,8 +176,11 @@ class Engine:
 
     # -- trigger job ---------------------------------------------------------------------------
 
-    def start_run(self, run_id: str, job_id: str | None = None) -> RunStatus | None:
-        """Run the trigger job: move the run to Running and dispatch its entry steps.
+    def start_run(
+        self, run_id: str, job_id: str | None = None, flow: Mapping[str, str] | None = None
+    ) -> RunStatus | None:
+        """Run the trigger job: move the run to Running and dispatch its entry steps. ``flow``: the
+        run's ``flow_id`` and ``flow_name``, when the caller knows them (else they are read).
 
         Safe to run again (at-least-once delivery): a Running run is only re-planned.
         """
@@ -187,7 +190,7 @@ class Engine:
         ):
             books = job_books(job_id)
             started = self.store.runs.start_run(
-                run_id, span.trace, job=books.started() if books is not None else None
+                run_id, span.trace, job=books.started() if books is not None else None, flow=flow
             )
             if started is None:
                 log.warning("run.missing")

@@ -51,9 +51,12 @@ def current_job_id() -> str | None:
     return str(job.id) if job is not None else None
 
 
-def run_trigger(run_id: str) -> str:
-    """RQ job: execute a run's trigger (start it, dispatch entry steps)."""
-    status = current_engine().start_run(run_id, job_id=current_job_id())
+def run_trigger(run_id: str, flow_id: str | None = None, flow_name: str | None = None) -> str:
+    """RQ job: execute a run's trigger (start it, dispatch entry steps). ``flow_id`` and
+    ``flow_name`` are the run's (``trigger_call``); a job queued before they were passed has
+    neither, and the run's hash is read for them."""
+    flow = {"flow_id": flow_id, "flow_name": flow_name or ""} if flow_id else None
+    status = current_engine().start_run(run_id, job_id=current_job_id(), flow=flow)
     return status.value if status else "missing"
 
 

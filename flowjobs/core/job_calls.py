@@ -166,10 +166,11 @@ def trigger_call(
     run_id: str, flow_id: str, flow_name: str | None, trace: Mapping[str, str] | None = None
 ) -> JobCall:
     """The trigger job of a run; ``trace`` (W3C ``traceparent``/``tracestate``) is the caller's
-    trace context, under which the run's span starts."""
+    trace context, under which the run's span starts. The run's flow id and name (as its hash holds
+    them) ride in the job's arguments, so the job needs no read of them."""
     return JobCall(
         func=RUN_TRIGGER,
-        args=(run_id,),
+        args=(run_id, flow_id, flow_name or ""),
         job_id=trigger_job_id(run_id),
         description=f"flow={flow_name} run={run_id} trigger",
         meta={

@@ -6,9 +6,16 @@
 --   (a run that is not Running gets nothing written: {{}, false, its status or false})
 --   | {'moved', state (common.lua) read now, to plan again}.
 local a = script_args()
-local version = nil
-if a.version then
-  version = read_version(a)
-  if version ~= a.version then return {'moved', read_state(a, a.scope, false)} end
-end
-return {'applied', apply_continuation(a, {version = version})}
+-- One read of each hash: the plan version and the statuses of the steps the plan dispatches (its
+-- ledger, then checked without a write of its own); the run's status, cancel flag and the plan
+-- version of a run from before STEPS_VERSION.
+local fields = {STEPS_VERSION}
+for _, d in ipairs(a.dispatch or {}) do fields[#fields + 1] = d.step_key end
+local values = hmget_all(a.steps_key, fields)
+local run = redis.call('HMGET', a.run_key, 'status', 'cancel_requested', 'steps_version')
+local version = version_of(values[1], run[3])
+if a.version and version ~= a.version then return {'moved', read_state(a, a.scope, false)} end
+local statuses = {}
+for i, d in ipairs(a.dispatch or {}) do statuses[d.step_key] = values[1 + i] end
+return {'applied', apply_continuation(a,
+  {run_status = run[1], cancelled = run[2] == '1', statuses = statuses, version = version})}

@@ -169,30 +169,34 @@ end
 
 local function step_statuses(a)
   -- {step key, status, ...} of every step of the run: the steps hash without the record fields;
-  -- and the plan version it holds (STEPS_VERSION), or nil.
+  -- the plan version it holds (STEPS_VERSION), or nil; and its EVENTS_TRIMMED, or nil.
   local all = redis.call('HGETALL', a.steps_key)
-  local statuses, version = {}, nil
+  local statuses, version, trimmed = {}, nil, nil
   for i = 1, #all, 2 do
     if not string.find(all[i], STEP_FIELD_SEPARATOR, 1, true) then
       statuses[#statuses + 1] = all[i]
       statuses[#statuses + 1] = all[i + 1]
     elseif all[i] == STEPS_VERSION then
       version = all[i + 1]
+    elseif all[i] == EVENTS_TRIMMED then
+      trimmed = all[i + 1]
     end
   end
-  return statuses, version
+  return statuses, version, trimmed
 end
 
-local function move_run_status(a, to_status)
+local function move_run_status(a, to_status, run, also)
   -- a: {run_key, run_id, status_keys, flow_status_keys}; keeps the per-status and the
-  -- per-flow-per-status indexes in step with the run hash.
-  local run = redis.call('HMGET', a.run_key, 'status', 'started_score')
+  -- per-flow-per-status indexes in step with the run hash. run (optional): {status, started_score}
+  -- as the caller read them in this call (nil: read now); also (optional): a flat {field, value...}
+  -- list of run hash fields written with the status.
+  run = run or redis.call('HMGET', a.run_key, 'status', 'started_score')
   local from_status, score = run[1], run[2]
   redis.call('ZREM', a.status_keys[from_status], a.run_id)
   redis.call('ZADD', a.status_keys[to_status], score, a.run_id)
   redis.call('ZREM', a.flow_status_keys[from_status], a.run_id)
   redis.call('ZADD', a.flow_status_keys[to_status], score, a.run_id)
-  redis.call('HSET', a.run_key, 'status', to_status)
+  redis.call('HSET', a.run_key, 'status', to_status, unpack(also or {}))
 end
 
 local function fenced_out(step, rule, attempt)
@@ -266,18 +270,31 @@ local function run_field(run, name)
   return nil
 end
 
+local function put_run_field(run, name, value)
+  -- Sets one field of a flat run hash (run_hash), as the caller wrote it to the run hash.
+  for i = 1, #run, 2 do
+    if run[i] == name then run[i + 1] = value return end
+  end
+  run[#run + 1] = name
+  run[#run + 1] = value
+end
+
 local function read_state(a, scope, with_trigger, known)
   -- What the planner needs, read atomically with the transition that precedes it: every step and
   -- loop (scope null), or the scope's steps and its one loop's counters, so planning one ForEach
   -- iteration costs the same whatever the loop's size. Reply: see "state" above. `known` (optional):
   -- what the caller read already, as it is now: {run = run_hash's list, scope_values = the
-  -- statuses of scope.keys, in order, version = the steps hash's STEPS_VERSION with them}.
+  -- statuses of scope.keys, in order (or, scope null, statuses = step_statuses' list), version =
+  -- the steps hash's STEPS_VERSION with them}.
   local statuses, loops, final, version = {}, {}, 0, nil
   known = known or {}
   scope = ok(scope)
   if not scope then
-    statuses, version = step_statuses(a)
-    loops = redis.call('HGETALL', a.loops_key)
+    statuses, version = known.statuses, known.version
+    if not statuses then statuses, version = step_statuses(a) end
+    -- ForEach counters exist only for an expanded ForEach step, which has a status: a run without
+    -- step records (one starting) has none to read.
+    if #statuses > 0 then loops = redis.call('HGETALL', a.loops_key) end
   else
     local values = known.scope_values
     if not values then
@@ -308,16 +325,8 @@ local function read_state(a, scope, with_trigger, known)
     end
   end
   local run = known.run or run_hash(a, with_trigger)
-  if version then
-    -- The snapshot's version (RunSnapshot.version), where the run hash kept it before.
-    for i = 1, #run, 2 do
-      if run[i] == 'steps_version' then run[i + 1] = version version = nil break end
-    end
-    if version then
-      run[#run + 1] = 'steps_version'
-      run[#run + 1] = version
-    end
-  end
+  -- The snapshot's version (RunSnapshot.version), where the run hash kept it before.
+  if version then put_run_field(run, 'steps_version', version) end
   return {statuses, run, loops, final}
 end
 
@@ -361,9 +370,10 @@ local function observe_metric(a, family, ms, ...)
   redis.call('HINCRBY', a.metrics_key, series .. 'sum_ms', math.floor(ms + 0.5))
 end
 
-local function count_run_closed(a, status)
+local function count_run_closed(a, status, started_score)
   -- a.flow_label: the flow's name (bounded, readable), else its id; passed by the caller.
-  local started = tonumber(redis.call('HGET', a.run_key, 'started_score') or '')
+  -- started_score: the run hash's, as the caller read it.
+  local started = tonumber(started_score or '')
   count_metric(a, 'runs_finished', a.flow_label, status)
   if started then
     observe_metric(a, 'run_duration_seconds', math.max(0, a.now_ms - started * 1000), a.flow_label)
@@ -391,9 +401,9 @@ end
 local function close_run(a, status, reason)
   -- Running/Pending -> a terminal status, once: the caller checked the run is still active. A
   -- reason (a run closed from outside its steps) follows the status in the event's message.
-  count_run_closed(a, status)
-  move_run_status(a, status)
-  redis.call('HSET', a.run_key, 'completed_at', a.now)
+  local run = redis.call('HMGET', a.run_key, 'status', 'started_score')
+  count_run_closed(a, status, run[2])
+  move_run_status(a, status, run, {'completed_at', a.now})
   redis.call('ZREM', a.deadlines_key, a.run_id)
   push_event(a, 'run.completed', nil, reason and (status .. ': ' .. reason) or status)
 end
@@ -500,13 +510,14 @@ local function apply_continuation(a, known)
   local closed = false
   if a.close then
     local statuses = step_statuses(a)
-    local final = true
-    for i = 2, #statuses, 2 do
-      if not FINAL[statuses[i]] then final = false break end
+    local final, status_of = true, {}
+    for i = 1, #statuses, 2 do
+      if not FINAL[statuses[i + 1]] then final = false break end
+      status_of[statuses[i]] = statuses[i + 1]
     end
     if final then
       for _, key in ipairs(a.close.required) do
-        if not FINAL[redis.call('HGET', a.steps_key, key) or ''] then final = false break end
+        if not status_of[key] then final = false break end
       end
     end
     if final then

@@ -9,18 +9,28 @@
 --   no such run.
 local a = script_args()
 rq_job_started(a.job_started)
-local before = redis.call('HGET', a.run_key, 'status')
+-- One read of the run hash and one of the steps hash serve the move, the event and the snapshot:
+-- starting writes no step record, and the run hash only as `run` is patched below.
+local run = run_hash(a, false)
+local before = run_field(run, 'status')
 if not before then return false end
+local statuses, version, trimmed = step_statuses(a)
+note_events_trimmed(a, trimmed)
 if RUN.refuse_start.from[before] and redis.call('HGET', a.flow_key, 'is_enabled') == '0' then
   redis.call('HSET', a.run_key, 'cancel_requested', '1', 'cancel_reason', REASON.flow_disabled,
     'cancel_requested_at', a.now)
   close_run(a, RUN.refuse_start.target)
+  run = run_hash(a, false)
 elseif RUN.start.from[before] then
-  move_run_status(a, RUN.start.target)
-  if a.trace then
-    for name, value in pairs(a.trace) do redis.call('HSET', a.run_key, name, value) end
+  local written = {}
+  for name, value in pairs(ok(a.trace) or {}) do
+    written[#written + 1] = name
+    written[#written + 1] = value
   end
+  move_run_status(a, RUN.start.target, {before, run_field(run, 'started_score')}, written)
+  put_run_field(run, 'status', RUN.start.target)
+  for i = 1, #written, 2 do put_run_field(run, written[i], written[i + 1]) end
   push_event(a, 'run.started', nil, nil)
   count_metric(a, 'runs_started', a.flow_label)
 end
-return {before, read_state(a, nil, false)}
+return {before, read_state(a, nil, false, {run = run, statuses = statuses, version = version})}

@@ -107,15 +107,22 @@ class RunWrites(StorePart):
         return self.scripts.create_run(new, self.context.replica_wait)
 
     def start_run(
-        self, run_id: UUID | str, trace: Mapping[str, str] | None = None, job: JobWrites | None = None
+        self,
+        run_id: UUID | str,
+        trace: Mapping[str, str] | None = None,
+        job: JobWrites | None = None,
+        flow: Mapping[str, str] | None = None,
     ) -> tuple[RunStatus, RunSnapshot] | None:
         """Move a Pending run to Running (once), or to Cancelled if its flow was disabled since it
         was triggered. ``trace`` (the run span's ``traceparent``/``tracestate``) is stored on the run
         as it starts, in the same script. ``job``: the job system's writes of the trigger job's
-        start, done first.
+        start, done first. ``flow``: the run's ``flow_id`` and ``flow_name`` as its hash holds them,
+        when the caller knows them (the trigger job's arguments), so they are not read first.
 
         Returns the status it had before and the run's snapshot after; None if there is no such run.
         """
+        if flow is not None:
+            self.context.note_run_flow(run_id, flow)
         args = self.context.flow_args(run_id)
         args["steps_key"] = self.keys.run_steps(run_id)
         args["loops_key"] = self.keys.loops(run_id)

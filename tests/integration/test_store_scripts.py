@@ -102,6 +102,23 @@ def test_start_run_moves_a_pending_run_once_and_finds_no_missing_run(space: Spac
     assert store.runs.start_run(NO_RUN) is None
 
 
+def test_start_run_answers_the_snapshot_a_read_after_it_gets(space: Space) -> None:
+    # start_run reads the run hash once, before its writes, and answers it as written.
+    store = _store(space)
+    run_id = _pending_run(space)
+    trace = {"traceparent": "00-" + "1" * 32 + "-" + "2" * 16 + "-01", "tracestate": "k=v"}
+    started = store.runs.start_run(run_id, trace)
+    assert started is not None and started[1].run["traceparent"] == trace["traceparent"]
+    assert started[1] == store.runs.run_state(run_id)
+    # A run refused at its start (its flow disabled meanwhile) answers its closed state too.
+    client = space.client(registry(flow("gated", STEPS)))
+    refused = str(client.trigger("gated").run_id)
+    client.set_flow_enabled("gated", False)
+    closed = store.runs.start_run(refused)
+    assert closed is not None and closed[0] is RunStatus.Pending
+    assert closed[1].run["status"] == "Cancelled" and closed[1] == store.runs.run_state(refused)
+
+
 def test_apply_plan_writes_nothing_on_a_run_that_is_not_running(space: Space) -> None:
     store = _store(space)
     run_id = _pending_run(space)

@@ -8,6 +8,8 @@ import asyncio
 
 import pytest
 from redis.asyncio import Redis as AsyncRedis
+from rq.job import Job
+from rq.serializers import JSONSerializer
 
 from flowjobs import RunStatus
 from flowjobs.client import FlowClient, RunHandle
@@ -119,3 +121,24 @@ def test_an_admission_that_redis_would_refuse_is_refused_when_built() -> None:
         TokenBucket("bucket", per_second=1, burst=0)
     with pytest.raises(ValueError, match="once_seconds >= 1"):
         Admission(once_key="seen")
+
+
+def _started_count(space: Space, flow_label: str) -> int:
+    series = space.engine().store.metrics.read_metrics().series
+    return int(sum(s.value for s in series if s.family.name == "runs_started" and s.labels == (flow_label,)))
+
+
+def test_a_trigger_job_carries_its_flow_and_one_queued_without_it_still_starts_its_run(space: Space) -> None:
+    # The trigger job names its run's flow (id and name), so starting the run reads neither first; a
+    # trigger job queued by a version before that (its run id alone) starts its run the same way.
+    client = _client(space)
+    definition = client.flows.get("gated")
+    new, old = client.trigger("gated"), client.trigger("gated")
+    job = Job.fetch(new.background_job_id, connection=space.redis, serializer=JSONSerializer)
+    assert job.args == [str(new.run_id), str(definition.id), "gated"]
+    queued_before = Job.fetch(old.background_job_id, connection=space.redis, serializer=JSONSerializer)
+    queued_before.args = queued_before.args[:1]  # as run_trigger's jobs were queued before
+    queued_before.save()
+    space.drain()
+    assert [h.record().status for h in (new, old)] == [RunStatus.Succeeded] * 2
+    assert _started_count(space, "gated") == 2
