@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 import zlib
 from base64 import b64encode
 from collections.abc import Iterable, Sequence
@@ -506,8 +507,8 @@ class FlowJob(Job):
     ``__init__`` and ``restore``."""
 
     persist_in_claim = False
-    #: Whether the job's hash may carry an expiry (``restore``); True unless its fields say otherwise.
-    may_expire = True
+    #: When (monotonic) the job was loaded with fields that say its hash has no expiry (``restore``).
+    _loaded_unexpiring: float | None = None
 
     def __init__(
         self, id: str | None = None, connection: Redis | None = None, serializer: Any = None
@@ -523,19 +524,29 @@ class FlowJob(Job):
         """RQ's ``restore``, its times parsed by ``datetime.fromisoformat`` (RQ's ``strptime`` costs
         far more; both read RQ's format, and the older one without microseconds)."""
         raw = dict(raw_data)
-        # Only RQ's ends (finished, failed, cancelled...) and a job's own ``ttl`` set an expiry on
-        # its hash, and only RQ's re-enqueue (requeue, retry, scheduler, dependents) puts an ended
-        # job back on a queue: it enqueues it anew, after its creation. A hash whose enqueue is its
-        # creation, to the microsecond, was written whole by one enqueue (flowjobs' enqueue_commands)
-        # under an id that had no hash, or whose earlier hash recovery's re-enqueue persisted with it
-        # (``RQJobRunner.reuse``).
         created = raw.get(b"created_at")
-        self.may_expire = b"ttl" in raw or not created or created != raw.get(b"enqueued_at")
+        unexpiring = created and created == raw.get(b"enqueued_at") and b"ttl" not in raw
+        self._loaded_unexpiring = time.monotonic() if unexpiring else None
         times = {name: raw.pop(name.encode(), None) for name in _JOB_TIMES}
         super().restore(raw)
         for name, value in times.items():
             if value:
                 setattr(self, name, datetime.fromisoformat(value.decode()))
+
+    @property
+    def may_expire(self) -> bool:
+        """Whether the job's hash may carry an expiry, which its start must clear.
+
+        Only a job's ends (finished, failed, stopped: RQ's and the scripts') and its own ``ttl``
+        set one, and only RQ's re-enqueue (requeue, retry, scheduler, dependents) puts an ended job
+        back on a queue, enqueuing it anew after its creation. A hash whose enqueue is its creation,
+        to the microsecond, and has no ``ttl`` was written whole by one enqueue (flowjobs'
+        ``enqueue_commands``) under an id that had no hash, or whose earlier hash recovery's
+        re-enqueue persisted (``RQJobRunner.reuse``). Such a job gets an end before it starts only
+        from RQ's maintenance, which fails a dequeued job still unstarted a minute on (its
+        intermediate list): one loaded ``_UNSTARTED_SECONDS`` ago or more is taken to have one."""
+        loaded = self._loaded_unexpiring
+        return loaded is None or time.monotonic() - loaded >= _UNSTARTED_SECONDS
 
     def perform(self) -> Any:
         """RQ's ``Job.perform``, without its ``PERSIST`` when the claim sends it."""
@@ -550,6 +561,8 @@ class FlowJob(Job):
         return self._result
 
 
+#: Half of the minute RQ's maintenance leaves a dequeued job unstarted before it fails it.
+_UNSTARTED_SECONDS = 30.0
 #: The times of a job hash RQ's ``Job.restore`` parses (``created_at`` defaults to now there).
 _JOB_TIMES = ("created_at", "enqueued_at", "started_at", "ended_at", "last_heartbeat")
 
@@ -687,7 +700,7 @@ class RQJobBooks:
             "ttl": self.heartbeat_ttl,
             "expires": int(stamp) + self.heartbeat_ttl,
         }
-        if getattr(job, "may_expire", True):
+        if not isinstance(job, FlowJob) or job.may_expire:
             args["persist"] = True
         # RQ expires a job's executions set with its execution, for when its worker dies with it
         # (its end removes the execution, and the set with it). A step job's set goes with its run

@@ -17,6 +17,7 @@ from flowjobs import RunStatus, StepStatus
 from flowjobs.core.job_calls import JobCall, JobState
 from flowjobs.jobs import install_engine
 from flowjobs.recovery import recover
+from flowjobs.runtime import rq as rq_runtime
 from flowjobs.runtime.rq import FlowJob
 from flowjobs.worker import build_worker
 from tests.conftest import Space, wait_until
@@ -132,6 +133,31 @@ def test_a_requeued_step_job_whose_hash_expires_runs_without_the_expiry(space: S
     assert isinstance(seen, dict) and seen["expires"] is False
     assert look.get_status() == "finished"
     assert 0 < space.redis.ttl(look.key) <= space.settings.rq_job_ttl_seconds
+
+
+def test_a_step_job_claimed_long_after_its_dequeue_runs_without_an_expiry(
+    space: Space, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # RQ's maintenance fails a dequeued job left unstarted for a minute, setting the failure's
+    # expiry on its hash, and its worker may still claim it: a claim that long after the dequeue
+    # clears the expiry (the wait is shortened to none here; the expiry is set as that failure's).
+    monkeypatch.setattr(rq_runtime, "_UNSTARTED_SECONDS", 0.0)
+    client = space.client(registry(flow("stalled", {"look": {"type": "OwnJob"}})))
+    handle = client.trigger("stalled")
+    install_engine(space.engine())
+    try:
+        worker = build_worker(space.redis, space.settings.queue, simple=True, name=f"{space.token}-inproc")
+        worker.work(burst=True, with_scheduler=False, logging_level="WARNING", max_jobs=1)  # the trigger
+    finally:
+        install_engine(None)
+    queue = Queue(space.settings.queue, connection=space.redis, serializer=JSONSerializer)
+    (step_job_id,) = queue.get_job_ids()
+    space.redis.expire(Job.key_for(step_job_id), 3600)
+    space.drain()
+    run = client.get_run_detail(handle.run_id)
+    assert run is not None and run.status is RunStatus.Succeeded
+    seen = Job.fetch(step_job_id, connection=space.redis, serializer=JSONSerializer).return_value()
+    assert isinstance(seen, dict) and seen["expires"] is False
 
 
 def test_a_step_job_queued_again_by_recovery_runs_without_its_earlier_expiry(space: Space) -> None:
