@@ -420,6 +420,8 @@ def _requeue(
         if taken is not None and isinstance(runner, RQJobRunner):
             runner.release(call.job_id, taken, pipe)
         enqueue_in(runner, call, pipe)
+        if isinstance(runner, RQJobRunner):
+            runner.reuse(call.job_id, pipe)
         engine.store.metrics.count_metric("recoveries", kind, pipe=pipe)
 
     return engine.store.overdue.write_if_unchanged(key, expected, write)

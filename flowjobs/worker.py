@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import _thread
 import gc
 import mmap
 import multiprocessing
@@ -20,6 +21,7 @@ from uuid import uuid4
 
 import structlog
 from redis import BlockingConnectionPool, ConnectionPool, Redis
+from redis.client import Pipeline
 from redis.connection import AbstractConnection
 from redis.sentinel import MasterNotFoundError, SentinelConnectionPool
 from rq import Queue, SimpleWorker, Worker
@@ -30,7 +32,7 @@ from rq.registry import StartedJobRegistry
 from rq.scheduler import RQScheduler
 from rq.scripts import release_lock
 from rq.serializers import JSONSerializer
-from rq.utils import now
+from rq.utils import now, utcformat
 from rq.worker import BaseWorker, WorkerStatus
 from structlog import _output as structlog_output
 
@@ -63,6 +65,92 @@ _HEALTHY_LOOP_SECONDS = 60.0
 #: RQ's worker sends its heartbeat (``last_heartbeat``, the worker key's TTL of minutes) several
 #: times around every job; one with the same TTL sent less than this ago is not sent again.
 _HEARTBEAT_COALESCE_SECONDS = 1.0
+
+
+class _BusyShown:
+    """What a SimpleWorker's hash shows of its work, so that a job's claim writes it busy with the
+    job only when a reader would otherwise miss that: the worker's state is not shown ``busy``, or
+    the last write of its current job (a claim's, or this object's) is ``_HEARTBEAT_COALESCE_SECONDS``
+    old. Otherwise the hash shows the previous job as current until a thread of this process
+    writes the job, if it is still running once that write is so old (rq-dashboard and ``rq info``
+    read ``state`` and ``current_job``)."""
+
+    def __init__(self, connection: Redis, key: str) -> None:
+        self._connection = connection
+        self._key = key
+        self._lock = threading.Condition()
+        # Monotonic time of the last write of the state busy and a current job; None once a write
+        # of another state (or of no job) may have followed.
+        self._written: float | None = None
+        # The job to write as current, and when; the thread's wake-up (None: it waits for a notify).
+        self._due: tuple[str, float] | None = None
+        self._waking: float | None = None
+        # The process whose thread writes, and its generation: a stopped thread's has passed.
+        self._pid: int | None = None
+        self._generation = 0
+
+    def skip(self, job_id: str) -> bool:
+        """Whether the claim of ``job_id`` may leave the worker hash alone (the job is then written
+        as current a second after the last such write, if it still runs); False means the claim
+        writes it."""
+        with self._lock:
+            moment = time.monotonic()
+            written = self._written
+            if written is None or moment - written >= _HEARTBEAT_COALESCE_SECONDS:
+                self._written = moment
+                return False
+            due = written + _HEARTBEAT_COALESCE_SECONDS
+            self._due = (job_id, due)
+            if self._pid != os.getpid():
+                self._pid = os.getpid()
+                _thread.start_new_thread(self._write_when_due, (self._generation,))
+            elif self._waking is None or self._waking > due:
+                self._lock.notify()
+            return True
+
+    def done(self) -> None:
+        """The job ended: it is no longer to be written (a write under way has ended on return)."""
+        with self._lock:
+            self._due = None
+
+    def forget(self) -> None:
+        """The hash may no longer show the worker busy (a state, or no current job, was written)."""
+        with self._lock:
+            self._written = None
+            self._due = None
+
+    def stop(self) -> None:
+        """End the thread (the work loop ends; a next one starts another)."""
+        with self._lock:
+            self._generation += 1
+            self._pid = None
+            self._due = None
+            self._lock.notify_all()
+
+    def _write_when_due(self, generation: int) -> None:
+        with self._lock:
+            while generation == self._generation:
+                due = self._due
+                if due is None or due[1] > time.monotonic():
+                    self._waking = None if due is None else due[1]
+                    self._lock.wait(None if due is None else due[1] - time.monotonic())
+                    continue
+                self._due = None
+                try:
+                    self._connection.hset(
+                        self._key,
+                        mapping={
+                            "state": WorkerStatus.BUSY.value,
+                            "current_job": due[0],
+                            "current_job_working_time": 0,
+                            "last_heartbeat": utcformat(now()),
+                        },
+                    )
+                except Exception as error:  # the thread outlives any error: the next job's claim writes
+                    self._written = None
+                    log.warning("worker.current_job_not_written", worker=self._key, error=repr(error))
+                else:
+                    self._written = time.monotonic()
 
 
 class FlowWorkerBase(BaseWorker):
@@ -101,6 +189,8 @@ class FlowWorkerBase(BaseWorker):
         self._tally = WorkerTally()
         self._suspension_checked: float | None = None
         self._end_script = self.connection.register_script(RQ_JOB_END_LUA)
+        # What the worker hash shows of a job this process runs (claims skip writing it busy).
+        self._busy = _BusyShown(self.connection, self.key)
 
     def _set_connection(self, connection: Redis) -> Redis:
         """RQ's raise of the pool's socket timeout above its blocking dequeue (405 s), applied to the
@@ -130,6 +220,7 @@ class FlowWorkerBase(BaseWorker):
         while True:
             started = time.monotonic()
             try:
+                self._busy.forget()
                 if restarting:
                     self._forget_registration()
                 self._looping = True
@@ -224,6 +315,8 @@ class FlowWorkerBase(BaseWorker):
             default_result_ttl=self.default_result_ttl,
             worker_expires_in=beat[1] - (time.monotonic() - beat[0]) if beat is not None else 0.0,
             tally=self._tally if self._performs_in_process else None,
+            # A work-horse's completion writes its worker idle: only jobs run here can skip it.
+            write_worker=not (self._performs_in_process and self._busy.skip(str(job.id))),
         )
         if isinstance(job, FlowJob):
             job.persist_in_claim = True
@@ -245,6 +338,7 @@ class FlowWorkerBase(BaseWorker):
                 return bool(super().perform_job(job, queue))
         finally:
             self._keeping = None
+            self._busy.done()
 
     def _kept(self, job: Job) -> RQJobBooks | None:
         """The books of ``job`` while this process performs it; RQ's start of it written first if
@@ -361,7 +455,15 @@ class FlowWorkerBase(BaseWorker):
         """RQ's worker state, written only when it changes (RQ sets idle twice between jobs)."""
         if pipeline is None and state == self._state:
             return
+        if state != WorkerStatus.BUSY:
+            self._busy.forget()
         super().set_state(state, pipeline=pipeline)
+
+    def set_current_job_id(self, job_id: str | None = None, pipeline: Any = None) -> None:
+        """RQ's write of the worker's current job (none: at a job's end, RQ's way)."""
+        if job_id is None:
+            self._busy.forget()
+        super().set_current_job_id(job_id, pipeline=pipeline)
 
     def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
         """RQ's worker heartbeat in one round-trip, and not again within
@@ -372,15 +474,20 @@ class FlowWorkerBase(BaseWorker):
         fresh = recent and beat is not None and beat[1] == timeout
         if pipeline is not None and not (fresh and self._coalesce_in_pipelines):
             super().heartbeat(timeout, pipeline=pipeline)
-            self._tally.write(pipeline, self.key, idle=self._state == WorkerStatus.IDLE)
+            self._write_tally_in(pipeline)
         elif pipeline is None and not fresh:
             with self.connection.pipeline(transaction=False) as pipe:
                 super().heartbeat(timeout, pipeline=pipe)
-                self._tally.write(pipe, self.key, idle=self._state == WorkerStatus.IDLE)
+                self._write_tally_in(pipe)
                 pipe.execute()
         else:
             return
         self._beat = (time.monotonic(), timeout)
+
+    def _write_tally_in(self, pipeline: Pipeline) -> None:
+        """The tally's writes, in ``pipeline``; one that writes the worker idle is remembered."""
+        if self._tally.write(pipeline, self.key, idle=self._state == WorkerStatus.IDLE):
+            self._busy.forget()
 
     def maintain_heartbeats(self, job: Job) -> None:
         """RQ's heartbeats while a work-horse runs, plus the renewal of its job's claim lease.
@@ -441,6 +548,7 @@ class FlowWorkerBase(BaseWorker):
         if not self.is_horse and self._tally.pending:
             with suppress(*REDIS_DOWN):
                 self._write_tally()
+        self._busy.stop()
         super().teardown()  # type: ignore[no-untyped-call]
 
 

@@ -62,7 +62,13 @@ def own_job(ctx: StepContext, inputs: dict[str, Any]) -> dict[str, Any]:
     heartbeat_until = max((score for _, score in entries), default=0)
     worker_key = f"rq:worker:{job.worker_name}"
     worker_ttl = redis.ttl(worker_key)
-    state, current = (v.decode() if v else None for v in redis.hmget(worker_key, "state", "current_job"))
+
+    def busy_with_it() -> bool:
+        state, current = redis.hmget(worker_key, "state", "current_job")
+        return state == b"busy" and current == job.id.encode()
+
+    # A SimpleWorker's hash may show its previous job for up to a second (README, "RQ's bookkeeping").
+    busy = bool(poll(busy_with_it, 2.5))
     return {
         "status": job.get_status(),
         "worker": job.worker_name,
@@ -70,9 +76,11 @@ def own_job(ctx: StepContext, inputs: dict[str, Any]) -> dict[str, Any]:
         "started_at": job.started_at is not None,
         # RQ clears a job's expiry before it runs (a requeued job's hash keeps its last end's).
         "expires": redis.ttl(job.key) != -1,
+        # A step job's executions set goes with its run (README, "RQ's bookkeeping").
+        "executions_expire": redis.ttl(job.execution_registry.key) != -1,
         # RQ keeps the worker's hash at least as long as the job's heartbeat.
         "worker_outlives_heartbeat": time.time() + worker_ttl >= heartbeat_until - 1,
-        "worker_busy_with_it": state == "busy" and current == job.id,
+        "worker_busy_with_it": busy,
     }
 
 

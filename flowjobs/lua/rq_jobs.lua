@@ -7,6 +7,9 @@
 -- execution hash, its executions registry, the queue's started registry, the worker hash, then the queue's
 -- intermediate list (start), or the job's results stream and the finished or failed registry (end).
 -- Times arrive formatted as RQ formats them (b.now: RQ's ISO form; b.ts: epoch seconds).
+-- At the start, b.persist says the job hash may carry an expiry (FlowJob.may_expire), and
+-- b.worker_busy that the worker hash is to be written busy with the job (RQJobBooks.write_worker),
+-- and b.executions_ttl the executions set's expiry (none for a step job's: RQJobBooks.started).
 -- The worker hash: its heartbeat and its TTL (unless the job needs a longer one, b.worker_ttl) come
 -- with the worker's heartbeats; the job's end (the worker idle, its counters) is written here only
 -- for a forking worker's work-horse (b.counter): a worker running jobs in its own process writes
@@ -17,15 +20,17 @@ local function rq_job_started(b)
   local job, execution, executions, started, worker, intermediate = unpack(b.books_keys, 1, 6)
   -- RQ's Job.perform clears the hash's expiry (a requeued job keeps its last end's): done here,
   -- the worker skipping it (FlowJob).
-  redis.call('PERSIST', job)
+  if b.persist then redis.call('PERSIST', job) end
   redis.call('HSET', execution, 'id', b.execution_id, 'created_at', b.ts, 'last_heartbeat', b.ts,
     'worker_name', b.worker_name)
   redis.call('EXPIRE', execution, b.ttl)
   redis.call('ZADD', executions, b.expires + 60, b.execution_id)
-  redis.call('EXPIRE', executions, b.ttl + 60)
+  if b.executions_ttl then redis.call('EXPIRE', executions, b.executions_ttl) end
   redis.call('ZADD', started, b.expires, b.job_id .. ':' .. b.execution_id)
-  redis.call('HSET', worker, 'state', 'busy', 'current_job', b.job_id, 'current_job_working_time', 0,
-    'last_heartbeat', b.now)
+  if b.worker_busy then
+    redis.call('HSET', worker, 'state', 'busy', 'current_job', b.job_id, 'current_job_working_time', 0,
+      'last_heartbeat', b.now)
+  end
   if b.worker_ttl then redis.call('EXPIRE', worker, b.worker_ttl) end
   redis.call('HSET', job, 'last_heartbeat', b.now, 'status', 'started', 'started_at', b.now,
     'worker_name', b.worker_name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 import zlib
 from base64 import b64encode
 from collections.abc import Iterable, Sequence
@@ -412,6 +413,13 @@ class RQJobRunner:
             for job_id, (status, taken) in zip(ids, replies, strict=True)
         }
 
+    def reuse(self, job_id: str, pipeline: Pipeline) -> None:
+        """Clear the expiry of a job queued again under its id (recovery's re-enqueue), as part of
+        the caller's MULTI/EXEC: its new hash is written over the earlier one, whose end may have
+        set one, and a worker clears it before the job runs only when the hash says it may have one
+        (``FlowJob.may_expire``)."""
+        pipeline.persist(Job.key_for(job_id))
+
     def release(self, job_id: str, taken: TakenJob, pipeline: Pipeline) -> None:
         """Forget that a worker took the job (a dead one: its intermediate-list and started-registry
         entries), as part of the caller's MULTI/EXEC; RQ's maintenance would otherwise fail the job
@@ -494,10 +502,13 @@ def queue_registries(queue: Queue) -> QueueRegistries:
 class FlowJob(Job):
     """RQ's job as flowjobs' workers load it: one whose start a script writes (``persist_in_claim``)
     has its hash's expiry cleared there too (``rq_jobs.lua``), instead of by a round-trip of its own
-    before it runs. A job refused before its claim ends by RQ's own path, which sets that expiry
-    itself. Loading one costs less Python: see ``__init__`` and ``restore``."""
+    before it runs, and only if its hash can have one (``may_expire``). A job refused before its
+    claim ends by RQ's own path, which sets that expiry itself. Loading one costs less Python: see
+    ``__init__`` and ``restore``."""
 
     persist_in_claim = False
+    #: When (monotonic) the job was loaded with fields that say its hash has no expiry (``restore``).
+    _loaded_unexpiring: float | None = None
 
     def __init__(
         self, id: str | None = None, connection: Redis | None = None, serializer: Any = None
@@ -513,11 +524,29 @@ class FlowJob(Job):
         """RQ's ``restore``, its times parsed by ``datetime.fromisoformat`` (RQ's ``strptime`` costs
         far more; both read RQ's format, and the older one without microseconds)."""
         raw = dict(raw_data)
+        created = raw.get(b"created_at")
+        unexpiring = created and created == raw.get(b"enqueued_at") and b"ttl" not in raw
+        self._loaded_unexpiring = time.monotonic() if unexpiring else None
         times = {name: raw.pop(name.encode(), None) for name in _JOB_TIMES}
         super().restore(raw)
         for name, value in times.items():
             if value:
                 setattr(self, name, datetime.fromisoformat(value.decode()))
+
+    @property
+    def may_expire(self) -> bool:
+        """Whether the job's hash may carry an expiry, which its start must clear.
+
+        Only a job's ends (finished, failed, stopped: RQ's and the scripts') and its own ``ttl``
+        set one, and only RQ's re-enqueue (requeue, retry, scheduler, dependents) puts an ended job
+        back on a queue, enqueuing it anew after its creation. A hash whose enqueue is its creation,
+        to the microsecond, and has no ``ttl`` was written whole by one enqueue (flowjobs'
+        ``enqueue_commands``) under an id that had no hash, or whose earlier hash recovery's
+        re-enqueue persisted (``RQJobRunner.reuse``). Such a job gets an end before it starts only
+        from RQ's maintenance, which fails a dequeued job still unstarted a minute on (its
+        intermediate list): one loaded ``_UNSTARTED_SECONDS`` ago or more is taken to have one."""
+        loaded = self._loaded_unexpiring
+        return loaded is None or time.monotonic() - loaded >= _UNSTARTED_SECONDS
 
     def perform(self) -> Any:
         """RQ's ``Job.perform``, without its ``PERSIST`` when the claim sends it."""
@@ -532,6 +561,8 @@ class FlowJob(Job):
         return self._result
 
 
+#: Half of the minute RQ's maintenance leaves a dequeued job unstarted before it fails it.
+_UNSTARTED_SECONDS = 30.0
 #: The times of a job hash RQ's ``Job.restore`` parses (``created_at`` defaults to now there).
 _JOB_TIMES = ("created_at", "enqueued_at", "started_at", "ended_at", "last_heartbeat")
 
@@ -542,7 +573,8 @@ class WorkerTally:
     (``successful_job_count``, ``failed_job_count``, ``total_working_time``) and, after the last
     one, the worker idle with no current job. It goes with the worker's next heartbeat (at most a
     second apart while it works), before it waits for work and when it stops, instead of with every
-    job's end; the next job's start overwrites the state and current job anyway."""
+    job's end; a job's start that writes the worker busy overwrites the state and current job
+    anyway."""
 
     successful: int = 0
     failed: int = 0
@@ -563,21 +595,24 @@ class WorkerTally:
         """Whether the hash lacks anything."""
         return self.idle or bool(self.successful or self.failed)
 
-    def write(self, pipeline: Pipeline, worker_key: str, *, idle: bool) -> None:
+    def write(self, pipeline: Pipeline, worker_key: str, *, idle: bool) -> bool:
         """Add what the hash lacks to it in ``pipeline``: the counts, and the idle state unless
-        the worker is no longer idle (``idle``: its state now; a job it started wrote its own)."""
+        the worker is no longer idle (``idle``: its state now; a job it started wrote its own).
+        Returns whether it writes the idle state."""
         if self.successful:
             pipeline.hincrby(worker_key, _SUCCESSFUL_COUNTER, self.successful)
         if self.failed:
             pipeline.hincrby(worker_key, _FAILED_COUNTER, self.failed)
         if self.successful or self.failed:
             pipeline.hincrbyfloat(worker_key, "total_working_time", self.working_time)
-        if self.idle and idle:
+        idled = self.idle and idle
+        if idled:
             pipeline.hdel(worker_key, "current_job")
             pipeline.hset(worker_key, "state", WorkerStatus.IDLE.value)
         self.successful = self.failed = 0
         self.working_time = 0.0
         self.idle = False
+        return idled
 
 
 _SUCCESSFUL_COUNTER = "successful_job_count"
@@ -609,6 +644,7 @@ class RQJobBooks:
         default_result_ttl: int,
         worker_expires_in: float = 0.0,
         tally: WorkerTally | None = None,
+        write_worker: bool = True,
     ) -> None:
         self.job = job
         self.job_id = str(job.id)
@@ -623,6 +659,10 @@ class RQJobBooks:
         #: Where the job's end is counted when it ends in the worker's own process (None: the
         #: script counts it in the worker hash, as from a forking worker's work-horse).
         self.tally = tally
+        #: Whether the job's start writes the worker hash busy with it (False: it shows the worker
+        #: busy already, and the worker writes the job as its current one if it is still running
+        #: when that write is a second old).
+        self.write_worker = write_worker
         self.started_written = False
         self.ended_written = False
         self._started_at: datetime | None = None
@@ -640,8 +680,8 @@ class RQJobBooks:
 
     def started(self) -> JobWrites | None:
         """``prepare_execution`` and ``prepare_job_execution``: the execution and its registries,
-        the job started on this worker, the worker busy with it, the job off the intermediate list;
-        None when the worker wrote them itself."""
+        the job started on this worker, the worker busy with it (``write_worker``), the job off the
+        intermediate list; None when the worker wrote them itself."""
         if self.started_written:
             return None
         moment = now()
@@ -660,6 +700,16 @@ class RQJobBooks:
             "ttl": self.heartbeat_ttl,
             "expires": int(stamp) + self.heartbeat_ttl,
         }
+        if not isinstance(job, FlowJob) or job.may_expire:
+            args["persist"] = True
+        # RQ expires a job's executions set with its execution, for when its worker dies with it
+        # (its end removes the execution, and the set with it). A step job's set goes with its run
+        # (``job_keys``, retention): a reader sees the same either way, RQ's ExecutionRegistry
+        # dropping the executions past their score (that expiry) before it reads.
+        if not is_step_job(job):
+            args["executions_ttl"] = self.heartbeat_ttl + 60
+        if self.write_worker:
+            args["worker_busy"] = True
         # RQ sets the worker hash's TTL to the job's heartbeat TTL; only one that would outlive the
         # TTL the hash has is worth a command (RQ's would often shorten it, until its next heartbeat).
         if self.heartbeat_ttl > self.worker_expires_in:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from rq import get_current_job
+
 from flowjobs.hangfire import automatic_retry, job_timeout
 from tests.polling import poll
 
@@ -54,3 +56,14 @@ def sleepy(seconds: float) -> None:
 @job_timeout(3600)
 def long_job() -> None:
     """A job allowed an hour."""
+
+
+def expiry_after_failing(counter: str) -> int:
+    """Fails its first run (counted in the file ``counter``); then returns its hash's TTL (-1: none)."""
+    path = Path(counter)
+    if not path.exists():
+        path.write_text("1")
+        raise RuntimeError("first run fails")
+    job = get_current_job()
+    assert job is not None
+    return int(job.connection.ttl(job.key))

@@ -4,20 +4,25 @@ the claim and the completion): RQ's registries, statuses, results and worker cou
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
+import pytest
 from rq import Queue
-from rq.job import Job
+from rq.job import Job, JobStatus
 from rq.results import Result
 from rq.serializers import JSONSerializer
 
-from flowjobs import RunStatus
+from flowjobs import RunStatus, StepStatus
 from flowjobs.core.job_calls import JobCall, JobState
 from flowjobs.jobs import install_engine
+from flowjobs.recovery import recover
+from flowjobs.runtime import rq as rq_runtime
 from flowjobs.runtime.rq import FlowJob
 from flowjobs.worker import build_worker
 from tests.conftest import Space, wait_until
 from tests.integration.flows import flow, registry
+from tests.polling import poll
 
 
 def test_step_jobs_start_and_end_as_rq_records_them(space: Space) -> None:
@@ -47,6 +52,7 @@ def test_step_jobs_start_and_end_as_rq_records_them(space: Space) -> None:
         "started_registry": True,
         "started_at": True,
         "expires": False,
+        "executions_expire": False,
         "worker_outlives_heartbeat": True,
         "worker_busy_with_it": True,
     }
@@ -98,10 +104,46 @@ def test_the_worker_hash_counts_the_step_jobs_and_their_working_time(space: Spac
     assert b"current_job" not in worker
 
 
-def test_a_step_job_whose_hash_expires_runs_without_the_expiry(space: Space) -> None:
-    # A requeued job's hash keeps the expiry of its last end; RQ clears it before the job runs.
+def test_a_requeued_step_job_whose_hash_expires_runs_without_the_expiry(space: Space) -> None:
+    # RQ fails a job it could not run (its maintenance fails one a dead worker had dequeued) with
+    # the failure TTL on its hash, which a requeue keeps: the job's start clears it (RQ's
+    # Job.perform does), or the hash would expire under the running job.
     client = space.client(registry(flow("requeued", {"look": {"type": "OwnJob"}})))
     handle = client.trigger("requeued")
+    install_engine(space.engine())
+    try:
+        worker = build_worker(space.redis, space.settings.queue, simple=True, name=f"{space.token}-inproc")
+        worker.work(burst=True, with_scheduler=False, logging_level="WARNING", max_jobs=1)  # the trigger
+    finally:
+        install_engine(None)
+    queue = Queue(space.settings.queue, connection=space.redis, serializer=JSONSerializer)
+    (step_job_id,) = queue.get_job_ids()
+    job = Job.fetch(step_job_id, connection=space.redis, serializer=JSONSerializer)
+    queue.remove(job)
+    job.set_status(JobStatus.FAILED)  # as RQ fails a job
+    queue.failed_job_registry.add(job, ttl=3600, exc_string="lost with its worker")
+    assert 0 < space.redis.ttl(job.key) <= 3600
+    queue.failed_job_registry.requeue(step_job_id)
+    assert 0 < space.redis.ttl(job.key) <= 3600, "RQ's requeue keeps the failure's expiry"
+    space.drain()
+    run = client.get_run_detail(handle.run_id)
+    assert run is not None and run.status is RunStatus.Succeeded
+    look = Job.fetch(step_job_id, connection=space.redis, serializer=JSONSerializer)
+    seen = look.return_value()
+    assert isinstance(seen, dict) and seen["expires"] is False
+    assert look.get_status() == "finished"
+    assert 0 < space.redis.ttl(look.key) <= space.settings.rq_job_ttl_seconds
+
+
+def test_a_step_job_claimed_long_after_its_dequeue_runs_without_an_expiry(
+    space: Space, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # RQ's maintenance fails a dequeued job left unstarted for a minute, setting the failure's
+    # expiry on its hash, and its worker may still claim it: a claim that long after the dequeue
+    # clears the expiry (the wait is shortened to none here; the expiry is set as that failure's).
+    monkeypatch.setattr(rq_runtime, "_UNSTARTED_SECONDS", 0.0)
+    client = space.client(registry(flow("stalled", {"look": {"type": "OwnJob"}})))
+    handle = client.trigger("stalled")
     install_engine(space.engine())
     try:
         worker = build_worker(space.redis, space.settings.queue, simple=True, name=f"{space.token}-inproc")
@@ -114,10 +156,57 @@ def test_a_step_job_whose_hash_expires_runs_without_the_expiry(space: Space) -> 
     space.drain()
     run = client.get_run_detail(handle.run_id)
     assert run is not None and run.status is RunStatus.Succeeded
-    look = Job.fetch(step_job_id, connection=space.redis, serializer=JSONSerializer)
-    seen = look.return_value()
+    seen = Job.fetch(step_job_id, connection=space.redis, serializer=JSONSerializer).return_value()
     assert isinstance(seen, dict) and seen["expires"] is False
-    assert 0 < space.redis.ttl(look.key) <= space.settings.rq_job_ttl_seconds
+
+
+def test_a_step_job_queued_again_by_recovery_runs_without_its_earlier_expiry(space: Space) -> None:
+    # Recovery queues a dispatched step's job again under its id when RQ failed it unrun: the new
+    # hash is written over the failed one, whose expiry it clears.
+    client = space.client(registry(flow("recovered", {"look": {"type": "OwnJob"}})))
+    handle = client.trigger("recovered")
+    install_engine(space.engine())
+    try:
+        worker = build_worker(space.redis, space.settings.queue, simple=True, name=f"{space.token}-inproc")
+        worker.work(burst=True, with_scheduler=False, logging_level="WARNING", max_jobs=1)  # the trigger
+    finally:
+        install_engine(None)
+    queue = Queue(space.settings.queue, connection=space.redis, serializer=JSONSerializer)
+    (step_job_id,) = queue.get_job_ids()
+    job = Job.fetch(step_job_id, connection=space.redis, serializer=JSONSerializer)
+    queue.remove(job)
+    job.set_status(JobStatus.FAILED)  # as RQ fails a job
+    queue.failed_job_registry.add(job, ttl=3600, exc_string="lost with its worker")
+    assert recover(space.engine(), grace_seconds=0) == 1
+    assert space.redis.ttl(job.key) == -1
+    space.drain()
+    run = client.get_run_detail(handle.run_id)
+    assert run is not None and run.status is RunStatus.Succeeded
+    seen = Job.fetch(step_job_id, connection=space.redis, serializer=JSONSerializer).return_value()
+    assert isinstance(seen, dict) and seen["expires"] is False
+
+
+def test_a_requeued_application_job_whose_hash_expires_runs_without_the_expiry(
+    space: Space, tmp_path: Path
+) -> None:
+    # The same for a job that is no flow's: RQ's own start clears the expiry its failure set.
+    runner = space.runner()
+    job_id = runner.enqueue(
+        JobCall(
+            "tests.integration.app_jobs.expiry_after_failing",
+            (str(tmp_path / "runs"),),
+            f"{space.token}-expiring",
+            "fails, then reports its expiry",
+        )
+    )
+    space.drain()
+    queue = Queue(space.settings.queue, connection=space.redis, serializer=JSONSerializer)
+    assert job_id in queue.failed_job_registry.get_job_ids()
+    assert space.redis.ttl(Job.key_for(job_id)) > 0
+    queue.failed_job_registry.requeue(job_id)
+    space.drain()
+    job = Job.fetch(job_id, connection=space.redis, serializer=JSONSerializer)
+    assert job.get_status() == "finished" and job.return_value() == -1
 
 
 def test_a_waiting_worker_hash_holds_its_counts_and_is_idle(space: Space) -> None:
@@ -140,6 +229,29 @@ def test_a_waiting_worker_hash_holds_its_counts_and_is_idle(space: Space) -> Non
     worker = space.redis.hgetall(key)
     assert worker[b"state"] == b"idle" and b"current_job" not in worker
     assert float(worker[b"total_working_time"]) > 0 and b"death" not in worker
+
+
+@pytest.mark.parametrize("simple", [True, False], ids=["simple", "forking"])
+def test_a_running_step_shows_as_its_workers_current_job_within_a_second(space: Space, simple: bool) -> None:
+    # A SimpleWorker's claim leaves the worker hash alone within a second of its last write of a
+    # current job (it shows the previous one meanwhile); a job still running then is written.
+    steps = {"a": {"type": "Noop"}, "b": {"type": "Sleep", "inputs": {"seconds": 4}, "run_after": ["a"]}}
+    client = space.client(registry(flow("shown", steps)))
+    space.start_worker("shown", simple=simple)
+    handle = client.trigger("shown")
+
+    def running_b() -> str | None:
+        run = client.get_run_detail(handle.run_id)
+        b = next((s for s in (run.steps if run else None) or [] if s.step_key == "b"), None)
+        return b.job_id if b is not None and b.status is StepStatus.Running else None
+
+    job_id = wait_until(running_b, timeout=30, what="step b to run")
+    key = f"rq:worker:{space.token}-shown"
+    started = time.monotonic()
+    shown = poll(lambda: space.redis.hmget(key, "state", "current_job") == [b"busy", job_id.encode()], 3)
+    assert shown, f"worker hash: {space.redis.hgetall(key)}"
+    assert time.monotonic() - started < 1.5
+    assert handle.wait(timeout=30).status is RunStatus.Succeeded
 
 
 def test_a_job_continuing_a_trigger_job_runs_after_it(space: Space) -> None:

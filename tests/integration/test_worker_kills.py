@@ -8,13 +8,18 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from redis import Redis
+from rq import Queue
+from rq.serializers import JSONSerializer
 
 from flowjobs import RunStatus, StepStatus
 from flowjobs.client import FlowClient, RunHandle
+from flowjobs.core.job_calls import step_job_id
 from flowjobs.engine import COLD_SHUTDOWN_REASON
 from flowjobs.worker import build_worker
 from tests.conftest import Space, shut_down_cold, wait_until
@@ -137,6 +142,15 @@ def test_a_worker_killed_with_its_process_tree_mid_step_loses_no_run(space: Spac
     assert_recorded_once(client, [handle])
     fields = space.engine().store.runs.step_fields(str(handle.run_id), key)
     assert fields.get("lost_attempts") == "1" and "crashed_attempts" not in fields, fields
+
+    # The lost attempt's job keeps its execution in RQ's executions set until its run is purged
+    # (RQ's maintenance fails the abandoned job first, once its heartbeat lapses: here, at once).
+    executions = f"rq:executions:{step_job_id(handle.run_id, key, 1)}"
+    assert space.redis.zcard(executions) == 1
+    queue = Queue(space.settings.queue, connection=space.redis, serializer=JSONSerializer)
+    queue.started_job_registry.cleanup(timestamp=time.time() + 3600)
+    assert client.purge(timedelta(seconds=-1)) == 1
+    assert not space.redis.exists(executions)
 
 
 def test_a_rolling_restart_of_every_worker_fails_no_run(space: Space) -> None:
