@@ -10,8 +10,8 @@ What it measures, on its own key prefix ``fjretain<random>:`` and queue ``fjreta
   commands (key names from ``flowjobs.core.keys.Keys``, job ids from ``flowjobs.core.job_calls``), each like a
   3-step run that ended 30 days ago: its run hash, steps hash, 3 step hashes (the last one on its
   2nd attempt, with its 1st archived in the attempts hash), 6 events, its entries in the runs,
-  per-flow, per-status and per-flow-per-status indexes, 5 jobs in the reverse index, and an RQ
-  job hash (``rq:job:<id>``) for each of those jobs. 10 % are Failed, the rest Succeeded.
+  per-flow, per-status and per-flow-per-status indexes, and an RQ job hash (``rq:job:<id>``) for
+  each of its 5 jobs (plain ids: none is in the reverse job index). 10 % are Failed, the rest Succeeded.
 * **Purge.** ``RunStore.retention.purge_finished`` with a cutoff of 7 days ago and the RQ runner's job keys,
   ``--batch`` runs per deleting script call (default the duty's size, ``DEFAULT_BATCH``). Printed:
   ``purge_runs_per_second`` (seeded runs / wall time of the whole purge, reads included),
@@ -51,8 +51,8 @@ from flowjobs.core.statuses import RunStatus  # noqa: E402
 from flowjobs.factory import runner_from_settings, store_from_settings  # noqa: E402
 from flowjobs.runtime.rq import job_keys  # noqa: E402
 from flowjobs.settings import Settings  # noqa: E402
-from flowjobs.store.codec import step_field, text  # noqa: E402
-from flowjobs.store.retention import DEFAULT_BATCH  # noqa: E402
+from flowjobs.store.codec import step_field  # noqa: E402
+from flowjobs.store.retention import DEFAULT_BATCH, stored_job_ids  # noqa: E402
 
 DEFAULT_RUNS = 100_000
 #: The floor: milliseconds the longest deleting call may take.
@@ -111,7 +111,6 @@ def seed_run(pipe: Pipeline, keys: Keys, flow_id: str, i: int, ended: datetime) 
     for index in (keys.runs(), keys.flow_runs(flow_id), keys.status_runs(status.value),
                   keys.flow_status_runs(flow_id, status.value)):
         pipe.zadd(index, {run_id: score})
-    pipe.hset(keys.jobs(), mapping=dict.fromkeys(jobs, run_id))
     for job_id in jobs:
         job = {"status": "finished", "origin": "bench", "description": run_id}
         pipe.hset(job_keys(job_id)[0], mapping=job)  # type: ignore[arg-type]
@@ -130,7 +129,7 @@ def measure(redis: Redis, runs: int, batch: int) -> tuple[float, list[float]]:
         start = time.perf_counter()
         seed(redis, keys, runs)
         print(f"seed_seconds={time.perf_counter() - start:.1f}", flush=True)
-        job_ids = [text(j) for j in redis.hkeys(keys.jobs())]
+        job_ids = sorted(stored_job_ids(redis, keys))
         start = time.perf_counter()
         result = store.retention.purge_finished(utcnow() - timedelta(days=7), jobs=jobs, batch_size=batch)
         seconds = time.perf_counter() - start

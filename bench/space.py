@@ -11,6 +11,7 @@ from redis import Redis
 
 from flowjobs.core.keys import Keys
 from flowjobs.embedded import EmbeddedRedis, ensure_redis
+from flowjobs.store.retention import stored_job_ids
 
 #: Keys RQ keeps per job (``rq:<kind>:<job id>``): its hash, its results stream, its executions.
 RQ_JOB_KEY_KINDS = ("job", "results", "executions")
@@ -18,10 +19,11 @@ _CHUNK = 1000
 
 
 def remove_space(redis: Redis, *, prefix: str, token: str, queue: str, job_ids: Iterable[str] = ()) -> None:
-    """Delete a benchmark's keys: RQ's keys of its jobs (flowjobs' ones from ``Keys(prefix).jobs()``,
-    plus ``job_ids`` it queued itself), every key under its prefix, RQ's keys carrying its token
-    (queue, registries, workers), and its queue's and workers' entries in RQ's shared sets."""
-    ids = [_text(j) for j in redis.hkeys(Keys(prefix).jobs())] + list(job_ids)
+    """Delete a benchmark's keys: RQ's keys of its jobs (flowjobs' ones from its runs and the
+    reverse job index, ``stored_job_ids``, plus ``job_ids`` it queued itself), every key under its
+    prefix, RQ's keys carrying its token (queue, registries, workers), and its queue's and workers'
+    entries in RQ's shared sets."""
+    ids = [*stored_job_ids(redis, Keys(prefix)), *job_ids]
     for start in range(0, len(ids), _CHUNK):
         chunk = ids[start : start + _CHUNK]
         redis.unlink(*[f"rq:{kind}:{j}" for j in chunk for kind in RQ_JOB_KEY_KINDS])

@@ -105,6 +105,7 @@ from flowjobs.core.manifest import FlowDefinition  # noqa: E402
 from flowjobs.core.registry import FlowRegistry  # noqa: E402
 from flowjobs.core.statuses import RunStatus  # noqa: E402
 from flowjobs.processes import stop_processes  # noqa: E402
+from flowjobs.store.retention import stored_job_ids  # noqa: E402
 
 NOOP_FUNC = "bench.steps_vs_rq.noop"
 STEPS_PER_RUN = 10
@@ -419,7 +420,7 @@ class Bench:
 
     def cleanup(self) -> None:
         self.stop_workers()
-        job_ids = [_text(j) for j in self.redis.hkeys(Keys(self.prefix).jobs())] + self.raw_job_ids
+        job_ids = [*stored_job_ids(self.redis, Keys(self.prefix)), *self.raw_job_ids]
         for start in range(0, len(job_ids), 500):
             chunk = job_ids[start:start + 500]
             self.redis.delete(*[f"rq:{kind}:{j}" for j in chunk for kind in ("job", "results", "executions")])

@@ -23,6 +23,7 @@ from flowjobs.core.stats import (
     flow_stats,
     hour_edges,
 )
+from flowjobs.store.base import LISTENERS_TTL_SECONDS
 from flowjobs.store.run_store import RunStore
 
 
@@ -71,8 +72,22 @@ class Queries:
         self.manifest = store.flows.load_manifest
 
     def events_channel(self) -> str:
-        """The pub/sub channel every run event is published on (``<run_id>|<event>``)."""
+        """The pub/sub channel run events are published on (``<run_id>|<event>``) while someone
+        listens: a subscriber calls ``keep_listening`` once subscribed and again at least every
+        ``LISTENERS_TTL_SECONDS / 2`` seconds, or workers publish nothing (README, "Flows UI")."""
         return self.store.keys.events_channel()
+
+    def listeners_marker(self) -> tuple[str, int]:
+        """The key ``keep_listening`` sets and its TTL in seconds, for a caller with a connection of
+        its own (the flows UI's asyncio one)."""
+        return self.store.keys.listeners(), LISTENERS_TTL_SECONDS
+
+    def keep_listening(self) -> None:
+        """Say that a live view follows ``events_channel`` for the next ``LISTENERS_TTL_SECONDS``:
+        runs started from now on publish every event, and workers publish every run's events
+        within a second."""
+        key, seconds = self.listeners_marker()
+        self.redis.set(key, "1", ex=seconds)
 
     def queue_health(self, queue_name: str) -> QueueHealth:
         """Depth, oldest waiting job's age and workers alive of one RQ queue."""

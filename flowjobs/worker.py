@@ -32,6 +32,7 @@ from rq.registry import StartedJobRegistry
 from rq.scheduler import RQScheduler
 from rq.scripts import release_lock
 from rq.serializers import JSONSerializer
+from rq.suspension import WORKERS_SUSPENDED
 from rq.utils import now, utcformat
 from rq.worker import BaseWorker, WorkerStatus
 from structlog import _output as structlog_output
@@ -431,7 +432,20 @@ class FlowWorkerBase(BaseWorker):
             return
         if self._tally.pending:
             self._beat = None  # the tally rides with the check: a suspended worker's hash holds it
-        super().check_for_suspension(burst)
+        engine = self.engine or installed_engine()
+        if engine is None:
+            super().check_for_suspension(burst)
+        else:
+            # RQ's check (is_suspended), with the listeners marker: whether live views follow run
+            # events, so this process's scripts publish them (StoreContext.listeners).
+            with self.connection.pipeline() as pipe:
+                self.heartbeat(pipeline=pipe)
+                pipe.exists(WORKERS_SUSPENDED)
+                pipe.exists(engine.store.keys.listeners())
+                *_, suspended, listening = pipe.execute()
+            engine.store.context.listeners.note(bool(listening))
+            if suspended:
+                super().check_for_suspension(burst)
         self._suspension_checked = time.monotonic()
 
     def dequeue_job_and_maintain_ttl(

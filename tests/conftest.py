@@ -48,6 +48,7 @@ from flowjobs.jobs import install_engine
 from flowjobs.processes import stop_processes
 from flowjobs.runtime.rq import RQJobRunner
 from flowjobs.settings import Settings
+from flowjobs.store.retention import stored_job_ids
 from flowjobs.worker import build_worker
 
 pytest_plugins = ["tests.browser"]
@@ -287,7 +288,7 @@ class Space:
 
     def cleanup(self) -> None:
         """Delete the RQ job hashes of this space's jobs, then every key carrying its token."""
-        job_ids = [j.decode() for j in self.redis.hkeys(self.keys.jobs())]
+        job_ids = sorted(stored_job_ids(self.redis, self.keys))
         for start in range(0, len(job_ids), 500):
             chunk = job_ids[start : start + 500]
             self.redis.delete(*[f"rq:job:{j}" for j in chunk], *[f"rq:results:{j}" for j in chunk])

@@ -138,14 +138,35 @@ class StoredJobs:
     """Sorted sets that can list a job id (finished, failed... registries of the runner's queue)."""
 
 
+#: A run's trigger job id is ``<0><run id><1>``.
+TRIGGER_JOB_ID = ("fj-", "-trigger")
+
+
 def trigger_job_id(run_id: UUID | str) -> str:
     """Id of a run's trigger job."""
-    return f"fj-{run_id}-trigger"
+    before, after = TRIGGER_JOB_ID
+    return f"{before}{run_id}{after}"
 
 
 #: A step attempt's job id is ``<0><run id><1><step key><2><attempt>`` when the step key is safe in
 #: a job id (the usual case): step records store a job id only when it is not this one.
 PLAIN_STEP_JOB_ID = ("fj-", "-s-", "-")
+
+
+#: A job id that names its run: a trigger job's, or one of ``PLAIN_STEP_JOB_ID``'s form (whatever
+#: the step key holds: the run id, a UUID, has a fixed length).
+_RUN_JOB_ID = re.compile(
+    rf"(?:{re.escape(PLAIN_STEP_JOB_ID[0])}|{re.escape(TRIGGER_JOB_ID[0])})"
+    r"([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})"
+    rf"(?:{re.escape(TRIGGER_JOB_ID[1])}\Z|{re.escape(PLAIN_STEP_JOB_ID[1])})"
+)
+
+
+def run_of_job(job_id: str) -> str | None:
+    """The run id a trigger or step job id names (``trigger_job_id``, ``PLAIN_STEP_JOB_ID``), or
+    None: such ids are not in the reverse job index (``Keys.jobs``), other ids are."""
+    named = _RUN_JOB_ID.match(job_id)
+    return named.group(1) if named else None
 
 
 def step_job_id(run_id: UUID | str, step_key: str, attempt: int) -> str:

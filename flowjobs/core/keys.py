@@ -74,8 +74,14 @@ class Keys:
 
     def events_channel(self) -> str:
         """Pub/sub channel: ``<run_id>|<event>`` for every event any run records (``events`` has the
-        event's encoding), for live views; nothing is kept."""
+        event's encoding), for live views; nothing is kept. Events are published only while
+        ``listeners`` is set (or for a run started while it was)."""
         return f"{self.prefix}events"
+
+    def listeners(self) -> str:
+        """String with a short TTL: set while a live view follows ``events_channel`` (the flows UI's
+        event stream refreshes it), so scripts publish events only when someone listens."""
+        return f"{self.prefix}listeners"
 
     def metrics(self) -> str:
         """Hash of the cluster-wide metric counters (``flowjobs/core/metrics.py``)."""

@@ -20,6 +20,7 @@ if not STEP.claim.run[run_status] then return {'run_not_running', run_status or 
 local scope = ok(a.scope)
 local fields = step_fields(a.step_key, {'status', 'attempt', 'job_id', 'completed_at', 'first_started_at'})
 fields[#fields + 1] = EVENTS_TRIMMED
+fields[#fields + 1] = LISTENED
 local refs = a.refs or {}
 for _, r in ipairs(refs) do step_fields(r, STORED_STEP_FIELDS, fields) end
 if scope then
@@ -30,7 +31,7 @@ local values = hmget_all(a.steps_key, fields)
 local step = {unpack(values, 1, 5)}
 local stale = fenced_out(step, STEP.claim, a.attempt)
 if stale then return stale end
-note_events_trimmed(a, values[6])
+note_events_trimmed(a, values[6], values[7])
 local first_started = step[5] or a.now_ms
 local writes = {{'status', STEP.claim.target}, {'started_at', a.now_ms}, {'lease_until_ms', a.lease_until_ms},
   {'worker', a.worker}, {'first_started_at', not step[5] and a.now_ms or nil}}
@@ -47,7 +48,7 @@ redis.call('ZADD', a.leases_key, a.lease_until_ms, a.member)
 redis.call('ZREM', a.pending_key, a.member)
 push_event(a, 'step.started', a.step_key, 'attempt ' .. a.attempt)
 local views = {}
-local at = 6
+local at = 7
 for i = 1, #refs do
   views[i] = {unpack(values, at + 1, at + #STORED_STEP_FIELDS)}
   at = at + #STORED_STEP_FIELDS

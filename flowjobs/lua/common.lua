@@ -6,7 +6,7 @@
 -- "hash" in a reply is HGETALL's flat {field, value, ...} list. Field groups the script headers
 -- refer to:
 --   run fields (StoreContext.run_args): run_id, run_key, events_key, steps_key, events_channel,
---     deadlines_key, now (ISO time: run hash and signal records), now_ms (the same time in epoch
+--     quiet (true: this process read lately that no live view listens; see push_event), deadlines_key, now (ISO time: run hash and signal records), now_ms (the same time in epoch
 --     ms: step records, attempts and events), max_events (events kept per run), metrics_key (the
 --     metric counters, see below); and, from StoreContext.flow_args, flow_label (the metric label:
 --     flow name, else id) and, for scripts that may move the run's status, status_keys
@@ -54,12 +54,21 @@ local function hmget_all(key, fields)
   return values
 end
 
--- Events trimmed from the head of each run's events list this call (events_key -> count): the steps
--- hash's EVENTS_TRIMMED, read once (note_events_trimmed when the caller read it with the records).
+-- Per run this call (events_key -> value), from its steps hash, read once (note_events_trimmed when
+-- the caller read them with the records): events trimmed from the head of its events list
+-- (EVENTS_TRIMMED, a count), and whether it started while a live view listened (LISTENED).
 local TRIMMED_SO_FAR = {}
+local LISTENED_RUN = {}
 
-local function note_events_trimmed(a, value)
+local function note_events_trimmed(a, value, listened)
   TRIMMED_SO_FAR[a.events_key] = tonumber(value or '0') or 0
+  LISTENED_RUN[a.events_key] = listened == '1'
+end
+
+local function note_listeners(a)
+  -- A run's start (start_run.lua): while a live view listens (a.listeners_key, Keys.listeners, is
+  -- set), the run is marked LISTENED, so each of its events is published whatever a worker's view.
+  if redis.call('EXISTS', a.listeners_key) == 1 then redis.call('HSET', a.steps_key, LISTENED, '1') end
 end
 
 local function event_sequence(raw, previous)
@@ -81,7 +90,7 @@ local function push_event(a, kind, step_key, message)
   local length = redis.call('RPUSH', a.events_key, '|' .. ms .. '|' .. (EVENT_CODE[kind] or kind) .. tail)
   local trimmed = TRIMMED_SO_FAR[a.events_key]
   if trimmed == nil then
-    note_events_trimmed(a, redis.call('HGET', a.steps_key, EVENTS_TRIMMED))
+    note_events_trimmed(a, unpack(redis.call('HMGET', a.steps_key, EVENTS_TRIMMED, LISTENED)))
     trimmed = TRIMMED_SO_FAR[a.events_key]
   end
   if length > a.max_events then
@@ -95,8 +104,11 @@ local function push_event(a, kind, step_key, message)
     length = a.max_events
   end
   -- Live views (the flows UI's server-sent events) follow runs here: `<run_id>|<sequence>|...`, with
-  -- the event's type spelled out (only the stored entry is coded).
-  redis.call('PUBLISH', a.events_channel, a.run_id .. '|' .. (trimmed + length) .. '|' .. ms .. '|' .. kind .. tail)
+  -- the event's type spelled out (only the stored entry is coded). Published unless the caller's
+  -- fresh view says no one listens (a.quiet: StoreContext.run_args) and the run started unheard.
+  if not a.quiet or LISTENED_RUN[a.events_key] then
+    redis.call('PUBLISH', a.events_channel, a.run_id .. '|' .. (trimmed + length) .. '|' .. ms .. '|' .. kind .. tail)
+  end
 end
 
 local function hset_present(key, fields)
@@ -149,6 +161,17 @@ end
 
 local function plain_job_id(a, step_key, attempt)
   return STEP_JOB_ID[1] .. a.run_id .. STEP_JOB_ID[2] .. step_key .. STEP_JOB_ID[3] .. attempt
+end
+
+local UUID_PATTERN = '^' .. string.rep('%x', 8) .. ('%-' .. string.rep('%x', 4)):rep(3) .. '%-' .. string.rep('%x', 12) .. '$'
+
+local function index_job(a, job_id)
+  -- The reverse job index (a.jobs_key, Keys.jobs) holds only job ids the run cannot be read from:
+  -- `<STEP_JOB_ID[1]><run id, a UUID><STEP_JOB_ID[2]>...` names its run (core/job_calls.py, run_of_job).
+  local plain = STEP_JOB_ID[1] .. a.run_id .. STEP_JOB_ID[2]
+  if job_id:sub(1, #plain) ~= plain or not a.run_id:match(UUID_PATTERN) then
+    redis.call('HSET', a.jobs_key, job_id, a.run_id)
+  end
 end
 
 local function set_job(a, step_key, attempt, job_id)
@@ -498,7 +521,7 @@ local function apply_continuation(a, known)
         writes[#writes + 1] = step_field(d.step_key, pair[1])
         writes[#writes + 1] = tostring(pair[2])
       end
-      redis.call('HSET', a.jobs_key, d.job_id, a.run_id)
+      index_job(a, d.job_id)
       redis.call('ZADD', a.pending_key, d.due_ms, d.member)
       run_commands(d.commands)
       dispatched[#dispatched + 1] = d.step_key

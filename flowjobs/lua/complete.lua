@@ -31,6 +31,7 @@ local plan = ok(a.plan)
 local fields = step_fields(a.step_key, {'status', 'attempt', 'lease_until_ms', 'started_at', 'job_id'})
 fields[#fields + 1] = STEPS_VERSION
 fields[#fields + 1] = EVENTS_TRIMMED
+fields[#fields + 1] = LISTENED
 for _, d in ipairs(plan and plan.dispatch or {}) do fields[#fields + 1] = d.step_key end
 local values = hmget_all(a.steps_key, fields)
 local step = {unpack(values, 1, 5)}
@@ -43,7 +44,7 @@ if a.lease_expired_before_ms then
 end
 -- A work-horse that died under its attempt is the step's doing: counted apart, against a small limit.
 if a.crashed then redis.call('HINCRBY', a.steps_key, step_field(a.step_key, 'crashed_attempts'), 1) end
-note_events_trimmed(a, values[7])
+note_events_trimmed(a, values[7], values[8])
 -- Every write of the run's status or cancel_requested while a step runs raises the plan version
 -- (cancel_run, end_run and retry_step skip or reset steps; a run closes only once every step is
 -- final): at the version the claim read, they are as the claim read them.
@@ -102,7 +103,7 @@ if n then
   else
     set[#set + 1] = {'job_id', n.job_id}
   end
-  redis.call('HSET', a.jobs_key, n.job_id, a.run_id)
+  index_job(a, n.job_id)
   redis.call('ZADD', a.pending_key, n.due_ms, a.member)
   push_event(a, n.event, a.step_key, ok(n.message))
 else
@@ -135,7 +136,7 @@ rq_job_ended(a.job_ended)
 -- run's continuation closes it: that one is planned again from the state read back (apply_plan).
 if plan and version == plan.version and (plan.status_keys or not cancelled) then
   local statuses = {}
-  for i, d in ipairs(plan.dispatch or {}) do statuses[d.step_key] = values[7 + i] end
+  for i, d in ipairs(plan.dispatch or {}) do statuses[d.step_key] = values[8 + i] end
   -- Applied: the caller needs nothing else back.
   return {'ok', false, apply_continuation(plan,
     {run_status = run_status, cancelled = cancelled, statuses = statuses, writes = writes, version = version})}

@@ -73,7 +73,7 @@ for key, e in pairs(expected) do
   if step[1] == 'Pending' and tonumber(step[2]) == tonumber(e.attempt) then
     -- Due now: if the resume job were ever lost, recovery finds the step overdue and re-queues it.
     redis.call('ZADD', a.pending_key, a.now_ms, e.member)
-    redis.call('HSET', a.jobs_key, e.job_id, a.run_id)
+    index_job(a, e.job_id)
     run_commands(e.commands)
     resumed[#resumed + 1] = key
   end

@@ -41,7 +41,7 @@ step_del(a, a.step_key, 'started_at', 'completed_at', 'output_json', 'error_mess
   'lost_attempts', 'crashed_attempts')
 step_set(a, a.step_key, {{'status', 'Pending'}, {'attempt', n}, {'dispatched_at', a.now_ms}})
 set_job(a, a.step_key, n, a.job_id)
-redis.call('HSET', a.jobs_key, a.job_id, a.run_id)
+index_job(a, a.job_id)
 redis.call('ZADD', a.pending_key, a.now_ms, a.member)
 run_commands(a.commands)
 if RUN.reopen.from[status] then

@@ -2,7 +2,7 @@
 -- triggered, Pending -> Cancelled (the gate checked at trigger time is checked again here, since
 -- the flow can be disabled while the trigger job waits in the queue).
 -- ARGV[1] (JSON): the run fields (common.lua), and steps_key, loops_key, loop_items_key,
---   flow_key (the run's flow record), and trace: the run span's W3C fields (traceparent,
+--   flow_key (the run's flow record), listeners_key (Keys.listeners), and trace: the run span's W3C fields (traceparent,
 --   tracestate), stored on the run as it starts (absent when tracing is off).
 --   Optional job_started: the job system's writes of the trigger job's start (rq_jobs.lua), done first.
 -- Reply: {status before, state (common.lua) of the whole run after the move}, or false if there is
@@ -30,6 +30,7 @@ elseif RUN.start.from[before] then
   move_run_status(a, RUN.start.target, {before, run_field(run, 'started_score')}, written)
   put_run_field(run, 'status', RUN.start.target)
   for i = 1, #written, 2 do put_run_field(run, written[i], written[i + 1]) end
+  note_listeners(a)
   push_event(a, 'run.started', nil, nil)
   count_metric(a, 'runs_started', a.flow_label)
 end

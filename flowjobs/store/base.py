@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,13 @@ from flowjobs.store.scripts import Scripts
 #: them (and backs off) instead of marking anything failed.
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError)
 
+#: How long a process's read of the listeners marker (``ListenerView``) holds: a worker reads it at
+#: most once a second, before it takes a job; a view older than this (a long job, an idle worker)
+#: is no view, and events are published.
+LISTENER_VIEW_SECONDS = 2.0
+#: How long the listeners marker (``Keys.listeners``) outlives its last refresh.
+LISTENERS_TTL_SECONDS = 30
+
 #: Runs whose flow a store remembers (``StoreContext.run_flow``); past it, it starts afresh.
 _RUN_FLOWS_HELD = 4096
 
@@ -39,6 +47,24 @@ class RunFlow:
         """From a run hash's fields (``flow_id``, ``flow_name``)."""
         flow_id = fields.get("flow_id", "")
         return cls(flow_id, fields.get("flow_name") or flow_id)
+
+
+class ListenerView:
+    """This process's latest read of the listeners marker (``Keys.listeners``), which a worker takes
+    with its once-a-second suspension check. Scripts publish an event unless a fresh read says
+    no live view listens (``quiet``), or the run started while one did (``common.lua``, push_event)."""
+
+    def __init__(self) -> None:
+        self._read: tuple[float, bool] | None = None
+
+    def note(self, listening: bool) -> None:
+        """Record a read of the marker just made: whether it was set."""
+        self._read = (time.monotonic(), listening)
+
+    def quiet(self) -> bool:
+        """Whether a read of at most ``LISTENER_VIEW_SECONDS`` ago found no one listening."""
+        read = self._read
+        return read is not None and not read[1] and time.monotonic() - read[0] <= LISTENER_VIEW_SECONDS
 
 
 class StoreContext:
@@ -63,11 +89,13 @@ class StoreContext:
         self._status_keys = {status.value: self.keys.status_runs(status.value) for status in RunStatus}
         self._run_flows: dict[str, RunFlow] = {}
         self._flow_status_keys_held: dict[str, dict[str, str]] = {}
+        #: Whether live views listen, as this process last read it (a worker reads it each second).
+        self.listeners = ListenerView()
 
     def run_args(self, run_id: UUID | str) -> dict[str, Any]:
         """The JSON fields of every script that writes a run (``common.lua``'s helpers use them)."""
         now = utcnow()
-        return {
+        args: dict[str, Any] = {
             "run_id": str(run_id),
             "run_key": self.keys.run(run_id),
             "events_key": self.keys.events(run_id),
@@ -79,6 +107,9 @@ class StoreContext:
             "max_events": self.max_run_events,
             "metrics_key": self.keys.metrics(),
         }
+        if self.listeners.quiet():
+            args["quiet"] = True
+        return args
 
     def flow_args(self, run_id: UUID | str, *, moves_status: bool = True) -> dict[str, Any]:
         """``run_args`` and the run's flow fields, for scripts that count its metrics

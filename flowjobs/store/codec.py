@@ -56,6 +56,9 @@ STEPS_VERSION_FIELD = STEP_FIELD_SEPARATOR + "v"
 #: The steps hash's other field of no step: how many entries were trimmed from the head of the run's
 #: events list so far (``decode_events``), read with the step records the scripts read anyway.
 EVENTS_TRIMMED_FIELD = STEP_FIELD_SEPARATOR + "e"
+#: The steps hash's third field of no step, present ("1") only for a run started while a live view
+#: listened (``Keys.listeners``): its events are published whatever the worker's view says.
+LISTENED_FIELD = STEP_FIELD_SEPARATOR + "l"
 
 #: Event types as the events list stores them (``Keys.events``); entries written before hold the
 #: type itself, which still reads.
@@ -139,7 +142,7 @@ def split_steps(run_id: UUID | str, flat: Mapping[str, str]) -> dict[str, dict[s
     steps: dict[str, dict[str, str]] = {}
     for field, value in flat.items():
         step_key, separated, code = field.partition(STEP_FIELD_SEPARATOR)
-        if not step_key:  # STEPS_VERSION_FIELD, EVENTS_TRIMMED_FIELD
+        if not step_key:  # STEPS_VERSION_FIELD, EVENTS_TRIMMED_FIELD, LISTENED_FIELD
             continue
         steps.setdefault(step_key, {})["status" if not separated else _STEP_FIELD_NAMES[code]] = value
     for step_key, fields in steps.items():

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from uuid import UUID
 
 from flowjobs.core.clock import epoch_score
+from flowjobs.core.job_calls import run_of_job
 from flowjobs.core.records import FlowRunRecord, FlowStepRecord, RunEvent
 from flowjobs.core.statuses import RunStatus
 from flowjobs.store.base import StorePart
@@ -148,7 +149,11 @@ class History(StorePart):
         return upper, lower
 
     def find_run_id_by_job(self, job_id: str) -> str | None:
-        """The run an RQ job belongs to (trigger job or any step attempt)."""
+        """The run an RQ job belongs to (trigger job or any step attempt): the one its id names
+        (``run_of_job``) if that run exists, else the reverse job index's."""
+        named = run_of_job(job_id)
+        if named is not None and self.redis.exists(self.keys.run(named)):
+            return named
         run_id = self.redis.hget(self.keys.jobs(), job_id)
         return text(run_id) if run_id else None
 

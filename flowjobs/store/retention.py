@@ -14,14 +14,16 @@ purge: deleted now, its job's keys would be written again by RQ when the job end
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from redis import Redis
+
 from flowjobs.core.clock import epoch_score, utcnow
 from flowjobs.core.job_calls import StoredJobs, step_job_id, trigger_job_id
-from flowjobs.core.keys import step_member
+from flowjobs.core.keys import Keys, step_member
 from flowjobs.core.statuses import RunStatus
 from flowjobs.store.base import StorePart
 from flowjobs.store.codec import from_hash, legacy_steps, split_steps, text
@@ -30,6 +32,8 @@ from flowjobs.store.scripts import check_keys, script_call, script_source
 #: Runs per page of candidates and per deleting script call: each call blocks Redis for its
 #: duration, ~0.06 ms a 3-step run on a quick machine, ~0.18 ms on a slow one (a few ms a call).
 DEFAULT_BATCH = 50
+#: Runs per pipelined read of ``stored_job_ids``.
+_CLEANUP_PAGE = 500
 TERMINAL = tuple(status for status in RunStatus if status.is_terminal)
 _RUN_FIELDS = (
     "status",
@@ -150,13 +154,7 @@ class Retention(StorePart):
             ]
         runs = []
         for c, steps in zip(candidates, records, strict=True):
-            job_ids = {trigger_job_id(c.run_id)}
-            if c.fields.get("background_job_id"):
-                job_ids.add(c.fields["background_job_id"])
-            for step_key, fields in steps.items():
-                job_ids.update(
-                    _step_job_ids(c.run_id, step_key, fields.get("attempt", ""), fields.get("job_id", ""))
-                )
+            job_ids = run_job_ids(c.run_id, c.fields.get("background_job_id"), steps)
             flow_id = c.fields.get("flow_id", "")
             idempotency = c.fields.get("idempotency_key")
             runs.append(
@@ -197,6 +195,41 @@ class Retention(StorePart):
             "registry_keys": list(jobs.registries) if jobs else [],
             "runs": runs,
         }
+
+
+def run_job_ids(
+    run_id: str, background_job_id: str | None, steps: Mapping[str, Mapping[str, str]]
+) -> set[str]:
+    """Every job id of a run, from its run hash's ``background_job_id`` and its steps
+    (``split_steps``): the trigger job's and each step attempt's. The reverse job index
+    (``Keys.jobs``) holds none of them that names its run (``run_of_job``)."""
+    job_ids = {trigger_job_id(run_id)}
+    if background_job_id:
+        job_ids.add(background_job_id)
+    for step_key, fields in steps.items():
+        job_ids.update(_step_job_ids(run_id, step_key, fields.get("attempt", ""), fields.get("job_id", "")))
+    return job_ids
+
+
+def stored_job_ids(redis: Redis, keys: Keys) -> set[str]:
+    """Every job id of every run under ``keys``' prefix (``run_job_ids``, read in pipelined pages)
+    and every one in the reverse job index: what a test's or a benchmark's cleanup deletes RQ's
+    keys of."""
+    found = {text(job_id) for job_id in redis.hkeys(keys.jobs())}
+    run_ids = [text(run_id) for run_id in redis.zrange(keys.runs(), 0, -1)]
+    for start in range(0, len(run_ids), _CLEANUP_PAGE):
+        page = run_ids[start : start + _CLEANUP_PAGE]
+        with redis.pipeline(transaction=False) as pipe:
+            for run_id in page:
+                pipe.hget(keys.run(run_id), "background_job_id")
+                pipe.hgetall(keys.run_steps(run_id))
+            replies = pipe.execute()
+        for i, run_id in enumerate(page):
+            background, steps = replies[2 * i], replies[2 * i + 1]
+            found |= run_job_ids(
+                run_id, text(background) if background else None, split_steps(run_id, from_hash(steps))
+            )
+    return found
 
 
 def _step_job_ids(run_id: str, step_key: str, attempt: str, job_id: str) -> set[str]:

@@ -14,7 +14,7 @@ from typing import Any
 from uuid import UUID
 
 from flowjobs.core.clock import epoch_ms, epoch_score, iso, utcnow
-from flowjobs.core.job_calls import JobWrites, plain_step_job_id
+from flowjobs.core.job_calls import JobWrites, plain_step_job_id, run_of_job
 from flowjobs.core.keys import step_member
 from flowjobs.core.records import EventType, FlowRunRecord
 from flowjobs.core.statuses import RunStatus, StepStatus
@@ -74,7 +74,8 @@ class RunWrites(StorePart):
         if run.source_run_id is not None:
             indexes.append(self.keys.derived_runs(run.source_run_id))
         writes += [[b"ZADD", key.encode(), score, member] for key in indexes]
-        if run.background_job_id:
+        if run.background_job_id and run_of_job(run.background_job_id) != run_id:
+            # The reverse job index holds only ids that do not name their run (run_of_job).
             writes.append([b"HSET", self.keys.jobs().encode(), run.background_job_id.encode(), member])
         if run.timeout_at is not None:
             due = str(epoch_ms(run.timeout_at)).encode()
@@ -128,6 +129,7 @@ class RunWrites(StorePart):
         args["loops_key"] = self.keys.loops(run_id)
         args["loop_items_key"] = self.keys.loop_items(run_id)
         args["flow_key"] = self.keys.flow(self.context.run_flow(run_id).flow_id)
+        args["listeners_key"] = self.keys.listeners()
         if trace:
             args["trace"] = dict(trace)
         _put_job_books(args, "job_started", job)

@@ -13,6 +13,7 @@ polling when the stream is silent or Redis is unreachable.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -42,6 +43,7 @@ from flowjobs.core.records import FlowRunRecord, FlowStepRecord
 from flowjobs.core.statuses import RunStatus, StepStatus
 from flowjobs.core.urls import RQ_PREFIX, UI_PREFIX, run_ui_path
 from flowjobs.factory import close_async, connect_async
+from flowjobs.store.base import LISTENERS_TTL_SECONDS
 from flowjobs.store.codec import decode_event
 from flowjobs.web.api import _status_of as error_status
 from flowjobs.web.dag import AttemptTimes, DagNode, layout_dag, render_svg, timeline
@@ -761,8 +763,11 @@ async def events(settings: AppSettings, client: Client, run: Annotated[str, Quer
     # on it must not hold a worker thread.
     connection = connect_async(settings, connect_timeout=SSE_CONNECT_SECONDS)
     pubsub = connection.pubsub(ignore_subscribe_messages=True)
+    marker = client.queries.listeners_marker()
     try:
         await pubsub.subscribe(client.queries.events_channel())
+        # Events are published only while someone listens: from here on, so the page misses none.
+        await connection.set(marker[0], "1", ex=marker[1])
     except BaseException as error:
         await _close(pubsub, connection)
         if not isinstance(error, REDIS_UNREACHABLE):
@@ -770,7 +775,7 @@ async def events(settings: AppSettings, client: Client, run: Annotated[str, Quer
         log.warning("web.ui.redis_unreachable", path="/events", error=repr(error))
         return PlainTextResponse("Redis unavailable.", status_code=503, headers={"Retry-After": "5"})
     return StreamingResponse(
-        _event_stream(pubsub, connection, wanted),
+        _event_stream(pubsub, connection, wanted, marker),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
@@ -801,12 +806,21 @@ def sse_run_event(published: bytes | str, wanted: UUID | None = None) -> str | N
 
 
 async def _event_stream(
-    pubsub: redis.asyncio.client.PubSub, connection: redis.asyncio.Redis, wanted: UUID | None
+    pubsub: redis.asyncio.client.PubSub,
+    connection: redis.asyncio.Redis,
+    wanted: UUID | None,
+    marker: tuple[str, int],
 ) -> AsyncIterator[str]:
     try:
         # The page was rendered before this subscription: tell it to refresh once, for what it missed.
         yield "retry: 3000\nevent: ready\ndata: {}\n\n"
+        marked = time.monotonic()
         while True:
+            if time.monotonic() - marked >= LISTENERS_TTL_SECONDS / 3:
+                # The listeners marker (Queries.keep_listening), set again long before it expires
+                # (this wait for a message lasts up to SSE_PING_SECONDS).
+                await connection.set(marker[0], "1", ex=marker[1])
+                marked = time.monotonic()
             message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=SSE_PING_SECONDS)
             if message is None:
                 yield ": ping\n\n"

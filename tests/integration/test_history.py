@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import pytest
+from redis.client import PubSub
 
 from flowjobs import FlowDefinition, RunStatus, StepStatus
+from flowjobs.core.job_calls import trigger_job_id
+from flowjobs.store.codec import LISTENED_FIELD
 from tests.conftest import Space, wait_until
 from tests.integration.flows import flow, registry
 
@@ -27,6 +30,7 @@ def test_list_runs_pages_newest_first_and_filters(space: Space) -> None:
     assert [r.id for r in client.list_runs(status=RunStatus.Failed)] == [failing]
     assert client.list_runs(flow_id=bad.id, status=RunStatus.Succeeded) == []
     assert client.find_run_by_job("no-such-job") is None
+    assert client.find_run_by_job(trigger_job_id("00000000-0000-4000-8000-000000000000")) is None
     assert client.get_run("00000000-0000-4000-8000-000000000000") is None
 
 
@@ -139,11 +143,74 @@ def test_a_run_that_finishes_in_time_leaves_no_deadline_behind(space: Space) -> 
     assert space.redis.zscore(space.keys.deadlines(), str(handle.run_id)) is None
 
 
+def _published(space: Space, pubsub: PubSub) -> list[str]:
+    """What the events channel carried so far: read up to a marker published now (a channel's
+    messages arrive in order), so nothing still on its way is missed."""
+    marker = f"marker-{uuid4()}"
+    space.redis.publish(space.keys.events_channel(), marker)
+    seen: list[str] = []
+
+    def at_marker() -> bool:
+        message = pubsub.get_message(timeout=0.1)
+        if message and message["type"] == "message":
+            seen.append(message["data"].decode())
+        return bool(seen) and seen[-1] == marker
+
+    wait_until(at_marker, timeout=10, what="the marker")
+    return seen[:-1]
+
+
+def _subscribed(space: Space) -> PubSub:
+    pubsub = space.redis.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(space.keys.events_channel())
+    return pubsub
+
+
+def test_with_no_live_view_a_workers_events_are_recorded_and_not_published(space: Space) -> None:
+    client = space.client(registry(flow("unheard", {"a": {"type": "Noop"}, "b": {"type": "Noop"}})))
+    pubsub = _subscribed(space)  # a subscriber that does not say it listens (keep_listening)
+    handle = client.trigger("unheard")
+    space.drain()
+    assert handle.wait(timeout=5).status is RunStatus.Succeeded
+    assert _published(space, pubsub) == []
+    pubsub.close()
+    kinds = [e.type.value for e in client.queries.events(handle.run_id)]
+    assert kinds[0] == "run.started" and kinds.count("step.completed") == 2 and kinds[-1] == "run.completed"
+    assert space.redis.hget(space.keys.run_steps(handle.run_id), LISTENED_FIELD) is None
+
+
+def test_a_live_view_that_starts_listening_mid_run_hears_the_rest_of_it(space: Space) -> None:
+    steps = {
+        "w": {"type": "WaitForSignal", "inputs": {"signalName": "go"}},
+        "a": {"type": "Noop", "run_after": {"w": ["Succeeded"]}},
+    }
+    client = space.client(registry(flow("joined", steps)))
+    handle = client.trigger("joined")
+    space.drain()  # started unheard: parked on its signal
+    pubsub = _subscribed(space)
+    client.queries.keep_listening()
+    client.signal(handle.run_id, "go")
+    space.drain()  # the worker reads the marker before it takes a job
+    assert handle.wait(timeout=5).status is RunStatus.Succeeded
+    heard = _published(space, pubsub)
+    pubsub.close()
+    assert [tuple(m.split("|")[3:5]) for m in heard] == [
+        ("step.started", "w"),
+        ("step.completed", "w"),
+        ("step.started", "a"),
+        ("step.completed", "a"),
+        ("run.completed", ""),
+    ]
+    # Heard through the worker's read of the marker: the run itself started unheard.
+    assert space.redis.hget(space.keys.run_steps(handle.run_id), LISTENED_FIELD) is None
+
+
 def test_every_event_is_published_for_live_views(space: Space) -> None:
     client = space.client(registry(flow("live", {"a": {"type": "Noop"}})))
     pubsub = space.redis.pubsub()
     pubsub.subscribe(space.keys.events_channel())
     wait_until(lambda: pubsub.get_message(timeout=0.1), what="the subscription")
+    client.queries.keep_listening()  # the subscriber says it listens (README, "Flows UI")
     handle = client.trigger("live")
     space.drain()
     seen: list[str] = []
@@ -159,3 +226,5 @@ def test_every_event_is_published_for_live_views(space: Space) -> None:
     assert all(m.startswith(f"{handle.run_id}|") for m in seen)
     kinds = [m.split("|")[3] for m in seen]
     assert kinds[0] == "run.started" and "step.completed" in kinds and kinds[-1] == "run.completed"
+    # Started while a live view listened: every event of the run is published, whatever a worker read.
+    assert space.redis.hget(space.keys.run_steps(handle.run_id), LISTENED_FIELD) == b"1"

@@ -65,8 +65,19 @@ def _rq_keys(space: Space, job_ids: list[str]) -> list[str]:
 
 
 def _job_ids(space: Space, run_id: str) -> list[str]:
-    """The run's job ids, from the jobs reverse index."""
-    return [j.decode() for j, r in space.redis.hgetall(space.keys.jobs()).items() if r.decode() == run_id]
+    """The run's job ids: RQ's job hashes whose id names the run, and the jobs reverse index's
+    entries of it (ids that do not name their run)."""
+    named = {
+        key.decode().removeprefix("rq:job:")
+        for key in space.redis.scan_iter(match=f"rq:job:*{run_id}*", count=1000)
+    }
+    return sorted(named | set(_indexed(space, run_id)))
+
+
+def _indexed(space: Space, run_id: str) -> list[str]:
+    """The job ids the jobs reverse index maps to the run."""
+    index = space.redis.hgetall(space.keys.jobs())
+    return sorted(job_id.decode() for job_id, owner in index.items() if owner.decode() == run_id)
 
 
 def _snapshot(space: Space, run_id: str) -> dict[str, Any]:
@@ -98,6 +109,9 @@ def test_a_purge_deletes_every_trace_of_an_old_finished_run_and_nothing_of_young
 
     old_jobs = _job_ids(space, old)
     assert len(old_jobs) >= 7  # trigger, loop, 2 items, wait, boom twice, handle
+    # Plain job ids name their run and are not indexed; the version before indexed every one.
+    assert _indexed(space, old) == []
+    space.redis.hset(space.keys.jobs(), mapping=dict.fromkeys(old_jobs, old))
     assert _rq_keys(space, old_jobs)
     assert _traces(space, old)
     kept = {run_id: _snapshot(space, run_id) for run_id in (young, active)}

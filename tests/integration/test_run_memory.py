@@ -137,6 +137,7 @@ def test_a_history_trimmed_by_the_sequenced_encoding_counts_on(space: Space) -> 
     space.redis.rpush(events, *(f"{sequence}|1767225600000|sr|s1|old" for sequence in (97, 98, 99, 100)))
     live = space.redis.pubsub(ignore_subscribe_messages=True)
     live.subscribe(space.keys.events_channel())
+    client.queries.keep_listening()
     space.drain()
     history = space.engine().store.history.events(run_id)
     published: list[int] = []

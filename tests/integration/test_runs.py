@@ -85,6 +85,8 @@ def test_linear_flow_fills_every_run_field_and_links_every_job(space: Space) -> 
         assert job.get_status() == "finished"
         back = client.find_run_by_job(job.id)
         assert back is not None and back.id == run.id
+    # Each of these job ids names its run: none needs the reverse job index.
+    assert space.redis.hlen(space.keys.jobs()) == 0
 
     listed = client.list_runs(flow_id=definition.id)
     assert [r.id for r in listed] == [run.id]

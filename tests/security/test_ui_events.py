@@ -103,6 +103,9 @@ def test_each_event_is_one_data_line_of_json_whatever_the_message(start_web: Sta
                 if block != [": ping"]:
                     seen.append(run_event(block))
             assert {e["runId"] for e in seen} == {boom}
+            # Triggered once the stream listened: every event of the run, from its start.
+            assert [e["seq"] for e in seen] == list(range(1, len(seen) + 1))
+            assert seen[0]["type"] == "run.started"
             failure = next(e for e in seen if e["type"] == "step.failed")
             assert "event: run" in failure["message"] and "retry: 86400000" in failure["message"]
 
