@@ -104,12 +104,8 @@ def test_the_worker_hash_counts_the_step_jobs_and_their_working_time(space: Spac
     assert b"current_job" not in worker
 
 
-def test_a_requeued_step_job_whose_hash_expires_runs_without_the_expiry(space: Space) -> None:
-    # RQ fails a job it could not run (its maintenance fails one a dead worker had dequeued) with
-    # the failure TTL on its hash, which a requeue keeps: the job's start clears it (RQ's
-    # Job.perform does), or the hash would expire under the running job.
-    client = space.client(registry(flow("requeued", {"look": {"type": "OwnJob"}})))
-    handle = client.trigger("requeued")
+def _queued_step_job(space: Space) -> tuple[Queue, str]:
+    """Run the trigger job of the one run triggered in ``space``: its queue and its one queued step job."""
     install_engine(space.engine())
     try:
         worker = build_worker(space.redis, space.settings.queue, simple=True, name=f"{space.token}-inproc")
@@ -118,10 +114,26 @@ def test_a_requeued_step_job_whose_hash_expires_runs_without_the_expiry(space: S
         install_engine(None)
     queue = Queue(space.settings.queue, connection=space.redis, serializer=JSONSerializer)
     (step_job_id,) = queue.get_job_ids()
-    job = Job.fetch(step_job_id, connection=space.redis, serializer=JSONSerializer)
+    return queue, step_job_id
+
+
+def _fail_as_rq_does(space: Space, queue: Queue, job_id: str) -> Job:
+    """Take a queued job out of its queue into the failed registry with a failure TTL, as RQ fails one."""
+    job = Job.fetch(job_id, connection=space.redis, serializer=JSONSerializer)
     queue.remove(job)
-    job.set_status(JobStatus.FAILED)  # as RQ fails a job
+    job.set_status(JobStatus.FAILED)
     queue.failed_job_registry.add(job, ttl=3600, exc_string="lost with its worker")
+    return job
+
+
+def test_a_requeued_step_job_whose_hash_expires_runs_without_the_expiry(space: Space) -> None:
+    # RQ fails a job it could not run (its maintenance fails one a dead worker had dequeued) with
+    # the failure TTL on its hash, which a requeue keeps: the job's start clears it (RQ's
+    # Job.perform does), or the hash would expire under the running job.
+    client = space.client(registry(flow("requeued", {"look": {"type": "OwnJob"}})))
+    handle = client.trigger("requeued")
+    queue, step_job_id = _queued_step_job(space)
+    job = _fail_as_rq_does(space, queue, step_job_id)
     assert 0 < space.redis.ttl(job.key) <= 3600
     queue.failed_job_registry.requeue(step_job_id)
     assert 0 < space.redis.ttl(job.key) <= 3600, "RQ's requeue keeps the failure's expiry"
@@ -144,14 +156,7 @@ def test_a_step_job_claimed_long_after_its_dequeue_runs_without_an_expiry(
     monkeypatch.setattr(rq_runtime, "_UNSTARTED_SECONDS", 0.0)
     client = space.client(registry(flow("stalled", {"look": {"type": "OwnJob"}})))
     handle = client.trigger("stalled")
-    install_engine(space.engine())
-    try:
-        worker = build_worker(space.redis, space.settings.queue, simple=True, name=f"{space.token}-inproc")
-        worker.work(burst=True, with_scheduler=False, logging_level="WARNING", max_jobs=1)  # the trigger
-    finally:
-        install_engine(None)
-    queue = Queue(space.settings.queue, connection=space.redis, serializer=JSONSerializer)
-    (step_job_id,) = queue.get_job_ids()
+    _, step_job_id = _queued_step_job(space)
     space.redis.expire(Job.key_for(step_job_id), 3600)
     space.drain()
     run = client.get_run_detail(handle.run_id)
@@ -165,18 +170,8 @@ def test_a_step_job_queued_again_by_recovery_runs_without_its_earlier_expiry(spa
     # hash is written over the failed one, whose expiry it clears.
     client = space.client(registry(flow("recovered", {"look": {"type": "OwnJob"}})))
     handle = client.trigger("recovered")
-    install_engine(space.engine())
-    try:
-        worker = build_worker(space.redis, space.settings.queue, simple=True, name=f"{space.token}-inproc")
-        worker.work(burst=True, with_scheduler=False, logging_level="WARNING", max_jobs=1)  # the trigger
-    finally:
-        install_engine(None)
-    queue = Queue(space.settings.queue, connection=space.redis, serializer=JSONSerializer)
-    (step_job_id,) = queue.get_job_ids()
-    job = Job.fetch(step_job_id, connection=space.redis, serializer=JSONSerializer)
-    queue.remove(job)
-    job.set_status(JobStatus.FAILED)  # as RQ fails a job
-    queue.failed_job_registry.add(job, ttl=3600, exc_string="lost with its worker")
+    queue, step_job_id = _queued_step_job(space)
+    job = _fail_as_rq_does(space, queue, step_job_id)
     assert recover(space.engine(), grace_seconds=0) == 1
     assert space.redis.ttl(job.key) == -1
     space.drain()
