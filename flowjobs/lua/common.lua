@@ -68,7 +68,10 @@ end
 local function note_listeners(a)
   -- A run's start (start_run.lua): while a live view listens (a.listeners_key, Keys.listeners, is
   -- set), the run is marked LISTENED, so each of its events is published whatever a worker's view.
-  if redis.call('EXISTS', a.listeners_key) == 1 then redis.call('HSET', a.steps_key, LISTENED, '1') end
+  if redis.call('EXISTS', a.listeners_key) == 1 then
+    redis.call('HSET', a.steps_key, LISTENED, '1')
+    LISTENED_RUN[a.events_key] = true
+  end
 end
 
 local function event_sequence(raw, previous)
