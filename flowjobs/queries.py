@@ -23,7 +23,7 @@ from flowjobs.core.stats import (
     flow_stats,
     hour_edges,
 )
-from flowjobs.store.base import LISTENERS_TTL_SECONDS
+from flowjobs.store.base import ListenersMarker
 from flowjobs.store.run_store import RunStore
 
 
@@ -77,17 +77,19 @@ class Queries:
         ``LISTENERS_TTL_SECONDS / 2`` seconds, or workers publish nothing (README, "Flows UI")."""
         return self.store.keys.events_channel()
 
-    def listeners_marker(self) -> tuple[str, int]:
-        """The key ``keep_listening`` sets and its TTL in seconds, for a caller with a connection of
-        its own (the flows UI's asyncio one)."""
-        return self.store.keys.listeners(), LISTENERS_TTL_SECONDS
+    def listeners_marker(self) -> ListenersMarker:
+        """The key ``keep_listening`` sets, for a caller with a connection of its own (the flows
+        UI's asyncio one): ``mark`` it on a pipeline, then wait ``settles_in`` its replies."""
+        return ListenersMarker(self.store.keys.listeners())
 
-    def keep_listening(self) -> None:
+    def keep_listening(self) -> float:
         """Say that a live view follows ``events_channel`` for the next ``LISTENERS_TTL_SECONDS``:
         runs started from now on publish every event, and workers publish every run's events
-        within a second."""
-        key, seconds = self.listeners_marker()
-        self.redis.set(key, "1", ex=seconds)
+        once the seconds returned have passed (a worker trusts its read of the marker a while)."""
+        marker = self.listeners_marker()
+        with self.redis.pipeline(transaction=False) as pipe:
+            marker.mark(pipe)
+            return marker.settles_in(pipe.execute())
 
     def queue_health(self, queue_name: str) -> QueueHealth:
         """Depth, oldest waiting job's age and workers alive of one RQ queue."""

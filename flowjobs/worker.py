@@ -438,12 +438,13 @@ class FlowWorkerBase(BaseWorker):
         else:
             # RQ's check (is_suspended), with the listeners marker: whether live views follow run
             # events, so this process's scripts publish them (StoreContext.listeners).
+            asked_at = time.monotonic()
             with self.connection.pipeline() as pipe:
                 self.heartbeat(pipeline=pipe)
                 pipe.exists(WORKERS_SUSPENDED)
                 pipe.exists(engine.store.keys.listeners())
                 *_, suspended, listening = pipe.execute()
-            engine.store.context.listeners.note(bool(listening))
+            engine.store.context.listeners.note(bool(listening), asked_at)
             if suspended:
                 super().check_for_suspension(burst)
         self._suspension_checked = time.monotonic()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
+import redis.asyncio.client
+import redis.client
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -57,14 +59,43 @@ class ListenerView:
     def __init__(self) -> None:
         self._read: tuple[float, bool] | None = None
 
-    def note(self, listening: bool) -> None:
-        """Record a read of the marker just made: whether it was set."""
-        self._read = (time.monotonic(), listening)
+    def note(self, listening: bool, asked_at: float) -> None:
+        """Record a read of the marker: whether it was set, and the ``time.monotonic()`` at which it
+        was sent (the server read it after that: the view is trusted from then, never longer)."""
+        self._read = (asked_at, listening)
 
     def quiet(self) -> bool:
         """Whether a read of at most ``LISTENER_VIEW_SECONDS`` ago found no one listening."""
         read = self._read
         return read is not None and not read[1] and time.monotonic() - read[0] <= LISTENER_VIEW_SECONDS
+
+
+@dataclass(frozen=True)
+class ListenersMarker:
+    """The key a live view sets to say it follows run events (``Keys.listeners``). Its value is
+    when it was first set (epoch ms), kept while views refresh it, so a new view learns when
+    every worker publishes: no later than ``LISTENER_VIEW_SECONDS`` after that (``ListenerView``)."""
+
+    key: str
+    ttl_seconds: int = LISTENERS_TTL_SECONDS
+
+    def mark(self, pipe: redis.client.Pipeline | redis.asyncio.client.Pipeline) -> None:
+        """Queue on ``pipe`` (sync or asyncio, executed by the caller): set the marker unless it is
+        set, read it, and extend its TTL. ``settles_in`` reads the replies."""
+        pipe.set(self.key, epoch_ms(utcnow()), ex=self.ttl_seconds, nx=True)
+        pipe.get(self.key)
+        pipe.expire(self.key, self.ttl_seconds)
+
+    @staticmethod
+    def settles_in(replies: Sequence[Any]) -> float:
+        """Seconds, from ``mark``'s replies, until every worker publishes every run's events: until
+        no worker can still trust a read of the marker made before it was set (0 once none can)."""
+        try:
+            since_ms = int(replies[1])
+        except (TypeError, ValueError):
+            return LISTENER_VIEW_SECONDS
+        left = (since_ms - epoch_ms(utcnow())) / 1000 + LISTENER_VIEW_SECONDS
+        return min(max(left, 0.0), LISTENER_VIEW_SECONDS)
 
 
 class StoreContext:

@@ -12,6 +12,7 @@ polling when the stream is silent or Redis is unreachable.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
@@ -43,7 +44,7 @@ from flowjobs.core.records import FlowRunRecord, FlowStepRecord
 from flowjobs.core.statuses import RunStatus, StepStatus
 from flowjobs.core.urls import RQ_PREFIX, UI_PREFIX, run_ui_path
 from flowjobs.factory import close_async, connect_async
-from flowjobs.store.base import LISTENERS_TTL_SECONDS
+from flowjobs.store.base import ListenersMarker
 from flowjobs.store.codec import decode_event
 from flowjobs.web.api import _status_of as error_status
 from flowjobs.web.dag import AttemptTimes, DagNode, layout_dag, render_svg, timeline
@@ -766,8 +767,10 @@ async def events(settings: AppSettings, client: Client, run: Annotated[str, Quer
     marker = client.queries.listeners_marker()
     try:
         await pubsub.subscribe(client.queries.events_channel())
-        # Events are published only while someone listens: from here on, so the page misses none.
-        await connection.set(marker[0], "1", ex=marker[1])
+        # Events are published only while someone listens: from here on, and every run's once no
+        # worker trusts a read of the marker made before (``settle`` seconds): `ready` waits for
+        # that, so the page's refresh on it and the events after it miss nothing.
+        settle = await _mark_listening(connection, marker)
     except BaseException as error:
         await _close(pubsub, connection)
         if not isinstance(error, REDIS_UNREACHABLE):
@@ -775,10 +778,18 @@ async def events(settings: AppSettings, client: Client, run: Annotated[str, Quer
         log.warning("web.ui.redis_unreachable", path="/events", error=repr(error))
         return PlainTextResponse("Redis unavailable.", status_code=503, headers={"Retry-After": "5"})
     return StreamingResponse(
-        _event_stream(pubsub, connection, wanted, marker),
+        _event_stream(pubsub, connection, wanted, marker, settle),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
+
+
+async def _mark_listening(connection: redis.asyncio.Redis, marker: ListenersMarker) -> float:
+    """``Queries.keep_listening`` on the stream's asyncio connection: the seconds until workers
+    publish every run's events."""
+    async with connection.pipeline(transaction=False) as pipe:
+        marker.mark(pipe)
+        return marker.settles_in(await pipe.execute())
 
 
 def sse_run_event(published: bytes | str, wanted: UUID | None = None) -> str | None:
@@ -809,17 +820,20 @@ async def _event_stream(
     pubsub: redis.asyncio.client.PubSub,
     connection: redis.asyncio.Redis,
     wanted: UUID | None,
-    marker: tuple[str, int],
+    marker: ListenersMarker,
+    settle: float,
 ) -> AsyncIterator[str]:
     try:
+        if settle > 0:
+            await asyncio.sleep(settle)
         # The page was rendered before this subscription: tell it to refresh once, for what it missed.
         yield "retry: 3000\nevent: ready\ndata: {}\n\n"
         marked = time.monotonic()
         while True:
-            if time.monotonic() - marked >= LISTENERS_TTL_SECONDS / 3:
-                # The listeners marker (Queries.keep_listening), set again long before it expires
+            if time.monotonic() - marked >= marker.ttl_seconds / 3:
+                # The listeners marker (Queries.keep_listening), extended long before it expires
                 # (this wait for a message lasts up to SSE_PING_SECONDS).
-                await connection.set(marker[0], "1", ex=marker[1])
+                await _mark_listening(connection, marker)
                 marked = time.monotonic()
             message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=SSE_PING_SECONDS)
             if message is None:

@@ -4,6 +4,7 @@ message that looks like server-sent event fields) and against a Redis that is no
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,6 @@ def forged(other_run: str) -> str:
     )
 
 
-
 def failed_with_forgery(web: Web, other_run: str) -> str:
     handle = web.client.trigger("sse-boom", data={"message": forged(other_run)})
 
@@ -83,6 +83,19 @@ def run_event(block: list[str]) -> dict[str, Any]:
     return data
 
 
+def events_until_completed(blocks: Iterator[list[str]], timeout: float = 20.0) -> list[dict[str, Any]]:
+    """The stream's ``run`` events up to a ``run.completed`` (pings skipped); fails once ``timeout``
+    seconds have passed without one (a wait for the next block lasts up to a ping's interval)."""
+    deadline = time.monotonic() + timeout
+    seen: list[dict[str, Any]] = []
+    while not any(e["type"] == "run.completed" for e in seen):
+        assert time.monotonic() < deadline, f"no run.completed within {timeout:g}s; heard {seen}"
+        block = next(blocks)
+        if block != [": ping"]:
+            seen.append(run_event(block))
+    return seen
+
+
 def test_each_event_is_one_data_line_of_json_whatever_the_message(start_web: StartWeb) -> None:
     web = start_web(FLOWS)
     other = web.parked("sse-wait")
@@ -97,11 +110,7 @@ def test_each_event_is_one_data_line_of_json_whatever_the_message(start_web: Sta
             # Subscribed once `ready` arrives (with the stream's only `retry:` field).
             assert next(all_blocks)[:2] == next(other_blocks)[:2] == ["retry: 3000", "event: ready"]
             boom = failed_with_forgery(web, other)
-            seen: list[dict[str, Any]] = []
-            while not any(e["type"] == "run.completed" for e in seen):
-                block = next(all_blocks)
-                if block != [": ping"]:
-                    seen.append(run_event(block))
+            seen = events_until_completed(all_blocks)
             assert {e["runId"] for e in seen} == {boom}
             # Triggered once the stream listened: every event of the run, from its start.
             assert [e["seq"] for e in seen] == list(range(1, len(seen) + 1))
@@ -111,16 +120,38 @@ def test_each_event_is_one_data_line_of_json_whatever_the_message(start_web: Sta
 
             # The filtered stream: only the other run's events, none of the forged ones.
             web.client.signal(other, "approved")
-            mine: list[dict[str, Any]] = []
-            while not any(e["type"] == "run.completed" for e in mine):
-                block = next(other_blocks)
-                if block != [": ping"]:
-                    mine.append(run_event(block))
+            mine = events_until_completed(other_blocks)
             assert {e["runId"] for e in mine} == {other}
             assert 999 not in {e["seq"] for e in mine}
         # Only a run id follows one run: no prefix of one, no other text.
         for bad in (other[:8], f"{other}|", "*", "x" * 5000):
             assert http.get("/flows/events", params={"run": bad}).status_code == 404, bad
+
+
+def test_a_stream_hears_a_run_moved_right_after_its_ready_by_a_worker_that_read_no_listener(
+    start_web: StartWeb,
+) -> None:
+    """A worker reads the listeners marker at most once a second and trusts a read for a while
+    (``LISTENER_VIEW_SECONDS``): the stream says ``ready`` only once no worker can still trust a
+    read made before it listened, so a run that started unheard and moves right after ``ready``
+    is heard (ci12: the stream waited for these events forever)."""
+    web = start_web(FLOWS)
+    parked = web.parked("sse-wait")  # its worker has just read the marker: no live view then
+    with (
+        httpx.Client(base_url=web.base, timeout=30) as http,
+        http.stream("GET", "/flows/events", params={"run": parked}) as stream,
+    ):
+        blocks = sse_blocks(stream.iter_lines())
+        assert next(blocks)[:2] == ["retry: 3000", "event: ready"]
+        web.client.signal(parked, "approved")
+        heard = events_until_completed(blocks)
+    assert [(e["type"], e["stepKey"]) for e in heard] == [
+        ("step.started", "wait"),
+        ("step.completed", "wait"),
+        ("run.completed", None),
+    ]
+    first = heard[0]["seq"]
+    assert [e["seq"] for e in heard] == [first, first + 1, first + 2]
 
 
 def _events_of(page: Page) -> list[dict[str, Any]]:
