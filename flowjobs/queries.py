@@ -79,7 +79,7 @@ class Queries:
 
     def listeners_marker(self) -> ListenersMarker:
         """The key ``keep_listening`` sets, for a caller with a connection of its own (the flows
-        UI's asyncio one): ``mark`` it on a pipeline, then wait ``settles_in`` its replies."""
+        UI's asyncio one): ``eval(*marker.call())``, then wait ``settles_in`` its reply."""
         return ListenersMarker(self.store.keys.listeners())
 
     def keep_listening(self) -> float:
@@ -87,9 +87,7 @@ class Queries:
         runs started from now on publish every event, and workers publish every run's events
         once the seconds returned have passed (a worker trusts its read of the marker a while)."""
         marker = self.listeners_marker()
-        with self.redis.pipeline(transaction=False) as pipe:
-            marker.mark(pipe)
-            return marker.settles_in(pipe.execute())
+        return marker.settles_in(self.redis.eval(*marker.call()))
 
     def queue_health(self, queue_name: str) -> QueueHealth:
         """Depth, oldest waiting job's age and workers alive of one RQ queue."""

@@ -8,8 +8,6 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-import redis.asyncio.client
-import redis.client
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -25,10 +23,14 @@ from flowjobs.store.scripts import Scripts
 #: them (and backs off) instead of marking anything failed.
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError)
 
-#: How long a process's read of the listeners marker (``ListenerView``) holds: a worker reads it at
-#: most once a second, before it takes a job; a view older than this (a long job, an idle worker)
-#: is no view, and events are published.
-LISTENER_VIEW_SECONDS = 2.0
+#: How long a process's read of the listeners marker (``ListenerView``) holds, from when it was
+#: sent: a worker reads it at most once a second, before it takes a job; a view older than this
+#: (a long job, an idle worker) is no view, and events are published.
+LISTENER_VIEW_SECONDS = 1.5
+#: How long after the marker is first set a new live view waits before it relies on events
+#: (``ListenersMarker``): a view's life, and half a second for a script that runs a little after its
+#: arguments were built (a garbage-collector pause, a slow network).
+LISTENERS_SETTLE_SECONDS = 2.0
 #: How long the listeners marker (``Keys.listeners``) outlives its last refresh.
 LISTENERS_TTL_SECONDS = 30
 
@@ -70,32 +72,48 @@ class ListenerView:
         return read is not None and not read[1] and time.monotonic() - read[0] <= LISTENER_VIEW_SECONDS
 
 
+#: ``ListenersMarker``'s script: the marker set to the server's time (ms) unless it is set, its TTL
+#: (ARGV[1], seconds) extended, and {when it was first set, now}, both in the server's clock.
+_MARK_LISTENING = """
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local since = redis.call('GET', KEYS[1])
+if since then
+  redis.call('EXPIRE', KEYS[1], ARGV[1])
+else
+  since = now
+  redis.call('SET', KEYS[1], now, 'EX', ARGV[1])
+end
+return {tonumber(since) or 0, now}
+"""
+#: A marker value below this is no time (``1``, as processes before its value was a time set it).
+_EPOCH_MS_2001 = 1_000_000_000_000
+
+
 @dataclass(frozen=True)
 class ListenersMarker:
     """The key a live view sets to say it follows run events (``Keys.listeners``). Its value is
-    when it was first set (epoch ms), kept while views refresh it, so a new view learns when
-    every worker publishes: no later than ``LISTENER_VIEW_SECONDS`` after that (``ListenerView``)."""
+    when it was first set (the server's clock, ms), kept while views extend it, so a new view
+    learns when every worker publishes: ``LISTENERS_SETTLE_SECONDS`` after that (``ListenerView``).
+    Set, read and extended in one script: for a sync or an asyncio client, ``eval(*marker.call())``,
+    then ``settles_in`` its reply."""
 
     key: str
     ttl_seconds: int = LISTENERS_TTL_SECONDS
 
-    def mark(self, pipe: redis.client.Pipeline | redis.asyncio.client.Pipeline) -> None:
-        """Queue on ``pipe`` (sync or asyncio, executed by the caller): set the marker unless it is
-        set, read it, and extend its TTL. ``settles_in`` reads the replies."""
-        pipe.set(self.key, epoch_ms(utcnow()), ex=self.ttl_seconds, nx=True)
-        pipe.get(self.key)
-        pipe.expire(self.key, self.ttl_seconds)
+    def call(self) -> tuple[str, int, str, int]:
+        """The arguments of ``eval`` that set or extend the marker."""
+        return _MARK_LISTENING, 1, self.key, self.ttl_seconds
 
     @staticmethod
-    def settles_in(replies: Sequence[Any]) -> float:
-        """Seconds, from ``mark``'s replies, until every worker publishes every run's events: until
+    def settles_in(reply: Sequence[Any]) -> float:
+        """Seconds, from the script's reply, until every worker publishes every run's events: until
         no worker can still trust a read of the marker made before it was set (0 once none can)."""
-        try:
-            since_ms = int(replies[1])
-        except (TypeError, ValueError):
-            return LISTENER_VIEW_SECONDS
-        left = (since_ms - epoch_ms(utcnow())) / 1000 + LISTENER_VIEW_SECONDS
-        return min(max(left, 0.0), LISTENER_VIEW_SECONDS)
+        since_ms, now_ms = int(reply[0]), int(reply[1])
+        if since_ms < _EPOCH_MS_2001:
+            return LISTENERS_SETTLE_SECONDS
+        left = (since_ms - now_ms) / 1000 + LISTENERS_SETTLE_SECONDS
+        return min(max(left, 0.0), LISTENERS_SETTLE_SECONDS)
 
 
 class StoreContext:

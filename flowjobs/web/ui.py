@@ -58,9 +58,6 @@ PAGE_SIZE = 25
 #: The overview's throughput chart: the last hour in five-minute buckets.
 THROUGHPUT_BUCKETS = 12
 THROUGHPUT_BUCKET = timedelta(minutes=5)
-#: A comment line on the event stream this often, so proxies keep it open and a closed tab is
-#: noticed (the write fails).
-SSE_PING_SECONDS = 15.0
 #: The event stream's own Redis connection gives up connecting after this long (a 503), rather
 #: than holding the request for the system's TCP timeout when Redis does not answer at all.
 SSE_CONNECT_SECONDS = 5.0
@@ -752,7 +749,9 @@ def _job_or_not_found(request: Request, client: FlowClient, job_id: str) -> Resp
 async def events(settings: AppSettings, client: Client, run: Annotated[str, Query()] = "") -> Response:
     """Server-sent events: one ``run`` event per run event the engine publishes (only the given
     run's with ``?run=<run id>``), its data one line of JSON (``sse_run_event``); ``ready`` once
-    subscribed; a comment every ``SSE_PING_SECONDS``. Pages refresh their live parts on each one.
+    subscribed and every worker publishes (``ListenersMarker``: up to 2 s after the first live
+    view); a comment every 10 s, so proxies keep it open and a closed tab is noticed (the write
+    fails). Pages refresh their live parts on each ``run`` event and on ``ready``.
 
     The subscription is made before the response starts, so an unreachable Redis is a plain 503
     (pages then poll) rather than a stream that breaks once begun; 404 for a ``run`` that is not
@@ -787,9 +786,7 @@ async def events(settings: AppSettings, client: Client, run: Annotated[str, Quer
 async def _mark_listening(connection: redis.asyncio.Redis, marker: ListenersMarker) -> float:
     """``Queries.keep_listening`` on the stream's asyncio connection: the seconds until workers
     publish every run's events."""
-    async with connection.pipeline(transaction=False) as pipe:
-        marker.mark(pipe)
-        return marker.settles_in(await pipe.execute())
+    return marker.settles_in(await connection.eval(*marker.call()))
 
 
 def sse_run_event(published: bytes | str, wanted: UUID | None = None) -> str | None:
@@ -823,21 +820,23 @@ async def _event_stream(
     marker: ListenersMarker,
     settle: float,
 ) -> AsyncIterator[str]:
+    # The listeners marker (Queries.keep_listening), set by the caller just now, is extended with a
+    # ping every third of its TTL, messages or not: no wait for a message lasts past that.
+    ping_every = marker.ttl_seconds / 3
+    marked = time.monotonic()
     try:
         if settle > 0:
             await asyncio.sleep(settle)
         # The page was rendered before this subscription: tell it to refresh once, for what it missed.
         yield "retry: 3000\nevent: ready\ndata: {}\n\n"
-        marked = time.monotonic()
         while True:
-            if time.monotonic() - marked >= marker.ttl_seconds / 3:
-                # The listeners marker (Queries.keep_listening), extended long before it expires
-                # (this wait for a message lasts up to SSE_PING_SECONDS).
+            if time.monotonic() - marked >= ping_every:
                 await _mark_listening(connection, marker)
                 marked = time.monotonic()
-            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=SSE_PING_SECONDS)
-            if message is None:
                 yield ": ping\n\n"
+            wait = max(marked + ping_every - time.monotonic(), 0.0)
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=wait)
+            if message is None:
                 continue
             event = sse_run_event(message["data"], wanted)
             if event is not None:

@@ -8,9 +8,8 @@ import pytest
 from redis.client import PubSub
 
 from flowjobs import FlowDefinition, RunStatus, StepStatus
-from flowjobs.core.clock import epoch_ms, utcnow
 from flowjobs.core.job_calls import trigger_job_id
-from flowjobs.store.base import LISTENER_VIEW_SECONDS, LISTENERS_TTL_SECONDS
+from flowjobs.store.base import LISTENER_VIEW_SECONDS, LISTENERS_SETTLE_SECONDS, LISTENERS_TTL_SECONDS
 from flowjobs.store.codec import LISTENED_FIELD
 from tests.conftest import Space, wait_until
 from tests.integration.flows import flow, registry
@@ -209,18 +208,23 @@ def test_a_live_view_that_starts_listening_mid_run_hears_the_rest_of_it(space: S
 
 def test_a_new_listener_waits_until_no_worker_trusts_a_read_from_before_it(space: Space) -> None:
     """``keep_listening`` answers how long workers may still keep quiet: a worker trusts its read
-    of the marker for ``LISTENER_VIEW_SECONDS``, so the first listener waits about that long; one
-    that joins a marker set long ago, not at all, and a refresh keeps when it was first set."""
+    of the marker a while, so the first listener waits ``LISTENERS_SETTLE_SECONDS`` (in the
+    server's clock); one that joins a marker set long ago, not at all; a refresh keeps when it was
+    first set; a marker whose value is no time (as older processes set it) means the full wait."""
     queries = space.client(registry(flow("quiet", {"a": {"type": "Noop"}}))).queries
     key = space.keys.listeners()
     first = queries.keep_listening()
-    assert LISTENER_VIEW_SECONDS - 0.5 < first <= LISTENER_VIEW_SECONDS
+    assert LISTENERS_SETTLE_SECONDS - 0.5 < first <= LISTENERS_SETTLE_SECONDS
+    assert LISTENER_VIEW_SECONDS < LISTENERS_SETTLE_SECONDS
     since = space.redis.get(key)
     assert queries.keep_listening() <= first and space.redis.get(key) == since
-    space.redis.set(key, epoch_ms(utcnow()) - 60_000, ex=5)  # a marker first set a minute ago
+    seconds, micros = space.redis.time()
+    space.redis.set(key, seconds * 1000 + micros // 1000 - 60_000, ex=5)  # first set a minute ago
     assert queries.keep_listening() == 0
     assert 5 < space.redis.ttl(key) <= LISTENERS_TTL_SECONDS
-    space.redis.delete(key)
+    space.redis.set(key, "1", ex=5)
+    assert queries.keep_listening() == LISTENERS_SETTLE_SECONDS
+    assert space.redis.get(key) == b"1" and space.redis.ttl(key) > 5
 
 
 def test_every_event_is_published_for_live_views(space: Space) -> None:

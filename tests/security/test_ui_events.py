@@ -133,8 +133,8 @@ def test_a_stream_hears_a_run_moved_right_after_its_ready_by_a_worker_that_read_
 ) -> None:
     """A worker reads the listeners marker at most once a second and trusts a read for a while
     (``LISTENER_VIEW_SECONDS``): the stream says ``ready`` only once no worker can still trust a
-    read made before it listened, so a run that started unheard and moves right after ``ready``
-    is heard (ci12: the stream waited for these events forever)."""
+    read made before it listened (``LISTENERS_SETTLE_SECONDS``), so a run that started unheard and
+    moves right after ``ready`` is heard (ci12: the stream waited for these events forever)."""
     web = start_web(FLOWS)
     parked = web.parked("sse-wait")  # its worker has just read the marker: no live view then
     with (
