@@ -79,7 +79,7 @@ class Queries:
 
     def listeners_marker(self) -> ListenersMarker:
         """The key ``keep_listening`` sets, for a caller with a connection of its own (the flows
-        UI's asyncio one): ``eval(*marker.call())``, then wait ``settles_in`` its reply."""
+        UI's asyncio one): ``mark`` it, then wait ``settles_in`` its reply."""
         return ListenersMarker(self.store.keys.listeners())
 
     def keep_listening(self) -> float:
@@ -87,7 +87,7 @@ class Queries:
         runs started from now on publish every event, and workers publish every run's events
         once the seconds returned have passed (a worker trusts its read of the marker a while)."""
         marker = self.listeners_marker()
-        return marker.settles_in(self.redis.eval(*marker.call()))
+        return marker.settles_in(marker.mark(self.redis))
 
     def queue_health(self, queue_name: str) -> QueueHealth:
         """Depth, oldest waiting job's age and workers alive of one RQ queue."""

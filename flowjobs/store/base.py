@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from redis import Redis
@@ -18,6 +18,9 @@ from flowjobs.core.statuses import RunStatus
 from flowjobs.store.codec import text
 from flowjobs.store.replicas import ReplicaWait
 from flowjobs.store.scripts import Scripts
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis as AsyncRedis
 
 #: Errors that mean Redis is unreachable: not a bad run or a bad record, so a duty's pass stops on
 #: them (and backs off) instead of marking anything failed.
@@ -95,15 +98,14 @@ class ListenersMarker:
     """The key a live view sets to say it follows run events (``Keys.listeners``). Its value is
     when it was first set (the server's clock, ms), kept while views extend it, so a new view
     learns when every worker publishes: ``LISTENERS_SETTLE_SECONDS`` after that (``ListenerView``).
-    Set, read and extended in one script: for a sync or an asyncio client, ``eval(*marker.call())``,
-    then ``settles_in`` its reply."""
+    Set, read and extended in one script (``mark``), whose reply ``settles_in`` reads."""
 
     key: str
     ttl_seconds: int = LISTENERS_TTL_SECONDS
 
-    def call(self) -> tuple[str, int, str, int]:
-        """The arguments of ``eval`` that set or extend the marker."""
-        return _MARK_LISTENING, 1, self.key, self.ttl_seconds
+    def mark(self, redis: Redis | AsyncRedis) -> Any:
+        """Set or extend the marker: the script's reply, or with an asyncio client an awaitable of it."""
+        return redis.register_script(_MARK_LISTENING)(keys=[self.key], args=[self.ttl_seconds])
 
     @staticmethod
     def settles_in(reply: Sequence[Any]) -> float:

@@ -786,7 +786,7 @@ async def events(settings: AppSettings, client: Client, run: Annotated[str, Quer
 async def _mark_listening(connection: redis.asyncio.Redis, marker: ListenersMarker) -> float:
     """``Queries.keep_listening`` on the stream's asyncio connection: the seconds until workers
     publish every run's events."""
-    return marker.settles_in(await connection.eval(*marker.call()))
+    return marker.settles_in(await marker.mark(connection))
 
 
 def sse_run_event(published: bytes | str, wanted: UUID | None = None) -> str | None:
